@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages hostmesh builds and runs with. Idempotent: it
+# installs only what is missing, and runs `apt-get update` only then.
+set -euo pipefail
+
+PACKAGES=(
+  bazel-bootstrap bazel-platforms g++ make
+  protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
+  libabsl-dev libgoogle-glog-dev libgflags-dev libsystemd-dev
+  catch2 libcli11-dev libbenchmark-dev
+  procps
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
