@@ -1,0 +1,85 @@
+// HostMesh: the hosts this client can ask to start procs.
+//
+//   HostMesh::Local()       one host on this machine: a private hostd child
+//                           on loopback; nothing installed, nothing public.
+//   HostMesh::Process(n)    n hostd children that register back with their
+//                           address (the process allocator).
+//   HostMesh::Attach(addrs) hostds already running (e.g. under systemd).
+//
+// Spawn("p0", K) creates procs p0_0 … p0_{HK-1} across the H hosts and
+// waits server-side until all are RUNNING. Shutdown() leaves nothing
+// behind: hosts this mesh started are shut down (every proc stopped and
+// reaped, each hostd exited); on attached hosts, the procs this mesh
+// spawned are stopped and the daemons keep running. The destructor calls
+// Shutdown() if it was not called: the mesh is its own scope guard.
+// Move-only; thread-safe for concurrent calls.
+#ifndef HOSTMESH_CLIENT_INCLUDE_HOSTMESH_HOST_MESH_H_
+#define HOSTMESH_CLIENT_INCLUDE_HOSTMESH_HOST_MESH_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "hostmesh/client.h"
+#include "hostmesh/extent.h"
+#include "hostmesh/proc_mesh.h"
+#include "proto/host.pb.h"
+
+namespace mesh {
+
+struct HostMeshOptions {
+  // Default: Client::Default().
+  std::shared_ptr<Client> client;
+  // hostd binary for Local/Process; default: FindBinary("hostd").
+  std::string hostd_path;
+  // Extra hostd flags for Local/Process (e.g. "--procd=/path/my_procd").
+  std::vector<std::string> hostd_args;
+  // For each host to start and register, and for each spawn barrier.
+  absl::Duration timeout = absl::Seconds(30);
+};
+
+class HostMesh {
+ public:
+  using Options = HostMeshOptions;
+
+  static absl::StatusOr<HostMesh> Local(Options options = {});
+  static absl::StatusOr<HostMesh> Process(size_t num_hosts,
+                                          Options options = {});
+  static absl::StatusOr<HostMesh> Attach(std::vector<std::string> addresses,
+                                         Options options = {});
+
+  HostMesh(HostMesh&&) noexcept;
+  HostMesh& operator=(HostMesh&&) noexcept;
+  ~HostMesh();
+
+  size_t num_hosts() const;
+  const std::vector<std::string>& addresses() const;
+  // {hosts: H}.
+  Extent extent() const;
+  const std::shared_ptr<Client>& client() const;
+
+  // Spawns proc mesh `name` with `procs_per_host` procs on every host.
+  absl::StatusOr<ProcMesh> Spawn(const std::string& name,
+                                 size_t procs_per_host = 1,
+                                 const v1::ProcSpec& spec = {});
+  // The same with the per-host extent (unity = 1 proc per host).
+  absl::StatusOr<ProcMesh> Spawn(const std::string& name,
+                                 const Extent& per_host,
+                                 const v1::ProcSpec& spec = {});
+
+  // See the class comment. Idempotent.
+  absl::Status Shutdown(absl::Duration grace = absl::Seconds(5));
+
+  class Impl;
+
+ private:
+  explicit HostMesh(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mesh
+
+#endif  // HOSTMESH_CLIENT_INCLUDE_HOSTMESH_HOST_MESH_H_

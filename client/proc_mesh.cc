@@ -1,0 +1,137 @@
+#include "hostmesh/proc_mesh.h"
+
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "client/internal/parallel.h"
+#include "lib/mailbox/mailbox.h"
+#include "lib/names.h"
+#include "proto/host.grpc.pb.h"
+#include "proto/proc.grpc.pb.h"
+
+namespace mesh {
+
+ProcMesh::ProcMesh(std::shared_ptr<Client> client, std::string name,
+                   Extent extent, std::vector<std::string> host_addresses,
+                   std::vector<v1::ProcState> procs)
+    : client_(std::move(client)),
+      name_(std::move(name)),
+      extent_(std::move(extent)),
+      host_addresses_(std::move(host_addresses)),
+      procs_(std::move(procs)) {}
+
+absl::StatusOr<ActorMesh> ProcMesh::Spawn(
+    const std::string& name, const std::string& type,
+    const google::protobuf::Message* params, absl::Duration timeout) const {
+  absl::Status valid = ValidateName(name, "actor mesh name");
+  if (!valid.ok()) return valid;
+  const size_t n = procs_.size();
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  std::vector<v1::CreateOrUpdateActorRequest> creates(n);
+  for (size_t rank = 0; rank < n; ++rank) {
+    channels.push_back(client_->Channel(procs_[rank].address()));
+    v1::CreateOrUpdateActorRequest& create = creates[rank];
+    create.set_name(name);
+    create.set_type(type);
+    create.set_rank(rank);
+    if (params != nullptr) create.mutable_params()->PackFrom(*params);
+    *create.mutable_supervisor() = client_->supervisor_port();
+  }
+  auto created = internal::ParallelUnary<v1::Proc, v1::ActorState>(
+      channels, creates, timeout,
+      [](auto* stub, auto* context, auto* request, auto* response, auto done) {
+        stub->async()->CreateOrUpdateActor(context, request, response,
+                                           std::move(done));
+      });
+  // Then wait, server-side, until each is RUNNING.
+  std::vector<v1::WaitActorsRequest> waits(n);
+  for (auto& wait : waits) {
+    wait.add_names(name);
+    wait.set_min_status(v1::RUNNING);
+    wait.set_timeout_ms(absl::ToInt64Milliseconds(timeout));
+  }
+  auto waited = internal::ParallelUnary<v1::Proc, v1::WaitActorsResponse>(
+      channels, waits, timeout + absl::Seconds(1),
+      [](auto* stub, auto* context, auto* request, auto* response, auto done) {
+        stub->async()->WaitActors(context, request, response, std::move(done));
+      });
+
+  std::vector<v1::ActorRef> refs(n);
+  std::vector<std::string> failures;
+  absl::StatusCode code = absl::StatusCode::kOk;
+  for (size_t rank = 0; rank < n; ++rank) {
+    const v1::ProcState& proc = procs_[rank];
+    absl::Status status = created[rank].status();
+    if (status.code() == absl::StatusCode::kUnavailable) {
+      // Is the proc itself gone? Ask its host, which knows for sure.
+      auto host = v1::Host::NewStub(client_->Channel(host_addresses_[rank]));
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() +
+                           std::chrono::seconds(10));
+      v1::GetProcStateRequest request;
+      request.set_name(proc.name());
+      v1::ProcState state;
+      if (host->GetProcState(&context, request, &state).ok() &&
+          state.status() >= v1::STOPPING) {
+        status = absl::FailedPreconditionError(absl::StrFormat(
+            "proc %s is %s: %s", proc.name(), v1::Status_Name(state.status()),
+            state.reason()));
+      }
+    }
+    if (status.ok() && !waited[rank].ok()) status = waited[rank].status();
+    if (status.ok()) {
+      const v1::ActorState& actor = waited[rank]->actors(0);
+      if (actor.status() != v1::RUNNING) {
+        status = absl::AbortedError(absl::StrFormat(
+            "actor is %s: %s", v1::Status_Name(actor.status()),
+            actor.reason()));
+      } else {
+        refs[rank] = actor.ref();
+      }
+    }
+    if (!status.ok()) {
+      if (code == absl::StatusCode::kOk) code = status.code();
+      failures.push_back(absl::StrFormat("rank %d (proc %s at %s): %s", rank,
+                                         proc.name(), proc.address(),
+                                         status.message()));
+    }
+  }
+  if (!failures.empty()) {
+    return absl::Status(
+        code, absl::StrFormat("actor mesh \"%s\" of type \"%s\": %d of %d "
+                              "ranks did not start: %s",
+                              name, type, failures.size(), n,
+                              absl::StrJoin(failures, "; ")));
+  }
+  return ActorMesh(client_, name, type, extent_, std::move(refs));
+}
+
+absl::Status ProcMesh::Stop(absl::Duration grace) const {
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  std::vector<v1::StopProcRequest> stops(procs_.size());
+  for (size_t rank = 0; rank < procs_.size(); ++rank) {
+    channels.push_back(client_->Channel(host_addresses_[rank]));
+    stops[rank].set_name(procs_[rank].name());
+    stops[rank].set_reason(absl::StrCat("proc mesh ", name_, " stopped"));
+    stops[rank].set_grace_ms(absl::ToInt64Milliseconds(grace));
+  }
+  auto stopped = internal::ParallelUnary<v1::Host, v1::ProcState>(
+      channels, stops, grace * 3 + absl::Seconds(10),
+      [](auto* stub, auto* context, auto* request, auto* response, auto done) {
+        stub->async()->StopProc(context, request, response, std::move(done));
+      });
+  std::vector<std::string> failures;
+  for (size_t rank = 0; rank < stopped.size(); ++rank) {
+    if (!stopped[rank].ok()) {
+      failures.push_back(absl::StrFormat("%s: %s", procs_[rank].name(),
+                                         stopped[rank].status().message()));
+    }
+  }
+  if (failures.empty()) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrFormat(
+      "proc mesh \"%s\": could not stop %s", name_,
+      absl::StrJoin(failures, "; ")));
+}
+
+}  // namespace mesh

@@ -1,0 +1,691 @@
+#include "hostd/proc_manager.h"
+
+#include <glog/logging.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <google/protobuf/util/time_util.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <optional>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "lib/names.h"
+
+namespace mesh {
+namespace {
+
+using google::protobuf::util::MessageDifferencer;
+using google::protobuf::util::TimeUtil;
+
+constexpr size_t kMaxArgs = 1024;
+constexpr size_t kMaxArgBytes = 64 * 1024;
+constexpr size_t kMaxEnv = 1024;
+
+bool IsTerminal(v1::Status status) {
+  return status == v1::STOPPED || status == v1::FAILED;
+}
+
+bool IsEnvName(const std::string& key) {
+  if (key.empty() || (key[0] >= '0' && key[0] <= '9')) return false;
+  for (char c : key) {
+    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+              (c >= '0' && c <= '9') || c == '_';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// The last non-empty line of a stderr tail, for reasons.
+std::string LastLine(const std::string& tail) {
+  std::vector<std::string> lines =
+      absl::StrSplit(tail, '\n', absl::SkipWhitespace());
+  if (lines.empty()) return "";
+  std::string last = lines.back();
+  if (last.size() > 200) last = last.substr(last.size() - 200);
+  return last;
+}
+
+std::string SignalName(int sig) {
+  const char* abbrev = sigabbrev_np(sig);
+  return abbrev ? absl::StrCat("SIG", abbrev) : absl::StrCat("signal ", sig);
+}
+
+}  // namespace
+
+absl::Status ValidateCreateRequest(
+    const v1::CreateOrUpdateProcRequest& request) {
+  absl::Status name_status = ValidateName(request.name(), "proc name");
+  if (!name_status.ok()) return name_status;
+  const v1::ProcSpec& spec = request.spec();
+  if (!spec.command().empty()) {
+    if (spec.command()[0] != '/') {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "spec.command \"%s\" must be an absolute path",
+          absl::CHexEscape(spec.command())));
+    }
+    if (spec.command().find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError("spec.command contains a NUL byte");
+    }
+  }
+  if (static_cast<size_t>(spec.args_size()) > kMaxArgs) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "spec.args has %d entries; the limit is %d", spec.args_size(),
+        kMaxArgs));
+  }
+  for (int i = 0; i < spec.args_size(); ++i) {
+    const std::string& arg = spec.args(i);
+    if (arg.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("spec.args[%d] contains a NUL byte", i));
+    }
+    if (arg.size() > kMaxArgBytes) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "spec.args[%d] is %d bytes; the limit is %d", i, arg.size(),
+          kMaxArgBytes));
+    }
+  }
+  if (static_cast<size_t>(spec.env_size()) > kMaxEnv) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "spec.env has %d entries; the limit is %d", spec.env_size(), kMaxEnv));
+  }
+  for (const auto& [key, value] : spec.env()) {
+    if (!IsEnvName(key)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "spec.env key \"%s\" is not a valid variable name",
+          absl::CHexEscape(key)));
+    }
+    if (key == kBootstrapFdEnv) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("spec.env must not set ", kBootstrapFdEnv));
+    }
+    if (value.find('\0') != std::string::npos ||
+        value.size() > kMaxArgBytes) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "spec.env[\"%s\"] has a NUL byte or is longer than %d bytes", key,
+          kMaxArgBytes));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// One proc: its public state plus what the manager needs to drive it.
+struct ProcManager::Proc {
+  v1::CreateOrUpdateProcRequest request;
+  v1::ProcState state;
+  uint64_t ticket_id = 0;
+  bool registered = false;
+  bool stopping = false;
+  // How far a stop has escalated: "exited" (asked), "SIGTERM", "SIGKILL".
+  std::string stopped_by;
+  // Set when the manager decided the proc failed (e.g. no registration).
+  std::string forced_failure;
+  EventLoop::TimerId registration_timer = 0;
+  EventLoop::TimerId escalation_timer = 0;
+  std::vector<StateCallback> stop_waiters;
+};
+
+struct ProcManager::Waiter {
+  std::vector<std::string> names;
+  v1::Status min_status = v1::NOT_EXIST;
+  WaitCallback done;
+  EventLoop::TimerId timer = 0;
+};
+
+ProcManager::ProcManager(Options options, ProcessSupervisor* supervisor,
+                         Registrar* registrar)
+    : options_(std::move(options)),
+      supervisor_(supervisor),
+      registrar_(registrar),
+      loop_(std::make_unique<EventLoop>()) {}
+
+ProcManager::~ProcManager() {
+  loop_.reset();
+  AnswerAllWaits();
+  std::vector<uint64_t> tickets;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [name, proc] : procs_) {
+      if (proc->ticket_id != 0) tickets.push_back(proc->ticket_id);
+    }
+  }
+  for (uint64_t id : tickets) registrar_->Forget(id);
+}
+
+ProcManager::Proc* ProcManager::Find(const std::string& name,
+                                     uint64_t generation) {
+  auto it = procs_.find(name);
+  if (it == procs_.end() || it->second->state.generation() != generation) {
+    return nullptr;
+  }
+  return it->second.get();
+}
+
+void ProcManager::SetStatus(Proc& proc, v1::Status status,
+                            const std::string& reason, Deferred& deferred) {
+  proc.state.set_status(status);
+  proc.state.set_reason(reason);
+  *proc.state.mutable_updated_at() = TimeUtil::GetCurrentTime();
+  if (IsTerminal(status)) {
+    v1::ProcState final_state = proc.state;
+    for (auto& waiter : proc.stop_waiters) {
+      deferred.push_back([waiter = std::move(waiter), final_state] {
+        waiter(final_state);
+      });
+    }
+    proc.stop_waiters.clear();
+  }
+  CheckWaiters(deferred);
+}
+
+void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
+                                 StateCallback done) {
+  absl::Status valid = ValidateCreateRequest(request);
+  if (!valid.ok()) {
+    done(valid);
+    return;
+  }
+  const std::string& name = request.name();
+  uint64_t generation = 0;
+  std::optional<absl::StatusOr<v1::ProcState>> answer;  // answered at once
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = procs_.find(name);
+    int live = 0;
+    for (const auto& [n, p] : procs_) {
+      if (!IsTerminal(p->state.status())) ++live;
+    }
+    if (shutting_down_) {
+      answer = absl::FailedPreconditionError(absl::StrFormat(
+          "host is shutting down; proc \"%s\" not created", name));
+    } else if (it != procs_.end() &&
+               !MessageDifferencer::Equals(it->second->request, request)) {
+      answer = absl::FailedPreconditionError(absl::StrFormat(
+          "proc \"%s\" exists with another spec or rank (generation %d, %s); "
+          "stop it and use a new name",
+          name, it->second->state.generation(),
+          v1::Status_Name(it->second->state.status())));
+    } else if (it != procs_.end() && !IsTerminal(it->second->state.status())) {
+      answer = it->second->state;  // The same request again: the same proc.
+    } else if (live >= options_.max_procs) {
+      answer = absl::ResourceExhaustedError(absl::StrFormat(
+          "host has %d live procs, the --max-procs limit; proc \"%s\" not "
+          "created",
+          live, name));
+    } else {
+      generation =
+          it == procs_.end() ? 1 : it->second->state.generation() + 1;
+      auto proc = std::make_unique<Proc>();
+      proc->request = request;
+      v1::ProcState& state = proc->state;
+      state.set_name(name);
+      state.set_rank(request.rank());
+      *state.mutable_spec() = request.spec();
+      state.set_generation(generation);
+      state.set_log_dir(absl::StrCat(options_.state_dir, "/procs/", name));
+      *state.mutable_created_at() = TimeUtil::GetCurrentTime();
+      Proc& stored = *(procs_[name] = std::move(proc));
+      SetStatus(stored, v1::INITIALIZING, "spawning", deferred);
+    }
+  }
+  for (auto& fn : deferred) fn();
+  if (answer.has_value()) {
+    done(*std::move(answer));
+    return;
+  }
+  loop_->Post([this, name, generation, done = std::move(done)] {
+    SpawnOnLoop(name, generation);
+    absl::StatusOr<v1::ProcState> state;
+    {
+      absl::MutexLock lock(&mu_);
+      Proc* proc = Find(name, generation);
+      if (proc != nullptr) {
+        state = proc->state;
+      } else {
+        state = absl::AbortedError(
+            absl::StrFormat("proc \"%s\" was replaced while spawning", name));
+      }
+    }
+    done(std::move(state));
+  });
+}
+
+void ProcManager::SpawnOnLoop(const std::string& name, uint64_t generation) {
+  SpawnOptions spawn;
+  uint64_t rank = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    Proc* proc = Find(name, generation);
+    if (proc == nullptr) return;
+    const v1::ProcSpec& spec = proc->request.spec();
+    rank = proc->request.rank();
+    spawn.path = spec.command().empty() ? options_.procd_path : spec.command();
+    spawn.args.assign(spec.args().begin(), spec.args().end());
+    spawn.env.insert(spec.env().begin(), spec.env().end());
+    spawn.log_dir = proc->state.log_dir();
+  }
+  Registrar::ChildCallbacks callbacks;
+  callbacks.on_registered = [this, name, generation](const std::string& address,
+                                                     pid_t pid) {
+    OnRegistered(name, generation, address, pid);
+  };
+  callbacks.on_disconnected = [name] {
+    VLOG(1) << "proc " << name << " closed its host channel";
+  };
+  absl::StatusOr<Registrar::Ticket> ticket =
+      registrar_->Expect(name, rank, std::move(callbacks));
+  absl::StatusOr<pid_t> pid = absl::UnknownError("not spawned");
+  if (!ticket.ok()) {
+    pid = ticket.status();
+  } else {
+    spawn.env[kBootstrapFdEnv] = absl::StrCat(kBootstrapChildFd);
+    spawn.inherit_fds.emplace_back(ticket->read_fd, kBootstrapChildFd);
+    pid = supervisor_->Spawn(spawn,
+                             [this, name, generation](const ExitInfo& info) {
+                               OnExit(name, generation, info);
+                             });
+    close(ticket->read_fd);
+    if (!pid.ok()) registrar_->Forget(ticket->id);
+  }
+
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    Proc* proc = Find(name, generation);
+    if (proc == nullptr) return;
+    if (!pid.ok()) {
+      proc->state.set_stopped_by("exited");
+      SetStatus(*proc, v1::FAILED,
+                absl::StrFormat("proc \"%s\": spawn of \"%s\" failed: %s",
+                                name, spawn.path, pid.status().message()),
+                deferred);
+    } else {
+      proc->ticket_id = ticket->id;
+      proc->state.set_pid(*pid);
+      LOG(INFO) << "proc " << name << " spawned: pid " << *pid << " ("
+                << spawn.path << ")";
+      // An exit or registration may already have been seen; only an
+      // initializing proc waits for its call-back.
+      if (proc->state.status() == v1::INITIALIZING && !proc->registered) {
+        proc->state.set_reason(absl::StrFormat(
+            "waiting for registration (up to %s)",
+            absl::FormatDuration(options_.registration_timeout)));
+        proc->registration_timer = loop_->PostAfter(
+            options_.registration_timeout, [this, name, generation] {
+              OnRegistrationTimeout(name, generation);
+            });
+      }
+    }
+  }
+  for (auto& fn : deferred) fn();
+}
+
+void ProcManager::OnRegistered(const std::string& name, uint64_t generation,
+                               const std::string& address, pid_t pid) {
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    Proc* proc = Find(name, generation);
+    if (proc == nullptr) return;
+    proc->registered = true;
+    proc->state.set_address(address);
+    if (proc->registration_timer != 0) loop_->Cancel(proc->registration_timer);
+    if (proc->state.status() != v1::INITIALIZING) return;
+    LOG(INFO) << "proc " << name << " registered at " << address << " (pid "
+              << pid << ")";
+    SetStatus(*proc, v1::RUNNING, "registered", deferred);
+  }
+  for (auto& fn : deferred) fn();
+}
+
+void ProcManager::OnRegistrationTimeout(const std::string& name,
+                                        uint64_t generation) {
+  pid_t pid = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    Proc* proc = Find(name, generation);
+    if (proc == nullptr || proc->registered ||
+        proc->state.status() != v1::INITIALIZING) {
+      return;
+    }
+    proc->forced_failure = absl::StrFormat(
+        "proc \"%s\" did not register within %s; killed", name,
+        absl::FormatDuration(options_.registration_timeout));
+    proc->stopped_by = "SIGKILL";
+    pid = proc->state.pid();
+    LOG(WARNING) << proc->forced_failure;
+  }
+  absl::Status signalled = supervisor_->SignalGroup(pid, SIGKILL);
+  if (!signalled.ok()) VLOG(1) << "SIGKILL of " << name << ": " << signalled;
+}
+
+void ProcManager::OnExit(const std::string& name, uint64_t generation,
+                         const ExitInfo& info) {
+  uint64_t ticket = 0;
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    Proc* proc = Find(name, generation);
+    if (proc == nullptr) return;
+    v1::ProcState& state = proc->state;
+    if (info.exit_code) state.set_exit_code(*info.exit_code);
+    if (info.term_signal) state.set_term_signal(*info.term_signal);
+    state.set_stderr_tail(info.stderr_tail);
+    if (proc->registration_timer != 0) loop_->Cancel(proc->registration_timer);
+    if (proc->escalation_timer != 0) loop_->Cancel(proc->escalation_timer);
+    ticket = proc->ticket_id;
+    proc->ticket_id = 0;
+
+    std::string how =
+        info.exit_code ? absl::StrFormat("exited with code %d", *info.exit_code)
+                       : absl::StrFormat("was killed by %s",
+                                         SignalName(info.term_signal.value_or(0)));
+    std::string last = LastLine(info.stderr_tail);
+    std::string stderr_note =
+        last.empty() ? "" : absl::StrFormat(" (last stderr: %s)", last);
+    v1::Status status;
+    std::string reason;
+    if (!proc->forced_failure.empty()) {
+      status = v1::FAILED;
+      reason = proc->forced_failure;
+      state.set_stopped_by(proc->stopped_by);
+    } else if (proc->stopping) {
+      status = v1::STOPPED;
+      reason = absl::StrFormat("proc \"%s\" stopped: %s", name, how);
+      state.set_stopped_by(proc->stopped_by.empty() ? "exited"
+                                                    : proc->stopped_by);
+    } else if (info.exit_code && *info.exit_code == 0) {
+      status = v1::STOPPED;
+      reason = absl::StrFormat("proc \"%s\" %s", name, how);
+      state.set_stopped_by("exited");
+    } else {
+      status = v1::FAILED;
+      reason = absl::StrFormat("proc \"%s\" (pid %d) %s%s", name, info.pid,
+                               how, stderr_note);
+      state.set_stopped_by(info.exit_code ? "exited"
+                                          : SignalName(*info.term_signal));
+    }
+    LOG(INFO) << reason;
+    SetStatus(*proc, status, reason, deferred);
+  }
+  if (ticket != 0) registrar_->Forget(ticket);
+  for (auto& fn : deferred) fn();
+}
+
+absl::StatusOr<v1::ProcState> ProcManager::GetState(const std::string& name) {
+  absl::Status valid = ValidateName(name, "proc name");
+  if (!valid.ok()) return valid;
+  v1::ProcState state;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = procs_.find(name);
+    if (it == procs_.end()) {
+      return absl::NotFoundError(
+          absl::StrFormat("no proc named \"%s\" on this host", name));
+    }
+    state = it->second->state;
+  }
+  if (!IsTerminal(state.status()) && state.pid() != 0) {
+    state.set_stderr_tail(supervisor_->StderrTail(state.pid()));
+  }
+  return state;
+}
+
+void ProcManager::Stop(const v1::StopProcRequest& request, StateCallback done) {
+  absl::Status valid = ValidateName(request.name(), "proc name");
+  if (!valid.ok()) {
+    done(valid);
+    return;
+  }
+  absl::Duration grace = request.grace_ms() == 0
+                             ? options_.stop_grace
+                             : absl::Milliseconds(request.grace_ms());
+  std::string reason =
+      request.reason().empty() ? "stop requested" : request.reason();
+  loop_->Post([this, name = request.name(), reason, grace,
+               done = std::move(done)]() mutable {
+    StopOnLoop(name, reason, grace, std::move(done));
+  });
+}
+
+void ProcManager::StopOnLoop(const std::string& name, const std::string& reason,
+                             absl::Duration grace, StateCallback done) {
+  Deferred deferred;
+  uint64_t ticket = 0;
+  pid_t pid = 0;
+  uint64_t generation = 0;
+  std::optional<absl::StatusOr<v1::ProcState>> answer;  // answered at once
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = procs_.find(name);
+    if (it == procs_.end()) {
+      answer = absl::NotFoundError(
+          absl::StrFormat("no proc named \"%s\" on this host", name));
+    } else if (IsTerminal(it->second->state.status())) {
+      answer = it->second->state;  // Stopping a stopped proc changes nothing.
+    } else {
+      Proc& proc = *it->second;
+      proc.stop_waiters.push_back(std::move(done));
+      if (proc.stopping) return;  // Under way; answered with the others.
+      proc.stopping = true;
+      generation = proc.state.generation();
+      pid = proc.state.pid();
+      if (proc.registration_timer != 0) loop_->Cancel(proc.registration_timer);
+      ticket = proc.registered ? proc.ticket_id : 0;
+      SetStatus(proc, v1::STOPPING, absl::StrCat("stopping: ", reason),
+                deferred);
+    }
+  }
+  if (answer.has_value()) {
+    done(*std::move(answer));
+    return;
+  }
+  for (auto& fn : deferred) fn();
+  if (ticket != 0) {
+    // Ask first; signals only if the proc does not go within the grace.
+    absl::Status asked = registrar_->SendStop(ticket, reason, grace);
+    if (asked.ok()) {
+      absl::MutexLock lock(&mu_);
+      Proc* proc = Find(name, generation);
+      if (proc != nullptr && proc->ticket_id != 0) {
+        proc->stopped_by = "exited";
+        proc->escalation_timer = loop_->PostAfter(
+            grace, [this, name, generation, grace] {
+              Escalate(name, generation, SIGTERM, grace);
+            });
+      }
+      return;
+    }
+    VLOG(1) << "could not ask proc " << name << " to stop: " << asked;
+  }
+  if (pid != 0) Escalate(name, generation, SIGTERM, grace);
+}
+
+void ProcManager::Escalate(const std::string& name, uint64_t generation,
+                           int signal, absl::Duration next_grace) {
+  pid_t pid = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    Proc* proc = Find(name, generation);
+    if (proc == nullptr || IsTerminal(proc->state.status())) return;
+    proc->stopped_by = SignalName(signal);
+    pid = proc->state.pid();
+    if (signal != SIGKILL) {
+      proc->escalation_timer =
+          loop_->PostAfter(next_grace, [this, name, generation, next_grace] {
+            Escalate(name, generation, SIGKILL, next_grace);
+          });
+    }
+  }
+  LOG(INFO) << "sending " << SignalName(signal) << " to proc " << name
+            << " (process group " << pid << ")";
+  absl::Status sent = supervisor_->SignalGroup(pid, signal);
+  if (!sent.ok()) VLOG(1) << "signal to " << name << ": " << sent;
+}
+
+v1::ListProcsResponse ProcManager::List() {
+  v1::ListProcsResponse response;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [name, proc] : procs_) *response.add_procs() = proc->state;
+  return response;
+}
+
+v1::ProcState ProcManager::StateOf(const std::string& name) {
+  auto it = procs_.find(name);
+  if (it != procs_.end()) return it->second->state;
+  v1::ProcState missing;
+  missing.set_name(name);
+  missing.set_status(v1::NOT_EXIST);
+  missing.set_reason(absl::StrFormat("no proc named \"%s\" on this host", name));
+  return missing;
+}
+
+v1::WaitProcsResponse ProcManager::WaitResponse(const Waiter& waiter,
+                                                bool timed_out) {
+  v1::WaitProcsResponse response;
+  for (const std::string& name : waiter.names) {
+    *response.add_procs() = StateOf(name);
+  }
+  response.set_timed_out(timed_out);
+  return response;
+}
+
+void ProcManager::CheckWaiters(Deferred& deferred) {
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    Waiter& waiter = *it->second;
+    bool ready = true;
+    for (const std::string& name : waiter.names) {
+      auto p = procs_.find(name);
+      if (p == procs_.end() || p->second->state.status() < waiter.min_status) {
+        ready = false;
+        break;
+      }
+    }
+    if (!ready) {
+      ++it;
+      continue;
+    }
+    if (waiter.timer != 0) loop_->Cancel(waiter.timer);
+    deferred.push_back([done = std::move(waiter.done),
+                        response = WaitResponse(waiter, false)] {
+      done(response);
+    });
+    it = waiters_.erase(it);
+  }
+}
+
+void ProcManager::Wait(const v1::WaitProcsRequest& request,
+                       absl::Time deadline, WaitCallback done) {
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    uint64_t id = next_waiter_++;
+    auto waiter = std::make_unique<Waiter>();
+    waiter->names.assign(request.names().begin(), request.names().end());
+    waiter->min_status = request.min_status();
+    waiter->done = std::move(done);
+    Waiter* raw = waiter.get();
+    waiters_.emplace(id, std::move(waiter));
+    CheckWaiters(deferred);
+    if (waiters_.count(id) != 0) {
+      raw->timer = loop_->PostAt(deadline, [this, id] {
+        std::function<void()> answer;
+        {
+          absl::MutexLock lock(&mu_);
+          auto it = waiters_.find(id);
+          if (it == waiters_.end()) return;
+          answer = [done = std::move(it->second->done),
+                    response = WaitResponse(*it->second, true)] {
+            done(response);
+          };
+          waiters_.erase(it);
+        }
+        answer();
+      });
+    }
+  }
+  for (auto& fn : deferred) fn();
+}
+
+void ProcManager::AnswerAllWaits() {
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [id, waiter] : waiters_) {
+      if (waiter->timer != 0 && loop_) loop_->Cancel(waiter->timer);
+      deferred.push_back([done = std::move(waiter->done),
+                          response = WaitResponse(*waiter, true)] {
+        done(response);
+      });
+    }
+    waiters_.clear();
+  }
+  for (auto& fn : deferred) fn();
+}
+
+void ProcManager::Shutdown(const std::string& reason, absl::Duration grace,
+                           ShutdownCallback done) {
+  std::vector<std::string> live;
+  {
+    absl::MutexLock lock(&mu_);
+    shutting_down_ = true;
+    for (const auto& [name, proc] : procs_) {
+      if (!IsTerminal(proc->state.status())) live.push_back(name);
+    }
+  }
+  LOG(INFO) << "shutting down: stopping " << live.size() << " procs ("
+            << reason << ")";
+  if (live.empty()) {
+    done(v1::ShutdownHostResponse());
+    return;
+  }
+  // Gathers the stops; the last one to finish answers.
+  struct Gather {
+    absl::Mutex mu;
+    v1::ShutdownHostResponse response ABSL_GUARDED_BY(mu);
+    size_t remaining ABSL_GUARDED_BY(mu);
+    ShutdownCallback done;
+  };
+  auto gather = std::make_shared<Gather>();
+  gather->remaining = live.size();
+  gather->done = std::move(done);
+  for (const std::string& name : live) {
+    v1::StopProcRequest stop;
+    stop.set_name(name);
+    stop.set_reason(reason);
+    stop.set_grace_ms(absl::ToInt64Milliseconds(grace));
+    Stop(stop, [gather](absl::StatusOr<v1::ProcState> state) {
+      bool last = false;
+      {
+        absl::MutexLock lock(&gather->mu);
+        if (state.ok()) *gather->response.add_stopped() = *state;
+        last = --gather->remaining == 0;
+      }
+      if (last) {
+        v1::ShutdownHostResponse response;
+        {
+          absl::MutexLock lock(&gather->mu);
+          response = gather->response;
+        }
+        gather->done(std::move(response));
+      }
+    });
+  }
+}
+
+int ProcManager::LiveProcs() {
+  absl::MutexLock lock(&mu_);
+  int live = 0;
+  for (const auto& [name, proc] : procs_) {
+    if (!IsTerminal(proc->state.status())) ++live;
+  }
+  return live;
+}
+
+}  // namespace mesh

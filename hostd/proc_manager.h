@@ -1,0 +1,131 @@
+// ProcManager: the host's table of procs and their lifecycle, transport-free.
+//
+// It turns the resource verbs into real child processes: CreateOrUpdate
+// spawns the proc's bootstrap command through the ProcessSupervisor with a
+// one-time register-back ticket from the Registrar; the proc is RUNNING once
+// the child calls back, FAILED if it does not within the registration
+// timeout (the child is then killed), and STOPPED/FAILED once the child is
+// reaped (exit code or signal, with its stderr tail). Stop escalates: ask the
+// proc over its channel, SIGTERM to its process group after the grace, then
+// SIGKILL. Waits are answered server-side when statuses change.
+//
+// Every verb answers through a callback, never by blocking the caller; the
+// blocking work (spawn, signals) runs on the manager's own EventLoop. The
+// supervisor and registrar must outlive the manager. Thread-safe.
+#ifndef HOSTMESH_HOSTD_PROC_MANAGER_H_
+#define HOSTMESH_HOSTD_PROC_MANAGER_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lib/bootstrap/registrar.h"
+#include "lib/event/event_loop.h"
+#include "lib/process/supervisor.h"
+#include "proto/host.pb.h"
+
+namespace mesh {
+
+class ProcManager {
+ public:
+  struct Options {
+    // Default bootstrap command (the procd binary).
+    std::string procd_path;
+    // Per-proc logs go to <state_dir>/procs/<name>/{stdout,stderr}.log.
+    std::string state_dir;
+    absl::Duration registration_timeout = absl::Seconds(10);
+    absl::Duration stop_grace = absl::Seconds(5);
+    // Live (not yet stopped or failed) procs at most.
+    int max_procs = 256;
+  };
+
+  using StateCallback = std::function<void(absl::StatusOr<v1::ProcState>)>;
+  using WaitCallback = std::function<void(v1::WaitProcsResponse)>;
+  using ShutdownCallback = std::function<void(v1::ShutdownHostResponse)>;
+
+  ProcManager(Options options, ProcessSupervisor* supervisor,
+              Registrar* registrar);
+  // Kills nothing by itself (the supervisor does, when destroyed); answers
+  // every pending waiter with the states as they are.
+  ~ProcManager();
+  ProcManager(const ProcManager&) = delete;
+  ProcManager& operator=(const ProcManager&) = delete;
+
+  // Spawns the proc, or answers with the existing one if the request is the
+  // same (a stopped or failed one is spawned again, as a new generation).
+  // Answers once the child is started (INITIALIZING, with its pid).
+  void CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
+                      StateCallback done);
+  absl::StatusOr<v1::ProcState> GetState(const std::string& name);
+  // Answers once the proc is stopped (or already was).
+  void Stop(const v1::StopProcRequest& request, StateCallback done);
+  v1::ListProcsResponse List();
+  // Answers when every named proc has status >= min_status, or at deadline.
+  void Wait(const v1::WaitProcsRequest& request, absl::Time deadline,
+            WaitCallback done);
+  // Refuses new procs, stops every live proc in parallel and answers once
+  // all are reaped, listing each with how it ended.
+  void Shutdown(const std::string& reason, absl::Duration grace,
+                ShutdownCallback done);
+  // Answers every pending Wait now, with the states as they are.
+  void AnswerAllWaits();
+
+  int LiveProcs();
+
+ private:
+  struct Proc;
+  struct Waiter;
+  // Work to run after mu_ is released (callbacks into callers).
+  using Deferred = std::vector<std::function<void()>>;
+
+  void SpawnOnLoop(const std::string& name, uint64_t generation);
+  void StopOnLoop(const std::string& name, const std::string& reason,
+                  absl::Duration grace, StateCallback done);
+  void Escalate(const std::string& name, uint64_t generation, int signal,
+                absl::Duration next_grace);
+  void OnRegistered(const std::string& name, uint64_t generation,
+                    const std::string& address, pid_t pid);
+  void OnRegistrationTimeout(const std::string& name, uint64_t generation);
+  void OnExit(const std::string& name, uint64_t generation,
+              const ExitInfo& info);
+
+  // Changes a proc's status and collects the waiters it satisfies.
+  void SetStatus(Proc& proc, v1::Status status, const std::string& reason,
+                 Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CheckWaiters(Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::WaitProcsResponse WaitResponse(const Waiter& waiter, bool timed_out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::ProcState StateOf(const std::string& name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Proc* Find(const std::string& name, uint64_t generation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Options options_;
+  ProcessSupervisor* const supervisor_;
+  Registrar* const registrar_;
+
+  absl::Mutex mu_;
+  std::map<std::string, std::unique_ptr<Proc>> procs_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, std::unique_ptr<Waiter>> waiters_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_waiter_ ABSL_GUARDED_BY(mu_) = 1;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+
+  // Last member: destroyed first, so no loop work runs on a dead manager.
+  std::unique_ptr<EventLoop> loop_;
+};
+
+// INVALID_ARGUMENT naming the field if a CreateOrUpdateProc request is bad.
+absl::Status ValidateCreateRequest(const v1::CreateOrUpdateProcRequest& request);
+
+}  // namespace mesh
+
+#endif  // HOSTMESH_HOSTD_PROC_MANAGER_H_

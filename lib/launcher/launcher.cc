@@ -1,0 +1,224 @@
+#include "lib/launcher/launcher.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "lib/status.h"
+
+namespace mesh {
+
+struct Launcher::Entry {
+  absl::Mutex mu;
+  uint64_t ticket = 0;
+  pid_t pid = 0;
+  std::string address ABSL_GUARDED_BY(mu);
+  bool registered ABSL_GUARDED_BY(mu) = false;
+  std::optional<ExitInfo> exit ABSL_GUARDED_BY(mu);
+};
+
+absl::StatusOr<std::unique_ptr<Launcher>> Launcher::Create(Options options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<ProcessSupervisor> supervisor,
+                   ProcessSupervisor::Create());
+  Registrar::Options registrar_options;
+  registrar_options.runtime_dir = options.runtime_dir;
+  registrar_options.advertise_host = options.advertise_host;
+  registrar_options.orphan_timeout = options.orphan_timeout;
+  ASSIGN_OR_RETURN(std::unique_ptr<Registrar> registrar,
+                   Registrar::Create(registrar_options));
+  return std::unique_ptr<Launcher>(new Launcher(
+      std::move(options), std::move(supervisor), std::move(registrar)));
+}
+
+Launcher::Launcher(Options options,
+                   std::unique_ptr<ProcessSupervisor> supervisor,
+                   std::unique_ptr<Registrar> registrar)
+    : options_(std::move(options)),
+      supervisor_(std::move(supervisor)),
+      registrar_(std::move(registrar)) {}
+
+Launcher::~Launcher() {
+  registrar_.reset();
+  supervisor_.reset();
+}
+
+const std::string& Launcher::socket_path() const {
+  return registrar_->socket_path();
+}
+
+std::shared_ptr<Launcher::Entry> Launcher::Find(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  auto it = children_.find(name);
+  return it == children_.end() ? nullptr : it->second;
+}
+
+absl::StatusOr<Launcher::Child> Launcher::Launch(const std::string& name,
+                                                 uint64_t rank,
+                                                 SpawnOptions spawn,
+                                                 absl::Duration timeout) {
+  auto entry = std::make_shared<Entry>();
+  {
+    absl::MutexLock lock(&mu_);
+    if (children_.count(name) != 0) {
+      return absl::AlreadyExistsError(
+          absl::StrFormat("a child named \"%s\" was launched already", name));
+    }
+    children_[name] = entry;
+  }
+  Registrar::ChildCallbacks callbacks;
+  callbacks.on_registered = [entry](const std::string& address, pid_t) {
+    absl::MutexLock lock(&entry->mu);
+    entry->address = address;
+    entry->registered = true;
+  };
+  callbacks.on_disconnected = [] {};
+  ASSIGN_OR_RETURN(Registrar::Ticket ticket,
+                   registrar_->Expect(name, rank, std::move(callbacks)));
+  entry->ticket = ticket.id;
+  spawn.env[kBootstrapFdEnv] = absl::StrCat(kBootstrapChildFd);
+  spawn.inherit_fds.emplace_back(ticket.read_fd, kBootstrapChildFd);
+  if (spawn.log_dir.empty() && !options_.log_root.empty()) {
+    spawn.log_dir = absl::StrCat(options_.log_root, "/", name);
+  }
+  absl::StatusOr<pid_t> pid =
+      supervisor_->Spawn(spawn, [entry](const ExitInfo& info) {
+        absl::MutexLock lock(&entry->mu);
+        entry->exit = info;
+      });
+  close(ticket.read_fd);
+  if (!pid.ok()) {
+    registrar_->Forget(ticket.id);
+    return Annotate(pid.status(), absl::StrFormat("launch of \"%s\"", name));
+  }
+  entry->pid = *pid;
+
+  absl::MutexLock lock(&entry->mu);
+  auto settled = [&entry]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(entry->mu) {
+    return entry->registered || entry->exit.has_value();
+  };
+  entry->mu.AwaitWithTimeout(absl::Condition(&settled), timeout);
+  if (entry->registered) return Child{name, *pid, entry->address};
+  if (entry->exit.has_value()) {
+    const ExitInfo& exit = *entry->exit;
+    return absl::UnavailableError(absl::StrFormat(
+        "%s (pid %d) %s before registering; stderr: %s", name, *pid,
+        exit.exit_code ? absl::StrCat("exited with code ", *exit.exit_code)
+                       : absl::StrCat("was killed by signal ",
+                                      exit.term_signal.value_or(0)),
+        exit.stderr_tail));
+  }
+  entry->mu.Unlock();
+  supervisor_->SignalGroup(*pid, SIGKILL).IgnoreError();
+  entry->mu.Lock();
+  return absl::DeadlineExceededError(absl::StrFormat(
+      "%s (pid %d) did not register within %s; killed", name, *pid,
+      absl::FormatDuration(timeout)));
+}
+
+absl::Status Launcher::AskStop(const std::string& name,
+                               const std::string& reason,
+                               absl::Duration grace) {
+  std::shared_ptr<Entry> entry = Find(name);
+  if (entry == nullptr) {
+    return absl::NotFoundError(absl::StrFormat("no child \"%s\"", name));
+  }
+  return registrar_->SendStop(entry->ticket, reason, grace);
+}
+
+absl::Status Launcher::Signal(const std::string& name, int sig) {
+  std::shared_ptr<Entry> entry = Find(name);
+  if (entry == nullptr || entry->pid == 0) {
+    return absl::NotFoundError(absl::StrFormat("no child \"%s\"", name));
+  }
+  return supervisor_->SignalGroup(entry->pid, sig);
+}
+
+absl::StatusOr<ExitInfo> Launcher::WaitExit(const std::string& name,
+                                            absl::Duration timeout) {
+  std::shared_ptr<Entry> entry = Find(name);
+  if (entry == nullptr) {
+    return absl::NotFoundError(absl::StrFormat("no child \"%s\"", name));
+  }
+  absl::MutexLock lock(&entry->mu);
+  auto exited = [&entry]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(entry->mu) {
+    return entry->exit.has_value();
+  };
+  if (!entry->mu.AwaitWithTimeout(absl::Condition(&exited), timeout)) {
+    return absl::DeadlineExceededError(absl::StrFormat(
+        "%s (pid %d) still running after %s", name, entry->pid,
+        absl::FormatDuration(timeout)));
+  }
+  return *entry->exit;
+}
+
+void Launcher::StopAll(absl::Duration grace) {
+  std::vector<std::string> names;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [name, entry] : children_) names.push_back(name);
+  }
+  for (const std::string& name : names) {
+    AskStop(name, "launcher stopping", grace).IgnoreError();
+  }
+  for (int sig : {0, SIGTERM, SIGKILL}) {
+    bool all_gone = true;
+    for (const std::string& name : names) {
+      if (sig != 0) Signal(name, sig).IgnoreError();
+      if (!WaitExit(name, sig == SIGKILL ? absl::Seconds(30) : grace).ok()) {
+        all_gone = false;
+      }
+    }
+    if (all_gone) return;
+  }
+}
+
+absl::StatusOr<std::string> FindBinary(const std::string& name) {
+  std::vector<std::string> tried;
+  auto usable = [&tried](const std::filesystem::path& path) {
+    tried.push_back(path.string());
+    return access(path.c_str(), X_OK) == 0;
+  };
+  std::string env_name = absl::StrCat("HOSTMESH_", absl::AsciiStrToUpper(name));
+  if (const char* path = std::getenv(env_name.c_str())) {
+    if (usable(path)) return std::string(path);
+  }
+  std::error_code error;
+  std::filesystem::path self =
+      std::filesystem::read_symlink("/proc/self/exe", error);
+  std::vector<std::filesystem::path> candidates;
+  if (const char* srcdir = std::getenv("TEST_SRCDIR")) {
+    candidates.push_back(std::filesystem::path(srcdir) / "hostmesh" / name / name);
+  }
+  if (!error) {
+    std::filesystem::path runfiles = self;
+    runfiles += ".runfiles";
+    candidates.push_back(runfiles / "hostmesh" / name / name);
+    candidates.push_back(self.parent_path() / name);
+    // Bazel's output tree: bazel-bin/<pkg>/<bin> beside bazel-bin/<name>/<name>.
+    for (std::filesystem::path dir = self.parent_path(); dir.has_relative_path();
+         dir = dir.parent_path()) {
+      candidates.push_back(dir / name / name);
+      if (dir.filename() == "bin") break;
+    }
+  }
+  candidates.push_back(std::filesystem::path("/usr/local/bin") / name);
+  candidates.push_back(std::filesystem::path("/usr/bin") / name);
+  for (const auto& candidate : candidates) {
+    if (usable(candidate)) {
+      return std::filesystem::weakly_canonical(candidate).string();
+    }
+  }
+  return absl::NotFoundError(absl::StrFormat(
+      "cannot find the %s binary; set %s or build it (tried %s)", name,
+      env_name, absl::StrJoin(tried, ", ")));
+}
+
+}  // namespace mesh

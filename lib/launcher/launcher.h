@@ -1,0 +1,95 @@
+// Launcher: spawns children that register back, one level up from hostd's
+// ProcManager — a client spawning hostds (the process allocator behind
+// HostMesh::Process and HostMesh::Local), or a test spawning hostd.
+//
+// Each child gets a one-time register-back ticket (lib/bootstrap) and runs
+// under a ProcessSupervisor (own process group, pidfd, reaped, stdout and
+// stderr to <log_root>/<name>/). Launch answers once the child registered
+// with its address, or fails with the reason (exited first: code/signal and
+// stderr tail; no call-back in time: killed). Destroying the launcher
+// SIGKILLs and reaps any child still alive. Thread-safe.
+#ifndef HOSTMESH_LIB_LAUNCHER_LAUNCHER_H_
+#define HOSTMESH_LIB_LAUNCHER_LAUNCHER_H_
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lib/bootstrap/registrar.h"
+#include "lib/process/supervisor.h"
+
+namespace mesh {
+
+class Launcher {
+ public:
+  struct Options {
+    // Private runtime dir for the register-back socket (made 0700).
+    std::string runtime_dir;
+    // Children's logs: <log_root>/<name>/{stdout,stderr}.log.
+    std::string log_root;
+    // Host part children advertise.
+    std::string advertise_host = "127.0.0.1";
+    // How long children outlive a broken channel to this launcher.
+    absl::Duration orphan_timeout = absl::Seconds(10);
+  };
+
+  struct Child {
+    std::string name;
+    pid_t pid = 0;
+    std::string address;
+  };
+
+  static absl::StatusOr<std::unique_ptr<Launcher>> Create(Options options);
+  ~Launcher();
+  Launcher(const Launcher&) = delete;
+  Launcher& operator=(const Launcher&) = delete;
+
+  // Spawns `spawn` as child `name` and waits until it registers back.
+  absl::StatusOr<Child> Launch(const std::string& name, uint64_t rank,
+                               SpawnOptions spawn, absl::Duration timeout);
+
+  // Asks a registered child to stop over its channel.
+  absl::Status AskStop(const std::string& name, const std::string& reason,
+                       absl::Duration grace);
+  // Signals the child's process group.
+  absl::Status Signal(const std::string& name, int sig);
+  // Waits until the child is reaped; DEADLINE_EXCEEDED if not by timeout.
+  absl::StatusOr<ExitInfo> WaitExit(const std::string& name,
+                                    absl::Duration timeout);
+  // Stops every child still alive: ask, then SIGTERM, then SIGKILL, each
+  // after `grace`; returns once all are reaped.
+  void StopAll(absl::Duration grace);
+
+  const std::string& socket_path() const;
+
+ private:
+  struct Entry;
+  Launcher(Options options, std::unique_ptr<ProcessSupervisor> supervisor,
+           std::unique_ptr<Registrar> registrar);
+  std::shared_ptr<Entry> Find(const std::string& name);
+
+  const Options options_;
+  // Destroyed in reverse: the registrar first (no more call-backs), then the
+  // supervisor (kills and reaps what is left).
+  std::unique_ptr<ProcessSupervisor> supervisor_;
+  std::unique_ptr<Registrar> registrar_;
+  absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<Entry>> children_ ABSL_GUARDED_BY(mu_);
+};
+
+// Finds a hostmesh binary ("hostd", "procd", "meshctl"): $HOSTMESH_<NAME>
+// (upper case), then Bazel runfiles of the running program, then beside the
+// running program and its Bazel-output siblings (../<name>/<name>), then
+// /usr/local/bin and /usr/bin. NOT_FOUND lists where it looked.
+absl::StatusOr<std::string> FindBinary(const std::string& name);
+
+}  // namespace mesh
+
+#endif  // HOSTMESH_LIB_LAUNCHER_LAUNCHER_H_

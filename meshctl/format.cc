@@ -1,0 +1,202 @@
+#include "meshctl/format.h"
+
+#include <string.h>
+
+#include <algorithm>
+#include <cstddef>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "google/protobuf/timestamp.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace mesh::meshctl {
+namespace {
+
+// Table cells are one line each, so a multi-line reason cannot break the
+// columns.
+std::string Cell(const std::string& text) {
+  std::string cell =
+      absl::StrReplaceAll(absl::StripAsciiWhitespace(text),
+                          {{"\r\n", " "}, {"\n", " "}, {"\t", " "}});
+  return cell.empty() ? "-" : cell;
+}
+
+std::string Timestamp(const google::protobuf::Timestamp& ts) {
+  if (ts.seconds() == 0 && ts.nanos() == 0) return "";
+  return google::protobuf::util::TimeUtil::ToString(ts);
+}
+
+std::string Number(int64_t n) { return n == 0 ? "" : absl::StrCat(n); }
+
+}  // namespace
+
+std::string FormatTable(const std::vector<std::string>& header,
+                        const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::vector<std::string>> cells;
+  cells.reserve(rows.size() + 1);
+  cells.push_back(header);
+  for (const auto& row : rows) {
+    std::vector<std::string> line;
+    line.reserve(header.size());
+    for (size_t i = 0; i < header.size(); ++i) {
+      line.push_back(Cell(i < row.size() ? row[i] : ""));
+    }
+    cells.push_back(std::move(line));
+  }
+  std::vector<size_t> widths(header.size(), 0);
+  for (const auto& line : cells) {
+    for (size_t i = 0; i < line.size(); ++i) {
+      widths[i] = std::max(widths[i], line[i].size());
+    }
+  }
+  std::string text;
+  for (const auto& line : cells) {
+    std::string row;
+    for (size_t i = 0; i < line.size(); ++i) {
+      absl::StrAppend(&row, line[i]);
+      if (i + 1 < line.size()) {
+        row.append(widths[i] - line[i].size() + 2, ' ');
+      }
+    }
+    absl::StrAppend(&text, absl::StripTrailingAsciiWhitespace(row), "\n");
+  }
+  return text;
+}
+
+std::string FormatFields(
+    const std::vector<std::pair<std::string, std::string>>& fields) {
+  size_t width = 0;
+  for (const auto& [key, value] : fields) width = std::max(width, key.size());
+  std::string text;
+  for (const auto& [key, value] : fields) {
+    absl::StrAppend(&text, key, ":", std::string(width - key.size() + 2, ' '),
+                    Cell(value), "\n");
+  }
+  return text;
+}
+
+std::string ExitText(const v1::ProcState& proc) {
+  if (proc.has_term_signal()) {
+    const char* abbrev = sigabbrev_np(proc.term_signal());
+    if (abbrev == nullptr) return absl::StrCat("signal ", proc.term_signal());
+    return absl::StrCat("SIG", abbrev);
+  }
+  if (proc.has_exit_code()) return absl::StrCat(proc.exit_code());
+  return "";
+}
+
+std::string FormatProcTable(
+    const google::protobuf::RepeatedPtrField<v1::ProcState>& procs) {
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(procs.size());
+  for (const v1::ProcState& proc : procs) {
+    rows.push_back({proc.name(), absl::StrCat(proc.rank()),
+                    v1::Status_Name(proc.status()), Number(proc.pid()),
+                    proc.address(), ExitText(proc), proc.reason()});
+  }
+  return FormatTable(
+      {"NAME", "RANK", "STATUS", "PID", "ADDRESS", "EXIT", "REASON"}, rows);
+}
+
+std::string FormatProcDetail(const v1::ProcState& proc) {
+  std::vector<std::string> command = {proc.spec().command().empty()
+                                          ? "(hostd's default procd)"
+                                          : proc.spec().command()};
+  command.insert(command.end(), proc.spec().args().begin(),
+                 proc.spec().args().end());
+  std::vector<std::string> env;
+  for (const auto& [key, value] : proc.spec().env()) {
+    env.push_back(absl::StrCat(key, "=", value));
+  }
+  std::sort(env.begin(), env.end());  // The map's order is unspecified.
+  std::string text = FormatFields({
+      {"name", proc.name()},
+      {"rank", absl::StrCat(proc.rank())},
+      {"status", v1::Status_Name(proc.status())},
+      {"reason", proc.reason()},
+      {"generation", absl::StrCat(proc.generation())},
+      {"pid", Number(proc.pid())},
+      {"address", proc.address()},
+      {"exit", ExitText(proc)},
+      {"stopped by", proc.stopped_by()},
+      {"command", absl::StrJoin(command, " ")},
+      {"env", absl::StrJoin(env, " ")},
+      {"log dir", proc.log_dir()},
+      {"created", Timestamp(proc.created_at())},
+      {"updated", Timestamp(proc.updated_at())},
+  });
+  if (!proc.stderr_tail().empty()) {
+    absl::StrAppend(&text, "stderr tail:\n");
+    for (absl::string_view line : absl::StrSplit(
+             absl::StripTrailingAsciiWhitespace(proc.stderr_tail()), '\n')) {
+      absl::StrAppend(&text, "  ", line, "\n");
+    }
+  }
+  return text;
+}
+
+std::string FormatActorTable(
+    const google::protobuf::RepeatedPtrField<v1::ActorState>& actors) {
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(actors.size());
+  for (const v1::ActorState& actor : actors) {
+    rows.push_back({actor.name(), actor.type(), absl::StrCat(actor.rank()),
+                    v1::Status_Name(actor.status()),
+                    absl::StrCat(actor.messages_handled()), actor.reason()});
+  }
+  return FormatTable({"NAME", "TYPE", "RANK", "STATUS", "MESSAGES", "REASON"},
+                     rows);
+}
+
+std::string FormatActorDetail(const v1::ActorState& actor) {
+  return FormatFields({
+      {"name", actor.name()},
+      {"type", actor.type()},
+      {"rank", absl::StrCat(actor.rank())},
+      {"status", v1::Status_Name(actor.status())},
+      {"reason", actor.reason()},
+      {"generation", absl::StrCat(actor.generation())},
+      {"proc", actor.ref().proc()},
+      {"address", actor.ref().address()},
+      {"messages", absl::StrCat(actor.messages_handled())},
+      {"created", Timestamp(actor.created_at())},
+      {"updated", Timestamp(actor.updated_at())},
+  });
+}
+
+std::string FormatHostInfo(const v1::HostInfo& info) {
+  return FormatFields({
+      {"address", info.address()},
+      {"hostname", info.hostname()},
+      {"pid", Number(info.pid())},
+      {"version", info.version()},
+      {"started", Timestamp(info.started_at())},
+      {"procs",
+       absl::StrCat(info.num_procs(), " of at most ", info.max_procs())},
+      {"state dir", info.state_dir()},
+  });
+}
+
+absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  auto status =
+      google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!status.ok()) {
+    return absl::InternalError(absl::StrCat("cannot print ",
+                                            message.GetTypeName(),
+                                            " as JSON: ", status.ToString()));
+  }
+  if (json.empty() || json.back() != '\n') json.push_back('\n');
+  return json;
+}
+
+}  // namespace mesh::meshctl

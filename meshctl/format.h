@@ -1,0 +1,52 @@
+// Text renderings of hostmesh resource states for meshctl: aligned tables,
+// key/value detail views, and JSON through protobuf's JSON printer. Pure
+// functions, no I/O; thread-safe.
+#ifndef HOSTMESH_MESHCTL_FORMAT_H_
+#define HOSTMESH_MESHCTL_FORMAT_H_
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "google/protobuf/message.h"
+#include "google/protobuf/repeated_ptr_field.h"
+#include "proto/host.pb.h"
+#include "proto/proc.pb.h"
+
+namespace mesh::meshctl {
+
+// Columns padded to their widest cell and separated by two spaces; no
+// trailing blanks. Cells are made single-line (newlines become spaces); an
+// empty cell prints as "-". Ends with a newline.
+std::string FormatTable(const std::vector<std::string>& header,
+                        const std::vector<std::vector<std::string>>& rows);
+
+// "key:  value" lines with the values aligned. Ends with a newline.
+std::string FormatFields(
+    const std::vector<std::pair<std::string, std::string>>& fields);
+
+// How a proc ended: "0" or "3" (exit code), "SIGKILL" (signal), or "" while
+// it has not ended.
+std::string ExitText(const v1::ProcState& proc);
+
+// NAME RANK STATUS PID ADDRESS EXIT REASON, one row per proc.
+std::string FormatProcTable(
+    const google::protobuf::RepeatedPtrField<v1::ProcState>& procs);
+// Every field of one proc, then its stderr tail as an indented block.
+std::string FormatProcDetail(const v1::ProcState& proc);
+
+// NAME TYPE RANK STATUS MESSAGES REASON, one row per actor.
+std::string FormatActorTable(
+    const google::protobuf::RepeatedPtrField<v1::ActorState>& actors);
+std::string FormatActorDetail(const v1::ActorState& actor);
+
+std::string FormatHostInfo(const v1::HostInfo& info);
+
+// Pretty-printed JSON with proto field names, every primitive field printed
+// (zeros included) and enums as names. Ends with a newline.
+absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message);
+
+}  // namespace mesh::meshctl
+
+#endif  // HOSTMESH_MESHCTL_FORMAT_H_

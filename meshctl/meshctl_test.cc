@@ -1,0 +1,477 @@
+#include "meshctl/meshctl.h"
+
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "catch2/catch.hpp"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "meshctl/format.h"
+#include "proto/host.grpc.pb.h"
+#include "proto/proc.grpc.pb.h"
+
+namespace mesh {
+namespace {
+
+using ::mesh::meshctl::CheckProcWait;
+using ::mesh::meshctl::FormatProcTable;
+using ::mesh::meshctl::ParseDuration;
+using ::mesh::meshctl::Satisfies;
+using ::mesh::meshctl::ToJson;
+
+struct Result {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+Result Run(std::vector<std::string> args) {
+  args.insert(args.begin(), "meshctl");
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  std::ostringstream out, err;
+  int code = RunMeshctl(static_cast<int>(args.size()), argv.data(), out, err);
+  return {code, out.str(), err.str()};
+}
+
+// A 127.0.0.1 port nothing listens on: bound once to get a free number, then
+// closed.
+std::string ClosedAddress() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  socklen_t len = sizeof(addr);
+  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  close(fd);
+  return absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+}
+
+v1::ProcState Proc(const std::string& name, v1::Status status,
+                   const std::string& reason = "") {
+  v1::ProcState proc;
+  proc.set_name(name);
+  proc.set_status(status);
+  proc.set_reason(reason);
+  return proc;
+}
+
+// In-memory stand-ins for hostd's and procd's APIs on one real gRPC server,
+// so the tests see what meshctl sends and how it treats the answers. They
+// spawn nothing; hostd's own behaviour is tested end to end in tests/.
+class FakeHost final : public v1::Host::CallbackService {
+ public:
+  explicit FakeHost(std::string* address) : address_(address) {}
+
+  // The status WaitProcs reports for every proc (RUNNING by default).
+  void SetWaitResult(v1::Status status, const std::string& reason) {
+    absl::MutexLock lock(&mu_);
+    wait_status_ = status;
+    wait_reason_ = reason;
+  }
+  std::vector<v1::CreateOrUpdateProcRequest> creates() {
+    absl::MutexLock lock(&mu_);
+    return creates_;
+  }
+  v1::WaitProcsRequest last_wait() {
+    absl::MutexLock lock(&mu_);
+    return last_wait_;
+  }
+
+  grpc::ServerUnaryReactor* CreateOrUpdateProc(
+      grpc::CallbackServerContext* context,
+      const v1::CreateOrUpdateProcRequest* request,
+      v1::ProcState* response) override {
+    absl::MutexLock lock(&mu_);
+    creates_.push_back(*request);
+    v1::ProcState& proc = procs_[request->name()];
+    proc = Proc(request->name(), v1::INITIALIZING, "spawned");
+    proc.set_rank(request->rank());
+    *response = proc;
+    return Finish(context, grpc::Status::OK);
+  }
+
+  grpc::ServerUnaryReactor* GetProcState(grpc::CallbackServerContext* context,
+                                         const v1::GetProcStateRequest* request,
+                                         v1::ProcState* response) override {
+    absl::MutexLock lock(&mu_);
+    auto it = procs_.find(request->name());
+    if (it == procs_.end()) {
+      return Finish(context, grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                          absl::StrCat("no proc \"",
+                                                       request->name(), "\"")));
+    }
+    *response = it->second;
+    return Finish(context, grpc::Status::OK);
+  }
+
+  grpc::ServerUnaryReactor* ListProcs(
+      grpc::CallbackServerContext* context, const v1::ListProcsRequest*,
+      v1::ListProcsResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [name, proc] : procs_) *response->add_procs() = proc;
+    return Finish(context, grpc::Status::OK);
+  }
+
+  grpc::ServerUnaryReactor* WaitProcs(
+      grpc::CallbackServerContext* context, const v1::WaitProcsRequest* request,
+      v1::WaitProcsResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    last_wait_ = *request;
+    for (const std::string& name : request->names()) {
+      v1::ProcState& proc = procs_[name];
+      proc.set_name(name);
+      proc.set_status(wait_status_);
+      proc.set_reason(wait_reason_);
+      if (wait_status_ == v1::RUNNING) proc.set_address(*address_);
+      if (wait_status_ == v1::FAILED) proc.set_exit_code(3);
+      if (proc.status() < request->min_status()) response->set_timed_out(true);
+      *response->add_procs() = proc;
+    }
+    return Finish(context, grpc::Status::OK);
+  }
+
+ private:
+  static grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context,
+                                          const grpc::Status& status) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(status);
+    return reactor;
+  }
+
+  const std::string* address_;
+  absl::Mutex mu_;
+  std::map<std::string, v1::ProcState> procs_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::CreateOrUpdateProcRequest> creates_ ABSL_GUARDED_BY(mu_);
+  v1::WaitProcsRequest last_wait_ ABSL_GUARDED_BY(mu_);
+  v1::Status wait_status_ ABSL_GUARDED_BY(mu_) = v1::RUNNING;
+  std::string wait_reason_ ABSL_GUARDED_BY(mu_);
+};
+
+class FakeProc final : public v1::Proc::CallbackService {
+ public:
+  grpc::ServerUnaryReactor* CreateOrUpdateActor(
+      grpc::CallbackServerContext* context,
+      const v1::CreateOrUpdateActorRequest* request,
+      v1::ActorState* response) override {
+    absl::MutexLock lock(&mu_);
+    v1::ActorState& actor = actors_[request->name()];
+    actor.set_name(request->name());
+    actor.set_type(request->type());
+    actor.set_rank(request->rank());
+    actor.set_status(v1::RUNNING);
+    *response = actor;
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* WaitActors(
+      grpc::CallbackServerContext* context,
+      const v1::WaitActorsRequest* request,
+      v1::WaitActorsResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    for (const std::string& name : request->names()) {
+      *response->add_actors() = actors_[name];
+    }
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, v1::ActorState> actors_ ABSL_GUARDED_BY(mu_);
+};
+
+// Both fakes on 127.0.0.1, port 0; shut down when destroyed.
+class FakeServer {
+ public:
+  FakeServer() : host_(&address_) {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port);
+    builder.RegisterService(&host_);
+    builder.RegisterService(&proc_);
+    server_ = builder.BuildAndStart();
+    REQUIRE(server_ != nullptr);
+    address_ = absl::StrCat("127.0.0.1:", port);
+  }
+  ~FakeServer() {
+    server_->Shutdown(std::chrono::system_clock::now());
+    server_->Wait();
+  }
+
+  const std::string& address() const { return address_; }
+  FakeHost& host() { return host_; }
+
+ private:
+  std::string address_;
+  FakeHost host_;
+  FakeProc proc_;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+TEST_CASE("meshctl without a command is a usage error") {
+  Result r = Run({});
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("subcommand"));
+}
+
+TEST_CASE("an unknown command is a usage error") {
+  CHECK(Run({"proc", "frobnicate"}).code == 2);
+  CHECK(Run({"proc"}).code == 2);
+}
+
+TEST_CASE("--help prints the usage to out and exits 0") {
+  Result r = Run({"proc", "spawn", "--help"});
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains("--count"));
+  CHECK(r.err.empty());
+}
+
+TEST_CASE("a duration without a unit is a usage error naming the forms") {
+  Result r = Run({"--timeout", "10", "host", "status"});
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("500ms"));
+  CHECK(Run({"proc", "stop", "p0", "--grace", "-5s"}).code == 2);
+  CHECK(Run({"proc", "wait", "p0", "--timeout", "soon"}).code == 2);
+}
+
+TEST_CASE("bad names, formats and flag combinations are usage errors") {
+  Result bad_name = Run({"proc", "spawn", "Bad/Name"});
+  CHECK(bad_name.code == 2);
+  CHECK_THAT(bad_name.err, Catch::Contains("proc name"));
+  CHECK(Run({"proc", "spawn", "w", "--count", "2", "--rank", "1"}).code == 2);
+  CHECK(Run({"proc", "spawn", "w", "--count", "0"}).code == 2);
+  CHECK(Run({"proc", "spawn", "w", "--env", "NOEQUALS"}).code == 2);
+  CHECK(Run({"-o", "yaml", "proc", "list"}).code == 2);
+  CHECK(Run({"proc", "wait", "p0", "--status", "sleeping"}).code == 2);
+  CHECK(Run({"actor", "spawn", "p0", "a0"}).code == 2);  // --type missing.
+}
+
+TEST_CASE("a --count whose last derived name is too long is a usage error") {
+  std::string name(127, 'a');  // "a..a_9" is 129 characters.
+  Result r = Run({"proc", "spawn", name, "--count", "10"});
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("limit"));
+}
+
+TEST_CASE("an unreachable host fails the call with exit 1 naming the host") {
+  std::string address = ClosedAddress();
+  for (std::vector<std::string> command :
+       std::vector<std::vector<std::string>>{{"host", "status"},
+                                             {"proc", "list"},
+                                             {"proc", "get", "p0"},
+                                             {"actor", "list", "p0"}}) {
+    std::vector<std::string> args = {"--host", address, "--timeout", "2s"};
+    args.insert(args.end(), command.begin(), command.end());
+    Result r = Run(args);
+    INFO(r.err);
+    CHECK(r.code == 1);
+    CHECK(r.out.empty());
+    CHECK_THAT(r.err, Catch::StartsWith("meshctl: UNAVAILABLE: ") ||
+                          Catch::StartsWith("meshctl: DEADLINE_EXCEEDED: "));
+    CHECK_THAT(r.err, Catch::Contains(absl::StrCat("\"", address, "\"")));
+  }
+}
+
+TEST_CASE("global flags may follow the command") {
+  std::string address = ClosedAddress();
+  Result r = Run({"proc", "list", "--host", address, "--timeout", "1s"});
+  CHECK(r.code == 1);
+  CHECK_THAT(r.err, Catch::Contains(address));
+}
+
+TEST_CASE("durations parse as absl::ParseDuration within 1ms..24h") {
+  CHECK(*ParseDuration("500ms") == absl::Milliseconds(500));
+  CHECK(*ParseDuration("10s") == absl::Seconds(10));
+  CHECK(*ParseDuration("2m") == absl::Minutes(2));
+  CHECK(*ParseDuration("1m30s") == absl::Seconds(90));
+  for (const char* bad :
+       {"", "10", "ten", "0s", "-1s", "500us", "inf", "25h"}) {
+    INFO(bad);
+    CHECK(ParseDuration(bad).status().code() ==
+          absl::StatusCode::kInvalidArgument);
+  }
+}
+
+TEST_CASE("a wait is satisfied by its status or one passed on the way") {
+  CHECK(Satisfies(v1::RUNNING, v1::RUNNING));
+  CHECK(Satisfies(v1::RUNNING, v1::INITIALIZING));
+  CHECK(Satisfies(v1::STOPPED, v1::STOPPING));
+  CHECK_FALSE(Satisfies(v1::FAILED, v1::RUNNING));
+  CHECK_FALSE(Satisfies(v1::STOPPED, v1::RUNNING));
+  CHECK_FALSE(Satisfies(v1::FAILED, v1::STOPPED));
+  CHECK_FALSE(Satisfies(v1::INITIALIZING, v1::RUNNING));
+  CHECK_FALSE(Satisfies(v1::FAILED, v1::INITIALIZING));
+}
+
+TEST_CASE("a proc that failed while waiting for RUNNING fails the wait") {
+  v1::WaitProcsResponse response;
+  *response.add_procs() = Proc("p0_0", v1::RUNNING);
+  v1::ProcState failed =
+      Proc("p0_1", v1::FAILED, "did not register within 10s");
+  failed.set_term_signal(9);
+  *response.add_procs() = failed;
+  absl::Status status = CheckProcWait({"p0_0", "p0_1"}, response, v1::RUNNING,
+                                      absl::Seconds(10), "h1:7450");
+  CHECK(status.code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(std::string(status.message()) ==
+        "waited for RUNNING, but proc \"p0_1\" on host \"h1:7450\" is FAILED "
+        "(killed by SIGKILL): did not register within 10s");
+}
+
+TEST_CASE("a wait that timed out names the procs not there yet") {
+  v1::WaitProcsResponse response;
+  response.set_timed_out(true);
+  *response.add_procs() = Proc("a", v1::RUNNING);
+  *response.add_procs() = Proc("b", v1::INITIALIZING, "starting");
+  // "c" is missing from the answer: it does not exist.
+  absl::Status status =
+      CheckProcWait({"a", "b", "c"}, response, v1::RUNNING, absl::Seconds(3));
+  CHECK(status.code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK(std::string(status.message()) ==
+        "timed out after 3s waiting for RUNNING: proc \"b\" is INITIALIZING: "
+        "starting; proc \"c\" is NOT_EXIST");
+  CHECK(CheckProcWait({"a"}, response, v1::RUNNING, absl::Seconds(3)).ok());
+}
+
+TEST_CASE("a stopped proc can never satisfy a wait for FAILED") {
+  v1::WaitProcsResponse response;
+  response.set_timed_out(true);
+  *response.add_procs() = Proc("a", v1::STOPPED);
+  CHECK(CheckProcWait({"a"}, response, v1::FAILED, absl::Seconds(1)).code() ==
+        absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_CASE("a proc table has aligned columns and one line per proc") {
+  v1::ListProcsResponse list;
+  v1::ProcState running = Proc("p0_0", v1::RUNNING);
+  running.set_pid(4242);
+  running.set_address("10.0.0.5:40001");
+  *list.add_procs() = running;
+  v1::ProcState failed = Proc("p0_10", v1::FAILED, "exited\nwith status 3");
+  failed.set_rank(10);
+  failed.set_exit_code(3);
+  *list.add_procs() = failed;
+  CHECK(FormatProcTable(list.procs()) ==
+        "NAME   RANK  STATUS   PID   ADDRESS         EXIT  REASON\n"
+        "p0_0   0     RUNNING  4242  10.0.0.5:40001  -     -\n"
+        "p0_10  10    FAILED   -     -               3     exited with status "
+        "3\n");
+}
+
+TEST_CASE("a proc prints as JSON with proto names and every field") {
+  v1::ProcState proc = Proc("p0_0", v1::RUNNING);
+  proc.set_address("10.0.0.5:40001");
+  absl::StatusOr<std::string> json = ToJson(proc);
+  REQUIRE(json.ok());
+  CHECK_THAT(*json, Catch::Contains("\"status\": \"RUNNING\""));
+  CHECK_THAT(*json, Catch::Contains("\"stderr_tail\": \"\""));
+  CHECK_THAT(*json, Catch::Contains("\"pid\": 0"));
+  v1::ProcState parsed;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(*json, &parsed).ok());
+  CHECK(google::protobuf::util::MessageDifferencer::Equals(parsed, proc));
+}
+
+TEST_CASE("proc spawn --count spawns NAME_i of rank i and waits for RUNNING") {
+  FakeServer server;
+  Result r = Run({"--host", server.address(), "proc", "spawn", "w", "--count",
+                  "3", "--command", "/bin/worker", "--arg", "x", "--arg=-v",
+                  "--env", "A=b=c"});
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  std::vector<v1::CreateOrUpdateProcRequest> creates = server.host().creates();
+  REQUIRE(creates.size() == 3);
+  for (uint64_t i = 0; i < 3; ++i) {
+    CHECK(creates[i].name() == absl::StrCat("w_", i));
+    CHECK(creates[i].rank() == i);
+    CHECK(creates[i].spec().command() == "/bin/worker");
+    CHECK(creates[i].spec().args().size() == 2);
+    CHECK(creates[i].spec().args(1) == "-v");
+    CHECK(creates[i].spec().env().at("A") == "b=c");
+  }
+  v1::WaitProcsRequest wait = server.host().last_wait();
+  CHECK(wait.names().size() == 3);
+  CHECK(wait.min_status() == v1::RUNNING);
+  CHECK(wait.timeout_ms() == 30000);
+  CHECK_THAT(r.out, Catch::StartsWith("NAME "));
+  CHECK_THAT(r.out, Catch::Contains("w_2   2     RUNNING"));
+}
+
+TEST_CASE("proc spawn exits 1 with the reason when a proc fails to start") {
+  FakeServer server;
+  server.host().SetWaitResult(v1::FAILED, "did not register within 10s");
+  Result r = Run({"--host", server.address(), "proc", "spawn", "w"});
+  CHECK(r.code == 1);
+  CHECK_THAT(r.out, Catch::Contains("FAILED"));
+  CHECK_THAT(r.err, Catch::StartsWith("meshctl: FAILED_PRECONDITION: "));
+  CHECK_THAT(r.err, Catch::Contains("proc \"w\" on host"));
+  CHECK_THAT(r.err, Catch::Contains("(exit code 3): did not register"));
+}
+
+TEST_CASE("proc wait asks the server to wait and judges the answer") {
+  FakeServer server;
+  server.host().SetWaitResult(v1::STOPPED, "stopped by meshctl");
+  Result stopped = Run({"--host", server.address(), "proc", "wait", "a", "b",
+                        "--status", "STOPPED", "--timeout", "1500ms"});
+  INFO(stopped.err);
+  CHECK(stopped.code == 0);
+  CHECK(server.host().last_wait().timeout_ms() == 1500);
+  CHECK(server.host().last_wait().min_status() == v1::STOPPED);
+
+  Result running =
+      Run({"--host", server.address(), "proc", "wait", "a", "-o", "json"});
+  CHECK(running.code == 1);
+  v1::WaitProcsResponse printed;
+  REQUIRE(
+      google::protobuf::util::JsonStringToMessage(running.out, &printed).ok());
+  REQUIRE(printed.procs().size() == 1);
+  CHECK(printed.procs(0).status() == v1::STOPPED);
+  CHECK_THAT(running.err, Catch::Contains("is STOPPED: stopped by meshctl"));
+}
+
+TEST_CASE("a call the host refuses exits 1 with its code and message") {
+  FakeServer server;
+  Result r = Run({"--host", server.address(), "proc", "get", "nope"});
+  CHECK(r.code == 1);
+  CHECK(r.err ==
+        absl::StrCat("meshctl: NOT_FOUND: get proc \"nope\" on host \"",
+                     server.address(), "\": no proc \"nope\"\n"));
+}
+
+TEST_CASE("actor commands reach the proc at the address the host gives") {
+  FakeServer server;
+  Result not_running = Run({"--host", server.address(), "actor", "spawn", "p",
+                            "a0", "--type", "mesh.echo"});
+  CHECK(not_running.code == 1);
+  CHECK_THAT(not_running.err, Catch::Contains("NOT_FOUND"));
+
+  REQUIRE(Run({"--host", server.address(), "proc", "spawn", "p"}).code == 0);
+  Result r = Run({"--host", server.address(), "actor", "spawn", "p", "a0",
+                  "--type", "mesh.echo", "--rank", "4"});
+  INFO(r.err);
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains("a0    mesh.echo  4     RUNNING"));
+}
+
+}  // namespace
+}  // namespace mesh

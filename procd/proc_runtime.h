@@ -1,0 +1,165 @@
+// The proc's transport-free core: its actors, their statuses, and the
+// delivery of mailbox envelopes to them. ProcService adapts it to gRPC.
+#ifndef HOSTMESH_PROCD_PROC_RUNTIME_H_
+#define HOSTMESH_PROCD_PROC_RUNTIME_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "hostmesh/actor.h"
+#include "lib/mailbox/mailbox.h"
+#include "proto/proc.pb.h"
+
+namespace mesh {
+
+namespace internal {
+struct ActorCell;
+}  // namespace internal
+
+// Owns the proc's actors. Each actor has a FIFO of envelopes and a thread of
+// its own that runs Init and then handles one envelope at a time, in arrival
+// order.
+//
+// Status of an actor: INITIALIZING (created, Init pending) -> RUNNING ->
+// STOPPING (stop asked, current message finishing) -> STOPPED; or FAILED
+// (Init or a handler returned an error, or a message had no handler), which
+// is final. Each change bumps the actor's `generation` (1 at creation) and
+// `updated_at`, and FAILED or STOPPED sends a v1::SupervisionEvent to the
+// actor's supervisor port, if it has one. Names are never reused: a stopped
+// or failed actor keeps its entry.
+//
+// Thread-safe. Callbacks (WaitActors' `done`) run outside the lock on the
+// calling thread, an actor thread or the runtime's timer thread.
+//
+// Lifetime: `mailbox` (not owned) must outlive the runtime; the runtime
+// installs itself as the mailbox's actor sink. Shut the mailbox down (so it
+// no longer delivers) before destroying the runtime.
+class ProcRuntime {
+ public:
+  struct Options {
+    std::string proc_name = "proc";
+    uint64_t rank = 0;
+    ActorRegistry registry;
+  };
+
+  ProcRuntime(Options options, Mailbox* mailbox);
+  // Calls Shutdown().
+  ~ProcRuntime();
+  ProcRuntime(const ProcRuntime&) = delete;
+  ProcRuntime& operator=(const ProcRuntime&) = delete;
+
+  // Spawns actor `request.name()` of a registered type (INITIALIZING; Init
+  // runs on the actor's thread). Idempotent: the same request again returns
+  // the existing actor's state (an updated supervisor port is taken).
+  // INVALID_ARGUMENT for a bad name or an unregistered type;
+  // FAILED_PRECONDITION if the name exists with another type, rank or params,
+  // or if the proc is stopping.
+  absl::StatusOr<v1::ActorState> CreateOrUpdateActor(
+      const v1::CreateOrUpdateActorRequest& request);
+
+  // NOT_FOUND for an unknown actor.
+  absl::StatusOr<v1::ActorState> GetActorState(const std::string& name) const;
+
+  // Asks actor `name` to stop and returns its state at once: STOPPING until
+  // its current message (if any) is handled, then STOPPED. Envelopes still
+  // queued get FAILED_PRECONDITION error replies. Idempotent; a FAILED actor
+  // stays FAILED. NOT_FOUND for an unknown actor.
+  absl::StatusOr<v1::ActorState> StopActor(const std::string& name,
+                                           const std::string& reason);
+
+  // Marks the proc stopping (no new actors) and stops every actor; returns
+  // their states at once.
+  std::vector<v1::ActorState> StopAll(const std::string& reason);
+
+  std::vector<v1::ActorState> ListActors() const;
+  v1::ProcInfo GetProcInfo() const;
+
+  using WaitCallback =
+      std::function<void(absl::StatusOr<v1::WaitActorsResponse>)>;
+  // Calls `done` exactly once (unless CancelWait removes it first): as soon
+  // as every actor in `names` (every current actor if empty) has a status >=
+  // `min_status` (an unknown name counts as NOT_EXIST), or at `deadline` with
+  // timed_out set, or with UNAVAILABLE if the runtime shuts down. The
+  // response lists the states of those actors. `done` may run before
+  // WaitActors returns. Returns an id for CancelWait.
+  uint64_t WaitActors(std::vector<std::string> names, v1::Status min_status,
+                      absl::Time deadline, WaitCallback done);
+  // True if wait `id` was removed before its `done` started (it will not be
+  // called); false if `done` has been or is being called.
+  bool CancelWait(uint64_t id);
+
+  // The mailbox's actor sink: queues `envelope` for its actor. NOT_FOUND for
+  // an unknown actor, FAILED_PRECONDITION for one that failed or stopped.
+  absl::Status Deliver(v1::Envelope envelope);
+
+  // StopAll, then waits for every actor thread to finish, then ends pending
+  // waits with UNAVAILABLE and stops the timer. Idempotent.
+  void Shutdown();
+
+  const std::string& proc_name() const { return options_.proc_name; }
+
+ private:
+  struct Waiter {
+    std::vector<std::string> names;
+    v1::Status min_status;
+    absl::Time deadline;
+    WaitCallback done;
+  };
+  // Work to do once mu_ is released (callbacks, supervision events).
+  using Deferred = std::vector<std::function<void()>>;
+
+  void RunActor(internal::ActorCell* cell);
+  void HandleEnvelope(internal::ActorCell* cell, Actor* actor,
+                      v1::Envelope envelope);
+  void StopCellLocked(internal::ActorCell* cell, const std::string& reason,
+                      Deferred* deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves `cell` to `status` (unless it is final) and queues what follows.
+  void SetStatusLocked(internal::ActorCell* cell, v1::Status status,
+                       const std::string& reason, Deferred* deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Fail(internal::ActorCell* cell, const absl::Status& error);
+  v1::ActorState StateLocked(const internal::ActorCell& cell) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The response for `waiter` if it is satisfied (or `force`d).
+  bool CheckWaiterLocked(const Waiter& waiter, bool force,
+                         v1::WaitActorsResponse* response) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void CollectSatisfiedWaitersLocked(Deferred* deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Replies to `envelope`'s reply_to with `error`, if it has one.
+  void ReplyError(const v1::Envelope& envelope, const absl::Status& error);
+  absl::Status NotAcceptingError(const internal::ActorCell& cell) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void TimerLoop();
+  static void Run(Deferred& deferred);
+
+  const Options options_;
+  Mailbox* const mailbox_;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::unique_ptr<internal::ActorCell>> actors_
+      ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_waiter_ ABSL_GUARDED_BY(mu_) = 1;
+  // Set to wake the timer thread (new waiter, shutdown).
+  bool timer_kick_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread timer_thread_;
+  absl::Mutex shutdown_mu_;  // serializes Shutdown()
+};
+
+}  // namespace mesh
+
+#endif  // HOSTMESH_PROCD_PROC_RUNTIME_H_

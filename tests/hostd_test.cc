@@ -1,0 +1,336 @@
+// hostd end to end: real hostd and procd processes over real sockets.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "catch2/catch.hpp"
+#include "lib/names.h"
+#include "proto/bootstrap.grpc.pb.h"
+#include "tests/testing/test_host.h"
+
+namespace mesh {
+namespace {
+
+using testing::Context;
+using testing::IsAlive;
+using testing::TestHost;
+
+std::vector<std::string> Names(const std::string& mesh, int n) {
+  std::vector<std::string> names;
+  for (int i = 0; i < n; ++i) names.push_back(MemberName(mesh, i));
+  return names;
+}
+
+v1::ProcSpec Shell(const std::string& script) {
+  v1::ProcSpec spec;
+  spec.set_command("/bin/sh");
+  spec.add_args("-c");
+  spec.add_args(script);
+  return spec;
+}
+
+// Spawns procs name_0..name_{n-1} with the default procd and waits for them.
+v1::WaitProcsResponse SpawnRunning(TestHost& host, const std::string& mesh,
+                                   int n) {
+  for (int i = 0; i < n; ++i) {
+    v1::ProcState state;
+    grpc::Status status = host.Create(MemberName(mesh, i), i, {}, &state);
+    REQUIRE(status.ok());
+  }
+  return host.Wait(Names(mesh, n), v1::RUNNING);
+}
+
+TEST_CASE("16 procs spawn, all RUNNING with distinct live pids and answering addresses") {
+  auto host = TestHost::Start();
+  REQUIRE(host != nullptr);
+  v1::WaitProcsResponse waited = SpawnRunning(*host, "p0", 16);
+  REQUIRE_FALSE(waited.timed_out());
+  std::set<int> pids;
+  for (const v1::ProcState& proc : waited.procs()) {
+    INFO(proc.DebugString());
+    CHECK(proc.status() == v1::RUNNING);
+    CHECK(IsAlive(proc.pid()));
+    pids.insert(proc.pid());
+    // The address is the procd's own gRPC server.
+    auto stub = v1::Proc::NewStub(
+        grpc::CreateChannel(proc.address(), grpc::InsecureChannelCredentials()));
+    v1::ProcInfo info;
+    grpc::Status status =
+        stub->GetProcInfo(Context().get(), v1::GetProcInfoRequest(), &info);
+    CHECK(status.ok());
+    CHECK(info.name() == proc.name());
+    CHECK(info.rank() == proc.rank());
+    CHECK(info.pid() == proc.pid());
+  }
+  CHECK(pids.size() == 16);
+  v1::ListProcsResponse list;
+  REQUIRE(host->stub().ListProcs(Context().get(), {}, &list).ok());
+  CHECK(list.procs_size() == 16);
+}
+
+TEST_CASE("the same CreateOrUpdate twice is one proc; another spec is FAILED_PRECONDITION") {
+  auto host = TestHost::Start();
+  REQUIRE(host != nullptr);
+  v1::ProcState first, second, third;
+  REQUIRE(host->Create("same", 0, {}, &first).ok());
+  REQUIRE(host->Create("same", 0, {}, &second).ok());
+  CHECK(first.pid() == second.pid());
+  CHECK(first.generation() == second.generation());
+  v1::WaitProcsResponse waited = host->Wait({"same"}, v1::RUNNING);
+  CHECK(waited.procs(0).status() == v1::RUNNING);
+  CHECK(host->Create("same", 0, {}, &third).ok());
+  CHECK(third.pid() == first.pid());
+  v1::ListProcsResponse list;
+  REQUIRE(host->stub().ListProcs(Context().get(), {}, &list).ok());
+  CHECK(list.procs_size() == 1);
+
+  grpc::Status other = host->Create("same", 0, Shell("sleep 100"), &third);
+  CHECK(other.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(other.error_message().find("\"same\"") != std::string::npos);
+  grpc::Status other_rank = host->Create("same", 7, {}, &third);
+  CHECK(other_rank.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_CASE("a command that never registers is FAILED with the timeout reason and is gone") {
+  auto host = TestHost::Start({"--registration-timeout=1s"});
+  REQUIRE(host != nullptr);
+  v1::ProcState created;
+  REQUIRE(host->Create("silent", 0, Shell("exec sleep 1000"), &created).ok());
+  CHECK(created.status() == v1::INITIALIZING);
+  REQUIRE(created.pid() > 0);
+  v1::WaitProcsResponse waited = host->Wait({"silent"}, v1::STOPPED);
+  REQUIRE_FALSE(waited.timed_out());
+  const v1::ProcState& state = waited.procs(0);
+  INFO(state.DebugString());
+  CHECK(state.status() == v1::FAILED);
+  CHECK(state.reason().find("did not register within 1s") != std::string::npos);
+  CHECK(state.term_signal() == SIGKILL);
+  CHECK_FALSE(IsAlive(created.pid()));
+  CHECK(testing::LiveInGroups({created.pid()}).empty());
+}
+
+TEST_CASE("a command that writes to stderr and exits 3 is FAILED with its exit code and stderr") {
+  auto host = TestHost::Start();
+  REQUIRE(host != nullptr);
+  v1::ProcState created;
+  REQUIRE(host->Create("crash", 0,
+                       Shell("echo 'fatal: the flux capacitor is gone' >&2; exit 3"),
+                       &created)
+              .ok());
+  v1::WaitProcsResponse waited = host->Wait({"crash"}, v1::STOPPED);
+  REQUIRE_FALSE(waited.timed_out());
+  const v1::ProcState& state = waited.procs(0);
+  INFO(state.DebugString());
+  CHECK(state.status() == v1::FAILED);
+  CHECK(state.has_exit_code());
+  CHECK(state.exit_code() == 3);
+  CHECK(state.stderr_tail().find("flux capacitor is gone") != std::string::npos);
+  CHECK(state.reason().find("exited with code 3") != std::string::npos);
+  // The captured log holds it too.
+  CHECK_FALSE(state.log_dir().empty());
+}
+
+TEST_CASE("kill -9 of a procd is FAILED with signal 9, seen through the server-side wait") {
+  auto host = TestHost::Start();
+  REQUIRE(host != nullptr);
+  v1::WaitProcsResponse running = SpawnRunning(*host, "victim", 1);
+  REQUIRE(running.procs(0).status() == v1::RUNNING);
+  pid_t pid = running.procs(0).pid();
+  REQUIRE(kill(pid, SIGKILL) == 0);
+  // One blocking server-side wait, no polling loop.
+  v1::WaitProcsResponse waited = host->Wait({"victim_0"}, v1::STOPPED);
+  REQUIRE_FALSE(waited.timed_out());
+  const v1::ProcState& state = waited.procs(0);
+  INFO(state.DebugString());
+  CHECK(state.status() == v1::FAILED);
+  CHECK(state.term_signal() == 9);
+  CHECK(state.reason().find("SIGKILL") != std::string::npos);
+}
+
+TEST_CASE("a proc that ignores stop and SIGTERM is SIGKILLed after the grace; a second Stop succeeds") {
+  auto host = TestHost::Start();
+  REQUIRE(host != nullptr);
+  v1::ProcSpec spec;
+  spec.set_command(testing::BinaryPath("stubborn_proc"));
+  v1::ProcState created;
+  REQUIRE(host->Create("stubborn", 0, spec, &created).ok());
+  REQUIRE(host->Wait({"stubborn"}, v1::RUNNING).procs(0).status() ==
+          v1::RUNNING);
+  v1::ProcState stopped;
+  absl::Time start = absl::Now();
+  REQUIRE(host->Stop("stubborn", &stopped, absl::Milliseconds(300)).ok());
+  INFO(stopped.DebugString());
+  CHECK(stopped.status() == v1::STOPPED);
+  CHECK(stopped.stopped_by() == "SIGKILL");
+  CHECK(stopped.term_signal() == SIGKILL);
+  // Asked, then SIGTERM after one grace, then SIGKILL after another.
+  CHECK(absl::Now() - start >= absl::Milliseconds(600));
+  CHECK(stopped.stderr_tail().find("ignoring stop") != std::string::npos);
+  CHECK_FALSE(IsAlive(created.pid()));
+  v1::ProcState again;
+  REQUIRE(host->Stop("stubborn", &again).ok());
+  CHECK(again.status() == v1::STOPPED);
+  CHECK(again.generation() == stopped.generation());
+}
+
+TEST_CASE("a procd asked to stop exits by itself") {
+  auto host = TestHost::Start();
+  REQUIRE(host != nullptr);
+  v1::WaitProcsResponse running = SpawnRunning(*host, "polite", 1);
+  REQUIRE(running.procs(0).status() == v1::RUNNING);
+  v1::ProcState stopped;
+  REQUIRE(host->Stop("polite_0", &stopped, absl::Seconds(10)).ok());
+  CHECK(stopped.status() == v1::STOPPED);
+  CHECK(stopped.stopped_by() == "exited");
+  CHECK(stopped.exit_code() == 0);
+}
+
+TEST_CASE("ShutdownHost with 16 procs answers after all are gone and hostd exits 0") {
+  auto host = TestHost::Start();
+  REQUIRE(host != nullptr);
+  v1::WaitProcsResponse waited = SpawnRunning(*host, "s", 16);
+  REQUIRE_FALSE(waited.timed_out());
+  std::set<pid_t> pids;
+  for (const auto& proc : waited.procs()) pids.insert(proc.pid());
+  REQUIRE(pids.size() == 16);
+
+  v1::ShutdownHostRequest request;
+  request.set_reason("test shutdown");
+  request.set_grace_ms(2000);
+  v1::ShutdownHostResponse response;
+  REQUIRE(host->stub()
+              .ShutdownHost(Context(absl::Seconds(60)).get(), request, &response)
+              .ok());
+  // The ack arrives only after every proc was reaped.
+  CHECK(response.stopped_size() == 16);
+  for (const auto& proc : response.stopped()) {
+    INFO(proc.DebugString());
+    CHECK(proc.status() == v1::STOPPED);
+    CHECK((proc.stopped_by() == "exited" || proc.stopped_by() == "SIGTERM" ||
+           proc.stopped_by() == "SIGKILL"));
+    CHECK_FALSE(IsAlive(proc.pid()));
+  }
+  absl::StatusOr<ExitInfo> exit = host->WaitExit();
+  REQUIRE(exit.ok());
+  CHECK(exit->exit_code == std::optional<int>(0));
+  // No pid or process group of its procs remains.
+  CHECK(testing::LiveInGroups(pids).empty());
+}
+
+TEST_CASE("SIGTERM to hostd stops its procs and exits 0") {
+  auto host = TestHost::Start();
+  REQUIRE(host != nullptr);
+  v1::WaitProcsResponse waited = SpawnRunning(*host, "t", 4);
+  std::set<pid_t> pids;
+  for (const auto& proc : waited.procs()) pids.insert(proc.pid());
+  REQUIRE(kill(host->pid(), SIGTERM) == 0);
+  absl::StatusOr<ExitInfo> exit = host->WaitExit();
+  REQUIRE(exit.ok());
+  CHECK(exit->exit_code == std::optional<int>(0));
+  CHECK(testing::LiveInGroups(pids).empty());
+}
+
+TEST_CASE("a register call with a wrong secret is rejected") {
+  auto host = TestHost::Start();
+  REQUIRE(host != nullptr);
+  // A real proc is expected, so its name is known to the registrar.
+  v1::ProcState created;
+  REQUIRE(host->Create("target", 0, Shell("exec sleep 1000"), &created).ok());
+  auto channel = grpc::CreateChannel(
+      absl::StrCat("unix:", host->runtime_dir(), "/registry.sock"),
+      grpc::InsecureChannelCredentials());
+  auto stub = v1::Bootstrap::NewStub(channel);
+  v1::RegisterRequest request;
+  request.set_name("target");
+  request.set_secret("0123456789abcdef");
+  request.set_address("127.0.0.1:1");
+  request.set_pid(created.pid());
+  auto context = Context(absl::Seconds(10));
+  auto reader = stub->Register(context.get(), request);
+  v1::ParentEvent event;
+  CHECK_FALSE(reader->Read(&event));
+  grpc::Status status = reader->Finish();
+  CHECK(status.error_code() == grpc::StatusCode::PERMISSION_DENIED);
+  v1::ProcState state;
+  REQUIRE(host->Get("target", &state).ok());
+  CHECK(state.status() == v1::INITIALIZING);
+}
+
+TEST_CASE("bad names are INVALID_ARGUMENT; unknown names are NOT_FOUND") {
+  auto host = TestHost::Start();
+  REQUIRE(host != nullptr);
+  for (const std::string& bad :
+       {std::string("../x"), std::string(""), std::string(300, 'a'),
+        std::string("nul\0x", 5), std::string("a/b"), std::string("UP")}) {
+    INFO("name: " << bad);
+    v1::ProcState state;
+    grpc::Status status = host->Create(bad, 0, {}, &state);
+    CHECK(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK(status.error_message().find("proc name") != std::string::npos);
+  }
+  v1::ProcState state;
+  CHECK(host->Get("nobody", &state).error_code() ==
+        grpc::StatusCode::NOT_FOUND);
+  CHECK(host->Stop("nobody", &state).error_code() ==
+        grpc::StatusCode::NOT_FOUND);
+  // Nothing was lost: the host still serves.
+  v1::ListProcsResponse list;
+  REQUIRE(host->stub().ListProcs(Context().get(), {}, &list).ok());
+  CHECK(list.procs_size() == 0);
+}
+
+TEST_CASE("a bad spec is INVALID_ARGUMENT naming the field") {
+  auto host = TestHost::Start();
+  REQUIRE(host != nullptr);
+  v1::ProcState state;
+  v1::ProcSpec relative;
+  relative.set_command("bin/procd");
+  grpc::Status status = host->Create("x", 0, relative, &state);
+  CHECK(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(status.error_message().find("spec.command") != std::string::npos);
+
+  v1::ProcSpec bad_env;
+  (*bad_env.mutable_env())["NOT=OK"] = "1";
+  status = host->Create("x", 0, bad_env, &state);
+  CHECK(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(status.error_message().find("spec.env") != std::string::npos);
+
+  v1::ProcSpec missing;
+  missing.set_command("/no/such/binary");
+  REQUIRE(host->Create("missing", 0, missing, &state).ok());
+  v1::WaitProcsResponse waited = host->Wait({"missing"}, v1::STOPPED);
+  CHECK(waited.procs(0).status() == v1::FAILED);
+  CHECK(waited.procs(0).reason().find("/no/such/binary") != std::string::npos);
+}
+
+TEST_CASE("--max-procs is RESOURCE_EXHAUSTED beyond the limit") {
+  auto host = TestHost::Start({"--max-procs=2"});
+  REQUIRE(host != nullptr);
+  v1::ProcState state;
+  REQUIRE(host->Create("m0", 0, Shell("exec sleep 1000"), &state).ok());
+  REQUIRE(host->Create("m1", 1, Shell("exec sleep 1000"), &state).ok());
+  grpc::Status third = host->Create("m2", 2, Shell("exec sleep 1000"), &state);
+  CHECK(third.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK(third.error_message().find("max-procs") != std::string::npos);
+}
+
+TEST_CASE("a message larger than the limit is refused and the host keeps serving") {
+  auto host = TestHost::Start({"--max-message-bytes=65536"});
+  REQUIRE(host != nullptr);
+  v1::ProcSpec huge;
+  huge.set_command("/bin/true");
+  huge.add_args(std::string(100000, 'x'));
+  v1::ProcState state;
+  grpc::Status status = host->Create("huge", 0, huge, &state);
+  CHECK(status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  v1::ListProcsResponse list;
+  CHECK(host->stub().ListProcs(Context().get(), {}, &list).ok());
+}
+
+}  // namespace
+}  // namespace mesh

@@ -1,0 +1,169 @@
+#include "tests/testing/test_host.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace mesh::testing {
+
+TempDir::TempDir() {
+  char pattern[] = "/tmp/hostmesh-test-XXXXXX";
+  char* made = mkdtemp(pattern);
+  path_ = made ? made : "/tmp";
+}
+
+TempDir::~TempDir() {
+  std::error_code error;
+  if (path_ != "/tmp") std::filesystem::remove_all(path_, error);
+}
+
+std::unique_ptr<grpc::ClientContext> Context(absl::Duration timeout) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() +
+                        absl::ToChronoMilliseconds(timeout));
+  return context;
+}
+
+std::string BinaryPath(const std::string& name) {
+  // Test-only binaries live in this package's runfiles.
+  if (const char* srcdir = std::getenv("TEST_SRCDIR")) {
+    std::string local = absl::StrCat(srcdir, "/hostmesh/tests/", name);
+    if (access(local.c_str(), X_OK) == 0) return local;
+  }
+  absl::StatusOr<std::string> path = FindBinary(name);
+  return path.ok() ? *path : name;
+}
+
+std::unique_ptr<TestHost> TestHost::Start(std::vector<std::string> args) {
+  std::unique_ptr<TestHost> host(new TestHost());
+  host->state_dir_ = host->dir_.path() + "/state";
+  host->runtime_dir_ = host->dir_.path() + "/run";
+  Launcher::Options options;
+  options.runtime_dir = host->dir_.path() + "/launcher";
+  options.log_root = host->dir_.path() + "/logs";
+  absl::StatusOr<std::unique_ptr<Launcher>> launcher = Launcher::Create(options);
+  if (!launcher.ok()) return nullptr;
+  host->launcher_ = *std::move(launcher);
+  SpawnOptions spawn;
+  spawn.path = BinaryPath("hostd");
+  spawn.args = {"--listen=127.0.0.1:0", "--state-dir=" + host->state_dir_,
+                "--runtime-dir=" + host->runtime_dir_,
+                "--procd=" + BinaryPath("procd")};
+  spawn.args.insert(spawn.args.end(), args.begin(), args.end());
+  absl::StatusOr<Launcher::Child> child =
+      host->launcher_->Launch("hostd", 0, spawn, absl::Seconds(30));
+  if (!child.ok()) {
+    fprintf(stderr, "hostd did not start: %s\n",
+            std::string(child.status().message()).c_str());
+    return nullptr;
+  }
+  host->address_ = child->address;
+  host->pid_ = child->pid;
+  host->stub_ = v1::Host::NewStub(grpc::CreateChannel(
+      host->address_, grpc::InsecureChannelCredentials()));
+  return host;
+}
+
+TestHost::~TestHost() {
+  if (IsAlive(pid_)) {
+    v1::ShutdownHostRequest request;
+    request.set_grace_ms(1000);
+    v1::ShutdownHostResponse response;
+    stub_->ShutdownHost(Context(absl::Seconds(30)).get(), request, &response);
+  }
+  launcher_->StopAll(absl::Seconds(5));
+}
+
+absl::StatusOr<ExitInfo> TestHost::WaitExit(absl::Duration timeout) {
+  return launcher_->WaitExit("hostd", timeout);
+}
+
+grpc::Status TestHost::Create(const std::string& name, uint64_t rank,
+                              const v1::ProcSpec& spec, v1::ProcState* state) {
+  v1::CreateOrUpdateProcRequest request;
+  request.set_name(name);
+  request.set_rank(rank);
+  *request.mutable_spec() = spec;
+  return stub_->CreateOrUpdateProc(Context().get(), request, state);
+}
+
+grpc::Status TestHost::Get(const std::string& name, v1::ProcState* state) {
+  v1::GetProcStateRequest request;
+  request.set_name(name);
+  return stub_->GetProcState(Context().get(), request, state);
+}
+
+grpc::Status TestHost::Stop(const std::string& name, v1::ProcState* state,
+                            absl::Duration grace) {
+  v1::StopProcRequest request;
+  request.set_name(name);
+  request.set_reason("test stop");
+  request.set_grace_ms(absl::ToInt64Milliseconds(grace));
+  return stub_->StopProc(Context(absl::Seconds(60)).get(), request, state);
+}
+
+v1::WaitProcsResponse TestHost::Wait(const std::vector<std::string>& names,
+                                     v1::Status min_status,
+                                     absl::Duration timeout) {
+  v1::WaitProcsRequest request;
+  for (const auto& name : names) request.add_names(name);
+  request.set_min_status(min_status);
+  request.set_timeout_ms(absl::ToInt64Milliseconds(timeout));
+  v1::WaitProcsResponse response;
+  stub_->WaitProcs(Context(timeout + absl::Seconds(5)).get(), request,
+                   &response);
+  return response;
+}
+
+namespace {
+
+// Fields of /proc/<pid>/stat after the command name: state, ppid, pgrp.
+bool ReadStat(pid_t pid, char* state, pid_t* pgrp) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  if (!std::getline(in, line)) return false;
+  size_t close = line.rfind(')');
+  if (close == std::string::npos) return false;
+  std::istringstream rest(line.substr(close + 2));
+  pid_t ppid = 0;
+  rest >> *state >> ppid >> *pgrp;
+  return static_cast<bool>(rest);
+}
+
+}  // namespace
+
+bool IsAlive(pid_t pid) {
+  char state = 0;
+  pid_t pgrp = 0;
+  return pid > 0 && ReadStat(pid, &state, &pgrp) && state != 'Z' &&
+         state != 'X';
+}
+
+std::vector<pid_t> LiveInGroups(const std::set<pid_t>& pgids) {
+  std::vector<pid_t> found;
+  DIR* dir = opendir("/proc");
+  if (dir == nullptr) return found;
+  while (dirent* entry = readdir(dir)) {
+    pid_t pid = 0;
+    if (!absl::SimpleAtoi(entry->d_name, &pid)) continue;
+    char state = 0;
+    pid_t pgrp = 0;
+    if (ReadStat(pid, &state, &pgrp) && state != 'Z' && pgids.count(pgrp)) {
+      found.push_back(pid);
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+}  // namespace mesh::testing

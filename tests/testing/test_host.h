@@ -1,0 +1,85 @@
+// Helpers for integration tests that run real hostd/procd processes.
+#ifndef HOSTMESH_TESTS_TESTING_TEST_HOST_H_
+#define HOSTMESH_TESTS_TESTING_TEST_HOST_H_
+
+#include <grpcpp/grpcpp.h>
+#include <sys/types.h>
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "lib/launcher/launcher.h"
+#include "proto/host.grpc.pb.h"
+#include "proto/proc.grpc.pb.h"
+
+namespace mesh::testing {
+
+// A private temporary directory, removed with everything in it. Kept short
+// (under /tmp) since Unix socket paths are limited to 107 bytes.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A ClientContext with a deadline (every RPC has one).
+std::unique_ptr<grpc::ClientContext> Context(
+    absl::Duration timeout = absl::Seconds(20));
+
+// A real hostd child on 127.0.0.1:0 with its own state and runtime dirs,
+// started through the register-back handshake. The destructor shuts it down
+// (ShutdownHost, then signals) and reaps it, so nothing outlives a test.
+class TestHost {
+ public:
+  static std::unique_ptr<TestHost> Start(std::vector<std::string> args = {});
+  ~TestHost();
+
+  const std::string& address() const { return address_; }
+  pid_t pid() const { return pid_; }
+  const std::string& runtime_dir() const { return runtime_dir_; }
+  const std::string& state_dir() const { return state_dir_; }
+  v1::Host::Stub& stub() { return *stub_; }
+  Launcher& launcher() { return *launcher_; }
+  // Waits for hostd to exit (after a ShutdownHost or a signal).
+  absl::StatusOr<ExitInfo> WaitExit(absl::Duration timeout = absl::Seconds(60));
+
+  // Convenience RPCs (each with a deadline).
+  grpc::Status Create(const std::string& name, uint64_t rank,
+                      const v1::ProcSpec& spec, v1::ProcState* state);
+  grpc::Status Get(const std::string& name, v1::ProcState* state);
+  grpc::Status Stop(const std::string& name, v1::ProcState* state,
+                    absl::Duration grace = absl::Seconds(2));
+  v1::WaitProcsResponse Wait(const std::vector<std::string>& names,
+                             v1::Status min_status,
+                             absl::Duration timeout = absl::Seconds(30));
+
+ private:
+  TestHost() = default;
+  TempDir dir_;
+  std::string state_dir_;
+  std::string runtime_dir_;
+  std::unique_ptr<Launcher> launcher_;
+  std::string address_;
+  pid_t pid_ = 0;
+  std::unique_ptr<v1::Host::Stub> stub_;
+};
+
+// Path of a binary built by Bazel for this test (from runfiles).
+std::string BinaryPath(const std::string& name);
+
+// True if `pid` exists and is not a zombie.
+bool IsAlive(pid_t pid);
+// Every live pid whose process group is in `pgids`.
+std::vector<pid_t> LiveInGroups(const std::set<pid_t>& pgids);
+
+}  // namespace mesh::testing
+
+#endif  // HOSTMESH_TESTS_TESTING_TEST_HOST_H_
