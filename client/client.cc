@@ -131,6 +131,11 @@ void Client::OpenQueuePort(const std::shared_ptr<internal::PortQueue>& queue,
       [queue](v1::Envelope envelope) { queue->Push(std::move(envelope)); });
 }
 
+v1::PortRef Client::OpenHandlerPort(
+    std::function<void(v1::Envelope)> handler) {
+  return mailbox_->OpenPort(std::move(handler));
+}
+
 void Client::ClosePort(uint64_t port) { mailbox_->ClosePort(port); }
 
 }  // namespace mesh

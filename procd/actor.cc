@@ -63,8 +63,7 @@ ActorDispatcher::Dispatch(Actor& actor, const google::protobuf::Any& payload,
                           ActorContext& ctx) {
   auto it = actor.handlers_.find(MessageName(payload.type_url()));
   if (it == actor.handlers_.end()) {
-    return absl::NotFoundError("no handler for \"" + payload.type_url() +
-                               "\"");
+    return absl::NotFoundError("no handler for \"" + payload.type_url() + "\"");
   }
   return it->second(payload, ctx);
 }

@@ -1,7 +1,7 @@
 // The register-back handshake, child side (procd under hostd; hostd under a
 // client that spawned it).
 //
-// Thread-safe. Callbacks run on the channel's own thread.
+// Thread-safe. Callbacks run on the channel's own thread, one at a time.
 #ifndef HOSTMESH_LIB_BOOTSTRAP_PARENT_CHANNEL_H_
 #define HOSTMESH_LIB_BOOTSTRAP_PARENT_CHANNEL_H_
 
@@ -46,7 +46,10 @@ class ParentChannel {
       const v1::BootstrapInfo& info, const std::string& address,
       Callbacks callbacks, absl::Duration timeout = absl::Seconds(10));
 
-  ~ParentChannel();  // Closes the channel (the parent sees a disconnect).
+  // Closes the channel (the parent sees a disconnect). Waits for a running
+  // callback; no callback runs after it returns. May be called from a
+  // callback: then it returns at once and the thread ends after it.
+  ~ParentChannel();
   ParentChannel(const ParentChannel&) = delete;
   ParentChannel& operator=(const ParentChannel&) = delete;
 

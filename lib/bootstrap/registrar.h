@@ -9,7 +9,10 @@
 // secret and its address; the response stream stays open as the parent
 // channel. A wrong, unknown or replayed secret is PERMISSION_DENIED.
 //
-// Thread-safe. Callbacks run on gRPC threads and must not block.
+// Thread-safe. Callbacks run on gRPC threads and must not block. Per child:
+// callbacks never overlap, on_registered runs at most once and before
+// on_disconnected, which runs at most once. A request with the right secret
+// but a bad address or pid is INVALID_ARGUMENT and does not use the secret.
 #ifndef HOSTMESH_LIB_BOOTSTRAP_REGISTRAR_H_
 #define HOSTMESH_LIB_BOOTSTRAP_REGISTRAR_H_
 
@@ -58,7 +61,10 @@ class Registrar {
   };
 
   static absl::StatusOr<std::unique_ptr<Registrar>> Create(Options options);
-  ~Registrar();  // Shuts the server down; closes every channel.
+  // Shuts the server down and closes every channel, forgetting every child
+  // (no on_disconnected for them); waits for running callbacks. Must not be
+  // called from a callback.
+  ~Registrar();
   Registrar(const Registrar&) = delete;
   Registrar& operator=(const Registrar&) = delete;
 
@@ -69,11 +75,14 @@ class Registrar {
                                 ChildCallbacks callbacks);
 
   // Forgets child `id`: its secret is no longer accepted and its channel, if
-  // open, is closed. No callback runs after Forget returns.
+  // open, is closed. No callback runs after Forget returns: it waits for a
+  // running callback of that child, unless called from that callback (which
+  // is allowed). Two callbacks that Forget each other's child deadlock.
   void Forget(uint64_t id);
 
   // Asks a registered child to stop gracefully, over its channel.
-  // FAILED_PRECONDITION if it has not registered or its channel is closed.
+  // FAILED_PRECONDITION if it has not registered or its channel is closed;
+  // NOT_FOUND if `id` is unknown (or forgotten).
   absl::Status SendStop(uint64_t id, const std::string& reason,
                         absl::Duration grace);
 

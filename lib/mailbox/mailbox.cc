@@ -58,8 +58,14 @@ class OutboundStream final
   void OnWriteDone(bool ok) override {
     absl::MutexLock lock(&mu_);
     writing_ = false;
-    queue_.pop_front();  // written, or possibly lost with the stream
-    if (!ok) broken_ = true;
+    if (!ok) {
+      // Not written: the stream broke. Reported with the never-written ones.
+      // (Rarely the peer got it anyway; then the sender sees both an error
+      // reply and the peer's answer.)
+      broken_ = true;
+      failed_.push_back(std::move(queue_.front()));
+    }
+    queue_.pop_front();
     if (broken_) return;
     if (!queue_.empty()) {
       WriteFrontLocked();
@@ -85,7 +91,8 @@ class OutboundStream final
     bool closed_by_us;
     {
       absl::MutexLock lock(&mu_);
-      unsent.assign(std::make_move_iterator(queue_.begin()),
+      unsent = std::move(failed_);
+      unsent.insert(unsent.end(), std::make_move_iterator(queue_.begin()),
                     std::make_move_iterator(queue_.end()));
       queue_.clear();
       closed_by_us = closing_;
@@ -118,6 +125,8 @@ class OutboundStream final
   absl::Mutex mu_;
   // Front is being written while writing_.
   std::deque<v1::Envelope> queue_ ABSL_GUARDED_BY(mu_);
+  // Whose write failed (ok == false).
+  std::vector<v1::Envelope> failed_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;

@@ -94,8 +94,9 @@ class Mailbox {
   // Send to our own address is delivered through a local FIFO on one thread,
   // so it is ordered too.
   //
-  // If the stream breaks, envelopes not yet written are dropped; those with a
-  // reply_to get an UNAVAILABLE error reply, and peer watchers are told. The
+  // If the stream breaks (or cannot connect), envelopes not yet written (or
+  // whose write failed) are dropped; those with a reply_to get an UNAVAILABLE
+  // error reply (with the correlation), and peer watchers are told. The
   // next Send opens a new stream. After Shutdown() Send drops everything.
   void Send(const std::string& address, v1::Envelope envelope);
 
@@ -151,8 +152,8 @@ class Mailbox {
   // Returns the live stream to `address`, opening one if needed.
   internal::OutboundStream* StreamFor(const std::string& address)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Called by an outbound stream's OnDone, before and after it deletes
-  // itself. `unsent` were never written.
+  // Called by an outbound stream's OnDone, before it deletes itself.
+  // `unsent` were never written or their write failed.
   void OnOutboundDone(internal::OutboundStream* stream,
                       const std::string& address, const grpc::Status& status,
                       bool closed_by_us, std::vector<v1::Envelope> unsent);

@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
+#include "lib/mailbox/testing.h"
 #include "proto/actors.pb.h"
 
 namespace mesh {
@@ -23,69 +24,11 @@ namespace {
 
 constexpr absl::Duration kWait = absl::Seconds(30);
 
-// A Mailbox served by its own in-process server on 127.0.0.1:0.
-class Node {
+using testing::Inbox;
+// A mailbox on its own in-process server.
+class Node : public testing::MailboxNode {
  public:
-  explicit Node(const std::string& name)
-      : mailbox_(std::make_unique<Mailbox>(name)) {
-    grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                             &port);
-    builder.RegisterService(mailbox_->service());
-    builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
-    server_ = builder.BuildAndStart();
-    REQUIRE(server_ != nullptr);
-    REQUIRE(port > 0);
-    mailbox_->set_address(absl::StrCat("127.0.0.1:", port));
-  }
-  ~Node() { Stop(); }
-
-  // Stops serving: the mailbox first (ends its streams), then the server.
-  void Stop() {
-    if (server_ == nullptr) return;
-    mailbox_->Shutdown();
-    server_->Shutdown();
-    server_.reset();
-  }
-
-  Mailbox& mailbox() { return *mailbox_; }
-  std::string address() const { return mailbox_->address(); }
-
- private:
-  std::unique_ptr<Mailbox> mailbox_;
-  std::unique_ptr<grpc::Server> server_;
-};
-
-// Collects envelopes handed to a port handler.
-class Inbox {
- public:
-  std::function<void(v1::Envelope)> Handler() {
-    return [this](v1::Envelope envelope) {
-      absl::MutexLock lock(&mu_);
-      envelopes_.push_back(std::move(envelope));
-    };
-  }
-  // True once at least `n` envelopes arrived (false at the deadline).
-  bool WaitFor(size_t n, absl::Duration timeout = kWait) {
-    absl::MutexLock lock(&mu_);
-    auto enough = [this, n]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-      return envelopes_.size() >= n;
-    };
-    return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
-  }
-  std::vector<v1::Envelope> envelopes() {
-    absl::MutexLock lock(&mu_);
-    return envelopes_;
-  }
-  size_t size() {
-    absl::MutexLock lock(&mu_);
-    return envelopes_.size();
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<v1::Envelope> envelopes_ ABSL_GUARDED_BY(mu_);
+  explicit Node(const std::string& name) : MailboxNode(name) { REQUIRE(ok()); }
 };
 
 // Waits for a one-shot callback.

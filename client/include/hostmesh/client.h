@@ -16,6 +16,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "proto/mailbox.pb.h"
@@ -26,6 +27,10 @@ namespace mesh {
 class Mailbox;
 template <typename T>
 class Port;
+template <typename T>
+class OncePort;
+template <typename T, typename Acc>
+class AccumulatingPort;
 
 namespace internal {
 
@@ -67,9 +72,16 @@ class Client {
   // The mailbox's address, host:port.
   const std::string& address() const;
 
-  // Opens a port for messages of type T.
+  // Ports for messages of type T: a stream (every message, in arrival
+  // order), a once port (the first message only), and an accumulating port
+  // (each message folded into a value by `reducer`).
   template <typename T>
   Port<T> OpenPort();
+  template <typename T>
+  OncePort<T> OpenOncePort();
+  template <typename T, typename Acc>
+  AccumulatingPort<T, Acc> OpenAccumulatingPort(
+      Acc initial, std::function<Acc(Acc, const T&)> reducer);
 
   // Supervision events about actors this client spawned (an actor failed or
   // stopped). Without a handler, a failure is logged as an ERROR.
@@ -85,9 +97,14 @@ class Client {
   Client() = default;
   void OpenQueuePort(const std::shared_ptr<internal::PortQueue>& queue,
                      v1::PortRef* ref);
+  v1::PortRef OpenHandlerPort(std::function<void(v1::Envelope)> handler);
   void ClosePort(uint64_t port);
   template <typename T>
   friend class Port;
+  template <typename T>
+  friend class OncePort;
+  template <typename T, typename Acc>
+  friend class AccumulatingPort;
 
   std::unique_ptr<Mailbox> mailbox_;
   std::unique_ptr<grpc::Server> server_;
@@ -107,11 +124,14 @@ class Port {
  public:
   Port(Port&&) = default;
   Port& operator=(Port&&) = default;
-  ~Port() {
-    if (client_ != nullptr) client_->ClosePort(ref_.port());
-  }
+  ~Port() { Close(); }
 
   const v1::PortRef& ref() const { return ref_; }
+  // Stops receiving; later messages to ref() are dropped.
+  void Close() {
+    if (client_ != nullptr) client_->ClosePort(ref_.port());
+    client_.reset();
+  }
 
   // The next message, in arrival order; DEADLINE_EXCEEDED after `timeout`,
   // or the error the sender replied with.
@@ -138,9 +158,114 @@ class Port {
   v1::PortRef ref_;
 };
 
+// The first message of type T sent to ref(); later ones are dropped.
+template <typename T>
+class OncePort {
+ public:
+  OncePort(OncePort&&) = default;
+  OncePort& operator=(OncePort&&) = default;
+
+  const v1::PortRef& ref() const { return port_.ref(); }
+  // The one message (or the sender's error); DEADLINE_EXCEEDED after
+  // `timeout`; FAILED_PRECONDITION if it was received already.
+  absl::StatusOr<T> Recv(absl::Duration timeout = absl::Seconds(30)) {
+    if (received_) {
+      return absl::FailedPreconditionError("a once port receives one message");
+    }
+    absl::StatusOr<T> message = port_.Recv(timeout);
+    if (message.status().code() != absl::StatusCode::kDeadlineExceeded) {
+      received_ = true;
+      port_.Close();
+    }
+    return message;
+  }
+
+ private:
+  friend class Client;
+  explicit OncePort(Port<T> port) : port_(std::move(port)) {}
+  Port<T> port_;
+  bool received_ = false;
+};
+
+// Folds every message of type T sent to ref() into a value of type Acc (the
+// reducer runs on a delivery thread, one message at a time). Thread-safe.
+template <typename T, typename Acc>
+class AccumulatingPort {
+ public:
+  AccumulatingPort(AccumulatingPort&&) = default;
+  AccumulatingPort& operator=(AccumulatingPort&&) = default;
+  ~AccumulatingPort() {
+    if (client_ != nullptr) client_->ClosePort(ref_.port());
+  }
+
+  const v1::PortRef& ref() const { return ref_; }
+
+  // The value once `count` messages were folded in; DEADLINE_EXCEEDED
+  // (saying how many arrived) after `timeout`. An error message fails it.
+  absl::StatusOr<Acc> Wait(size_t count,
+                           absl::Duration timeout = absl::Seconds(30)) {
+    State& state = *state_;
+    absl::MutexLock lock(&state.mu);
+    auto ready = [&state, count]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state.mu) {
+      return state.count >= count || !state.error.ok();
+    };
+    if (!state.mu.AwaitWithTimeout(absl::Condition(&ready), timeout)) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(state.count, " of ", count, " messages arrived within ",
+                       absl::FormatDuration(timeout)));
+    }
+    if (!state.error.ok()) return state.error;
+    return state.value;
+  }
+
+ private:
+  friend class Client;
+  struct State {
+    absl::Mutex mu;
+    Acc value ABSL_GUARDED_BY(mu);
+    size_t count ABSL_GUARDED_BY(mu) = 0;
+    absl::Status error ABSL_GUARDED_BY(mu);
+    std::function<Acc(Acc, const T&)> reducer;
+  };
+  AccumulatingPort(Client* client, Acc initial,
+                   std::function<Acc(Acc, const T&)> reducer)
+      : client_(client), state_(std::make_shared<State>()) {
+    state_->value = std::move(initial);
+    state_->reducer = std::move(reducer);
+    ref_ = client_->OpenHandlerPort([state = state_](v1::Envelope envelope) {
+      T message;
+      absl::Status unpacked = internal::UnpackEnvelope(envelope, &message);
+      absl::MutexLock lock(&state->mu);
+      if (!unpacked.ok()) {
+        state->error = unpacked;
+        return;
+      }
+      state->value = state->reducer(std::move(state->value), message);
+      ++state->count;
+    });
+  }
+  struct NoClose {
+    void operator()(Client*) const {}
+  };
+  std::unique_ptr<Client, NoClose> client_;
+  std::shared_ptr<State> state_;
+  v1::PortRef ref_;
+};
+
 template <typename T>
 Port<T> Client::OpenPort() {
   return Port<T>(this);
+}
+
+template <typename T>
+OncePort<T> Client::OpenOncePort() {
+  return OncePort<T>(Port<T>(this));
+}
+
+template <typename T, typename Acc>
+AccumulatingPort<T, Acc> Client::OpenAccumulatingPort(
+    Acc initial, std::function<Acc(Acc, const T&)> reducer) {
+  return AccumulatingPort<T, Acc>(this, std::move(initial), std::move(reducer));
 }
 
 }  // namespace mesh

@@ -59,7 +59,10 @@ class ActorContext {
   // `mailbox`, `self` and `sender` must outlive the context.
   ActorContext(Mailbox& mailbox, const v1::ActorRef& self, uint64_t cast_rank,
                const std::string& sender)
-      : mailbox_(mailbox), self_(self), cast_rank_(cast_rank), sender_(sender) {}
+      : mailbox_(mailbox),
+        self_(self),
+        cast_rank_(cast_rank),
+        sender_(sender) {}
   ActorContext(const ActorContext&) = delete;
   ActorContext& operator=(const ActorContext&) = delete;
 

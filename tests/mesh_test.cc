@@ -1,0 +1,268 @@
+// Proc and actor meshes end to end: ranks, slices, ordering, failures.
+#include <signal.h>
+
+#include <google/protobuf/util/message_differencer.h>
+
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "catch2/catch.hpp"
+#include "hostmesh/hostmesh.h"
+#include "proto/actors.pb.h"
+#include "tests/testing/test_host.h"
+
+namespace mesh {
+namespace {
+
+std::shared_ptr<Client> NewClient() {
+  absl::StatusOr<std::shared_ptr<Client>> client = Client::Create();
+  REQUIRE(client.ok());
+  return *client;
+}
+
+HostMesh::Options WithClient(std::shared_ptr<Client> client) {
+  HostMesh::Options options;
+  options.client = std::move(client);
+  return options;
+}
+
+// Call results as view ranks, checking every reply is OK.
+std::vector<uint64_t> RanksOf(
+    const std::vector<absl::StatusOr<v1::ActorIdReply>>& replies) {
+  std::vector<uint64_t> ranks;
+  for (const auto& reply : replies) {
+    INFO(reply.status().ToString());
+    REQUIRE(reply.ok());
+    ranks.push_back(reply->rank());
+  }
+  return ranks;
+}
+
+TEST_CASE("a 2x4 proc mesh names and ranks procs row-major; Call and slices reach exactly their ranks") {
+  auto client = NewClient();
+  absl::StatusOr<HostMesh> hosts = HostMesh::Process(2, WithClient(client));
+  REQUIRE(hosts.ok());
+  absl::StatusOr<ProcMesh> procs = hosts->Spawn("p0", 4);
+  REQUIRE(procs.ok());
+  CHECK(procs->extent().ToString() == "{hosts: 2, procs: 4}");
+  REQUIRE(procs->num_ranks() == 8);
+  for (size_t rank = 0; rank < 8; ++rank) {
+    const v1::ProcState& proc = procs->procs()[rank];
+    CHECK(proc.name() == absl::StrCat("p0_", rank));
+    CHECK(proc.rank() == rank);  // host_rank × 4 + local_rank
+    CHECK(procs->host_of(rank) == hosts->addresses()[rank / 4]);
+  }
+
+  absl::StatusOr<ActorMesh> actors = procs->Spawn("a0", "mesh.echo");
+  REQUIRE(actors.ok());
+  auto replies = actors->Call<v1::ActorIdReply>(v1::GetActorId());
+  REQUIRE(replies.size() == 8);
+  CHECK(RanksOf(replies) == std::vector<uint64_t>{0, 1, 2, 3, 4, 5, 6, 7});
+  for (size_t rank = 0; rank < 8; ++rank) {
+    CHECK(replies[rank]->cast_rank() == rank);
+    CHECK(replies[rank]->id().proc() == absl::StrCat("p0_", rank));
+    CHECK(replies[rank]->id().actor() == "a0");
+  }
+
+  absl::StatusOr<ActorMesh> host1 = actors->Slice("hosts", 1);
+  REQUIRE(host1.ok());
+  auto host1_replies = host1->Call<v1::ActorIdReply>(v1::GetActorId());
+  CHECK(RanksOf(host1_replies) == std::vector<uint64_t>{4, 5, 6, 7});
+  for (size_t view_rank = 0; view_rank < 4; ++view_rank) {
+    CHECK(host1_replies[view_rank]->cast_rank() == view_rank);
+  }
+
+  absl::StatusOr<ActorMesh> middle = actors->Slice("procs", 1, 3);
+  REQUIRE(middle.ok());
+  CHECK(middle->extent().ToString() == "{hosts: 2, procs: 2}");
+  auto middle_replies = middle->Call<v1::ActorIdReply>(v1::GetActorId());
+  CHECK(RanksOf(middle_replies) == std::vector<uint64_t>{1, 2, 5, 6});
+  for (size_t view_rank = 0; view_rank < 4; ++view_rank) {
+    CHECK(middle_replies[view_rank]->cast_rank() == view_rank);
+  }
+  // A cast to a slice reaches only that slice: counters prove it.
+  absl::StatusOr<ActorMesh> counters = procs->Spawn("c0", "mesh.counter");
+  REQUIRE(counters.ok());
+  v1::Increment one;
+  one.set_by(1);
+  REQUIRE(counters->Slice("procs", 1, 3)->Cast(one).ok());
+  auto counts = counters->Call<v1::Count>(v1::GetCount());
+  for (size_t rank = 0; rank < 8; ++rank) {
+    REQUIRE(counts[rank].ok());
+    size_t local = rank % 4;
+    CHECK(counts[rank]->value() == ((local == 1 || local == 2) ? 1 : 0));
+  }
+  CHECK(hosts->Shutdown().ok());
+}
+
+TEST_CASE("10,000 messages from one sender arrive in order; with two senders each order holds") {
+  auto client = NewClient();
+  auto other = NewClient();
+  absl::StatusOr<HostMesh> hosts = HostMesh::Local(WithClient(client));
+  REQUIRE(hosts.ok());
+  absl::StatusOr<ProcMesh> procs = hosts->Spawn("p0", 1);
+  REQUIRE(procs.ok());
+  absl::StatusOr<ActorMesh> actors = procs->Spawn("seq", "mesh.echo");
+  REQUIRE(actors.ok());
+
+  v1::Seq seq;
+  seq.set_sender("one");
+  for (uint64_t n = 1; n <= 10000; ++n) {
+    seq.set_n(n);
+    REQUIRE(actors->Cast(seq).ok());
+  }
+  auto report = actors->Call<v1::SeqReport>(v1::GetSeqReport());
+  REQUIRE(report[0].ok());
+  CHECK(report[0]->received() == 10000);
+  CHECK(report[0]->out_of_order() == 0);
+  CHECK(report[0]->last_by_sender().at("one") == 10000);
+
+  // Two senders (two clients, two mailboxes) at once, interleaved.
+  ActorMesh from_other(other, actors->name(), actors->type(),
+                       actors->extent(), {actors->actor(0)});
+  auto send = [](const ActorMesh& mesh, const std::string& name) {
+    v1::Seq message;
+    message.set_sender(name);
+    for (uint64_t n = 1; n <= 5000; ++n) {
+      message.set_n(n);
+      CHECK(mesh.Cast(message).ok());
+    }
+  };
+  std::thread a([&] { send(*actors, "a"); });
+  std::thread b([&] { send(from_other, "b"); });
+  a.join();
+  b.join();
+  // Each sender's last message is its 5000th once its own stream drained:
+  // a call from each sender queues behind that sender's casts.
+  auto from_b = from_other.Call<v1::SeqReport>(v1::GetSeqReport());
+  REQUIRE(from_b[0].ok());
+  CHECK(from_b[0]->last_by_sender().at("b") == 5000);
+  report = actors->Call<v1::SeqReport>(v1::GetSeqReport());
+  REQUIRE(report[0].ok());
+  CHECK(report[0]->out_of_order() == 0);
+  CHECK(report[0]->last_by_sender().at("a") == 5000);
+  CHECK(report[0]->received() == 20000);
+  CHECK(hosts->Shutdown().ok());
+}
+
+TEST_CASE("spawn errors: an unregistered actor type is INVALID_ARGUMENT; a stopped proc is FAILED_PRECONDITION") {
+  auto client = NewClient();
+  absl::StatusOr<HostMesh> hosts = HostMesh::Local(WithClient(client));
+  REQUIRE(hosts.ok());
+  absl::StatusOr<ProcMesh> procs = hosts->Spawn("p0", 2);
+  REQUIRE(procs.ok());
+  absl::StatusOr<ActorMesh> bad = procs->Spawn("a0", "no.such.type");
+  CHECK(bad.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(bad.status().message().find("no.such.type") != absl::string_view::npos);
+
+  absl::StatusOr<ActorMesh> bad_name = procs->Spawn("../a", "mesh.echo");
+  CHECK(bad_name.status().code() == absl::StatusCode::kInvalidArgument);
+
+  REQUIRE(procs->Stop(absl::Seconds(2)).ok());
+  absl::StatusOr<ActorMesh> stopped = procs->Spawn("a1", "mesh.echo");
+  CHECK(stopped.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(stopped.status().message().find("STOPPED") != absl::string_view::npos);
+  CHECK(hosts->Shutdown().ok());
+}
+
+TEST_CASE("a call to a mesh whose proc died returns an error for that rank instead of hanging") {
+  auto client = NewClient();
+  absl::StatusOr<HostMesh> hosts = HostMesh::Local(WithClient(client));
+  REQUIRE(hosts.ok());
+  absl::StatusOr<ProcMesh> procs = hosts->Spawn("p0", 3);
+  REQUIRE(procs.ok());
+  absl::StatusOr<ActorMesh> actors = procs->Spawn("a0", "mesh.echo");
+  REQUIRE(actors.ok());
+  REQUIRE(kill(procs->procs()[1].pid(), SIGKILL) == 0);
+  auto replies =
+      actors->Call<v1::ActorIdReply>(v1::GetActorId(), absl::Seconds(60));
+  REQUIRE(replies.size() == 3);
+  CHECK(replies[0].ok());
+  CHECK(replies[2].ok());
+  REQUIRE_FALSE(replies[1].ok());
+  CHECK(replies[1].status().code() == absl::StatusCode::kUnavailable);
+  CHECK(replies[1].status().message().find("p0_1") != absl::string_view::npos);
+  CHECK(hosts->Shutdown().ok());
+}
+
+TEST_CASE("a failing handler fails its actor, tells the owner, and later calls get the error") {
+  auto client = NewClient();
+  absl::Notification told;
+  v1::SupervisionEvent event;
+  client->OnSupervisionEvent([&](const v1::SupervisionEvent& e) {
+    if (e.actor().status() == v1::FAILED && !told.HasBeenNotified()) {
+      event = e;
+      told.Notify();
+    }
+  });
+  absl::StatusOr<HostMesh> hosts = HostMesh::Local(WithClient(client));
+  REQUIRE(hosts.ok());
+  absl::StatusOr<ProcMesh> procs = hosts->Spawn("p0", 2);
+  REQUIRE(procs.ok());
+  absl::StatusOr<ActorMesh> actors = procs->Spawn("a0", "mesh.echo");
+  REQUIRE(actors.ok());
+  v1::Fail fail;
+  fail.set_why("injected failure");
+  auto failed = actors->Slice("procs", 0)->Call<v1::Echo>(fail);
+  REQUIRE_FALSE(failed[0].ok());
+  CHECK(failed[0].status().message().find("injected failure") !=
+        absl::string_view::npos);
+  REQUIRE(told.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  CHECK(event.actor().name() == "a0");
+  CHECK(event.actor().reason().find("injected failure") != std::string::npos);
+  auto after = actors->Call<v1::ActorIdReply>(v1::GetActorId());
+  CHECK(after[0].status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(after[1].ok());
+  CHECK(hosts->Shutdown().ok());
+}
+
+TEST_CASE("once and accumulating ports") {
+  auto client = NewClient();
+  absl::StatusOr<HostMesh> hosts = HostMesh::Local(WithClient(client));
+  REQUIRE(hosts.ok());
+  absl::StatusOr<ProcMesh> procs = hosts->Spawn("p0", 4);
+  REQUIRE(procs.ok());
+  absl::StatusOr<ActorMesh> actors = procs->Spawn("a0", "mesh.echo");
+  REQUIRE(actors.ok());
+
+  // Accumulating: the sum of the ranks of every actor that answered.
+  auto sum = client->OpenAccumulatingPort<v1::ActorIdReply, uint64_t>(
+      0, [](uint64_t acc, const v1::ActorIdReply& reply) {
+        return acc + reply.rank();
+      });
+  v1::GetActorId to_sum;
+  *to_sum.mutable_port() = sum.ref();
+  REQUIRE(actors->Cast(to_sum).ok());
+  absl::StatusOr<uint64_t> total = sum.Wait(4);
+  REQUIRE(total.ok());
+  CHECK(*total == 0 + 1 + 2 + 3);
+
+  // Once: the first reply only.
+  OncePort<v1::ActorIdReply> once = client->OpenOncePort<v1::ActorIdReply>();
+  v1::GetActorId to_once;
+  *to_once.mutable_port() = once.ref();
+  REQUIRE(actors->Cast(to_once).ok());
+  CHECK(once.Recv().ok());
+  CHECK(once.Recv().status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(hosts->Shutdown().ok());
+}
+
+TEST_CASE("a host mesh is its own scope guard: leaving scope leaves no process behind") {
+  auto client = NewClient();
+  std::set<pid_t> pids;
+  {
+    absl::StatusOr<HostMesh> hosts = HostMesh::Process(2, WithClient(client));
+    REQUIRE(hosts.ok());
+    absl::StatusOr<ProcMesh> procs = hosts->Spawn("p0", 2);
+    REQUIRE(procs.ok());
+    for (const auto& proc : procs->procs()) pids.insert(proc.pid());
+  }
+  REQUIRE(pids.size() == 4);
+  for (pid_t pid : pids) CHECK_FALSE(testing::IsAlive(pid));
+  CHECK(testing::LiveInGroups(pids).empty());
+}
+
+}  // namespace
+}  // namespace mesh

@@ -1,0 +1,95 @@
+// meshctl against a real hostd: spawn, list, get, wait, stop, actors,
+// shutdown — with the exit codes an operator's scripts rely on.
+#include <google/protobuf/util/json_util.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "catch2/catch.hpp"
+#include "meshctl/meshctl.h"
+#include "tests/testing/test_host.h"
+
+namespace mesh {
+namespace {
+
+struct Result {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+Result Meshctl(const std::string& host, std::vector<std::string> args) {
+  args.insert(args.begin(), {"meshctl", "--host", host});
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  std::ostringstream out, err;
+  int code = RunMeshctl(static_cast<int>(argv.size()), argv.data(), out, err);
+  return {code, out.str(), err.str()};
+}
+
+TEST_CASE("meshctl drives spawn, list, get, wait, stop, actors and shutdown against a running hostd") {
+  auto host = testing::TestHost::Start({"--registration-timeout=2s"});
+  REQUIRE(host != nullptr);
+  const std::string addr = host->address();
+
+  Result status = Meshctl(addr, {"host", "status"});
+  CHECK(status.code == 0);
+  CHECK(status.out.find(addr) != std::string::npos);
+
+  Result spawn = Meshctl(addr, {"proc", "spawn", "w", "--count", "3"});
+  INFO(spawn.out << spawn.err);
+  REQUIRE(spawn.code == 0);
+  for (const char* name : {"w_0", "w_1", "w_2"}) {
+    CHECK(spawn.out.find(name) != std::string::npos);
+  }
+  CHECK(spawn.out.find("RUNNING") != std::string::npos);
+
+  Result json = Meshctl(addr, {"-o", "json", "proc", "list"});
+  REQUIRE(json.code == 0);
+  v1::ListProcsResponse list;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(json.out, &list).ok());
+  CHECK(list.procs_size() == 3);
+
+  // Spawning again is the same three procs.
+  Result again = Meshctl(addr, {"proc", "spawn", "w", "--count", "3"});
+  CHECK(again.code == 0);
+  Result get = Meshctl(addr, {"-o", "json", "proc", "get", "w_1"});
+  REQUIRE(get.code == 0);
+  v1::ProcState state;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(get.out, &state).ok());
+  CHECK(state.name() == "w_1");
+  CHECK(state.status() == v1::RUNNING);
+
+  Result bad = Meshctl(addr, {"proc", "spawn", "bad", "--command", "/bin/false"});
+  CHECK(bad.code == 1);
+  CHECK(bad.err.find("exit") != std::string::npos);
+
+  Result actor = Meshctl(addr, {"actor", "spawn", "w_0", "a0", "--type", "mesh.echo"});
+  INFO(actor.out << actor.err);
+  CHECK(actor.code == 0);
+  Result actors = Meshctl(addr, {"actor", "list", "w_0"});
+  CHECK(actors.code == 0);
+  CHECK(actors.out.find("a0") != std::string::npos);
+  Result unknown_type =
+      Meshctl(addr, {"actor", "spawn", "w_0", "a1", "--type", "no.such"});
+  CHECK(unknown_type.code == 1);
+  CHECK(unknown_type.err.find("INVALID_ARGUMENT") != std::string::npos);
+
+  CHECK(Meshctl(addr, {"proc", "stop", "w_1", "--grace", "1s"}).code == 0);
+  CHECK(Meshctl(addr, {"proc", "stop", "w_1", "--grace", "1s"}).code == 0);
+  CHECK(Meshctl(addr, {"proc", "wait", "w_1", "--status", "stopped"}).code == 0);
+  Result missing = Meshctl(addr, {"proc", "get", "nobody"});
+  CHECK(missing.code == 1);
+  CHECK(missing.err.find("NOT_FOUND") != std::string::npos);
+  CHECK(Meshctl(addr, {"proc", "frobnicate"}).code == 2);
+
+  Result shutdown = Meshctl(addr, {"host", "shutdown", "--grace", "1s"});
+  CHECK(shutdown.code == 0);
+  absl::StatusOr<ExitInfo> exit = host->WaitExit();
+  REQUIRE(exit.ok());
+  CHECK(exit->exit_code == std::optional<int>(0));
+}
+
+}  // namespace
+}  // namespace mesh
