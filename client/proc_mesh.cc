@@ -44,18 +44,29 @@ absl::StatusOr<ActorMesh> ProcMesh::Spawn(
         stub->async()->CreateOrUpdateActor(context, request, response,
                                            std::move(done));
       });
-  // Then wait, server-side, until each is RUNNING.
-  std::vector<v1::WaitActorsRequest> waits(n);
-  for (auto& wait : waits) {
+  // Then wait, server-side, until each created actor is RUNNING.
+  std::vector<size_t> waiting;  // ranks whose create succeeded
+  std::vector<std::shared_ptr<grpc::Channel>> wait_channels;
+  std::vector<v1::WaitActorsRequest> waits;
+  for (size_t rank = 0; rank < n; ++rank) {
+    if (!created[rank].ok()) continue;
+    waiting.push_back(rank);
+    wait_channels.push_back(channels[rank]);
+    v1::WaitActorsRequest& wait = waits.emplace_back();
     wait.add_names(name);
     wait.set_min_status(v1::RUNNING);
     wait.set_timeout_ms(absl::ToInt64Milliseconds(timeout));
   }
-  auto waited = internal::ParallelUnary<v1::Proc, v1::WaitActorsResponse>(
-      channels, waits, timeout + absl::Seconds(1),
+  auto waited_created = internal::ParallelUnary<v1::Proc, v1::WaitActorsResponse>(
+      wait_channels, waits, timeout + absl::Seconds(1),
       [](auto* stub, auto* context, auto* request, auto* response, auto done) {
         stub->async()->WaitActors(context, request, response, std::move(done));
       });
+  std::vector<absl::StatusOr<v1::WaitActorsResponse>> waited(
+      n, absl::UnknownError("not created"));
+  for (size_t i = 0; i < waiting.size(); ++i) {
+    waited[waiting[i]] = std::move(waited_created[i]);
+  }
 
   std::vector<v1::ActorRef> refs(n);
   std::vector<std::string> failures;

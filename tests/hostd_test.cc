@@ -1,5 +1,8 @@
 // hostd end to end: real hostd and procd processes over real sockets.
+#include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -233,6 +236,34 @@ TEST_CASE("SIGTERM to hostd stops its procs and exits 0") {
   REQUIRE(exit.ok());
   CHECK(exit->exit_code == std::optional<int>(0));
   CHECK(testing::LiveInGroups(pids).empty());
+}
+
+// Waits for a process that is not our child to exit, without polling: a
+// pidfd becomes readable when the process exits.
+bool WaitForExit(pid_t pid, absl::Duration timeout) {
+  int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) return errno == ESRCH;
+  pollfd poll_fd{fd, POLLIN, 0};
+  int ready = poll(&poll_fd, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout)));
+  close(fd);
+  return ready == 1;
+}
+
+TEST_CASE("a procd outlives a killed hostd, then exits by itself after the orphan timeout") {
+  auto host = TestHost::Start({"--orphan-timeout=1s"});
+  REQUIRE(host != nullptr);
+  v1::WaitProcsResponse running = SpawnRunning(*host, "orphan", 2);
+  REQUIRE_FALSE(running.timed_out());
+  REQUIRE(kill(host->pid(), SIGKILL) == 0);
+  REQUIRE(host->WaitExit().ok());
+  for (const auto& proc : running.procs()) {
+    // No PDEATHSIG: hostd's death alone does not kill it...
+    CHECK(IsAlive(proc.pid()));
+  }
+  for (const auto& proc : running.procs()) {
+    // ...but with its host channel gone it exits within the orphan timeout.
+    CHECK(WaitForExit(proc.pid(), absl::Seconds(20)));
+  }
 }
 
 TEST_CASE("a register call with a wrong secret is rejected") {

@@ -249,6 +249,35 @@ TEST_CASE("once and accumulating ports") {
   CHECK(hosts->Shutdown().ok());
 }
 
+TEST_CASE("Attach uses running hosts; Shutdown stops only this mesh's procs and leaves the daemon up") {
+  auto daemon = testing::TestHost::Start();  // as if run by systemd
+  REQUIRE(daemon != nullptr);
+  auto client = NewClient();
+  std::set<pid_t> pids;
+  {
+    absl::StatusOr<HostMesh> hosts =
+        HostMesh::Attach({daemon->address()}, WithClient(client));
+    REQUIRE(hosts.ok());
+    absl::StatusOr<ProcMesh> procs = hosts->Spawn("att", 2);
+    REQUIRE(procs.ok());
+    for (const auto& proc : procs->procs()) pids.insert(proc.pid());
+    absl::StatusOr<ActorMesh> actors = procs->Spawn("a0", "mesh.counter");
+    REQUIRE(actors.ok());
+    v1::Increment inc;
+    inc.set_by(2);
+    auto counts = actors->Call<v1::Count>(inc);
+    CHECK(counts[1].ok());
+    CHECK(counts[1]->value() == 2);
+    CHECK(hosts->Shutdown().ok());
+  }
+  for (pid_t pid : pids) CHECK_FALSE(testing::IsAlive(pid));
+  CHECK(testing::IsAlive(daemon->pid()));
+  v1::ProcState state;
+  REQUIRE(daemon->Get("att_0", &state).ok());
+  CHECK(state.status() == v1::STOPPED);
+  CHECK_FALSE(HostMesh::Attach({"127.0.0.1:1"}, WithClient(client)).ok());
+}
+
 TEST_CASE("a host mesh is its own scope guard: leaving scope leaves no process behind") {
   auto client = NewClient();
   std::set<pid_t> pids;

@@ -2,6 +2,7 @@
 // embedded local host (a private hostd child on loopback; nothing is
 // installed and nothing listens beyond 127.0.0.1). Each step prints what it
 // did and how long it took; at the end nothing is left running.
+#include <glog/logging.h>
 #include <signal.h>
 
 #include <cstdio>
@@ -43,8 +44,12 @@ int Fail(const absl::Status& status) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   using namespace mesh;
+  // The library logs to stderr; the demo shows warnings and errors only.
+  FLAGS_logtostderr = true;
+  FLAGS_minloglevel = google::GLOG_WARNING;
+  google::InitGoogleLogging(argv[0]);
   Stepper s;
   std::printf("hostmesh demo: one client process -> host -> procs -> actors\n");
 
