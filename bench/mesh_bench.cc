@@ -1,9 +1,10 @@
 // hostmesh benchmarks, each a ratio against a baseline measured in the same
 // run on the same machine (so the figures travel between machines):
 //
-//   call        one actor Call round trip   vs  a bare gRPC unary ping
-//   cast+gather Call on an N-actor mesh      vs  N unary pings fanned out to
-//                                                N bare gRPC servers at once
+//   call        one actor Call round trip   vs  a bare gRPC unary call to
+//                                                the same procd process
+//   cast+gather Call on an N-actor mesh      vs  N bare unary calls to the
+//                                                same N procds, all at once
 //   spawn       N procs RUNNING via hostd    vs  N procd processes started
 //                                                directly, in parallel, until
 //                                                each serves (no hostd)
@@ -32,73 +33,29 @@
 namespace mesh {
 namespace {
 
-// The baseline server: a bare gRPC service answering GetProcInfo at once.
-class PingService final : public v1::Proc::CallbackService {
-  grpc::ServerUnaryReactor* GetProcInfo(grpc::CallbackServerContext* context,
-                                        const v1::GetProcInfoRequest*,
-                                        v1::ProcInfo* info) override {
-    info->set_name("ping");
-    auto* reactor = context->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
-  }
-};
-
-struct PingServer {
-  PingService service;
-  std::unique_ptr<grpc::Server> server;
-  std::string address;
-  PingServer() {
-    int port = 0;
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                             &port);
-    builder.RegisterService(&service);
-    server = builder.BuildAndStart();
-    address = absl::StrCat("127.0.0.1:", port);
-  }
-};
-
 double Median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   return values[values.size() / 2];
 }
 
-// Median microseconds of one unary ping, sequential.
-double BaselineCallUs(int calls) {
-  PingServer server;
-  auto stub = v1::Proc::NewStub(
-      grpc::CreateChannel(server.address, grpc::InsecureChannelCredentials()));
-  std::vector<double> samples;
-  for (int i = 0; i < calls + 100; ++i) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::seconds(10));
-    v1::ProcInfo info;
-    absl::Time start = absl::Now();
-    stub->GetProcInfo(&context, {}, &info);
-    if (i >= 100) samples.push_back(absl::ToDoubleMicroseconds(absl::Now() - start));
-  }
-  return Median(samples);
-}
-
-// Median microseconds to ping `n` servers at once and gather all replies.
-double BaselineFanoutUs(int n, int rounds) {
-  std::vector<std::unique_ptr<PingServer>> servers;
+// Median microseconds for a bare unary gRPC call (Proc.GetProcInfo, which
+// procd answers at once on its gRPC thread) to each of `addresses` at once,
+// gathering every reply: the floor under a Call to actors in those procs.
+double BaselineUnaryUs(const std::vector<std::string>& addresses, int rounds) {
+  const size_t n = addresses.size();
   std::vector<std::unique_ptr<v1::Proc::Stub>> stubs;
-  for (int i = 0; i < n; ++i) {
-    servers.push_back(std::make_unique<PingServer>());
-    stubs.push_back(v1::Proc::NewStub(grpc::CreateChannel(
-        servers.back()->address, grpc::InsecureChannelCredentials())));
+  for (const auto& address : addresses) {
+    stubs.push_back(v1::Proc::NewStub(
+        grpc::CreateChannel(address, grpc::InsecureChannelCredentials())));
   }
   std::vector<double> samples;
   for (int round = 0; round < rounds + 10; ++round) {
     std::vector<grpc::ClientContext> contexts(n);
     std::vector<v1::ProcInfo> infos(n);
     v1::GetProcInfoRequest request;
-    absl::BlockingCounter pending(n);
+    absl::BlockingCounter pending(static_cast<int>(n));
     absl::Time start = absl::Now();
-    for (int i = 0; i < n; ++i) {
+    for (size_t i = 0; i < n; ++i) {
       contexts[i].set_deadline(std::chrono::system_clock::now() +
                                std::chrono::seconds(10));
       stubs[i]->async()->GetProcInfo(&contexts[i], &request, &infos[i],
@@ -107,9 +64,10 @@ double BaselineFanoutUs(int n, int rounds) {
                                      });
     }
     pending.Wait();
-    if (round >= 10) samples.push_back(absl::ToDoubleMicroseconds(absl::Now() - start));
+    if (round >= 10) {
+      samples.push_back(absl::ToDoubleMicroseconds(absl::Now() - start));
+    }
   }
-  for (auto& server : servers) server->server->Shutdown();
   return Median(samples);
 }
 
@@ -192,12 +150,16 @@ int Run(int procs, int calls) {
     if (i >= 10) samples.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
   }
   double gather_us = Median(samples);
+  std::vector<std::string> addresses;
+  for (const auto& proc : proc_mesh->procs()) addresses.push_back(proc.address());
+  double unary_one_us = BaselineUnaryUs({addresses[0]}, calls);
+  double unary_all_us = BaselineUnaryUs(addresses, rounds);
   if (!hosts->Shutdown().ok()) return 1;
 
-  rows.push_back({"call: 1 actor round trip (median)", call_us,
-                  BaselineCallUs(calls), "us"});
+  rows.push_back({"call: 1 actor round trip (median)", call_us, unary_one_us,
+                  "us"});
   rows.push_back({absl::StrCat("cast+gather: ", procs, " actors (median)"),
-                  gather_us, BaselineFanoutUs(procs, rounds), "us"});
+                  gather_us, unary_all_us, "us"});
   rows.push_back({absl::StrCat("spawn: ", procs, " procs to RUNNING"), spawn_ms,
                   BaselineSpawnMs(procs), "ms"});
 

@@ -337,6 +337,12 @@ void ProcManager::OnRegistered(const std::string& name, uint64_t generation,
     proc->state.set_address(address);
     if (proc->registration_timer != 0) loop_->Cancel(proc->registration_timer);
     if (proc->state.status() != v1::INITIALIZING) return;
+    // The secret proves who called; a different pid is only worth a warning
+    // (a bootstrap command may exec or fork the real proc).
+    if (proc->state.pid() != 0 && proc->state.pid() != pid) {
+      LOG(WARNING) << "proc " << name << " registered with pid " << pid
+                   << " but hostd spawned pid " << proc->state.pid();
+    }
     LOG(INFO) << "proc " << name << " registered at " << address << " (pid "
               << pid << ")";
     SetStatus(*proc, v1::RUNNING, "registered", deferred);

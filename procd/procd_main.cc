@@ -236,7 +236,11 @@ int ProcdMain(int argc, char** argv, ActorRegistry registry) {
   });
   runtime.Shutdown();  // Stops actors; their last replies go out.
   mailbox.Shutdown();  // Flushes and ends the mailbox streams.
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  // Calls still running now are quick unary ones. The deadline also bounds
+  // the wait for idle client connections to go (a client process that polls
+  // nothing reads our GOAWAY late), after which they are cut.
+  server->Shutdown(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(500));
   parent.reset();  // The parent sees the channel close.
   stopped.Notify();
   watchdog.join();

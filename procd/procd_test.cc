@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,9 +19,11 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
+#include "lib/bootstrap/registrar.h"
 #include "lib/mailbox/mailbox.h"
 #include "lib/mailbox/testing.h"
 #include "proto/actors.pb.h"
@@ -41,17 +44,30 @@ std::string ProcdPath() {
 // the destructor if the test did not.
 class ProcdChild {
  public:
-  explicit ProcdChild(const std::string& name) {
+  // With `bootstrap_fd` >= 0, the child gets it as kBootstrapChildFd and
+  // HOSTMESH_BOOTSTRAP_FD names it, as a parent's spawn does.
+  explicit ProcdChild(const std::string& name, int bootstrap_fd = -1) {
     int fds[2];
     REQUIRE(pipe2(fds, O_CLOEXEC) == 0);
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e != nullptr; ++e) env_strings.push_back(*e);
+    if (bootstrap_fd >= 0) {
+      posix_spawn_file_actions_adddup2(&actions, bootstrap_fd,
+                                       kBootstrapChildFd);
+      env_strings.push_back(
+          absl::StrCat(kBootstrapFdEnv, "=", kBootstrapChildFd));
+    }
+    std::vector<char*> envp;
+    for (std::string& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
     std::string path = ProcdPath();
     std::string name_flag = "--name=" + name;
     std::vector<char*> argv = {path.data(), name_flag.data(), nullptr};
     int error = posix_spawn(&pid_, path.c_str(), &actions, nullptr, argv.data(),
-                            environ);
+                            envp.data());
     posix_spawn_file_actions_destroy(&actions);
     close(fds[1]);
     stdout_fd_ = fds[0];
@@ -187,6 +203,56 @@ TEST_CASE("a procd asked to StopAll with exit_proc answers and exits 0") {
   REQUIRE(status.has_value());
   CHECK(WIFEXITED(*status));
   CHECK(WEXITSTATUS(*status) == 0);
+}
+
+TEST_CASE("a procd spawned by a parent registers back and stops when asked") {
+  char dir_template[] = "/tmp/procd_test.XXXXXX";
+  REQUIRE(mkdtemp(dir_template) != nullptr);
+  const std::string runtime_dir = dir_template;
+  {
+    Registrar::Options options;
+    options.runtime_dir = runtime_dir + "/run";
+    absl::StatusOr<std::unique_ptr<Registrar>> registrar =
+        Registrar::Create(options);
+    REQUIRE(registrar.ok());
+
+    absl::Notification registered;
+    std::string address;
+    pid_t registered_pid = 0;
+    Registrar::ChildCallbacks callbacks;
+    callbacks.on_registered = [&](const std::string& a, pid_t pid) {
+      address = a;
+      registered_pid = pid;
+      registered.Notify();
+    };
+    absl::StatusOr<Registrar::Ticket> ticket =
+        (*registrar)->Expect("p9_3", 3, std::move(callbacks));
+    REQUIRE(ticket.ok());
+    // The name on the command line loses to the parent's.
+    ProcdChild child("ignored", ticket->read_fd);
+    close(ticket->read_fd);
+    REQUIRE(registered.WaitForNotificationWithTimeout(absl::Seconds(30)));
+    CHECK(registered_pid == child.pid());
+
+    auto stub = v1::Proc::NewStub(
+        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    v1::ProcInfo info;
+    REQUIRE(stub->GetProcInfo(Context().get(), v1::GetProcInfoRequest(), &info)
+                .ok());
+    CHECK(info.name() == "p9_3");
+    CHECK(info.rank() == 3);
+    CHECK(info.address() == address);
+
+    REQUIRE((*registrar)
+                ->SendStop(ticket->id, "test is done", absl::Seconds(10))
+                .ok());
+    std::optional<int> status = child.WaitExit(absl::Seconds(30));
+    REQUIRE(status.has_value());
+    CHECK(WIFEXITED(*status));
+    CHECK(WEXITSTATUS(*status) == 0);
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(runtime_dir, ec);
 }
 
 }  // namespace

@@ -24,10 +24,9 @@ class OutboundStream final
     : public grpc::ClientBidiReactor<v1::Envelope, v1::DeliverAck> {
  public:
   OutboundStream(Mailbox* mailbox, std::string address)
-      : mailbox_(mailbox), address_(std::move(address)) {
-    // A mailbox stream lives as long as both ends do: no deadline.
-  }
+      : mailbox_(mailbox), address_(std::move(address)) {}
 
+  // A mailbox stream lives as long as both ends do: no deadline.
   void Start(v1::Mailbox::Stub* stub) {
     stub->async()->Deliver(&context_, this);
     AddHold();

@@ -101,8 +101,8 @@ class Mailbox {
   void Send(const std::string& address, v1::Envelope envelope);
 
   // Opens a local port whose envelopes go to `handler`, in arrival order per
-  // sender. The returned ref (this mailbox's address + a fresh port id) can be
-  // put into reply_to or sent to others.
+  // sender. The returned ref (this mailbox's address, as set when called, + a
+  // fresh port id) can be put into reply_to or sent to others.
   v1::PortRef OpenPort(std::function<void(v1::Envelope)> handler);
   // Envelopes for a closed port are dropped (logged at VLOG(1)). A handler
   // call already running on another thread may still finish after this
