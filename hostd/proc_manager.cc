@@ -130,23 +130,22 @@ struct ProcManager::Proc {
   std::vector<StateCallback> stop_waiters;
 };
 
-struct ProcManager::Waiter {
-  std::vector<std::string> names;
-  v1::Status min_status = v1::NOT_EXIST;
-  WaitCallback done;
-  EventLoop::TimerId timer = 0;
-};
-
 ProcManager::ProcManager(Options options, ProcessSupervisor* supervisor,
                          Registrar* registrar)
     : options_(std::move(options)),
       supervisor_(supervisor),
       registrar_(registrar),
-      loop_(std::make_unique<EventLoop>()) {}
+      loop_(std::make_unique<EventLoop>()),
+      waiters_(
+          &mu_, loop_.get(),
+          [this](const std::string& name) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return StateOf(name);
+          },
+          nullptr) {}
 
 ProcManager::~ProcManager() {
-  loop_.reset();
   AnswerAllWaits();
+  loop_.reset();
   std::vector<uint64_t> tickets;
   {
     absl::MutexLock lock(&mu_);
@@ -180,7 +179,7 @@ void ProcManager::SetStatus(Proc& proc, v1::Status status,
     }
     proc.stop_waiters.clear();
   }
-  CheckWaiters(deferred);
+  waiters_.Check(deferred);
 }
 
 void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
@@ -234,7 +233,7 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
       SetStatus(stored, v1::INITIALIZING, "spawning", deferred);
     }
   }
-  for (auto& fn : deferred) fn();
+  RunDeferred(deferred);
   if (answer.has_value()) {
     done(*std::move(answer));
     return;
@@ -323,7 +322,7 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t generation) {
       }
     }
   }
-  for (auto& fn : deferred) fn();
+  RunDeferred(deferred);
 }
 
 void ProcManager::OnRegistered(const std::string& name, uint64_t generation,
@@ -347,7 +346,7 @@ void ProcManager::OnRegistered(const std::string& name, uint64_t generation,
               << pid << ")";
     SetStatus(*proc, v1::RUNNING, "registered", deferred);
   }
-  for (auto& fn : deferred) fn();
+  RunDeferred(deferred);
 }
 
 void ProcManager::OnRegistrationTimeout(const std::string& name,
@@ -421,7 +420,7 @@ void ProcManager::OnExit(const std::string& name, uint64_t generation,
     SetStatus(*proc, status, reason, deferred);
   }
   if (ticket != 0) registrar_->Forget(ticket);
-  for (auto& fn : deferred) fn();
+  RunDeferred(deferred);
 }
 
 absl::StatusOr<v1::ProcState> ProcManager::GetState(const std::string& name) {
@@ -492,7 +491,7 @@ void ProcManager::StopOnLoop(const std::string& name, const std::string& reason,
     done(*std::move(answer));
     return;
   }
-  for (auto& fn : deferred) fn();
+  RunDeferred(deferred);
   if (ticket != 0) {
     // Ask first; signals only if the proc does not go within the grace.
     absl::Status asked = registrar_->SendStop(ticket, reason, grace);
@@ -552,87 +551,38 @@ v1::ProcState ProcManager::StateOf(const std::string& name) {
   return missing;
 }
 
-v1::WaitProcsResponse ProcManager::WaitResponse(const Waiter& waiter,
-                                                bool timed_out) {
-  v1::WaitProcsResponse response;
-  for (const std::string& name : waiter.names) {
-    *response.add_procs() = StateOf(name);
-  }
-  response.set_timed_out(timed_out);
-  return response;
-}
-
-void ProcManager::CheckWaiters(Deferred& deferred) {
-  for (auto it = waiters_.begin(); it != waiters_.end();) {
-    Waiter& waiter = *it->second;
-    bool ready = true;
-    for (const std::string& name : waiter.names) {
-      auto p = procs_.find(name);
-      if (p == procs_.end() || p->second->state.status() < waiter.min_status) {
-        ready = false;
-        break;
-      }
-    }
-    if (!ready) {
-      ++it;
-      continue;
-    }
-    if (waiter.timer != 0) loop_->Cancel(waiter.timer);
-    deferred.push_back([done = std::move(waiter.done),
-                        response = WaitResponse(waiter, false)] {
-      done(response);
-    });
-    it = waiters_.erase(it);
-  }
-}
-
 void ProcManager::Wait(const v1::WaitProcsRequest& request,
                        absl::Time deadline, WaitCallback done) {
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
-    uint64_t id = next_waiter_++;
-    auto waiter = std::make_unique<Waiter>();
-    waiter->names.assign(request.names().begin(), request.names().end());
-    waiter->min_status = request.min_status();
-    waiter->done = std::move(done);
-    Waiter* raw = waiter.get();
-    waiters_.emplace(id, std::move(waiter));
-    CheckWaiters(deferred);
-    if (waiters_.count(id) != 0) {
-      raw->timer = loop_->PostAt(deadline, [this, id] {
-        std::function<void()> answer;
-        {
-          absl::MutexLock lock(&mu_);
-          auto it = waiters_.find(id);
-          if (it == waiters_.end()) return;
-          answer = [done = std::move(it->second->done),
-                    response = WaitResponse(*it->second, true)] {
-            done(response);
-          };
-          waiters_.erase(it);
-        }
-        answer();
-      });
-    }
+    waiters_.Add(
+        std::vector<std::string>(request.names().begin(),
+                                 request.names().end()),
+        request.min_status(), deadline,
+        [done = std::move(done)](
+            absl::StatusOr<StatusWaitResult<v1::ProcState>> result) {
+          v1::WaitProcsResponse response;
+          if (result.ok()) {
+            for (auto& state : result->states) {
+              *response.add_procs() = std::move(state);
+            }
+            response.set_timed_out(result->timed_out);
+          }
+          done(std::move(response));
+        },
+        deferred);
   }
-  for (auto& fn : deferred) fn();
+  RunDeferred(deferred);
 }
 
 void ProcManager::AnswerAllWaits() {
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
-    for (auto& [id, waiter] : waiters_) {
-      if (waiter->timer != 0 && loop_) loop_->Cancel(waiter->timer);
-      deferred.push_back([done = std::move(waiter->done),
-                          response = WaitResponse(*waiter, true)] {
-        done(response);
-      });
-    }
-    waiters_.clear();
+    waiters_.EndAll(std::nullopt, deferred);
   }
-  for (auto& fn : deferred) fn();
+  RunDeferred(deferred);
 }
 
 void ProcManager::Shutdown(const std::string& reason, absl::Duration grace,

@@ -31,6 +31,7 @@
 #include "lib/bootstrap/registrar.h"
 #include "lib/event/event_loop.h"
 #include "lib/process/supervisor.h"
+#include "lib/resource/status_waiters.h"
 #include "proto/host.pb.h"
 
 namespace mesh {
@@ -83,9 +84,6 @@ class ProcManager {
 
  private:
   struct Proc;
-  struct Waiter;
-  // Work to run after mu_ is released (callbacks into callers).
-  using Deferred = std::vector<std::function<void()>>;
 
   void SpawnOnLoop(const std::string& name, uint64_t generation);
   void StopOnLoop(const std::string& name, const std::string& reason,
@@ -101,9 +99,7 @@ class ProcManager {
   // Changes a proc's status and collects the waiters it satisfies.
   void SetStatus(Proc& proc, v1::Status status, const std::string& reason,
                  Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CheckWaiters(Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  v1::WaitProcsResponse WaitResponse(const Waiter& waiter, bool timed_out)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The proc's state, or NOT_EXIST for an unknown name.
   v1::ProcState StateOf(const std::string& name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Proc* Find(const std::string& name, uint64_t generation)
@@ -115,12 +111,12 @@ class ProcManager {
 
   absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Proc>> procs_ ABSL_GUARDED_BY(mu_);
-  std::map<uint64_t, std::unique_ptr<Waiter>> waiters_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_waiter_ ABSL_GUARDED_BY(mu_) = 1;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
 
-  // Last member: destroyed first, so no loop work runs on a dead manager.
+  // Runs spawns, signals and every deadline. Destroyed before waiters_ (see
+  // the destructor), so no deadline runs on a dead manager.
   std::unique_ptr<EventLoop> loop_;
+  StatusWaiters<v1::ProcState> waiters_;
 };
 
 // INVALID_ARGUMENT naming the field if a CreateOrUpdateProc request is bad.

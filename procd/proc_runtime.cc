@@ -68,10 +68,23 @@ bool Final(v1::Status status) {
 }  // namespace
 
 ProcRuntime::ProcRuntime(Options options, Mailbox* mailbox)
-    : options_(std::move(options)), mailbox_(mailbox) {
+    : options_(std::move(options)),
+      mailbox_(mailbox),
+      loop_(std::make_unique<EventLoop>()),
+      waiters_(
+          &mu_, loop_.get(),
+          [this](const std::string& name) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return StateOfLocked(name);
+          },
+          [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            std::vector<v1::ActorState> states;
+            for (const auto& [name, cell] : actors_) {
+              states.push_back(StateLocked(*cell));
+            }
+            return states;
+          }) {
   mailbox_->SetActorSink(
       [this](v1::Envelope envelope) { return Deliver(std::move(envelope)); });
-  timer_thread_ = std::thread([this] { TimerLoop(); });
 }
 
 ProcRuntime::~ProcRuntime() {
@@ -130,10 +143,10 @@ absl::StatusOr<v1::ActorState> ProcRuntime::CreateOrUpdateActor(
     cell->created_at = cell->updated_at = absl::Now();
     actors_.emplace(name, std::move(owned));
     cell->thread = std::thread([this, cell] { RunActor(cell); });
-    CollectSatisfiedWaitersLocked(&deferred);
+    waiters_.Check(deferred);
     state = StateLocked(*cell);
   }
-  Run(deferred);
+  RunDeferred(deferred);
   LOG(INFO) << "proc " << options_.proc_name << ": created actor " << name
             << " of type " << request.type() << " (rank " << request.rank()
             << ")";
@@ -165,7 +178,7 @@ absl::StatusOr<v1::ActorState> ProcRuntime::StopActor(
     StopCellLocked(it->second.get(), reason, &deferred);
     state = StateLocked(*it->second);
   }
-  Run(deferred);
+  RunDeferred(deferred);
   return state;
 }
 
@@ -180,7 +193,7 @@ std::vector<v1::ActorState> ProcRuntime::StopAll(const std::string& reason) {
       states.push_back(StateLocked(*cell));
     }
   }
-  Run(deferred);
+  RunDeferred(deferred);
   return states;
 }
 
@@ -222,36 +235,38 @@ v1::ProcInfo ProcRuntime::GetProcInfo() const {
 uint64_t ProcRuntime::WaitActors(std::vector<std::string> names,
                                  v1::Status min_status, absl::Time deadline,
                                  WaitCallback done) {
-  absl::StatusOr<v1::WaitActorsResponse> result;
-  uint64_t id;
+  auto answer = [done = std::move(done)](
+                    absl::StatusOr<StatusWaitResult<v1::ActorState>> result) {
+    if (!result.ok()) {
+      done(result.status());
+      return;
+    }
+    v1::WaitActorsResponse response;
+    for (auto& state : result->states) *response.add_actors() = std::move(state);
+    response.set_timed_out(result->timed_out);
+    done(std::move(response));
+  };
+  Deferred deferred;
+  uint64_t id = 0;
   {
     absl::MutexLock lock(&mu_);
-    id = next_waiter_++;
-    Waiter waiter{std::move(names), min_status, deadline, nullptr};
-    v1::WaitActorsResponse response;
     if (shut_down_) {
-      result = absl::UnavailableError(
-          absl::StrCat("proc \"", options_.proc_name, "\" is shut down"));
-    } else if (CheckWaiterLocked(waiter, /*force=*/false, &response)) {
-      result = std::move(response);
-    } else if (deadline <= absl::Now()) {
-      CheckWaiterLocked(waiter, /*force=*/true, &response);
-      response.set_timed_out(true);
-      result = std::move(response);
+      deferred.push_back([answer = std::move(answer), name = options_.proc_name] {
+        answer(absl::UnavailableError(
+            absl::StrCat("proc \"", name, "\" is shut down")));
+      });
     } else {
-      waiter.done = std::move(done);
-      waiters_.emplace(id, std::move(waiter));
-      timer_kick_ = true;
-      return id;
+      id = waiters_.Add(std::move(names), min_status, deadline,
+                        std::move(answer), deferred);
     }
   }
-  done(std::move(result));
+  RunDeferred(deferred);
   return id;
 }
 
 bool ProcRuntime::CancelWait(uint64_t id) {
   absl::MutexLock lock(&mu_);
-  return waiters_.erase(id) > 0;
+  return waiters_.Cancel(id);
 }
 
 absl::Status ProcRuntime::Deliver(v1::Envelope envelope) {
@@ -285,22 +300,17 @@ void ProcRuntime::Shutdown() {
       cell->thread.join();
     }
   }
-  std::vector<WaitCallback> abandoned;
+  Deferred abandoned;
   {
     absl::MutexLock lock(&mu_);
     if (shut_down_) return;
     shut_down_ = true;
-    timer_kick_ = true;
-    for (auto& [id, waiter] : waiters_) {
-      abandoned.push_back(std::move(waiter.done));
-    }
-    waiters_.clear();
+    waiters_.EndAll(absl::UnavailableError(absl::StrCat(
+                        "proc \"", options_.proc_name, "\" is shutting down")),
+                    abandoned);
   }
-  for (WaitCallback& done : abandoned) {
-    done(absl::UnavailableError(
-        absl::StrCat("proc \"", options_.proc_name, "\" is shutting down")));
-  }
-  if (timer_thread_.joinable()) timer_thread_.join();
+  RunDeferred(abandoned);
+  loop_.reset();
 }
 
 void ProcRuntime::RunActor(ActorCell* cell) {
@@ -323,7 +333,7 @@ void ProcRuntime::RunActor(ActorCell* cell) {
           SetStatusLocked(cell, v1::RUNNING, "", &deferred);
         }
       }
-      Run(deferred);
+      RunDeferred(deferred);
     }
   }
 
@@ -353,7 +363,7 @@ void ProcRuntime::RunActor(ActorCell* cell) {
     refusal = NotAcceptingError(*cell);
   }
   for (const v1::Envelope& envelope : leftover) ReplyError(envelope, refusal);
-  Run(deferred);
+  RunDeferred(deferred);
   VLOG(1) << "proc " << options_.proc_name << ": actor " << cell->name
           << " thread done";
 }
@@ -408,7 +418,7 @@ void ProcRuntime::Fail(ActorCell* cell, const absl::Status& error) {
                                  error.message()),
                     &deferred);
   }
-  Run(deferred);
+  RunDeferred(deferred);
 }
 
 void ProcRuntime::SetStatusLocked(ActorCell* cell, v1::Status status,
@@ -434,7 +444,7 @@ void ProcRuntime::SetStatusLocked(ActorCell* cell, v1::Status status,
       mailbox_->Send(supervisor.address(), EnvelopeToPort(supervisor, event));
     });
   }
-  CollectSatisfiedWaitersLocked(deferred);
+  waiters_.Check(*deferred);
 }
 
 v1::ActorState ProcRuntime::StateLocked(const ActorCell& cell) const {
@@ -453,45 +463,13 @@ v1::ActorState ProcRuntime::StateLocked(const ActorCell& cell) const {
   return state;
 }
 
-bool ProcRuntime::CheckWaiterLocked(const Waiter& waiter, bool force,
-                                    v1::WaitActorsResponse* response) const {
-  response->Clear();
-  bool satisfied = true;
-  if (waiter.names.empty()) {
-    for (const auto& [name, cell] : actors_) {
-      *response->add_actors() = StateLocked(*cell);
-      satisfied = satisfied && cell->status >= waiter.min_status;
-    }
-  } else {
-    for (const std::string& name : waiter.names) {
-      auto it = actors_.find(name);
-      if (it == actors_.end()) {
-        v1::ActorState* state = response->add_actors();
-        state->set_name(name);
-        state->set_status(v1::NOT_EXIST);
-        satisfied = satisfied && waiter.min_status <= v1::NOT_EXIST;
-      } else {
-        *response->add_actors() = StateLocked(*it->second);
-        satisfied = satisfied && it->second->status >= waiter.min_status;
-      }
-    }
-  }
-  return satisfied || force;
-}
-
-void ProcRuntime::CollectSatisfiedWaitersLocked(Deferred* deferred) {
-  for (auto it = waiters_.begin(); it != waiters_.end();) {
-    v1::WaitActorsResponse response;
-    if (CheckWaiterLocked(it->second, /*force=*/false, &response)) {
-      deferred->push_back([done = std::move(it->second.done),
-                           response = std::move(response)]() mutable {
-        done(std::move(response));
-      });
-      waiters_.erase(it++);
-    } else {
-      ++it;
-    }
-  }
+v1::ActorState ProcRuntime::StateOfLocked(const std::string& name) const {
+  auto it = actors_.find(name);
+  if (it != actors_.end()) return StateLocked(*it->second);
+  v1::ActorState state;
+  state.set_name(name);
+  state.set_status(v1::NOT_EXIST);
+  return state;
 }
 
 absl::Status ProcRuntime::NotAcceptingError(const ActorCell& cell) const {
@@ -515,53 +493,6 @@ void ProcRuntime::ReplyError(const v1::Envelope& envelope,
   reply.set_correlation(envelope.correlation());
   *reply.mutable_error() = ToErrorProto(error);
   mailbox_->Send(envelope.reply_to().address(), std::move(reply));
-}
-
-void ProcRuntime::TimerLoop() {
-  mu_.Lock();
-  while (!shut_down_) {
-    absl::Time next = absl::InfiniteFuture();
-    for (const auto& [id, waiter] : waiters_) {
-      next = std::min(next, waiter.deadline);
-    }
-    auto kicked = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-      return timer_kick_ || shut_down_;
-    };
-    mu_.AwaitWithDeadline(absl::Condition(&kicked), next);
-    timer_kick_ = false;
-    if (shut_down_) break;
-    Deferred deferred;
-    absl::Time now = absl::Now();
-    for (auto it = waiters_.begin(); it != waiters_.end();) {
-      if (it->second.deadline > now) {
-        ++it;
-        continue;
-      }
-      v1::WaitActorsResponse response;
-      bool satisfied =
-          CheckWaiterLocked(it->second, /*force=*/false, &response);
-      if (!satisfied) {
-        CheckWaiterLocked(it->second, /*force=*/true, &response);
-        response.set_timed_out(true);
-      }
-      deferred.push_back([done = std::move(it->second.done),
-                          response = std::move(response)]() mutable {
-        done(std::move(response));
-      });
-      waiters_.erase(it++);
-    }
-    if (!deferred.empty()) {
-      mu_.Unlock();
-      Run(deferred);
-      mu_.Lock();
-    }
-  }
-  mu_.Unlock();
-}
-
-void ProcRuntime::Run(Deferred& deferred) {
-  for (auto& work : deferred) work();
-  deferred.clear();
 }
 
 }  // namespace mesh

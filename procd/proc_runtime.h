@@ -18,7 +18,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "hostmesh/actor.h"
+#include "lib/event/event_loop.h"
 #include "lib/mailbox/mailbox.h"
+#include "lib/resource/status_waiters.h"
 #include "proto/proc.pb.h"
 
 namespace mesh {
@@ -108,16 +110,11 @@ class ProcRuntime {
   void Shutdown();
 
   const std::string& proc_name() const { return options_.proc_name; }
+  // The proc's mailbox (not owned), through which ProcService's CallActor
+  // sends.
+  Mailbox* mailbox() const { return mailbox_; }
 
  private:
-  struct Waiter {
-    std::vector<std::string> names;
-    v1::Status min_status;
-    absl::Time deadline;
-    WaitCallback done;
-  };
-  // Work to do once mu_ is released (callbacks, supervision events).
-  using Deferred = std::vector<std::function<void()>>;
 
   void RunActor(internal::ActorCell* cell);
   void HandleEnvelope(internal::ActorCell* cell, Actor* actor,
@@ -131,18 +128,13 @@ class ProcRuntime {
   void Fail(internal::ActorCell* cell, const absl::Status& error);
   v1::ActorState StateLocked(const internal::ActorCell& cell) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // The response for `waiter` if it is satisfied (or `force`d).
-  bool CheckWaiterLocked(const Waiter& waiter, bool force,
-                         v1::WaitActorsResponse* response) const
+  // The actor's state, or NOT_EXIST for an unknown name.
+  v1::ActorState StateOfLocked(const std::string& name) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  void CollectSatisfiedWaitersLocked(Deferred* deferred)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Replies to `envelope`'s reply_to with `error`, if it has one.
   void ReplyError(const v1::Envelope& envelope, const absl::Status& error);
   absl::Status NotAcceptingError(const internal::ActorCell& cell) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  void TimerLoop();
-  static void Run(Deferred& deferred);
 
   const Options options_;
   Mailbox* const mailbox_;
@@ -152,11 +144,9 @@ class ProcRuntime {
       ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
-  absl::flat_hash_map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_waiter_ ABSL_GUARDED_BY(mu_) = 1;
-  // Set to wake the timer thread (new waiter, shutdown).
-  bool timer_kick_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread timer_thread_;
+  // Runs wait deadlines; stopped in Shutdown, before waiters_ goes.
+  std::unique_ptr<EventLoop> loop_;
+  StatusWaiters<v1::ActorState> waiters_;
   absl::Mutex shutdown_mu_;  // serializes Shutdown()
 };
 

@@ -1,0 +1,182 @@
+// StatusWaiters: the server-side wait of the resource verbs — "answer when
+// every named resource has a status >= min_status, or at the deadline" —
+// one implementation for hostd (State = v1::ProcState) and procd
+// (State = v1::ActorState).
+//
+// The owner keeps its resources under its own mutex and calls every method
+// here with that mutex held; deadlines run on the owner's EventLoop, which
+// takes the same mutex. Answers never run under the mutex: they are appended
+// to a Deferred list that the caller runs after unlocking. Statuses are
+// ordered (resource.proto), so a wait for RUNNING is also answered by
+// STOPPED or FAILED: neither will ever become RUNNING.
+//
+// Lifetime: the owner's EventLoop must be destroyed (joined) before this
+// object, so no deadline runs on a dead one; answer pending waits first with
+// EndAll.
+#ifndef HOSTMESH_LIB_RESOURCE_STATUS_WAITERS_H_
+#define HOSTMESH_LIB_RESOURCE_STATUS_WAITERS_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lib/event/event_loop.h"
+#include "proto/resource.pb.h"
+
+namespace mesh {
+
+// Work to run once the owner's mutex is released.
+using Deferred = std::vector<std::function<void()>>;
+
+inline void RunDeferred(Deferred& deferred) {
+  for (auto& fn : deferred) fn();
+  deferred.clear();
+}
+
+template <typename State>
+struct StatusWaitResult {
+  // One per name asked for, in order (every resource if none was named).
+  std::vector<State> states;
+  bool timed_out = false;
+};
+
+template <typename State>
+class StatusWaiters {
+ public:
+  using Result = StatusWaitResult<State>;
+  using Done = std::function<void(absl::StatusOr<Result>)>;
+  // The state of `name`; for an unknown name, a state with that name and
+  // status NOT_EXIST. Called with the owner's mutex held.
+  using Lookup = std::function<State(const std::string& name)>;
+  // Every resource, for a wait that names none. Called with the mutex held.
+  using ListAll = std::function<std::vector<State>()>;
+
+  StatusWaiters(absl::Mutex* owner_mu, EventLoop* loop, Lookup lookup,
+                ListAll list_all)
+      : owner_mu_(owner_mu),
+        loop_(loop),
+        lookup_(std::move(lookup)),
+        list_all_(std::move(list_all)) {}
+  StatusWaiters(const StatusWaiters&) = delete;
+  StatusWaiters& operator=(const StatusWaiters&) = delete;
+
+  // Adds a wait. If it is satisfied already (or the deadline has passed),
+  // its answer goes to `deferred` at once. Returns an id for Cancel.
+  uint64_t Add(std::vector<std::string> names, v1::Status min_status,
+               absl::Time deadline, Done done, Deferred& deferred) {
+    owner_mu_->AssertHeld();
+    uint64_t id = next_id_++;
+    Waiter& waiter = waiters_[id];
+    waiter.names = std::move(names);
+    waiter.min_status = min_status;
+    waiter.done = std::move(done);
+    if (Answer(id, /*timed_out=*/false, deferred)) return id;
+    if (deadline <= absl::Now()) {
+      Answer(id, /*timed_out=*/true, deferred);
+      return id;
+    }
+    waiter.timer = loop_->PostAt(deadline, [this, id] {
+      Deferred expired;
+      {
+        absl::MutexLock lock(owner_mu_);
+        Answer(id, /*timed_out=*/true, expired);
+      }
+      RunDeferred(expired);
+    });
+    return id;
+  }
+
+  // Drops a pending wait unanswered; false if it was answered already.
+  bool Cancel(uint64_t id) {
+    owner_mu_->AssertHeld();
+    auto it = waiters_.find(id);
+    if (it == waiters_.end()) return false;
+    loop_->Cancel(it->second.timer);
+    waiters_.erase(it);
+    return true;
+  }
+
+  // Answers the waits a status change satisfied. Call after every change.
+  void Check(Deferred& deferred) {
+    owner_mu_->AssertHeld();
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      uint64_t id = (it++)->first;  // Answer may erase this entry.
+      Answer(id, /*timed_out=*/false, deferred);
+    }
+  }
+
+  // Ends every pending wait: with `error` if given, else with the states as
+  // they are, marked timed out.
+  void EndAll(std::optional<absl::Status> error, Deferred& deferred) {
+    owner_mu_->AssertHeld();
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      uint64_t id = (it++)->first;
+      if (error.has_value()) {
+        Waiter& waiter = waiters_[id];
+        loop_->Cancel(waiter.timer);
+        deferred.push_back(
+            [done = std::move(waiter.done), status = *error] { done(status); });
+        waiters_.erase(id);
+      } else {
+        Answer(id, /*timed_out=*/true, deferred);
+      }
+    }
+  }
+
+  size_t pending() const { return waiters_.size(); }
+
+ private:
+  struct Waiter {
+    std::vector<std::string> names;
+    v1::Status min_status = v1::NOT_EXIST;
+    Done done;
+    EventLoop::TimerId timer = 0;
+  };
+
+  // Answers waiter `id` if it is satisfied, or regardless if `timed_out`;
+  // false if it stays pending.
+  bool Answer(uint64_t id, bool timed_out, Deferred& deferred) {
+    auto it = waiters_.find(id);
+    if (it == waiters_.end()) return true;
+    Waiter& waiter = it->second;
+    Result result;
+    if (waiter.names.empty()) {
+      if (list_all_) result.states = list_all_();
+    } else {
+      for (const std::string& name : waiter.names) {
+        result.states.push_back(lookup_(name));
+      }
+    }
+    bool satisfied = true;
+    for (const State& state : result.states) {
+      satisfied = satisfied && state.status() >= waiter.min_status;
+    }
+    if (!satisfied && !timed_out) return false;
+    result.timed_out = !satisfied;
+    if (waiter.timer != 0) loop_->Cancel(waiter.timer);
+    deferred.push_back(
+        [done = std::move(waiter.done), result = std::move(result)]() mutable {
+          done(std::move(result));
+        });
+    waiters_.erase(it);
+    return true;
+  }
+
+  absl::Mutex* const owner_mu_;
+  EventLoop* const loop_;
+  const Lookup lookup_;
+  const ListAll list_all_;
+  std::map<uint64_t, Waiter> waiters_;  // guarded by *owner_mu_
+  uint64_t next_id_ = 1;                // guarded by *owner_mu_
+};
+
+}  // namespace mesh
+
+#endif  // HOSTMESH_LIB_RESOURCE_STATUS_WAITERS_H_

@@ -1,0 +1,107 @@
+#include "lib/resource/status_waiters.h"
+
+#include <map>
+
+#include "absl/synchronization/notification.h"
+#include "catch2/catch.hpp"
+#include "proto/host.pb.h"
+
+namespace mesh {
+namespace {
+
+// A tiny owner: procs by name under a mutex, as hostd keeps them.
+struct Owner {
+  absl::Mutex mu;
+  std::map<std::string, v1::Status> statuses ABSL_GUARDED_BY(mu);
+  EventLoop loop;
+  StatusWaiters<v1::ProcState> waiters{
+      &mu, &loop,
+      [this](const std::string& name) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        v1::ProcState state;
+        state.set_name(name);
+        auto it = statuses.find(name);
+        state.set_status(it == statuses.end() ? v1::NOT_EXIST : it->second);
+        return state;
+      },
+      nullptr};
+
+  void Set(const std::string& name, v1::Status status) {
+    Deferred deferred;
+    {
+      absl::MutexLock lock(&mu);
+      statuses[name] = status;
+      waiters.Check(deferred);
+    }
+    RunDeferred(deferred);
+  }
+
+  // Adds a wait whose answer lands in `out` and notifies `done`.
+  void Wait(std::vector<std::string> names, v1::Status min, absl::Duration in,
+            StatusWaitResult<v1::ProcState>* out, absl::Notification* done) {
+    Deferred deferred;
+    {
+      absl::MutexLock lock(&mu);
+      waiters.Add(
+          std::move(names), min, absl::Now() + in,
+          [out, done](absl::StatusOr<StatusWaitResult<v1::ProcState>> result) {
+            *out = *result;
+            done->Notify();
+          },
+          deferred);
+    }
+    RunDeferred(deferred);
+  }
+};
+
+TEST_CASE("a wait is answered when every name reaches the status") {
+  Owner owner;
+  StatusWaitResult<v1::ProcState> result;
+  absl::Notification done;
+  owner.Wait({"a", "b"}, v1::RUNNING, absl::Hours(1), &result, &done);
+  owner.Set("a", v1::RUNNING);
+  CHECK_FALSE(done.HasBeenNotified());
+  owner.Set("b", v1::FAILED);  // past RUNNING counts: it never comes back
+  REQUIRE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  CHECK_FALSE(result.timed_out);
+  REQUIRE(result.states.size() == 2);
+  CHECK(result.states[1].status() == v1::FAILED);
+}
+
+TEST_CASE("a wait already satisfied is answered at once; one that is not times out with the states") {
+  Owner owner;
+  owner.Set("a", v1::RUNNING);
+  StatusWaitResult<v1::ProcState> now, later;
+  absl::Notification now_done, later_done;
+  owner.Wait({"a"}, v1::RUNNING, absl::Hours(1), &now, &now_done);
+  CHECK(now_done.HasBeenNotified());
+  owner.Wait({"a", "missing"}, v1::RUNNING, absl::Milliseconds(50), &later,
+             &later_done);
+  REQUIRE(later_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  CHECK(later.timed_out);
+  CHECK(later.states[1].status() == v1::NOT_EXIST);
+}
+
+TEST_CASE("EndAll answers pending waits with an error or as timed out") {
+  Owner owner;
+  absl::Notification done;
+  absl::Status got;
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&owner.mu);
+    owner.waiters.Add(
+        {"x"}, v1::RUNNING, absl::Now() + absl::Hours(1),
+        [&](absl::StatusOr<StatusWaitResult<v1::ProcState>> result) {
+          got = result.status();
+          done.Notify();
+        },
+        deferred);
+    owner.waiters.EndAll(absl::UnavailableError("shutting down"), deferred);
+    CHECK(owner.waiters.pending() == 0);
+  }
+  RunDeferred(deferred);
+  REQUIRE(done.HasBeenNotified());
+  CHECK(got.code() == absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace mesh
