@@ -58,10 +58,9 @@ double BaselineUnaryUs(const std::vector<std::string>& addresses, int rounds) {
     for (size_t i = 0; i < n; ++i) {
       contexts[i].set_deadline(std::chrono::system_clock::now() +
                                std::chrono::seconds(10));
-      stubs[i]->async()->GetProcInfo(&contexts[i], &request, &infos[i],
-                                     [&pending](grpc::Status) {
-                                       pending.DecrementCount();
-                                     });
+      stubs[i]->async()->GetProcInfo(
+          &contexts[i], &request, &infos[i],
+          [&pending](grpc::Status) { pending.DecrementCount(); });
     }
     pending.Wait();
     if (round >= 10) {
@@ -87,7 +86,8 @@ double BaselineSpawnMs(int n) {
     threads.emplace_back([&, i] {
       SpawnOptions spawn;
       spawn.path = *procd;
-      (*launcher)->Launch(absl::StrCat("b_", i), i, spawn, absl::Seconds(60))
+      (*launcher)
+          ->Launch(absl::StrCat("b_", i), i, spawn, absl::Seconds(60))
           .IgnoreError();
     });
   }
@@ -134,7 +134,8 @@ int Run(int procs, int calls) {
     absl::Time t = absl::Now();
     auto reply = one->Call<v1::Echo>(echo, absl::Seconds(10));
     if (!reply[0].ok()) return 1;
-    if (i >= 100) samples.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
+    if (i >= 100)
+      samples.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
   }
   double call_us = Median(samples);
 
@@ -151,13 +152,14 @@ int Run(int procs, int calls) {
   }
   double gather_us = Median(samples);
   std::vector<std::string> addresses;
-  for (const auto& proc : proc_mesh->procs()) addresses.push_back(proc.address());
+  for (const auto& proc : proc_mesh->procs())
+    addresses.push_back(proc.address());
   double unary_one_us = BaselineUnaryUs({addresses[0]}, calls);
   double unary_all_us = BaselineUnaryUs(addresses, rounds);
   if (!hosts->Shutdown().ok()) return 1;
 
-  rows.push_back({"call: 1 actor round trip (median)", call_us, unary_one_us,
-                  "us"});
+  rows.push_back(
+      {"call: 1 actor round trip (median)", call_us, unary_one_us, "us"});
   rows.push_back({absl::StrCat("cast+gather: ", procs, " actors (median)"),
                   gather_us, unary_all_us, "us"});
   rows.push_back({absl::StrCat("spawn: ", procs, " procs to RUNNING"), spawn_ms,
@@ -172,8 +174,9 @@ int Run(int procs, int calls) {
                 row.hostmesh, row.unit.c_str(), row.baseline, row.unit.c_str(),
                 ratio);
     absl::StrAppend(&json, json.size() > 1 ? ", " : "", "\"", row.metric,
-                    "\": {\"hostmesh\": ", row.hostmesh, ", \"baseline\": ",
-                    row.baseline, ", \"ratio\": ", ratio, "}");
+                    "\": {\"hostmesh\": ", row.hostmesh,
+                    ", \"baseline\": ", row.baseline, ", \"ratio\": ", ratio,
+                    "}");
   }
   std::printf("%s}\n", json.c_str());
   return 0;

@@ -16,8 +16,8 @@ ActorMesh::ActorMesh(std::shared_ptr<Client> client, std::string name,
     : client_(std::move(client)),
       name_(std::move(name)),
       type_(std::move(type)),
-      actors_(std::make_shared<const std::vector<v1::ActorRef>>(
-          std::move(actors))),
+      actors_(
+          std::make_shared<const std::vector<v1::ActorRef>>(std::move(actors))),
       view_(std::move(extent)) {}
 
 absl::StatusOr<ActorMesh> ActorMesh::Slice(const std::string& label,
@@ -77,14 +77,14 @@ std::vector<absl::StatusOr<v1::Envelope>> ActorMesh::CallRaw(
   std::vector<uint64_t> watches;
   for (const auto& [address, ranks] : ranks_by_address) {
     watches.push_back(mailbox.WatchPeer(
-        address, [gather, ranks, address = address,
-                  proc = actor(ranks.front()).proc(),
-                  name = name_](const absl::Status& status) {
+        address,
+        [gather, ranks, address = address, proc = actor(ranks.front()).proc(),
+         name = name_](const absl::Status& status) {
           for (size_t rank : ranks) {
-            gather->Fill(rank, absl::UnavailableError(absl::StrFormat(
-                                   "rank %d (actor %s/%s at %s) is gone: %s",
-                                   rank, proc, name, address,
-                                   status.message())));
+            gather->Fill(
+                rank, absl::UnavailableError(absl::StrFormat(
+                          "rank %d (actor %s/%s at %s) is gone: %s", rank, proc,
+                          name, address, status.message())));
           }
         }));
   }

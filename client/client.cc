@@ -77,8 +77,8 @@ absl::StatusOr<std::shared_ptr<Client>> Client::Create(Options options) {
           handler(*event);
         } else if (event->actor().status() == v1::FAILED) {
           LOG(ERROR) << "actor " << event->actor().ref().proc() << "/"
-                     << event->actor().name() << " failed: "
-                     << event->actor().reason();
+                     << event->actor().name()
+                     << " failed: " << event->actor().reason();
         }
       });
   return client;
@@ -131,8 +131,7 @@ void Client::OpenQueuePort(const std::shared_ptr<internal::PortQueue>& queue,
       [queue](v1::Envelope envelope) { queue->Push(std::move(envelope)); });
 }
 
-v1::PortRef Client::OpenHandlerPort(
-    std::function<void(v1::Envelope)> handler) {
+v1::PortRef Client::OpenHandlerPort(std::function<void(v1::Envelope)> handler) {
   return mailbox_->OpenPort(std::move(handler));
 }
 

@@ -38,13 +38,13 @@ size_t Extent::RankOf(const std::vector<size_t>& coordinates) const {
 }
 
 std::string Extent::ToString() const {
-  return absl::StrCat(
-      "{",
-      absl::StrJoin(dims_, ", ",
-                    [](std::string* out, const Dim& dim) {
-                      absl::StrAppend(out, dim.first, ": ", dim.second);
-                    }),
-      "}");
+  return absl::StrCat("{",
+                      absl::StrJoin(dims_, ", ",
+                                    [](std::string* out, const Dim& dim) {
+                                      absl::StrAppend(out, dim.first, ": ",
+                                                      dim.second);
+                                    }),
+                      "}");
 }
 
 View::View(Extent extent) : extent_(std::move(extent)) {
@@ -65,9 +65,9 @@ absl::StatusOr<View> View::Slice(const std::string& label, size_t begin,
         extent_.ToString()));
   }
   if (begin >= end || end > dims[axis].second) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "slice %s[%d:%d] is out of range for the view %s", label, begin, end,
-        extent_.ToString()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("slice %s[%d:%d] is out of range for the view %s",
+                        label, begin, end, extent_.ToString()));
   }
   dims[axis].second = end - begin;
   Extent sliced(dims);

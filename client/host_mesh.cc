@@ -105,17 +105,18 @@ absl::Status HostMesh::Impl::ShutdownOwnedHosts(absl::Duration grace) {
       problems.push_back(absl::StrFormat("%s at %s: %s", name, addresses_[i],
                                          acks[i].status().message()));
     }
-    absl::StatusOr<ExitInfo> exit = launcher_->WaitExit(name, absl::Seconds(10));
+    absl::StatusOr<ExitInfo> exit =
+        launcher_->WaitExit(name, absl::Seconds(10));
     if (exit.ok() && exit->exit_code != std::optional<int>(0)) {
-      problems.push_back(absl::StrFormat("%s exited abnormally: %s", name,
-                                         exit->stderr_tail));
+      problems.push_back(
+          absl::StrFormat("%s exited abnormally: %s", name, exit->stderr_tail));
     }
   }
   // Whatever did not go by itself is stopped, and everything is reaped.
   launcher_->StopAll(absl::Seconds(1));
   if (problems.empty()) return absl::OkStatus();
-  return absl::UnavailableError(absl::StrCat("host mesh shutdown: ",
-                                             absl::StrJoin(problems, "; ")));
+  return absl::UnavailableError(
+      absl::StrCat("host mesh shutdown: ", absl::StrJoin(problems, "; ")));
 }
 
 absl::Status HostMesh::Impl::StopSpawnedProcs(absl::Duration grace) {
@@ -139,14 +140,15 @@ absl::Status HostMesh::Impl::StopSpawnedProcs(absl::Duration grace) {
       });
   std::vector<std::string> problems;
   for (size_t i = 0; i < stopped.size(); ++i) {
-    if (!stopped[i].ok() && stopped[i].status().code() != absl::StatusCode::kNotFound) {
+    if (!stopped[i].ok() &&
+        stopped[i].status().code() != absl::StatusCode::kNotFound) {
       problems.push_back(absl::StrFormat("%s: %s", requests[i].name(),
                                          stopped[i].status().message()));
     }
   }
   if (problems.empty()) return absl::OkStatus();
-  return absl::UnavailableError(absl::StrCat("stopping procs: ",
-                                             absl::StrJoin(problems, "; ")));
+  return absl::UnavailableError(
+      absl::StrCat("stopping procs: ", absl::StrJoin(problems, "; ")));
 }
 
 HostMesh::HostMesh(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -211,8 +213,8 @@ absl::StatusOr<HostMesh> HostMesh::Process(size_t num_hosts, Options options) {
       failures.push_back(std::string(children[i].status().message()));
     }
   }
-  auto impl = std::make_unique<Impl>(options, addresses, *std::move(launcher),
-                                     dir);
+  auto impl =
+      std::make_unique<Impl>(options, addresses, *std::move(launcher), dir);
   if (!failures.empty()) {
     impl->Shutdown(absl::Seconds(1)).IgnoreError();
     return absl::UnavailableError(
@@ -242,13 +244,13 @@ absl::StatusOr<HostMesh> HostMesh::Attach(std::vector<std::string> addresses,
   std::vector<std::string> failures;
   for (size_t i = 0; i < addresses.size(); ++i) {
     if (!infos[i].ok()) {
-      failures.push_back(absl::StrFormat("%s: %s", addresses[i],
-                                         infos[i].status().message()));
+      failures.push_back(
+          absl::StrFormat("%s: %s", addresses[i], infos[i].status().message()));
     }
   }
   if (!failures.empty()) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot attach to hosts: ", absl::StrJoin(failures, "; ")));
+    return absl::UnavailableError(absl::StrCat("cannot attach to hosts: ",
+                                               absl::StrJoin(failures, "; ")));
   }
   return HostMesh(
       std::make_unique<Impl>(options, std::move(addresses), nullptr, ""));

@@ -57,11 +57,14 @@ absl::StatusOr<ActorMesh> ProcMesh::Spawn(
     wait.set_min_status(v1::RUNNING);
     wait.set_timeout_ms(absl::ToInt64Milliseconds(timeout));
   }
-  auto waited_created = internal::ParallelUnary<v1::Proc, v1::WaitActorsResponse>(
-      wait_channels, waits, timeout + absl::Seconds(1),
-      [](auto* stub, auto* context, auto* request, auto* response, auto done) {
-        stub->async()->WaitActors(context, request, response, std::move(done));
-      });
+  auto waited_created =
+      internal::ParallelUnary<v1::Proc, v1::WaitActorsResponse>(
+          wait_channels, waits, timeout + absl::Seconds(1),
+          [](auto* stub, auto* context, auto* request, auto* response,
+             auto done) {
+            stub->async()->WaitActors(context, request, response,
+                                      std::move(done));
+          });
   std::vector<absl::StatusOr<v1::WaitActorsResponse>> waited(
       n, absl::UnknownError("not created"));
   for (size_t i = 0; i < waiting.size(); ++i) {
@@ -85,18 +88,18 @@ absl::StatusOr<ActorMesh> ProcMesh::Spawn(
       v1::ProcState state;
       if (host->GetProcState(&context, request, &state).ok() &&
           state.status() >= v1::STOPPING) {
-        status = absl::FailedPreconditionError(absl::StrFormat(
-            "proc %s is %s: %s", proc.name(), v1::Status_Name(state.status()),
-            state.reason()));
+        status = absl::FailedPreconditionError(
+            absl::StrFormat("proc %s is %s: %s", proc.name(),
+                            v1::Status_Name(state.status()), state.reason()));
       }
     }
     if (status.ok() && !waited[rank].ok()) status = waited[rank].status();
     if (status.ok()) {
       const v1::ActorState& actor = waited[rank]->actors(0);
       if (actor.status() != v1::RUNNING) {
-        status = absl::AbortedError(absl::StrFormat(
-            "actor is %s: %s", v1::Status_Name(actor.status()),
-            actor.reason()));
+        status = absl::AbortedError(
+            absl::StrFormat("actor is %s: %s", v1::Status_Name(actor.status()),
+                            actor.reason()));
       } else {
         refs[rank] = actor.ref();
       }
@@ -140,9 +143,9 @@ absl::Status ProcMesh::Stop(absl::Duration grace) const {
     }
   }
   if (failures.empty()) return absl::OkStatus();
-  return absl::UnavailableError(absl::StrFormat(
-      "proc mesh \"%s\": could not stop %s", name_,
-      absl::StrJoin(failures, "; ")));
+  return absl::UnavailableError(
+      absl::StrFormat("proc mesh \"%s\": could not stop %s", name_,
+                      absl::StrJoin(failures, "; ")));
 }
 
 }  // namespace mesh

@@ -42,10 +42,10 @@ grpc::ServerUnaryReactor* HostService::CreateOrUpdateProc(
     grpc::CallbackServerContext* context,
     const v1::CreateOrUpdateProcRequest* request, v1::ProcState* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  manager_->CreateOrUpdate(*request,
-                           [reactor, response](absl::StatusOr<v1::ProcState> r) {
-                             FinishWith(reactor, response, std::move(r));
-                           });
+  manager_->CreateOrUpdate(
+      *request, [reactor, response](absl::StatusOr<v1::ProcState> r) {
+        FinishWith(reactor, response, std::move(r));
+      });
   return reactor;
 }
 
@@ -61,9 +61,10 @@ grpc::ServerUnaryReactor* HostService::StopProc(
     grpc::CallbackServerContext* context, const v1::StopProcRequest* request,
     v1::ProcState* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  manager_->Stop(*request, [reactor, response](absl::StatusOr<v1::ProcState> r) {
-    FinishWith(reactor, response, std::move(r));
-  });
+  manager_->Stop(*request,
+                 [reactor, response](absl::StatusOr<v1::ProcState> r) {
+                   FinishWith(reactor, response, std::move(r));
+                 });
   return reactor;
 }
 
@@ -113,8 +114,8 @@ grpc::ServerUnaryReactor* HostService::ShutdownHost(
     absl::MutexLock lock(&mu_);
     grace = info_.stop_grace;
   }
-  std::string reason = request->reason().empty() ? "host shutdown requested"
-                                                 : request->reason();
+  std::string reason =
+      request->reason().empty() ? "host shutdown requested" : request->reason();
   manager_->Shutdown(reason, grace,
                      [this, reactor, response](v1::ShutdownHostResponse r) {
                        *response = std::move(r);

@@ -36,10 +36,9 @@ class HostService final : public v1::Host::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::CreateOrUpdateProcRequest* request,
       v1::ProcState* response) override;
-  grpc::ServerUnaryReactor* GetProcState(
-      grpc::CallbackServerContext* context,
-      const v1::GetProcStateRequest* request,
-      v1::ProcState* response) override;
+  grpc::ServerUnaryReactor* GetProcState(grpc::CallbackServerContext* context,
+                                         const v1::GetProcStateRequest* request,
+                                         v1::ProcState* response) override;
   grpc::ServerUnaryReactor* StopProc(grpc::CallbackServerContext* context,
                                      const v1::StopProcRequest* request,
                                      v1::ProcState* response) override;

@@ -31,7 +31,8 @@ namespace {
 // The host part of "host:port" or "[v6]:port".
 std::string HostPart(const std::string& address) {
   size_t colon = address.rfind(':');
-  std::string host = colon == std::string::npos ? address : address.substr(0, colon);
+  std::string host =
+      colon == std::string::npos ? address : address.substr(0, colon);
   return host;
 }
 
@@ -44,10 +45,12 @@ std::string ThisHostname() {
 // procd beside this binary (installed layout) or in Bazel's output tree.
 std::string DefaultProcdPath() {
   std::error_code error;
-  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+  std::filesystem::path self =
+      std::filesystem::read_symlink("/proc/self/exe", error);
   if (error) return "procd";
   std::filesystem::path dir = self.parent_path();
-  for (const auto& candidate : {dir / "procd", dir / ".." / "procd" / "procd"}) {
+  for (const auto& candidate :
+       {dir / "procd", dir / ".." / "procd" / "procd"}) {
     if (access(candidate.c_str(), X_OK) == 0) {
       return std::filesystem::weakly_canonical(candidate).string();
     }
@@ -87,7 +90,8 @@ int RunHostd(HostdOptions options) {
   absl::StatusOr<std::unique_ptr<ProcessSupervisor>> supervisor =
       ProcessSupervisor::Create();
   if (!supervisor.ok()) {
-    LOG(ERROR) << "cannot start the process supervisor: " << supervisor.status();
+    LOG(ERROR) << "cannot start the process supervisor: "
+               << supervisor.status();
     return 1;
   }
   Registrar::Options registrar_options;
@@ -149,9 +153,9 @@ int RunHostd(HostdOptions options) {
   }
   std::string address = absl::StrCat(advertise, ":", port);
   service.set_address(address);
-  LOG(INFO) << "hostd listening on " << address << " (state " << options.state_dir
-            << ", runtime " << options.runtime_dir << ", procd "
-            << options.procd_path << ")";
+  LOG(INFO) << "hostd listening on " << address << " (state "
+            << options.state_dir << ", runtime " << options.runtime_dir
+            << ", procd " << options.procd_path << ")";
   std::printf("hostd listening on %s\n", address.c_str());
   std::fflush(stdout);
 

@@ -13,9 +13,12 @@ namespace {
 // Parses a flag's duration ("500ms", "10s"); false with a message if bad.
 bool ParseFlagDuration(const std::string& flag, const std::string& text,
                        absl::Duration* out) {
-  if (absl::ParseDuration(text, out) && *out > absl::ZeroDuration()) return true;
-  std::fprintf(stderr, "hostd: --%s: \"%s\" is not a positive duration (e.g. 10s, 500ms)\n",
-               flag.c_str(), text.c_str());
+  if (absl::ParseDuration(text, out) && *out > absl::ZeroDuration())
+    return true;
+  std::fprintf(
+      stderr,
+      "hostd: --%s: \"%s\" is not a positive duration (e.g. 10s, 500ms)\n",
+      flag.c_str(), text.c_str());
   return false;
 }
 
@@ -31,7 +34,8 @@ int main(int argc, char** argv) {
   std::string orphan_timeout = "30s";
   CLI::App app{"hostd: the hostmesh host daemon. Spawns and supervises procs."};
   app.set_config("--config", "", "Config file (key = value lines, flag names)");
-  app.add_option("--listen", options.listen, "host:port to serve the Host API on (port 0: any)")
+  app.add_option("--listen", options.listen,
+                 "host:port to serve the Host API on (port 0: any)")
       ->capture_default_str();
   app.add_option("--advertise", options.advertise,
                  "Host name or IP to advertise (default: the listen host)");
@@ -40,8 +44,9 @@ int main(int argc, char** argv) {
   app.add_option("--runtime-dir", options.runtime_dir,
                  "Private (0700) dir for the register-back socket")
       ->capture_default_str();
-  app.add_option("--procd", options.procd_path,
-                 "Default proc bootstrap command (default: procd beside hostd)");
+  app.add_option(
+      "--procd", options.procd_path,
+      "Default proc bootstrap command (default: procd beside hostd)");
   app.add_option("--registration-timeout", registration_timeout,
                  "How long a proc has to register back")
       ->capture_default_str();
@@ -66,7 +71,8 @@ int main(int argc, char** argv) {
   if (!ParseFlagDuration("registration-timeout", registration_timeout,
                          &options.registration_timeout) ||
       !ParseFlagDuration("stop-grace", stop_grace, &options.stop_grace) ||
-      !ParseFlagDuration("orphan-timeout", orphan_timeout, &options.orphan_timeout)) {
+      !ParseFlagDuration("orphan-timeout", orphan_timeout,
+                         &options.orphan_timeout)) {
     return 2;
   }
   return mesh::RunHostd(options);

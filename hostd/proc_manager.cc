@@ -65,18 +65,18 @@ absl::Status ValidateCreateRequest(
   const v1::ProcSpec& spec = request.spec();
   if (!spec.command().empty()) {
     if (spec.command()[0] != '/') {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "spec.command \"%s\" must be an absolute path",
-          absl::CHexEscape(spec.command())));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("spec.command \"%s\" must be an absolute path",
+                          absl::CHexEscape(spec.command())));
     }
     if (spec.command().find('\0') != std::string::npos) {
       return absl::InvalidArgumentError("spec.command contains a NUL byte");
     }
   }
   if (static_cast<size_t>(spec.args_size()) > kMaxArgs) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "spec.args has %d entries; the limit is %d", spec.args_size(),
-        kMaxArgs));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("spec.args has %d entries; the limit is %d",
+                        spec.args_size(), kMaxArgs));
   }
   for (int i = 0; i < spec.args_size(); ++i) {
     const std::string& arg = spec.args(i);
@@ -85,9 +85,9 @@ absl::Status ValidateCreateRequest(
           absl::StrFormat("spec.args[%d] contains a NUL byte", i));
     }
     if (arg.size() > kMaxArgBytes) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "spec.args[%d] is %d bytes; the limit is %d", i, arg.size(),
-          kMaxArgBytes));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("spec.args[%d] is %d bytes; the limit is %d", i,
+                          arg.size(), kMaxArgBytes));
     }
   }
   if (static_cast<size_t>(spec.env_size()) > kMaxEnv) {
@@ -96,16 +96,15 @@ absl::Status ValidateCreateRequest(
   }
   for (const auto& [key, value] : spec.env()) {
     if (!IsEnvName(key)) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "spec.env key \"%s\" is not a valid variable name",
-          absl::CHexEscape(key)));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("spec.env key \"%s\" is not a valid variable name",
+                          absl::CHexEscape(key)));
     }
     if (key == kBootstrapFdEnv) {
       return absl::InvalidArgumentError(
           absl::StrCat("spec.env must not set ", kBootstrapFdEnv));
     }
-    if (value.find('\0') != std::string::npos ||
-        value.size() > kMaxArgBytes) {
+    if (value.find('\0') != std::string::npos || value.size() > kMaxArgBytes) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "spec.env[\"%s\"] has a NUL byte or is longer than %d bytes", key,
           kMaxArgBytes));
@@ -138,9 +137,8 @@ ProcManager::ProcManager(Options options, ProcessSupervisor* supervisor,
       loop_(std::make_unique<EventLoop>()),
       waiters_(
           &mu_, loop_.get(),
-          [this](const std::string& name) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return StateOf(name);
-          },
+          [this](const std::string& name)
+              ABSL_NO_THREAD_SAFETY_ANALYSIS { return StateOf(name); },
           nullptr) {}
 
 ProcManager::~ProcManager() {
@@ -173,9 +171,8 @@ void ProcManager::SetStatus(Proc& proc, v1::Status status,
   if (IsTerminal(status)) {
     v1::ProcState final_state = proc.state;
     for (auto& waiter : proc.stop_waiters) {
-      deferred.push_back([waiter = std::move(waiter), final_state] {
-        waiter(final_state);
-      });
+      deferred.push_back(
+          [waiter = std::move(waiter), final_state] { waiter(final_state); });
     }
     proc.stop_waiters.clear();
   }
@@ -218,8 +215,7 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
           "created",
           live, name));
     } else {
-      generation =
-          it == procs_.end() ? 1 : it->second->state.generation() + 1;
+      generation = it == procs_.end() ? 1 : it->second->state.generation() + 1;
       auto proc = std::make_unique<Proc>();
       proc->request = request;
       v1::ProcState& state = proc->state;
@@ -301,8 +297,8 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t generation) {
     if (!pid.ok()) {
       proc->state.set_stopped_by("exited");
       SetStatus(*proc, v1::FAILED,
-                absl::StrFormat("proc \"%s\": spawn of \"%s\" failed: %s",
-                                name, spawn.path, pid.status().message()),
+                absl::StrFormat("proc \"%s\": spawn of \"%s\" failed: %s", name,
+                                spawn.path, pid.status().message()),
                 deferred);
     } else {
       proc->ticket_id = ticket->id;
@@ -359,9 +355,9 @@ void ProcManager::OnRegistrationTimeout(const std::string& name,
         proc->state.status() != v1::INITIALIZING) {
       return;
     }
-    proc->forced_failure = absl::StrFormat(
-        "proc \"%s\" did not register within %s; killed", name,
-        absl::FormatDuration(options_.registration_timeout));
+    proc->forced_failure =
+        absl::StrFormat("proc \"%s\" did not register within %s; killed", name,
+                        absl::FormatDuration(options_.registration_timeout));
     proc->stopped_by = "SIGKILL";
     pid = proc->state.pid();
     LOG(WARNING) << proc->forced_failure;
@@ -388,9 +384,10 @@ void ProcManager::OnExit(const std::string& name, uint64_t generation,
     proc->ticket_id = 0;
 
     std::string how =
-        info.exit_code ? absl::StrFormat("exited with code %d", *info.exit_code)
-                       : absl::StrFormat("was killed by %s",
-                                         SignalName(info.term_signal.value_or(0)));
+        info.exit_code
+            ? absl::StrFormat("exited with code %d", *info.exit_code)
+            : absl::StrFormat("was killed by %s",
+                              SignalName(info.term_signal.value_or(0)));
     std::string last = LastLine(info.stderr_tail);
     std::string stderr_note =
         last.empty() ? "" : absl::StrFormat(" (last stderr: %s)", last);
@@ -411,8 +408,8 @@ void ProcManager::OnExit(const std::string& name, uint64_t generation,
       state.set_stopped_by("exited");
     } else {
       status = v1::FAILED;
-      reason = absl::StrFormat("proc \"%s\" (pid %d) %s%s", name, info.pid,
-                               how, stderr_note);
+      reason = absl::StrFormat("proc \"%s\" (pid %d) %s%s", name, info.pid, how,
+                               stderr_note);
       state.set_stopped_by(info.exit_code ? "exited"
                                           : SignalName(*info.term_signal));
     }
@@ -500,8 +497,8 @@ void ProcManager::StopOnLoop(const std::string& name, const std::string& reason,
       Proc* proc = Find(name, generation);
       if (proc != nullptr && proc->ticket_id != 0) {
         proc->stopped_by = "exited";
-        proc->escalation_timer = loop_->PostAfter(
-            grace, [this, name, generation, grace] {
+        proc->escalation_timer =
+            loop_->PostAfter(grace, [this, name, generation, grace] {
               Escalate(name, generation, SIGTERM, grace);
             });
       }
@@ -547,12 +544,13 @@ v1::ProcState ProcManager::StateOf(const std::string& name) {
   v1::ProcState missing;
   missing.set_name(name);
   missing.set_status(v1::NOT_EXIST);
-  missing.set_reason(absl::StrFormat("no proc named \"%s\" on this host", name));
+  missing.set_reason(
+      absl::StrFormat("no proc named \"%s\" on this host", name));
   return missing;
 }
 
-void ProcManager::Wait(const v1::WaitProcsRequest& request,
-                       absl::Time deadline, WaitCallback done) {
+void ProcManager::Wait(const v1::WaitProcsRequest& request, absl::Time deadline,
+                       WaitCallback done) {
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
@@ -595,8 +593,8 @@ void ProcManager::Shutdown(const std::string& reason, absl::Duration grace,
       if (!IsTerminal(proc->state.status())) live.push_back(name);
     }
   }
-  LOG(INFO) << "shutting down: stopping " << live.size() << " procs ("
-            << reason << ")";
+  LOG(INFO) << "shutting down: stopping " << live.size() << " procs (" << reason
+            << ")";
   if (live.empty()) {
     done(v1::ShutdownHostResponse());
     return;

@@ -120,7 +120,8 @@ class ProcManager {
 };
 
 // INVALID_ARGUMENT naming the field if a CreateOrUpdateProc request is bad.
-absl::Status ValidateCreateRequest(const v1::CreateOrUpdateProcRequest& request);
+absl::Status ValidateCreateRequest(
+    const v1::CreateOrUpdateProcRequest& request);
 
 }  // namespace mesh
 

@@ -15,10 +15,10 @@ TEST_CASE("valid names pass validation") {
 }
 
 TEST_CASE("bad names are INVALID_ARGUMENT and name what was wrong") {
-  for (std::string bad : {std::string(""), std::string("../x"),
-                          std::string("a/b"), std::string(".."),
-                          std::string("Upper"), std::string(300, 'a'),
-                          std::string("nul\0byte", 8), std::string(".hidden")}) {
+  for (std::string bad :
+       {std::string(""), std::string("../x"), std::string("a/b"),
+        std::string(".."), std::string("Upper"), std::string(300, 'a'),
+        std::string("nul\0byte", 8), std::string(".hidden")}) {
     absl::Status status = ValidateName(bad, "proc name");
     INFO("name: " << bad);
     CHECK(status.code() == absl::StatusCode::kInvalidArgument);

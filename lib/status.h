@@ -15,16 +15,17 @@
 #define MESH_STATUS_CONCAT_(a, b) MESH_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define RETURN_IF_ERROR(expr)                          \
-  do {                                                 \
-    ::absl::Status mesh_status_ = (expr);              \
-    if (!mesh_status_.ok()) return mesh_status_;       \
+#define RETURN_IF_ERROR(expr)                    \
+  do {                                           \
+    ::absl::Status mesh_status_ = (expr);        \
+    if (!mesh_status_.ok()) return mesh_status_; \
   } while (0)
 
 // `ASSIGN_OR_RETURN(auto x, F())` assigns the value of an absl::StatusOr or
 // returns its error from the enclosing function.
-#define ASSIGN_OR_RETURN(lhs, expr) \
-  MESH_ASSIGN_OR_RETURN_IMPL_(MESH_STATUS_CONCAT_(mesh_statusor_, __LINE__), lhs, expr)
+#define ASSIGN_OR_RETURN(lhs, expr)                                          \
+  MESH_ASSIGN_OR_RETURN_IMPL_(MESH_STATUS_CONCAT_(mesh_statusor_, __LINE__), \
+                              lhs, expr)
 #define MESH_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
   auto tmp = (expr);                                \
   if (!tmp.ok()) return std::move(tmp).status();    \

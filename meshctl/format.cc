@@ -5,11 +5,14 @@
 #include <algorithm>
 #include <cstddef>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
@@ -182,9 +185,12 @@ std::string FormatHostInfo(const v1::HostInfo& info) {
   });
 }
 
-absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
+namespace {
+
+absl::StatusOr<std::string> PrintJson(const google::protobuf::Message& message,
+                                      bool whitespace) {
   google::protobuf::util::JsonPrintOptions options;
-  options.add_whitespace = true;
+  options.add_whitespace = whitespace;
   options.always_print_primitive_fields = true;
   options.preserve_proto_field_names = true;
   std::string json;
@@ -195,8 +201,82 @@ absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
                                             message.GetTypeName(),
                                             " as JSON: ", status.ToString()));
   }
-  if (json.empty() || json.back() != '\n') json.push_back('\n');
   return json;
+}
+
+// `text` as a JSON string literal.
+std::string JsonQuote(const std::string& text) {
+  std::string quoted = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      quoted.push_back('\\');
+      quoted.push_back(c);
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      absl::StrAppendFormat(&quoted, "\\u%04x", static_cast<int>(c));
+    } else {
+      quoted.push_back(c);
+    }
+  }
+  quoted.push_back('"');
+  return quoted;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
+  absl::StatusOr<std::string> json = PrintJson(message, /*whitespace=*/true);
+  if (json.ok() && (json->empty() || json->back() != '\n')) {
+    json->push_back('\n');
+  }
+  return json;
+}
+
+absl::StatusOr<std::string> ToOneLineJson(
+    const google::protobuf::Message& message) {
+  absl::StatusOr<std::string> json = PrintJson(message, /*whitespace=*/false);
+  if (json.ok()) {
+    while (!json->empty() && json->back() == '\n') json->pop_back();
+  }
+  return json;
+}
+
+std::unique_ptr<google::protobuf::Message> UnpackGenerated(
+    const google::protobuf::Any& any) {
+  const std::string& type_url = any.type_url();
+  size_t slash = type_url.rfind('/');
+  std::string name =
+      slash == std::string::npos ? type_url : type_url.substr(slash + 1);
+  const google::protobuf::Descriptor* descriptor =
+      google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(
+          name);
+  if (descriptor == nullptr) return nullptr;
+  const google::protobuf::Message* prototype =
+      google::protobuf::MessageFactory::generated_factory()->GetPrototype(
+          descriptor);
+  if (prototype == nullptr) return nullptr;
+  std::unique_ptr<google::protobuf::Message> message(prototype->New());
+  if (!message->ParseFromString(any.value())) return nullptr;
+  return message;
+}
+
+absl::StatusOr<std::string> FormatReply(const google::protobuf::Any& reply,
+                                        bool json) {
+  std::unique_ptr<google::protobuf::Message> message = UnpackGenerated(reply);
+  if (message == nullptr) {
+    std::string type = JsonQuote(reply.type_url());
+    std::string value = JsonQuote(absl::Base64Escape(reply.value()));
+    if (json) {
+      return absl::StrCat("{\n  \"@type\": ", type, ",\n  \"value\": ", value,
+                          "\n}\n");
+    }
+    return absl::StrCat(
+        reply.type_url().empty() ? "(no type)" : reply.type_url(),
+        ": {\"@type\":", type, ",\"value\":", value, "}\n");
+  }
+  if (json) return ToJson(*message);
+  absl::StatusOr<std::string> line = ToOneLineJson(*message);
+  if (!line.ok()) return line.status();
+  return absl::StrCat(message->GetDescriptor()->full_name(), ": ", *line, "\n");
 }
 
 }  // namespace mesh::meshctl

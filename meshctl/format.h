@@ -4,11 +4,13 @@
 #ifndef HOSTMESH_MESHCTL_FORMAT_H_
 #define HOSTMESH_MESHCTL_FORMAT_H_
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "google/protobuf/any.pb.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/repeated_ptr_field.h"
 #include "proto/host.pb.h"
@@ -46,6 +48,21 @@ std::string FormatHostInfo(const v1::HostInfo& info);
 // Pretty-printed JSON with proto field names, every primitive field printed
 // (zeros included) and enums as names. Ends with a newline.
 absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message);
+// The same on one line, without whitespace or a trailing newline.
+absl::StatusOr<std::string> ToOneLineJson(
+    const google::protobuf::Message& message);
+
+// The message packed in `any`, as a message of its generated type (found in
+// the generated descriptor pool by the type URL's last segment); nullptr if
+// this binary does not know the type or the bytes do not parse as it.
+std::unique_ptr<google::protobuf::Message> UnpackGenerated(
+    const google::protobuf::Any& any);
+
+// An actor's reply. Table: "<type>: <one-line JSON>\n". JSON: ToJson of the
+// unpacked message. A type this binary does not know prints as
+// {"@type": "<type URL>", "value": "<bytes in base64>"}.
+absl::StatusOr<std::string> FormatReply(const google::protobuf::Any& reply,
+                                        bool json);
 
 }  // namespace mesh::meshctl
 

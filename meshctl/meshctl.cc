@@ -12,9 +12,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "google/protobuf/any.pb.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/util/json_util.h"
 #include "lib/names.h"
 #include "lib/status.h"
 #include "meshctl/format.h"
+#include "proto/actors.pb.h"
 #include "proto/host.grpc.pb.h"
 #include "proto/proc.grpc.pb.h"
 
@@ -41,6 +45,52 @@ const std::map<std::string, v1::Status>& WaitStatuses() {
       {"failed", v1::FAILED},
   };
   return *statuses;
+}
+
+// The messages the built-in actors handle (proto/actors.proto), named in the
+// error for an unknown --type. Naming the classes also links their
+// descriptors into the generated pool, where `actor send` looks types up.
+std::vector<std::string> BuiltinMessageNames() {
+  std::vector<std::string> names;
+  for (const google::protobuf::Descriptor* descriptor :
+       {v1::Echo::descriptor(), v1::GetActorId::descriptor(),
+        v1::Increment::descriptor(), v1::GetCount::descriptor(),
+        v1::Fail::descriptor(), v1::Seq::descriptor(),
+        v1::GetSeqReport::descriptor()}) {
+    names.push_back(descriptor->full_name());
+  }
+  return names;
+}
+
+// The message of type `type` (a full name, e.g. mesh.v1.Echo) with the
+// fields given as JSON (none if `json` is empty), packed into an Any.
+// INVALID_ARGUMENT for an unknown type or JSON that does not parse as it.
+absl::StatusOr<google::protobuf::Any> BuildMessage(const std::string& type,
+                                                   const std::string& json) {
+  const google::protobuf::Descriptor* descriptor =
+      google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(
+          type);
+  if (descriptor == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--type: unknown message type \"", type,
+        "\"; give a message's full name, e.g. one of the built-in ones: ",
+        absl::StrJoin(BuiltinMessageNames(), ", ")));
+  }
+  std::unique_ptr<google::protobuf::Message> message(
+      google::protobuf::MessageFactory::generated_factory()
+          ->GetPrototype(descriptor)
+          ->New());
+  if (!json.empty()) {
+    auto status =
+        google::protobuf::util::JsonStringToMessage(json, message.get());
+    if (!status.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--json: not a valid ", type, ": ", status.message().ToString()));
+    }
+  }
+  google::protobuf::Any any;
+  any.PackFrom(*message);
+  return any;
 }
 
 uint32_t Millis(absl::Duration d) {
@@ -154,6 +204,9 @@ struct Flags {
   std::vector<std::string> env;
   std::string type;
   bool no_wait = false;
+  // actor send.
+  std::string message_type;
+  std::string json;
   std::string wait_timeout = "30s";
   // proc wait.
   std::vector<std::string> names;
@@ -195,6 +248,7 @@ class Meshctl {
   absl::Status ActorList();
   absl::Status ActorGet();
   absl::Status ActorStop();
+  absl::Status ActorSend();
 
   // One unary call with a deadline of `deadline` from now; an error names
   // `what` (e.g. `get proc "p0" on host "h:7450"`).
@@ -244,6 +298,9 @@ class Meshctl {
   uint32_t grace_ms_ = 0;
   bool json_ = false;
   std::unique_ptr<v1::Host::Stub> host_stub_;
+  // `actor send`: its command, and the message Validate built.
+  CLI::App* actor_send_ = nullptr;
+  google::protobuf::Any message_;
 };
 
 CLI::App* Meshctl::Leaf(CLI::App* parent, const std::string& name,
@@ -417,12 +474,24 @@ void Meshctl::Declare(CLI::App& app) {
       ->required()
       ->check(NameValidator("actor name"));
   actor_stop->add_option("--reason", flags_.reason, "recorded on the actor");
-
-  // `actor send PROC NAME MESSAGE-TYPE [--json '{...}']` goes here once the
-  // mailbox exists: a client mailbox to receive the reply on a port, the
-  // payload built from proto/actors.proto by type name and JSON
-  // (JsonStringToMessage), sent as an Envelope, the reply printed with
-  // Print(). Resolve the proc with ProcStub()'s lookup like the verbs above.
+  actor_send_ = Leaf(actor, "send",
+                     "send a message to actor NAME of PROC through the proc's "
+                     "mailbox and print the actor's reply (waits --timeout)",
+                     &Meshctl::ActorSend);
+  actor_send_->add_option("proc", flags_.proc, "proc name")
+      ->required()
+      ->check(NameValidator("proc name"));
+  actor_send_->add_option("name", flags_.name, "actor name")
+      ->required()
+      ->check(NameValidator("actor name"));
+  actor_send_
+      ->add_option("--type", flags_.message_type,
+                   "message type, e.g. mesh.v1.Echo (proto/actors.proto)")
+      ->required();
+  actor_send_->add_option(
+      "--json", flags_.json,
+      "the message's fields as protobuf JSON, e.g. '{\"text\":\"hi\"}' "
+      "(default: none set)");
 }
 
 absl::Status Meshctl::Validate() {
@@ -433,6 +502,9 @@ absl::Status Meshctl::Validate() {
     grace_ms_ = Millis(grace);
   }
   json_ = flags_.output == "json";
+  if (actor_send_ != nullptr && actor_send_->parsed()) {
+    ASSIGN_OR_RETURN(message_, BuildMessage(flags_.message_type, flags_.json));
+  }
   if (flags_.count > 0) {
     // The last name is the longest: "p0" with --count 10 ends at "p0_9".
     RETURN_IF_ERROR(
@@ -673,6 +745,26 @@ absl::Status Meshctl::ActorStop() {
       rpc_timeout_,
       absl::StrCat("stop actor \"", flags_.name, "\" ", OnProc(flags_.proc))));
   return Print(stopped.actors(0), FormatActorTable(stopped.actors()));
+}
+
+absl::Status Meshctl::ActorSend() {
+  ASSIGN_OR_RETURN(std::unique_ptr<v1::Proc::Stub> stub, ProcStub(flags_.proc));
+  v1::CallActorRequest request;
+  request.set_actor(flags_.name);
+  *request.mutable_payload() = message_;
+  // The proc gives up on the reply at --timeout and says which actor did not
+  // answer; the call's own deadline is a little later so that answer arrives.
+  request.set_timeout_ms(Millis(rpc_timeout_));
+  v1::CallActorResponse response;
+  RETURN_IF_ERROR(
+      Call(*stub, &v1::Proc::Stub::CallActor, request, &response,
+           rpc_timeout_ + absl::Seconds(1),
+           absl::StrCat("send ", flags_.message_type, " to actor \"",
+                        flags_.name, "\" ", OnProc(flags_.proc))));
+  ASSIGN_OR_RETURN(std::string text, FormatReply(response.reply(), json_));
+  out_ << text;
+  out_.flush();
+  return absl::OkStatus();
 }
 
 }  // namespace

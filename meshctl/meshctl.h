@@ -10,6 +10,7 @@
 //   meshctl proc wait NAME... [--status running] [--timeout 10s]
 //   meshctl actor spawn PROC NAME --type T [--rank R] [--no-wait]
 //   meshctl actor list PROC | get PROC NAME | stop PROC NAME [--reason R]
+//   meshctl actor send PROC NAME --type mesh.v1.Echo [--json '{"text":"hi"}']
 //
 // Every RPC has a deadline. Exit codes: 0 ok; 1 a call failed, or a wait
 // ended with a resource not in the requested status (one line on `err` of

@@ -19,6 +19,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "meshctl/format.h"
+#include "proto/actors.pb.h"
 #include "proto/host.grpc.pb.h"
 #include "proto/proc.grpc.pb.h"
 
@@ -27,6 +28,7 @@ namespace {
 
 using ::mesh::meshctl::CheckProcWait;
 using ::mesh::meshctl::FormatProcTable;
+using ::mesh::meshctl::FormatReply;
 using ::mesh::meshctl::ParseDuration;
 using ::mesh::meshctl::Satisfies;
 using ::mesh::meshctl::ToJson;
@@ -166,6 +168,28 @@ class FakeHost final : public v1::Host::CallbackService {
 
 class FakeProc final : public v1::Proc::CallbackService {
  public:
+  v1::CallActorRequest last_call() {
+    absl::MutexLock lock(&mu_);
+    return last_call_;
+  }
+
+  // Echoes the payload back; actor "ghost" does not exist.
+  grpc::ServerUnaryReactor* CallActor(
+      grpc::CallbackServerContext* context, const v1::CallActorRequest* request,
+      v1::CallActorResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    last_call_ = *request;
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (request->actor() == "ghost") {
+      reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                   "no actor \"ghost\" on proc \"p\""));
+      return reactor;
+    }
+    *response->mutable_reply() = request->payload();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
   grpc::ServerUnaryReactor* CreateOrUpdateActor(
       grpc::CallbackServerContext* context,
       const v1::CreateOrUpdateActorRequest* request,
@@ -198,6 +222,7 @@ class FakeProc final : public v1::Proc::CallbackService {
  private:
   absl::Mutex mu_;
   std::map<std::string, v1::ActorState> actors_ ABSL_GUARDED_BY(mu_);
+  v1::CallActorRequest last_call_ ABSL_GUARDED_BY(mu_);
 };
 
 // Both fakes on 127.0.0.1, port 0; shut down when destroyed.
@@ -221,6 +246,7 @@ class FakeServer {
 
   const std::string& address() const { return address_; }
   FakeHost& host() { return host_; }
+  FakeProc& proc() { return proc_; }
 
  private:
   std::string address_;
@@ -471,6 +497,80 @@ TEST_CASE("actor commands reach the proc at the address the host gives") {
   INFO(r.err);
   CHECK(r.code == 0);
   CHECK_THAT(r.out, Catch::Contains("a0    mesh.echo  4     RUNNING"));
+}
+
+TEST_CASE("actor send builds the message from --type and --json") {
+  FakeServer server;
+  REQUIRE(Run({"--host", server.address(), "proc", "spawn", "p"}).code == 0);
+  Result r = Run({"--host", server.address(), "actor", "send", "p", "a0",
+                  "--type", "mesh.v1.Echo", "--json", R"({"text":"hi"})"});
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  CHECK(r.out == "mesh.v1.Echo: {\"text\":\"hi\",\"data\":\"\"}\n");
+  v1::CallActorRequest call = server.proc().last_call();
+  CHECK(call.actor() == "a0");
+  CHECK(call.timeout_ms() == 10000);
+  v1::Echo sent;
+  REQUIRE(call.payload().UnpackTo(&sent));
+  CHECK(sent.text() == "hi");
+
+  Result json =
+      Run({"--host", server.address(), "-o", "json", "actor", "send", "p", "a0",
+           "--type", "mesh.v1.Increment", "--timeout", "3s"});
+  INFO(json.err);
+  REQUIRE(json.code == 0);
+  CHECK(server.proc().last_call().timeout_ms() == 3000);
+  v1::Increment printed;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(json.out, &printed).ok());
+  CHECK_THAT(json.out, Catch::Contains("\"by\": \"0\""));
+}
+
+TEST_CASE("actor send to an actor the proc does not have exits 1") {
+  FakeServer server;
+  REQUIRE(Run({"--host", server.address(), "proc", "spawn", "p"}).code == 0);
+  Result r = Run({"--host", server.address(), "actor", "send", "p", "ghost",
+                  "--type", "mesh.v1.GetActorId"});
+  CHECK(r.code == 1);
+  CHECK(r.out.empty());
+  CHECK_THAT(r.err, Catch::StartsWith("meshctl: NOT_FOUND: send "
+                                      "mesh.v1.GetActorId to actor \"ghost\""));
+}
+
+TEST_CASE("actor send with an unknown --type or bad --json is a usage error") {
+  // Checked before any call: no host is needed.
+  std::string address = ClosedAddress();
+  Result unknown = Run({"--host", address, "actor", "send", "p", "a0", "--type",
+                        "mesh.v1.NoSuch"});
+  CHECK(unknown.code == 2);
+  CHECK_THAT(unknown.err, Catch::Contains("\"mesh.v1.NoSuch\""));
+  CHECK_THAT(unknown.err, Catch::Contains("mesh.v1.Echo, mesh.v1.GetActorId"));
+
+  Result bad_json = Run({"--host", address, "actor", "send", "p", "a0",
+                         "--type", "mesh.v1.Echo", "--json", "{text: hi"});
+  CHECK(bad_json.code == 2);
+  CHECK_THAT(bad_json.err, Catch::StartsWith("meshctl: --json: not a valid "
+                                             "mesh.v1.Echo: "));
+  Result bad_field = Run({"--host", address, "actor", "send", "p", "a0",
+                          "--type", "mesh.v1.Echo", "--json", R"({"nope":1})"});
+  CHECK(bad_field.code == 2);
+  CHECK_THAT(bad_field.err, Catch::Contains("nope"));
+
+  CHECK(Run({"actor", "send", "p", "a0"}).code == 2);  // --type missing.
+}
+
+TEST_CASE("a reply of a type meshctl does not know prints as a raw Any") {
+  google::protobuf::Any any;
+  any.set_type_url("type.googleapis.com/example.Unknown");
+  any.set_value(std::string("\x01\x02", 2));
+  absl::StatusOr<std::string> table = FormatReply(any, /*json=*/false);
+  REQUIRE(table.ok());
+  CHECK(*table ==
+        "type.googleapis.com/example.Unknown: "
+        "{\"@type\":\"type.googleapis.com/"
+        "example.Unknown\",\"value\":\"AQI=\"}\n");
+  absl::StatusOr<std::string> json = FormatReply(any, /*json=*/true);
+  REQUIRE(json.ok());
+  CHECK_THAT(*json, Catch::Contains("\"value\": \"AQI=\""));
 }
 
 }  // namespace

@@ -73,9 +73,8 @@ ProcRuntime::ProcRuntime(Options options, Mailbox* mailbox)
       loop_(std::make_unique<EventLoop>()),
       waiters_(
           &mu_, loop_.get(),
-          [this](const std::string& name) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return StateOfLocked(name);
-          },
+          [this](const std::string& name)
+              ABSL_NO_THREAD_SAFETY_ANALYSIS { return StateOfLocked(name); },
           [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
             std::vector<v1::ActorState> states;
             for (const auto& [name, cell] : actors_) {
@@ -242,7 +241,8 @@ uint64_t ProcRuntime::WaitActors(std::vector<std::string> names,
       return;
     }
     v1::WaitActorsResponse response;
-    for (auto& state : result->states) *response.add_actors() = std::move(state);
+    for (auto& state : result->states)
+      *response.add_actors() = std::move(state);
     response.set_timed_out(result->timed_out);
     done(std::move(response));
   };
@@ -251,10 +251,11 @@ uint64_t ProcRuntime::WaitActors(std::vector<std::string> names,
   {
     absl::MutexLock lock(&mu_);
     if (shut_down_) {
-      deferred.push_back([answer = std::move(answer), name = options_.proc_name] {
-        answer(absl::UnavailableError(
-            absl::StrCat("proc \"", name, "\" is shut down")));
-      });
+      deferred.push_back(
+          [answer = std::move(answer), name = options_.proc_name] {
+            answer(absl::UnavailableError(
+                absl::StrCat("proc \"", name, "\" is shut down")));
+          });
     } else {
       id = waiters_.Add(std::move(names), min_status, deadline,
                         std::move(answer), deferred);
@@ -379,18 +380,20 @@ void ProcRuntime::HandleEnvelope(ActorCell* cell, Actor* actor,
     ReplyError(envelope, refusal);
     return;
   }
-  absl::StatusOr<std::unique_ptr<google::protobuf::Message>> result;
   if (!internal::ActorDispatcher::Handles(*actor, envelope.payload())) {
-    result = absl::InvalidArgumentError(
-        absl::StrCat("actor \"", cell->name, "\" of type \"", cell->type,
-                     "\" has no handler for message type \"",
-                     envelope.payload().type_url(), "\""));
-  } else {
-    ActorContext ctx(*mailbox_, cell->ref, envelope.cast_rank(),
-                     envelope.sender());
-    result =
-        internal::ActorDispatcher::Dispatch(*actor, envelope.payload(), ctx);
+    // The sender's mistake, not the actor's: refuse the message and keep the
+    // actor running.
+    ReplyError(envelope,
+               absl::InvalidArgumentError(absl::StrCat(
+                   "actor \"", cell->name, "\" of type \"", cell->type,
+                   "\" has no handler for message type \"",
+                   envelope.payload().type_url(), "\"")));
+    return;
   }
+  ActorContext ctx(*mailbox_, cell->ref, envelope.cast_rank(),
+                   envelope.sender());
+  absl::StatusOr<std::unique_ptr<google::protobuf::Message>> result =
+      internal::ActorDispatcher::Dispatch(*actor, envelope.payload(), ctx);
   cell->messages_handled.fetch_add(1, std::memory_order_relaxed);
   if (result.ok()) {
     if (envelope.has_reply_to() && !envelope.reply_to().address().empty()) {

@@ -115,7 +115,6 @@ class ProcRuntime {
   Mailbox* mailbox() const { return mailbox_; }
 
  private:
-
   void RunActor(internal::ActorCell* cell);
   void HandleEnvelope(internal::ActorCell* cell, Actor* actor,
                       v1::Envelope envelope);

@@ -2,12 +2,19 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "lib/mailbox/mailbox.h"
+#include "lib/names.h"
 #include "lib/status.h"
 
 namespace mesh {
@@ -104,6 +111,157 @@ class WaitReactor final : public grpc::ServerUnaryReactor {
   uint64_t id_ ABSL_GUARDED_BY(mu_) = 0;
   bool has_pending_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status pending_ ABSL_GUARDED_BY(mu_);
+};
+
+// How long CallActor waits for the reply when the request does not say.
+constexpr absl::Duration kDefaultCallTimeout = absl::Seconds(10);
+
+// Answers one CallActor. Three things race to end it: the actor's reply on a
+// one-shot port of the proc's mailbox, a ProcRuntime wait that only its
+// deadline (the call's timeout) or the runtime's Shutdown can end, and the
+// client's cancellation. The first finishes the call, closes the port and
+// cancels the wait; the others then find the call finished and do nothing.
+// Deletes itself in OnDone.
+//
+// The port handler and the wait callback may run on other threads after
+// Finish, and so after the reactor is deleted: they hold the shared Call,
+// never the reactor, and reach the reactor (and the response) only through
+// Call::Complete, which lets exactly one caller through.
+class CallReactor final : public grpc::ServerUnaryReactor {
+ public:
+  CallReactor(ProcRuntime* runtime, const v1::CallActorRequest& request,
+              absl::Duration timeout, v1::CallActorResponse* response)
+      : call_(std::make_shared<Call>(runtime, request.actor(), timeout, this,
+                                     response)) {}
+
+  // Sends the request and starts the wait. May finish the call before it
+  // returns; it touches no member of the reactor, so that is safe.
+  void Start(const v1::CallActorRequest& request, absl::Time deadline) {
+    Call::Start(call_, request, deadline);
+  }
+
+  void OnCancel() override {
+    call_->Complete(grpc::Status::CANCELLED, nullptr);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  class Call {
+   public:
+    Call(ProcRuntime* runtime, std::string actor, absl::Duration timeout,
+         grpc::ServerUnaryReactor* reactor, v1::CallActorResponse* response)
+        : runtime_(runtime),
+          actor_(std::move(actor)),
+          timeout_(timeout),
+          reactor_(reactor),
+          response_(response) {}
+
+    // Takes `call` by value: the reactor holding call_ may be gone by the
+    // time this returns.
+    static void Start(std::shared_ptr<Call> call,
+                      const v1::CallActorRequest& request,
+                      absl::Time deadline) {
+      ProcRuntime* runtime = call->runtime_;
+      Mailbox* mailbox = runtime->mailbox();
+      v1::PortRef port = mailbox->OpenPort(
+          [call](v1::Envelope envelope) { call->OnReply(envelope); });
+      if (!call->SetPort(port.port())) {  // Cancelled meanwhile.
+        mailbox->ClosePort(port.port());
+        return;
+      }
+      // No actor ever has status TIMEOUT, so only the deadline or the
+      // runtime's Shutdown (UNAVAILABLE) ends this wait.
+      uint64_t wait = runtime->WaitActors(
+          {request.actor()}, v1::TIMEOUT, deadline,
+          [call](absl::StatusOr<v1::WaitActorsResponse> result) {
+            call->OnWaitEnded(result.status());
+          });
+      if (!call->SetWait(wait)) {  // Timed out, shut down or cancelled.
+        runtime->CancelWait(wait);
+        return;
+      }
+      v1::Envelope envelope;
+      envelope.set_actor(request.actor());
+      *envelope.mutable_payload() = request.payload();
+      *envelope.mutable_reply_to() = port;
+      // To our own address: the mailbox's local FIFO, then the actor sink,
+      // whose refusals (unknown, failed or stopped actor) come back as error
+      // replies to the port.
+      mailbox->Send(port.address(), std::move(envelope));
+    }
+
+    // Finishes the call with `status` (and `reply`, if given) unless it is
+    // finished already.
+    void Complete(const grpc::Status& status,
+                  const google::protobuf::Any* reply) {
+      std::optional<uint64_t> port;
+      std::optional<uint64_t> wait;
+      {
+        absl::MutexLock lock(&mu_);
+        if (finished_) return;
+        finished_ = true;
+        port = port_;
+        wait = wait_;
+      }
+      if (port.has_value()) runtime_->mailbox()->ClosePort(*port);
+      if (wait.has_value()) runtime_->CancelWait(*wait);
+      if (reply != nullptr) *response_->mutable_reply() = *reply;
+      reactor_->Finish(status);
+    }
+
+   private:
+    // False if the call is already finished (the caller closes the port).
+    bool SetPort(uint64_t port) {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return false;
+      port_ = port;
+      return true;
+    }
+
+    // False if the call is already finished (the caller cancels the wait).
+    bool SetWait(uint64_t wait) {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return false;
+      wait_ = wait;
+      return true;
+    }
+
+    void OnReply(const v1::Envelope& envelope) {
+      if (envelope.has_error() && envelope.error().code() != 0) {
+        Complete(ToGrpcStatus(FromErrorProto(envelope.error())), nullptr);
+        return;
+      }
+      Complete(grpc::Status::OK, &envelope.payload());
+    }
+
+    void OnWaitEnded(const absl::Status& status) {
+      if (!status.ok()) {  // The runtime is shutting down.
+        Complete(ToGrpcStatus(status), nullptr);
+        return;
+      }
+      Complete(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                            absl::StrCat("actor \"", actor_, "\" on proc \"",
+                                         runtime_->proc_name(),
+                                         "\" did not reply within ",
+                                         absl::FormatDuration(timeout_))),
+               nullptr);
+    }
+
+    ProcRuntime* const runtime_;
+    const std::string actor_;
+    const absl::Duration timeout_;
+    // Used only by the one Complete that finishes the call.
+    grpc::ServerUnaryReactor* const reactor_;
+    v1::CallActorResponse* const response_;
+
+    absl::Mutex mu_;
+    bool finished_ ABSL_GUARDED_BY(mu_) = false;
+    std::optional<uint64_t> port_ ABSL_GUARDED_BY(mu_);
+    std::optional<uint64_t> wait_ ABSL_GUARDED_BY(mu_);
+  };
+
+  const std::shared_ptr<Call> call_;
 };
 
 grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
@@ -218,6 +376,41 @@ grpc::ServerUnaryReactor* ProcService::GetProcInfo(
     const v1::GetProcInfoRequest* /*request*/, v1::ProcInfo* response) {
   *response = runtime_->GetProcInfo();
   return FinishNow(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* ProcService::CallActor(
+    grpc::CallbackServerContext* context, const v1::CallActorRequest* request,
+    v1::CallActorResponse* response) {
+  if (absl::Status valid = ValidateName(request->actor(), "actor name");
+      !valid.ok()) {
+    return FinishNow(context, ToGrpcStatus(valid));
+  }
+  if (!request->has_payload() || request->payload().type_url().empty()) {
+    return FinishNow(
+        context,
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                     absl::StrCat("CallActor to actor \"", request->actor(),
+                                  "\" on proc \"", runtime_->proc_name(),
+                                  "\" has no payload")));
+  }
+  if (runtime_->mailbox()->address().empty()) {
+    return FinishNow(
+        context, grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                              absl::StrCat("proc \"", runtime_->proc_name(),
+                                           "\" has no mailbox address yet")));
+  }
+  absl::Duration timeout = request->timeout_ms() > 0
+                               ? absl::Milliseconds(request->timeout_ms())
+                               : kDefaultCallTimeout;
+  // The call's own deadline (far future if it has none) caps the timeout.
+  const absl::Time now = absl::Now();
+  timeout = std::max(
+      absl::ZeroDuration(),
+      std::min(timeout, absl::Trunc(absl::FromChrono(context->deadline()) - now,
+                                    absl::Milliseconds(1))));
+  auto* reactor = new CallReactor(runtime_, *request, timeout, response);
+  reactor->Start(*request, now + timeout);
+  return reactor;
 }
 
 }  // namespace mesh

@@ -11,9 +11,9 @@
 namespace mesh {
 
 // Serves the Proc API from a ProcRuntime (not owned; must outlive the
-// server). Waiting verbs (WaitActors, and StopActor/StopAll, which answer
-// once the actors reached STOPPED or `stop_wait` passed) wait server-side
-// without blocking a gRPC thread. Thread-safe.
+// server). Waiting verbs (WaitActors, CallActor, and StopActor/StopAll, which
+// answer once the actors reached STOPPED or `stop_wait` passed) wait
+// server-side without blocking a gRPC thread. Thread-safe.
 class ProcService final : public v1::Proc::CallbackService {
  public:
   struct Options {
@@ -52,6 +52,12 @@ class ProcService final : public v1::Proc::CallbackService {
   grpc::ServerUnaryReactor* GetProcInfo(grpc::CallbackServerContext* context,
                                         const v1::GetProcInfoRequest* request,
                                         v1::ProcInfo* response) override;
+  // Sends the payload through the runtime's mailbox to the actor, with a
+  // one-shot port of that mailbox as reply_to, and answers with the reply,
+  // at the timeout, or when the runtime shuts down, whichever comes first.
+  grpc::ServerUnaryReactor* CallActor(grpc::CallbackServerContext* context,
+                                      const v1::CallActorRequest* request,
+                                      v1::CallActorResponse* response) override;
 
  private:
   ProcRuntime* const runtime_;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "catch2/catch.hpp"
 #include "hostmesh/actor.h"
 #include "hostmesh/procd.h"
@@ -40,6 +41,19 @@ class PickyActor : public Actor {
   }
 };
 
+// Takes its time over Echo, for CallActor's timeout.
+class SlowActor : public Actor {
+ public:
+  static constexpr char kTypeName[] = "test.slow";
+  SlowActor() {
+    Handle<v1::Echo, v1::Echo>(
+        [](const v1::Echo& echo, ActorContext&) -> absl::StatusOr<v1::Echo> {
+          absl::SleepFor(absl::Milliseconds(300));
+          return echo;
+        });
+  }
+};
+
 // A proc ("p0", rank 2) served in-process, and a client mailbox.
 class Proc {
  public:
@@ -47,6 +61,7 @@ class Proc {
     ActorRegistry registry;
     RegisterBuiltinActors(registry);
     registry.Register<PickyActor>();
+    registry.Register<SlowActor>();
     mailbox_ = std::make_unique<Mailbox>("p0");
     runtime_ = std::make_unique<ProcRuntime>(
         ProcRuntime::Options{"p0", 2, std::move(registry)}, mailbox_.get());
@@ -77,6 +92,7 @@ class Proc {
   }
 
   v1::Proc::Stub& stub() { return *stub_; }
+  ProcRuntime& runtime() { return *runtime_; }
   const std::string& address() const { return address_; }
   Mailbox& client() { return client_->mailbox(); }
 
@@ -111,6 +127,24 @@ class Proc {
         stub_->WaitActors(Context().get(), request, &response);
     REQUIRE(status.ok());
     return response;
+  }
+
+  // CallActor with `message` to `actor`; the reply goes to `reply`.
+  grpc::Status Call(const std::string& actor,
+                    const google::protobuf::Message& message,
+                    google::protobuf::Message* reply, uint32_t timeout_ms = 0) {
+    v1::CallActorRequest request;
+    request.set_actor(actor);
+    request.mutable_payload()->PackFrom(message);
+    request.set_timeout_ms(timeout_ms);
+    v1::CallActorResponse response;
+    grpc::Status status = stub_->CallActor(Context().get(), request, &response);
+    if (status.ok() && !response.reply().UnpackTo(reply)) {
+      return grpc::Status(
+          grpc::StatusCode::INTERNAL,
+          absl::StrCat("reply is a ", response.reply().type_url()));
+    }
+    return status;
   }
 
   // Sends `message` to actor `actor` from the client; returns the reply.
@@ -281,7 +315,9 @@ TEST_CASE("a failing handler fails the actor and tells its supervisor") {
   }
 }
 
-TEST_CASE("a message without a handler fails the actor naming the type") {
+TEST_CASE(
+    "a message without a handler is refused naming the type; the actor keeps "
+    "running") {
   Proc proc;
   v1::ActorState state;
   REQUIRE(proc.Create("a0", "mesh.echo", &state).ok());
@@ -291,8 +327,9 @@ TEST_CASE("a message without a handler fails the actor naming the type") {
   CHECK(error.code() == absl::StatusCode::kInvalidArgument);
   CHECK(Contains(error.message(), "mesh.v1.GetCount"));
   CHECK(Contains(error.message(), "mesh.echo"));
-  v1::WaitActorsResponse failed = proc.Wait({"a0"}, v1::FAILED);
-  CHECK_FALSE(failed.timed_out());
+  absl::StatusOr<v1::Envelope> still = proc.Ask("a0", v1::GetActorId());
+  REQUIRE(still.ok());
+  CHECK(UnpackPayload<v1::ActorIdReply>(*still).ok());
 }
 
 TEST_CASE("an actor whose Init fails is FAILED") {
@@ -441,8 +478,132 @@ TEST_CASE("GetProcInfo describes the proc") {
   CHECK(info.num_actors() == 1);
   std::vector<std::string> types(info.actor_types().begin(),
                                  info.actor_types().end());
-  CHECK(types ==
-        std::vector<std::string>{"mesh.counter", "mesh.echo", "test.picky"});
+  CHECK(types == std::vector<std::string>{"mesh.counter", "mesh.echo",
+                                          "test.picky", "test.slow"});
+}
+
+TEST_CASE(
+    "CallActor delivers through the proc's mailbox and answers the reply") {
+  Proc proc;
+  v1::ActorState state;
+  REQUIRE(proc.Create("a0", "mesh.echo", &state, /*rank=*/3).ok());
+  v1::Echo echo;
+  echo.set_text("hi");
+  v1::Echo echoed;
+  grpc::Status status = proc.Call("a0", echo, &echoed);
+  INFO(status.error_message());
+  REQUIRE(status.ok());
+  CHECK(echoed.text() == "hi");
+
+  v1::ActorIdReply id;
+  REQUIRE(proc.Call("a0", v1::GetActorId(), &id).ok());
+  CHECK(id.id().actor() == "a0");
+  CHECK(id.id().proc() == "p0");
+  CHECK(id.rank() == 3);
+
+  // The messages came from the proc's own mailbox: one sender, in order.
+  for (int i = 1; i <= 3; ++i) {
+    v1::Seq seq;
+    seq.set_n(i);
+    v1::SeqReport report;
+    REQUIRE(proc.Call("a0", seq, &report).ok());
+  }
+  v1::SeqReport report;
+  REQUIRE(proc.Call("a0", v1::GetSeqReport(), &report).ok());
+  CHECK(report.received() == 3);
+  CHECK(report.out_of_order() == 0);
+  REQUIRE(report.last_by_sender_size() == 1);
+  CHECK(Contains(report.last_by_sender().begin()->first, proc.address()));
+}
+
+TEST_CASE(
+    "CallActor to an unknown actor is NOT_FOUND, bad requests "
+    "INVALID_ARGUMENT") {
+  Proc proc;
+  v1::Echo reply;
+  grpc::Status unknown = proc.Call("ghost", v1::Echo(), &reply);
+  CHECK(unknown.error_code() == grpc::StatusCode::NOT_FOUND);
+  CHECK(Contains(unknown.error_message(), "ghost"));
+
+  grpc::Status bad_name = proc.Call("../a0", v1::Echo(), &reply);
+  CHECK(bad_name.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(Contains(bad_name.error_message(), "actor name"));
+
+  v1::CallActorRequest no_payload;
+  no_payload.set_actor("a0");
+  v1::CallActorResponse response;
+  grpc::Status empty =
+      proc.stub().CallActor(proc.Context().get(), no_payload, &response);
+  CHECK(empty.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(Contains(empty.error_message(), "payload"));
+}
+
+TEST_CASE("CallActor answers an actor's error replies with their status") {
+  Proc proc;
+  v1::ActorState state;
+  REQUIRE(proc.Create("a0", "mesh.echo", &state).ok());
+  v1::Fail fail;
+  fail.set_why("test says so");
+  v1::Fail unused;
+  grpc::Status failed = proc.Call("a0", fail, &unused);
+  CHECK(failed.error_code() == grpc::StatusCode::INTERNAL);
+  CHECK(Contains(failed.error_message(), "test says so"));
+
+  v1::Echo echo;
+  grpc::Status refused = proc.Call("a0", echo, &echo);
+  CHECK(refused.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(Contains(refused.error_message(), "has failed"));
+
+  REQUIRE(proc.Create("c0", "mesh.counter", &state).ok());
+  grpc::Status unhandled = proc.Call("c0", echo, &echo);
+  CHECK(unhandled.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(Contains(unhandled.error_message(), "mesh.v1.Echo"));
+  // A message the actor does not handle is refused; the actor keeps running.
+  v1::Count count;
+  CHECK(proc.Call("c0", v1::GetCount(), &count).ok());
+}
+
+TEST_CASE("CallActor gives up at its timeout with DEADLINE_EXCEEDED") {
+  Proc proc;
+  v1::ActorState state;
+  REQUIRE(proc.Create("slow", "test.slow", &state).ok());
+  v1::Echo echo;
+  echo.set_text("first");
+  grpc::Status late = proc.Call("slow", echo, &echo, /*timeout_ms=*/20);
+  CHECK(late.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
+  CHECK(Contains(late.error_message(), "did not reply within 20ms"));
+
+  // The late reply goes to a closed port; the next call gets its own.
+  echo.set_text("second");
+  v1::Echo echoed;
+  REQUIRE(proc.Call("slow", echo, &echoed).ok());
+  CHECK(echoed.text() == "second");
+}
+
+TEST_CASE("a proc shutting down ends pending and new CallActors") {
+  Proc proc;
+  v1::ActorState state;
+  REQUIRE(proc.Create("slow", "test.slow", &state).ok());
+  REQUIRE(proc.Wait({"slow"}, v1::RUNNING).actors(0).status() == v1::RUNNING);
+  grpc::Status pending;
+  absl::Time start = absl::Now();
+  std::thread caller([&] {
+    v1::Echo echo;
+    pending = proc.Call("slow", echo, &echo, /*timeout_ms=*/30000);
+  });
+  absl::SleepFor(absl::Milliseconds(50));
+  proc.runtime().Shutdown();
+  caller.join();
+  // The reply raced the shutdown; either way the call did not wait it out.
+  INFO(pending.error_message());
+  CHECK((pending.ok() ||
+         pending.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         pending.error_code() == grpc::StatusCode::FAILED_PRECONDITION));
+  CHECK(absl::Now() - start < absl::Seconds(10));
+
+  v1::Echo echo;
+  grpc::Status after = proc.Call("slow", echo, &echo);
+  CHECK(after.error_code() == grpc::StatusCode::UNAVAILABLE);
 }
 
 }  // namespace

@@ -17,7 +17,9 @@ namespace {
 
 using google::protobuf::util::MessageDifferencer;
 
-TEST_CASE("bootstrap_canonical_simple: hosts, procs and actors from one client, then nothing left") {
+TEST_CASE(
+    "bootstrap_canonical_simple: hosts, procs and actors from one client, then "
+    "nothing left") {
   // 1. The client instance: its mailbox is where replies come back.
   absl::StatusOr<std::shared_ptr<Client>> client = Client::Create();
   REQUIRE(client.ok());
@@ -37,8 +39,7 @@ TEST_CASE("bootstrap_canonical_simple: hosts, procs and actors from one client, 
   }
 
   // 3. One proc per host.
-  absl::StatusOr<ProcMesh> proc_mesh =
-      host_mesh->Spawn("p0", Extent::Unity());
+  absl::StatusOr<ProcMesh> proc_mesh = host_mesh->Spawn("p0", Extent::Unity());
   REQUIRE(proc_mesh.ok());
   CHECK(proc_mesh->extent().ToString() == "{hosts: 2, procs: 1}");
   for (const v1::ProcState& proc : proc_mesh->procs()) {

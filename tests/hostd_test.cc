@@ -1,13 +1,14 @@
 // hostd end to end: real hostd and procd processes over real sockets.
 #include <poll.h>
 #include <signal.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -48,7 +49,9 @@ v1::WaitProcsResponse SpawnRunning(TestHost& host, const std::string& mesh,
   return host.Wait(Names(mesh, n), v1::RUNNING);
 }
 
-TEST_CASE("16 procs spawn, all RUNNING with distinct live pids and answering addresses") {
+TEST_CASE(
+    "16 procs spawn, all RUNNING with distinct live pids and answering "
+    "addresses") {
   auto host = TestHost::Start();
   REQUIRE(host != nullptr);
   v1::WaitProcsResponse waited = SpawnRunning(*host, "p0", 16);
@@ -60,8 +63,8 @@ TEST_CASE("16 procs spawn, all RUNNING with distinct live pids and answering add
     CHECK(IsAlive(proc.pid()));
     pids.insert(proc.pid());
     // The address is the procd's own gRPC server.
-    auto stub = v1::Proc::NewStub(
-        grpc::CreateChannel(proc.address(), grpc::InsecureChannelCredentials()));
+    auto stub = v1::Proc::NewStub(grpc::CreateChannel(
+        proc.address(), grpc::InsecureChannelCredentials()));
     v1::ProcInfo info;
     grpc::Status status =
         stub->GetProcInfo(Context().get(), v1::GetProcInfoRequest(), &info);
@@ -76,7 +79,9 @@ TEST_CASE("16 procs spawn, all RUNNING with distinct live pids and answering add
   CHECK(list.procs_size() == 16);
 }
 
-TEST_CASE("the same CreateOrUpdate twice is one proc; another spec is FAILED_PRECONDITION") {
+TEST_CASE(
+    "the same CreateOrUpdate twice is one proc; another spec is "
+    "FAILED_PRECONDITION") {
   auto host = TestHost::Start();
   REQUIRE(host != nullptr);
   v1::ProcState first, second, third;
@@ -99,7 +104,56 @@ TEST_CASE("the same CreateOrUpdate twice is one proc; another spec is FAILED_PRE
   CHECK(other_rank.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
 }
 
-TEST_CASE("a command that never registers is FAILED with the timeout reason and is gone") {
+TEST_CASE(
+    "racing identical creates from many clients make one proc with one pid") {
+  auto host = TestHost::Start();
+  REQUIRE(host != nullptr);
+  std::vector<std::thread> threads;
+  std::vector<v1::ProcState> states(8);
+  std::vector<grpc::Status> statuses(8);
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back(
+        [&, i] { statuses[i] = host->Create("race", 0, {}, &states[i]); });
+  }
+  for (auto& thread : threads) thread.join();
+  for (int i = 0; i < 8; ++i) {
+    REQUIRE(statuses[i].ok());
+    CHECK(states[i].generation() == states[0].generation());
+  }
+  v1::WaitProcsResponse waited = host->Wait({"race"}, v1::RUNNING);
+  CHECK(waited.procs(0).status() == v1::RUNNING);
+  for (int i = 0; i < 8; ++i) {
+    // Early answers may predate the pid; every pid seen is the one proc's.
+    if (states[i].pid() != 0) CHECK(states[i].pid() == waited.procs(0).pid());
+  }
+  v1::ListProcsResponse list;
+  REQUIRE(host->stub().ListProcs(Context().get(), {}, &list).ok());
+  CHECK(list.procs_size() == 1);
+}
+
+TEST_CASE("a Stop that arrives before the proc registered stops it at once") {
+  auto host = TestHost::Start({"--registration-timeout=60s"});
+  REQUIRE(host != nullptr);
+  v1::ProcState created;
+  REQUIRE(host->Create("early", 0, Shell("exec sleep 1000"), &created).ok());
+  REQUIRE(created.status() == v1::INITIALIZING);
+  v1::ProcState stopped;
+  REQUIRE(host->Stop("early", &stopped, absl::Seconds(5)).ok());
+  INFO(stopped.DebugString());
+  CHECK(stopped.status() == v1::STOPPED);
+  CHECK(stopped.stopped_by() == "SIGTERM");
+  CHECK(stopped.term_signal() == SIGTERM);
+  CHECK_FALSE(IsAlive(created.pid()));
+  // The name can be used again: a new generation, a new pid.
+  v1::ProcState again;
+  REQUIRE(host->Create("early", 0, Shell("exec sleep 1000"), &again).ok());
+  CHECK(again.generation() == stopped.generation() + 1);
+  CHECK(again.pid() != created.pid());
+}
+
+TEST_CASE(
+    "a command that never registers is FAILED with the timeout reason and is "
+    "gone") {
   auto host = TestHost::Start({"--registration-timeout=1s"});
   REQUIRE(host != nullptr);
   v1::ProcState created;
@@ -117,13 +171,16 @@ TEST_CASE("a command that never registers is FAILED with the timeout reason and 
   CHECK(testing::LiveInGroups({created.pid()}).empty());
 }
 
-TEST_CASE("a command that writes to stderr and exits 3 is FAILED with its exit code and stderr") {
+TEST_CASE(
+    "a command that writes to stderr and exits 3 is FAILED with its exit code "
+    "and stderr") {
   auto host = TestHost::Start();
   REQUIRE(host != nullptr);
   v1::ProcState created;
-  REQUIRE(host->Create("crash", 0,
-                       Shell("echo 'fatal: the flux capacitor is gone' >&2; exit 3"),
-                       &created)
+  REQUIRE(host->Create(
+                  "crash", 0,
+                  Shell("echo 'fatal: the flux capacitor is gone' >&2; exit 3"),
+                  &created)
               .ok());
   v1::WaitProcsResponse waited = host->Wait({"crash"}, v1::STOPPED);
   REQUIRE_FALSE(waited.timed_out());
@@ -132,13 +189,16 @@ TEST_CASE("a command that writes to stderr and exits 3 is FAILED with its exit c
   CHECK(state.status() == v1::FAILED);
   CHECK(state.has_exit_code());
   CHECK(state.exit_code() == 3);
-  CHECK(state.stderr_tail().find("flux capacitor is gone") != std::string::npos);
+  CHECK(state.stderr_tail().find("flux capacitor is gone") !=
+        std::string::npos);
   CHECK(state.reason().find("exited with code 3") != std::string::npos);
   // The captured log holds it too.
   CHECK_FALSE(state.log_dir().empty());
 }
 
-TEST_CASE("kill -9 of a procd is FAILED with signal 9, seen through the server-side wait") {
+TEST_CASE(
+    "kill -9 of a procd is FAILED with signal 9, seen through the server-side "
+    "wait") {
   auto host = TestHost::Start();
   REQUIRE(host != nullptr);
   v1::WaitProcsResponse running = SpawnRunning(*host, "victim", 1);
@@ -155,7 +215,9 @@ TEST_CASE("kill -9 of a procd is FAILED with signal 9, seen through the server-s
   CHECK(state.reason().find("SIGKILL") != std::string::npos);
 }
 
-TEST_CASE("a proc that ignores stop and SIGTERM is SIGKILLed after the grace; a second Stop succeeds") {
+TEST_CASE(
+    "a proc that ignores stop and SIGTERM is SIGKILLed after the grace; a "
+    "second Stop succeeds") {
   auto host = TestHost::Start();
   REQUIRE(host != nullptr);
   v1::ProcSpec spec;
@@ -193,7 +255,8 @@ TEST_CASE("a procd asked to stop exits by itself") {
   CHECK(stopped.exit_code() == 0);
 }
 
-TEST_CASE("ShutdownHost with 16 procs answers after all are gone and hostd exits 0") {
+TEST_CASE(
+    "ShutdownHost with 16 procs answers after all are gone and hostd exits 0") {
   auto host = TestHost::Start();
   REQUIRE(host != nullptr);
   v1::WaitProcsResponse waited = SpawnRunning(*host, "s", 16);
@@ -206,9 +269,10 @@ TEST_CASE("ShutdownHost with 16 procs answers after all are gone and hostd exits
   request.set_reason("test shutdown");
   request.set_grace_ms(2000);
   v1::ShutdownHostResponse response;
-  REQUIRE(host->stub()
-              .ShutdownHost(Context(absl::Seconds(60)).get(), request, &response)
-              .ok());
+  REQUIRE(
+      host->stub()
+          .ShutdownHost(Context(absl::Seconds(60)).get(), request, &response)
+          .ok());
   // The ack arrives only after every proc was reaped.
   CHECK(response.stopped_size() == 16);
   for (const auto& proc : response.stopped()) {
@@ -244,12 +308,15 @@ bool WaitForExit(pid_t pid, absl::Duration timeout) {
   int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
   if (fd < 0) return errno == ESRCH;
   pollfd poll_fd{fd, POLLIN, 0};
-  int ready = poll(&poll_fd, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout)));
+  int ready =
+      poll(&poll_fd, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout)));
   close(fd);
   return ready == 1;
 }
 
-TEST_CASE("a procd outlives a killed hostd, then exits by itself after the orphan timeout") {
+TEST_CASE(
+    "a procd outlives a killed hostd, then exits by itself after the orphan "
+    "timeout") {
   auto host = TestHost::Start({"--orphan-timeout=1s"});
   REQUIRE(host != nullptr);
   v1::WaitProcsResponse running = SpawnRunning(*host, "orphan", 2);
@@ -350,7 +417,8 @@ TEST_CASE("--max-procs is RESOURCE_EXHAUSTED beyond the limit") {
   CHECK(third.error_message().find("max-procs") != std::string::npos);
 }
 
-TEST_CASE("a message larger than the limit is refused and the host keeps serving") {
+TEST_CASE(
+    "a message larger than the limit is refused and the host keeps serving") {
   auto host = TestHost::Start({"--max-message-bytes=65536"});
   REQUIRE(host != nullptr);
   v1::ProcSpec huge;

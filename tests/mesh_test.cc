@@ -1,7 +1,6 @@
 // Proc and actor meshes end to end: ranks, slices, ordering, failures.
-#include <signal.h>
-
 #include <google/protobuf/util/message_differencer.h>
+#include <signal.h>
 
 #include <set>
 #include <thread>
@@ -40,7 +39,9 @@ std::vector<uint64_t> RanksOf(
   return ranks;
 }
 
-TEST_CASE("a 2x4 proc mesh names and ranks procs row-major; Call and slices reach exactly their ranks") {
+TEST_CASE(
+    "a 2x4 proc mesh names and ranks procs row-major; Call and slices reach "
+    "exactly their ranks") {
   auto client = NewClient();
   absl::StatusOr<HostMesh> hosts = HostMesh::Process(2, WithClient(client));
   REQUIRE(hosts.ok());
@@ -97,7 +98,9 @@ TEST_CASE("a 2x4 proc mesh names and ranks procs row-major; Call and slices reac
   CHECK(hosts->Shutdown().ok());
 }
 
-TEST_CASE("10,000 messages from one sender arrive in order; with two senders each order holds") {
+TEST_CASE(
+    "10,000 messages from one sender arrive in order; with two senders each "
+    "order holds") {
   auto client = NewClient();
   auto other = NewClient();
   absl::StatusOr<HostMesh> hosts = HostMesh::Local(WithClient(client));
@@ -120,8 +123,8 @@ TEST_CASE("10,000 messages from one sender arrive in order; with two senders eac
   CHECK(report[0]->last_by_sender().at("one") == 10000);
 
   // Two senders (two clients, two mailboxes) at once, interleaved.
-  ActorMesh from_other(other, actors->name(), actors->type(),
-                       actors->extent(), {actors->actor(0)});
+  ActorMesh from_other(other, actors->name(), actors->type(), actors->extent(),
+                       {actors->actor(0)});
   auto send = [](const ActorMesh& mesh, const std::string& name) {
     v1::Seq message;
     message.set_sender(name);
@@ -147,7 +150,9 @@ TEST_CASE("10,000 messages from one sender arrive in order; with two senders eac
   CHECK(hosts->Shutdown().ok());
 }
 
-TEST_CASE("spawn errors: an unregistered actor type is INVALID_ARGUMENT; a stopped proc is FAILED_PRECONDITION") {
+TEST_CASE(
+    "spawn errors: an unregistered actor type is INVALID_ARGUMENT; a stopped "
+    "proc is FAILED_PRECONDITION") {
   auto client = NewClient();
   absl::StatusOr<HostMesh> hosts = HostMesh::Local(WithClient(client));
   REQUIRE(hosts.ok());
@@ -167,7 +172,9 @@ TEST_CASE("spawn errors: an unregistered actor type is INVALID_ARGUMENT; a stopp
   CHECK(hosts->Shutdown().ok());
 }
 
-TEST_CASE("a call to a mesh whose proc died returns an error for that rank instead of hanging") {
+TEST_CASE(
+    "a call to a mesh whose proc died returns an error for that rank instead "
+    "of hanging") {
   auto client = NewClient();
   absl::StatusOr<HostMesh> hosts = HostMesh::Local(WithClient(client));
   REQUIRE(hosts.ok());
@@ -187,7 +194,9 @@ TEST_CASE("a call to a mesh whose proc died returns an error for that rank inste
   CHECK(hosts->Shutdown().ok());
 }
 
-TEST_CASE("a failing handler fails its actor, tells the owner, and later calls get the error") {
+TEST_CASE(
+    "a failing handler fails its actor, tells the owner, and later calls get "
+    "the error") {
   auto client = NewClient();
   absl::Notification told;
   v1::SupervisionEvent event;
@@ -249,7 +258,9 @@ TEST_CASE("once and accumulating ports") {
   CHECK(hosts->Shutdown().ok());
 }
 
-TEST_CASE("Attach uses running hosts; Shutdown stops only this mesh's procs and leaves the daemon up") {
+TEST_CASE(
+    "Attach uses running hosts; Shutdown stops only this mesh's procs and "
+    "leaves the daemon up") {
   auto daemon = testing::TestHost::Start();  // as if run by systemd
   REQUIRE(daemon != nullptr);
   auto client = NewClient();
@@ -278,7 +289,9 @@ TEST_CASE("Attach uses running hosts; Shutdown stops only this mesh's procs and 
   CHECK_FALSE(HostMesh::Attach({"127.0.0.1:1"}, WithClient(client)).ok());
 }
 
-TEST_CASE("a host mesh is its own scope guard: leaving scope leaves no process behind") {
+TEST_CASE(
+    "a host mesh is its own scope guard: leaving scope leaves no process "
+    "behind") {
   auto client = NewClient();
   std::set<pid_t> pids;
   {

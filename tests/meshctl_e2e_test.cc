@@ -28,7 +28,9 @@ Result Meshctl(const std::string& host, std::vector<std::string> args) {
   return {code, out.str(), err.str()};
 }
 
-TEST_CASE("meshctl drives spawn, list, get, wait, stop, actors and shutdown against a running hostd") {
+TEST_CASE(
+    "meshctl drives spawn, list, get, wait, stop, actors and shutdown against "
+    "a running hostd") {
   auto host = testing::TestHost::Start({"--registration-timeout=2s"});
   REQUIRE(host != nullptr);
   const std::string addr = host->address();
@@ -61,16 +63,29 @@ TEST_CASE("meshctl drives spawn, list, get, wait, stop, actors and shutdown agai
   CHECK(state.name() == "w_1");
   CHECK(state.status() == v1::RUNNING);
 
-  Result bad = Meshctl(addr, {"proc", "spawn", "bad", "--command", "/bin/false"});
+  Result bad =
+      Meshctl(addr, {"proc", "spawn", "bad", "--command", "/bin/false"});
   CHECK(bad.code == 1);
   CHECK(bad.err.find("exit") != std::string::npos);
 
-  Result actor = Meshctl(addr, {"actor", "spawn", "w_0", "a0", "--type", "mesh.echo"});
+  Result actor =
+      Meshctl(addr, {"actor", "spawn", "w_0", "a0", "--type", "mesh.echo"});
   INFO(actor.out << actor.err);
   CHECK(actor.code == 0);
   Result actors = Meshctl(addr, {"actor", "list", "w_0"});
   CHECK(actors.code == 0);
   CHECK(actors.out.find("a0") != std::string::npos);
+  Result echo =
+      Meshctl(addr, {"-o", "json", "actor", "send", "w_0", "a0", "--type",
+                     "mesh.v1.Echo", "--json", R"({"text":"hi"})"});
+  INFO(echo.out << echo.err);
+  CHECK(echo.code == 0);
+  CHECK(echo.out.find("\"hi\"") != std::string::npos);
+  Result id = Meshctl(addr, {"-o", "json", "actor", "send", "w_0", "a0",
+                             "--type", "mesh.v1.GetActorId"});
+  INFO(id.out << id.err);
+  CHECK(id.code == 0);
+  CHECK(id.out.find("w_0") != std::string::npos);
   Result unknown_type =
       Meshctl(addr, {"actor", "spawn", "w_0", "a1", "--type", "no.such"});
   CHECK(unknown_type.code == 1);
@@ -78,7 +93,8 @@ TEST_CASE("meshctl drives spawn, list, get, wait, stop, actors and shutdown agai
 
   CHECK(Meshctl(addr, {"proc", "stop", "w_1", "--grace", "1s"}).code == 0);
   CHECK(Meshctl(addr, {"proc", "stop", "w_1", "--grace", "1s"}).code == 0);
-  CHECK(Meshctl(addr, {"proc", "wait", "w_1", "--status", "stopped"}).code == 0);
+  CHECK(Meshctl(addr, {"proc", "wait", "w_1", "--status", "stopped"}).code ==
+        0);
   Result missing = Meshctl(addr, {"proc", "get", "nobody"});
   CHECK(missing.code == 1);
   CHECK(missing.err.find("NOT_FOUND") != std::string::npos);

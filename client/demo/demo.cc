@@ -29,7 +29,9 @@ class Stepper {
     double ms = absl::ToDoubleMilliseconds(absl::Now() - now_);
     std::printf("  [%8.2f ms] %s\n", ms, result.c_str());
   }
-  void Line(const std::string& line) { std::printf("               %s\n", line.c_str()); }
+  void Line(const std::string& line) {
+    std::printf("               %s\n", line.c_str());
+  }
 
  private:
   absl::Time now_;
@@ -53,21 +55,24 @@ int main(int argc, char** argv) {
   Stepper s;
   std::printf("hostmesh demo: one client process -> host -> procs -> actors\n");
 
-  s.Step("1. HostMesh::Local(): start an embedded host (a private hostd child, registers back)");
+  s.Step(
+      "1. HostMesh::Local(): start an embedded host (a private hostd child, "
+      "registers back)");
   absl::StatusOr<HostMesh> hosts = HostMesh::Local();
   if (!hosts.ok()) return Fail(hosts.status());
-  s.Done(absl::StrCat("host up at ", hosts->addresses()[0], "; client mailbox at ",
-                      hosts->client()->address()));
+  s.Done(absl::StrCat("host up at ", hosts->addresses()[0],
+                      "; client mailbox at ", hosts->client()->address()));
 
   s.Step("2. hosts.Spawn(\"p0\", 4): four procs, each a real procd process");
   absl::StatusOr<ProcMesh> procs = hosts->Spawn("p0", 4);
   if (!procs.ok()) return Fail(procs.status());
-  s.Done(absl::StrCat("proc mesh p0 ", procs->extent().ToString(), ": all RUNNING"));
+  s.Done(absl::StrCat("proc mesh p0 ", procs->extent().ToString(),
+                      ": all RUNNING"));
   std::set<pid_t> pids;
   for (const v1::ProcState& proc : procs->procs()) {
     pids.insert(proc.pid());
-    s.Line(absl::StrFormat("%-5s rank %d  pid %-7d at %s", proc.name(), proc.rank(),
-                           proc.pid(), proc.address()));
+    s.Line(absl::StrFormat("%-5s rank %d  pid %-7d at %s", proc.name(),
+                           proc.rank(), proc.pid(), proc.address()));
   }
 
   s.Step("3. procs.Spawn(\"a0\", \"mesh.echo\"): one echo actor in every proc");
@@ -84,8 +89,9 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < echo->num_ranks(); ++i) {
     absl::StatusOr<v1::ActorIdReply> reply = port.Recv(absl::Seconds(10));
     if (!reply.ok()) return Fail(reply.status());
-    arrived.push_back(absl::StrFormat("%s/%s (rank %d, pid %d)", reply->id().proc(),
-                                      reply->id().actor(), reply->rank(), reply->pid()));
+    arrived.push_back(absl::StrFormat("%s/%s (rank %d, pid %d)",
+                                      reply->id().proc(), reply->id().actor(),
+                                      reply->rank(), reply->pid()));
   }
   s.Done("4 replies arrived on the port, in arrival order:");
   for (const auto& line : arrived) s.Line(line);
@@ -101,7 +107,9 @@ int main(int argc, char** argv) {
   }
   s.Done(absl::StrCat("replies: ", absl::StrJoin(texts, ", ")));
 
-  s.Step("6. A counter mesh: cast Increment{by: 5} to procs 1..2 only, then Call GetCount on all");
+  s.Step(
+      "6. A counter mesh: cast Increment{by: 5} to procs 1..2 only, then Call "
+      "GetCount on all");
   absl::StatusOr<ActorMesh> counters = procs->Spawn("c0", "mesh.counter");
   if (!counters.ok()) return Fail(counters.status());
   absl::StatusOr<ActorMesh> middle = counters->Slice("procs", 1, 3);
@@ -125,14 +133,16 @@ int main(int argc, char** argv) {
     auto reply = first->Call<v1::Echo>(hello, absl::Seconds(10));
     if (!reply[0].ok()) return Fail(reply[0].status());
   }
-  s.Done(absl::StrFormat("%.1f us per call",
-                         absl::ToDoubleMicroseconds(absl::Now() - start) / 1000));
+  s.Done(
+      absl::StrFormat("%.1f us per call",
+                      absl::ToDoubleMicroseconds(absl::Now() - start) / 1000));
 
   s.Step("8. hosts.Shutdown(): stop every proc, reap it, stop the host");
   if (absl::Status shut = hosts->Shutdown(); !shut.ok()) return Fail(shut);
   int alive = 0;
   for (pid_t pid : pids) alive += Alive(pid) ? 1 : 0;
-  s.Done(absl::StrFormat("shut down; procs still alive: %d of %d", alive, pids.size()));
+  s.Done(absl::StrFormat("shut down; procs still alive: %d of %d", alive,
+                         pids.size()));
   if (alive != 0) return Fail(absl::InternalError("a proc outlived its host"));
   std::printf("\ndone: nothing left running.\n");
   return 0;

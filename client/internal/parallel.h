@@ -19,12 +19,10 @@ namespace mesh::internal {
 // Calls `start(stub, context, request, response, callback)` for every
 // (channel, request) pair — e.g. `stub->async()->GetProcState(...)` — each
 // with `timeout` as its deadline, and returns the results in order.
-template <typename Service, typename Response, typename Request,
-          typename Start>
+template <typename Service, typename Response, typename Request, typename Start>
 std::vector<absl::StatusOr<Response>> ParallelUnary(
     const std::vector<std::shared_ptr<grpc::Channel>>& channels,
-    const std::vector<Request>& requests, absl::Duration timeout,
-    Start start) {
+    const std::vector<Request>& requests, absl::Duration timeout, Start start) {
   struct Call {
     std::unique_ptr<typename Service::Stub> stub;
     grpc::ClientContext context;

@@ -13,15 +13,17 @@ class GreeterActor : public mesh::Actor {
   static constexpr char kTypeName[] = "example.greeter";
 
   GreeterActor() {
-    Handle<Hello, Greeting>([this](const Hello& hello, mesh::ActorContext& ctx)
-                                -> absl::StatusOr<Greeting> {
-      Greeting greeting;
-      greeting.set_text(absl::StrCat("hello ", hello.name(), ", from ",
-                                     ctx.self().proc(), "/", ctx.self().actor()));
-      greeting.set_rank(ctx.rank());
-      greeting.set_count(++count_);
-      return greeting;
-    });
+    Handle<Hello, Greeting>(
+        [this](const Hello& hello,
+               mesh::ActorContext& ctx) -> absl::StatusOr<Greeting> {
+          Greeting greeting;
+          greeting.set_text(absl::StrCat("hello ", hello.name(), ", from ",
+                                         ctx.self().proc(), "/",
+                                         ctx.self().actor()));
+          greeting.set_rank(ctx.rank());
+          greeting.set_count(++count_);
+          return greeting;
+        });
   }
 
  private:

@@ -118,9 +118,9 @@ absl::StatusOr<Launcher::Child> Launcher::Launch(const std::string& name,
   entry->mu.Unlock();
   supervisor_->SignalGroup(*pid, SIGKILL).IgnoreError();
   entry->mu.Lock();
-  return absl::DeadlineExceededError(absl::StrFormat(
-      "%s (pid %d) did not register within %s; killed", name, *pid,
-      absl::FormatDuration(timeout)));
+  return absl::DeadlineExceededError(
+      absl::StrFormat("%s (pid %d) did not register within %s; killed", name,
+                      *pid, absl::FormatDuration(timeout)));
 }
 
 absl::Status Launcher::AskStop(const std::string& name,
@@ -152,9 +152,9 @@ absl::StatusOr<ExitInfo> Launcher::WaitExit(const std::string& name,
     return entry->exit.has_value();
   };
   if (!entry->mu.AwaitWithTimeout(absl::Condition(&exited), timeout)) {
-    return absl::DeadlineExceededError(absl::StrFormat(
-        "%s (pid %d) still running after %s", name, entry->pid,
-        absl::FormatDuration(timeout)));
+    return absl::DeadlineExceededError(
+        absl::StrFormat("%s (pid %d) still running after %s", name, entry->pid,
+                        absl::FormatDuration(timeout)));
   }
   return *entry->exit;
 }
@@ -195,16 +195,18 @@ absl::StatusOr<std::string> FindBinary(const std::string& name) {
       std::filesystem::read_symlink("/proc/self/exe", error);
   std::vector<std::filesystem::path> candidates;
   if (const char* srcdir = std::getenv("TEST_SRCDIR")) {
-    candidates.push_back(std::filesystem::path(srcdir) / "hostmesh" / name / name);
+    candidates.push_back(std::filesystem::path(srcdir) / "hostmesh" / name /
+                         name);
   }
   if (!error) {
     std::filesystem::path runfiles = self;
     runfiles += ".runfiles";
     candidates.push_back(runfiles / "hostmesh" / name / name);
     candidates.push_back(self.parent_path() / name);
-    // Bazel's output tree: bazel-bin/<pkg>/<bin> beside bazel-bin/<name>/<name>.
-    for (std::filesystem::path dir = self.parent_path(); dir.has_relative_path();
-         dir = dir.parent_path()) {
+    // Bazel's output tree: bazel-bin/<pkg>/<bin> beside
+    // bazel-bin/<name>/<name>.
+    for (std::filesystem::path dir = self.parent_path();
+         dir.has_relative_path(); dir = dir.parent_path()) {
       candidates.push_back(dir / name / name);
       if (dir.filename() == "bin") break;
     }

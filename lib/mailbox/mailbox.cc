@@ -301,10 +301,19 @@ void Mailbox::OnOutboundDone(internal::OutboundStream* stream,
           ? std::string("OK")
           : absl::StrCat("code ", status.error_code(), " (",
                          status.error_message(), ")")));
-  LOG(INFO) << "mailbox " << owner_name_ << ": " << lost.message()
-            << (unsent.empty() ? ""
-                               : absl::StrCat("; ", unsent.size(),
-                                              " envelopes not delivered"));
+  std::string log_line = absl::StrCat(
+      "mailbox ", owner_name_, ": ", lost.message(),
+      unsent.empty()
+          ? ""
+          : absl::StrCat("; ", unsent.size(), " envelopes not delivered"));
+  // CANCELLED is an orderly end: the peer shut its mailbox down (which
+  // cancels its inbound streams) or this process is shutting down. Worth a
+  // line only if envelopes were lost with it.
+  if (status.error_code() == grpc::StatusCode::CANCELLED && unsent.empty()) {
+    VLOG(1) << log_line;
+  } else {
+    LOG(INFO) << log_line;
+  }
   for (auto& callback : lost_callbacks) callback(lost);
   for (const v1::Envelope& envelope : unsent) ReplyWithError(envelope, lost);
 }

@@ -67,7 +67,9 @@ TEST_CASE("a wait is answered when every name reaches the status") {
   CHECK(result.states[1].status() == v1::FAILED);
 }
 
-TEST_CASE("a wait already satisfied is answered at once; one that is not times out with the states") {
+TEST_CASE(
+    "a wait already satisfied is answered at once; one that is not times out "
+    "with the states") {
   Owner owner;
   owner.Set("a", v1::RUNNING);
   StatusWaitResult<v1::ProcState> now, later;

@@ -51,7 +51,8 @@ std::unique_ptr<TestHost> TestHost::Start(std::vector<std::string> args) {
   Launcher::Options options;
   options.runtime_dir = host->dir_.path() + "/launcher";
   options.log_root = host->dir_.path() + "/logs";
-  absl::StatusOr<std::unique_ptr<Launcher>> launcher = Launcher::Create(options);
+  absl::StatusOr<std::unique_ptr<Launcher>> launcher =
+      Launcher::Create(options);
   if (!launcher.ok()) return nullptr;
   host->launcher_ = *std::move(launcher);
   SpawnOptions spawn;
@@ -69,8 +70,8 @@ std::unique_ptr<TestHost> TestHost::Start(std::vector<std::string> args) {
   }
   host->address_ = child->address;
   host->pid_ = child->pid;
-  host->stub_ = v1::Host::NewStub(grpc::CreateChannel(
-      host->address_, grpc::InsecureChannelCredentials()));
+  host->stub_ = v1::Host::NewStub(
+      grpc::CreateChannel(host->address_, grpc::InsecureChannelCredentials()));
   return host;
 }
 
