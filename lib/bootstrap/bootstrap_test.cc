@@ -118,6 +118,26 @@ v1::BootstrapInfo ReadAsChild(const Registrar::Ticket& ticket) {
   return **info;
 }
 
+// Expects child "p0_0" and registers it as the child would; returns its
+// ticket and its open channel once the parent saw the registration.
+struct RegisteredChild {
+  Registrar::Ticket ticket;
+  std::unique_ptr<ParentChannel> channel;
+};
+
+RegisteredChild RegisterChild(Registrar& registrar, ParentSide& parent,
+                              ChildSide& child) {
+  absl::StatusOr<Registrar::Ticket> ticket =
+      registrar.Expect("p0_0", 0, parent.Callbacks());
+  REQUIRE(ticket.ok());
+  absl::StatusOr<std::unique_ptr<ParentChannel>> channel =
+      ParentChannel::Register(ReadAsChild(*ticket), "127.0.0.1:7451",
+                              child.Callbacks());
+  REQUIRE(channel.ok());
+  REQUIRE(parent.registered.WaitForNotificationWithTimeout(kWait));
+  return {*ticket, std::move(channel).value()};
+}
+
 TEST_CASE(
     "a child with the right secret registers and the parent learns "
     "its address and pid") {
@@ -237,19 +257,12 @@ TEST_CASE("destroying the child's channel tells the parent it disconnected") {
   TempDir dir;
   ParentSide parent;
   auto registrar = MakeRegistrar(dir);
-  absl::StatusOr<Registrar::Ticket> ticket =
-      registrar->Expect("p0_0", 0, parent.Callbacks());
-  REQUIRE(ticket.ok());
   ChildSide child;
-  absl::StatusOr<std::unique_ptr<ParentChannel>> channel =
-      ParentChannel::Register(ReadAsChild(*ticket), "127.0.0.1:7451",
-                              child.Callbacks());
-  REQUIRE(channel.ok());
-  REQUIRE(parent.registered.WaitForNotificationWithTimeout(kWait));
+  auto [ticket, channel] = RegisterChild(*registrar, parent, child);
 
-  channel->reset();
+  channel.reset();
   REQUIRE(parent.disconnected.WaitForNotificationWithTimeout(kWait));
-  CHECK(registrar->SendStop(ticket->id, "gone", absl::Seconds(1)).code() ==
+  CHECK(registrar->SendStop(ticket.id, "gone", absl::Seconds(1)).code() ==
         absl::StatusCode::kFailedPrecondition);
   CHECK_FALSE(child.orphaned.HasBeenNotified());
 }
@@ -260,15 +273,8 @@ TEST_CASE(
   TempDir dir;
   ParentSide parent;
   auto registrar = MakeRegistrar(dir, absl::Milliseconds(200));
-  absl::StatusOr<Registrar::Ticket> ticket =
-      registrar->Expect("p0_0", 0, parent.Callbacks());
-  REQUIRE(ticket.ok());
   ChildSide child;
-  absl::StatusOr<std::unique_ptr<ParentChannel>> channel =
-      ParentChannel::Register(ReadAsChild(*ticket), "127.0.0.1:7451",
-                              child.Callbacks());
-  REQUIRE(channel.ok());
-  REQUIRE(parent.registered.WaitForNotificationWithTimeout(kWait));
+  auto [ticket, channel] = RegisterChild(*registrar, parent, child);
 
   const std::string socket_path = registrar->socket_path();
   registrar.reset();
@@ -284,20 +290,13 @@ TEST_CASE(
   TempDir dir;
   ParentSide parent;
   auto registrar = MakeRegistrar(dir, absl::Milliseconds(200));
-  absl::StatusOr<Registrar::Ticket> ticket =
-      registrar->Expect("p0_0", 0, parent.Callbacks());
-  REQUIRE(ticket.ok());
   ChildSide child;
-  absl::StatusOr<std::unique_ptr<ParentChannel>> channel =
-      ParentChannel::Register(ReadAsChild(*ticket), "127.0.0.1:7451",
-                              child.Callbacks());
-  REQUIRE(channel.ok());
-  REQUIRE(parent.registered.WaitForNotificationWithTimeout(kWait));
+  auto [ticket, channel] = RegisterChild(*registrar, parent, child);
 
-  registrar->Forget(ticket->id);
+  registrar->Forget(ticket.id);
   REQUIRE(child.orphaned.WaitForNotificationWithTimeout(kWait));
   CHECK(parent.disconnects.load() == 0);
-  CHECK(registrar->SendStop(ticket->id, "gone", absl::Seconds(1)).code() ==
+  CHECK(registrar->SendStop(ticket.id, "gone", absl::Seconds(1)).code() ==
         absl::StatusCode::kNotFound);
 }
 
