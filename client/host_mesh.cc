@@ -22,10 +22,14 @@ namespace mesh {
 
 class HostMesh::Impl {
  public:
+  // `names` are the launcher's names of the hosts it started (one per
+  // address); empty for attached hosts.
   Impl(Options options, std::vector<std::string> addresses,
-       std::unique_ptr<Launcher> launcher, std::string dir)
+       std::vector<std::string> names, std::unique_ptr<Launcher> launcher,
+       std::string dir)
       : options_(std::move(options)),
         addresses_(std::move(addresses)),
+        names_(std::move(names)),
         launcher_(std::move(launcher)),
         dir_(std::move(dir)) {}
 
@@ -50,6 +54,7 @@ class HostMesh::Impl {
 
   const Options options_;
   const std::vector<std::string> addresses_;
+  const std::vector<std::string> names_;
   // Set when this mesh started the hosts (Local, Process).
   std::unique_ptr<Launcher> launcher_;
   std::string dir_;
@@ -100,7 +105,7 @@ absl::Status HostMesh::Impl::ShutdownOwnedHosts(absl::Duration grace) {
       });
   std::vector<std::string> problems;
   for (size_t i = 0; i < addresses_.size(); ++i) {
-    std::string name = absl::StrCat("host_", i);
+    const std::string& name = names_[i];
     if (!acks[i].ok()) {
       problems.push_back(absl::StrFormat("%s at %s: %s", name, addresses_[i],
                                          acks[i].status().message()));
@@ -205,16 +210,18 @@ absl::StatusOr<HostMesh> HostMesh::Process(size_t num_hosts, Options options) {
   }
   for (auto& thread : threads) thread.join();
   std::vector<std::string> addresses;
+  std::vector<std::string> names;
   std::vector<std::string> failures;
   for (size_t i = 0; i < num_hosts; ++i) {
     if (children[i].ok()) {
       addresses.push_back(children[i]->address);
+      names.push_back(children[i]->name);
     } else {
       failures.push_back(std::string(children[i].status().message()));
     }
   }
-  auto impl =
-      std::make_unique<Impl>(options, addresses, *std::move(launcher), dir);
+  auto impl = std::make_unique<Impl>(options, addresses, names,
+                                     *std::move(launcher), dir);
   if (!failures.empty()) {
     impl->Shutdown(absl::Seconds(1)).IgnoreError();
     return absl::UnavailableError(
@@ -252,8 +259,8 @@ absl::StatusOr<HostMesh> HostMesh::Attach(std::vector<std::string> addresses,
     return absl::UnavailableError(absl::StrCat("cannot attach to hosts: ",
                                                absl::StrJoin(failures, "; ")));
   }
-  return HostMesh(
-      std::make_unique<Impl>(options, std::move(addresses), nullptr, ""));
+  return HostMesh(std::make_unique<Impl>(
+      options, std::move(addresses), std::vector<std::string>(), nullptr, ""));
 }
 
 size_t HostMesh::num_hosts() const { return impl_->addresses().size(); }
@@ -300,7 +307,6 @@ absl::StatusOr<ProcMesh> HostMesh::Spawn(const std::string& name,
     creates[rank].set_name(MemberName(name, rank));
     creates[rank].set_rank(rank);
     *creates[rank].mutable_spec() = spec;
-    impl_->RecordSpawned(host, creates[rank].name());
   }
   auto created = internal::ParallelUnary<v1::Host, v1::ProcState>(
       channels, creates, timeout,
@@ -308,6 +314,13 @@ absl::StatusOr<ProcMesh> HostMesh::Spawn(const std::string& name,
         stub->async()->CreateOrUpdateProc(context, request, response,
                                           std::move(done));
       });
+  // Only what this mesh created is its to stop: a refused create (e.g. the
+  // name is someone else's proc) is not.
+  for (size_t rank = 0; rank < n; ++rank) {
+    if (created[rank].ok()) {
+      impl_->RecordSpawned(rank / procs_per_host, creates[rank].name());
+    }
+  }
 
   // One server-side wait per host for all of its ranks.
   std::vector<std::shared_ptr<grpc::Channel>> host_channels;

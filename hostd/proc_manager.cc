@@ -116,6 +116,8 @@ absl::Status ValidateCreateRequest(
 // One proc: its public state plus what the manager needs to drive it.
 struct ProcManager::Proc {
   v1::CreateOrUpdateProcRequest request;
+  // Which spawn of this name callbacks and timers belong to.
+  uint64_t incarnation = 0;
   v1::ProcState state;
   uint64_t ticket_id = 0;
   bool registered = false;
@@ -139,9 +141,44 @@ ProcManager::ProcManager(Options options, ProcessSupervisor* supervisor,
           &mu_, loop_.get(),
           [this](const std::string& name)
               ABSL_NO_THREAD_SAFETY_ANALYSIS { return StateOf(name); },
-          nullptr) {}
+          [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            std::vector<v1::ProcState> states;
+            for (const auto& [name, proc] : procs_) {
+              states.push_back(proc->state);
+            }
+            return states;
+          }) {}
 
 ProcManager::~ProcManager() {
+  std::vector<pid_t> alive;
+  {
+    absl::MutexLock lock(&mu_);
+    closing_ = true;
+    shutting_down_ = true;
+    for (const auto& [name, proc] : procs_) {
+      if (!IsTerminal(proc->state.status()) && proc->state.pid() != 0) {
+        alive.push_back(proc->state.pid());
+      }
+    }
+  }
+  for (pid_t pid : alive) supervisor_->SignalGroup(pid, SIGKILL).IgnoreError();
+  {
+    // Each is reaped by the supervisor, whose callback (OnExit) makes it
+    // terminal; only then may the manager go.
+    absl::MutexLock lock(&mu_);
+    auto all_reaped = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      for (const auto& [name, proc] : procs_) {
+        if (!IsTerminal(proc->state.status()) && proc->state.pid() != 0) {
+          return false;
+        }
+      }
+      return true;
+    };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&all_reaped),
+                              absl::Seconds(30))) {
+      LOG(ERROR) << "procs still not reaped 30s after SIGKILL";
+    }
+  }
   AnswerAllWaits();
   loop_.reset();
   std::vector<uint64_t> tickets;
@@ -155,9 +192,9 @@ ProcManager::~ProcManager() {
 }
 
 ProcManager::Proc* ProcManager::Find(const std::string& name,
-                                     uint64_t generation) {
+                                     uint64_t incarnation) {
   auto it = procs_.find(name);
-  if (it == procs_.end() || it->second->state.generation() != generation) {
+  if (it == procs_.end() || it->second->incarnation != incarnation) {
     return nullptr;
   }
   return it->second.get();
@@ -167,6 +204,7 @@ void ProcManager::SetStatus(Proc& proc, v1::Status status,
                             const std::string& reason, Deferred& deferred) {
   proc.state.set_status(status);
   proc.state.set_reason(reason);
+  proc.state.set_generation(proc.state.generation() + 1);
   *proc.state.mutable_updated_at() = TimeUtil::GetCurrentTime();
   if (IsTerminal(status)) {
     v1::ProcState final_state = proc.state;
@@ -187,7 +225,7 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
     return;
   }
   const std::string& name = request.name();
-  uint64_t generation = 0;
+  uint64_t incarnation = 0;
   std::optional<absl::StatusOr<v1::ProcState>> answer;  // answered at once
   Deferred deferred;
   {
@@ -215,9 +253,13 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
           "created",
           live, name));
     } else {
-      generation = it == procs_.end() ? 1 : it->second->state.generation() + 1;
+      incarnation = next_incarnation_++;
+      // Generations keep rising across re-creations of a name.
+      uint64_t generation =
+          it == procs_.end() ? 0 : it->second->state.generation();
       auto proc = std::make_unique<Proc>();
       proc->request = request;
+      proc->incarnation = incarnation;
       v1::ProcState& state = proc->state;
       state.set_name(name);
       state.set_rank(request.rank());
@@ -234,12 +276,12 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
     done(*std::move(answer));
     return;
   }
-  loop_->Post([this, name, generation, done = std::move(done)] {
-    SpawnOnLoop(name, generation);
+  loop_->Post([this, name, incarnation, done = std::move(done)] {
+    SpawnOnLoop(name, incarnation);
     absl::StatusOr<v1::ProcState> state;
     {
       absl::MutexLock lock(&mu_);
-      Proc* proc = Find(name, generation);
+      Proc* proc = Find(name, incarnation);
       if (proc != nullptr) {
         state = proc->state;
       } else {
@@ -251,24 +293,38 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
   });
 }
 
-void ProcManager::SpawnOnLoop(const std::string& name, uint64_t generation) {
+void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
   SpawnOptions spawn;
   uint64_t rank = 0;
+  Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
-    Proc* proc = Find(name, generation);
+    Proc* proc = Find(name, incarnation);
     if (proc == nullptr) return;
-    const v1::ProcSpec& spec = proc->request.spec();
-    rank = proc->request.rank();
-    spawn.path = spec.command().empty() ? options_.procd_path : spec.command();
-    spawn.args.assign(spec.args().begin(), spec.args().end());
-    spawn.env.insert(spec.env().begin(), spec.env().end());
-    spawn.log_dir = proc->state.log_dir();
+    if (proc->stopping || closing_) {
+      // Stopped (or the host closed) before it was ever started.
+      SetStatus(
+          *proc, closing_ ? v1::FAILED : v1::STOPPED,
+          absl::StrFormat("proc \"%s\" was stopped before it started", name),
+          deferred);
+    } else {
+      const v1::ProcSpec& spec = proc->request.spec();
+      rank = proc->request.rank();
+      spawn.path =
+          spec.command().empty() ? options_.procd_path : spec.command();
+      spawn.args.assign(spec.args().begin(), spec.args().end());
+      spawn.env.insert(spec.env().begin(), spec.env().end());
+      spawn.log_dir = proc->state.log_dir();
+    }
+  }
+  if (spawn.path.empty()) {
+    RunDeferred(deferred);
+    return;
   }
   Registrar::ChildCallbacks callbacks;
-  callbacks.on_registered = [this, name, generation](const std::string& address,
-                                                     pid_t pid) {
-    OnRegistered(name, generation, address, pid);
+  callbacks.on_registered = [this, name, incarnation](
+                                const std::string& address, pid_t pid) {
+    OnRegistered(name, incarnation, address, pid);
   };
   callbacks.on_disconnected = [name] {
     VLOG(1) << "proc " << name << " closed its host channel";
@@ -282,51 +338,61 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t generation) {
     spawn.env[kBootstrapFdEnv] = absl::StrCat(kBootstrapChildFd);
     spawn.inherit_fds.emplace_back(ticket->read_fd, kBootstrapChildFd);
     pid = supervisor_->Spawn(spawn,
-                             [this, name, generation](const ExitInfo& info) {
-                               OnExit(name, generation, info);
+                             [this, name, incarnation](const ExitInfo& info) {
+                               OnExit(name, incarnation, info);
                              });
     close(ticket->read_fd);
-    if (!pid.ok()) registrar_->Forget(ticket->id);
   }
 
-  Deferred deferred;
+  // Registrar and supervisor calls happen outside mu_: their callbacks take it.
+  bool forget = ticket.ok() && !pid.ok();
+  bool kill = false;
   {
     absl::MutexLock lock(&mu_);
-    Proc* proc = Find(name, generation);
-    if (proc == nullptr) return;
+    Proc* proc = Find(name, incarnation);
     if (!pid.ok()) {
-      proc->state.set_stopped_by("exited");
-      SetStatus(*proc, v1::FAILED,
-                absl::StrFormat("proc \"%s\": spawn of \"%s\" failed: %s", name,
-                                spawn.path, pid.status().message()),
-                deferred);
+      if (proc != nullptr) {
+        SetStatus(*proc, v1::FAILED,
+                  absl::StrFormat("proc \"%s\": spawn of \"%s\" failed: %s",
+                                  name, spawn.path, pid.status().message()),
+                  deferred);
+      }
+    } else if (proc == nullptr || IsTerminal(proc->state.status())) {
+      // It exited and was reaped before we got here: its secret must not
+      // stay valid.
+      forget = true;
+      if (proc != nullptr && proc->state.pid() == 0) proc->state.set_pid(*pid);
     } else {
       proc->ticket_id = ticket->id;
       proc->state.set_pid(*pid);
       LOG(INFO) << "proc " << name << " spawned: pid " << *pid << " ("
                 << spawn.path << ")";
-      // An exit or registration may already have been seen; only an
-      // initializing proc waits for its call-back.
+      // The manager is closing: this child started after its sweep.
+      kill = closing_;
+      // Only an initializing proc waits for its call-back (it may have
+      // registered already).
       if (proc->state.status() == v1::INITIALIZING && !proc->registered) {
         proc->state.set_reason(absl::StrFormat(
             "waiting for registration (up to %s)",
             absl::FormatDuration(options_.registration_timeout)));
         proc->registration_timer = loop_->PostAfter(
-            options_.registration_timeout, [this, name, generation] {
-              OnRegistrationTimeout(name, generation);
+            options_.registration_timeout, [this, name, incarnation] {
+              OnRegistrationTimeout(name, incarnation);
             });
       }
     }
   }
+  if (forget) registrar_->Forget(ticket->id);
+  if (kill) supervisor_->SignalGroup(*pid, SIGKILL).IgnoreError();
   RunDeferred(deferred);
 }
 
-void ProcManager::OnRegistered(const std::string& name, uint64_t generation,
+void ProcManager::OnRegistered(const std::string& name, uint64_t incarnation,
                                const std::string& address, pid_t pid) {
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
-    Proc* proc = Find(name, generation);
+    Proc* proc = Find(name, incarnation);
     if (proc == nullptr) return;
     proc->registered = true;
     proc->state.set_address(address);
@@ -346,11 +412,11 @@ void ProcManager::OnRegistered(const std::string& name, uint64_t generation,
 }
 
 void ProcManager::OnRegistrationTimeout(const std::string& name,
-                                        uint64_t generation) {
+                                        uint64_t incarnation) {
   pid_t pid = 0;
   {
     absl::MutexLock lock(&mu_);
-    Proc* proc = Find(name, generation);
+    Proc* proc = Find(name, incarnation);
     if (proc == nullptr || proc->registered ||
         proc->state.status() != v1::INITIALIZING) {
       return;
@@ -366,13 +432,13 @@ void ProcManager::OnRegistrationTimeout(const std::string& name,
   if (!signalled.ok()) VLOG(1) << "SIGKILL of " << name << ": " << signalled;
 }
 
-void ProcManager::OnExit(const std::string& name, uint64_t generation,
+void ProcManager::OnExit(const std::string& name, uint64_t incarnation,
                          const ExitInfo& info) {
   uint64_t ticket = 0;
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
-    Proc* proc = Find(name, generation);
+    Proc* proc = Find(name, incarnation);
     if (proc == nullptr) return;
     v1::ProcState& state = proc->state;
     if (info.exit_code) state.set_exit_code(*info.exit_code);
@@ -461,7 +527,7 @@ void ProcManager::StopOnLoop(const std::string& name, const std::string& reason,
   Deferred deferred;
   uint64_t ticket = 0;
   pid_t pid = 0;
-  uint64_t generation = 0;
+  uint64_t incarnation = 0;
   std::optional<absl::StatusOr<v1::ProcState>> answer;  // answered at once
   {
     absl::MutexLock lock(&mu_);
@@ -476,7 +542,7 @@ void ProcManager::StopOnLoop(const std::string& name, const std::string& reason,
       proc.stop_waiters.push_back(std::move(done));
       if (proc.stopping) return;  // Under way; answered with the others.
       proc.stopping = true;
-      generation = proc.state.generation();
+      incarnation = proc.incarnation;
       pid = proc.state.pid();
       if (proc.registration_timer != 0) loop_->Cancel(proc.registration_timer);
       ticket = proc.registered ? proc.ticket_id : 0;
@@ -494,34 +560,34 @@ void ProcManager::StopOnLoop(const std::string& name, const std::string& reason,
     absl::Status asked = registrar_->SendStop(ticket, reason, grace);
     if (asked.ok()) {
       absl::MutexLock lock(&mu_);
-      Proc* proc = Find(name, generation);
+      Proc* proc = Find(name, incarnation);
       if (proc != nullptr && proc->ticket_id != 0) {
         proc->stopped_by = "exited";
         proc->escalation_timer =
-            loop_->PostAfter(grace, [this, name, generation, grace] {
-              Escalate(name, generation, SIGTERM, grace);
+            loop_->PostAfter(grace, [this, name, incarnation, grace] {
+              Escalate(name, incarnation, SIGTERM, grace);
             });
       }
       return;
     }
     VLOG(1) << "could not ask proc " << name << " to stop: " << asked;
   }
-  if (pid != 0) Escalate(name, generation, SIGTERM, grace);
+  if (pid != 0) Escalate(name, incarnation, SIGTERM, grace);
 }
 
-void ProcManager::Escalate(const std::string& name, uint64_t generation,
+void ProcManager::Escalate(const std::string& name, uint64_t incarnation,
                            int signal, absl::Duration next_grace) {
   pid_t pid = 0;
   {
     absl::MutexLock lock(&mu_);
-    Proc* proc = Find(name, generation);
+    Proc* proc = Find(name, incarnation);
     if (proc == nullptr || IsTerminal(proc->state.status())) return;
     proc->stopped_by = SignalName(signal);
     pid = proc->state.pid();
     if (signal != SIGKILL) {
       proc->escalation_timer =
-          loop_->PostAfter(next_grace, [this, name, generation, next_grace] {
-            Escalate(name, generation, SIGKILL, next_grace);
+          loop_->PostAfter(next_grace, [this, name, incarnation, next_grace] {
+            Escalate(name, incarnation, SIGKILL, next_grace);
           });
     }
   }
@@ -554,6 +620,8 @@ void ProcManager::Wait(const v1::WaitProcsRequest& request, absl::Time deadline,
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
+    // The host is going away: answer with the states as they are.
+    if (waits_closed_) deadline = absl::InfinitePast();
     waiters_.Add(
         std::vector<std::string>(request.names().begin(),
                                  request.names().end()),
@@ -578,6 +646,7 @@ void ProcManager::AnswerAllWaits() {
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
+    waits_closed_ = true;
     waiters_.EndAll(std::nullopt, deferred);
   }
   RunDeferred(deferred);

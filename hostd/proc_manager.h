@@ -55,14 +55,15 @@ class ProcManager {
 
   ProcManager(Options options, ProcessSupervisor* supervisor,
               Registrar* registrar);
-  // Kills nothing by itself (the supervisor does, when destroyed); answers
-  // every pending waiter with the states as they are.
+  // SIGKILLs every proc still alive and waits until each is reaped (so no
+  // supervisor callback outlives the manager), then answers every pending
+  // waiter with the states as they are.
   ~ProcManager();
   ProcManager(const ProcManager&) = delete;
   ProcManager& operator=(const ProcManager&) = delete;
 
   // Spawns the proc, or answers with the existing one if the request is the
-  // same (a stopped or failed one is spawned again, as a new generation).
+  // same (a stopped or failed one is spawned again, as a new incarnation).
   // Answers once the child is started (INITIALIZING, with its pid).
   void CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
                       StateCallback done);
@@ -77,7 +78,8 @@ class ProcManager {
   // all are reaped, listing each with how it ended.
   void Shutdown(const std::string& reason, absl::Duration grace,
                 ShutdownCallback done);
-  // Answers every pending Wait now, with the states as they are.
+  // Answers every pending Wait now, with the states as they are, and every
+  // later one at once (the host is going away).
   void AnswerAllWaits();
 
   int LiveProcs();
@@ -85,15 +87,15 @@ class ProcManager {
  private:
   struct Proc;
 
-  void SpawnOnLoop(const std::string& name, uint64_t generation);
+  void SpawnOnLoop(const std::string& name, uint64_t incarnation);
   void StopOnLoop(const std::string& name, const std::string& reason,
                   absl::Duration grace, StateCallback done);
-  void Escalate(const std::string& name, uint64_t generation, int signal,
+  void Escalate(const std::string& name, uint64_t incarnation, int signal,
                 absl::Duration next_grace);
-  void OnRegistered(const std::string& name, uint64_t generation,
+  void OnRegistered(const std::string& name, uint64_t incarnation,
                     const std::string& address, pid_t pid);
-  void OnRegistrationTimeout(const std::string& name, uint64_t generation);
-  void OnExit(const std::string& name, uint64_t generation,
+  void OnRegistrationTimeout(const std::string& name, uint64_t incarnation);
+  void OnExit(const std::string& name, uint64_t incarnation,
               const ExitInfo& info);
 
   // Changes a proc's status and collects the waiters it satisfies.
@@ -102,7 +104,7 @@ class ProcManager {
   // The proc's state, or NOT_EXIST for an unknown name.
   v1::ProcState StateOf(const std::string& name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Proc* Find(const std::string& name, uint64_t generation)
+  Proc* Find(const std::string& name, uint64_t incarnation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
@@ -112,6 +114,11 @@ class ProcManager {
   absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Proc>> procs_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  // Set by the destructor: nothing more is spawned.
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  // Set by AnswerAllWaits: later waits are answered at once.
+  bool waits_closed_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_incarnation_ ABSL_GUARDED_BY(mu_) = 1;
 
   // Runs spawns, signals and every deadline. Destroyed before waiters_ (see
   // the destructor), so no deadline runs on a dead manager.

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <deque>
+#include <system_error>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -128,6 +129,11 @@ absl::StatusOr<v1::ActorState> ProcRuntime::CreateOrUpdateActor(
           absl::StrCat("proc \"", options_.proc_name,
                        "\" is stopping; not creating actor \"", name, "\""));
     }
+    if (actors_.size() >= options_.max_actors) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "proc \"", options_.proc_name, "\" has ", actors_.size(),
+          " actors, its limit; not creating actor \"", name, "\""));
+    }
     auto owned = std::make_unique<ActorCell>();
     ActorCell* cell = owned.get();
     cell->name = name;
@@ -141,7 +147,16 @@ absl::StatusOr<v1::ActorState> ProcRuntime::CreateOrUpdateActor(
     cell->ref.set_rank(request.rank());
     cell->created_at = cell->updated_at = absl::Now();
     actors_.emplace(name, std::move(owned));
-    cell->thread = std::thread([this, cell] { RunActor(cell); });
+    // The only exception our code catches: a thread the system cannot make
+    // must not leave an actor without one behind.
+    try {
+      cell->thread = std::thread([this, cell] { RunActor(cell); });
+    } catch (const std::system_error& error) {
+      actors_.erase(name);
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "proc \"", options_.proc_name,
+          "\" cannot start a thread for actor \"", name, "\": ", error.what()));
+    }
     waiters_.Check(deferred);
     state = StateLocked(*cell);
   }

@@ -53,6 +53,8 @@ class ProcRuntime {
     std::string proc_name = "proc";
     uint64_t rank = 0;
     ActorRegistry registry;
+    // Actors at most (each has a thread); more are RESOURCE_EXHAUSTED.
+    size_t max_actors = 1024;
   };
 
   ProcRuntime(Options options, Mailbox* mailbox);

@@ -287,6 +287,28 @@ TEST_CASE(
   REQUIRE(daemon->Get("att_0", &state).ok());
   CHECK(state.status() == v1::STOPPED);
   CHECK_FALSE(HostMesh::Attach({"127.0.0.1:1"}, WithClient(client)).ok());
+
+  // Another client's mesh under a name already in use with another spec
+  // fails, and shutting that client down leaves the first client's procs.
+  absl::StatusOr<HostMesh> owner =
+      HostMesh::Attach({daemon->address()}, WithClient(client));
+  REQUIRE(owner.ok());
+  absl::StatusOr<ProcMesh> mine = owner->Spawn("mine", 1);
+  REQUIRE(mine.ok());
+  {
+    auto other_client = NewClient();
+    absl::StatusOr<HostMesh> other =
+        HostMesh::Attach({daemon->address()}, WithClient(other_client));
+    REQUIRE(other.ok());
+    v1::ProcSpec different;
+    different.set_command("/bin/sleep");
+    different.add_args("100");
+    CHECK(other->Spawn("mine", 1, different).status().code() ==
+          absl::StatusCode::kFailedPrecondition);
+  }  // ~HostMesh of the other client
+  REQUIRE(daemon->Get("mine_0", &state).ok());
+  CHECK(state.status() == v1::RUNNING);
+  CHECK(owner->Shutdown().ok());
 }
 
 TEST_CASE(

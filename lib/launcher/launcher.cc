@@ -18,8 +18,8 @@ namespace mesh {
 
 struct Launcher::Entry {
   absl::Mutex mu;
-  uint64_t ticket = 0;
-  pid_t pid = 0;
+  uint64_t ticket ABSL_GUARDED_BY(mu) = 0;
+  pid_t pid ABSL_GUARDED_BY(mu) = 0;
   std::string address ABSL_GUARDED_BY(mu);
   bool registered ABSL_GUARDED_BY(mu) = false;
   std::optional<ExitInfo> exit ABSL_GUARDED_BY(mu);
@@ -80,9 +80,23 @@ absl::StatusOr<Launcher::Child> Launcher::Launch(const std::string& name,
     entry->registered = true;
   };
   callbacks.on_disconnected = [] {};
-  ASSIGN_OR_RETURN(Registrar::Ticket ticket,
-                   registrar_->Expect(name, rank, std::move(callbacks)));
-  entry->ticket = ticket.id;
+  // A launch that fails leaves no entry behind: the name can be used again
+  // and StopAll has nothing to wait for.
+  auto forget_entry = [this, &name] {
+    absl::MutexLock lock(&mu_);
+    children_.erase(name);
+  };
+  absl::StatusOr<Registrar::Ticket> expected =
+      registrar_->Expect(name, rank, std::move(callbacks));
+  if (!expected.ok()) {
+    forget_entry();
+    return expected.status();
+  }
+  Registrar::Ticket ticket = *expected;
+  {
+    absl::MutexLock lock(&entry->mu);
+    entry->ticket = ticket.id;
+  }
   spawn.env[kBootstrapFdEnv] = absl::StrCat(kBootstrapChildFd);
   spawn.inherit_fds.emplace_back(ticket.read_fd, kBootstrapChildFd);
   if (spawn.log_dir.empty() && !options_.log_root.empty()) {
@@ -96,11 +110,12 @@ absl::StatusOr<Launcher::Child> Launcher::Launch(const std::string& name,
   close(ticket.read_fd);
   if (!pid.ok()) {
     registrar_->Forget(ticket.id);
+    forget_entry();
     return Annotate(pid.status(), absl::StrFormat("launch of \"%s\"", name));
   }
-  entry->pid = *pid;
 
   absl::MutexLock lock(&entry->mu);
+  entry->pid = *pid;
   auto settled = [&entry]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(entry->mu) {
     return entry->registered || entry->exit.has_value();
   };
@@ -130,15 +145,25 @@ absl::Status Launcher::AskStop(const std::string& name,
   if (entry == nullptr) {
     return absl::NotFoundError(absl::StrFormat("no child \"%s\"", name));
   }
-  return registrar_->SendStop(entry->ticket, reason, grace);
+  uint64_t ticket;
+  {
+    absl::MutexLock lock(&entry->mu);
+    ticket = entry->ticket;
+  }
+  return registrar_->SendStop(ticket, reason, grace);
 }
 
 absl::Status Launcher::Signal(const std::string& name, int sig) {
   std::shared_ptr<Entry> entry = Find(name);
-  if (entry == nullptr || entry->pid == 0) {
+  pid_t pid = 0;
+  if (entry != nullptr) {
+    absl::MutexLock lock(&entry->mu);
+    pid = entry->pid;
+  }
+  if (pid == 0) {
     return absl::NotFoundError(absl::StrFormat("no child \"%s\"", name));
   }
-  return supervisor_->SignalGroup(entry->pid, sig);
+  return supervisor_->SignalGroup(pid, sig);
 }
 
 absl::StatusOr<ExitInfo> Launcher::WaitExit(const std::string& name,

@@ -104,9 +104,10 @@ class Mailbox {
   // sender. The returned ref (this mailbox's address, as set when called, + a
   // fresh port id) can be put into reply_to or sent to others.
   v1::PortRef OpenPort(std::function<void(v1::Envelope)> handler);
-  // Envelopes for a closed port are dropped (logged at VLOG(1)). A handler
-  // call already running on another thread may still finish after this
-  // returns; no new call starts.
+  // Envelopes that arrive for a closed port are dropped (logged at
+  // VLOG(1)). A delivery already under way on another thread may still run
+  // the handler shortly after this returns, so whatever the handler captures
+  // must stay valid on its own (capture shared_ptrs, not raw pointers).
   void ClosePort(uint64_t port);
 
   // Where envelopes addressed to an actor name go (procd installs its
@@ -122,8 +123,9 @@ class Mailbox {
   // address or after Shutdown().
   uint64_t WatchPeer(const std::string& address,
                      std::function<void(const absl::Status&)> on_lost);
-  // After this returns the callback no longer starts (one already running
-  // may finish).
+  // After this returns no new loss is reported to it; a report already
+  // under way on another thread may still run the callback shortly after,
+  // so what it captures must stay valid on its own (as for ports).
   void UnwatchPeer(uint64_t id);
 
   // Stops the mailbox: cancels the inbound streams and refuses new ones,
