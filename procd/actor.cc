@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include "absl/strings/str_cat.h"
 #include "lib/mailbox/mailbox.h"
 
 namespace mesh {
@@ -53,19 +54,33 @@ std::string ActorDispatcher::MessageName(const std::string& type_url) {
   return slash == std::string::npos ? type_url : type_url.substr(slash + 1);
 }
 
-bool ActorDispatcher::Handles(const Actor& actor,
-                              const google::protobuf::Any& payload) {
-  return actor.handlers_.contains(MessageName(payload.type_url()));
-}
-
 absl::StatusOr<std::unique_ptr<google::protobuf::Message>>
-ActorDispatcher::Dispatch(Actor& actor, const google::protobuf::Any& payload,
-                          ActorContext& ctx) {
+ActorDispatcher::Parse(const Actor& actor, const std::string& actor_name,
+                       const std::string& actor_type,
+                       const google::protobuf::Any& payload) {
   auto it = actor.handlers_.find(MessageName(payload.type_url()));
   if (it == actor.handlers_.end()) {
-    return absl::NotFoundError("no handler for \"" + payload.type_url() + "\"");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "actor \"", actor_name, "\" of type \"", actor_type,
+        "\" has no handler for message type \"", payload.type_url(), "\""));
   }
-  return it->second(payload, ctx);
+  std::unique_ptr<google::protobuf::Message> request;
+  if (!it->second.parse(payload, &request)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "actor \"", actor_name, "\": the payload is not a valid \"",
+        MessageName(payload.type_url()), "\""));
+  }
+  return request;
+}
+
+absl::StatusOr<std::unique_ptr<google::protobuf::Message>> ActorDispatcher::Run(
+    Actor& actor, const google::protobuf::Message& request, ActorContext& ctx) {
+  auto it = actor.handlers_.find(request.GetDescriptor()->full_name());
+  if (it == actor.handlers_.end()) {
+    return absl::InternalError(
+        absl::StrCat("no handler for ", request.GetDescriptor()->full_name()));
+  }
+  return it->second.run(request, ctx);
 }
 
 }  // namespace internal

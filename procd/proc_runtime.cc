@@ -395,20 +395,20 @@ void ProcRuntime::HandleEnvelope(ActorCell* cell, Actor* actor,
     ReplyError(envelope, refusal);
     return;
   }
-  if (!internal::ActorDispatcher::Handles(*actor, envelope.payload())) {
-    // The sender's mistake, not the actor's: refuse the message and keep the
-    // actor running.
-    ReplyError(envelope,
-               absl::InvalidArgumentError(absl::StrCat(
-                   "actor \"", cell->name, "\" of type \"", cell->type,
-                   "\" has no handler for message type \"",
-                   envelope.payload().type_url(), "\"")));
+  // A message the actor cannot take (no handler for its type, or a payload
+  // that does not parse) is the sender's mistake: refused with
+  // INVALID_ARGUMENT, and the actor keeps running.
+  absl::StatusOr<std::unique_ptr<google::protobuf::Message>> request =
+      internal::ActorDispatcher::Parse(*actor, cell->name, cell->type,
+                                       envelope.payload());
+  if (!request.ok()) {
+    ReplyError(envelope, request.status());
     return;
   }
   ActorContext ctx(*mailbox_, cell->ref, envelope.cast_rank(),
                    envelope.sender());
   absl::StatusOr<std::unique_ptr<google::protobuf::Message>> result =
-      internal::ActorDispatcher::Dispatch(*actor, envelope.payload(), ctx);
+      internal::ActorDispatcher::Run(*actor, **request, ctx);
   cell->messages_handled.fetch_add(1, std::memory_order_relaxed);
   if (result.ok()) {
     if (envelope.has_reply_to() && !envelope.reply_to().address().empty()) {

@@ -118,9 +118,17 @@ class Actor {
 
  private:
   friend class internal::ActorDispatcher;
-  using ErasedHandler =
-      std::function<absl::StatusOr<std::unique_ptr<google::protobuf::Message>>(
-          const google::protobuf::Any&, ActorContext&)>;
+  // A handler with its request type erased: `parse` turns a payload into
+  // the request (false if it is not one: the sender's mistake, refused
+  // without failing the actor); `run` handles it (an error fails the actor).
+  struct ErasedHandler {
+    std::function<bool(const google::protobuf::Any&,
+                       std::unique_ptr<google::protobuf::Message>*)>
+        parse;
+    std::function<absl::StatusOr<std::unique_ptr<google::protobuf::Message>>(
+        const google::protobuf::Message&, ActorContext&)>
+        run;
+  };
   // By the request's full message name, e.g. "mesh.v1.Echo".
   absl::flat_hash_map<std::string, ErasedHandler> handlers_;
 };
@@ -158,10 +166,16 @@ class ActorDispatcher {
   // The message name in a type URL ("type.googleapis.com/mesh.v1.Echo" ->
   // "mesh.v1.Echo").
   static std::string MessageName(const std::string& type_url);
-  static bool Handles(const Actor& actor, const google::protobuf::Any& payload);
-  // Runs the handler for `payload`; NOT_FOUND if there is none.
-  static absl::StatusOr<std::unique_ptr<google::protobuf::Message>> Dispatch(
-      Actor& actor, const google::protobuf::Any& payload, ActorContext& ctx);
+  // The request in `payload`, for the handler that takes it:
+  // INVALID_ARGUMENT naming the type if the actor has no handler for it or
+  // the payload does not parse. Such a message is the sender's mistake.
+  static absl::StatusOr<std::unique_ptr<google::protobuf::Message>> Parse(
+      const Actor& actor, const std::string& actor_name,
+      const std::string& actor_type, const google::protobuf::Any& payload);
+  // Runs the handler for a request returned by Parse.
+  static absl::StatusOr<std::unique_ptr<google::protobuf::Message>> Run(
+      Actor& actor, const google::protobuf::Message& request,
+      ActorContext& ctx);
 };
 
 }  // namespace internal
@@ -169,21 +183,24 @@ class ActorDispatcher {
 template <typename Req, typename Reply>
 void Actor::Handle(
     std::function<absl::StatusOr<Reply>(const Req&, ActorContext&)> handler) {
-  handlers_[Req::descriptor()->full_name()] =
-      [handler = std::move(handler)](const google::protobuf::Any& payload,
-                                     ActorContext& ctx)
+  ErasedHandler erased;
+  erased.parse = [](const google::protobuf::Any& payload,
+                    std::unique_ptr<google::protobuf::Message>* request) {
+    auto typed = std::make_unique<Req>();
+    if (!payload.UnpackTo(typed.get())) return false;
+    *request = std::move(typed);
+    return true;
+  };
+  erased.run = [handler = std::move(handler)](
+                   const google::protobuf::Message& request, ActorContext& ctx)
       -> absl::StatusOr<std::unique_ptr<google::protobuf::Message>> {
-    Req request;
-    if (!payload.UnpackTo(&request)) {
-      return absl::InvalidArgumentError("could not parse a " +
-                                        Req::descriptor()->full_name() +
-                                        " from the message payload");
-    }
-    absl::StatusOr<Reply> reply = handler(request, ctx);
+    absl::StatusOr<Reply> reply =
+        handler(static_cast<const Req&>(request), ctx);
     if (!reply.ok()) return reply.status();
     return std::unique_ptr<google::protobuf::Message>(
         new Reply(std::move(reply).value()));
   };
+  handlers_[Req::descriptor()->full_name()] = std::move(erased);
 }
 
 }  // namespace mesh
