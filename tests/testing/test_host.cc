@@ -37,8 +37,11 @@ std::unique_ptr<grpc::ClientContext> Context(absl::Duration timeout) {
 std::string BinaryPath(const std::string& name) {
   // Test-only binaries live in this package's runfiles.
   if (const char* srcdir = std::getenv("TEST_SRCDIR")) {
-    std::string local = absl::StrCat(srcdir, "/hostmesh/tests/", name);
-    if (access(local.c_str(), X_OK) == 0) return local;
+    for (const char* package : {"tests", "examples/greeter"}) {
+      std::string local =
+          absl::StrCat(srcdir, "/hostmesh/", package, "/", name);
+      if (access(local.c_str(), X_OK) == 0) return local;
+    }
   }
   absl::StatusOr<std::string> path = FindBinary(name);
   return path.ok() ? *path : name;
