@@ -26,6 +26,7 @@
 #include "lib/bootstrap/registrar.h"
 #include "lib/mailbox/mailbox.h"
 #include "lib/mailbox/testing.h"
+#include "lib/testing/temp_dir.h"
 #include "proto/actors.pb.h"
 #include "proto/proc.grpc.pb.h"
 
@@ -206,9 +207,8 @@ TEST_CASE("a procd asked to StopAll with exit_proc answers and exits 0") {
 }
 
 TEST_CASE("a procd spawned by a parent registers back and stops when asked") {
-  char dir_template[] = "/tmp/procd_test.XXXXXX";
-  REQUIRE(mkdtemp(dir_template) != nullptr);
-  const std::string runtime_dir = dir_template;
+  testing::TempDir dir;
+  const std::string runtime_dir = dir.path();
   {
     Registrar::Options options;
     options.runtime_dir = runtime_dir + "/run";
@@ -251,8 +251,6 @@ TEST_CASE("a procd spawned by a parent registers back and stops when asked") {
     CHECK(WIFEXITED(*status));
     CHECK(WEXITSTATUS(*status) == 0);
   }
-  std::error_code ec;
-  std::filesystem::remove_all(runtime_dir, ec);
 }
 
 }  // namespace

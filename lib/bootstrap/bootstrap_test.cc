@@ -21,6 +21,7 @@
 #include "catch2/catch.hpp"
 #include "lib/bootstrap/parent_channel.h"
 #include "lib/bootstrap/registrar.h"
+#include "lib/testing/temp_dir.h"
 
 namespace mesh {
 namespace {
@@ -29,26 +30,7 @@ constexpr absl::Duration kWait = absl::Seconds(10);
 
 // A fresh directory, removed with everything in it at the end. Unix socket
 // paths are short, so it falls back to /tmp when $TEST_TMPDIR is long.
-class TempDir {
- public:
-  TempDir() {
-    const char* test_tmpdir = getenv("TEST_TMPDIR");
-    std::string base = test_tmpdir != nullptr && strlen(test_tmpdir) < 60
-                           ? test_tmpdir
-                           : "/tmp";
-    std::string pattern = base + "/bootstrap_test.XXXXXX";
-    REQUIRE(mkdtemp(pattern.data()) != nullptr);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using testing::TempDir;
 
 // What the parent heard about one child.
 struct ParentSide {

@@ -5,17 +5,17 @@
 #include <filesystem>
 
 #include "catch2/catch.hpp"
+#include "lib/testing/temp_dir.h"
 
 namespace mesh {
 namespace {
 
 TEST_CASE(
     "a failed launch leaves nothing behind: the name can be launched again") {
-  char dir[] = "/tmp/hostmesh-launcher-XXXXXX";
-  REQUIRE(mkdtemp(dir) != nullptr);
+  testing::TempDir dir;
   {
     Launcher::Options options;
-    options.runtime_dir = std::string(dir) + "/run";
+    options.runtime_dir = dir.path() + "/run";
     auto launcher = Launcher::Create(options);
     REQUIRE(launcher.ok());
     SpawnOptions missing;
@@ -33,15 +33,13 @@ TEST_CASE(
     (*launcher)->StopAll(absl::Seconds(5));
     CHECK(absl::Now() - start < absl::Seconds(5));
   }
-  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("a child that exits before registering is reported with its exit") {
-  char dir[] = "/tmp/hostmesh-launcher-XXXXXX";
-  REQUIRE(mkdtemp(dir) != nullptr);
+  testing::TempDir dir;
   {
     Launcher::Options options;
-    options.runtime_dir = std::string(dir) + "/run";
+    options.runtime_dir = dir.path() + "/run";
     auto launcher = Launcher::Create(options);
     REQUIRE(launcher.ok());
     SpawnOptions quits;
@@ -54,7 +52,6 @@ TEST_CASE("a child that exits before registering is reported with its exit") {
           absl::string_view::npos);
     CHECK(child.status().message().find("no luck") != absl::string_view::npos);
   }
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
+#include "lib/testing/temp_dir.h"
 
 namespace mesh {
 namespace {
@@ -49,14 +50,6 @@ std::unique_ptr<ProcessSupervisor> NewSupervisor() {
   auto supervisor = ProcessSupervisor::Create();
   REQUIRE(supervisor.ok());
   return std::move(*supervisor);
-}
-
-std::string TempDir() {
-  const char* base = std::getenv("TEST_TMPDIR");
-  std::string pattern =
-      absl::StrCat(base != nullptr ? base : "/tmp", "/supervisor_XXXXXX");
-  REQUIRE(mkdtemp(pattern.data()) != nullptr);
-  return pattern;
 }
 
 std::string ReadFile(const std::string& path) {
@@ -115,7 +108,8 @@ int CountOpenFds() {
 }
 
 TEST_CASE("a child's exit code, stderr tail and stdout log are reported") {
-  std::string dir = TempDir() + "/logs/nested";
+  testing::TempDir temp;
+  std::string dir = temp.path() + "/logs/nested";
   auto supervisor = NewSupervisor();
   ExitWaiter waiter;
   SpawnOptions options = Shell("echo to-stdout; echo oops >&2; exit 3");
@@ -153,7 +147,8 @@ TEST_CASE("the stderr tail keeps only the last bytes") {
 }
 
 TEST_CASE("the environment is inherited and overridden") {
-  std::string dir = TempDir();
+  testing::TempDir temp;
+  std::string dir = temp.path();
   auto supervisor = NewSupervisor();
   ExitWaiter waiter;
   setenv("SUPERVISOR_TEST_KEEP", "kept", 1);
@@ -167,7 +162,8 @@ TEST_CASE("the environment is inherited and overridden") {
 }
 
 TEST_CASE("a child starts with no blocked and no ignored signals") {
-  std::string dir = TempDir();
+  testing::TempDir temp;
+  std::string dir = temp.path();
   // The supervisor thread inherits this thread's mask and dispositions.
   sigset_t block, old_mask;
   sigemptyset(&block);
@@ -257,7 +253,8 @@ TEST_CASE("signalling an unknown pid is NOT_FOUND") {
 }
 
 TEST_CASE("a child writing megabytes to stdout never blocks") {
-  std::string dir = TempDir();
+  testing::TempDir temp;
+  std::string dir = temp.path();
   auto supervisor = NewSupervisor();
   ExitWaiter logged, dropped;
   SpawnOptions options = Shell("head -c 3000000 /dev/zero");
@@ -289,7 +286,8 @@ TEST_CASE("a missing executable is a Spawn error, not an exit") {
 }
 
 TEST_CASE("a non-executable file or a relative path is a Spawn error") {
-  std::string file = TempDir() + "/not-executable";
+  testing::TempDir temp;
+  std::string file = temp.path() + "/not-executable";
   std::ofstream(file) << "#!/bin/sh\n";
   REQUIRE(chmod(file.c_str(), 0644) == 0);
   auto supervisor = NewSupervisor();
@@ -305,7 +303,8 @@ TEST_CASE("a non-executable file or a relative path is a Spawn error") {
 }
 
 TEST_CASE("an inherited pipe is the child's fd 3 and nothing else leaks") {
-  std::string dir = TempDir();
+  testing::TempDir temp;
+  std::string dir = temp.path();
   auto supervisor = NewSupervisor();
   int fds[2];
   REQUIRE(pipe2(fds, O_CLOEXEC) == 0);
@@ -329,7 +328,8 @@ TEST_CASE("an inherited pipe is the child's fd 3 and nothing else leaks") {
 }
 
 TEST_CASE("an inherited fd keeps its number when source equals destination") {
-  std::string dir = TempDir();
+  testing::TempDir temp;
+  std::string dir = temp.path();
   auto supervisor = NewSupervisor();
   // A free single-digit fd, so the shell can redirect from it.
   int number = 9;
@@ -354,7 +354,8 @@ TEST_CASE("an inherited fd keeps its number when source equals destination") {
 }
 
 TEST_CASE("inherited fds whose numbers cross are all delivered") {
-  std::string dir = TempDir();
+  testing::TempDir temp;
+  std::string dir = temp.path();
   auto supervisor = NewSupervisor();
   int a[2], b[2];
   REQUIRE(pipe2(a, O_CLOEXEC) == 0);
@@ -437,7 +438,8 @@ TEST_CASE("concurrent spawns from several threads are all reported") {
 }
 
 TEST_CASE("no descriptor leaks after children with logs and a destructor") {
-  std::string dir = TempDir();
+  testing::TempDir temp;
+  std::string dir = temp.path();
   int fds_before = CountOpenFds();
   {
     auto supervisor = NewSupervisor();

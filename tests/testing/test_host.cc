@@ -16,17 +16,6 @@
 
 namespace mesh::testing {
 
-TempDir::TempDir() {
-  char pattern[] = "/tmp/hostmesh-test-XXXXXX";
-  char* made = mkdtemp(pattern);
-  path_ = made ? made : "/tmp";
-}
-
-TempDir::~TempDir() {
-  std::error_code error;
-  if (path_ != "/tmp") std::filesystem::remove_all(path_, error);
-}
-
 std::unique_ptr<grpc::ClientContext> Context(absl::Duration timeout) {
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(std::chrono::system_clock::now() +

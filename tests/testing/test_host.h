@@ -13,22 +13,13 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "lib/launcher/launcher.h"
+#include "lib/testing/temp_dir.h"
 #include "proto/host.grpc.pb.h"
 #include "proto/proc.grpc.pb.h"
 
 namespace mesh::testing {
 
-// A private temporary directory, removed with everything in it. Kept short
-// (under /tmp) since Unix socket paths are limited to 107 bytes.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using mesh::testing::TempDir;
 
 // A ClientContext with a deadline (every RPC has one).
 std::unique_ptr<grpc::ClientContext> Context(
