@@ -27,10 +27,6 @@ constexpr size_t kMaxArgs = 1024;
 constexpr size_t kMaxArgBytes = 64 * 1024;
 constexpr size_t kMaxEnv = 1024;
 
-bool IsTerminal(v1::Status status) {
-  return status == v1::STOPPED || status == v1::FAILED;
-}
-
 bool IsEnvName(const std::string& key) {
   if (key.empty() || (key[0] >= '0' && key[0] <= '9')) return false;
   for (char c : key) {
@@ -54,6 +50,11 @@ std::string LastLine(const std::string& tail) {
 std::string SignalName(int sig) {
   const char* abbrev = sigabbrev_np(sig);
   return abbrev ? absl::StrCat("SIG", abbrev) : absl::StrCat("signal ", sig);
+}
+
+absl::Status NoSuchProc(const std::string& name) {
+  return absl::NotFoundError(
+      absl::StrFormat("no proc named \"%s\" on this host", name));
 }
 
 }  // namespace
@@ -120,7 +121,7 @@ struct ProcManager::Proc {
   uint64_t incarnation = 0;
   v1::ProcState state;
   uint64_t ticket_id = 0;
-  bool registered = false;
+  // Registered once state.address is set.
   bool stopping = false;
   // How far a stop has escalated: "exited" (asked), "SIGTERM", "SIGKILL".
   std::string stopped_by;
@@ -138,9 +139,13 @@ ProcManager::ProcManager(Options options, ProcessSupervisor* supervisor,
       registrar_(registrar),
       loop_(std::make_unique<EventLoop>()),
       waiters_(
-          &mu_, loop_.get(),
+          "proc", &mu_, loop_.get(),
           [this](const std::string& name)
-              ABSL_NO_THREAD_SAFETY_ANALYSIS { return StateOf(name); },
+              ABSL_NO_THREAD_SAFETY_ANALYSIS -> std::optional<v1::ProcState> {
+                auto it = procs_.find(name);
+                if (it == procs_.end()) return std::nullopt;
+                return it->second->state;
+              },
           [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
             std::vector<v1::ProcState> states;
             for (const auto& [name, proc] : procs_) {
@@ -155,10 +160,8 @@ ProcManager::~ProcManager() {
     absl::MutexLock lock(&mu_);
     closing_ = true;
     shutting_down_ = true;
-    for (const auto& [name, proc] : procs_) {
-      if (!IsTerminal(proc->state.status()) && proc->state.pid() != 0) {
-        alive.push_back(proc->state.pid());
-      }
+    for (const Proc* proc : LiveLocked()) {
+      if (proc->state.pid() != 0) alive.push_back(proc->state.pid());
     }
   }
   for (pid_t pid : alive) supervisor_->SignalGroup(pid, SIGKILL).IgnoreError();
@@ -167,10 +170,8 @@ ProcManager::~ProcManager() {
     // terminal; only then may the manager go.
     absl::MutexLock lock(&mu_);
     auto all_reaped = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      for (const auto& [name, proc] : procs_) {
-        if (!IsTerminal(proc->state.status()) && proc->state.pid() != 0) {
-          return false;
-        }
+      for (const Proc* proc : LiveLocked()) {
+        if (proc->state.pid() != 0) return false;
       }
       return true;
     };
@@ -231,10 +232,7 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
   {
     absl::MutexLock lock(&mu_);
     auto it = procs_.find(name);
-    int live = 0;
-    for (const auto& [n, p] : procs_) {
-      if (!IsTerminal(p->state.status())) ++live;
-    }
+    const size_t live = LiveLocked().size();
     if (shutting_down_) {
       answer = absl::FailedPreconditionError(absl::StrFormat(
           "host is shutting down; proc \"%s\" not created", name));
@@ -247,7 +245,7 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
           v1::Status_Name(it->second->state.status())));
     } else if (it != procs_.end() && !IsTerminal(it->second->state.status())) {
       answer = it->second->state;  // The same request again: the same proc.
-    } else if (live >= options_.max_procs) {
+    } else if (live >= static_cast<size_t>(options_.max_procs)) {
       answer = absl::ResourceExhaustedError(absl::StrFormat(
           "host has %d live procs, the --max-procs limit; proc \"%s\" not "
           "created",
@@ -371,7 +369,8 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
       kill = closing_;
       // Only an initializing proc waits for its call-back (it may have
       // registered already).
-      if (proc->state.status() == v1::INITIALIZING && !proc->registered) {
+      if (proc->state.status() == v1::INITIALIZING &&
+          proc->state.address().empty()) {
         proc->state.set_reason(absl::StrFormat(
             "waiting for registration (up to %s)",
             absl::FormatDuration(options_.registration_timeout)));
@@ -394,7 +393,6 @@ void ProcManager::OnRegistered(const std::string& name, uint64_t incarnation,
     absl::MutexLock lock(&mu_);
     Proc* proc = Find(name, incarnation);
     if (proc == nullptr) return;
-    proc->registered = true;
     proc->state.set_address(address);
     if (proc->registration_timer != 0) loop_->Cancel(proc->registration_timer);
     if (proc->state.status() != v1::INITIALIZING) return;
@@ -417,7 +415,7 @@ void ProcManager::OnRegistrationTimeout(const std::string& name,
   {
     absl::MutexLock lock(&mu_);
     Proc* proc = Find(name, incarnation);
-    if (proc == nullptr || proc->registered ||
+    if (proc == nullptr || !proc->state.address().empty() ||
         proc->state.status() != v1::INITIALIZING) {
       return;
     }
@@ -494,8 +492,7 @@ absl::StatusOr<v1::ProcState> ProcManager::GetState(const std::string& name) {
     absl::MutexLock lock(&mu_);
     auto it = procs_.find(name);
     if (it == procs_.end()) {
-      return absl::NotFoundError(
-          absl::StrFormat("no proc named \"%s\" on this host", name));
+      return NoSuchProc(name);
     }
     state = it->second->state;
   }
@@ -533,8 +530,7 @@ void ProcManager::StopOnLoop(const std::string& name, const std::string& reason,
     absl::MutexLock lock(&mu_);
     auto it = procs_.find(name);
     if (it == procs_.end()) {
-      answer = absl::NotFoundError(
-          absl::StrFormat("no proc named \"%s\" on this host", name));
+      answer = NoSuchProc(name);
     } else if (IsTerminal(it->second->state.status())) {
       answer = it->second->state;  // Stopping a stopped proc changes nothing.
     } else {
@@ -545,7 +541,7 @@ void ProcManager::StopOnLoop(const std::string& name, const std::string& reason,
       incarnation = proc.incarnation;
       pid = proc.state.pid();
       if (proc.registration_timer != 0) loop_->Cancel(proc.registration_timer);
-      ticket = proc.registered ? proc.ticket_id : 0;
+      ticket = proc.state.address().empty() ? 0 : proc.ticket_id;
       SetStatus(proc, v1::STOPPING, absl::StrCat("stopping: ", reason),
                 deferred);
     }
@@ -604,24 +600,11 @@ v1::ListProcsResponse ProcManager::List() {
   return response;
 }
 
-v1::ProcState ProcManager::StateOf(const std::string& name) {
-  auto it = procs_.find(name);
-  if (it != procs_.end()) return it->second->state;
-  v1::ProcState missing;
-  missing.set_name(name);
-  missing.set_status(v1::NOT_EXIST);
-  missing.set_reason(
-      absl::StrFormat("no proc named \"%s\" on this host", name));
-  return missing;
-}
-
 void ProcManager::Wait(const v1::WaitProcsRequest& request, absl::Time deadline,
                        WaitCallback done) {
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
-    // The host is going away: answer with the states as they are.
-    if (waits_closed_) deadline = absl::InfinitePast();
     waiters_.Add(
         std::vector<std::string>(request.names().begin(),
                                  request.names().end()),
@@ -646,8 +629,9 @@ void ProcManager::AnswerAllWaits() {
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
-    waits_closed_ = true;
-    waiters_.EndAll(std::nullopt, deferred);
+    // The host is going away: this and every later wait is answered with
+    // the states as they are.
+    waiters_.Close(absl::OkStatus(), deferred);
   }
   RunDeferred(deferred);
 }
@@ -658,9 +642,7 @@ void ProcManager::Shutdown(const std::string& reason, absl::Duration grace,
   {
     absl::MutexLock lock(&mu_);
     shutting_down_ = true;
-    for (const auto& [name, proc] : procs_) {
-      if (!IsTerminal(proc->state.status())) live.push_back(name);
-    }
+    for (const Proc* proc : LiveLocked()) live.push_back(proc->state.name());
   }
   LOG(INFO) << "shutting down: stopping " << live.size() << " procs (" << reason
             << ")";
@@ -702,13 +684,17 @@ void ProcManager::Shutdown(const std::string& reason, absl::Duration grace,
   }
 }
 
-int ProcManager::LiveProcs() {
-  absl::MutexLock lock(&mu_);
-  int live = 0;
+std::vector<const ProcManager::Proc*> ProcManager::LiveLocked() const {
+  std::vector<const Proc*> live;
   for (const auto& [name, proc] : procs_) {
-    if (!IsTerminal(proc->state.status())) ++live;
+    if (!IsTerminal(proc->state.status())) live.push_back(proc.get());
   }
   return live;
+}
+
+int ProcManager::LiveProcs() {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(LiveLocked().size());
 }
 
 }  // namespace mesh

@@ -101,8 +101,8 @@ class ProcManager {
   // Changes a proc's status and collects the waiters it satisfies.
   void SetStatus(Proc& proc, v1::Status status, const std::string& reason,
                  Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The proc's state, or NOT_EXIST for an unknown name.
-  v1::ProcState StateOf(const std::string& name)
+  // Procs not yet STOPPED or FAILED.
+  std::vector<const Proc*> LiveLocked() const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Proc* Find(const std::string& name, uint64_t incarnation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -116,8 +116,6 @@ class ProcManager {
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   // Set by the destructor: nothing more is spawned.
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
-  // Set by AnswerAllWaits: later waits are answered at once.
-  bool waits_closed_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_incarnation_ ABSL_GUARDED_BY(mu_) = 1;
 
   // Runs spawns, signals and every deadline. Destroyed before waiters_ (see

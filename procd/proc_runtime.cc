@@ -62,10 +62,6 @@ bool Accepting(v1::Status status) {
   return status == v1::INITIALIZING || status == v1::RUNNING;
 }
 
-bool Final(v1::Status status) {
-  return status == v1::STOPPED || status == v1::FAILED;
-}
-
 }  // namespace
 
 ProcRuntime::ProcRuntime(Options options, Mailbox* mailbox)
@@ -73,9 +69,13 @@ ProcRuntime::ProcRuntime(Options options, Mailbox* mailbox)
       mailbox_(mailbox),
       loop_(std::make_unique<EventLoop>()),
       waiters_(
-          &mu_, loop_.get(),
+          "actor", &mu_, loop_.get(),
           [this](const std::string& name)
-              ABSL_NO_THREAD_SAFETY_ANALYSIS { return StateOfLocked(name); },
+              ABSL_NO_THREAD_SAFETY_ANALYSIS -> std::optional<v1::ActorState> {
+                auto it = actors_.find(name);
+                if (it == actors_.end()) return std::nullopt;
+                return StateLocked(*it->second);
+              },
           [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
             std::vector<v1::ActorState> states;
             for (const auto& [name, cell] : actors_) {
@@ -265,16 +265,8 @@ uint64_t ProcRuntime::WaitActors(std::vector<std::string> names,
   uint64_t id = 0;
   {
     absl::MutexLock lock(&mu_);
-    if (shut_down_) {
-      deferred.push_back(
-          [answer = std::move(answer), name = options_.proc_name] {
-            answer(absl::UnavailableError(
-                absl::StrCat("proc \"", name, "\" is shut down")));
-          });
-    } else {
-      id = waiters_.Add(std::move(names), min_status, deadline,
-                        std::move(answer), deferred);
-    }
+    id = waiters_.Add(std::move(names), min_status, deadline, std::move(answer),
+                      deferred);
   }
   RunDeferred(deferred);
   return id;
@@ -321,9 +313,10 @@ void ProcRuntime::Shutdown() {
     absl::MutexLock lock(&mu_);
     if (shut_down_) return;
     shut_down_ = true;
-    waiters_.EndAll(absl::UnavailableError(absl::StrCat(
-                        "proc \"", options_.proc_name, "\" is shutting down")),
-                    abandoned);
+    // This and every later wait ends with UNAVAILABLE.
+    waiters_.Close(absl::UnavailableError(absl::StrCat(
+                       "proc \"", options_.proc_name, "\" is shutting down")),
+                   abandoned);
   }
   RunDeferred(abandoned);
   loop_.reset();
@@ -442,7 +435,7 @@ void ProcRuntime::Fail(ActorCell* cell, const absl::Status& error) {
 void ProcRuntime::SetStatusLocked(ActorCell* cell, v1::Status status,
                                   const std::string& reason,
                                   Deferred* deferred) {
-  if (Final(cell->status) || cell->status == status) return;
+  if (IsTerminal(cell->status) || cell->status == status) return;
   cell->status = status;
   cell->reason = reason;
   ++cell->generation;
@@ -454,7 +447,7 @@ void ProcRuntime::SetStatusLocked(ActorCell* cell, v1::Status status,
     VLOG(1) << "proc " << options_.proc_name << ": actor " << cell->name
             << " is " << v1::Status_Name(status);
   }
-  if (Final(status) && !cell->supervisor.address().empty()) {
+  if (IsTerminal(status) && !cell->supervisor.address().empty()) {
     v1::SupervisionEvent event;
     *event.mutable_actor() = StateLocked(*cell);
     deferred->push_back([this, supervisor = cell->supervisor,
@@ -478,15 +471,6 @@ v1::ActorState ProcRuntime::StateLocked(const ActorCell& cell) const {
       cell.messages_handled.load(std::memory_order_relaxed));
   *state.mutable_created_at() = ToProto(cell.created_at);
   *state.mutable_updated_at() = ToProto(cell.updated_at);
-  return state;
-}
-
-v1::ActorState ProcRuntime::StateOfLocked(const std::string& name) const {
-  auto it = actors_.find(name);
-  if (it != actors_.end()) return StateLocked(*it->second);
-  v1::ActorState state;
-  state.set_name(name);
-  state.set_status(v1::NOT_EXIST);
   return state;
 }
 

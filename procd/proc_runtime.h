@@ -129,9 +129,6 @@ class ProcRuntime {
   void Fail(internal::ActorCell* cell, const absl::Status& error);
   v1::ActorState StateLocked(const internal::ActorCell& cell) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // The actor's state, or NOT_EXIST for an unknown name.
-  v1::ActorState StateOfLocked(const std::string& name) const
-      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Replies to `envelope`'s reply_to with `error`, if it has one.
   void ReplyError(const v1::Envelope& envelope, const absl::Status& error);
   absl::Status NotAcceptingError(const internal::ActorCell& cell) const

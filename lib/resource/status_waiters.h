@@ -1,4 +1,5 @@
-// StatusWaiters: the server-side wait of the resource verbs — "answer when
+// The resource verbs' shared pieces: IsTerminal, and StatusWaiters, the
+// server-side wait of the resource verbs — "answer when
 // every named resource has a status >= min_status, or at the deadline" —
 // one implementation for hostd (State = v1::ProcState) and procd
 // (State = v1::ActorState).
@@ -12,7 +13,7 @@
 //
 // Lifetime: the owner's EventLoop must be destroyed (joined) before this
 // object, so no deadline runs on a dead one; answer pending waits first with
-// EndAll.
+// Close.
 #ifndef HOSTMESH_LIB_RESOURCE_STATUS_WAITERS_H_
 #define HOSTMESH_LIB_RESOURCE_STATUS_WAITERS_H_
 
@@ -31,6 +32,11 @@
 #include "proto/resource.pb.h"
 
 namespace mesh {
+
+// STOPPED and FAILED: a resource there never changes status again.
+inline bool IsTerminal(v1::Status status) {
+  return status == v1::STOPPED || status == v1::FAILED;
+}
 
 // Work to run once the owner's mutex is released.
 using Deferred = std::vector<std::function<void()>>;
@@ -52,15 +58,17 @@ class StatusWaiters {
  public:
   using Result = StatusWaitResult<State>;
   using Done = std::function<void(absl::StatusOr<Result>)>;
-  // The state of `name`; for an unknown name, a state with that name and
-  // status NOT_EXIST. Called with the owner's mutex held.
-  using Lookup = std::function<State(const std::string& name)>;
+  // The state of `name`, or nullopt if there is no such resource (it is
+  // then reported as NOT_EXIST). Called with the owner's mutex held.
+  using Lookup = std::function<std::optional<State>(const std::string& name)>;
   // Every resource, for a wait that names none. Called with the mutex held.
   using ListAll = std::function<std::vector<State>()>;
 
-  StatusWaiters(absl::Mutex* owner_mu, EventLoop* loop, Lookup lookup,
-                ListAll list_all)
-      : owner_mu_(owner_mu),
+  // `what` names the resource in messages ("proc", "actor").
+  StatusWaiters(std::string what, absl::Mutex* owner_mu, EventLoop* loop,
+                Lookup lookup, ListAll list_all)
+      : what_(std::move(what)),
+        owner_mu_(owner_mu),
         loop_(loop),
         lookup_(std::move(lookup)),
         list_all_(std::move(list_all)) {}
@@ -73,6 +81,15 @@ class StatusWaiters {
                absl::Time deadline, Done done, Deferred& deferred) {
     owner_mu_->AssertHeld();
     uint64_t id = next_id_++;
+    if (closed_.has_value()) {
+      // The owner is going away: answer at once, as Close said.
+      if (!closed_->ok()) {
+        deferred.push_back(
+            [done = std::move(done), error = *closed_] { done(error); });
+        return id;
+      }
+      deadline = absl::InfinitePast();
+    }
     Waiter& waiter = waiters_[id];
     waiter.names = std::move(names);
     waiter.min_status = min_status;
@@ -112,21 +129,23 @@ class StatusWaiters {
     }
   }
 
-  // Ends every pending wait: with `error` if given, else with the states as
-  // they are, marked timed out.
-  void EndAll(std::optional<absl::Status> error, Deferred& deferred) {
+  // Ends every pending wait, and answers every later one at once: with
+  // `error` if it is not OK, else with the states as they are, marked timed
+  // out. For an owner that is going away.
+  void Close(absl::Status error, Deferred& deferred) {
     owner_mu_->AssertHeld();
+    closed_ = error;
     for (auto it = waiters_.begin(); it != waiters_.end();) {
       uint64_t id = (it++)->first;
-      if (error.has_value()) {
-        Waiter& waiter = waiters_[id];
-        loop_->Cancel(waiter.timer);
-        deferred.push_back(
-            [done = std::move(waiter.done), status = *error] { done(status); });
-        waiters_.erase(id);
-      } else {
+      if (error.ok()) {
         Answer(id, /*timed_out=*/true, deferred);
+        continue;
       }
+      Waiter& waiter = waiters_[id];
+      loop_->Cancel(waiter.timer);
+      deferred.push_back(
+          [done = std::move(waiter.done), error] { done(error); });
+      waiters_.erase(id);
     }
   }
 
@@ -151,7 +170,14 @@ class StatusWaiters {
       if (list_all_) result.states = list_all_();
     } else {
       for (const std::string& name : waiter.names) {
-        result.states.push_back(lookup_(name));
+        std::optional<State> state = lookup_(name);
+        if (!state.has_value()) {
+          state.emplace();
+          state->set_name(name);
+          state->set_status(v1::NOT_EXIST);
+          state->set_reason("no " + what_ + " named \"" + name + "\"");
+        }
+        result.states.push_back(*std::move(state));
       }
     }
     bool satisfied = true;
@@ -169,12 +195,15 @@ class StatusWaiters {
     return true;
   }
 
+  const std::string what_;
   absl::Mutex* const owner_mu_;
   EventLoop* const loop_;
   const Lookup lookup_;
   const ListAll list_all_;
   std::map<uint64_t, Waiter> waiters_;  // guarded by *owner_mu_
   uint64_t next_id_ = 1;                // guarded by *owner_mu_
+  // Set by Close.                        // guarded by *owner_mu_
+  std::optional<absl::Status> closed_;
 };
 
 }  // namespace mesh

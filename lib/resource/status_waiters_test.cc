@@ -15,14 +15,16 @@ struct Owner {
   std::map<std::string, v1::Status> statuses ABSL_GUARDED_BY(mu);
   EventLoop loop;
   StatusWaiters<v1::ProcState> waiters{
-      &mu, &loop,
-      [this](const std::string& name) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        v1::ProcState state;
-        state.set_name(name);
-        auto it = statuses.find(name);
-        state.set_status(it == statuses.end() ? v1::NOT_EXIST : it->second);
-        return state;
-      },
+      "proc", &mu, &loop,
+      [this](const std::string& name)
+          ABSL_NO_THREAD_SAFETY_ANALYSIS -> std::optional<v1::ProcState> {
+            auto it = statuses.find(name);
+            if (it == statuses.end()) return std::nullopt;
+            v1::ProcState state;
+            state.set_name(name);
+            state.set_status(it->second);
+            return state;
+          },
       nullptr};
 
   void Set(const std::string& name, v1::Status status) {
@@ -37,7 +39,8 @@ struct Owner {
 
   // Adds a wait whose answer lands in `out` and notifies `done`.
   void Wait(std::vector<std::string> names, v1::Status min, absl::Duration in,
-            StatusWaitResult<v1::ProcState>* out, absl::Notification* done) {
+            StatusWaitResult<v1::ProcState>* out,
+            absl::Notification* done) {
     Deferred deferred;
     {
       absl::MutexLock lock(&mu);
@@ -83,26 +86,47 @@ TEST_CASE(
   CHECK(later.states[1].status() == v1::NOT_EXIST);
 }
 
-TEST_CASE("EndAll answers pending waits with an error or as timed out") {
+TEST_CASE("Close ends pending waits and answers later ones at once") {
   Owner owner;
-  absl::Notification done;
-  absl::Status got;
+  std::vector<absl::Status> got;
+  auto record = [&](absl::StatusOr<StatusWaitResult<v1::ProcState>> result) {
+    got.push_back(result.status());
+  };
   Deferred deferred;
   {
     absl::MutexLock lock(&owner.mu);
-    owner.waiters.Add(
-        {"x"}, v1::RUNNING, absl::Now() + absl::Hours(1),
-        [&](absl::StatusOr<StatusWaitResult<v1::ProcState>> result) {
-          got = result.status();
-          done.Notify();
-        },
-        deferred);
-    owner.waiters.EndAll(absl::UnavailableError("shutting down"), deferred);
+    owner.waiters.Add({"x"}, v1::RUNNING, absl::Now() + absl::Hours(1), record,
+                      deferred);
+    owner.waiters.Close(absl::UnavailableError("shutting down"), deferred);
+    CHECK(owner.waiters.pending() == 0);
+    owner.waiters.Add({"y"}, v1::RUNNING, absl::Now() + absl::Hours(1), record,
+                      deferred);
     CHECK(owner.waiters.pending() == 0);
   }
   RunDeferred(deferred);
-  REQUIRE(done.HasBeenNotified());
-  CHECK(got.code() == absl::StatusCode::kUnavailable);
+  REQUIRE(got.size() == 2);
+  CHECK(got[0].code() == absl::StatusCode::kUnavailable);
+  CHECK(got[1].code() == absl::StatusCode::kUnavailable);
+}
+
+TEST_CASE("Close without an error answers with the states as they are") {
+  Owner owner;
+  StatusWaitResult<v1::ProcState> pending, later;
+  absl::Notification pending_done, later_done;
+  owner.Wait({"x"}, v1::RUNNING, absl::Hours(1), &pending, &pending_done);
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&owner.mu);
+    owner.waiters.Close(absl::OkStatus(), deferred);
+  }
+  RunDeferred(deferred);
+  REQUIRE(pending_done.HasBeenNotified());
+  CHECK(pending.timed_out);
+  owner.Wait({"x"}, v1::RUNNING, absl::Hours(1), &later, &later_done);
+  REQUIRE(later_done.HasBeenNotified());
+  CHECK(later.timed_out);
+  CHECK(later.states[0].status() == v1::NOT_EXIST);
+  CHECK(later.states[0].reason() == "no proc named \"x\"");
 }
 
 }  // namespace
