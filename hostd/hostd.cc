@@ -3,7 +3,6 @@
 #include <glog/logging.h>
 #include <grpcpp/grpcpp.h>
 #include <limits.h>
-#include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
@@ -23,6 +22,7 @@
 #include "hostd/proc_manager.h"
 #include "lib/bootstrap/parent_channel.h"
 #include "lib/bootstrap/registrar.h"
+#include "lib/process/signals.h"
 #include "lib/process/supervisor.h"
 
 namespace mesh {
@@ -61,15 +61,8 @@ std::string DefaultProcdPath() {
 }  // namespace
 
 int RunHostd(HostdOptions options) {
-  // Termination signals are taken by one thread with sigwait; every thread
-  // created from here on inherits the mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGUSR1);  // wakes the signal thread at exit
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  // Before any thread starts: SIGTERM/SIGINT go to one thread (below).
+  StopSignals::Block();
 
   if (options.procd_path.empty()) options.procd_path = DefaultProcdPath();
   std::error_code error;
@@ -182,20 +175,15 @@ int RunHostd(HostdOptions options) {
   }
   sd_notify(0, "READY=1");
 
-  std::thread signal_thread([&] {
-    int sig = 0;
-    while (sigwait(&signals, &sig) == 0) {
-      if (sig == SIGUSR1) return;
-      LOG(INFO) << "received " << strsignal(sig) << "; shutting down";
-      shutdown(absl::StrCat("hostd received ", strsignal(sig)));
-    }
+  auto signals = std::make_unique<StopSignals>([&](const std::string& name) {
+    LOG(INFO) << "received " << name << "; shutting down";
+    shutdown(absl::StrCat("hostd received ", name));
   });
 
   exit_requested.WaitForNotification();
   manager->AnswerAllWaits();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  pthread_kill(signal_thread.native_handle(), SIGUSR1);
-  signal_thread.join();
+  signals.reset();
   parent.reset();
   manager.reset();
   server.reset();

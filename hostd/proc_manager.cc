@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "lib/names.h"
+#include "lib/process/signals.h"
 
 namespace mesh {
 namespace {
@@ -45,11 +46,6 @@ std::string LastLine(const std::string& tail) {
   std::string last = lines.back();
   if (last.size() > 200) last = last.substr(last.size() - 200);
   return last;
-}
-
-std::string SignalName(int sig) {
-  const char* abbrev = sigabbrev_np(sig);
-  return abbrev ? absl::StrCat("SIG", abbrev) : absl::StrCat("signal ", sig);
 }
 
 absl::Status NoSuchProc(const std::string& name) {

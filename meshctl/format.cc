@@ -16,6 +16,7 @@
 #include "google/protobuf/timestamp.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
+#include "lib/process/signals.h"
 
 namespace mesh::meshctl {
 namespace {
@@ -84,11 +85,7 @@ std::string FormatFields(
 }
 
 std::string ExitText(const v1::ProcState& proc) {
-  if (proc.has_term_signal()) {
-    const char* abbrev = sigabbrev_np(proc.term_signal());
-    if (abbrev == nullptr) return absl::StrCat("signal ", proc.term_signal());
-    return absl::StrCat("SIG", abbrev);
-  }
+  if (proc.has_term_signal()) return SignalName(proc.term_signal());
   if (proc.has_exit_code()) return absl::StrCat(proc.exit_code());
   return "";
 }

@@ -13,7 +13,6 @@
 //   7. stop every actor, the mailbox, the server, within the grace.
 #include <glog/logging.h>
 #include <grpcpp/grpcpp.h>
-#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -36,6 +35,7 @@
 #include "lib/bootstrap/parent_channel.h"
 #include "lib/mailbox/mailbox.h"
 #include "lib/names.h"
+#include "lib/process/signals.h"
 #include "procd/proc_runtime.h"
 #include "procd/proc_service.h"
 
@@ -83,12 +83,8 @@ std::string JoinHostPort(const std::string& host, int port) {
 }  // namespace
 
 int ProcdMain(int argc, char** argv, ActorRegistry registry) {
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  // Before any thread starts: SIGTERM/SIGINT go to one thread (below).
+  StopSignals::Block();
 
   std::string name = "proc";
   uint64_t rank = 0;
@@ -184,16 +180,11 @@ int ProcdMain(int argc, char** argv, ActorRegistry registry) {
   const std::string address = JoinHostPort(advertise_host, port);
   mailbox.set_address(address);
 
-  // The only thread that sees SIGTERM/SIGINT; it turns them into a stop
-  // request (nothing runs in a signal handler). Woken with SIGTERM to end.
-  std::atomic<bool> exiting{false};
-  std::thread signal_thread([&] {
-    while (true) {
-      int sig = 0;
-      if (sigwait(&stop_signals, &sig) != 0 || exiting.load()) return;
-      stop.Request(absl::StrCat("signal ", strsignal(sig)), kDefaultGrace);
-    }
-  });
+  // SIGTERM/SIGINT become a stop request (nothing runs in a handler).
+  auto signals =
+      std::make_unique<StopSignals>([&stop](const std::string& name) {
+        stop.Request(absl::StrCat("received ", name), kDefaultGrace);
+      });
 
   std::unique_ptr<ParentChannel> parent;
   if (info.has_value()) {
@@ -244,9 +235,7 @@ int ProcdMain(int argc, char** argv, ActorRegistry registry) {
   parent.reset();  // The parent sees the channel close.
   stopped.Notify();
   watchdog.join();
-  exiting.store(true);
-  pthread_kill(signal_thread.native_handle(), SIGTERM);
-  signal_thread.join();
+  signals.reset();
   LOG(INFO) << "procd " << name << " stopped";
   return exit_code;
 }
