@@ -27,16 +27,21 @@ absl::StatusOr<ActorMesh> ActorMesh::Slice(const std::string& label,
   return ActorMesh(client_, name_, type_, actors_, *std::move(view));
 }
 
-absl::Status ActorMesh::Cast(const google::protobuf::Message& message) const {
-  v1::Envelope prototype;
-  PackPayload(message, &prototype);
+void ActorMesh::SendToAll(const v1::Envelope& prototype) const {
   for (size_t rank = 0; rank < num_ranks(); ++rank) {
     const v1::ActorRef& target = actor(rank);
     v1::Envelope envelope = prototype;
     envelope.set_actor(target.actor());
     envelope.set_cast_rank(rank);
+    envelope.set_correlation(rank);  // a reply names the rank it answers
     client_->mailbox().Send(target.address(), std::move(envelope));
   }
+}
+
+absl::Status ActorMesh::Cast(const google::protobuf::Message& message) const {
+  v1::Envelope prototype;
+  PackPayload(message, &prototype);
+  SendToAll(prototype);
   return absl::OkStatus();
 }
 
@@ -92,14 +97,7 @@ std::vector<absl::StatusOr<v1::Envelope>> ActorMesh::CallRaw(
   v1::Envelope prototype;
   PackPayload(message, &prototype);
   *prototype.mutable_reply_to() = port;
-  for (size_t rank = 0; rank < n; ++rank) {
-    const v1::ActorRef& target = actor(rank);
-    v1::Envelope envelope = prototype;
-    envelope.set_actor(target.actor());
-    envelope.set_cast_rank(rank);
-    envelope.set_correlation(rank);
-    mailbox.Send(target.address(), std::move(envelope));
-  }
+  SendToAll(prototype);
 
   {
     absl::MutexLock lock(&gather->mu);

@@ -33,15 +33,7 @@ absl::StatusOr<v1::Envelope> PortQueue::Pop(absl::Duration timeout) {
 
 absl::Status UnpackEnvelope(const v1::Envelope& envelope,
                             google::protobuf::Message* message) {
-  if (envelope.has_error() && envelope.error().code() != 0) {
-    return FromErrorProto(envelope.error());
-  }
-  if (!envelope.has_payload() || !envelope.payload().UnpackTo(message)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "expected a message of type ", message->GetDescriptor()->full_name(),
-        ", got \"", envelope.payload().type_url(), "\""));
-  }
-  return absl::OkStatus();
+  return UnpackPayload(envelope, message);  // the mailbox's own rule
 }
 
 }  // namespace internal

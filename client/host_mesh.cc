@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "client/internal/parallel.h"
+#include "client/internal/stop_procs.h"
 #include "lib/launcher/launcher.h"
 #include "lib/names.h"
 #include "lib/status.h"
@@ -130,30 +131,12 @@ absl::Status HostMesh::Impl::StopSpawnedProcs(absl::Duration grace) {
     absl::MutexLock lock(&mu_);
     spawned.swap(spawned_);
   }
-  std::vector<std::shared_ptr<grpc::Channel>> channels;
-  std::vector<v1::StopProcRequest> requests(spawned.size());
-  for (size_t i = 0; i < spawned.size(); ++i) {
-    channels.push_back(options_.client->Channel(addresses_[spawned[i].first]));
-    requests[i].set_name(spawned[i].second);
-    requests[i].set_reason("host mesh shutdown");
-    requests[i].set_grace_ms(absl::ToInt64Milliseconds(grace));
+  std::vector<internal::ProcOnHost> procs;
+  for (const auto& [host, proc] : spawned) {
+    procs.push_back({addresses_[host], proc});
   }
-  auto stopped = internal::ParallelUnary<v1::Host, v1::ProcState>(
-      channels, requests, grace * 3 + absl::Seconds(10),
-      [](auto* stub, auto* context, auto* request, auto* response, auto done) {
-        stub->async()->StopProc(context, request, response, std::move(done));
-      });
-  std::vector<std::string> problems;
-  for (size_t i = 0; i < stopped.size(); ++i) {
-    if (!stopped[i].ok() &&
-        stopped[i].status().code() != absl::StatusCode::kNotFound) {
-      problems.push_back(absl::StrFormat("%s: %s", requests[i].name(),
-                                         stopped[i].status().message()));
-    }
-  }
-  if (problems.empty()) return absl::OkStatus();
-  return absl::UnavailableError(
-      absl::StrCat("stopping procs: ", absl::StrJoin(problems, "; ")));
+  return internal::StopProcs(*options_.client, procs, "host mesh shutdown",
+                             grace);
 }
 
 HostMesh::HostMesh(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

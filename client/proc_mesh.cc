@@ -5,8 +5,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/internal/parallel.h"
+#include "client/internal/stop_procs.h"
 #include "lib/mailbox/mailbox.h"
 #include "lib/names.h"
+#include "lib/status.h"
 #include "proto/host.grpc.pb.h"
 #include "proto/proc.grpc.pb.h"
 
@@ -122,30 +124,14 @@ absl::StatusOr<ActorMesh> ProcMesh::Spawn(
 }
 
 absl::Status ProcMesh::Stop(absl::Duration grace) const {
-  std::vector<std::shared_ptr<grpc::Channel>> channels;
-  std::vector<v1::StopProcRequest> stops(procs_.size());
+  std::vector<internal::ProcOnHost> procs;
   for (size_t rank = 0; rank < procs_.size(); ++rank) {
-    channels.push_back(client_->Channel(host_addresses_[rank]));
-    stops[rank].set_name(procs_[rank].name());
-    stops[rank].set_reason(absl::StrCat("proc mesh ", name_, " stopped"));
-    stops[rank].set_grace_ms(absl::ToInt64Milliseconds(grace));
+    procs.push_back({host_addresses_[rank], procs_[rank].name()});
   }
-  auto stopped = internal::ParallelUnary<v1::Host, v1::ProcState>(
-      channels, stops, grace * 3 + absl::Seconds(10),
-      [](auto* stub, auto* context, auto* request, auto* response, auto done) {
-        stub->async()->StopProc(context, request, response, std::move(done));
-      });
-  std::vector<std::string> failures;
-  for (size_t rank = 0; rank < stopped.size(); ++rank) {
-    if (!stopped[rank].ok()) {
-      failures.push_back(absl::StrFormat("%s: %s", procs_[rank].name(),
-                                         stopped[rank].status().message()));
-    }
-  }
-  if (failures.empty()) return absl::OkStatus();
-  return absl::UnavailableError(
-      absl::StrFormat("proc mesh \"%s\": could not stop %s", name_,
-                      absl::StrJoin(failures, "; ")));
+  return Annotate(
+      internal::StopProcs(*client_, procs,
+                          absl::StrCat("proc mesh ", name_, " stopped"), grace),
+      absl::StrFormat("proc mesh \"%s\"", name_));
 }
 
 }  // namespace mesh

@@ -477,6 +477,19 @@ void Mailbox::Shutdown() {
   }
 }
 
+absl::Status UnpackPayload(const v1::Envelope& envelope,
+                           google::protobuf::Message* message) {
+  if (envelope.has_error() && envelope.error().code() != 0) {
+    return FromErrorProto(envelope.error());
+  }
+  if (!envelope.has_payload() || !envelope.payload().UnpackTo(message)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expected a payload of type ", message->GetDescriptor()->full_name(),
+        ", got \"", envelope.payload().type_url(), "\""));
+  }
+  return absl::OkStatus();
+}
+
 void PackPayload(const google::protobuf::Message& message,
                  v1::Envelope* envelope) {
   envelope->mutable_payload()->PackFrom(message);

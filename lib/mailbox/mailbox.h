@@ -209,20 +209,18 @@ bool PayloadIs(const v1::Envelope& envelope) {
   return envelope.has_payload() && envelope.payload().Is<T>();
 }
 
-// The payload as a `T`: the envelope's error if it carries one (an error
-// reply), INVALID_ARGUMENT if the payload is missing or of another type.
+// Unpacks the payload into `message`: the envelope's error if it carries one
+// (an error reply), INVALID_ARGUMENT if the payload is missing or of another
+// type.
+absl::Status UnpackPayload(const v1::Envelope& envelope,
+                           google::protobuf::Message* message);
+
+// The same, returning a `T`.
 template <typename T>
 absl::StatusOr<T> UnpackPayload(const v1::Envelope& envelope) {
-  if (envelope.has_error() && envelope.error().code() != 0) {
-    return absl::Status(static_cast<absl::StatusCode>(envelope.error().code()),
-                        envelope.error().message());
-  }
   T message;
-  if (!envelope.has_payload() || !envelope.payload().UnpackTo(&message)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "expected a payload of type ", T::descriptor()->full_name(), ", got \"",
-        envelope.payload().type_url(), "\""));
-  }
+  absl::Status unpacked = UnpackPayload(envelope, &message);
+  if (!unpacked.ok()) return unpacked;
   return message;
 }
 

@@ -86,6 +86,10 @@ class ActorMesh {
         actors_(std::move(actors)),
         view_(std::move(view)) {}
 
+  // Sends a copy of `prototype` to every actor of the view, addressed, with
+  // its view rank as cast_rank and correlation.
+  void SendToAll(const v1::Envelope& prototype) const;
+
   std::shared_ptr<Client> client_;
   std::string name_;
   std::string type_;
