@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -94,8 +95,9 @@ double BaselineSpawnMs(int n) {
   for (auto& thread : threads) thread.join();
   double ms = absl::ToDoubleMilliseconds(absl::Now() - start);
   (*launcher)->StopAll(absl::Seconds(2));
-  std::string rm = absl::StrCat("rm -rf ", dir);
-  if (std::system(rm.c_str()) != 0) return ms;
+  launcher->reset();  // its socket lives in `dir`
+  std::error_code error;
+  std::filesystem::remove_all(dir, error);
   return ms;
 }
 
