@@ -277,6 +277,42 @@ bool ProcRuntime::CancelWait(uint64_t id) {
   return waiters_.Cancel(id);
 }
 
+uint64_t ProcRuntime::After(absl::Time deadline,
+                            std::function<void(absl::Status)> fire) {
+  uint64_t id = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    id = next_timer_++;
+    if (!shut_down_) {
+      Timer& timer = timers_[id];
+      timer.fire = std::move(fire);
+      timer.loop_timer = loop_->PostAt(deadline, [this, id] {
+        std::function<void(absl::Status)> due;
+        {
+          absl::MutexLock lock(&mu_);
+          auto it = timers_.find(id);
+          if (it == timers_.end()) return;
+          due = std::move(it->second.fire);
+          timers_.erase(it);
+        }
+        due(absl::OkStatus());
+      });
+      return id;
+    }
+  }
+  fire(ShuttingDownError());
+  return id;
+}
+
+bool ProcRuntime::CancelTimer(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto it = timers_.find(id);
+  if (it == timers_.end()) return false;
+  loop_->Cancel(it->second.loop_timer);
+  timers_.erase(it);
+  return true;
+}
+
 absl::Status ProcRuntime::Deliver(v1::Envelope envelope) {
   absl::ReaderMutexLock lock(&mu_);
   auto it = actors_.find(envelope.actor());
@@ -313,10 +349,14 @@ void ProcRuntime::Shutdown() {
     absl::MutexLock lock(&mu_);
     if (shut_down_) return;
     shut_down_ = true;
-    // This and every later wait ends with UNAVAILABLE.
-    waiters_.Close(absl::UnavailableError(absl::StrCat(
-                       "proc \"", options_.proc_name, "\" is shutting down")),
-                   abandoned);
+    // This and every later wait or timer ends with UNAVAILABLE.
+    waiters_.Close(ShuttingDownError(), abandoned);
+    for (auto& [id, timer] : timers_) {
+      loop_->Cancel(timer.loop_timer);
+      abandoned.push_back([fire = std::move(timer.fire),
+                           error = ShuttingDownError()] { fire(error); });
+    }
+    timers_.clear();
   }
   RunDeferred(abandoned);
   loop_.reset();
@@ -472,6 +512,11 @@ v1::ActorState ProcRuntime::StateLocked(const ActorCell& cell) const {
   *state.mutable_created_at() = ToProto(cell.created_at);
   *state.mutable_updated_at() = ToProto(cell.updated_at);
   return state;
+}
+
+absl::Status ProcRuntime::ShuttingDownError() const {
+  return absl::UnavailableError(
+      absl::StrCat("proc \"", options_.proc_name, "\" is shutting down"));
 }
 
 absl::Status ProcRuntime::NotAcceptingError(const ActorCell& cell) const {

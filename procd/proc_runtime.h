@@ -103,6 +103,14 @@ class ProcRuntime {
   // called); false if `done` has been or is being called.
   bool CancelWait(uint64_t id);
 
+  // A deadline tied to this proc's life: calls `fire` exactly once (unless
+  // CancelTimer removes it first), with OK at `deadline`, or with
+  // UNAVAILABLE if the runtime shuts down first (at once if it has). May
+  // run before After returns. Returns an id for CancelTimer.
+  uint64_t After(absl::Time deadline, std::function<void(absl::Status)> fire);
+  // True if timer `id` was removed before `fire` started.
+  bool CancelTimer(uint64_t id);
+
   // The mailbox's actor sink: queues `envelope` for its actor. NOT_FOUND for
   // an unknown actor, FAILED_PRECONDITION for one that failed or stopped.
   absl::Status Deliver(v1::Envelope envelope);
@@ -131,6 +139,7 @@ class ProcRuntime {
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Replies to `envelope`'s reply_to with `error`, if it has one.
   void ReplyError(const v1::Envelope& envelope, const absl::Status& error);
+  absl::Status ShuttingDownError() const;
   absl::Status NotAcceptingError(const internal::ActorCell& cell) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
@@ -144,6 +153,12 @@ class ProcRuntime {
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   // Runs wait deadlines; stopped in Shutdown, before waiters_ goes.
   std::unique_ptr<EventLoop> loop_;
+  struct Timer {
+    EventLoop::TimerId loop_timer = 0;
+    std::function<void(absl::Status)> fire;
+  };
+  std::map<uint64_t, Timer> timers_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_timer_ ABSL_GUARDED_BY(mu_) = 1;
   StatusWaiters<v1::ActorState> waiters_;
   absl::Mutex shutdown_mu_;  // serializes Shutdown()
 };

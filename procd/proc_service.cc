@@ -170,15 +170,12 @@ class CallReactor final : public grpc::ServerUnaryReactor {
         mailbox->ClosePort(port.port());
         return;
       }
-      // No actor ever has status TIMEOUT, so only the deadline or the
-      // runtime's Shutdown (UNAVAILABLE) ends this wait.
-      uint64_t wait = runtime->WaitActors(
-          {request.actor()}, v1::TIMEOUT, deadline,
-          [call](absl::StatusOr<v1::WaitActorsResponse> result) {
-            call->OnWaitEnded(result.status());
-          });
-      if (!call->SetWait(wait)) {  // Timed out, shut down or cancelled.
-        runtime->CancelWait(wait);
+      // The reply's deadline, which the proc's shutdown ends early.
+      uint64_t timer = runtime->After(deadline, [call](absl::Status status) {
+        call->OnTimerFired(status);
+      });
+      if (!call->SetTimer(timer)) {  // Timed out, shut down or cancelled.
+        runtime->CancelTimer(timer);
         return;
       }
       v1::Envelope envelope;
@@ -196,16 +193,16 @@ class CallReactor final : public grpc::ServerUnaryReactor {
     void Complete(const grpc::Status& status,
                   const google::protobuf::Any* reply) {
       std::optional<uint64_t> port;
-      std::optional<uint64_t> wait;
+      std::optional<uint64_t> timer;
       {
         absl::MutexLock lock(&mu_);
         if (finished_) return;
         finished_ = true;
         port = port_;
-        wait = wait_;
+        timer = timer_;
       }
       if (port.has_value()) runtime_->mailbox()->ClosePort(*port);
-      if (wait.has_value()) runtime_->CancelWait(*wait);
+      if (timer.has_value()) runtime_->CancelTimer(*timer);
       if (reply != nullptr) *response_->mutable_reply() = *reply;
       reactor_->Finish(status);
     }
@@ -219,11 +216,11 @@ class CallReactor final : public grpc::ServerUnaryReactor {
       return true;
     }
 
-    // False if the call is already finished (the caller cancels the wait).
-    bool SetWait(uint64_t wait) {
+    // False if the call is already finished (the caller cancels the timer).
+    bool SetTimer(uint64_t timer) {
       absl::MutexLock lock(&mu_);
       if (finished_) return false;
-      wait_ = wait;
+      timer_ = timer;
       return true;
     }
 
@@ -235,7 +232,7 @@ class CallReactor final : public grpc::ServerUnaryReactor {
       Complete(grpc::Status::OK, &envelope.payload());
     }
 
-    void OnWaitEnded(const absl::Status& status) {
+    void OnTimerFired(const absl::Status& status) {
       if (!status.ok()) {  // The runtime is shutting down.
         Complete(ToGrpcStatus(status), nullptr);
         return;
@@ -258,7 +255,7 @@ class CallReactor final : public grpc::ServerUnaryReactor {
     absl::Mutex mu_;
     bool finished_ ABSL_GUARDED_BY(mu_) = false;
     std::optional<uint64_t> port_ ABSL_GUARDED_BY(mu_);
-    std::optional<uint64_t> wait_ ABSL_GUARDED_BY(mu_);
+    std::optional<uint64_t> timer_ ABSL_GUARDED_BY(mu_);
   };
 
   const std::shared_ptr<Call> call_;
