@@ -1,8 +1,7 @@
-// The resource verbs' shared pieces: IsTerminal, and StatusWaiters, the
-// server-side wait of the resource verbs — "answer when
-// every named resource has a status >= min_status, or at the deadline" —
-// one implementation for hostd (State = v1::ProcState) and procd
-// (State = v1::ActorState).
+// What hostd (State = v1::ProcState) and procd (State = v1::ActorState)
+// share of the resource verbs: IsTerminal, and StatusWaiters, the
+// server-side wait — "answer when every named resource has a status >=
+// min_status, or at the deadline".
 //
 // The owner keeps its resources under its own mutex and calls every method
 // here with that mutex held; deadlines run on the owner's EventLoop, which
