@@ -39,8 +39,7 @@ struct Owner {
 
   // Adds a wait whose answer lands in `out` and notifies `done`.
   void Wait(std::vector<std::string> names, v1::Status min, absl::Duration in,
-            StatusWaitResult<v1::ProcState>* out,
-            absl::Notification* done) {
+            StatusWaitResult<v1::ProcState>* out, absl::Notification* done) {
     Deferred deferred;
     {
       absl::MutexLock lock(&mu);
