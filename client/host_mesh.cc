@@ -73,6 +73,17 @@ absl::StatusOr<HostMesh::Options> WithDefaults(HostMesh::Options options) {
   return options;
 }
 
+// Opens the client's relay stream to every host, so that their procs can
+// reach the client's ports (e.g. its supervisor port) before it sends them
+// anything.
+absl::Status ConnectAll(Client& client,
+                        const std::vector<std::string>& addresses) {
+  for (const std::string& address : addresses) {
+    RETURN_IF_ERROR(client.Connect(address));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status HostMesh::Impl::Shutdown(absl::Duration grace) {
@@ -211,6 +222,11 @@ absl::StatusOr<HostMesh> HostMesh::Process(size_t num_hosts, Options options) {
         absl::StrFormat("%d of %d hosts did not start: %s", failures.size(),
                         num_hosts, absl::StrJoin(failures, "; ")));
   }
+  if (absl::Status connected = ConnectAll(*options.client, addresses);
+      !connected.ok()) {
+    impl->Shutdown(absl::Seconds(1)).IgnoreError();
+    return connected;
+  }
   return HostMesh(std::move(impl));
 }
 
@@ -242,6 +258,7 @@ absl::StatusOr<HostMesh> HostMesh::Attach(std::vector<std::string> addresses,
     return absl::UnavailableError(absl::StrCat("cannot attach to hosts: ",
                                                absl::StrJoin(failures, "; ")));
   }
+  RETURN_IF_ERROR(ConnectAll(*options.client, addresses));
   return HostMesh(std::make_unique<Impl>(
       options, std::move(addresses), std::vector<std::string>(), nullptr, ""));
 }

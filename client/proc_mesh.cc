@@ -10,7 +10,6 @@
 #include "lib/names.h"
 #include "lib/status.h"
 #include "proto/host.grpc.pb.h"
-#include "proto/proc.grpc.pb.h"
 
 namespace mesh {
 
@@ -29,11 +28,13 @@ absl::StatusOr<ActorMesh> ProcMesh::Spawn(
   absl::Status valid = ValidateName(name, "actor mesh name");
   if (!valid.ok()) return valid;
   const size_t n = procs_.size();
+  // Actor verbs go to each proc's host (its Proc service), naming the proc.
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   std::vector<v1::CreateOrUpdateActorRequest> creates(n);
   for (size_t rank = 0; rank < n; ++rank) {
-    channels.push_back(client_->Channel(procs_[rank].address()));
+    channels.push_back(client_->Channel(host_addresses_[rank]));
     v1::CreateOrUpdateActorRequest& create = creates[rank];
+    create.set_proc(procs_[rank].name());
     create.set_name(name);
     create.set_type(type);
     create.set_rank(rank);
@@ -55,6 +56,7 @@ absl::StatusOr<ActorMesh> ProcMesh::Spawn(
     waiting.push_back(rank);
     wait_channels.push_back(channels[rank]);
     v1::WaitActorsRequest& wait = waits.emplace_back();
+    wait.set_proc(procs_[rank].name());
     wait.add_names(name);
     wait.set_min_status(v1::RUNNING);
     wait.set_timeout_ms(absl::ToInt64Milliseconds(timeout));
@@ -90,9 +92,9 @@ absl::StatusOr<ActorMesh> ProcMesh::Spawn(
       v1::ProcState state;
       if (host->GetProcState(&context, request, &state).ok() &&
           state.status() >= v1::STOPPING) {
-        status = absl::FailedPreconditionError(
-            absl::StrFormat("proc %s is %s: %s", proc.name(),
-                            v1::Status_Name(state.status()), state.reason()));
+        status = absl::FailedPreconditionError(absl::StrFormat(
+            "proc %s on host %s is %s: %s", proc.name(), host_addresses_[rank],
+            v1::Status_Name(state.status()), state.reason()));
       }
     }
     if (status.ok() && !waited[rank].ok()) status = waited[rank].status();
@@ -104,13 +106,20 @@ absl::StatusOr<ActorMesh> ProcMesh::Spawn(
                             actor.reason()));
       } else {
         refs[rank] = actor.ref();
+        // A proc names its host as the host advertises itself; fill in what
+        // it left out from what this mesh knows.
+        if (refs[rank].host().empty()) {
+          refs[rank].set_host(host_addresses_[rank]);
+        }
+        if (refs[rank].proc().empty()) refs[rank].set_proc(proc.name());
+        if (refs[rank].actor().empty()) refs[rank].set_actor(name);
       }
     }
     if (!status.ok()) {
       if (code == absl::StatusCode::kOk) code = status.code();
-      failures.push_back(absl::StrFormat("rank %d (proc %s at %s): %s", rank,
-                                         proc.name(), proc.address(),
-                                         status.message()));
+      failures.push_back(
+          absl::StrFormat("rank %d (proc %s on host %s): %s", rank, proc.name(),
+                          host_addresses_[rank], status.message()));
     }
   }
   if (!failures.empty()) {

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_format.h"
 #include "lib/names.h"
+#include "lib/grpc_status.h"
 #include "lib/status.h"
 
 namespace mesh {

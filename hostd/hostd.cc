@@ -19,22 +19,20 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "hostd/host_service.h"
+#include "hostd/peer_hosts.h"
+#include "hostd/proc_channels.h"
 #include "hostd/proc_manager.h"
+#include "hostd/proc_service.h"
+#include "hostd/relay_service.h"
+#include "hostd/router.h"
 #include "lib/bootstrap/parent_channel.h"
-#include "lib/bootstrap/registrar.h"
+#include "lib/host_port.h"
+#include "lib/mailbox/mailbox.h"
 #include "lib/process/signals.h"
 #include "lib/process/supervisor.h"
 
 namespace mesh {
 namespace {
-
-// The host part of "host:port" or "[v6]:port".
-std::string HostPart(const std::string& address) {
-  size_t colon = address.rfind(':');
-  std::string host =
-      colon == std::string::npos ? address : address.substr(0, colon);
-  return host;
-}
 
 std::string ThisHostname() {
   char name[HOST_NAME_MAX + 1] = {};
@@ -63,6 +61,14 @@ std::string DefaultProcdPath() {
 int RunHostd(HostdOptions options) {
   // Before any thread starts: SIGTERM/SIGINT go to one thread (below).
   StopSignals::Block();
+  // Also before any thread starts: takes the channel to a parent that
+  // spawned us (unsetting its variable; the fd becomes close-on-exec).
+  absl::StatusOr<std::optional<ParentChannel::Inherited>> bootstrap =
+      ParentChannel::ReadFromEnv();
+  if (!bootstrap.ok()) {
+    LOG(ERROR) << "bad bootstrap info: " << bootstrap.status();
+    return 1;
+  }
 
   if (options.procd_path.empty()) options.procd_path = DefaultProcdPath();
   std::error_code error;
@@ -72,12 +78,16 @@ int RunHostd(HostdOptions options) {
                << error.message();
     return 1;
   }
+  absl::StatusOr<HostPort> listen =
+      ParseHostPort(options.listen, "--listen", /*allow_port_zero=*/true);
+  if (!listen.ok()) {
+    LOG(ERROR) << listen.status().message();
+    return 2;
+  }
   std::string advertise = options.advertise;
   if (advertise.empty()) {
-    advertise = HostPart(options.listen);
-    if (advertise == "0.0.0.0" || advertise == "[::]" || advertise.empty()) {
-      advertise = ThisHostname();
-    }
+    advertise = listen->host;
+    if (advertise == "0.0.0.0" || advertise == "::") advertise = ThisHostname();
   }
 
   absl::StatusOr<std::unique_ptr<ProcessSupervisor>> supervisor =
@@ -87,17 +97,25 @@ int RunHostd(HostdOptions options) {
                << supervisor.status();
     return 1;
   }
-  Registrar::Options registrar_options;
-  registrar_options.runtime_dir = options.runtime_dir;
-  registrar_options.advertise_host = advertise;
-  registrar_options.orphan_timeout = options.orphan_timeout;
-  absl::StatusOr<std::unique_ptr<Registrar>> registrar =
-      Registrar::Create(registrar_options);
-  if (!registrar.ok()) {
-    LOG(ERROR) << "cannot start the register-back service in "
-               << options.runtime_dir << ": " << registrar.status();
+  std::filesystem::create_directories(options.runtime_dir, error);
+  if (error) {
+    LOG(ERROR) << "cannot create runtime dir " << options.runtime_dir << ": "
+               << error.message();
     return 1;
   }
+  chmod(options.runtime_dir.c_str(), 0700);
+
+  // Each proc's local channel; envelopes from procs go to the router.
+  ProcChannels::Options channel_options;
+  channel_options.orphan_timeout = options.orphan_timeout;
+  channel_options.max_frame_bytes = kMaxMessageBytes;
+  auto channels = std::make_unique<ProcChannels>(channel_options);
+  // Other hosts, for envelopes routed through them (set once we listen).
+  std::unique_ptr<PeerHosts> peers;
+  auto router = std::make_unique<Router>(
+      channels.get(), [&peers](const std::string& host, v1::Envelope& e) {
+        return peers->Send(host, e);
+      });
 
   ProcManager::Options manager_options;
   manager_options.procd_path = options.procd_path;
@@ -106,7 +124,7 @@ int RunHostd(HostdOptions options) {
   manager_options.stop_grace = options.stop_grace;
   manager_options.max_procs = options.max_procs;
   auto manager = std::make_unique<ProcManager>(
-      manager_options, supervisor->get(), registrar->get());
+      manager_options, supervisor->get(), channels.get());
 
   absl::Notification exit_requested;
   std::once_flag exit_once;
@@ -139,13 +157,33 @@ int RunHostd(HostdOptions options) {
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.RegisterService(&service);
+  ProcService proc_service(manager.get(), channels.get());
+  builder.RegisterService(&proc_service);
+  RelayService relay_service(router.get(), RelayService::Options());
+  builder.RegisterService(&relay_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     LOG(ERROR) << "cannot listen on " << options.listen;
     return 1;
   }
-  std::string address = absl::StrCat(advertise, ":", port);
+  std::string address = JoinHostPort(advertise, port);
   service.set_address(address);
+  manager->set_host_address(address);
+  peers = std::make_unique<PeerHosts>(
+      address, [&router](v1::RelayFrame frame) {
+        if (frame.has_envelope()) {
+          router->Route(std::move(*frame.mutable_envelope()), "peer host");
+        }
+      });
+  channels->Start(
+      address,
+      [&router](v1::Envelope envelope) {
+        router->Route(std::move(envelope), "proc");
+      },
+      [&router](const std::string& proc, const absl::Status& why) {
+        router->ProcLost(proc, why);
+      });
+  router->Start(address);
   LOG(INFO) << "hostd listening on " << address << " (state "
             << options.state_dir << ", runtime " << options.runtime_dir
             << ", procd " << options.procd_path << ")";
@@ -153,12 +191,6 @@ int RunHostd(HostdOptions options) {
   std::fflush(stdout);
 
   std::unique_ptr<ParentChannel> parent;
-  absl::StatusOr<std::optional<v1::BootstrapInfo>> bootstrap =
-      ParentChannel::ReadFromEnv();
-  if (!bootstrap.ok()) {
-    LOG(ERROR) << "bad bootstrap info: " << bootstrap.status();
-    return 1;
-  }
   if (bootstrap->has_value()) {
     ParentChannel::Callbacks callbacks;
     callbacks.on_stop = [&](const std::string& reason, absl::Duration) {
@@ -166,7 +198,8 @@ int RunHostd(HostdOptions options) {
     };
     callbacks.on_orphaned = [&] { shutdown("parent is gone"); };
     absl::StatusOr<std::unique_ptr<ParentChannel>> channel =
-        ParentChannel::Register(**bootstrap, address, std::move(callbacks));
+        ParentChannel::Register(std::move(**bootstrap), address,
+                                std::move(callbacks));
     if (!channel.ok()) {
       LOG(ERROR) << "register-back with parent failed: " << channel.status();
       return 1;
@@ -182,12 +215,17 @@ int RunHostd(HostdOptions options) {
 
   exit_requested.WaitForNotification();
   manager->AnswerAllWaits();
+  relay_service.Shutdown();
+  router->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   signals.reset();
   parent.reset();
+  peers->Shutdown();
   manager.reset();
   server.reset();
-  registrar->reset();
+  channels.reset();
+  router.reset();
+  peers.reset();
   supervisor->reset();
   LOG(INFO) << "hostd exiting";
   return 0;

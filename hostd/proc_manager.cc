@@ -97,9 +97,9 @@ absl::Status ValidateCreateRequest(
           absl::StrFormat("spec.env key \"%s\" is not a valid variable name",
                           absl::CHexEscape(key)));
     }
-    if (key == kBootstrapFdEnv) {
+    if (key == kChannelFdEnv) {
       return absl::InvalidArgumentError(
-          absl::StrCat("spec.env must not set ", kBootstrapFdEnv));
+          absl::StrCat("spec.env must not set ", kChannelFdEnv));
     }
     if (value.find('\0') != std::string::npos || value.size() > kMaxArgBytes) {
       return absl::InvalidArgumentError(absl::StrFormat(
@@ -117,7 +117,8 @@ struct ProcManager::Proc {
   uint64_t incarnation = 0;
   v1::ProcState state;
   uint64_t ticket_id = 0;
-  // Registered once state.address is set.
+  // The proc said Hello over its channel.
+  bool registered = false;
   bool stopping = false;
   // How far a stop has escalated: "exited" (asked), "SIGTERM", "SIGKILL".
   std::string stopped_by;
@@ -129,10 +130,10 @@ struct ProcManager::Proc {
 };
 
 ProcManager::ProcManager(Options options, ProcessSupervisor* supervisor,
-                         Registrar* registrar)
+                         ProcChannels* channels)
     : options_(std::move(options)),
       supervisor_(supervisor),
-      registrar_(registrar),
+      channels_(channels),
       loop_(std::make_unique<EventLoop>()),
       waiters_(
           "proc", &mu_, loop_.get(),
@@ -185,7 +186,7 @@ ProcManager::~ProcManager() {
       if (proc->ticket_id != 0) tickets.push_back(proc->ticket_id);
     }
   }
-  for (uint64_t id : tickets) registrar_->Forget(id);
+  for (uint64_t id : tickets) channels_->Forget(id);
 }
 
 ProcManager::Proc* ProcManager::Find(const std::string& name,
@@ -315,30 +316,32 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
     RunDeferred(deferred);
     return;
   }
-  Registrar::ChildCallbacks callbacks;
-  callbacks.on_registered = [this, name, incarnation](
-                                const std::string& address, pid_t pid) {
-    OnRegistered(name, incarnation, address, pid);
+  ProcChannels::ChildCallbacks callbacks;
+  callbacks.on_registered = [this, name, incarnation](pid_t pid) {
+    OnRegistered(name, incarnation, pid);
+  };
+  callbacks.on_refused = [this, name, incarnation](const std::string& why) {
+    OnRefused(name, incarnation, why);
   };
   callbacks.on_disconnected = [name] {
     VLOG(1) << "proc " << name << " closed its host channel";
   };
-  absl::StatusOr<Registrar::Ticket> ticket =
-      registrar_->Expect(name, rank, std::move(callbacks));
+  absl::StatusOr<ProcChannels::Ticket> ticket =
+      channels_->Expect(name, rank, std::move(callbacks));
   absl::StatusOr<pid_t> pid = absl::UnknownError("not spawned");
   if (!ticket.ok()) {
     pid = ticket.status();
   } else {
-    spawn.env[kBootstrapFdEnv] = absl::StrCat(kBootstrapChildFd);
-    spawn.inherit_fds.emplace_back(ticket->read_fd, kBootstrapChildFd);
+    spawn.env[kChannelFdEnv] = absl::StrCat(kChannelChildFd);
+    spawn.inherit_fds.emplace_back(ticket->child_fd, kChannelChildFd);
     pid = supervisor_->Spawn(spawn,
                              [this, name, incarnation](const ExitInfo& info) {
                                OnExit(name, incarnation, info);
                              });
-    close(ticket->read_fd);
+    close(ticket->child_fd);
   }
 
-  // Registrar and supervisor calls happen outside mu_: their callbacks take it.
+  // Channel and supervisor calls happen outside mu_: their callbacks take it.
   bool forget = ticket.ok() && !pid.ok();
   bool kill = false;
   {
@@ -365,8 +368,7 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
       kill = closing_;
       // Only an initializing proc waits for its call-back (it may have
       // registered already).
-      if (proc->state.status() == v1::INITIALIZING &&
-          proc->state.address().empty()) {
+      if (proc->state.status() == v1::INITIALIZING && !proc->registered) {
         proc->state.set_reason(absl::StrFormat(
             "waiting for registration (up to %s)",
             absl::FormatDuration(options_.registration_timeout)));
@@ -377,19 +379,20 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
       }
     }
   }
-  if (forget) registrar_->Forget(ticket->id);
+  if (forget) channels_->Forget(ticket->id);
   if (kill) supervisor_->SignalGroup(*pid, SIGKILL).IgnoreError();
   RunDeferred(deferred);
 }
 
 void ProcManager::OnRegistered(const std::string& name, uint64_t incarnation,
-                               const std::string& address, pid_t pid) {
+                               pid_t pid) {
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
     Proc* proc = Find(name, incarnation);
     if (proc == nullptr) return;
-    proc->state.set_address(address);
+    proc->registered = true;
+    proc->state.set_host(host_address_);
     if (proc->registration_timer != 0) loop_->Cancel(proc->registration_timer);
     if (proc->state.status() != v1::INITIALIZING) return;
     // The secret proves who called; a different pid is only worth a warning
@@ -398,7 +401,7 @@ void ProcManager::OnRegistered(const std::string& name, uint64_t incarnation,
       LOG(WARNING) << "proc " << name << " registered with pid " << pid
                    << " but hostd spawned pid " << proc->state.pid();
     }
-    LOG(INFO) << "proc " << name << " registered at " << address << " (pid "
+    LOG(INFO) << "proc " << name << " registered over its channel (pid "
               << pid << ")";
     SetStatus(*proc, v1::RUNNING, "registered", deferred);
   }
@@ -411,7 +414,7 @@ void ProcManager::OnRegistrationTimeout(const std::string& name,
   {
     absl::MutexLock lock(&mu_);
     Proc* proc = Find(name, incarnation);
-    if (proc == nullptr || !proc->state.address().empty() ||
+    if (proc == nullptr || proc->registered ||
         proc->state.status() != v1::INITIALIZING) {
       return;
     }
@@ -424,6 +427,25 @@ void ProcManager::OnRegistrationTimeout(const std::string& name,
   }
   absl::Status signalled = supervisor_->SignalGroup(pid, SIGKILL);
   if (!signalled.ok()) VLOG(1) << "SIGKILL of " << name << ": " << signalled;
+}
+
+void ProcManager::OnRefused(const std::string& name, uint64_t incarnation,
+                            const std::string& why) {
+  pid_t pid = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    Proc* proc = Find(name, incarnation);
+    if (proc == nullptr || IsTerminal(proc->state.status())) return;
+    proc->forced_failure = why;
+    proc->stopped_by = "SIGKILL";
+    pid = proc->state.pid();
+  }
+  if (pid != 0) supervisor_->SignalGroup(pid, SIGKILL).IgnoreError();
+}
+
+void ProcManager::set_host_address(const std::string& address) {
+  absl::MutexLock lock(&mu_);
+  host_address_ = address;
 }
 
 void ProcManager::OnExit(const std::string& name, uint64_t incarnation,
@@ -476,7 +498,7 @@ void ProcManager::OnExit(const std::string& name, uint64_t incarnation,
     LOG(INFO) << reason;
     SetStatus(*proc, status, reason, deferred);
   }
-  if (ticket != 0) registrar_->Forget(ticket);
+  if (ticket != 0) channels_->Forget(ticket);
   RunDeferred(deferred);
 }
 
@@ -537,7 +559,7 @@ void ProcManager::StopOnLoop(const std::string& name, const std::string& reason,
       incarnation = proc.incarnation;
       pid = proc.state.pid();
       if (proc.registration_timer != 0) loop_->Cancel(proc.registration_timer);
-      ticket = proc.state.address().empty() ? 0 : proc.ticket_id;
+      ticket = proc.registered ? proc.ticket_id : 0;
       SetStatus(proc, v1::STOPPING, absl::StrCat("stopping: ", reason),
                 deferred);
     }
@@ -549,7 +571,7 @@ void ProcManager::StopOnLoop(const std::string& name, const std::string& reason,
   RunDeferred(deferred);
   if (ticket != 0) {
     // Ask first; signals only if the proc does not go within the grace.
-    absl::Status asked = registrar_->SendStop(ticket, reason, grace);
+    absl::Status asked = channels_->SendStop(ticket, reason, grace);
     if (asked.ok()) {
       absl::MutexLock lock(&mu_);
       Proc* proc = Find(name, incarnation);

@@ -1,9 +1,9 @@
 // ProcManager: the host's table of procs and their lifecycle, transport-free.
 //
 // It turns the resource verbs into real child processes: CreateOrUpdate
-// spawns the proc's bootstrap command through the ProcessSupervisor with a
-// one-time register-back ticket from the Registrar; the proc is RUNNING once
-// the child calls back, FAILED if it does not within the registration
+// spawns the proc's bootstrap command through the ProcessSupervisor with one
+// end of a local channel from ProcChannels; the proc is RUNNING once the
+// child says Hello on it, FAILED if it does not within the registration
 // timeout (the child is then killed), and STOPPED/FAILED once the child is
 // reaped (exit code or signal, with its stderr tail). Stop escalates: ask the
 // proc over its channel, SIGTERM to its process group after the grace, then
@@ -11,7 +11,7 @@
 //
 // Every verb answers through a callback, never by blocking the caller; the
 // blocking work (spawn, signals) runs on the manager's own EventLoop. The
-// supervisor and registrar must outlive the manager. Thread-safe.
+// supervisor and the channels must outlive the manager. Thread-safe.
 #ifndef HOSTMESH_HOSTD_PROC_MANAGER_H_
 #define HOSTMESH_HOSTD_PROC_MANAGER_H_
 
@@ -28,7 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "lib/bootstrap/registrar.h"
+#include "hostd/proc_channels.h"
 #include "lib/event/event_loop.h"
 #include "lib/process/supervisor.h"
 #include "lib/resource/status_waiters.h"
@@ -54,7 +54,7 @@ class ProcManager {
   using ShutdownCallback = std::function<void(v1::ShutdownHostResponse)>;
 
   ProcManager(Options options, ProcessSupervisor* supervisor,
-              Registrar* registrar);
+              ProcChannels* channels);
   // SIGKILLs every proc still alive and waits until each is reaped (so no
   // supervisor callback outlives the manager), then answers every pending
   // waiter with the states as they are.
@@ -84,6 +84,10 @@ class ProcManager {
 
   int LiveProcs();
 
+  // This hostd's advertised host:port, put into each proc's state (a proc
+  // is reached through its host). Set once the server listens.
+  void set_host_address(const std::string& address);
+
  private:
   struct Proc;
 
@@ -93,7 +97,9 @@ class ProcManager {
   void Escalate(const std::string& name, uint64_t incarnation, int signal,
                 absl::Duration next_grace);
   void OnRegistered(const std::string& name, uint64_t incarnation,
-                    const std::string& address, pid_t pid);
+                    pid_t pid);
+  void OnRefused(const std::string& name, uint64_t incarnation,
+                 const std::string& why);
   void OnRegistrationTimeout(const std::string& name, uint64_t incarnation);
   void OnExit(const std::string& name, uint64_t incarnation,
               const ExitInfo& info);
@@ -109,11 +115,12 @@ class ProcManager {
 
   const Options options_;
   ProcessSupervisor* const supervisor_;
-  Registrar* const registrar_;
+  ProcChannels* const channels_;
 
   absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Proc>> procs_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  std::string host_address_ ABSL_GUARDED_BY(mu_);
   // Set by the destructor: nothing more is spawned.
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_incarnation_ ABSL_GUARDED_BY(mu_) = 1;

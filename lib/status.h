@@ -3,8 +3,6 @@
 #ifndef HOSTMESH_LIB_STATUS_H_
 #define HOSTMESH_LIB_STATUS_H_
 
-#include <grpcpp/support/status.h>
-
 #include <string>
 
 #include "absl/status/status.h"
@@ -32,10 +30,6 @@
   lhs = std::move(tmp).value()
 
 namespace mesh {
-
-// absl and gRPC status codes are the same numbers; these keep the message.
-grpc::Status ToGrpcStatus(const absl::Status& status);
-absl::Status FromGrpcStatus(const grpc::Status& status);
 
 // A status carried inside a message (mesh.v1.Error) and back.
 v1::Error ToErrorProto(const absl::Status& status);

@@ -97,10 +97,10 @@ std::string FormatProcTable(
   for (const v1::ProcState& proc : procs) {
     rows.push_back({proc.name(), absl::StrCat(proc.rank()),
                     v1::Status_Name(proc.status()), Number(proc.pid()),
-                    proc.address(), ExitText(proc), proc.reason()});
+                    proc.host(), ExitText(proc), proc.reason()});
   }
   return FormatTable(
-      {"NAME", "RANK", "STATUS", "PID", "ADDRESS", "EXIT", "REASON"}, rows);
+      {"NAME", "RANK", "STATUS", "PID", "HOST", "EXIT", "REASON"}, rows);
 }
 
 std::string FormatProcDetail(const v1::ProcState& proc) {
@@ -121,7 +121,7 @@ std::string FormatProcDetail(const v1::ProcState& proc) {
       {"reason", proc.reason()},
       {"generation", absl::StrCat(proc.generation())},
       {"pid", Number(proc.pid())},
-      {"address", proc.address()},
+      {"host", proc.host()},
       {"exit", ExitText(proc)},
       {"stopped by", proc.stopped_by()},
       {"command", absl::StrJoin(command, " ")},
@@ -162,7 +162,7 @@ std::string FormatActorDetail(const v1::ActorState& actor) {
       {"reason", actor.reason()},
       {"generation", absl::StrCat(actor.generation())},
       {"proc", actor.ref().proc()},
-      {"address", actor.ref().address()},
+      {"host", actor.ref().host()},
       {"messages", absl::StrCat(actor.messages_handled())},
       {"created", Timestamp(actor.created_at())},
       {"updated", Timestamp(actor.updated_at())},

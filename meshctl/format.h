@@ -32,7 +32,7 @@ std::string FormatFields(
 // it has not ended.
 std::string ExitText(const v1::ProcState& proc);
 
-// NAME RANK STATUS PID ADDRESS EXIT REASON, one row per proc.
+// NAME RANK STATUS PID HOST EXIT REASON, one row per proc.
 std::string FormatProcTable(
     const google::protobuf::RepeatedPtrField<v1::ProcState>& procs);
 // Every field of one proc, then its stderr tail as an indented block.

@@ -15,12 +15,12 @@
 #include "google/protobuf/any.pb.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/json_util.h"
+#include "lib/grpc_status.h"
 #include "lib/names.h"
 #include "lib/status.h"
 #include "meshctl/format.h"
 #include "proto/actors.pb.h"
 #include "proto/host.grpc.pb.h"
-#include "proto/proc.grpc.pb.h"
 
 namespace mesh {
 namespace meshctl {
@@ -270,9 +270,9 @@ class Meshctl {
     return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   }
   v1::Host::Stub& HostStub();
-  // The Proc stub of `proc`, whose address the host knows once it is RUNNING.
-  absl::StatusOr<std::unique_ptr<v1::Proc::Stub>> ProcStub(
-      const std::string& proc);
+  // The host's Proc service: the actor verbs of any of its procs, each
+  // request naming its proc.
+  v1::Proc::Stub& ProcStub();
 
   std::string OnHost() const {
     return absl::StrCat("on host \"", flags_.host, "\"");
@@ -297,7 +297,9 @@ class Meshctl {
   absl::Duration rpc_timeout_;
   uint32_t grace_ms_ = 0;
   bool json_ = false;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Host::Stub> host_stub_;
+  std::unique_ptr<v1::Proc::Stub> proc_stub_;
   // `actor send`: its command, and the message Validate built.
   CLI::App* actor_send_ = nullptr;
   google::protobuf::Any message_;
@@ -425,7 +427,7 @@ void Meshctl::Declare(CLI::App& app) {
       ->type_name("DURATION")
       ->capture_default_str();
 
-  // actor ...  (addressed through a proc: its address comes from the host)
+  // actor ...  (the host's Proc service, naming the proc)
   CLI::App* actor = app.add_subcommand("actor", "actors of one proc");
   actor->require_subcommand(1);
   CLI::App* actor_spawn =
@@ -521,25 +523,15 @@ absl::Status Meshctl::Run() {
 }
 
 v1::Host::Stub& Meshctl::HostStub() {
-  if (host_stub_ == nullptr)
-    host_stub_ = v1::Host::NewStub(Channel(flags_.host));
+  if (channel_ == nullptr) channel_ = Channel(flags_.host);
+  if (host_stub_ == nullptr) host_stub_ = v1::Host::NewStub(channel_);
   return *host_stub_;
 }
 
-absl::StatusOr<std::unique_ptr<v1::Proc::Stub>> Meshctl::ProcStub(
-    const std::string& proc) {
-  v1::GetProcStateRequest request;
-  request.set_name(proc);
-  v1::ProcState state;
-  RETURN_IF_ERROR(Call(HostStub(), &v1::Host::Stub::GetProcState, request,
-                       &state, rpc_timeout_,
-                       absl::StrCat("get proc \"", proc, "\" ", OnHost())));
-  if (state.status() != v1::RUNNING || state.address().empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("proc \"", proc, "\" ", OnHost(), Describe(state),
-                     "; its actors are reachable only while it is RUNNING"));
-  }
-  return v1::Proc::NewStub(Channel(state.address()));
+v1::Proc::Stub& Meshctl::ProcStub() {
+  if (channel_ == nullptr) channel_ = Channel(flags_.host);
+  if (proc_stub_ == nullptr) proc_stub_ = v1::Proc::NewStub(channel_);
+  return *proc_stub_;
 }
 
 absl::Status Meshctl::Print(const google::protobuf::Message& message,
@@ -684,25 +676,27 @@ absl::Status Meshctl::ProcWait() {
 }
 
 absl::Status Meshctl::ActorSpawn() {
-  ASSIGN_OR_RETURN(std::unique_ptr<v1::Proc::Stub> stub, ProcStub(flags_.proc));
+  v1::Proc::Stub& stub = ProcStub();
   v1::CreateOrUpdateActorRequest request;
+  request.set_proc(flags_.proc);
   request.set_name(flags_.name);
   request.set_type(flags_.type);
   request.set_rank(flags_.rank);
   v1::ListActorsResponse spawned;
   RETURN_IF_ERROR(Call(
-      *stub, &v1::Proc::Stub::CreateOrUpdateActor, request,
-      spawned.add_actors(), rpc_timeout_,
+      stub, &v1::Proc::Stub::CreateOrUpdateActor, request, spawned.add_actors(),
+      rpc_timeout_,
       absl::StrCat("spawn actor \"", flags_.name, "\" ", OnProc(flags_.proc))));
   if (flags_.no_wait) return Print(spawned, FormatActorTable(spawned.actors()));
 
   ASSIGN_OR_RETURN(absl::Duration wait_for, ParseDuration(flags_.wait_timeout));
   v1::WaitActorsRequest wait;
+  wait.set_proc(flags_.proc);
   wait.add_names(flags_.name);
   wait.set_min_status(v1::RUNNING);
   wait.set_timeout_ms(Millis(wait_for));
   v1::WaitActorsResponse response;
-  RETURN_IF_ERROR(Call(*stub, &v1::Proc::Stub::WaitActors, wait, &response,
+  RETURN_IF_ERROR(Call(stub, &v1::Proc::Stub::WaitActors, wait, &response,
                        wait_for + rpc_timeout_,
                        absl::StrCat("wait for RUNNING ", OnProc(flags_.proc))));
   RETURN_IF_ERROR(Print(response, FormatActorTable(response.actors())));
@@ -714,42 +708,43 @@ absl::Status Meshctl::ActorSpawn() {
 }
 
 absl::Status Meshctl::ActorList() {
-  ASSIGN_OR_RETURN(std::unique_ptr<v1::Proc::Stub> stub, ProcStub(flags_.proc));
+  v1::ListActorsRequest request;
+  request.set_proc(flags_.proc);
   v1::ListActorsResponse response;
-  RETURN_IF_ERROR(Call(*stub, &v1::Proc::Stub::ListActors,
-                       v1::ListActorsRequest(), &response, rpc_timeout_,
+  RETURN_IF_ERROR(Call(ProcStub(), &v1::Proc::Stub::ListActors, request,
+                       &response, rpc_timeout_,
                        absl::StrCat("list actors ", OnProc(flags_.proc))));
   return Print(response, FormatActorTable(response.actors()));
 }
 
 absl::Status Meshctl::ActorGet() {
-  ASSIGN_OR_RETURN(std::unique_ptr<v1::Proc::Stub> stub, ProcStub(flags_.proc));
   v1::GetActorStateRequest request;
+  request.set_proc(flags_.proc);
   request.set_name(flags_.name);
   v1::ActorState state;
   RETURN_IF_ERROR(Call(
-      *stub, &v1::Proc::Stub::GetActorState, request, &state, rpc_timeout_,
+      ProcStub(), &v1::Proc::Stub::GetActorState, request, &state, rpc_timeout_,
       absl::StrCat("get actor \"", flags_.name, "\" ", OnProc(flags_.proc))));
   return Print(state, FormatActorDetail(state));
 }
 
 absl::Status Meshctl::ActorStop() {
-  ASSIGN_OR_RETURN(std::unique_ptr<v1::Proc::Stub> stub, ProcStub(flags_.proc));
   v1::StopActorRequest request;
+  request.set_proc(flags_.proc);
   request.set_name(flags_.name);
   request.set_reason(flags_.reason.empty() ? kDefaultStopReason
                                            : flags_.reason);
   v1::ListActorsResponse stopped;
   RETURN_IF_ERROR(Call(
-      *stub, &v1::Proc::Stub::StopActor, request, stopped.add_actors(),
+      ProcStub(), &v1::Proc::Stub::StopActor, request, stopped.add_actors(),
       rpc_timeout_,
       absl::StrCat("stop actor \"", flags_.name, "\" ", OnProc(flags_.proc))));
   return Print(stopped.actors(0), FormatActorTable(stopped.actors()));
 }
 
 absl::Status Meshctl::ActorSend() {
-  ASSIGN_OR_RETURN(std::unique_ptr<v1::Proc::Stub> stub, ProcStub(flags_.proc));
   v1::CallActorRequest request;
+  request.set_proc(flags_.proc);
   request.set_actor(flags_.name);
   *request.mutable_payload() = message_;
   // The proc gives up on the reply at --timeout and says which actor did not
@@ -757,7 +752,7 @@ absl::Status Meshctl::ActorSend() {
   request.set_timeout_ms(Millis(rpc_timeout_));
   v1::CallActorResponse response;
   RETURN_IF_ERROR(
-      Call(*stub, &v1::Proc::Stub::CallActor, request, &response,
+      Call(ProcStub(), &v1::Proc::Stub::CallActor, request, &response,
            rpc_timeout_ + absl::Seconds(1),
            absl::StrCat("send ", flags_.message_type, " to actor \"",
                         flags_.name, "\" ", OnProc(flags_.proc))));

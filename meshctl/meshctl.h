@@ -1,6 +1,6 @@
-// meshctl: the operator CLI of hostmesh. It drives a host's public API
-// (mesh.v1.Host, served by hostd) and, through a proc's address, that proc's
-// actors (mesh.v1.Proc, served by procd):
+// meshctl: the operator CLI of hostmesh. It drives a host's public API,
+// served by hostd: its procs (mesh.v1.Host) and, naming a proc, that proc's
+// actors (mesh.v1.Proc; a proc serves no port of its own):
 //
 //   meshctl [--host ADDR] [--timeout 10s] [-o table|json] host status
 //   meshctl host shutdown [--grace 5s] [--reason R]

@@ -21,7 +21,6 @@
 #include "meshctl/format.h"
 #include "proto/actors.pb.h"
 #include "proto/host.grpc.pb.h"
-#include "proto/proc.grpc.pb.h"
 
 namespace mesh {
 namespace {
@@ -74,9 +73,10 @@ v1::ProcState Proc(const std::string& name, v1::Status status,
   return proc;
 }
 
-// In-memory stand-ins for hostd's and procd's APIs on one real gRPC server,
-// so the tests see what meshctl sends and how it treats the answers. They
-// spawn nothing; hostd's own behaviour is tested end to end in tests/.
+// In-memory stand-ins for hostd's Host and Proc services on one real gRPC
+// server, so the tests see what meshctl sends and how it treats the
+// answers. They spawn nothing; hostd's own behaviour is tested end to end in
+// tests/.
 class FakeHost final : public v1::Host::CallbackService {
  public:
   explicit FakeHost(std::string* address) : address_(address) {}
@@ -94,6 +94,13 @@ class FakeHost final : public v1::Host::CallbackService {
   v1::WaitProcsRequest last_wait() {
     absl::MutexLock lock(&mu_);
     return last_wait_;
+  }
+  // NOT_FOUND as hostd says it, unless proc `name` was spawned.
+  grpc::Status CheckProc(const std::string& name) {
+    absl::MutexLock lock(&mu_);
+    if (procs_.count(name) > 0) return grpc::Status::OK;
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("no proc \"", name, "\""));
   }
 
   grpc::ServerUnaryReactor* CreateOrUpdateProc(
@@ -141,7 +148,7 @@ class FakeHost final : public v1::Host::CallbackService {
       proc.set_name(name);
       proc.set_status(wait_status_);
       proc.set_reason(wait_reason_);
-      if (wait_status_ == v1::RUNNING) proc.set_address(*address_);
+      if (wait_status_ == v1::RUNNING) proc.set_host(*address_);
       if (wait_status_ == v1::FAILED) proc.set_exit_code(3);
       if (proc.status() < request->min_status()) response->set_timed_out(true);
       *response->add_procs() = proc;
@@ -166,20 +173,32 @@ class FakeHost final : public v1::Host::CallbackService {
   std::string wait_reason_ ABSL_GUARDED_BY(mu_);
 };
 
+// The Proc service of the fake host: it answers for procs the FakeHost
+// spawned, as if each had every actor asked for.
 class FakeProc final : public v1::Proc::CallbackService {
  public:
+  explicit FakeProc(FakeHost* host) : host_(host) {}
+
   v1::CallActorRequest last_call() {
     absl::MutexLock lock(&mu_);
     return last_call_;
+  }
+  std::vector<std::string> procs_asked() {
+    absl::MutexLock lock(&mu_);
+    return procs_asked_;
   }
 
   // Echoes the payload back; actor "ghost" does not exist.
   grpc::ServerUnaryReactor* CallActor(
       grpc::CallbackServerContext* context, const v1::CallActorRequest* request,
       v1::CallActorResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (grpc::Status known = Known(request->proc()); !known.ok()) {
+      reactor->Finish(known);
+      return reactor;
+    }
     absl::MutexLock lock(&mu_);
     last_call_ = *request;
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     if (request->actor() == "ghost") {
       reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
                                    "no actor \"ghost\" on proc \"p\""));
@@ -194,14 +213,19 @@ class FakeProc final : public v1::Proc::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::CreateOrUpdateActorRequest* request,
       v1::ActorState* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (grpc::Status known = Known(request->proc()); !known.ok()) {
+      reactor->Finish(known);
+      return reactor;
+    }
     absl::MutexLock lock(&mu_);
     v1::ActorState& actor = actors_[request->name()];
     actor.set_name(request->name());
     actor.set_type(request->type());
     actor.set_rank(request->rank());
     actor.set_status(v1::RUNNING);
+    actor.mutable_ref()->set_proc(request->proc());
     *response = actor;
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
@@ -210,17 +234,31 @@ class FakeProc final : public v1::Proc::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::WaitActorsRequest* request,
       v1::WaitActorsResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (grpc::Status known = Known(request->proc()); !known.ok()) {
+      reactor->Finish(known);
+      return reactor;
+    }
     absl::MutexLock lock(&mu_);
     for (const std::string& name : request->names()) {
       *response->add_actors() = actors_[name];
     }
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
 
  private:
+  grpc::Status Known(const std::string& proc) {
+    {
+      absl::MutexLock lock(&mu_);
+      procs_asked_.push_back(proc);
+    }
+    return host_->CheckProc(proc);
+  }
+
+  FakeHost* const host_;
   absl::Mutex mu_;
+  std::vector<std::string> procs_asked_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, v1::ActorState> actors_ ABSL_GUARDED_BY(mu_);
   v1::CallActorRequest last_call_ ABSL_GUARDED_BY(mu_);
 };
@@ -228,7 +266,7 @@ class FakeProc final : public v1::Proc::CallbackService {
 // Both fakes on 127.0.0.1, port 0; shut down when destroyed.
 class FakeServer {
  public:
-  FakeServer() : host_(&address_) {
+  FakeServer() : host_(&address_), proc_(&host_) {
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
@@ -392,22 +430,22 @@ TEST_CASE("a proc table has aligned columns and one line per proc") {
   v1::ListProcsResponse list;
   v1::ProcState running = Proc("p0_0", v1::RUNNING);
   running.set_pid(4242);
-  running.set_address("10.0.0.5:40001");
+  running.set_host("10.0.0.5:7450");
   *list.add_procs() = running;
   v1::ProcState failed = Proc("p0_10", v1::FAILED, "exited\nwith status 3");
   failed.set_rank(10);
   failed.set_exit_code(3);
   *list.add_procs() = failed;
   CHECK(FormatProcTable(list.procs()) ==
-        "NAME   RANK  STATUS   PID   ADDRESS         EXIT  REASON\n"
-        "p0_0   0     RUNNING  4242  10.0.0.5:40001  -     -\n"
-        "p0_10  10    FAILED   -     -               3     exited with status "
+        "NAME   RANK  STATUS   PID   HOST           EXIT  REASON\n"
+        "p0_0   0     RUNNING  4242  10.0.0.5:7450  -     -\n"
+        "p0_10  10    FAILED   -     -              3     exited with status "
         "3\n");
 }
 
 TEST_CASE("a proc prints as JSON with proto names and every field") {
   v1::ProcState proc = Proc("p0_0", v1::RUNNING);
-  proc.set_address("10.0.0.5:40001");
+  proc.set_host("10.0.0.5:7450");
   absl::StatusOr<std::string> json = ToJson(proc);
   REQUIRE(json.ok());
   CHECK_THAT(*json, Catch::Contains("\"status\": \"RUNNING\""));
@@ -484,12 +522,15 @@ TEST_CASE("a call the host refuses exits 1 with its code and message") {
                      server.address(), "\": no proc \"nope\"\n"));
 }
 
-TEST_CASE("actor commands reach the proc at the address the host gives") {
+TEST_CASE("actor commands go to the host's Proc service naming the proc") {
   FakeServer server;
-  Result not_running = Run({"--host", server.address(), "actor", "spawn", "p",
-                            "a0", "--type", "mesh.echo"});
-  CHECK(not_running.code == 1);
-  CHECK_THAT(not_running.err, Catch::Contains("NOT_FOUND"));
+  Result unknown = Run({"--host", server.address(), "actor", "spawn", "p", "a0",
+                        "--type", "mesh.echo"});
+  CHECK(unknown.code == 1);
+  CHECK(unknown.err ==
+        absl::StrCat("meshctl: NOT_FOUND: spawn actor \"a0\" on proc \"p\" "
+                     "(host \"",
+                     server.address(), "\"): no proc \"p\"\n"));
 
   REQUIRE(Run({"--host", server.address(), "proc", "spawn", "p"}).code == 0);
   Result r = Run({"--host", server.address(), "actor", "spawn", "p", "a0",
@@ -497,6 +538,8 @@ TEST_CASE("actor commands reach the proc at the address the host gives") {
   INFO(r.err);
   CHECK(r.code == 0);
   CHECK_THAT(r.out, Catch::Contains("a0    mesh.echo  4     RUNNING"));
+  // The create, then the wait for RUNNING: both name the proc.
+  CHECK(server.proc().procs_asked() == std::vector<std::string>{"p", "p", "p"});
 }
 
 TEST_CASE("actor send builds the message from --type and --json") {
@@ -508,6 +551,7 @@ TEST_CASE("actor send builds the message from --type and --json") {
   REQUIRE(r.code == 0);
   CHECK(r.out == "mesh.v1.Echo: {\"text\":\"hi\",\"data\":\"\"}\n");
   v1::CallActorRequest call = server.proc().last_call();
+  CHECK(call.proc() == "p");
   CHECK(call.actor() == "a0");
   CHECK(call.timeout_ms() == 10000);
   v1::Echo sent;

@@ -9,12 +9,12 @@ namespace mesh {
 
 void ActorContext::Send(const v1::PortRef& port,
                         const google::protobuf::Message& message) {
-  mailbox_.Send(port.address(), EnvelopeToPort(port, message));
+  mailbox_.Send(EnvelopeToPort(port, message));
 }
 
 void ActorContext::Send(const v1::ActorRef& actor,
                         const google::protobuf::Message& message) {
-  mailbox_.Send(actor.address(), EnvelopeToActor(actor.actor(), message));
+  mailbox_.Send(EnvelopeToActor(actor, message));
 }
 
 absl::Status Actor::Init(const google::protobuf::Any& /*params*/,

@@ -16,7 +16,9 @@ EchoActor::EchoActor() {
         reply.set_rank(ctx.rank());
         reply.set_cast_rank(ctx.cast_rank());
         reply.set_pid(getpid());
-        if (request.has_port() && !request.port().address().empty()) {
+        // The port is set when it names a mailbox (a client's port has host
+        // "" but a mailbox id).
+        if (request.has_port() && !request.port().mailbox().empty()) {
           ctx.Send(request.port(), reply);
         }
         return reply;

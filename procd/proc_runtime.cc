@@ -31,6 +31,7 @@ struct ActorCell {
 
   // Guarded by ProcRuntime::mu_.
   v1::PortRef supervisor;
+  bool has_supervisor = false;
   v1::Status status = v1::INITIALIZING;
   std::string reason;
   uint64_t generation = 1;
@@ -56,6 +57,12 @@ using internal::ActorCell;
 google::protobuf::Timestamp ToProto(absl::Time time) {
   return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
       absl::ToUnixNanos(time));
+}
+
+// A PortRef names a port unless it is all empty (ports are numbered from 1;
+// a host's own mailbox has an empty id, a client's port an empty host).
+bool IsSet(const v1::PortRef& port) {
+  return port.port() != 0 || !port.host().empty() || !port.mailbox().empty();
 }
 
 bool Accepting(v1::Status status) {
@@ -121,7 +128,10 @@ absl::StatusOr<v1::ActorState> ProcRuntime::CreateOrUpdateActor(
             "; asked for type \"", request.type(), "\", rank ",
             request.rank()));
       }
-      if (request.has_supervisor()) cell.supervisor = request.supervisor();
+      if (IsSet(request.supervisor())) {
+        cell.supervisor = request.supervisor();
+        cell.has_supervisor = true;
+      }
       return StateLocked(cell);
     }
     if (stopping_) {
@@ -141,8 +151,9 @@ absl::StatusOr<v1::ActorState> ProcRuntime::CreateOrUpdateActor(
     cell->rank = request.rank();
     cell->params = request.params();
     cell->supervisor = request.supervisor();
-    cell->ref.set_address(mailbox_->address());
-    cell->ref.set_proc(options_.proc_name);
+    cell->has_supervisor = IsSet(request.supervisor());
+    cell->ref.set_host(mailbox_->host());
+    cell->ref.set_proc(mailbox_->id());
     cell->ref.set_actor(name);
     cell->ref.set_rank(request.rank());
     cell->created_at = cell->updated_at = absl::Now();
@@ -236,7 +247,7 @@ v1::ProcInfo ProcRuntime::GetProcInfo() const {
   v1::ProcInfo info;
   info.set_name(options_.proc_name);
   info.set_rank(options_.rank);
-  info.set_address(mailbox_->address());
+  info.set_host(mailbox_->host());
   info.set_pid(getpid());
   for (const std::string& type : options_.registry.TypeNames()) {
     info.add_actor_types(type);
@@ -444,12 +455,12 @@ void ProcRuntime::HandleEnvelope(ActorCell* cell, Actor* actor,
       internal::ActorDispatcher::Run(*actor, **request, ctx);
   cell->messages_handled.fetch_add(1, std::memory_order_relaxed);
   if (result.ok()) {
-    if (envelope.has_reply_to() && !envelope.reply_to().address().empty()) {
+    if (envelope.has_reply_to()) {
       v1::Envelope reply;
-      reply.set_port(envelope.reply_to().port());
+      AddressTo(envelope.reply_to(), &reply);
       reply.set_correlation(envelope.correlation());
-      reply.mutable_payload()->PackFrom(**result);
-      mailbox_->Send(envelope.reply_to().address(), std::move(reply));
+      PackPayload(**result, &reply);
+      mailbox_->Send(std::move(reply));
     }
     return;
   }
@@ -487,13 +498,13 @@ void ProcRuntime::SetStatusLocked(ActorCell* cell, v1::Status status,
     VLOG(1) << "proc " << options_.proc_name << ": actor " << cell->name
             << " is " << v1::Status_Name(status);
   }
-  if (IsTerminal(status) && !cell->supervisor.address().empty()) {
+  if (IsTerminal(status) && cell->has_supervisor) {
     v1::SupervisionEvent event;
     *event.mutable_actor() = StateLocked(*cell);
-    deferred->push_back([this, supervisor = cell->supervisor,
-                         event = std::move(event)] {
-      mailbox_->Send(supervisor.address(), EnvelopeToPort(supervisor, event));
-    });
+    deferred->push_back(
+        [this, supervisor = cell->supervisor, event = std::move(event)] {
+          mailbox_->Send(EnvelopeToPort(supervisor, event));
+        });
   }
   waiters_.Check(*deferred);
 }
@@ -532,14 +543,7 @@ absl::Status ProcRuntime::NotAcceptingError(const ActorCell& cell) const {
 
 void ProcRuntime::ReplyError(const v1::Envelope& envelope,
                              const absl::Status& error) {
-  if (!envelope.has_reply_to() || envelope.reply_to().address().empty()) {
-    return;
-  }
-  v1::Envelope reply;
-  reply.set_port(envelope.reply_to().port());
-  reply.set_correlation(envelope.correlation());
-  *reply.mutable_error() = ToErrorProto(error);
-  mailbox_->Send(envelope.reply_to().address(), std::move(reply));
+  mailbox_->ReplyWithError(envelope, error);
 }
 
 }  // namespace mesh

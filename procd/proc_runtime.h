@@ -1,5 +1,6 @@
 // The proc's transport-free core: its actors, their statuses, and the
-// delivery of mailbox envelopes to them. ProcService adapts it to gRPC.
+// delivery of mailbox envelopes to them. ProcVerbs serves the actor verbs
+// from it.
 #ifndef HOSTMESH_PROCD_PROC_RUNTIME_H_
 #define HOSTMESH_PROCD_PROC_RUNTIME_H_
 
@@ -120,7 +121,7 @@ class ProcRuntime {
   void Shutdown();
 
   const std::string& proc_name() const { return options_.proc_name; }
-  // The proc's mailbox (not owned), through which ProcService's CallActor
+  // The proc's mailbox (not owned), through which ProcVerbs' CallActor
   // sends.
   Mailbox* mailbox() const { return mailbox_; }
 

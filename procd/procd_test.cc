@@ -1,39 +1,45 @@
-// The real procd binary, run standalone as a child of the test and driven
-// over gRPC and its mailbox.
-#include <fcntl.h>
-#include <grpcpp/grpcpp.h>
-#include <poll.h>
+// The real procd binary, spawned by a FakeHost that plays its hostd over
+// the proc's channel (a socketpair): the handshake, the actor verbs,
+// envelopes, stopping, orphaning, and that a proc serves no port.
+#include <dirent.h>
+#include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <chrono>
+#include <algorithm>
 #include <cstdlib>
-#include <filesystem>
+#include <fstream>
+#include <iostream>
 #include <memory>
 #include <optional>
+#include <set>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
-#include "lib/bootstrap/registrar.h"
 #include "lib/mailbox/mailbox.h"
-#include "lib/mailbox/testing.h"
-#include "lib/testing/temp_dir.h"
+#include "lib/testing/sockets.h"
+#include "procd/testing/fake_host.h"
 #include "proto/actors.pb.h"
-#include "proto/proc.grpc.pb.h"
-
-extern char** environ;
+#include "proto/proc.pb.h"
+#include "proto/proc_channel.pb.h"
 
 namespace mesh {
 namespace {
+
+using testing::FakeHost;
 
 std::string ProcdPath() {
   const char* srcdir = std::getenv("TEST_SRCDIR");
@@ -41,216 +47,439 @@ std::string ProcdPath() {
   return absl::StrCat(srcdir, "/hostmesh/procd/procd");
 }
 
-// A procd child with its stdout on a pipe. Kills (SIGKILL) and reaps it in
-// the destructor if the test did not.
-class ProcdChild {
- public:
-  // With `bootstrap_fd` >= 0, the child gets it as kBootstrapChildFd and
-  // HOSTMESH_BOOTSTRAP_FD names it, as a parent's spawn does.
-  explicit ProcdChild(const std::string& name, int bootstrap_fd = -1) {
-    int fds[2];
-    REQUIRE(pipe2(fds, O_CLOEXEC) == 0);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-    std::vector<std::string> env_strings;
-    for (char** e = environ; *e != nullptr; ++e) env_strings.push_back(*e);
-    if (bootstrap_fd >= 0) {
-      posix_spawn_file_actions_adddup2(&actions, bootstrap_fd,
-                                       kBootstrapChildFd);
-      env_strings.push_back(
-          absl::StrCat(kBootstrapFdEnv, "=", kBootstrapChildFd));
-    }
-    std::vector<char*> envp;
-    for (std::string& e : env_strings) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    std::string path = ProcdPath();
-    std::string name_flag = "--name=" + name;
-    std::vector<char*> argv = {path.data(), name_flag.data(), nullptr};
-    int error = posix_spawn(&pid_, path.c_str(), &actions, nullptr, argv.data(),
-                            envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    close(fds[1]);
-    stdout_fd_ = fds[0];
-    REQUIRE(error == 0);
-  }
-
-  ~ProcdChild() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    if (stdout_fd_ >= 0) close(stdout_fd_);
-  }
-
-  // The first line on stdout, or nullopt at the timeout or EOF.
-  std::optional<std::string> ReadLine(absl::Duration timeout) {
-    std::string line;
-    absl::Time deadline = absl::Now() + timeout;
-    while (true) {
-      int left =
-          static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
-      if (left <= 0) return std::nullopt;
-      pollfd pfd{stdout_fd_, POLLIN, 0};
-      int ready = poll(&pfd, 1, left);
-      if (ready < 0 && errno == EINTR) continue;
-      if (ready <= 0) return std::nullopt;
-      char c;
-      ssize_t n = read(stdout_fd_, &c, 1);
-      if (n <= 0) return std::nullopt;
-      if (c == '\n') return line;
-      line.push_back(c);
-    }
-  }
-
-  // Waits for the child to exit; its wait status, or nullopt at the timeout
-  // (the child keeps running and the destructor kills it).
-  std::optional<int> WaitExit(absl::Duration timeout) {
-    absl::Time deadline = absl::Now() + timeout;
-    while (absl::Now() < deadline) {
-      int status = 0;
-      pid_t got = waitpid(pid_, &status, WNOHANG);
-      if (got == pid_) {
-        pid_ = -1;
-        return status;
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return std::nullopt;
-  }
-
-  pid_t pid() const { return pid_; }
-
- private:
-  pid_t pid_ = -1;
-  int stdout_fd_ = -1;
-};
-
-// Starts procd `name` and returns its address from its first stdout line.
-std::string StartAndGetAddress(ProcdChild& child, const std::string& name) {
-  std::optional<std::string> line = child.ReadLine(absl::Seconds(30));
-  REQUIRE(line.has_value());
-  const std::string prefix = absl::StrCat("procd ", name, " listening on ");
-  REQUIRE(absl::StartsWith(*line, prefix));
-  return line->substr(prefix.size());
+// Starts procd under a FakeHost.
+std::unique_ptr<FakeHost> StartProcd(FakeHost::Options options = {}) {
+  options.binary = ProcdPath();
+  absl::StatusOr<std::unique_ptr<FakeHost>> host =
+      FakeHost::Start(std::move(options));
+  INFO(host.status().ToString());
+  REQUIRE(host.ok());
+  return *std::move(host);
 }
 
-std::unique_ptr<grpc::ClientContext> Context() {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::seconds(30));
-  return context;
+// Starts procd and waits for its Hello.
+std::unique_ptr<FakeHost> StartRunning(
+    v1::Welcome welcome = FakeHost::DefaultWelcome(),
+    std::vector<std::string> args = {}) {
+  FakeHost::Options options;
+  options.welcome = std::move(welcome);
+  options.args = std::move(args);
+  std::unique_ptr<FakeHost> host = StartProcd(std::move(options));
+  absl::StatusOr<v1::Hello> hello = host->WaitHello();
+  INFO(host->Output());
+  REQUIRE(hello.ok());
+  return host;
 }
 
-TEST_CASE("a standalone procd serves actors and exits 0 on SIGTERM") {
-  ProcdChild child("p7");
-  std::string address = StartAndGetAddress(child, "p7");
-  auto stub = v1::Proc::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+absl::Status ErrorOf(const v1::ProcResponse& response) {
+  return absl::Status(static_cast<absl::StatusCode>(response.error().code()),
+                      response.error().message());
+}
 
-  v1::ProcInfo info;
-  REQUIRE(
-      stub->GetProcInfo(Context().get(), v1::GetProcInfoRequest(), &info).ok());
-  CHECK(info.name() == "p7");
-  CHECK(info.address() == address);
-  CHECK(info.pid() == child.pid());
+// Sends `request` and returns the response, which must have come.
+v1::ProcResponse Call(FakeHost& host, v1::ProcRequest request) {
+  absl::StatusOr<v1::ProcResponse> response = host.Request(std::move(request));
+  INFO(response.status().ToString());
+  REQUIRE(response.ok());
+  return *std::move(response);
+}
 
-  v1::CreateOrUpdateActorRequest create;
-  create.set_name("a0");
-  create.set_type("mesh.echo");
-  create.set_rank(1);
-  v1::ActorState state;
-  REQUIRE(stub->CreateOrUpdateActor(Context().get(), create, &state).ok());
+v1::ProcResponse Create(FakeHost& host, const std::string& name,
+                        const std::string& type, uint64_t rank = 0,
+                        const v1::PortRef* supervisor = nullptr) {
+  v1::ProcRequest request;
+  v1::CreateOrUpdateActorRequest* create = request.mutable_create_actor();
+  create->set_name(name);
+  create->set_type(type);
+  create->set_rank(rank);
+  create->set_proc("ignored by the proc");
+  if (supervisor != nullptr) *create->mutable_supervisor() = *supervisor;
+  return Call(host, std::move(request));
+}
 
-  testing::MailboxNode client("client");
-  REQUIRE(client.ok());
-  absl::StatusOr<v1::Envelope> reply = testing::Request(
-      client.mailbox(), address, EnvelopeToActor("a0", v1::GetActorId()));
+v1::ProcInfo GetInfo(FakeHost& host) {
+  v1::ProcRequest request;
+  request.mutable_get_info();
+  v1::ProcResponse response = Call(host, std::move(request));
+  REQUIRE(response.has_info());
+  return response.info();
+}
+
+// Waits for the proc to exit; requires exit code `code`.
+void RequireExit(FakeHost& host, int code) {
+  std::optional<int> status = host.WaitExit();
+  INFO(host.Output());
+  REQUIRE(status.has_value());
+  REQUIRE(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) == code);
+}
+
+// The inodes of the sockets process `pid` holds open.
+std::set<std::string> SocketInodes(pid_t pid) {
+  std::set<std::string> inodes;
+  const std::string dir = absl::StrCat("/proc/", pid, "/fd");
+  DIR* fds = opendir(dir.c_str());
+  REQUIRE(fds != nullptr);
+  while (dirent* entry = readdir(fds)) {
+    char target[256];
+    ssize_t n = readlink(absl::StrCat(dir, "/", entry->d_name).c_str(), target,
+                         sizeof(target) - 1);
+    if (n <= 0) continue;
+    std::string link(target, n);
+    if (absl::StartsWith(link, "socket:[") && absl::EndsWith(link, "]")) {
+      inodes.insert(link.substr(8, link.size() - 9));
+    }
+  }
+  closedir(fds);
+  return inodes;
+}
+
+// A line of /proc/<pid>/status, e.g. "Threads", without its name.
+std::string StatusField(pid_t pid, const std::string& field) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, field + ":")) {
+      return std::string(
+          absl::StripAsciiWhitespace(line.substr(field.size() + 1)));
+    }
+  }
+  return "";
+}
+
+TEST_CASE(
+    "a procd started by a host says Hello and describes itself as the "
+    "Welcome named it") {
+  v1::Welcome welcome = FakeHost::DefaultWelcome();
+  welcome.set_name("p9_3");
+  welcome.set_rank(3);
+  welcome.set_host("h1:7450");
+  FakeHost::Options options;
+  options.welcome = welcome;
+  std::unique_ptr<FakeHost> host = StartProcd(std::move(options));
+  absl::StatusOr<v1::Hello> hello = host->WaitHello();
+  REQUIRE(hello.ok());
+  CHECK(hello->protocol_version() == v1::PROC_CHANNEL_VERSION_CURRENT);
+  CHECK(hello->pid() == host->pid());
+  CHECK(std::vector<std::string>(hello->actor_types().begin(),
+                                 hello->actor_types().end()) ==
+        std::vector<std::string>{"mesh.counter", "mesh.echo"});
+
+  v1::ProcInfo info = GetInfo(*host);
+  CHECK(info.name() == "p9_3");
+  CHECK(info.rank() == 3);
+  CHECK(info.host() == "h1:7450");
+  CHECK(info.pid() == host->pid());
+  CHECK(info.num_actors() == 0);
+  CHECK(info.actor_types_size() == 2);
+}
+
+TEST_CASE("a procd serves the actor verbs over its channel") {
+  std::unique_ptr<FakeHost> host = StartRunning();
+  v1::ProcResponse created = Create(*host, "a0", "mesh.echo", /*rank=*/1);
+  REQUIRE(created.has_actor());
+  CHECK(created.actor().ref().host() == "fakehost:7450");
+  CHECK(created.actor().ref().proc() == "p0");
+  CHECK(created.actor().ref().actor() == "a0");
+  CHECK(created.actor().ref().rank() == 1);
+  CHECK(Create(*host, "a0", "mesh.echo", 1).has_actor());
+  CHECK(ErrorOf(Create(*host, "a0", "mesh.counter", 1)).code() ==
+        absl::StatusCode::kFailedPrecondition);
+  CHECK(ErrorOf(Create(*host, "../a1", "mesh.echo")).code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(ErrorOf(Create(*host, "a1", "no.such.type")).code() ==
+        absl::StatusCode::kInvalidArgument);
+
+  v1::ProcRequest wait;
+  wait.mutable_wait_actors()->add_names("a0");
+  wait.mutable_wait_actors()->set_min_status(v1::RUNNING);
+  wait.mutable_wait_actors()->set_timeout_ms(30000);
+  v1::ProcResponse waited = Call(*host, wait);
+  REQUIRE(waited.wait_actors().actors_size() == 1);
+  CHECK(waited.wait_actors().actors(0).status() == v1::RUNNING);
+
+  v1::ProcRequest get;
+  get.mutable_get_actor()->set_name("a0");
+  CHECK(Call(*host, get).actor().status() == v1::RUNNING);
+  get.mutable_get_actor()->set_name("nobody");
+  CHECK(ErrorOf(Call(*host, get)).code() == absl::StatusCode::kNotFound);
+
+  v1::ProcRequest list;
+  list.mutable_list_actors();
+  CHECK(Call(*host, list).list_actors().actors_size() == 1);
+  CHECK(GetInfo(*host).num_actors() == 1);
+
+  v1::ProcRequest call;
+  call.set_id(77);
+  v1::Echo echo;
+  echo.set_text("hi");
+  call.mutable_call_actor()->set_actor("a0");
+  call.mutable_call_actor()->mutable_payload()->PackFrom(echo);
+  v1::ProcResponse called = Call(*host, call);
+  CHECK(called.id() == 77);
+  v1::Echo echoed;
+  REQUIRE(called.call_actor().reply().UnpackTo(&echoed));
+  CHECK(echoed.text() == "hi");
+  call.mutable_call_actor()->set_actor("ghost");
+  CHECK(ErrorOf(Call(*host, call)).code() == absl::StatusCode::kNotFound);
+
+  v1::ProcRequest stop;
+  stop.mutable_stop_actor()->set_name("a0");
+  CHECK(Call(*host, stop).actor().status() == v1::STOPPED);
+}
+
+TEST_CASE(
+    "an envelope to an actor is answered at a client's port, and supervision "
+    "reaches the client") {
+  std::unique_ptr<FakeHost> host = StartRunning();
+  v1::PortRef supervisor = host->OpenPort();
+  REQUIRE(Create(*host, "a0", "mesh.echo", 2, &supervisor).has_actor());
+
+  v1::PortRef also = host->OpenPort();
+  v1::GetActorId get_id;
+  *get_id.mutable_port() = also;
+  v1::Envelope envelope = EnvelopeToActor(host->ActorOfProc("a0"), get_id);
+  envelope.set_cast_rank(5);
+  envelope.set_correlation(1234);
+  absl::StatusOr<v1::Envelope> reply = host->Ask(std::move(envelope));
   REQUIRE(reply.ok());
+  CHECK(reply->to_host().empty());
+  CHECK(reply->to_mailbox() == FakeHost::kClientMailbox);
+  CHECK(reply->correlation() == 1234);
+  CHECK(reply->sender() == "p0@fakehost:7450");
   absl::StatusOr<v1::ActorIdReply> id = UnpackPayload<v1::ActorIdReply>(*reply);
   REQUIRE(id.ok());
+  CHECK(id->id().host() == "fakehost:7450");
+  CHECK(id->id().proc() == "p0");
   CHECK(id->id().actor() == "a0");
-  CHECK(id->id().proc() == "p7");
-  CHECK(id->rank() == 1);
-  CHECK(id->pid() == child.pid());
+  CHECK(id->rank() == 2);
+  CHECK(id->cast_rank() == 5);
+  CHECK(id->pid() == host->pid());
+  REQUIRE(host->WaitEnvelopes(also, 1).ok());
 
-  REQUIRE(kill(child.pid(), SIGTERM) == 0);
-  std::optional<int> status = child.WaitExit(absl::Seconds(30));
-  REQUIRE(status.has_value());
-  CHECK(WIFEXITED(*status));
-  CHECK(WEXITSTATUS(*status) == 0);
+  absl::StatusOr<v1::Envelope> unknown =
+      host->Ask(EnvelopeToActor(host->ActorOfProc("ghost"), v1::Echo()));
+  REQUIRE(unknown.ok());
+  CHECK(UnpackPayload<v1::Echo>(*unknown).status().code() ==
+        absl::StatusCode::kNotFound);
+
+  v1::Fail fail;
+  fail.set_why("test says so");
+  absl::StatusOr<v1::Envelope> failed =
+      host->Ask(EnvelopeToActor(host->ActorOfProc("a0"), fail));
+  REQUIRE(failed.ok());
+  CHECK(UnpackPayload<v1::Fail>(*failed).status().code() ==
+        absl::StatusCode::kInternal);
+  absl::StatusOr<std::vector<v1::Envelope>> events =
+      host->WaitEnvelopes(supervisor, 1);
+  REQUIRE(events.ok());
+  absl::StatusOr<v1::SupervisionEvent> event =
+      UnpackPayload<v1::SupervisionEvent>((*events)[0]);
+  REQUIRE(event.ok());
+  CHECK(event->actor().name() == "a0");
+  CHECK(event->actor().status() == v1::FAILED);
+}
+
+TEST_CASE("10,000 messages from each of two senders keep each sender's order") {
+  std::unique_ptr<FakeHost> host = StartRunning();
+  REQUIRE(Create(*host, "a0", "mesh.echo").has_actor());
+  constexpr int kCount = 10000;
+  // Catch2 assertions belong to the test's thread: the senders return what
+  // went wrong.
+  auto send_all = [&host](const std::string& sender) {
+    for (int i = 1; i <= kCount; ++i) {
+      v1::Seq seq;
+      seq.set_n(i);
+      v1::Envelope envelope = EnvelopeToActor(host->ActorOfProc("a0"), seq);
+      envelope.set_sender(sender);
+      absl::Status sent = host->SendEnvelope(std::move(envelope));
+      if (!sent.ok()) return sent;
+    }
+    return absl::OkStatus();
+  };
+  absl::Status sent_a;
+  absl::Status sent_b;
+  std::thread a([&] { sent_a = send_all("client:a"); });
+  std::thread b([&] { sent_b = send_all("client:b"); });
+  a.join();
+  b.join();
+  REQUIRE(sent_a.ok());
+  REQUIRE(sent_b.ok());
+  absl::StatusOr<v1::Envelope> reply =
+      host->Ask(EnvelopeToActor(host->ActorOfProc("a0"), v1::GetSeqReport()));
+  REQUIRE(reply.ok());
+  absl::StatusOr<v1::SeqReport> report = UnpackPayload<v1::SeqReport>(*reply);
+  REQUIRE(report.ok());
+  CHECK(report->received() == 2 * kCount);
+  CHECK(report->out_of_order() == 0);
+  REQUIRE(report->last_by_sender_size() == 2);
+  CHECK(report->last_by_sender().at("client:a") == kCount);
+  CHECK(report->last_by_sender().at("client:b") == kCount);
+}
+
+TEST_CASE(
+    "a procd welcomed with another protocol version says Hello with its own "
+    "and exits 1 naming both") {
+  v1::Welcome welcome = FakeHost::DefaultWelcome();
+  welcome.set_protocol_version(2);
+  FakeHost::Options options;
+  options.welcome = welcome;
+  std::unique_ptr<FakeHost> host = StartProcd(std::move(options));
+  absl::StatusOr<v1::Hello> hello = host->WaitHello();
+  REQUIRE(hello.ok());
+  CHECK(hello->protocol_version() == v1::PROC_CHANNEL_VERSION_CURRENT);
+  RequireExit(*host, 1);
+  CHECK(absl::StrContains(
+      host->Output(), "hostd speaks proc channel protocol v2, this proc v1"));
+}
+
+TEST_CASE(
+    "a procd its host refuses for its version exits 1 with the host's "
+    "reason") {
+  std::unique_ptr<FakeHost> host = StartRunning();
+  const std::string reason =
+      "proc \"p0\" speaks proc channel protocol v1, this hostd v2";
+  REQUIRE(host->SendRefused(reason).ok());
+  host->CloseChannel();
+  RequireExit(*host, 1);
+  CHECK(absl::StrContains(host->Output(), reason));
+}
+
+TEST_CASE("a procd asked to stop by its host exits 0 and closes its channel") {
+  std::unique_ptr<FakeHost> host = StartRunning();
+  REQUIRE(Create(*host, "a0", "mesh.echo").has_actor());
+  REQUIRE(host->SendStop("test is done", absl::Seconds(10)).ok());
+  CHECK(host->WaitChannelClosed());
+  RequireExit(*host, 0);
+  CHECK(absl::StrContains(host->Output(), "test is done"));
+}
+
+TEST_CASE(
+    "a procd stopping answers the requests still waiting before its channel "
+    "closes") {
+  std::unique_ptr<FakeHost> host = StartRunning();
+  v1::ProcRequest wait;
+  wait.mutable_wait_actors()->add_names("never");
+  wait.mutable_wait_actors()->set_min_status(v1::RUNNING);
+  wait.mutable_wait_actors()->set_timeout_ms(600000);
+  absl::StatusOr<uint64_t> waiting = host->SendRequest(wait);
+  REQUIRE(waiting.ok());
+  absl::StatusOr<uint64_t> cancelled = host->SendRequest(wait);
+  REQUIRE(cancelled.ok());
+  REQUIRE(host->SendCancel(*cancelled).ok());
+  REQUIRE(host->SendStop("test is done", absl::Seconds(10)).ok());
+  absl::StatusOr<v1::ProcResponse> answered = host->WaitResponse(*waiting);
+  REQUIRE(answered.ok());
+  CHECK(ErrorOf(*answered).code() == absl::StatusCode::kUnavailable);
+  CHECK(host->WaitChannelClosed());
+  // The cancelled one was dropped: no answer even at the shutdown.
+  CHECK_FALSE(host->HasResponse(*cancelled));
+  RequireExit(*host, 0);
+}
+
+TEST_CASE("a procd exits 0 on SIGTERM") {
+  std::unique_ptr<FakeHost> host = StartRunning();
+  REQUIRE(Create(*host, "a0", "mesh.echo").has_actor());
+  host->Kill(SIGTERM);
+  RequireExit(*host, 0);
 }
 
 TEST_CASE("a procd asked to StopAll with exit_proc answers and exits 0") {
-  ProcdChild child("p8");
-  std::string address = StartAndGetAddress(child, "p8");
-  auto stub = v1::Proc::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  v1::CreateOrUpdateActorRequest create;
-  create.set_name("c0");
-  create.set_type("mesh.counter");
-  v1::ActorState state;
-  REQUIRE(stub->CreateOrUpdateActor(Context().get(), create, &state).ok());
-
-  v1::StopAllRequest stop_all;
-  stop_all.set_reason("test done");
-  stop_all.set_exit_proc(true);
-  v1::StopAllResponse stopped;
-  REQUIRE(stub->StopAll(Context().get(), stop_all, &stopped).ok());
-  REQUIRE(stopped.stopped_size() == 1);
-  CHECK(stopped.stopped(0).status() == v1::STOPPED);
-
-  std::optional<int> status = child.WaitExit(absl::Seconds(30));
-  REQUIRE(status.has_value());
-  CHECK(WIFEXITED(*status));
-  CHECK(WEXITSTATUS(*status) == 0);
+  std::unique_ptr<FakeHost> host = StartRunning();
+  REQUIRE(Create(*host, "c0", "mesh.counter").has_actor());
+  v1::ProcRequest stop_all;
+  stop_all.mutable_stop_all()->set_reason("test done");
+  stop_all.mutable_stop_all()->set_exit_proc(true);
+  v1::ProcResponse stopped = Call(*host, stop_all);
+  REQUIRE(stopped.stop_all().stopped_size() == 1);
+  CHECK(stopped.stop_all().stopped(0).status() == v1::STOPPED);
+  RequireExit(*host, 0);
 }
 
-TEST_CASE("a procd spawned by a parent registers back and stops when asked") {
-  testing::TempDir dir;
-  const std::string runtime_dir = dir.path();
-  {
-    Registrar::Options options;
-    options.runtime_dir = runtime_dir + "/run";
-    absl::StatusOr<std::unique_ptr<Registrar>> registrar =
-        Registrar::Create(options);
-    REQUIRE(registrar.ok());
+TEST_CASE("a procd whose channel closed exits 0 after the orphan timeout") {
+  v1::Welcome welcome = FakeHost::DefaultWelcome();
+  welcome.set_orphan_timeout_ms(300);
+  std::unique_ptr<FakeHost> host = StartRunning(welcome);
+  const absl::Time closed = absl::Now();
+  host->CloseChannel();
+  RequireExit(*host, 0);
+  // It cannot have left before its timer ran out.
+  CHECK(absl::Now() - closed >= absl::Milliseconds(300));
+  CHECK(absl::StrContains(host->Output(), "orphaned"));
+}
 
-    absl::Notification registered;
-    std::string address;
-    pid_t registered_pid = 0;
-    Registrar::ChildCallbacks callbacks;
-    callbacks.on_registered = [&](const std::string& a, pid_t pid) {
-      address = a;
-      registered_pid = pid;
-      registered.Notify();
-    };
-    absl::StatusOr<Registrar::Ticket> ticket =
-        (*registrar)->Expect("p9_3", 3, std::move(callbacks));
-    REQUIRE(ticket.ok());
-    // The name on the command line loses to the parent's.
-    ProcdChild child("ignored", ticket->read_fd);
-    close(ticket->read_fd);
-    REQUIRE(registered.WaitForNotificationWithTimeout(absl::Seconds(30)));
-    CHECK(registered_pid == child.pid());
+TEST_CASE("--orphan-timeout overrides the host's orphan timeout") {
+  v1::Welcome welcome = FakeHost::DefaultWelcome();
+  welcome.set_orphan_timeout_ms(600000);
+  std::unique_ptr<FakeHost> host =
+      StartRunning(welcome, {"--orphan-timeout=100ms"});
+  host->CloseChannel();
+  RequireExit(*host, 0);
+}
 
-    auto stub = v1::Proc::NewStub(
-        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-    v1::ProcInfo info;
-    REQUIRE(stub->GetProcInfo(Context().get(), v1::GetProcInfoRequest(), &info)
-                .ok());
-    CHECK(info.name() == "p9_3");
-    CHECK(info.rank() == 3);
-    CHECK(info.address() == address);
+TEST_CASE(
+    "a procd without HOSTMESH_CHANNEL_FD exits 2 saying a proc is reached "
+    "only through its host") {
+  FakeHost::Options options;
+  options.give_channel = false;
+  std::unique_ptr<FakeHost> host = StartProcd(std::move(options));
+  RequireExit(*host, 2);
+  CHECK(absl::StrContains(
+      host->Output(),
+      "procd: not started by a hostd (no HOSTMESH_CHANNEL_FD): a proc is "
+      "reached only through its host"));
+}
 
-    REQUIRE((*registrar)
-                ->SendStop(ticket->id, "test is done", absl::Seconds(10))
-                .ok());
-    std::optional<int> status = child.WaitExit(absl::Seconds(30));
-    REQUIRE(status.has_value());
-    CHECK(WIFEXITED(*status));
-    CHECK(WEXITSTATUS(*status) == 0);
-  }
+TEST_CASE("a procd whose channel closes before the Welcome exits 1") {
+  FakeHost::Options options;
+  options.welcome = std::nullopt;
+  std::unique_ptr<FakeHost> host = StartProcd(std::move(options));
+  host->CloseChannel();
+  RequireExit(*host, 1);
+  CHECK(absl::StrContains(host->Output(), "Welcome"));
+}
+
+TEST_CASE("the listening-socket check sees a listening socket") {
+  int tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(tcp >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(tcp, reinterpret_cast<sockaddr*>(&address), sizeof(address)) ==
+          0);
+  REQUIRE(listen(tcp, 1) == 0);
+  int unix_socket = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(unix_socket >= 0);
+  sockaddr_un unix_address{};
+  unix_address.sun_family = AF_UNIX;
+  // Abstract: no file to clean up.
+  const std::string name = absl::StrCat("procd_test.", getpid());
+  std::copy(name.begin(), name.end(), unix_address.sun_path + 1);
+  REQUIRE(bind(unix_socket, reinterpret_cast<sockaddr*>(&unix_address),
+               sizeof(sa_family_t) + 1 + name.size()) == 0);
+  REQUIRE(listen(unix_socket, 1) == 0);
+  std::vector<std::string> serving = testing::ListeningSockets(getpid());
+  close(tcp);
+  close(unix_socket);
+  CHECK(serving.size() == 2);
+}
+
+TEST_CASE("a procd serves no listening socket of any family") {
+  std::unique_ptr<FakeHost> host = StartRunning();
+  GetInfo(*host);  // Past its start-up.
+  std::cerr << "idle procd without actors: Threads "
+            << StatusField(host->pid(), "Threads") << ", VmRSS "
+            << StatusField(host->pid(), "VmRSS") << std::endl;
+  REQUIRE(Create(*host, "a0", "mesh.echo").has_actor());
+  REQUIRE(host->Ask(EnvelopeToActor(host->ActorOfProc("a0"), v1::Echo())).ok());
+  // Its one socket is the channel.
+  CHECK(SocketInodes(host->pid()).size() == 1);
+  std::vector<std::string> serving = testing::ListeningSockets(host->pid());
+  INFO(absl::StrJoin(serving, ", "));
+  CHECK(serving.empty());
+  std::cerr << "idle procd with one actor: Threads "
+            << StatusField(host->pid(), "Threads") << ", VmRSS "
+            << StatusField(host->pid(), "VmRSS") << std::endl;
 }
 
 }  // namespace

@@ -6,8 +6,7 @@
 
 #include "catch2/catch.hpp"
 #include "proto/actors.pb.h"
-#include "proto/mailbox.grpc.pb.h"
-#include "proto/proc.grpc.pb.h"
+#include "proto/host.grpc.pb.h"
 #include "tests/testing/test_host.h"
 
 namespace mesh {
@@ -66,18 +65,20 @@ TEST_CASE("hostd answers random requests and keeps serving") {
 }
 
 TEST_CASE(
-    "procd answers random actor requests and envelopes and keeps serving") {
+    "a host and its proc answer random actor requests and relayed envelopes "
+    "and keep serving") {
   auto host = testing::TestHost::Start();
   REQUIRE(host != nullptr);
   v1::ProcState proc;
   REQUIRE(host->Create("target", 0, {}, &proc).ok());
   v1::WaitProcsResponse waited = host->Wait({"target"}, v1::RUNNING);
   REQUIRE(waited.procs(0).status() == v1::RUNNING);
-  const std::string address = waited.procs(0).address();
+  // The proc is reached only through its host.
   auto channel =
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+      grpc::CreateChannel(host->address(), grpc::InsecureChannelCredentials());
   auto stub = v1::Proc::NewStub(channel);
   v1::CreateOrUpdateActorRequest echo;
+  echo.set_proc("target");
   echo.set_name("a0");
   echo.set_type("mesh.echo");
   v1::ActorState actor;
@@ -86,6 +87,7 @@ TEST_CASE(
   std::mt19937 rng(7);
   for (int i = 0; i < 200; ++i) {
     v1::CreateOrUpdateActorRequest create;
+    create.set_proc(rng() % 4 ? "target" : RandomBytes(rng));
     create.set_name(RandomBytes(rng));
     create.set_type(rng() % 2 ? "mesh.echo" : RandomBytes(rng));
     create.mutable_params()->set_type_url(RandomBytes(rng));
@@ -93,6 +95,7 @@ TEST_CASE(
     stub->CreateOrUpdateActor(Context().get(), create, &actor);
 
     v1::CallActorRequest call;
+    call.set_proc(rng() % 4 ? "target" : RandomBytes(rng));
     call.set_actor(rng() % 2 ? "a0" : RandomBytes(rng));
     call.mutable_payload()->set_type_url(
         rng() % 2 ? "type.googleapis.com/mesh.v1.Echo" : RandomBytes(rng));
@@ -101,32 +104,55 @@ TEST_CASE(
     v1::CallActorResponse reply;
     stub->CallActor(Context().get(), call, &reply);
   }
-  // Raw envelopes straight onto the mailbox stream.
+  // Raw envelopes onto a relay stream: random destinations, casts with
+  // random targets and reducers, random reply ports.
   {
-    auto mailbox = v1::Mailbox::NewStub(channel);
+    auto relay = v1::Relay::NewStub(channel);
     auto context = Context();
-    auto stream = mailbox->Deliver(context.get());
-    for (int i = 0; i < 200; ++i) {
+    context->AddMetadata("mesh-sender", "client:fuzz");
+    auto stream = relay->Connect(context.get());
+    for (int i = 0; i < 300; ++i) {
       v1::Envelope envelope;
+      // Other hosts only on loopback: nothing leaves this machine.
+      envelope.set_to_host(rng() % 4 ? "" : "127.0.0.1:1");
+      envelope.set_to_mailbox(rng() % 2 ? "target" : RandomBytes(rng));
       if (rng() % 2) {
         envelope.set_actor(rng() % 2 ? "a0" : RandomBytes(rng));
       } else {
         envelope.set_port(rng());
       }
-      envelope.mutable_payload()->set_type_url(RandomBytes(rng));
+      if (rng() % 3 == 0) {
+        for (int t = rng() % 5; t > 0; --t) {
+          v1::CastTarget* target = envelope.add_targets();
+          target->set_proc(rng() % 2 ? "target" : RandomBytes(rng));
+          target->set_actor(rng() % 2 ? "a0" : RandomBytes(rng));
+          target->set_cast_rank(rng() % 8);
+        }
+        envelope.set_reduce(static_cast<v1::Reduce>(rng() % 9));
+        envelope.set_reduce_field(RandomBytes(rng));
+        envelope.set_reduce_timeout_ms(rng() % 300);
+      }
+      envelope.mutable_payload()->set_type_url(
+          rng() % 2 ? "type.googleapis.com/mesh.v1.Echo" : RandomBytes(rng));
       envelope.mutable_payload()->set_value(RandomBytes(rng));
-      envelope.mutable_reply_to()->set_address(rng() % 2 ? "127.0.0.1:1"
-                                                         : RandomBytes(rng));
+      envelope.mutable_reply_to()->set_host(rng() % 2 ? "" : "127.0.0.1:1");
+      envelope.mutable_reply_to()->set_mailbox(
+          rng() % 2 ? "client:fuzz" : RandomBytes(rng));
       if (!stream->Write(envelope)) break;
     }
     stream->WritesDone();
-    context->TryCancel();
+    v1::RelayFrame answer;
+    while (stream->Read(&answer)) {
+    }
     stream->Finish().ok();
   }
   // Still alive, still serving, and the actor still answers.
+  v1::GetProcInfoRequest info_request;
+  info_request.set_proc("target");
   v1::ProcInfo info;
-  REQUIRE(stub->GetProcInfo(Context().get(), {}, &info).ok());
+  REQUIRE(stub->GetProcInfo(Context().get(), info_request, &info).ok());
   v1::CallActorRequest call;
+  call.set_proc("target");
   call.set_actor("a0");
   v1::Echo hello;
   hello.set_text("still here");

@@ -15,7 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "catch2/catch.hpp"
 #include "lib/names.h"
-#include "proto/bootstrap.grpc.pb.h"
+#include "lib/testing/sockets.h"
+#include "proto/host.grpc.pb.h"
 #include "tests/testing/test_host.h"
 
 namespace mesh {
@@ -51,30 +52,36 @@ v1::WaitProcsResponse SpawnRunning(TestHost& host, const std::string& mesh,
 }
 
 TEST_CASE(
-    "16 procs spawn, all RUNNING with distinct live pids and answering "
-    "addresses") {
+    "16 procs spawn, all RUNNING with distinct live pids, each reached only "
+    "through its host, and none listens on any socket") {
   auto host = TestHost::Start();
   REQUIRE(host != nullptr);
   v1::WaitProcsResponse waited = SpawnRunning(*host, "p0", 16);
   REQUIRE_FALSE(waited.timed_out());
+  // The proc-level verbs are served by the host for each of its procs.
+  auto procs = v1::Proc::NewStub(grpc::CreateChannel(
+      host->address(), grpc::InsecureChannelCredentials()));
   std::set<int> pids;
   for (const v1::ProcState& proc : waited.procs()) {
     INFO(proc.DebugString());
     CHECK(proc.status() == v1::RUNNING);
+    CHECK(proc.host() == host->address());
     CHECK(IsAlive(proc.pid()));
     pids.insert(proc.pid());
-    // The address is the procd's own gRPC server.
-    auto stub = v1::Proc::NewStub(grpc::CreateChannel(
-        proc.address(), grpc::InsecureChannelCredentials()));
+    v1::GetProcInfoRequest request;
+    request.set_proc(proc.name());
     v1::ProcInfo info;
-    grpc::Status status =
-        stub->GetProcInfo(Context().get(), v1::GetProcInfoRequest(), &info);
+    grpc::Status status = procs->GetProcInfo(Context().get(), request, &info);
     CHECK(status.ok());
     CHECK(info.name() == proc.name());
     CHECK(info.rank() == proc.rank());
     CHECK(info.pid() == proc.pid());
+    CHECK(info.host() == host->address());
+    // No network port, no Unix socket: its only door is its host's.
+    CHECK(testing::ListeningSockets(proc.pid()).empty());
   }
   CHECK(pids.size() == 16);
+  CHECK_FALSE(testing::ListeningSockets(host->pid()).empty());
   v1::ListProcsResponse list;
   REQUIRE(host->stub().ListProcs(Context().get(), {}, &list).ok());
   CHECK(list.procs_size() == 16);
@@ -335,30 +342,73 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("a register call with a wrong secret is rejected") {
+TEST_CASE(
+    "a proc that speaks another channel protocol version is refused, and "
+    "both sides name both versions") {
   auto host = TestHost::Start();
   REQUIRE(host != nullptr);
-  // A real proc is expected, so its name is known to the registrar.
+  v1::ProcSpec spec;
+  spec.set_command(testing::BinaryPath("future_proc"));
   v1::ProcState created;
-  REQUIRE(host->Create("target", 0, Shell("exec sleep 1000"), &created).ok());
-  auto channel = grpc::CreateChannel(
-      absl::StrCat("unix:", host->runtime_dir(), "/registry.sock"),
-      grpc::InsecureChannelCredentials());
-  auto stub = v1::Bootstrap::NewStub(channel);
-  v1::RegisterRequest request;
-  request.set_name("target");
-  request.set_secret("0123456789abcdef");
-  request.set_address("127.0.0.1:1");
-  request.set_pid(created.pid());
-  auto context = Context(absl::Seconds(10));
-  auto reader = stub->Register(context.get(), request);
-  v1::ParentEvent event;
-  CHECK_FALSE(reader->Read(&event));
-  grpc::Status status = reader->Finish();
-  CHECK(status.error_code() == grpc::StatusCode::PERMISSION_DENIED);
-  v1::ProcState state;
-  REQUIRE(host->Get("target", &state).ok());
-  CHECK(state.status() == v1::INITIALIZING);
+  REQUIRE(host->Create("future", 0, spec, &created).ok());
+  v1::WaitProcsResponse waited = host->Wait({"future"}, v1::STOPPED);
+  REQUIRE_FALSE(waited.timed_out());
+  const v1::ProcState& state = waited.procs(0);
+  INFO(state.DebugString());
+  CHECK(state.status() == v1::FAILED);
+  CHECK(state.reason().find("protocol version 999, this hostd version 1") !=
+        std::string::npos);
+  // The proc was told the same before its channel closed.
+  CHECK(state.stderr_tail().find("refused: ") != std::string::npos);
+  CHECK(state.stderr_tail().find("999") != std::string::npos);
+  CHECK_FALSE(IsAlive(created.pid()));
+}
+
+TEST_CASE("proc verbs for a proc the host does not run are refused clearly") {
+  auto host = TestHost::Start({"--registration-timeout=60s"});
+  REQUIRE(host != nullptr);
+  auto procs = v1::Proc::NewStub(grpc::CreateChannel(
+      host->address(), grpc::InsecureChannelCredentials()));
+  v1::ListActorsRequest request;
+  v1::ListActorsResponse response;
+  request.set_proc("nobody");
+  CHECK(procs->ListActors(Context().get(), request, &response).error_code() ==
+        grpc::StatusCode::NOT_FOUND);
+  request.set_proc("../etc");
+  CHECK(procs->ListActors(Context().get(), request, &response).error_code() ==
+        grpc::StatusCode::INVALID_ARGUMENT);
+  // Still starting: try again later.
+  v1::ProcState created;
+  REQUIRE(host->Create("starting", 0, Shell("exec sleep 1000"), &created).ok());
+  request.set_proc("starting");
+  grpc::Status starting =
+      procs->ListActors(Context().get(), request, &response);
+  CHECK(starting.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK(starting.error_message().find("INITIALIZING") != std::string::npos);
+  // Gone: fix the state first.
+  v1::ProcState stopped;
+  REQUIRE(host->Stop("starting", &stopped, absl::Seconds(2)).ok());
+  grpc::Status gone = procs->ListActors(Context().get(), request, &response);
+  CHECK(gone.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(gone.error_message().find("STOPPED") != std::string::npos);
+}
+
+TEST_CASE("a relay stream that does not name its sender is refused") {
+  auto host = TestHost::Start();
+  REQUIRE(host != nullptr);
+  auto relay = v1::Relay::NewStub(grpc::CreateChannel(
+      host->address(), grpc::InsecureChannelCredentials()));
+  for (std::string sender : {"", "nobody", "client:", "client:has space"}) {
+    auto context = Context(absl::Seconds(10));
+    if (!sender.empty()) context->AddMetadata("mesh-sender", sender);
+    auto stream = relay->Connect(context.get());
+    v1::RelayFrame frame;
+    CHECK_FALSE(stream->Read(&frame));
+    grpc::Status status = stream->Finish();
+    INFO(sender);
+    CHECK(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK(status.error_message().find("mesh-sender") != std::string::npos);
+  }
 }
 
 TEST_CASE("bad names are INVALID_ARGUMENT; unknown names are NOT_FOUND") {

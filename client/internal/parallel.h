@@ -12,7 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/time/time.h"
-#include "lib/status.h"
+#include "lib/grpc_status.h"
 
 namespace mesh::internal {
 

@@ -28,8 +28,8 @@ absl::Status StopProcs(Client& client, const std::vector<ProcOnHost>& procs,
   for (size_t i = 0; i < stopped.size(); ++i) {
     if (!stopped[i].ok() &&
         stopped[i].status().code() != absl::StatusCode::kNotFound) {
-      failures.push_back(absl::StrFormat("%s on %s: %s", procs[i].proc,
-                                         procs[i].host_address,
+      failures.push_back(absl::StrFormat("proc %s on host %s: %s",
+                                         procs[i].proc, procs[i].host_address,
                                          stopped[i].status().message()));
     }
   }

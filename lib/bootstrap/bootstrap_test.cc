@@ -1,36 +1,34 @@
 // Both sides of the register-back handshake in one process: the test plays
-// the parent (a Registrar) and the child (a ParentChannel) over a real Unix
-// socket.
+// the parent (a Registrar) and the child (a ParentChannel, or a RawChild
+// that writes frames by hand) over the socketpair Expect() makes.
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
+#include <deque>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
 #include "lib/bootstrap/parent_channel.h"
 #include "lib/bootstrap/registrar.h"
-#include "lib/testing/temp_dir.h"
+#include "lib/channel/frame_channel.h"
+#include "lib/testing/sockets.h"
+#include "proto/bootstrap.pb.h"
 
 namespace mesh {
 namespace {
 
 constexpr absl::Duration kWait = absl::Seconds(10);
-
-// A fresh directory, removed with everything in it at the end. Unix socket
-// paths are short, so it falls back to /tmp when $TEST_TMPDIR is long.
-using testing::TempDir;
 
 // What the parent heard about one child.
 struct ParentSide {
@@ -38,6 +36,7 @@ struct ParentSide {
   absl::Notification disconnected;
   std::string address;
   pid_t pid = 0;
+  std::atomic<int> registrations{0};
   std::atomic<int> disconnects{0};
 
   Registrar::ChildCallbacks Callbacks() {
@@ -46,7 +45,7 @@ struct ParentSide {
             [this](const std::string& a, pid_t p) {
               address = a;
               pid = p;
-              registered.Notify();
+              if (registrations.fetch_add(1) == 0) registered.Notify();
             },
         .on_disconnected =
             [this] {
@@ -77,30 +76,24 @@ struct ChildSide {
 };
 
 std::unique_ptr<Registrar> MakeRegistrar(
-    const TempDir& dir, absl::Duration orphan_timeout = absl::Seconds(30)) {
+    absl::Duration orphan_timeout = absl::Seconds(30)) {
   Registrar::Options options;
-  options.runtime_dir = dir.path() + "/run";
   options.orphan_timeout = orphan_timeout;
   absl::StatusOr<std::unique_ptr<Registrar>> registrar =
       Registrar::Create(options);
   REQUIRE(registrar.ok());
-  return std::move(registrar).value();
+  return *std::move(registrar);
 }
 
-// Does what a spawned child does: finds the inherited fd in the environment
-// and reads its BootstrapInfo.
-v1::BootstrapInfo ReadAsChild(const Registrar::Ticket& ticket) {
-  REQUIRE(setenv(kBootstrapFdEnv, std::to_string(ticket.read_fd).c_str(), 1) ==
-          0);
-  absl::StatusOr<std::optional<v1::BootstrapInfo>> info =
-      ParentChannel::ReadFromEnv();
-  REQUIRE(info.ok());
-  REQUIRE(info->has_value());
-  CHECK(getenv(kBootstrapFdEnv) == nullptr);
-  return **info;
+// What a spawned child does first: takes its end and reads the BootstrapInfo.
+ParentChannel::Inherited Take(const Registrar::Ticket& ticket) {
+  absl::StatusOr<ParentChannel::Inherited> inherited =
+      ParentChannel::ReadFromFd(ticket.child_fd);
+  REQUIRE(inherited.ok());
+  return *std::move(inherited);
 }
 
-// Expects child "p0_0" and registers it as the child would; returns its
+// Expects child `name` and registers it as the child would; returns its
 // ticket and its open channel once the parent saw the registration.
 struct RegisteredChild {
   Registrar::Ticket ticket;
@@ -108,123 +101,356 @@ struct RegisteredChild {
 };
 
 RegisteredChild RegisterChild(Registrar& registrar, ParentSide& parent,
-                              ChildSide& child) {
+                              ChildSide& child,
+                              const std::string& name = "h0") {
   absl::StatusOr<Registrar::Ticket> ticket =
-      registrar.Expect("p0_0", 0, parent.Callbacks());
+      registrar.Expect(name, 0, parent.Callbacks());
   REQUIRE(ticket.ok());
   absl::StatusOr<std::unique_ptr<ParentChannel>> channel =
-      ParentChannel::Register(ReadAsChild(*ticket), "127.0.0.1:7451",
+      ParentChannel::Register(Take(*ticket), "127.0.0.1:7451",
                               child.Callbacks());
   REQUIRE(channel.ok());
   REQUIRE(parent.registered.WaitForNotificationWithTimeout(kWait));
-  return {*ticket, std::move(channel).value()};
+  return {*ticket, *std::move(channel)};
 }
 
-TEST_CASE(
-    "a child with the right secret registers and the parent learns "
-    "its address and pid") {
-  TempDir dir;
-  ParentSide parent;
-  auto registrar = MakeRegistrar(dir, absl::Milliseconds(1500));
-  struct stat st;
-  REQUIRE(stat((dir.path() + "/run").c_str(), &st) == 0);
-  CHECK((st.st_mode & 07777) == 0700);
+// A 4-byte little-endian length, then the message.
+std::string Framed(const google::protobuf::MessageLite& message) {
+  const std::string body = message.SerializeAsString();
+  const uint32_t n = static_cast<uint32_t>(body.size());
+  std::string out = {
+      static_cast<char>(n & 0xff), static_cast<char>((n >> 8) & 0xff),
+      static_cast<char>((n >> 16) & 0xff), static_cast<char>((n >> 24) & 0xff)};
+  return out + body;
+}
 
+void WriteAll(int fd, const std::string& data) {
+  REQUIRE(write(fd, data.data(), data.size()) ==
+          static_cast<ssize_t>(data.size()));
+}
+
+// A socketpair whose first end plays a parent that wrote `info`; returns
+// the child's end.
+int FakeParent(const v1::BootstrapInfo& info, int* parent_fd) {
+  int fds[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  v1::ParentFrame frame;
+  *frame.mutable_info() = info;
+  WriteAll(fds[0], Framed(frame));
+  *parent_fd = fds[0];
+  return fds[1];
+}
+
+v1::BootstrapInfo CurrentInfo(const std::string& name) {
+  v1::BootstrapInfo info;
+  info.set_protocol_version(v1::BOOTSTRAP_VERSION_CURRENT);
+  info.set_name(name);
+  info.set_orphan_timeout_ms(1000);
+  return info;
+}
+
+// A child that speaks the protocol by hand, to send what ParentChannel
+// never would.
+class RawChild {
+ public:
+  explicit RawChild(int fd) {
+    FrameChannel::Callbacks callbacks;
+    callbacks.on_frame = [this](std::string_view data) {
+      v1::ParentFrame frame;
+      frame.ParseFromArray(data.data(), static_cast<int>(data.size()));
+      absl::MutexLock l(&mu_);
+      frames_.push_back(std::move(frame));
+    };
+    absl::StatusOr<std::unique_ptr<FrameChannel>> channel =
+        FrameChannel::Create(fd, {.name = "raw child"}, std::move(callbacks));
+    REQUIRE(channel.ok());
+    channel_ = *std::move(channel);
+  }
+
+  void Register(const std::string& address,
+                uint32_t version = v1::BOOTSTRAP_VERSION_CURRENT,
+                int32_t pid = getpid()) {
+    v1::ChildFrame frame;
+    frame.mutable_register_()->set_protocol_version(version);
+    frame.mutable_register_()->set_address(address);
+    frame.mutable_register_()->set_pid(pid);
+    REQUIRE(channel_->Send(frame).ok());
+  }
+
+  void SendGarbage() { REQUIRE(channel_->SendFrame("\xff\xff garbage").ok()); }
+
+  // The parent's next frame.
+  v1::ParentFrame Next() {
+    absl::MutexLock l(&mu_);
+    REQUIRE(mu_.AwaitWithTimeout(absl::Condition(this, &RawChild::HasFrame),
+                                 kWait));
+    v1::ParentFrame frame = std::move(frames_.front());
+    frames_.pop_front();
+    return frame;
+  }
+
+  // The parent's next frame, which must be a refusal with `code`.
+  std::string NextRefusal(absl::StatusCode code) {
+    v1::ParentFrame frame = Next();
+    REQUIRE(frame.has_refused());
+    CHECK(frame.refused().code() == static_cast<int>(code));
+    return frame.refused().reason();
+  }
+
+  void Close() { channel_.reset(); }
+
+ private:
+  bool HasFrame() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !frames_.empty();
+  }
+
+  absl::Mutex mu_;
+  std::deque<v1::ParentFrame> frames_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<FrameChannel> channel_;  // Last: goes first.
+};
+
+TEST_CASE(
+    "a child registers over its inherited channel and the parent learns its "
+    "address and pid") {
+  ParentSide parent;
+  auto registrar = MakeRegistrar(absl::Milliseconds(1500));
   absl::StatusOr<Registrar::Ticket> ticket =
-      registrar->Expect("p0_3", 3, parent.Callbacks());
+      registrar->Expect("h3", 3, parent.Callbacks());
   REQUIRE(ticket.ok());
-  v1::BootstrapInfo info = ReadAsChild(*ticket);
-  CHECK(info.name() == "p0_3");
-  CHECK(info.rank() == 3);
-  CHECK(info.registry_socket() == registrar->socket_path());
-  CHECK(info.secret().size() == 64);
-  CHECK(info.advertise_host() == "127.0.0.1");
-  CHECK(info.orphan_timeout_ms() == 1500);
+  // Close-on-exec here: only the child it is handed to (by dup2) gets it.
+  CHECK((fcntl(ticket->child_fd, F_GETFD) & FD_CLOEXEC) != 0);
+
+  ParentChannel::Inherited inherited = Take(*ticket);
+  CHECK(inherited.info().protocol_version() == v1::BOOTSTRAP_VERSION_CURRENT);
+  CHECK(inherited.info().name() == "h3");
+  CHECK(inherited.info().rank() == 3);
+  CHECK(inherited.info().orphan_timeout_ms() == 1500);
 
   ChildSide child;
   absl::StatusOr<std::unique_ptr<ParentChannel>> channel =
-      ParentChannel::Register(info, "127.0.0.1:7451", child.Callbacks());
+      ParentChannel::Register(std::move(inherited), "127.0.0.1:7451",
+                              child.Callbacks());
   REQUIRE(channel.ok());
   REQUIRE(parent.registered.WaitForNotificationWithTimeout(kWait));
   CHECK(parent.address == "127.0.0.1:7451");
   CHECK(parent.pid == getpid());
 }
 
-TEST_CASE(
-    "a wrong secret, a replayed secret or an unknown name is "
-    "PERMISSION_DENIED") {
-  TempDir dir;
-  ParentSide parent;
-  auto registrar = MakeRegistrar(dir);
-  absl::StatusOr<Registrar::Ticket> ticket =
-      registrar->Expect("p0_0", 0, parent.Callbacks());
-  REQUIRE(ticket.ok());
-  const v1::BootstrapInfo info = ReadAsChild(*ticket);
+TEST_CASE("a parent with many registered children listens on no socket") {
+  constexpr int kChildren = 32;
+  auto registrar = MakeRegistrar();
+  std::vector<std::unique_ptr<ParentSide>> parents;
+  std::vector<std::unique_ptr<ChildSide>> children;
+  std::vector<Registrar::Ticket> tickets;
+  for (int i = 0; i < kChildren; ++i) {
+    parents.push_back(std::make_unique<ParentSide>());
+    children.push_back(std::make_unique<ChildSide>());
+    absl::StatusOr<Registrar::Ticket> ticket =
+        registrar->Expect(absl::StrCat("h", i), i, parents.back()->Callbacks());
+    REQUIRE(ticket.ok());
+    tickets.push_back(*ticket);
+  }
+  // All register at once, each from its own thread.
+  std::vector<absl::StatusOr<std::unique_ptr<ParentChannel>>> channels(
+      kChildren);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kChildren; ++i) {
+    threads.emplace_back([&, i] {
+      absl::StatusOr<ParentChannel::Inherited> inherited =
+          ParentChannel::ReadFromFd(tickets[i].child_fd);
+      if (!inherited.ok()) {
+        channels[i] = inherited.status();
+        return;
+      }
+      channels[i] = ParentChannel::Register(
+          *std::move(inherited), absl::StrCat("127.0.0.1:", 10000 + i),
+          children[i]->Callbacks());
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (int i = 0; i < kChildren; ++i) {
+    INFO("child " << i);
+    REQUIRE(channels[i].ok());
+    REQUIRE(parents[i]->registered.WaitForNotificationWithTimeout(kWait));
+    CHECK(parents[i]->address == absl::StrCat("127.0.0.1:", 10000 + i));
+  }
 
-  ChildSide child;
-  v1::BootstrapInfo wrong = info;
-  wrong.mutable_secret()->back() = wrong.secret().back() == '0' ? '1' : '0';
-  absl::StatusOr<std::unique_ptr<ParentChannel>> rejected =
-      ParentChannel::Register(wrong, "127.0.0.1:7451", child.Callbacks());
-  CHECK(rejected.status().code() == absl::StatusCode::kPermissionDenied);
-  CHECK(absl::StrContains(rejected.status().message(),
-                          "register of \"p0_0\" rejected"));
+  CHECK(testing::ListeningSockets(getpid()).empty());
 
-  v1::BootstrapInfo unknown = info;
-  unknown.set_name("p0_1");
-  CHECK(ParentChannel::Register(unknown, "127.0.0.1:7451", child.Callbacks())
-            .status()
-            .code() == absl::StatusCode::kPermissionDenied);
-
-  absl::StatusOr<std::unique_ptr<ParentChannel>> accepted =
-      ParentChannel::Register(info, "127.0.0.1:7451", child.Callbacks());
-  REQUIRE(accepted.ok());
-  CHECK(ParentChannel::Register(info, "127.0.0.1:7452", child.Callbacks())
-            .status()
-            .code() == absl::StatusCode::kPermissionDenied);
-  REQUIRE(parent.registered.WaitForNotificationWithTimeout(kWait));
-  CHECK(parent.address == "127.0.0.1:7451");
+  for (int i = 0; i < kChildren; ++i) {
+    REQUIRE(registrar
+                ->SendStop(tickets[i].id, absl::StrCat("stop ", i),
+                           absl::Seconds(1))
+                .ok());
+  }
+  for (int i = 0; i < kChildren; ++i) {
+    INFO("child " << i);
+    REQUIRE(children[i]->stopped.WaitForNotificationWithTimeout(kWait));
+    CHECK(children[i]->reason == absl::StrCat("stop ", i));
+  }
+  channels.clear();
+  for (int i = 0; i < kChildren; ++i) {
+    INFO("child " << i);
+    REQUIRE(parents[i]->disconnected.WaitForNotificationWithTimeout(kWait));
+    CHECK(parents[i]->registrations.load() == 1);
+  }
 }
 
-TEST_CASE("a bad address is INVALID_ARGUMENT and does not use up the secret") {
-  TempDir dir;
+TEST_CASE(
+    "a child without the inherited fd cannot register: there is nothing to "
+    "dial and no other fd carries a bootstrap info") {
   ParentSide parent;
-  auto registrar = MakeRegistrar(dir);
+  auto registrar = MakeRegistrar();
   absl::StatusOr<Registrar::Ticket> ticket =
-      registrar->Expect("p0_0", 0, parent.Callbacks());
+      registrar->Expect("h0", 0, parent.Callbacks());
   REQUIRE(ticket.ok());
-  const v1::BootstrapInfo info = ReadAsChild(*ticket);
+  CHECK(testing::ListeningSockets(getpid()).empty());
 
-  ChildSide child;
+  unsetenv(kBootstrapFdEnv);
+  absl::StatusOr<std::optional<ParentChannel::Inherited>> none =
+      ParentChannel::ReadFromEnv();
+  REQUIRE(none.ok());
+  CHECK_FALSE(none->has_value());
+
+  // A socket of its own hears nothing from anybody.
+  int fds[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  CHECK(ParentChannel::ReadFromFd(fds[1], absl::Milliseconds(200))
+            .status()
+            .code() == absl::StatusCode::kDeadlineExceeded);
+  close(fds[0]);
+  CHECK_FALSE(parent.registered.HasBeenNotified());
+  close(ticket->child_fd);
+}
+
+TEST_CASE("a second register on the same channel is refused") {
+  ParentSide parent;
+  auto registrar = MakeRegistrar();
+  absl::StatusOr<Registrar::Ticket> ticket =
+      registrar->Expect("h0", 0, parent.Callbacks());
+  REQUIRE(ticket.ok());
+  RawChild raw(ticket->child_fd);
+  CHECK(raw.Next().info().name() == "h0");
+
+  raw.Register("127.0.0.1:7451");
+  CHECK(raw.Next().has_accepted());
+  REQUIRE(parent.registered.WaitForNotificationWithTimeout(kWait));
+  raw.Register("127.0.0.1:7452");
+  const std::string why = raw.NextRefusal(absl::StatusCode::kAlreadyExists);
+  CHECK(absl::StrContains(why, "child \"h0\" registered already"));
+  // The first registration stands, and its channel is still open.
+  CHECK(parent.address == "127.0.0.1:7451");
+  CHECK(parent.registrations.load() == 1);
+  CHECK(registrar->SendStop(ticket->id, "still here", absl::Seconds(1)).ok());
+  CHECK(raw.Next().stop().reason() == "still here");
+
+  raw.Close();
+  REQUIRE(parent.disconnected.WaitForNotificationWithTimeout(kWait));
+  CHECK(parent.disconnects.load() == 1);
+}
+
+TEST_CASE(
+    "a child of another protocol version is refused with a message naming "
+    "both versions") {
+  ParentSide parent;
+  auto registrar = MakeRegistrar();
+  absl::StatusOr<Registrar::Ticket> ticket =
+      registrar->Expect("h0", 0, parent.Callbacks());
+  REQUIRE(ticket.ok());
+  RawChild raw(ticket->child_fd);
+  CHECK(raw.Next().has_info());
+
+  raw.Register("127.0.0.1:7451", /*version=*/99);
+  const std::string why =
+      raw.NextRefusal(absl::StatusCode::kFailedPrecondition);
+  CHECK(absl::StrContains(why, "version 99"));
+  CHECK(absl::StrContains(
+      why, absl::StrCat("version ",
+                        static_cast<int>(v1::BOOTSTRAP_VERSION_CURRENT))));
+  CHECK_FALSE(parent.registered.HasBeenNotified());
+  // Garbage is refused too, without ending the channel.
+  raw.SendGarbage();
+  raw.NextRefusal(absl::StatusCode::kInvalidArgument);
+  raw.Register("127.0.0.1:7451");
+  CHECK(raw.Next().has_accepted());
+}
+
+TEST_CASE(
+    "a parent of another protocol version is refused by the child with a "
+    "message naming both versions") {
+  v1::BootstrapInfo info = CurrentInfo("h0");
+  info.set_protocol_version(99);
+  int parent_fd = -1;
+  const int child_fd = FakeParent(info, &parent_fd);
+  absl::StatusOr<ParentChannel::Inherited> inherited =
+      ParentChannel::ReadFromFd(child_fd);
+  CHECK(inherited.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(absl::StrContains(inherited.status().message(), "version 99"));
+  CHECK(absl::StrContains(
+      inherited.status().message(),
+      absl::StrCat("version ",
+                   static_cast<int>(v1::BOOTSTRAP_VERSION_CURRENT))));
+  close(parent_fd);
+}
+
+TEST_CASE(
+    "a bad address or pid is INVALID_ARGUMENT and does not use up the "
+    "registration") {
+  ParentSide parent;
+  auto registrar = MakeRegistrar();
+  absl::StatusOr<Registrar::Ticket> ticket =
+      registrar->Expect("h0", 0, parent.Callbacks());
+  REQUIRE(ticket.ok());
+  RawChild raw(ticket->child_fd);
+  CHECK(raw.Next().has_info());
   for (const char* bad : {"", "127.0.0.1", ":7451", "127.0.0.1:", "h:0",
                           "h:65536", "h:12x", "::1:7451"}) {
     INFO("address \"" << bad << "\"");
-    CHECK(
-        ParentChannel::Register(info, bad, child.Callbacks()).status().code() ==
-        absl::StatusCode::kInvalidArgument);
+    raw.Register(bad);
+    CHECK(absl::StrContains(raw.NextRefusal(absl::StatusCode::kInvalidArgument),
+                            "is not host:port"));
   }
+  raw.Register("127.0.0.1:7451", v1::BOOTSTRAP_VERSION_CURRENT, /*pid=*/0);
+  CHECK(absl::StrContains(raw.NextRefusal(absl::StatusCode::kInvalidArgument),
+                          "bad pid 0"));
   CHECK_FALSE(parent.registered.HasBeenNotified());
-  absl::StatusOr<std::unique_ptr<ParentChannel>> channel =
-      ParentChannel::Register(info, "[::1]:7451", child.Callbacks());
-  REQUIRE(channel.ok());
+
+  raw.Register("[::1]:7451");
+  CHECK(raw.Next().has_accepted());
   REQUIRE(parent.registered.WaitForNotificationWithTimeout(kWait));
   CHECK(parent.address == "[::1]:7451");
 }
 
-TEST_CASE("SendStop reaches the child's on_stop with the reason and grace") {
-  TempDir dir;
+TEST_CASE("a refused Register fails with the parent's code and reason") {
   ParentSide parent;
-  auto registrar = MakeRegistrar(dir);
+  auto registrar = MakeRegistrar();
   absl::StatusOr<Registrar::Ticket> ticket =
-      registrar->Expect("p0_0", 0, parent.Callbacks());
+      registrar->Expect("h0", 0, parent.Callbacks());
   REQUIRE(ticket.ok());
-  const v1::BootstrapInfo info = ReadAsChild(*ticket);
+  ChildSide child;
+  absl::StatusOr<std::unique_ptr<ParentChannel>> channel =
+      ParentChannel::Register(Take(*ticket), "no-port", child.Callbacks());
+  CHECK(channel.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(absl::StrContains(channel.status().message(),
+                          "parent refused the registration of \"h0\""));
+  CHECK(absl::StrContains(channel.status().message(), "\"no-port\""));
+  CHECK_FALSE(parent.registered.HasBeenNotified());
+}
+
+TEST_CASE("SendStop reaches the child's on_stop with the reason and grace") {
+  ParentSide parent;
+  auto registrar = MakeRegistrar();
+  absl::StatusOr<Registrar::Ticket> ticket =
+      registrar->Expect("h0", 0, parent.Callbacks());
+  REQUIRE(ticket.ok());
+  ParentChannel::Inherited inherited = Take(*ticket);
   CHECK(registrar->SendStop(ticket->id, "too early", absl::Seconds(1)).code() ==
         absl::StatusCode::kFailedPrecondition);
 
   ChildSide child;
   absl::StatusOr<std::unique_ptr<ParentChannel>> channel =
-      ParentChannel::Register(info, "127.0.0.1:7451", child.Callbacks());
+      ParentChannel::Register(std::move(inherited), "127.0.0.1:7451",
+                              child.Callbacks());
   REQUIRE(channel.ok());
   REQUIRE(registrar->SendStop(ticket->id, "draining", absl::Milliseconds(1500))
               .ok());
@@ -236,9 +462,8 @@ TEST_CASE("SendStop reaches the child's on_stop with the reason and grace") {
 }
 
 TEST_CASE("destroying the child's channel tells the parent it disconnected") {
-  TempDir dir;
   ParentSide parent;
-  auto registrar = MakeRegistrar(dir);
+  auto registrar = MakeRegistrar();
   ChildSide child;
   auto [ticket, channel] = RegisterChild(*registrar, parent, child);
 
@@ -247,31 +472,42 @@ TEST_CASE("destroying the child's channel tells the parent it disconnected") {
   CHECK(registrar->SendStop(ticket.id, "gone", absl::Seconds(1)).code() ==
         absl::StatusCode::kFailedPrecondition);
   CHECK_FALSE(child.orphaned.HasBeenNotified());
+  CHECK(parent.disconnects.load() == 1);
 }
 
 TEST_CASE(
-    "a child whose registrar is destroyed is orphaned after the "
-    "orphan timeout") {
-  TempDir dir;
+    "a child whose registrar is destroyed is orphaned after the orphan "
+    "timeout") {
   ParentSide parent;
-  auto registrar = MakeRegistrar(dir, absl::Milliseconds(200));
+  auto registrar = MakeRegistrar(absl::Milliseconds(200));
   ChildSide child;
   auto [ticket, channel] = RegisterChild(*registrar, parent, child);
 
-  const std::string socket_path = registrar->socket_path();
   registrar.reset();
-  CHECK_FALSE(std::filesystem::exists(socket_path));
   REQUIRE(child.orphaned.WaitForNotificationWithTimeout(kWait));
   // Destruction forgets every child: no callback ran for the disconnect.
   CHECK(parent.disconnects.load() == 0);
 }
 
 TEST_CASE(
-    "a child forgotten after registering is orphaned and the parent "
-    "hears nothing more about it") {
-  TempDir dir;
+    "a child whose channel is destroyed within the orphan timeout is not "
+    "orphaned") {
   ParentSide parent;
-  auto registrar = MakeRegistrar(dir, absl::Milliseconds(200));
+  auto registrar = MakeRegistrar(absl::Seconds(30));
+  ChildSide child;
+  auto [ticket, channel] = RegisterChild(*registrar, parent, child);
+  registrar.reset();
+  // The orphan wait is under way (or about to start); destroying the
+  // channel ends it at once, without on_orphaned.
+  channel.reset();
+  CHECK_FALSE(child.orphaned.HasBeenNotified());
+}
+
+TEST_CASE(
+    "a child forgotten after registering is orphaned and the parent hears "
+    "nothing more about it") {
+  ParentSide parent;
+  auto registrar = MakeRegistrar(absl::Milliseconds(200));
   ChildSide child;
   auto [ticket, channel] = RegisterChild(*registrar, parent, child);
 
@@ -282,191 +518,227 @@ TEST_CASE(
         absl::StatusCode::kNotFound);
 }
 
-TEST_CASE("a secret forgotten before registration is rejected") {
-  TempDir dir;
+TEST_CASE("a child forgotten before registering cannot register") {
   ParentSide parent;
-  auto registrar = MakeRegistrar(dir);
+  auto registrar = MakeRegistrar();
   absl::StatusOr<Registrar::Ticket> ticket =
-      registrar->Expect("p0_0", 0, parent.Callbacks());
+      registrar->Expect("h0", 0, parent.Callbacks());
   REQUIRE(ticket.ok());
-  const v1::BootstrapInfo info = ReadAsChild(*ticket);
+  ParentChannel::Inherited inherited = Take(*ticket);
   registrar->Forget(ticket->id);
 
   ChildSide child;
-  CHECK(ParentChannel::Register(info, "127.0.0.1:7451", child.Callbacks())
+  CHECK(ParentChannel::Register(std::move(inherited), "127.0.0.1:7451",
+                                child.Callbacks())
             .status()
-            .code() == absl::StatusCode::kPermissionDenied);
+            .code() == absl::StatusCode::kUnavailable);
   CHECK_FALSE(parent.registered.HasBeenNotified());
 }
 
-TEST_CASE("a child may be forgotten from its own on_disconnected callback") {
-  TempDir dir;
+TEST_CASE("a child may be forgotten from its own callbacks") {
+  std::unique_ptr<Registrar> registrar = MakeRegistrar(absl::Milliseconds(100));
   uint64_t id = 0;
   absl::Notification forgotten;
-  // Declared last of the three: destroying it waits for its callbacks.
-  std::unique_ptr<Registrar> registrar = MakeRegistrar(dir);
+  std::atomic<int> after_forget{0};
   Registrar::ChildCallbacks callbacks;
-  callbacks.on_disconnected = [&] {
-    registrar->Forget(id);
-    forgotten.Notify();
-  };
-  absl::StatusOr<Registrar::Ticket> ticket =
-      registrar->Expect("p0_0", 0, std::move(callbacks));
-  REQUIRE(ticket.ok());
-  id = ticket->id;
   ChildSide child;
-  absl::StatusOr<std::unique_ptr<ParentChannel>> channel =
-      ParentChannel::Register(ReadAsChild(*ticket), "127.0.0.1:7451",
-                              child.Callbacks());
-  REQUIRE(channel.ok());
-  channel->reset();
-  REQUIRE(forgotten.WaitForNotificationWithTimeout(kWait));
+  absl::StatusOr<std::unique_ptr<ParentChannel>> channel;
+
+  SECTION("on_registered") {
+    callbacks.on_registered = [&](const std::string&, pid_t) {
+      registrar->Forget(id);
+      forgotten.Notify();
+    };
+    callbacks.on_disconnected = [&] { after_forget.fetch_add(1); };
+    absl::StatusOr<Registrar::Ticket> ticket =
+        registrar->Expect("h0", 0, std::move(callbacks));
+    REQUIRE(ticket.ok());
+    id = ticket->id;
+    channel = ParentChannel::Register(Take(*ticket), "127.0.0.1:7451",
+                                      child.Callbacks());
+    REQUIRE(channel.ok());
+    REQUIRE(forgotten.WaitForNotificationWithTimeout(kWait));
+    // Its channel was closed: the child is orphaned.
+    REQUIRE(child.orphaned.WaitForNotificationWithTimeout(kWait));
+    // The next Expect joins the forgotten channel's thread.
+    CHECK(registrar->Expect("h1", 1, {}).ok());
+  }
+  SECTION("on_disconnected") {
+    callbacks.on_disconnected = [&] {
+      registrar->Forget(id);
+      forgotten.Notify();
+    };
+    absl::StatusOr<Registrar::Ticket> ticket =
+        registrar->Expect("h0", 0, std::move(callbacks));
+    REQUIRE(ticket.ok());
+    id = ticket->id;
+    channel = ParentChannel::Register(Take(*ticket), "127.0.0.1:7451",
+                                      child.Callbacks());
+    REQUIRE(channel.ok());
+    channel->reset();
+    REQUIRE(forgotten.WaitForNotificationWithTimeout(kWait));
+  }
   CHECK(registrar->SendStop(id, "gone", absl::Seconds(1)).code() ==
         absl::StatusCode::kNotFound);
+  registrar.reset();
+  CHECK(after_forget.load() == 0);
 }
 
-TEST_CASE("a channel may be destroyed from its own on_orphaned callback") {
-  TempDir dir;
+TEST_CASE("a channel may be destroyed from its own callbacks") {
   ParentSide parent;
-  auto registrar = MakeRegistrar(dir, absl::Milliseconds(100));
+  auto registrar = MakeRegistrar(absl::Milliseconds(100));
   absl::StatusOr<Registrar::Ticket> ticket =
-      registrar->Expect("p0_0", 0, parent.Callbacks());
+      registrar->Expect("h0", 0, parent.Callbacks());
   REQUIRE(ticket.ok());
-  const v1::BootstrapInfo info = ReadAsChild(*ticket);
 
-  // Shared with the callback, which outlives this test's frame: the
-  // channel's thread is detached when the channel is destroyed from it.
+  // Shared with the callbacks, which outlive this test's frame: the
+  // channel's thread is joined elsewhere when the channel is destroyed from
+  // it.
   struct Holder {
     absl::Mutex mu;
     std::unique_ptr<ParentChannel> channel ABSL_GUARDED_BY(mu);
     absl::Notification destroyed;
+    void Destroy() {
+      std::unique_ptr<ParentChannel> doomed;
+      {
+        absl::MutexLock l(&mu);
+        doomed = std::move(channel);
+      }
+      doomed.reset();
+      destroyed.Notify();
+    }
   };
   auto holder = std::make_shared<Holder>();
   ParentChannel::Callbacks callbacks;
-  callbacks.on_orphaned = [holder] {
-    std::unique_ptr<ParentChannel> doomed;
-    {
-      absl::MutexLock l(&holder->mu);
-      doomed = std::move(holder->channel);
-    }
-    doomed.reset();
-    holder->destroyed.Notify();
-  };
+  {
+    absl::MutexLock l(&holder->mu);
+    callbacks.on_orphaned = [holder] { holder->Destroy(); };
+    callbacks.on_stop = [holder](const std::string&, absl::Duration) {
+      holder->Destroy();
+    };
+  }
   {
     absl::StatusOr<std::unique_ptr<ParentChannel>> registered =
-        ParentChannel::Register(info, "127.0.0.1:7451", std::move(callbacks));
+        ParentChannel::Register(Take(*ticket), "127.0.0.1:7451",
+                                std::move(callbacks));
     REQUIRE(registered.ok());
     absl::MutexLock l(&holder->mu);
-    holder->channel = std::move(registered).value();
+    holder->channel = *std::move(registered);
   }
-  registrar.reset();
+  REQUIRE(parent.registered.WaitForNotificationWithTimeout(kWait));
+  SECTION("on_orphaned") { registrar.reset(); }
+  SECTION("on_stop") {
+    REQUIRE(registrar->SendStop(ticket->id, "bye", absl::Seconds(1)).ok());
+    // The parent sees the child's channel close.
+    REQUIRE(parent.disconnected.WaitForNotificationWithTimeout(kWait));
+  }
   REQUIRE(holder->destroyed.WaitForNotificationWithTimeout(kWait));
 }
 
 TEST_CASE(
-    "the runtime dir is made private, and a non-directory there is "
-    "FAILED_PRECONDITION") {
-  TempDir dir;
-  const std::string run = dir.path() + "/a/b/run";
-  std::filesystem::create_directories(run);
-  chmod(run.c_str(), 0755);
+    "ReadFromEnv takes the fd and unsets the variable, is nullopt without "
+    "it, and INVALID_ARGUMENT for garbage") {
+  ParentSide parent;
+  auto registrar = MakeRegistrar();
+  absl::StatusOr<Registrar::Ticket> ticket =
+      registrar->Expect("h7", 7, parent.Callbacks());
+  REQUIRE(ticket.ok());
+  REQUIRE(setenv(kBootstrapFdEnv, std::to_string(ticket->child_fd).c_str(),
+                 1) == 0);
+  CHECK(std::string(kBootstrapFdEnv) == "HOSTMESH_PARENT_FD");
   {
-    Registrar::Options options;
-    options.runtime_dir = run;
-    absl::StatusOr<std::unique_ptr<Registrar>> registrar =
-        Registrar::Create(options);
-    REQUIRE(registrar.ok());
-    struct stat st;
-    REQUIRE(stat(run.c_str(), &st) == 0);
-    CHECK((st.st_mode & 07777) == 0700);
+    absl::StatusOr<std::optional<ParentChannel::Inherited>> inherited =
+        ParentChannel::ReadFromEnv();
+    REQUIRE(inherited.ok());
+    REQUIRE(inherited->has_value());
+    CHECK((*inherited)->info().name() == "h7");
+    CHECK((*inherited)->info().rank() == 7);
+    CHECK(getenv(kBootstrapFdEnv) == nullptr);
   }
-  // A stale socket from an earlier registrar is replaced.
-  {
-    Registrar::Options options;
-    options.runtime_dir = run;
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    const std::string sock = run + "/registry.sock";
-    strncpy(addr.sun_path, sock.c_str(), sizeof(addr.sun_path) - 1);
-    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-    close(fd);
-    CHECK(Registrar::Create(options).ok());
-  }
+  // Dropping the Inherited closed the fd.
+  CHECK(fcntl(ticket->child_fd, F_GETFD) == -1);
 
-  const std::string file = dir.path() + "/file";
-  std::ofstream(file) << "not a dir";
-  Registrar::Options options;
-  options.runtime_dir = file;
-  CHECK(Registrar::Create(options).status().code() ==
-        absl::StatusCode::kFailedPrecondition);
-}
-
-TEST_CASE(
-    "ReadFromEnv is nullopt without the variable and INVALID_ARGUMENT "
-    "for garbage") {
-  unsetenv(kBootstrapFdEnv);
-  absl::StatusOr<std::optional<v1::BootstrapInfo>> none =
+  absl::StatusOr<std::optional<ParentChannel::Inherited>> none =
       ParentChannel::ReadFromEnv();
   REQUIRE(none.ok());
   CHECK_FALSE(none->has_value());
 
-  setenv(kBootstrapFdEnv, "not-a-number", 1);
-  CHECK(ParentChannel::ReadFromEnv().status().code() ==
-        absl::StatusCode::kInvalidArgument);
-  CHECK(getenv(kBootstrapFdEnv) == nullptr);
+  for (const char* value : {"not-a-number", "1", "-4"}) {
+    INFO(kBootstrapFdEnv << "=" << value);
+    setenv(kBootstrapFdEnv, value, 1);
+    CHECK(ParentChannel::ReadFromEnv().status().code() ==
+          absl::StatusCode::kInvalidArgument);
+    CHECK(getenv(kBootstrapFdEnv) == nullptr);
+  }
 
   int fds[2];
-  REQUIRE(pipe(fds) == 0);
-  const char garbage[] = "\xff\xff\xff garbage";
-  REQUIRE(write(fds[1], garbage, sizeof(garbage)) ==
-          static_cast<ssize_t>(sizeof(garbage)));
+  REQUIRE(pipe(fds) == 0);  // Not a socket.
   close(fds[1]);
   setenv(kBootstrapFdEnv, std::to_string(fds[0]).c_str(), 1);
   CHECK(ParentChannel::ReadFromEnv().status().code() ==
         absl::StatusCode::kInvalidArgument);
 
-  REQUIRE(pipe(fds) == 0);
-  close(fds[1]);  // Empty: parses, but lacks every field.
-  CHECK(ParentChannel::ReadFromFd(fds[0]).status().code() ==
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  WriteAll(fds[0], std::string("\x09\x00\x00\x00\xff\xff garbage", 13));
+  CHECK(ParentChannel::ReadFromFd(fds[1]).status().code() ==
         absl::StatusCode::kInvalidArgument);
+  close(fds[0]);
+
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  WriteAll(fds[0], std::string("\xff\xff\xff\x7f", 4));  // 2 GiB "frame".
+  CHECK(ParentChannel::ReadFromFd(fds[1]).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  close(fds[0]);
+
+  v1::BootstrapInfo nameless = CurrentInfo("");
+  int parent_fd = -1;
+  CHECK(ParentChannel::ReadFromFd(FakeParent(nameless, &parent_fd))
+            .status()
+            .code() == absl::StatusCode::kInvalidArgument);
+  close(parent_fd);
 }
 
 TEST_CASE("a parent that never answers makes Register DEADLINE_EXCEEDED") {
-  TempDir dir;
-  // A socket that accepts connections into its backlog but never speaks.
-  const std::string sock = dir.path() + "/mute.sock";
-  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  strncpy(addr.sun_path, sock.c_str(), sizeof(addr.sun_path) - 1);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  REQUIRE(listen(fd, 8) == 0);
-
-  v1::BootstrapInfo info;
-  info.set_registry_socket(sock);
-  info.set_name("p0_0");
-  info.set_secret("00");
+  int parent_fd = -1;
+  const int child_fd = FakeParent(CurrentInfo("h0"), &parent_fd);
+  absl::StatusOr<ParentChannel::Inherited> inherited =
+      ParentChannel::ReadFromFd(child_fd);
+  REQUIRE(inherited.ok());
   ChildSide child;
-  CHECK(ParentChannel::Register(info, "127.0.0.1:7451", child.Callbacks(),
-                                absl::Milliseconds(300))
+  CHECK(ParentChannel::Register(*std::move(inherited), "127.0.0.1:7451",
+                                child.Callbacks(), absl::Milliseconds(300))
             .status()
             .code() == absl::StatusCode::kDeadlineExceeded);
-  close(fd);
+  close(parent_fd);
 }
 
-TEST_CASE("a parent that is not there makes Register UNAVAILABLE") {
-  TempDir dir;
-  v1::BootstrapInfo info;
-  info.set_registry_socket(dir.path() + "/missing.sock");
-  info.set_name("p0_0");
-  info.set_secret("00");
+TEST_CASE("a parent that is gone makes Register UNAVAILABLE") {
+  int parent_fd = -1;
+  const int child_fd = FakeParent(CurrentInfo("h0"), &parent_fd);
+  close(parent_fd);
+  // What the parent wrote before it went is still there.
+  absl::StatusOr<ParentChannel::Inherited> inherited =
+      ParentChannel::ReadFromFd(child_fd);
+  REQUIRE(inherited.ok());
   ChildSide child;
-  CHECK(ParentChannel::Register(info, "127.0.0.1:7451", child.Callbacks())
+  CHECK(ParentChannel::Register(*std::move(inherited), "127.0.0.1:7451",
+                                child.Callbacks())
             .status()
             .code() == absl::StatusCode::kUnavailable);
+
+  // And with nothing written at all, ReadFromFd says so.
+  int fds[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  close(fds[0]);
+  CHECK(ParentChannel::ReadFromFd(fds[1]).status().code() ==
+        absl::StatusCode::kUnavailable);
+}
+
+TEST_CASE("a negative orphan timeout is INVALID_ARGUMENT") {
+  Registrar::Options options;
+  options.orphan_timeout = absl::Seconds(-1);
+  CHECK(Registrar::Create(options).status().code() ==
+        absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -1,12 +1,19 @@
 #include "lib/bootstrap/parent_channel.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glog/logging.h>
-#include <grpcpp/grpcpp.h>
+#include <poll.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstring>
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <limits>
+#include <string_view>
 #include <thread>
 #include <utility>
 
@@ -14,18 +21,66 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/bootstrap/registrar.h"
+#include "lib/channel/frame_channel.h"
 #include "lib/status.h"
-#include "proto/bootstrap.grpc.pb.h"
 
 namespace mesh {
 namespace {
 
-// A BootstrapInfo is a few hundred bytes; anything near this is not one.
-constexpr size_t kMaxBootstrapInfoBytes = 64 * 1024;
+// Frames on this channel are a few hundred bytes.
+constexpr size_t kMaxFrameBytes = 64 << 10;
+// The child sends one RegisterRequest; nothing queues up.
+constexpr size_t kMaxPendingBytes = 64 << 10;
+constexpr size_t kHeaderBytes = 4;
 
-// What the channel's thread shares with its owner. The thread holds a
-// reference, so it may outlive the ParentChannel when that is destroyed from
-// one of its own callbacks.
+// Reads exactly `size` bytes from the blocking or non-blocking socket `fd`
+// by `deadline` (never more: what follows belongs to the FrameChannel).
+absl::Status ReadExactly(int fd, char* out, size_t size, absl::Time deadline,
+                         const char* what) {
+  size_t got = 0;
+  while (got < size) {
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "no bootstrap info from the parent on fd ", fd, " in time (", got,
+          " of ", size, " bytes of its ", what, ")"));
+    }
+    struct pollfd pfd = {fd, POLLIN, 0};
+    const int ms = static_cast<int>(std::min<int64_t>(
+        absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))),
+        std::numeric_limits<int>::max()));
+    const int ready = poll(&pfd, 1, ms);
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      return absl::ErrnoToStatus(errno, absl::StrCat("poll on fd ", fd));
+    }
+    if (ready == 0) continue;  // The deadline check above ends the loop.
+    const ssize_t n = recv(fd, out + got, size - got, MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+      return absl::ErrnoToStatus(
+          errno, absl::StrCat("read of bootstrap info from fd ", fd));
+    }
+    if (n == 0) {
+      return absl::UnavailableError(absl::StrCat(
+          "the parent closed the channel on fd ", fd, " before sending its ",
+          "bootstrap info (", got, " of ", size, " bytes of its ", what, ")"));
+    }
+    got += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusCode CodeFromWire(int32_t code) {
+  if (code <= 0 ||
+      code > static_cast<int32_t>(absl::StatusCode::kUnauthenticated)) {
+    return absl::StatusCode::kUnknown;
+  }
+  return static_cast<absl::StatusCode>(code);
+}
+
+// What the channel's thread shares with its owner. The channel's callbacks
+// hold it, so it lives as long as the channel.
 struct ChannelState {
   enum class Phase { kRegistering, kAccepted, kFailed };
 
@@ -35,23 +90,84 @@ struct ChannelState {
   static bool Answered(ChannelState* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) {
     return s->phase != Phase::kRegistering;
   }
-  bool IsClosing() {
-    absl::MutexLock l(&mu);
-    return closing;
+
+  bool OnChannelThread() const {
+    return channel_thread.load() == std::this_thread::get_id();
   }
-  void Fail(absl::Status status) {
-    absl::MutexLock l(&mu);
-    phase = Phase::kFailed;
-    result = std::move(status);
+
+  void OnFrame(std::string_view data) {
+    channel_thread.store(std::this_thread::get_id());
+    v1::ParentFrame frame;
+    if (!frame.ParseFromArray(data.data(), static_cast<int>(data.size()))) {
+      LOG(WARNING) << "ignoring a frame from the parent of \"" << info.name()
+                   << "\" that is not a ParentFrame";
+      return;
+    }
+    {
+      absl::MutexLock l(&mu);
+      if (closing) return;
+      if (phase == Phase::kRegistering) {
+        if (frame.has_accepted()) {
+          phase = Phase::kAccepted;
+        } else if (frame.has_refused()) {
+          phase = Phase::kFailed;
+          result = absl::Status(
+              CodeFromWire(frame.refused().code()),
+              absl::StrCat("parent refused the registration of \"", info.name(),
+                           "\": ", frame.refused().reason()));
+        } else {
+          LOG(WARNING) << "ignoring an unexpected frame from the parent of \""
+                       << info.name()
+                       << "\" before it accepted: " << frame.ShortDebugString();
+        }
+        return;
+      }
+      if (!frame.has_stop()) {
+        LOG(WARNING) << "ignoring an unexpected frame from the parent of \""
+                     << info.name() << "\": " << frame.ShortDebugString();
+        return;
+      }
+    }
+    LOG(INFO) << "parent asked \"" << info.name()
+              << "\" to stop: " << frame.stop().reason();
+    if (callbacks.on_stop) {
+      callbacks.on_stop(frame.stop().reason(),
+                        absl::Milliseconds(frame.stop().grace_ms()));
+    }
   }
-  std::string Target() const {
-    return absl::StrCat("unix:", info.registry_socket());
+
+  void OnClosed(const absl::Status& status) {
+    channel_thread.store(std::this_thread::get_id());
+    {
+      absl::MutexLock l(&mu);
+      if (closing) return;
+      if (phase == Phase::kRegistering) {
+        phase = Phase::kFailed;
+        result = absl::UnavailableError(absl::StrCat(
+            "the parent closed the channel before accepting \"", info.name(),
+            "\"", status.ok() ? "" : absl::StrCat(": ", status.ToString())));
+        return;
+      }
+      if (phase != Phase::kAccepted) return;
+      const absl::Duration orphan_timeout =
+          absl::Milliseconds(info.orphan_timeout_ms());
+      LOG(WARNING) << "channel of \"" << info.name() << "\" to its parent "
+                   << (status.ok() ? "closed" : "broke: " + status.ToString())
+                   << "; orphaned in " << orphan_timeout;
+      // The channel's thread has nothing else to do: it waits here, and the
+      // owner's destructor wakes it.
+      if (mu.AwaitWithTimeout(absl::Condition(&closing), orphan_timeout)) {
+        return;
+      }
+    }
+    LOG(WARNING) << "\"" << info.name() << "\" is orphaned";
+    if (callbacks.on_orphaned) callbacks.on_orphaned();
   }
 
   const v1::BootstrapInfo info;
   const ParentChannel::Callbacks callbacks;
-  std::unique_ptr<v1::Bootstrap::Stub> stub;
-  grpc::ClientContext context;  // TryCancel is thread-safe.
+  // The channel's thread, once it ran OnFrame or OnClosed.
+  std::atomic<std::thread::id> channel_thread{};
 
   absl::Mutex mu;
   Phase phase ABSL_GUARDED_BY(mu) = Phase::kRegistering;
@@ -61,198 +177,207 @@ struct ChannelState {
   bool closing ABSL_GUARDED_BY(mu) = false;
 };
 
-// The channel's thread: registers, then delivers parent events until the
-// stream ends, then waits out the orphan timeout.
-void RunChannel(std::shared_ptr<ChannelState> state,
-                v1::RegisterRequest request) {
-  std::unique_ptr<grpc::ClientReader<v1::ParentEvent>> reader =
-      state->stub->Register(&state->context, request);
-  v1::ParentEvent event;
-  if (!reader->Read(&event)) {
-    grpc::Status status = reader->Finish();
-    state->Fail(status.ok() ? absl::UnavailableError(
-                                  "parent closed the channel without accepting")
-                            : FromGrpcStatus(status));
-    return;
-  }
-  if (!event.has_accepted()) {
-    state->context.TryCancel();
-    reader->Finish();
-    state->Fail(absl::InternalError(
-        "parent's first event on the channel is not Accepted"));
-    return;
-  }
-  bool gave_up;
-  {
-    absl::MutexLock l(&state->mu);
-    gave_up = state->closing;
-    if (!gave_up) state->phase = ChannelState::Phase::kAccepted;
-  }
-  if (gave_up) {  // The owner timed out meanwhile.
-    state->context.TryCancel();
-    reader->Finish();
-    return;
-  }
-
-  while (reader->Read(&event)) {
-    if (event.has_stop()) {
-      if (state->IsClosing()) break;
-      LOG(INFO) << "parent asked \"" << state->info.name()
-                << "\" to stop: " << event.stop().reason();
-      if (state->callbacks.on_stop) {
-        state->callbacks.on_stop(event.stop().reason(),
-                                 absl::Milliseconds(event.stop().grace_ms()));
-      }
-    } else {
-      LOG(WARNING) << "ignoring unexpected parent event: "
-                   << event.ShortDebugString();
-    }
-  }
-  grpc::Status status = reader->Finish();
-  if (state->IsClosing()) return;
-
-  const absl::Duration orphan_timeout =
-      absl::Milliseconds(state->info.orphan_timeout_ms());
-  LOG(WARNING) << "channel of \"" << state->info.name() << "\" to parent at "
-               << state->Target() << " broke (" << status.error_message()
-               << "); orphaned in " << orphan_timeout;
-  // TODO(bootstrap): let a restarted parent take this child back within the
-  // orphan timeout (re-registration needs a credential other than the
-  // one-time secret, e.g. one handed out in Accepted).
-  {
-    absl::MutexLock l(&state->mu);
-    if (state->mu.AwaitWithTimeout(absl::Condition(&state->closing),
-                                   orphan_timeout)) {
-      return;
-    }
-  }
-  LOG(WARNING) << "\"" << state->info.name() << "\" is orphaned";
-  if (state->callbacks.on_orphaned) state->callbacks.on_orphaned();
-}
-
 }  // namespace
 
 class ParentChannel::Impl {
  public:
-  Impl(std::shared_ptr<ChannelState> state, std::thread thread)
-      : state_(std::move(state)), thread_(std::move(thread)) {}
+  Impl(std::shared_ptr<ChannelState> state,
+       std::unique_ptr<FrameChannel> channel)
+      : state_(std::move(state)), channel_(std::move(channel)) {}
 
-  // Waits for a running callback, unless called from one: then the thread
-  // is detached and ends when that callback returns.
+  // Waits for a running callback, unless called from one: then a helper
+  // thread joins the channel's thread once that callback returns.
   ~Impl() {
     {
       absl::MutexLock l(&state_->mu);
-      state_->closing = true;
+      state_->closing = true;  // Also ends an orphan wait.
     }
-    state_->context.TryCancel();
-    if (thread_.get_id() == std::this_thread::get_id()) {
-      thread_.detach();
+    if (state_->OnChannelThread()) {
+      channel_->Close();
+      std::thread([channel = std::move(channel_)]() mutable {
+        channel.reset();
+      }).detach();
     } else {
-      thread_.join();
+      channel_.reset();
     }
   }
 
  private:
-  std::shared_ptr<ChannelState> state_;
-  std::thread thread_;
+  const std::shared_ptr<ChannelState> state_;
+  std::unique_ptr<FrameChannel> channel_;
 };
 
-absl::StatusOr<v1::BootstrapInfo> ParentChannel::ReadFromFd(int fd) {
-  std::string data;
-  char buf[4096];
-  absl::Status status;
-  while (true) {
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      status = absl::InvalidArgumentError(absl::StrCat(
-          "cannot read bootstrap fd ", fd, ": ", std::strerror(errno)));
-      break;
-    }
-    if (n == 0) break;
-    data.append(buf, static_cast<size_t>(n));
-    if (data.size() > kMaxBootstrapInfoBytes) {
-      status = absl::InvalidArgumentError(
-          absl::StrCat("bootstrap fd ", fd, " holds more than ",
-                       kMaxBootstrapInfoBytes, " bytes"));
-      break;
-    }
+ParentChannel::Inherited::Inherited(int fd, v1::BootstrapInfo info)
+    : fd_(fd), info_(std::move(info)) {}
+
+ParentChannel::Inherited::Inherited(Inherited&& other) noexcept
+    : fd_(other.Release()), info_(std::move(other.info_)) {}
+
+ParentChannel::Inherited& ParentChannel::Inherited::operator=(
+    Inherited&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = other.Release();
+    info_ = std::move(other.info_);
   }
-  close(fd);
-  RETURN_IF_ERROR(status);
-  v1::BootstrapInfo info;
-  if (!info.ParseFromString(data)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bootstrap fd ", fd, " does not hold a BootstrapInfo"));
-  }
-  if (info.registry_socket().empty() || info.name().empty() ||
-      info.secret().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "bootstrap info from fd ", fd, " lacks socket, name or secret"));
-  }
-  return info;
+  return *this;
 }
 
-absl::StatusOr<std::optional<v1::BootstrapInfo>> ParentChannel::ReadFromEnv() {
+ParentChannel::Inherited::~Inherited() {
+  if (fd_ >= 0) close(fd_);
+}
+
+int ParentChannel::Inherited::Release() {
+  const int fd = fd_;
+  fd_ = -1;
+  return fd;
+}
+
+absl::StatusOr<ParentChannel::Inherited> ParentChannel::ReadFromFd(
+    int fd, absl::Duration timeout) {
+  if (fd < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad parent channel fd ", fd));
+  }
+  auto fail = [fd](absl::Status status) {
+    close(fd);
+    return status;
+  };
+  struct stat st;
+  int type = 0;
+  socklen_t type_len = sizeof(type);
+  if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) ||
+      getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 ||
+      type != SOCK_STREAM) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("parent channel fd ", fd, " is not a stream socket")));
+  }
+  // Not for the children this child spawns.
+  if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+    return fail(absl::ErrnoToStatus(
+        errno, absl::StrCat("fcntl on parent channel fd ", fd)));
+  }
+  const absl::Time deadline = absl::Now() + timeout;
+  char header[kHeaderBytes];
+  if (absl::Status s =
+          ReadExactly(fd, header, kHeaderBytes, deadline, "frame header");
+      !s.ok()) {
+    return fail(s);
+  }
+  const auto* h = reinterpret_cast<const unsigned char*>(header);
+  const uint32_t length =
+      static_cast<uint32_t>(h[0]) | (static_cast<uint32_t>(h[1]) << 8) |
+      (static_cast<uint32_t>(h[2]) << 16) | (static_cast<uint32_t>(h[3]) << 24);
+  if (length > kMaxFrameBytes) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "the first frame on parent channel fd ", fd, " is ", length,
+        " bytes, over ", kMaxFrameBytes, ": not a bootstrap info")));
+  }
+  std::string body(length, '\0');
+  if (absl::Status s = ReadExactly(fd, body.data(), length, deadline, "frame");
+      !s.ok()) {
+    return fail(s);
+  }
+  v1::ParentFrame frame;
+  if (!frame.ParseFromString(body) || !frame.has_info()) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("the first frame on parent channel fd ", fd,
+                     " is not a bootstrap info")));
+  }
+  const v1::BootstrapInfo& info = frame.info();
+  if (info.protocol_version() != v1::BOOTSTRAP_VERSION_CURRENT) {
+    return fail(absl::FailedPreconditionError(
+        absl::StrCat("the parent speaks bootstrap protocol version ",
+                     info.protocol_version(), ", this child speaks version ",
+                     static_cast<int>(v1::BOOTSTRAP_VERSION_CURRENT),
+                     ": refused (run a hostd built with this client)")));
+  }
+  if (info.name().empty()) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "the bootstrap info on parent channel fd ", fd, " has no name")));
+  }
+  return Inherited(fd, info);
+}
+
+absl::StatusOr<std::optional<ParentChannel::Inherited>>
+ParentChannel::ReadFromEnv(absl::Duration timeout) {
   const char* value = getenv(kBootstrapFdEnv);
-  if (value == nullptr) return std::optional<v1::BootstrapInfo>();
+  if (value == nullptr) return std::optional<Inherited>();
   const std::string fd_string = value;
   unsetenv(kBootstrapFdEnv);
   int fd = -1;
-  if (!absl::SimpleAtoi(fd_string, &fd) || fd < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        kBootstrapFdEnv, "=\"", fd_string, "\" is not an fd number"));
+  if (!absl::SimpleAtoi(fd_string, &fd) || fd <= STDERR_FILENO) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kBootstrapFdEnv, "=\"", fd_string,
+                     "\" is not the number of an inherited fd (3 or more)"));
   }
-  ASSIGN_OR_RETURN(v1::BootstrapInfo info, ReadFromFd(fd));
-  return std::optional<v1::BootstrapInfo>(std::move(info));
+  ASSIGN_OR_RETURN(Inherited inherited, ReadFromFd(fd, timeout));
+  return std::optional<Inherited>(std::move(inherited));
 }
 
 absl::StatusOr<std::unique_ptr<ParentChannel>> ParentChannel::Register(
-    const v1::BootstrapInfo& info, const std::string& address,
-    Callbacks callbacks, absl::Duration timeout) {
-  if (info.registry_socket().empty() || info.name().empty() ||
-      info.secret().empty()) {
-    return absl::InvalidArgumentError(
-        "bootstrap info lacks socket, name or secret");
+    Inherited inherited, const std::string& address, Callbacks callbacks,
+    absl::Duration timeout) {
+  const std::string name = inherited.info().name();
+  auto state =
+      std::make_shared<ChannelState>(inherited.info(), std::move(callbacks));
+  FrameChannel::Options options;
+  options.name = absl::StrCat("parent of ", name);
+  options.max_frame_bytes = kMaxFrameBytes;
+  options.max_pending_bytes = kMaxPendingBytes;
+  FrameChannel::Callbacks channel_callbacks;
+  channel_callbacks.on_frame = [state](std::string_view frame) {
+    state->OnFrame(frame);
+  };
+  channel_callbacks.on_closed = [state](const absl::Status& status) {
+    state->OnClosed(status);
+  };
+  absl::StatusOr<std::unique_ptr<FrameChannel>> created = FrameChannel::Create(
+      inherited.Release(), std::move(options), std::move(channel_callbacks));
+  if (!created.ok()) {
+    return Annotate(created.status(),
+                    absl::StrCat("register \"", name, "\" with its parent"));
   }
-  auto state = std::make_shared<ChannelState>(info, std::move(callbacks));
-  // No deadline on the call: the stream lives as long as the child. The
-  // wait for Accepted below is bounded by `timeout` instead.
-  state->stub = v1::Bootstrap::NewStub(
-      grpc::CreateChannel(state->Target(), grpc::InsecureChannelCredentials()));
-  v1::RegisterRequest request;
-  request.set_name(info.name());
-  request.set_secret(info.secret());
-  request.set_address(address);
-  request.set_pid(static_cast<int32_t>(getpid()));
-  std::thread thread(RunChannel, state, std::move(request));
+  std::unique_ptr<FrameChannel> channel = *std::move(created);
 
-  bool answered;
+  v1::ChildFrame frame;
+  v1::RegisterRequest* request = frame.mutable_register_();
+  request->set_protocol_version(v1::BOOTSTRAP_VERSION_CURRENT);
+  request->set_address(address);
+  request->set_pid(static_cast<int32_t>(getpid()));
+  absl::Status sent = channel->Send(frame);
+
+  bool answered = false;
   absl::Status result;
   {
     absl::MutexLock l(&state->mu);
-    answered = state->mu.AwaitWithTimeout(
-        absl::Condition(&ChannelState::Answered, state.get()), timeout);
-    if (!answered) {
-      state->closing = true;
-    } else if (state->phase == ChannelState::Phase::kFailed) {
-      result = state->result;
+    if (sent.ok()) {
+      answered = state->mu.AwaitWithTimeout(
+          absl::Condition(&ChannelState::Answered, state.get()), timeout);
+      if (answered && state->phase == ChannelState::Phase::kFailed) {
+        result = state->result;
+      }
     }
+    if (!sent.ok() || !answered || !result.ok()) state->closing = true;
+  }
+  if (!sent.ok()) {
+    channel.reset();
+    return absl::UnavailableError(absl::StrCat(
+        "cannot register \"", name, "\" with its parent: ", sent.message()));
   }
   if (!answered) {
-    state->context.TryCancel();
-    thread.join();
+    channel.reset();
     return absl::DeadlineExceededError(
-        absl::StrCat("parent at ", state->Target(), " did not accept \"",
-                     info.name(), "\" within ", absl::FormatDuration(timeout)));
+        absl::StrCat("the parent did not accept \"", name, "\" within ",
+                     absl::FormatDuration(timeout)));
   }
   if (!result.ok()) {
-    thread.join();
-    return Annotate(result,
-                    absl::StrCat("register with parent at ", state->Target()));
+    channel.reset();
+    return result;
   }
+  LOG(INFO) << "\"" << name << "\" registered with its parent as " << address;
   return std::unique_ptr<ParentChannel>(new ParentChannel(
-      std::make_unique<Impl>(std::move(state), std::move(thread))));
+      std::make_unique<Impl>(std::move(state), std::move(channel))));
 }
 
 ParentChannel::ParentChannel(std::unique_ptr<Impl> impl)

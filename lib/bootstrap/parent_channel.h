@@ -1,11 +1,23 @@
-// The register-back handshake, child side (procd under hostd; hostd under a
-// client that spawned it).
+// The register-back handshake, child side (a hostd spawned by a client's
+// Launcher; proto/bootstrap.proto).
 //
-// Thread-safe. Callbacks run on the channel's own thread, one at a time.
+// The child inherits one end of a socketpair from its parent (fd number in
+// env kBootstrapFdEnv). ReadFromEnv() takes it early in main and reads the
+// parent's BootstrapInfo from it; once the child knows its public address,
+// Register() sends the RegisterRequest and waits for Accepted. The channel
+// then stays open: a StopRequest calls on_stop; EOF (the parent is gone)
+// starts the orphan timer, and on_orphaned runs unless the channel is
+// destroyed within the orphan timeout. Nothing listens; no gRPC.
+//
+// Threads: one FrameChannel thread per ParentChannel; callbacks run on it,
+// one at a time. Owners: the ParentChannel owns the channel (and the fd
+// from Register on). Shutdown: destroying the ParentChannel closes the
+// channel (the parent sees a disconnect) and waits for a running callback;
+// no callback runs after it returns. It may be destroyed from one of its
+// callbacks: then it returns at once and the channel's thread is joined by
+// a short-lived helper thread once that callback returns.
 #ifndef HOSTMESH_LIB_BOOTSTRAP_PARENT_CHANNEL_H_
 #define HOSTMESH_LIB_BOOTSTRAP_PARENT_CHANNEL_H_
-
-#include <sys/types.h>
 
 #include <functional>
 #include <memory>
@@ -25,30 +37,57 @@ class ParentChannel {
     // The parent asked for a graceful stop.
     std::function<void(const std::string& reason, absl::Duration grace)>
         on_stop;
-    // The channel broke and was not re-established within the orphan
-    // timeout: the child should exit (the parent is gone).
+    // The channel broke and the orphan timeout passed: the child should
+    // exit (the parent is gone).
     std::function<void()> on_orphaned;
   };
 
-  // Reads the BootstrapInfo from the fd named in env HOSTMESH_BOOTSTRAP_FD,
-  // then closes that fd and unsets the variable. std::nullopt if the
-  // variable is not set (the process was not spawned by a parent).
-  static absl::StatusOr<std::optional<v1::BootstrapInfo>> ReadFromEnv();
+  // The child's end of its parent's channel, with the parent's first frame
+  // already read from it. Owns the fd (close-on-exec) until Register takes
+  // it; closes it if destroyed first. Move-only.
+  class Inherited {
+   public:
+    Inherited(Inherited&& other) noexcept;
+    Inherited& operator=(Inherited&& other) noexcept;
+    ~Inherited();
 
-  // Reads a BootstrapInfo from `fd` to EOF and closes `fd` (also on error).
-  // INVALID_ARGUMENT if it is malformed or lacks socket, name or secret.
-  static absl::StatusOr<v1::BootstrapInfo> ReadFromFd(int fd);
+    const v1::BootstrapInfo& info() const { return info_; }
 
-  // Registers with the parent (secret + this child's public address) and
-  // keeps the channel open. Fails if the parent rejects the secret or does
-  // not answer within `timeout`.
+   private:
+    friend class ParentChannel;
+    Inherited(int fd, v1::BootstrapInfo info);
+    int Release();
+
+    int fd_ = -1;
+    v1::BootstrapInfo info_;
+  };
+
+  // Takes the fd named in env kBootstrapFdEnv, unsets the variable (first
+  // thing, so call it before starting threads) and reads the BootstrapInfo
+  // like ReadFromFd. std::nullopt if the variable is not set (the process
+  // was not spawned by a parent). INVALID_ARGUMENT if it is not an fd number.
+  static absl::StatusOr<std::optional<Inherited>> ReadFromEnv(
+      absl::Duration timeout = absl::Seconds(10));
+
+  // Takes ownership of `fd` (closed on error) and reads the parent's first
+  // frame from it, waiting at most `timeout` for it. INVALID_ARGUMENT if `fd`
+  // is not a stream socket or the frame is not a BootstrapInfo with a name;
+  // FAILED_PRECONDITION (naming both versions) if the parent speaks another
+  // protocol version; UNAVAILABLE if the parent closed the channel first;
+  // DEADLINE_EXCEEDED if nothing came in time.
+  static absl::StatusOr<Inherited> ReadFromFd(
+      int fd, absl::Duration timeout = absl::Seconds(10));
+
+  // Registers this child's public address (host:port) over the channel and
+  // keeps it open. The parent's refusal comes back with its code (e.g.
+  // INVALID_ARGUMENT for a bad address, FAILED_PRECONDITION for another
+  // protocol version); UNAVAILABLE if the channel closed first;
+  // DEADLINE_EXCEEDED if the parent did not answer within `timeout`. The fd
+  // is closed when this fails.
   static absl::StatusOr<std::unique_ptr<ParentChannel>> Register(
-      const v1::BootstrapInfo& info, const std::string& address,
-      Callbacks callbacks, absl::Duration timeout = absl::Seconds(10));
+      Inherited inherited, const std::string& address, Callbacks callbacks,
+      absl::Duration timeout = absl::Seconds(10));
 
-  // Closes the channel (the parent sees a disconnect). Waits for a running
-  // callback; no callback runs after it returns. May be called from a
-  // callback: then it returns at once and the thread ends after it.
   ~ParentChannel();
   ParentChannel(const ParentChannel&) = delete;
   ParentChannel& operator=(const ParentChannel&) = delete;

@@ -1,18 +1,26 @@
-// The register-back handshake, parent side.
+// The register-back handshake, parent side (proto/bootstrap.proto).
 //
-// A parent (hostd for its procds; a client for the hostds it spawns) runs a
-// Registrar: a private gRPC server on a Unix socket in a 0700 runtime dir.
-// For each child it is about to spawn it calls Expect(), which mints a
-// one-time secret and writes a BootstrapInfo into a pipe whose read end the
-// child inherits (fd number passed in env HOSTMESH_BOOTSTRAP_FD; the secret
-// is never on argv or in the environment). The child calls Register with the
-// secret and its address; the response stream stays open as the parent
-// channel. A wrong, unknown or replayed secret is PERMISSION_DENIED.
+// A parent (a client that spawns hostds) runs a Registrar. It listens on
+// nothing: for each child it is about to spawn it calls Expect(), which makes
+// a socketpair, writes the BootstrapInfo into it and hands back the end the
+// child inherits (as fd kBootstrapChildFd, its number in env
+// kBootstrapFdEnv). Holding that end is the child's only credential: no
+// secret, no socket path. The child sends one RegisterRequest with its
+// address; the socketpair then stays open as the parent channel.
 //
-// Thread-safe. Callbacks run on gRPC threads and must not block. Per child:
-// callbacks never overlap, on_registered runs at most once and before
-// on_disconnected, which runs at most once. A request with the right secret
-// but a bad address or pid is INVALID_ARGUMENT and does not use the secret.
+// Threads: one FrameChannel thread per expected child reads its frames and
+// runs that child's callbacks. Every method is thread-safe and never blocks
+// on a child. Per child: callbacks never overlap, on_registered runs at most
+// once and before on_disconnected, which runs at most once (and only after
+// on_registered). A RegisterRequest with a bad address or pid is refused
+// (INVALID_ARGUMENT) and the child may try again; one of another protocol
+// version is refused (FAILED_PRECONDITION, naming both versions); a second
+// one after the child registered is refused (ALREADY_EXISTS) and the first
+// registration stands.
+//
+// Shutdown order: the destructor closes every channel (children see EOF and
+// start their orphan timers), forgetting every child (no on_disconnected),
+// and joins the channel threads; it must not run from a callback.
 #ifndef HOSTMESH_LIB_BOOTSTRAP_REGISTRAR_H_
 #define HOSTMESH_LIB_BOOTSTRAP_REGISTRAR_H_
 
@@ -29,19 +37,16 @@
 
 namespace mesh {
 
-// Name of the environment variable holding the inherited fd's number.
-inline constexpr char kBootstrapFdEnv[] = "HOSTMESH_BOOTSTRAP_FD";
-// The fd number the child gets the BootstrapInfo pipe on.
+// Name of the environment variable holding the inherited channel's fd number.
+inline constexpr char kBootstrapFdEnv[] = "HOSTMESH_PARENT_FD";
+// The fd number the child gets its end of the channel on.
 inline constexpr int kBootstrapChildFd = 3;
 
 class Registrar {
  public:
   struct Options {
-    // Created with mode 0700 if missing; the socket lives inside it.
-    std::string runtime_dir;
-    // Host part children should advertise (copied into BootstrapInfo).
-    std::string advertise_host = "127.0.0.1";
-    // How long a child whose parent channel broke lives on.
+    // How long a child whose parent channel broke lives on (sent in the
+    // BootstrapInfo).
     absl::Duration orphan_timeout = absl::Seconds(30);
   };
 
@@ -53,36 +58,39 @@ class Registrar {
     std::function<void()> on_disconnected;
   };
 
-  // An expected child. read_fd is the pipe end for the child to inherit as
-  // kBootstrapChildFd; the caller closes it after spawning.
+  // An expected child. child_fd is the socket end for the child to inherit
+  // as kBootstrapChildFd; it is close-on-exec (a spawner's dup2 onto the
+  // child's fd clears that) and the caller closes it after spawning.
   struct Ticket {
     uint64_t id = 0;
-    int read_fd = -1;
+    int child_fd = -1;
   };
 
+  // INVALID_ARGUMENT for a negative orphan timeout.
   static absl::StatusOr<std::unique_ptr<Registrar>> Create(Options options);
-  // Shuts the server down and closes every channel, forgetting every child
-  // (no on_disconnected for them); waits for running callbacks. Must not be
-  // called from a callback.
+  // Closes every channel, forgetting every child (no on_disconnected for
+  // them); waits for running callbacks. Must not be called from a callback.
   ~Registrar();
   Registrar(const Registrar&) = delete;
   Registrar& operator=(const Registrar&) = delete;
 
-  const std::string& socket_path() const;
-
-  // Mints a one-time secret for child `name` of `rank`.
+  // Opens the channel for child `name` of `rank` and writes its
+  // BootstrapInfo. INVALID_ARGUMENT for an empty name; the errno's code if
+  // the socketpair cannot be made.
   absl::StatusOr<Ticket> Expect(const std::string& name, uint64_t rank,
                                 ChildCallbacks callbacks);
 
-  // Forgets child `id`: its secret is no longer accepted and its channel, if
-  // open, is closed. No callback runs after Forget returns: it waits for a
-  // running callback of that child, unless called from that callback (which
-  // is allowed). Two callbacks that Forget each other's child deadlock.
+  // Forgets child `id`: its channel is closed (the child sees EOF, also one
+  // that has not registered yet). No callback runs after Forget returns: it
+  // waits for a running callback of that child, unless called from that
+  // callback (which is allowed). Two callbacks that Forget each other's
+  // child deadlock. Unknown ids are ignored.
   void Forget(uint64_t id);
 
   // Asks a registered child to stop gracefully, over its channel.
   // FAILED_PRECONDITION if it has not registered or its channel is closed;
-  // NOT_FOUND if `id` is unknown (or forgotten).
+  // NOT_FOUND if `id` is unknown (or forgotten); RESOURCE_EXHAUSTED if the
+  // child does not read its channel.
   absl::Status SendStop(uint64_t id, const std::string& reason,
                         absl::Duration grace);
 

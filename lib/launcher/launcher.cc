@@ -29,8 +29,6 @@ absl::StatusOr<std::unique_ptr<Launcher>> Launcher::Create(Options options) {
   ASSIGN_OR_RETURN(std::unique_ptr<ProcessSupervisor> supervisor,
                    ProcessSupervisor::Create());
   Registrar::Options registrar_options;
-  registrar_options.runtime_dir = options.runtime_dir;
-  registrar_options.advertise_host = options.advertise_host;
   registrar_options.orphan_timeout = options.orphan_timeout;
   ASSIGN_OR_RETURN(std::unique_ptr<Registrar> registrar,
                    Registrar::Create(registrar_options));
@@ -48,10 +46,6 @@ Launcher::Launcher(Options options,
 Launcher::~Launcher() {
   registrar_.reset();
   supervisor_.reset();
-}
-
-const std::string& Launcher::socket_path() const {
-  return registrar_->socket_path();
 }
 
 std::shared_ptr<Launcher::Entry> Launcher::Find(const std::string& name) {
@@ -98,7 +92,7 @@ absl::StatusOr<Launcher::Child> Launcher::Launch(const std::string& name,
     entry->ticket = ticket.id;
   }
   spawn.env[kBootstrapFdEnv] = absl::StrCat(kBootstrapChildFd);
-  spawn.inherit_fds.emplace_back(ticket.read_fd, kBootstrapChildFd);
+  spawn.inherit_fds.emplace_back(ticket.child_fd, kBootstrapChildFd);
   if (spawn.log_dir.empty() && !options_.log_root.empty()) {
     spawn.log_dir = absl::StrCat(options_.log_root, "/", name);
   }
@@ -107,7 +101,8 @@ absl::StatusOr<Launcher::Child> Launcher::Launch(const std::string& name,
         absl::MutexLock lock(&entry->mu);
         entry->exit = info;
       });
-  close(ticket.read_fd);
+  // Only the child holds the other end now: its EOF means the child is gone.
+  close(ticket.child_fd);
   if (!pid.ok()) {
     registrar_->Forget(ticket.id);
     forget_entry();

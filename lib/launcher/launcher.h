@@ -2,12 +2,14 @@
 // ProcManager — a client spawning hostds (the process allocator behind
 // HostMesh::Process and HostMesh::Local), or a test spawning hostd.
 //
-// Each child gets a one-time register-back ticket (lib/bootstrap) and runs
+// Each child inherits its end of a private channel to the launcher (a
+// socketpair, lib/bootstrap; the launcher listens on no socket) and runs
 // under a ProcessSupervisor (own process group, pidfd, reaped, stdout and
 // stderr to <log_root>/<name>/). Launch answers once the child registered
-// with its address, or fails with the reason (exited first: code/signal and
-// stderr tail; no call-back in time: killed). Destroying the launcher
-// SIGKILLs and reaps any child still alive. Thread-safe.
+// with its address over that channel, or fails with the reason (exited
+// first: code/signal and stderr tail; no call-back in time: killed).
+// Destroying the launcher closes every channel (children start their orphan
+// timers), then SIGKILLs and reaps any child still alive. Thread-safe.
 #ifndef HOSTMESH_LIB_LAUNCHER_LAUNCHER_H_
 #define HOSTMESH_LIB_LAUNCHER_LAUNCHER_H_
 
@@ -30,11 +32,12 @@ namespace mesh {
 class Launcher {
  public:
   struct Options {
-    // Private runtime dir for the register-back socket (made 0700).
+    // Unused: children register over an inherited socketpair, not a socket
+    // in a runtime dir. Kept so that callers still compile; to be removed.
     std::string runtime_dir;
     // Children's logs: <log_root>/<name>/{stdout,stderr}.log.
     std::string log_root;
-    // Host part children advertise.
+    // Unused (children pick their own address); to be removed.
     std::string advertise_host = "127.0.0.1";
     // How long children outlive a broken channel to this launcher.
     absl::Duration orphan_timeout = absl::Seconds(10);
@@ -66,8 +69,6 @@ class Launcher {
   // Stops every child still alive: ask, then SIGTERM, then SIGKILL, each
   // after `grace`; returns once all are reaped.
   void StopAll(absl::Duration grace);
-
-  const std::string& socket_path() const;
 
  private:
   struct Entry;

@@ -1,54 +1,162 @@
+// The launcher with real child processes: registering_child (beside this
+// test) registers back over the inherited channel the way hostd does.
 #include "lib/launcher/launcher.h"
 
+#include <signal.h>
 #include <stdlib.h>
+#include <unistd.h>
 
-#include <filesystem>
+#include <string>
+#include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "catch2/catch.hpp"
+#include "lib/testing/sockets.h"
 #include "lib/testing/temp_dir.h"
 
 namespace mesh {
 namespace {
 
+constexpr absl::Duration kWait = absl::Seconds(30);
+
+std::string RegisteringChild() {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  REQUIRE(srcdir != nullptr);
+  std::string path =
+      absl::StrCat(srcdir, "/hostmesh/lib/launcher/registering_child");
+  REQUIRE(access(path.c_str(), X_OK) == 0);
+  return path;
+}
+
+std::unique_ptr<Launcher> MakeLauncher(const testing::TempDir& dir) {
+  Launcher::Options options;
+  options.log_root = dir.path() + "/logs";
+  absl::StatusOr<std::unique_ptr<Launcher>> launcher =
+      Launcher::Create(options);
+  REQUIRE(launcher.ok());
+  return *std::move(launcher);
+}
+
 TEST_CASE(
     "a failed launch leaves nothing behind: the name can be launched again") {
   testing::TempDir dir;
-  {
-    Launcher::Options options;
-    options.runtime_dir = dir.path() + "/run";
-    auto launcher = Launcher::Create(options);
-    REQUIRE(launcher.ok());
-    SpawnOptions missing;
-    missing.path = "/no/such/hostd";
-    absl::StatusOr<Launcher::Child> first =
-        (*launcher)->Launch("h", 0, missing, absl::Seconds(5));
-    CHECK(first.status().code() == absl::StatusCode::kNotFound);
-    // Not ALREADY_EXISTS: the failed launch was forgotten.
-    absl::StatusOr<Launcher::Child> again =
-        (*launcher)->Launch("h", 0, missing, absl::Seconds(5));
-    CHECK(again.status().code() == absl::StatusCode::kNotFound);
-    // No entry is left for StopAll to wait on.
-    CHECK((*launcher)->Signal("h", 9).code() == absl::StatusCode::kNotFound);
-  }
+  auto launcher = MakeLauncher(dir);
+  SpawnOptions missing;
+  missing.path = "/no/such/hostd";
+  absl::StatusOr<Launcher::Child> first =
+      launcher->Launch("h", 0, missing, absl::Seconds(5));
+  CHECK(first.status().code() == absl::StatusCode::kNotFound);
+  // Not ALREADY_EXISTS: the failed launch was forgotten.
+  absl::StatusOr<Launcher::Child> again =
+      launcher->Launch("h", 0, missing, absl::Seconds(5));
+  CHECK(again.status().code() == absl::StatusCode::kNotFound);
+  // No entry is left for StopAll to wait on.
+  CHECK(launcher->Signal("h", 9).code() == absl::StatusCode::kNotFound);
 }
 
 TEST_CASE("a child that exits before registering is reported with its exit") {
   testing::TempDir dir;
-  {
-    Launcher::Options options;
-    options.runtime_dir = dir.path() + "/run";
-    auto launcher = Launcher::Create(options);
-    REQUIRE(launcher.ok());
-    SpawnOptions quits;
-    quits.path = "/bin/sh";
-    quits.args = {"-c", "echo no luck >&2; exit 4"};
+  auto launcher = MakeLauncher(dir);
+  SpawnOptions quits;
+  quits.path = "/bin/sh";
+  quits.args = {"-c", "echo no luck >&2; exit 4"};
+  absl::StatusOr<Launcher::Child> child =
+      launcher->Launch("q", 0, quits, kWait);
+  CHECK(child.status().code() == absl::StatusCode::kUnavailable);
+  CHECK(absl::StrContains(child.status().message(), "exited with code 4"));
+  CHECK(absl::StrContains(child.status().message(), "no luck"));
+}
+
+TEST_CASE(
+    "launched children register over their inherited channel, and the "
+    "launcher listens on no socket") {
+  testing::TempDir dir;
+  auto launcher = MakeLauncher(dir);
+  constexpr int kChildren = 4;
+  for (int i = 0; i < kChildren; ++i) {
+    SpawnOptions spawn;
+    spawn.path = RegisteringChild();
+    spawn.args = {absl::StrCat("127.0.0.1:", 7450 + i)};
     absl::StatusOr<Launcher::Child> child =
-        (*launcher)->Launch("q", 0, quits, absl::Seconds(30));
-    CHECK(child.status().code() == absl::StatusCode::kUnavailable);
-    CHECK(child.status().message().find("exited with code 4") !=
-          absl::string_view::npos);
-    CHECK(child.status().message().find("no luck") != absl::string_view::npos);
+        launcher->Launch(absl::StrCat("h", i), i, spawn, kWait);
+    REQUIRE(child.ok());
+    CHECK(child->address == absl::StrCat("127.0.0.1:", 7450 + i));
+    CHECK(child->pid > 0);
   }
+  CHECK(testing::ListeningSockets(getpid()).empty());
+
+  for (int i = 0; i < kChildren; ++i) {
+    const std::string name = absl::StrCat("h", i);
+    REQUIRE(launcher->AskStop(name, "test over", absl::Seconds(5)).ok());
+    absl::StatusOr<ExitInfo> exit = launcher->WaitExit(name, kWait);
+    REQUIRE(exit.ok());
+    CHECK(exit->exit_code == 0);
+    CHECK(absl::StrContains(exit->stderr_tail, "stopping (test over)"));
+  }
+  CHECK(launcher->AskStop("nobody", "", absl::Seconds(1)).code() ==
+        absl::StatusCode::kNotFound);
+}
+
+TEST_CASE("StopAll asks every registered child to stop, and they do") {
+  testing::TempDir dir;
+  auto launcher = MakeLauncher(dir);
+  for (const char* name : {"a", "b"}) {
+    SpawnOptions spawn;
+    spawn.path = RegisteringChild();
+    REQUIRE(launcher->Launch(name, 0, spawn, kWait).ok());
+  }
+  launcher->StopAll(kWait);
+  for (const char* name : {"a", "b"}) {
+    absl::StatusOr<ExitInfo> exit = launcher->WaitExit(name, absl::Seconds(1));
+    REQUIRE(exit.ok());
+    CHECK(exit->exit_code == 0);  // Asked, not signalled.
+  }
+}
+
+TEST_CASE(
+    "a child without the inherited channel cannot register: it has "
+    "nowhere else to call") {
+  testing::TempDir dir;
+  auto launcher = MakeLauncher(dir);
+
+  SECTION("the fd is closed before the child runs") {
+    SpawnOptions spawn;
+    spawn.path = "/bin/sh";
+    spawn.args = {"-c", "exec 3>&-; exec \"$0\"", RegisteringChild()};
+    absl::StatusOr<Launcher::Child> child =
+        launcher->Launch("closed", 0, spawn, kWait);
+    CHECK(child.status().code() == absl::StatusCode::kUnavailable);
+    CHECK(absl::StrContains(child.status().message(), "exited with code 1"));
+    CHECK(absl::StrContains(child.status().message(),
+                            "fd 3 is not a stream socket"));
+  }
+  SECTION("the variable naming the fd is gone") {
+    SpawnOptions spawn;
+    spawn.path = "/usr/bin/env";
+    spawn.args = {"-u", "HOSTMESH_PARENT_FD", RegisteringChild()};
+    absl::StatusOr<Launcher::Child> child =
+        launcher->Launch("unnamed", 0, spawn, kWait);
+    CHECK(child.status().code() == absl::StatusCode::kUnavailable);
+    CHECK(absl::StrContains(child.status().message(), "exited with code 2"));
+    CHECK(
+        absl::StrContains(child.status().message(), "not spawned by a parent"));
+  }
+  CHECK(testing::ListeningSockets(getpid()).empty());
+}
+
+TEST_CASE("a child that does not register in time is killed") {
+  testing::TempDir dir;
+  auto launcher = MakeLauncher(dir);
+  SpawnOptions spawn;
+  spawn.path = "/bin/sh";
+  spawn.args = {"-c", "exec sleep 600"};
+  absl::StatusOr<Launcher::Child> child =
+      launcher->Launch("mute", 0, spawn, absl::Milliseconds(300));
+  CHECK(child.status().code() == absl::StatusCode::kDeadlineExceeded);
+  absl::StatusOr<ExitInfo> exit = launcher->WaitExit("mute", kWait);
+  REQUIRE(exit.ok());
+  CHECK(exit->term_signal == SIGKILL);
 }
 
 }  // namespace

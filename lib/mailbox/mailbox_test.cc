@@ -1,11 +1,6 @@
 #include "lib/mailbox/mailbox.h"
 
-#include <arpa/inet.h>
-#include <grpcpp/grpcpp.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -17,6 +12,7 @@
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
 #include "lib/mailbox/testing.h"
+#include "lib/status.h"
 #include "proto/actors.pb.h"
 
 namespace mesh {
@@ -25,11 +21,7 @@ namespace {
 constexpr absl::Duration kWait = absl::Seconds(30);
 
 using testing::Inbox;
-// A mailbox on its own in-process server.
-class Node : public testing::MailboxNode {
- public:
-  explicit Node(const std::string& name) : MailboxNode(name) { REQUIRE(ok()); }
-};
+using testing::Router;
 
 // Waits for a one-shot callback.
 class Flag {
@@ -39,24 +31,46 @@ class Flag {
     status_ = std::move(status);
     ++count_;
   }
-  bool WaitSet(absl::Duration timeout = kWait) {
-    absl::MutexLock lock(&mu_);
-    auto set = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return count_ > 0; };
-    return mu_.AwaitWithTimeout(absl::Condition(&set), timeout);
-  }
-  absl::Status status() {
-    absl::MutexLock lock(&mu_);
-    return status_;
+  std::function<void(const absl::Status&)> Setter() {
+    return [this](const absl::Status& status) { Set(status); };
   }
   int count() {
     absl::MutexLock lock(&mu_);
     return count_;
+  }
+  absl::Status status() {
+    absl::MutexLock lock(&mu_);
+    return status_;
   }
 
  private:
   absl::Mutex mu_;
   absl::Status status_ ABSL_GUARDED_BY(mu_);
   int count_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// An Outbound that keeps what it is given, or refuses with `refusal`.
+class FakeOutbound {
+ public:
+  explicit FakeOutbound(absl::Status refusal = absl::OkStatus())
+      : refusal_(std::move(refusal)) {}
+  Mailbox::Outbound Get() {
+    return [this](v1::Envelope& envelope) -> absl::Status {
+      absl::MutexLock lock(&mu_);
+      if (!refusal_.ok()) return refusal_;
+      sent_.push_back(std::move(envelope));
+      return absl::OkStatus();
+    };
+  }
+  std::vector<v1::Envelope> sent() {
+    absl::MutexLock lock(&mu_);
+    return sent_;
+  }
+
+ private:
+  const absl::Status refusal_;
+  absl::Mutex mu_;
+  std::vector<v1::Envelope> sent_ ABSL_GUARDED_BY(mu_);
 };
 
 v1::Seq MakeSeq(const std::string& sender, uint64_t n) {
@@ -66,60 +80,44 @@ v1::Seq MakeSeq(const std::string& sender, uint64_t n) {
   return seq;
 }
 
-// A loopback address on which nothing listens.
-std::string UnusedAddress() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  socklen_t len = sizeof(addr);
-  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  close(fd);
-  return absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
-}
-
 TEST_CASE("a message to a port in another mailbox arrives and is answered") {
-  Node a("a");
-  Node b("b");
-  Inbox replies;
-  v1::PortRef reply_port = a.mailbox().OpenPort(replies.Handler());
-  Mailbox& b_mailbox = b.mailbox();
-  v1::PortRef echo_port = b.mailbox().OpenPort([&](v1::Envelope envelope) {
+  Router router;
+  Mailbox& a = router.Add("h1:1", "a");
+  Mailbox& b = router.Add("h2:2", "b");
+  v1::PortRef echo_port = b.OpenPort([&b](v1::Envelope envelope) {
     v1::Envelope reply;
-    reply.set_port(envelope.reply_to().port());
+    AddressTo(envelope.reply_to(), &reply);
     reply.set_correlation(envelope.correlation());
     *reply.mutable_payload() = envelope.payload();
-    b_mailbox.Send(envelope.reply_to().address(), std::move(reply));
+    b.Send(std::move(reply));
   });
-  CHECK(reply_port.address() == a.address());
+  CHECK(echo_port.host() == "h2:2");
+  CHECK(echo_port.mailbox() == "b");
 
   v1::Echo echo;
   echo.set_text("hello");
   v1::Envelope envelope = EnvelopeToPort(echo_port, echo);
-  *envelope.mutable_reply_to() = reply_port;
   envelope.set_correlation(7);
-  a.mailbox().Send(echo_port.address(), std::move(envelope));
-
-  REQUIRE(replies.WaitFor(1));
-  v1::Envelope reply = replies.envelopes()[0];
-  CHECK(reply.correlation() == 7);
-  CHECK(reply.sender() == absl::StrCat("b@", b.address()));
-  absl::StatusOr<v1::Echo> got = UnpackPayload<v1::Echo>(reply);
+  absl::StatusOr<v1::Envelope> reply = testing::Request(a, envelope);
+  REQUIRE(reply.ok());
+  CHECK(reply->correlation() == 7);
+  CHECK(reply->sender() == "b@h2:2");
+  absl::StatusOr<v1::Echo> got = UnpackPayload<v1::Echo>(*reply);
   REQUIRE(got.ok());
   CHECK(got->text() == "hello");
-  CHECK_FALSE(UnpackPayload<v1::Count>(reply).ok());
+  CHECK(UnpackPayload<v1::Count>(*reply).status().code() ==
+        absl::StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("ten thousand messages to one port arrive in the order sent") {
-  Node a("a");
-  Node b("b");
+  Router router;
+  Mailbox& a = router.Add("h1:1", "a");
+  Mailbox& b = router.Add("h1:1", "b");
   Inbox inbox;
-  v1::PortRef port = b.mailbox().OpenPort(inbox.Handler());
+  v1::PortRef port = b.OpenPort(inbox.Handler());
   constexpr int kCount = 10000;
   for (int i = 1; i <= kCount; ++i) {
-    a.mailbox().Send(port.address(), EnvelopeToPort(port, MakeSeq("a", i)));
+    a.Send(EnvelopeToPort(port, MakeSeq("a", i)));
   }
   REQUIRE(inbox.WaitFor(kCount));
   std::vector<v1::Envelope> got = inbox.envelopes();
@@ -133,20 +131,229 @@ TEST_CASE("ten thousand messages to one port arrive in the order sent") {
   CHECK(out_of_order == 0);
 }
 
-TEST_CASE("two senders to one port each keep their own order") {
-  Node a("a");
-  Node c("c");
-  Node b("b");
+TEST_CASE("envelopes to our own mailbox are delivered locally, in order") {
+  FakeOutbound outbound;
+  Mailbox a("h1:1", "a", outbound.Get());
   Inbox inbox;
-  v1::PortRef port = b.mailbox().OpenPort(inbox.Handler());
+  v1::PortRef port = a.OpenPort(inbox.Handler());
+  for (int i = 1; i <= 100; ++i) {
+    v1::Envelope envelope = EnvelopeToPort(port, MakeSeq("a", i));
+    // Both an empty host and our own host mean this host.
+    if (i % 2 == 0) envelope.clear_to_host();
+    a.Send(std::move(envelope));
+  }
+  REQUIRE(inbox.WaitFor(100));
+  std::vector<v1::Envelope> got = inbox.envelopes();
+  for (int i = 0; i < 100; ++i) {
+    CHECK(UnpackPayload<v1::Seq>(got[i])->n() == static_cast<uint64_t>(i + 1));
+  }
+  CHECK(outbound.sent().empty());
+}
+
+TEST_CASE("envelopes for elsewhere go to the Outbound with the sender set") {
+  FakeOutbound outbound;
+  Mailbox client("", "client:0123456789abcdef", outbound.Get());
+  CHECK(client.sender() == "client:0123456789abcdef");
+  v1::ActorRef actor;
+  actor.set_host("h1:7450");
+  actor.set_proc("p0_0");
+  actor.set_actor("a0");
+  client.Send(EnvelopeToActor(actor, MakeSeq("c", 1)));
+
+  SECTION("a cast is never local, even to our own id") {
+    v1::Envelope cast;
+    cast.set_to_host("h1:7450");
+    cast.set_to_mailbox(client.id());
+    cast.add_targets()->set_proc("p0_0");
+    CHECK_FALSE(client.IsLocal(cast));
+    client.Send(std::move(cast));
+  }
+
+  std::vector<v1::Envelope> sent = outbound.sent();
+  REQUIRE(!sent.empty());
+  CHECK(sent[0].to_host() == "h1:7450");
+  CHECK(sent[0].to_mailbox() == "p0_0");
+  CHECK(sent[0].actor() == "a0");
+  CHECK(sent[0].sender() == "client:0123456789abcdef");
+  CHECK(MailboxName("h1:7450", "p0_0") == "p0_0@h1:7450");
+  CHECK(MailboxName("h1:7450", "") == "host@h1:7450");
+}
+
+TEST_CASE("an envelope the Outbound refuses gets an error reply") {
+  FakeOutbound outbound(absl::UnavailableError("host h9:1 is unreachable"));
+  Mailbox a("h1:1", "a", outbound.Get());
+  v1::PortRef dead;
+  dead.set_host("h9:1");
+  dead.set_mailbox("z");
+  dead.set_port(1);
+  v1::Envelope envelope = EnvelopeToPort(dead, MakeSeq("a", 1));
+  envelope.set_correlation(42);
+  absl::StatusOr<v1::Envelope> reply =
+      testing::Request(a, std::move(envelope), kWait);
+  REQUIRE(reply.ok());
+  CHECK(reply->correlation() == 42);
+  absl::Status status = UnpackPayload<v1::Seq>(*reply).status();
+  CHECK(status.code() == absl::StatusCode::kUnavailable);
+  CHECK(std::string(status.message()) == "host h9:1 is unreachable");
+
+  SECTION("and one without reply_to is dropped") {
+    a.Send(EnvelopeToPort(dead, MakeSeq("a", 2)));
+  }
+}
+
+TEST_CASE("messages to a closed port are dropped") {
+  FakeOutbound outbound;
+  Mailbox a("h1:1", "a", outbound.Get());
+  Inbox closed_inbox;
+  Inbox open_inbox;
+  v1::PortRef closed = a.OpenPort(closed_inbox.Handler());
+  v1::PortRef open = a.OpenPort(open_inbox.Handler());
+  a.ClosePort(closed.port());
+  a.Deliver(EnvelopeToPort(closed, MakeSeq("x", 1)));
+  a.Deliver(EnvelopeToPort(open, MakeSeq("x", 2)));
+  CHECK(open_inbox.size() == 1);  // Deliver dispatches before returning
+  CHECK(closed_inbox.size() == 0);
+}
+
+TEST_CASE("a message the actor sink refuses gets an error reply") {
+  Router router;
+  Mailbox& a = router.Add("h1:1", "a");
+  Mailbox& b = router.Add("h1:1", "b");
+  b.SetActorSink([](v1::Envelope envelope) {
+    return absl::NotFoundError(
+        absl::StrCat("no actor \"", envelope.actor(), "\""));
+  });
+  v1::ActorRef ghost;
+  ghost.set_host("h1:1");
+  ghost.set_proc("b");
+  ghost.set_actor("ghost");
+  v1::Envelope envelope = EnvelopeToActor(ghost, MakeSeq("a", 1));
+  envelope.set_correlation(9);
+  absl::StatusOr<v1::Envelope> reply = testing::Request(a, envelope);
+  REQUIRE(reply.ok());
+  CHECK(reply->correlation() == 9);
+  absl::Status status = UnpackPayload<v1::Seq>(*reply).status();
+  CHECK(status.code() == absl::StatusCode::kNotFound);
+  CHECK(std::string(status.message()) == "no actor \"ghost\"");
+
+  SECTION("an accepted message gets no error reply") {
+    Inbox accepted;
+    b.SetActorSink([&accepted](v1::Envelope envelope) {
+      accepted.Handler()(std::move(envelope));
+      return absl::OkStatus();
+    });
+    a.Send(EnvelopeToActor(ghost, MakeSeq("a", 2)));
+    REQUIRE(accepted.WaitFor(1));
+    CHECK(accepted.envelopes()[0].actor() == "ghost");
+  }
+}
+
+TEST_CASE("a message to an actor in a mailbox without actors is NOT_FOUND") {
+  Router router;
+  Mailbox& a = router.Add("h1:1", "a");
+  router.Add("h1:1", "b");
+  v1::ActorRef actor;
+  actor.set_host("h1:1");
+  actor.set_proc("b");
+  actor.set_actor("a0");
+  absl::StatusOr<v1::Envelope> reply =
+      testing::Request(a, EnvelopeToActor(actor, MakeSeq("a", 1)));
+  REQUIRE(reply.ok());
+  absl::Status status = UnpackPayload<v1::Seq>(*reply).status();
+  CHECK(status.code() == absl::StatusCode::kNotFound);
+  CHECK_THAT(std::string(status.message()), Catch::Contains("a0"));
+}
+
+TEST_CASE("ReportLost fires the watchers of that mailbox once") {
+  FakeOutbound outbound;
+  Mailbox client("", "client:1", outbound.Get());
+  Flag p0;
+  Flag p1;
+  Flag other_host;
+  Flag unwatched;
+  client.WatchPeer("h1:1", "p0", p0.Setter());
+  client.WatchPeer("h1:1", "p1", p1.Setter());
+  client.WatchPeer("h2:2", "p0", other_host.Setter());
+  uint64_t id = client.WatchPeer("h1:1", "p0", unwatched.Setter());
+  client.UnwatchPeer(id);
+
+  client.ReportLost("h1:1", "p0", absl::UnavailableError("p0 exited"));
+  CHECK(p0.count() == 1);
+  CHECK(p0.status().message() == "p0 exited");
+  CHECK(p1.count() == 0);
+  CHECK(other_host.count() == 0);
+  CHECK(unwatched.count() == 0);
+
+  client.ReportLost("h1:1", "p0", absl::UnavailableError("again"));
+  CHECK(p0.count() == 1);
+
+  SECTION("an empty mailbox means every mailbox reached through the host") {
+    client.ReportLost("h1:1", "", absl::UnavailableError("stream broke"));
+    CHECK(p1.count() == 1);
+    CHECK(p1.status().message() == "stream broke");
+    CHECK(other_host.count() == 0);
+  }
+  SECTION("a watch of the host itself fires only when the host is lost") {
+    Flag host;
+    client.WatchPeer("h2:2", "", host.Setter());
+    client.ReportLost("h2:2", "p9", absl::UnavailableError("p9 exited"));
+    CHECK(host.count() == 0);
+    client.ReportLost("h2:2", "", absl::UnavailableError("stream broke"));
+    CHECK(host.count() == 1);
+    CHECK(other_host.count() == 1);
+  }
+}
+
+TEST_CASE("a watcher may call back into the mailbox") {
+  FakeOutbound outbound;
+  Mailbox client("", "client:1", outbound.Get());
+  Flag second;
+  client.WatchPeer("h1:1", "p0", [&](const absl::Status&) {
+    client.WatchPeer("h1:1", "p0", second.Setter());
+  });
+  client.ReportLost("h1:1", "p0", absl::UnavailableError("gone"));
+  client.ReportLost("h1:1", "p0", absl::UnavailableError("gone again"));
+  CHECK(second.count() == 1);
+}
+
+TEST_CASE("after Shutdown nothing is sent, delivered locally or reported") {
+  FakeOutbound outbound;
+  Mailbox a("h1:1", "a", outbound.Get());
+  Inbox inbox;
+  v1::PortRef port = a.OpenPort(inbox.Handler());
+  Flag lost;
+  a.WatchPeer("h2:2", "b", lost.Setter());
+  a.Shutdown();
+  a.Shutdown();  // idempotent
+
+  a.Send(EnvelopeToPort(port, MakeSeq("a", 1)));
+  v1::PortRef elsewhere = port;
+  elsewhere.set_host("h2:2");
+  a.Send(EnvelopeToPort(elsewhere, MakeSeq("a", 2)));
+  a.ReportLost("h2:2", "b", absl::UnavailableError("gone"));
+  CHECK(outbound.sent().empty());
+  CHECK(lost.count() == 0);
+  CHECK(a.WatchPeer("h2:2", "b", lost.Setter()) > 0);
+  a.ReportLost("h2:2", "", absl::UnavailableError("gone"));
+  CHECK(lost.count() == 0);
+  CHECK(inbox.size() == 0);
+}
+
+TEST_CASE("two threads sending to one port each keep their own order") {
+  Router router;
+  Mailbox& a = router.Add("h1:1", "a");
+  Mailbox& c = router.Add("h1:1", "c");
+  Mailbox& b = router.Add("h2:2", "b");
+  Inbox inbox;
+  v1::PortRef port = b.OpenPort(inbox.Handler());
   constexpr int kCount = 2000;
   auto send_all = [&](Mailbox* from, const std::string& name) {
     for (int i = 1; i <= kCount; ++i) {
-      from->Send(port.address(), EnvelopeToPort(port, MakeSeq(name, i)));
+      from->Send(EnvelopeToPort(port, MakeSeq(name, i)));
     }
   };
-  std::thread t1(send_all, &a.mailbox(), "a");
-  std::thread t2(send_all, &c.mailbox(), "c");
+  std::thread t1(send_all, &a, "a");
+  std::thread t2(send_all, &c, "c");
   t1.join();
   t2.join();
   REQUIRE(inbox.WaitFor(2 * kCount));
@@ -154,145 +361,13 @@ TEST_CASE("two senders to one port each keep their own order") {
   int out_of_order = 0;
   for (const v1::Envelope& envelope : inbox.envelopes()) {
     v1::Seq seq = *UnpackPayload<v1::Seq>(envelope);
-    CHECK(envelope.sender().substr(0, 2) == seq.sender() + "@");
+    CHECK(envelope.sender() == seq.sender() + "@h1:1");
     if (seq.n() != last[seq.sender()] + 1) ++out_of_order;
     last[seq.sender()] = seq.n();
   }
   CHECK(out_of_order == 0);
   CHECK(last["a"] == kCount);
   CHECK(last["c"] == kCount);
-}
-
-TEST_CASE("sending to our own address is delivered locally and in order") {
-  Node a("a");
-  Inbox inbox;
-  v1::PortRef port = a.mailbox().OpenPort(inbox.Handler());
-  for (int i = 1; i <= 100; ++i) {
-    a.mailbox().Send(a.address(), EnvelopeToPort(port, MakeSeq("a", i)));
-  }
-  REQUIRE(inbox.WaitFor(100));
-  std::vector<v1::Envelope> got = inbox.envelopes();
-  for (int i = 0; i < 100; ++i) {
-    CHECK(UnpackPayload<v1::Seq>(got[i])->n() == static_cast<uint64_t>(i + 1));
-  }
-}
-
-TEST_CASE("a peer watcher fires when the peer's server shuts down") {
-  Node a("a");
-  Node b("b");
-  Inbox inbox;
-  v1::PortRef port = b.mailbox().OpenPort(inbox.Handler());
-  a.mailbox().Send(port.address(), EnvelopeToPort(port, MakeSeq("a", 1)));
-  REQUIRE(inbox.WaitFor(1));
-
-  Flag lost;
-  Flag unwatched;
-  a.mailbox().WatchPeer(b.address(),
-                        [&](const absl::Status& s) { lost.Set(s); });
-  uint64_t id = a.mailbox().WatchPeer(
-      b.address(), [&](const absl::Status& s) { unwatched.Set(s); });
-  a.mailbox().UnwatchPeer(id);
-  b.Stop();
-
-  REQUIRE(lost.WaitSet());
-  CHECK(lost.status().code() == absl::StatusCode::kUnavailable);
-  CHECK(std::string(lost.status().message()).find(b.address()) !=
-        std::string::npos);
-  CHECK(unwatched.count() == 0);
-  CHECK(lost.count() == 1);
-}
-
-TEST_CASE("a peer watcher fires for an address nobody listens on") {
-  Node a("a");
-  std::string nowhere = UnusedAddress();
-  Flag lost;
-  a.mailbox().WatchPeer(nowhere, [&](const absl::Status& s) { lost.Set(s); });
-  REQUIRE(lost.WaitSet());
-  CHECK(lost.status().code() == absl::StatusCode::kUnavailable);
-
-  SECTION("and a message sent there gets an error reply") {
-    Inbox replies;
-    v1::PortRef reply_port = a.mailbox().OpenPort(replies.Handler());
-    v1::PortRef dead{};
-    dead.set_address(nowhere);
-    dead.set_port(1);
-    v1::Envelope envelope = EnvelopeToPort(dead, MakeSeq("a", 1));
-    *envelope.mutable_reply_to() = reply_port;
-    envelope.set_correlation(42);
-    a.mailbox().Send(nowhere, std::move(envelope));
-    REQUIRE(replies.WaitFor(1));
-    v1::Envelope reply = replies.envelopes()[0];
-    CHECK(reply.correlation() == 42);
-    CHECK(UnpackPayload<v1::Seq>(reply).status().code() ==
-          absl::StatusCode::kUnavailable);
-  }
-}
-
-TEST_CASE("messages to a closed port are dropped") {
-  Node a("a");
-  Node b("b");
-  Inbox closed_inbox;
-  Inbox open_inbox;
-  v1::PortRef closed = b.mailbox().OpenPort(closed_inbox.Handler());
-  v1::PortRef open = b.mailbox().OpenPort(open_inbox.Handler());
-  b.mailbox().ClosePort(closed.port());
-  a.mailbox().Send(b.address(), EnvelopeToPort(closed, MakeSeq("a", 1)));
-  // Same stream, sent after: once it arrived, the first was handled too.
-  a.mailbox().Send(b.address(), EnvelopeToPort(open, MakeSeq("a", 2)));
-  REQUIRE(open_inbox.WaitFor(1));
-  CHECK(closed_inbox.size() == 0);
-}
-
-TEST_CASE("a message the actor sink refuses gets an error reply") {
-  Node a("a");
-  Node b("b");
-  b.mailbox().SetActorSink([](v1::Envelope envelope) {
-    return absl::NotFoundError(
-        absl::StrCat("no actor \"", envelope.actor(), "\""));
-  });
-  Inbox replies;
-  v1::PortRef reply_port = a.mailbox().OpenPort(replies.Handler());
-  v1::Envelope envelope = EnvelopeToActor("ghost", MakeSeq("a", 1));
-  *envelope.mutable_reply_to() = reply_port;
-  envelope.set_correlation(9);
-  a.mailbox().Send(b.address(), std::move(envelope));
-  REQUIRE(replies.WaitFor(1));
-  v1::Envelope reply = replies.envelopes()[0];
-  CHECK(reply.correlation() == 9);
-  absl::Status status = UnpackPayload<v1::Seq>(reply).status();
-  CHECK(status.code() == absl::StatusCode::kNotFound);
-  CHECK(std::string(status.message()).find("ghost") != std::string::npos);
-}
-
-TEST_CASE("a message to an actor in a mailbox without actors is NOT_FOUND") {
-  Node a("a");
-  Node b("b");
-  Inbox replies;
-  v1::PortRef reply_port = a.mailbox().OpenPort(replies.Handler());
-  v1::Envelope envelope = EnvelopeToActor("a0", MakeSeq("a", 1));
-  *envelope.mutable_reply_to() = reply_port;
-  a.mailbox().Send(b.address(), std::move(envelope));
-  REQUIRE(replies.WaitFor(1));
-  CHECK(UnpackPayload<v1::Seq>(replies.envelopes()[0]).status().code() ==
-        absl::StatusCode::kNotFound);
-}
-
-TEST_CASE("a mailbox shuts down while streams are open in both directions") {
-  Node a("a");
-  Node b("b");
-  Inbox a_inbox;
-  Inbox b_inbox;
-  v1::PortRef a_port = a.mailbox().OpenPort(a_inbox.Handler());
-  v1::PortRef b_port = b.mailbox().OpenPort(b_inbox.Handler());
-  a.mailbox().Send(b.address(), EnvelopeToPort(b_port, MakeSeq("a", 1)));
-  b.mailbox().Send(a.address(), EnvelopeToPort(a_port, MakeSeq("b", 1)));
-  REQUIRE(a_inbox.WaitFor(1));
-  REQUIRE(b_inbox.WaitFor(1));
-  a.Stop();
-  // Sends after shutdown are dropped, not crashes.
-  a.mailbox().Send(b.address(), EnvelopeToPort(b_port, MakeSeq("a", 2)));
-  b.Stop();
-  CHECK(b_inbox.size() == 1);
 }
 
 }  // namespace

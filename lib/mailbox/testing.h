@@ -1,45 +1,24 @@
-// Test helpers for code that uses a Mailbox: an in-process mailbox server
-// and a collector of envelopes. Test-only.
+// Test helpers for code that uses a Mailbox, without any transport: a
+// collector of envelopes, a request/reply helper, and an in-process router
+// that connects mailboxes. Test-only.
 #ifndef HOSTMESH_LIB_MAILBOX_TESTING_H_
 #define HOSTMESH_LIB_MAILBOX_TESTING_H_
 
-#include <grpcpp/grpcpp.h>
-
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "lib/mailbox/mailbox.h"
 
 namespace mesh::testing {
-
-// A Mailbox served by its own in-process gRPC server on 127.0.0.1:0, plus
-// any extra services. Not thread-safe (Stop).
-class MailboxNode {
- public:
-  // `services` (not owned) must outlive the node.
-  explicit MailboxNode(const std::string& name,
-                       std::vector<grpc::Service*> services = {});
-  ~MailboxNode();  // Calls Stop().
-  MailboxNode(const MailboxNode&) = delete;
-  MailboxNode& operator=(const MailboxNode&) = delete;
-
-  // Stops serving: the mailbox first (ends its streams), then the server.
-  // `before_server` runs in between (e.g. a ProcRuntime's Shutdown).
-  void Stop(std::function<void()> before_server = nullptr);
-
-  Mailbox& mailbox() { return *mailbox_; }
-  std::string address() const { return mailbox_->address(); }
-  bool ok() const { return server_ != nullptr; }
-
- private:
-  std::unique_ptr<Mailbox> mailbox_;
-  std::unique_ptr<grpc::Server> server_;
-};
 
 // Collects the envelopes handed to a port handler. Thread-safe.
 class Inbox {
@@ -56,11 +35,38 @@ class Inbox {
   std::vector<v1::Envelope> envelopes_ ABSL_GUARDED_BY(mu_);
 };
 
-// Sends `envelope` to `address` with reply_to set to a fresh port of
-// `mailbox` and returns the first reply (DEADLINE_EXCEEDED at the timeout).
+// Sends `envelope` (already addressed) from `mailbox` with reply_to set to a
+// fresh port of `mailbox`, and returns the first reply (DEADLINE_EXCEEDED at
+// the timeout).
 absl::StatusOr<v1::Envelope> Request(
-    Mailbox& mailbox, const std::string& address, v1::Envelope envelope,
+    Mailbox& mailbox, v1::Envelope envelope,
     absl::Duration timeout = absl::Seconds(30));
+
+// Mailboxes in one process, connected: what one sends to another's (host,
+// id) is delivered there, in send order, on the router's one thread. Casts
+// (envelopes with targets) are refused with UNIMPLEMENTED, envelopes to a
+// mailbox it does not own with UNAVAILABLE. Owns its mailboxes; thread-safe.
+// The destructor shuts every mailbox down, then stops the thread.
+class Router {
+ public:
+  Router();
+  ~Router();
+  Router(const Router&) = delete;
+  Router& operator=(const Router&) = delete;
+
+  // A new mailbox (host, id) reachable through this router.
+  Mailbox& Add(const std::string& host, const std::string& id);
+
+ private:
+  absl::Status Route(v1::Envelope& envelope);
+  void Loop();
+
+  absl::Mutex mu_;
+  std::deque<v1::Envelope> queue_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::unique_ptr<Mailbox>> mailboxes_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
 
 }  // namespace mesh::testing
 

@@ -15,7 +15,7 @@
 #include "lib/launcher/launcher.h"
 #include "lib/testing/temp_dir.h"
 #include "proto/host.grpc.pb.h"
-#include "proto/proc.grpc.pb.h"
+#include "proto/proc.pb.h"
 
 namespace mesh::testing {
 

@@ -1,6 +1,13 @@
 // ActorMesh: N actors of one type, one per proc of a ProcMesh, named and
 // ranked, used as one: Cast sends a message to every actor of the view,
-// Call gathers one reply or error per rank, Slice narrows the view.
+// Call gathers one reply or error per rank, Reduce folds the replies into
+// one value, Slice narrows the view.
+//
+// Each of Cast, Call and Reduce sends one envelope per host of the view
+// (listing that host's ranks) on the client's relay stream to the host; the
+// host hands a copy to each of its actors, and for Reduce folds their
+// replies itself, so one reply per host comes back.
+//
 // A value type (copies share the Client); thread-safe for concurrent calls.
 #ifndef HOSTMESH_CLIENT_INCLUDE_HOSTMESH_ACTOR_MESH_H_
 #define HOSTMESH_CLIENT_INCLUDE_HOSTMESH_ACTOR_MESH_H_
@@ -43,13 +50,18 @@ class ActorMesh {
   }
 
   // Sends `message` to every actor of the view; each sees its view rank as
-  // ctx.cast_rank(). Returns once queued; messages from this client to one
-  // actor arrive in the order sent.
+  // ctx.cast_rank(). Returns once queued (one envelope per host); messages
+  // from this client to one actor arrive in the order sent. An error names
+  // each host that the message could not be queued for (UNAVAILABLE: the
+  // stream to it broke; RESOURCE_EXHAUSTED: too much is queued for it); the
+  // other hosts got it.
   absl::Status Cast(const google::protobuf::Message& message) const;
 
   // Casts `message` and gathers one reply per rank, in view-rank order. A
-  // rank whose actor fails, whose proc is gone, or that does not answer by
-  // the deadline gets an error instead of a reply; Call never hangs.
+  // rank whose actor fails, whose proc is gone (UNAVAILABLE naming the rank,
+  // proc and host, at once), whose host cannot be reached, or that does not
+  // answer within `timeout` (DEADLINE_EXCEEDED) gets an error instead of a
+  // reply; Call never hangs.
   template <typename Reply>
   std::vector<absl::StatusOr<Reply>> Call(
       const google::protobuf::Message& message,
@@ -77,6 +89,34 @@ class ActorMesh {
   std::vector<absl::StatusOr<v1::Envelope>> CallRaw(
       const google::protobuf::Message& message, absl::Duration timeout) const;
 
+  // Casts `message` and folds the replies with the built-in reducer
+  // `reduce` (mesh.v1.Reduce in proto/mailbox.proto): each host folds the
+  // replies of its own ranks and sends one mesh.v1.Reduced back, and the
+  // client combines those (lib/mailbox/reduce.h), so the traffic back is
+  // one message per host however many ranks there are.
+  //
+  //   COLLECT      every reply (or error), in view-rank order
+  //   COUNT        value = how many ranks replied without error
+  //   SUM/MIN/MAX  value = the fold of the numeric field `field` (empty:
+  //                "value") of the replies; hosts read it by reflection, so
+  //                the reply type must be one the hosts know (the built-in
+  //                messages of proto/actors.proto; a type only your procs
+  //                link is an error per rank)
+  //   FIRST_ERROR  only the error of the lowest failing rank, if any
+  //
+  // Every fold counts `ok` and `failed` ranks and carries the first error
+  // (lowest failing view rank) in first_error / first_error_rank. A rank
+  // fails if its actor answers with an error, its proc is gone, or it does
+  // not reply within `timeout`; a host that is gone, cannot be reached, or
+  // does not answer within `timeout` plus a second fails all its ranks.
+  // Those failures are in the result, not its status: the status is an
+  // error only for a bad `reduce` (INVALID_ARGUMENT; REDUCE_NONE is what
+  // Call does).
+  absl::StatusOr<v1::Reduced> Reduce(const google::protobuf::Message& message,
+                                     v1::Reduce reduce,
+                                     absl::Duration timeout = absl::Seconds(30),
+                                     const std::string& field = "") const;
+
  private:
   ActorMesh(std::shared_ptr<Client> client, std::string name, std::string type,
             std::shared_ptr<const std::vector<v1::ActorRef>> actors, View view)
@@ -85,10 +125,6 @@ class ActorMesh {
         type_(std::move(type)),
         actors_(std::move(actors)),
         view_(std::move(view)) {}
-
-  // Sends a copy of `prototype` to every actor of the view, addressed, with
-  // its view rank as cast_rank and correlation.
-  void SendToAll(const v1::Envelope& prototype) const;
 
   std::shared_ptr<Client> client_;
   std::string name_;

@@ -1,9 +1,19 @@
-// Client: this process's place in the mesh — its mailbox (a gRPC server),
-// its ports, and its channels to hosts and procs. HostMesh, ProcMesh and
-// ActorMesh all act through one Client (by default the process-wide one).
+// Client: this process's place in the mesh — its mailbox, its ports, and
+// its connections to hosts. HostMesh, ProcMesh and ActorMesh all act
+// through one Client (by default the process-wide one).
+//
+// A client serves no port and listens on nothing. Its mailbox is named
+// "client:<16 hex digits>" and is reached through hosts: for each host it
+// talks to, the client opens one relay stream (hostd's Relay.Connect), on
+// which it sends everything bound for that host's procs and receives what
+// they send to its ports. A stream that broke is reopened by the next send
+// to that host; whatever was waiting on it (a Call's ranks on that host)
+// fails at once.
 //
 // A Port<T> is an address in the client's mailbox; messages of type T sent
 // to port.ref() (by actors, or anyone) are received with Recv. Thread-safe.
+// Destroying a Client ends its relay streams (each gets a second to drain
+// what is queued) and waits until they are gone.
 #ifndef HOSTMESH_CLIENT_INCLUDE_HOSTMESH_CLIENT_H_
 #define HOSTMESH_CLIENT_INCLUDE_HOSTMESH_CLIENT_H_
 
@@ -14,7 +24,9 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -25,6 +37,7 @@
 namespace mesh {
 
 class Mailbox;
+class RelayStream;
 template <typename T>
 class Port;
 template <typename T>
@@ -52,11 +65,9 @@ absl::Status UnpackEnvelope(const v1::Envelope& envelope,
 
 }  // namespace internal
 
-struct ClientOptions {
-  // Where the mailbox listens (and what actors reply to). Loopback is
-  // enough for hosts on this machine; use a reachable host otherwise.
-  std::string listen_host = "127.0.0.1";
-};
+// Nothing to set yet; kept so that options can be added without changing
+// Create's signature.
+struct ClientOptions {};
 
 class Client {
  public:
@@ -69,8 +80,18 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  // The mailbox's address, host:port.
-  const std::string& address() const;
+  // The client's mailbox id, "client:<16 hex digits>": what hosts route
+  // messages for its ports by. Its ports' refs carry it with an empty host.
+  const std::string& id() const;
+
+  // Opens the relay stream to host `host` (host:port) now rather than at
+  // the first send, so that actors there can reach this client's ports
+  // before it sent anything to that host. Returns once the stream is
+  // started (not once it is connected): a host that cannot be reached shows
+  // up as that stream's end (watchers of the host fire) and the next send
+  // opens it again. INVALID_ARGUMENT for an empty host, FAILED_PRECONDITION
+  // once the client is being destroyed.
+  absl::Status Connect(const std::string& host);
 
   // Ports for messages of type T: a stream (every message, in arrival
   // order), a once port (the first message only), and an accumulating port
@@ -92,9 +113,23 @@ class Client {
   // Internal: the mailbox, and a cached channel per address.
   Mailbox& mailbox() { return *mailbox_; }
   std::shared_ptr<grpc::Channel> Channel(const std::string& address);
+  // Internal: sends `envelope` (with to_host set) on the relay stream to its
+  // host, from this client's mailbox. Unlike mailbox().Send, a refusal is
+  // returned (naming the host) instead of answered to reply_to: a cast to
+  // many ranks needs one answer per rank.
+  absl::Status SendToHost(v1::Envelope envelope);
 
  private:
-  Client() = default;
+  Client();
+  // The mailbox's Outbound: routes `envelope` to the relay stream of its
+  // host, opening one if there is none.
+  absl::Status Route(v1::Envelope& envelope);
+  RelayStream* StreamLocked(const std::string& host)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_);
+  void OnFrame(const std::string& host, v1::RelayFrame frame);
+  void OnStreamDone(const std::string& host, uint64_t serial,
+                    const absl::Status& status,
+                    std::vector<v1::RelayFrame> unsent);
   void OpenQueuePort(const std::shared_ptr<internal::PortQueue>& queue,
                      v1::PortRef* ref);
   v1::PortRef OpenHandlerPort(std::function<void(v1::Envelope)> handler);
@@ -106,10 +141,23 @@ class Client {
   template <typename T, typename Acc>
   friend class AccumulatingPort;
 
+  const std::string id_;
   std::unique_ptr<Mailbox> mailbox_;
-  std::unique_ptr<grpc::Server> server_;
-  std::string address_;
   v1::PortRef supervisor_port_;
+
+  // Lock order: streams_mu_, then mu_.
+  absl::Mutex streams_mu_;
+  // The current stream to each host; a stream leaves when it has ended.
+  struct HostStream {
+    uint64_t serial = 0;
+    std::unique_ptr<RelayStream> stream;
+  };
+  std::map<std::string, HostStream> streams_ ABSL_GUARDED_BY(streams_mu_);
+  uint64_t next_serial_ ABSL_GUARDED_BY(streams_mu_) = 1;
+  // Streams started whose on_done has not returned yet.
+  size_t live_streams_ ABSL_GUARDED_BY(streams_mu_) = 0;
+  bool shutting_down_ ABSL_GUARDED_BY(streams_mu_) = false;
+
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<grpc::Channel>> channels_
       ABSL_GUARDED_BY(mu_);

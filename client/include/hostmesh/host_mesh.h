@@ -6,6 +6,10 @@
 //                           address (the process allocator).
 //   HostMesh::Attach(addrs) hostds already running (e.g. under systemd).
 //
+// Once the hosts answer, the client opens its relay stream to each
+// (Client::Connect): everything the client exchanges with procs goes
+// through their host, and the client listens on nothing.
+//
 // Spawn("p0", K) creates procs p0_0 … p0_{HK-1} across the H hosts and
 // waits server-side until all are RUNNING. Shutdown() leaves nothing
 // behind: hosts this mesh started are shut down (every proc stopped and

@@ -1,7 +1,8 @@
 // ProcMesh: procs spawned by a HostMesh, H hosts × K procs per host, with
 // extent {hosts: H, procs: K}; proc rank = host_rank × K + local_rank and
 // proc names are <mesh>_<rank>. Spawning an actor mesh on it creates one
-// actor per proc. A value type; thread-safe for concurrent calls.
+// actor per proc, through each proc's host (a proc serves no port of its
+// own). A value type; thread-safe for concurrent calls.
 #ifndef HOSTMESH_CLIENT_INCLUDE_HOSTMESH_PROC_MESH_H_
 #define HOSTMESH_CLIENT_INCLUDE_HOSTMESH_PROC_MESH_H_
 
@@ -38,8 +39,9 @@ class ProcMesh {
 
   // Spawns actor mesh `name` of a registered actor type, one actor per proc
   // (actor rank = proc rank), and waits until every one is RUNNING; an
-  // error names the ranks that did not get there and why. `params` reach
-  // each actor's Init.
+  // error names the ranks that did not get there (proc and host) and why; a
+  // proc that has ended is FAILED_PRECONDITION naming its status. `params`
+  // reach each actor's Init.
   absl::StatusOr<ActorMesh> Spawn(
       const std::string& name, const std::string& type,
       const google::protobuf::Message* params = nullptr,

@@ -66,13 +66,14 @@ class ActorContext {
   ActorContext(const ActorContext&) = delete;
   ActorContext& operator=(const ActorContext&) = delete;
 
-  // This actor: its proc's address, proc and actor names, and its rank in the
-  // mesh it was spawned in.
+  // This actor: its host (the hostd through which its proc is reached), proc
+  // and actor names, and its rank in the mesh it was spawned in.
   const v1::ActorRef& self() const { return self_; }
   uint64_t rank() const { return self_.rank(); }
   // The receiver's rank within the view the message was cast to.
   uint64_t cast_rank() const { return cast_rank_; }
-  // The sending mailbox ("<owner>@<address>"), for diagnostics; empty in Init.
+  // The sending mailbox ("<id>@<host>", or "<id>" for a client), for
+  // diagnostics; empty in Init.
   const std::string& sender() const { return sender_; }
 
   // Sends `message` to a port or an actor anywhere (fire and forget; see

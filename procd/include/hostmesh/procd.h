@@ -15,13 +15,15 @@ namespace mesh {
 // (Messages in proto/actors.proto.)
 void RegisterBuiltinActors(ActorRegistry& registry);
 
-// The whole procd: parses flags (--name, --rank, --listen-host,
-// --orphan-timeout), serves the Proc and Mailbox services on one gRPC server
-// on <listen host>:0, then registers back with the parent that spawned it
-// (HOSTMESH_BOOTSTRAP_FD) or, standalone, prints
-// "procd <name> listening on <address>" to stdout. Serves until asked to
-// stop (the parent's stop, StopAll with exit_proc, SIGTERM/SIGINT), stops
-// every actor and returns the exit code (0 after a graceful stop).
+// The whole procd, as a child of the hostd that spawned it: takes the
+// channel to that hostd (env HOSTMESH_CHANNEL_FD; without it, exits 2: a
+// proc is reached only through its host), learns its name, rank and host
+// from hostd's Welcome, and serves its actors through that channel alone
+// (no network port). Flag: --orphan-timeout (overrides hostd's). Serves
+// until asked to stop (hostd's stop, StopAll with exit_proc, SIGTERM/SIGINT,
+// or the channel gone past the orphan timeout), stops every actor and
+// returns the exit code: 0 after an orderly stop, 1 if the handshake with
+// hostd failed (e.g. another protocol version), 2 for bad flags.
 int ProcdMain(int argc, char** argv, ActorRegistry registry);
 
 }  // namespace mesh

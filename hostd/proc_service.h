@@ -1,31 +1,26 @@
-// The mesh.v1.Proc gRPC service: a thin adapter over ProcRuntime.
-#ifndef HOSTMESH_PROCD_PROC_SERVICE_H_
-#define HOSTMESH_PROCD_PROC_SERVICE_H_
+// ProcService: the mesh.v1.Proc gRPC service (host.proto) served by hostd
+// for every proc of this host. Each call names its proc; the request is
+// relayed over that proc's local channel (ProcChannels::Request) and the
+// proc's response becomes the call's answer. A thin adapter: no reaction
+// blocks, a call the client cancels is cancelled at the proc too, and every
+// relayed request is bounded by the call's deadline (or a default).
+//
+// Errors before relaying: a bad proc name INVALID_ARGUMENT; an unknown proc
+// NOT_FOUND; a proc still starting UNAVAILABLE; a stopped or failed one
+// FAILED_PRECONDITION with its status and reason. Thread-safe.
+#ifndef HOSTMESH_HOSTD_PROC_SERVICE_H_
+#define HOSTMESH_HOSTD_PROC_SERVICE_H_
 
-#include <functional>
-
-#include "absl/time/time.h"
-#include "procd/proc_runtime.h"
-#include "proto/proc.grpc.pb.h"
+#include "hostd/proc_channels.h"
+#include "hostd/proc_manager.h"
+#include "proto/host.grpc.pb.h"
 
 namespace mesh {
 
-// Serves the Proc API from a ProcRuntime (not owned; must outlive the
-// server). Waiting verbs (WaitActors, CallActor, and StopActor/StopAll, which
-// answer once the actors reached STOPPED or `stop_wait` passed) wait
-// server-side without blocking a gRPC thread. Thread-safe.
 class ProcService final : public v1::Proc::CallbackService {
  public:
-  struct Options {
-    // How long StopActor/StopAll wait for actors to finish stopping before
-    // answering with their current (possibly STOPPING) states.
-    absl::Duration stop_wait = absl::Seconds(10);
-    // Called (on a gRPC thread; must not block) once the reply to a StopAll
-    // with exit_proc has been sent.
-    std::function<void()> on_exit_requested;
-  };
-
-  ProcService(ProcRuntime* runtime, Options options);
+  // `manager` and `channels` outlive the service.
+  ProcService(ProcManager* manager, ProcChannels* channels);
 
   grpc::ServerUnaryReactor* CreateOrUpdateActor(
       grpc::CallbackServerContext* context,
@@ -52,18 +47,24 @@ class ProcService final : public v1::Proc::CallbackService {
   grpc::ServerUnaryReactor* GetProcInfo(grpc::CallbackServerContext* context,
                                         const v1::GetProcInfoRequest* request,
                                         v1::ProcInfo* response) override;
-  // Sends the payload through the runtime's mailbox to the actor, with a
-  // one-shot port of that mailbox as reply_to, and answers with the reply,
-  // at the timeout, or when the runtime shuts down, whichever comes first.
   grpc::ServerUnaryReactor* CallActor(grpc::CallbackServerContext* context,
                                       const v1::CallActorRequest* request,
                                       v1::CallActorResponse* response) override;
 
  private:
-  ProcRuntime* const runtime_;
-  const Options options_;
+  // Relays `request` to `proc`; `take` moves the answer from the proc's
+  // response into the call's (an error if the response lacks it).
+  // `wait` is how long the proc itself may take (its own timeout).
+  template <typename Response>
+  grpc::ServerUnaryReactor* Relay(
+      grpc::CallbackServerContext* context, const std::string& proc,
+      v1::ProcRequest request, absl::Duration wait, Response* response,
+      bool (*take)(v1::ProcResponse&, Response*));
+
+  ProcManager* const manager_;
+  ProcChannels* const channels_;
 };
 
 }  // namespace mesh
 
-#endif  // HOSTMESH_PROCD_PROC_SERVICE_H_
+#endif  // HOSTMESH_HOSTD_PROC_SERVICE_H_

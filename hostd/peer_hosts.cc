@@ -1,0 +1,58 @@
+#include "hostd/peer_hosts.h"
+
+#include <glog/logging.h>
+#include <grpcpp/grpcpp.h>
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "lib/mailbox/mailbox.h"
+
+namespace mesh {
+
+PeerHosts::PeerHosts(std::string self_address,
+                     std::function<void(v1::RelayFrame)> on_frame)
+    : self_address_(std::move(self_address)), on_frame_(std::move(on_frame)) {}
+
+PeerHosts::~PeerHosts() { Shutdown(); }
+
+absl::Status PeerHosts::Send(const std::string& host, v1::Envelope& envelope) {
+  absl::MutexLock lock(&mu_);
+  if (shut_down_) return absl::UnavailableError("hostd is shutting down");
+  auto it = streams_.find(host);
+  if (it != streams_.end() && !it->second->ended()) {
+    return it->second->Send(envelope);
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  RelayStream::Options options;
+  options.sender = absl::StrCat("host:", self_address_);
+  options.peer = host;
+  std::unique_ptr<RelayStream> stream = RelayStream::Start(
+      grpc::CreateCustomChannel(host, grpc::InsecureChannelCredentials(), args),
+      options, on_frame_,
+      [host](const absl::Status& status, std::vector<v1::RelayFrame> unsent) {
+        LOG(INFO) << "relay stream to host " << host << " ended: " << status
+                  << (unsent.empty()
+                          ? ""
+                          : absl::StrCat("; ", unsent.size(),
+                                         " frames not delivered"));
+      });
+  absl::Status sent = stream->Send(envelope);
+  streams_[host] = std::move(stream);
+  return sent;
+}
+
+void PeerHosts::Shutdown() {
+  std::map<std::string, std::unique_ptr<RelayStream>> streams;
+  {
+    absl::MutexLock lock(&mu_);
+    shut_down_ = true;
+    streams.swap(streams_);
+  }
+  for (auto& [host, stream] : streams) stream->Shutdown(absl::Seconds(1));
+}
+
+}  // namespace mesh

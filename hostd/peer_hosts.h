@@ -1,0 +1,44 @@
+// PeerHosts: this hostd's relay streams to other hosts, for envelopes whose
+// destination is a proc (or client) reached through another host. One
+// stream per peer host, opened on first use (sender "host:<our address>"),
+// reopened on the next send after it broke; envelopes to one peer go out in
+// the order sent. Frames the peer sends back on it are handed to `on_frame`.
+// Thread-safe; never blocks. Shutdown() ends every stream.
+#ifndef HOSTMESH_HOSTD_PEER_HOSTS_H_
+#define HOSTMESH_HOSTD_PEER_HOSTS_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "lib/relay/relay_stream.h"
+#include "proto/mailbox.pb.h"
+
+namespace mesh {
+
+class PeerHosts {
+ public:
+  PeerHosts(std::string self_address,
+            std::function<void(v1::RelayFrame)> on_frame);
+  ~PeerHosts();
+
+  // Queues `envelope` (moved from on success) for host `host`.
+  absl::Status Send(const std::string& host, v1::Envelope& envelope);
+  void Shutdown();
+
+ private:
+  const std::string self_address_;
+  const std::function<void(v1::RelayFrame)> on_frame_;
+  absl::Mutex mu_;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  std::map<std::string, std::unique_ptr<RelayStream>> streams_
+      ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace mesh
+
+#endif  // HOSTMESH_HOSTD_PEER_HOSTS_H_

@@ -1,0 +1,376 @@
+// hostd's relay in-process: ProcChannels and the Router against fake procs
+// (the test speaks the proc side of the local channel itself) and fake relay
+// streams. Fast, and no process is started.
+#include <unistd.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "catch2/catch.hpp"
+#include "hostd/proc_channels.h"
+#include "hostd/router.h"
+#include "lib/channel/frame_channel.h"
+#include "lib/mailbox/mailbox.h"
+#include "lib/status.h"
+#include "proto/actors.pb.h"
+
+namespace mesh {
+namespace {
+
+constexpr char kHost[] = "127.0.0.1:7450";
+
+// Collects what arrives, in order. Thread-safe.
+template <typename T>
+class Collected {
+ public:
+  void Add(T item) {
+    absl::MutexLock lock(&mu_);
+    items_.push_back(std::move(item));
+  }
+  // True once at least `n` arrived.
+  bool WaitFor(size_t n, absl::Duration timeout = absl::Seconds(20)) {
+    absl::MutexLock lock(&mu_);
+    auto ready = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return items_.size() >= n;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+  }
+  std::vector<T> items() {
+    absl::MutexLock lock(&mu_);
+    return items_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<T> items_ ABSL_GUARDED_BY(mu_);
+};
+
+// The proc side of one channel, played by the test: answers the Welcome
+// with Hello, echoes actor envelopes back to their reply_to (a Count with
+// the cast rank as value) and answers every request with a ProcInfo.
+class FakeProc {
+ public:
+  FakeProc(int fd, uint32_t version = v1::PROC_CHANNEL_VERSION_CURRENT)
+      : version_(version) {
+    FrameChannel::Callbacks callbacks;
+    callbacks.on_frame = [this](std::string_view bytes) {
+      ready_.WaitForNotification();  // channel_ is set
+      v1::HostFrame frame;
+      REQUIRE(frame.ParseFromArray(bytes.data(), bytes.size()));
+      OnFrame(frame);
+    };
+    auto channel = FrameChannel::Create(fd, {}, std::move(callbacks));
+    REQUIRE(channel.ok());
+    channel_ = *std::move(channel);
+    ready_.Notify();
+  }
+
+  void Close() { channel_->Close(); }
+  Collected<v1::HostFrame>& received() { return received_; }
+  // Stops answering envelopes (they are still recorded).
+  void set_silent(bool silent) { silent_ = silent; }
+
+ private:
+  void OnFrame(const v1::HostFrame& frame) {
+    received_.Add(frame);
+    v1::ProcFrame out;
+    if (frame.has_welcome()) {
+      name_ = frame.welcome().name();
+      out.mutable_hello()->set_protocol_version(version_);
+      out.mutable_hello()->set_pid(getpid());
+    } else if (frame.has_request()) {
+      out.mutable_response()->set_id(frame.request().id());
+      if (frame.request().has_wait_actors()) return;  // answers never
+      out.mutable_response()->mutable_info()->set_name(name_);
+    } else if (frame.has_envelope() && frame.envelope().has_reply_to()) {
+      if (silent_) return;
+      v1::Count count;
+      count.set_value(static_cast<int64_t>(frame.envelope().cast_rank()));
+      v1::Envelope reply = EnvelopeToPort(frame.envelope().reply_to(), count);
+      reply.set_correlation(frame.envelope().correlation());
+      *out.mutable_envelope() = std::move(reply);
+    } else {
+      return;
+    }
+    REQUIRE(channel_->Send(out).ok());
+  }
+
+  const uint32_t version_;
+  std::string name_;
+  std::atomic<bool> silent_{false};
+  Collected<v1::HostFrame> received_;
+  absl::Notification ready_;
+  std::unique_ptr<FrameChannel> channel_;
+};
+
+// A host's relay core with fake procs p0..p{n-1} and one fake client
+// stream "client:t".
+struct Relay {
+  explicit Relay(int procs) {
+    channels = std::make_unique<ProcChannels>(ProcChannels::Options());
+    router = std::make_unique<Router>(channels.get(), nullptr);
+    channels->Start(
+        kHost,
+        [this](v1::Envelope envelope) {
+          router->Route(std::move(envelope), "proc");
+        },
+        [this](const std::string& proc, const absl::Status& why) {
+          router->ProcLost(proc, why);
+        });
+    router->Start(kHost);
+    stream = router->AddStream("client:t", [this](v1::RelayFrame frame) {
+      client.Add(std::move(frame));
+      return absl::OkStatus();
+    });
+    for (int i = 0; i < procs; ++i) {
+      ProcChannels::ChildCallbacks callbacks;
+      callbacks.on_registered = [this](pid_t) { registered.Add(1); };
+      auto ticket =
+          channels->Expect(absl::StrCat("p", i), i, std::move(callbacks));
+      REQUIRE(ticket.ok());
+      ids.push_back(ticket->id);
+      fakes.push_back(std::make_unique<FakeProc>(ticket->child_fd));
+    }
+    REQUIRE(registered.WaitFor(procs));
+  }
+  ~Relay() {
+    router->Shutdown();
+    fakes.clear();
+    channels.reset();
+    router.reset();
+  }
+
+  // An envelope as client:t would write it on its stream.
+  static v1::Envelope FromClient(uint64_t port) {
+    v1::Envelope envelope;
+    envelope.mutable_reply_to()->set_mailbox("client:t");
+    envelope.mutable_reply_to()->set_port(port);
+    envelope.set_sender("client:t");
+    return envelope;
+  }
+
+  std::unique_ptr<ProcChannels> channels;
+  std::unique_ptr<Router> router;
+  uint64_t stream = 0;
+  std::vector<uint64_t> ids;
+  std::vector<std::unique_ptr<FakeProc>> fakes;
+  Collected<int> registered;
+  Collected<v1::RelayFrame> client;
+};
+
+TEST_CASE("the host's first frame is a Welcome naming the proc, rank and host") {
+  Relay relay(2);
+  auto frames = relay.fakes[1]->received().items();
+  REQUIRE_FALSE(frames.empty());
+  REQUIRE(frames[0].has_welcome());
+  CHECK(frames[0].welcome().name() == "p1");
+  CHECK(frames[0].welcome().rank() == 1);
+  CHECK(frames[0].welcome().host() == kHost);
+  CHECK(frames[0].welcome().protocol_version() ==
+        v1::PROC_CHANNEL_VERSION_CURRENT);
+}
+
+TEST_CASE(
+    "envelopes from two senders keep each sender's order through the relay "
+    "(10,000 messages)") {
+  Relay relay(1);
+  constexpr int kPerSender = 5000;
+  std::vector<std::thread> senders;
+  for (const std::string sender : {"client:a", "client:b"}) {
+    senders.emplace_back([&relay, sender] {
+      for (int n = 0; n < kPerSender; ++n) {
+        v1::Seq seq;
+        seq.set_sender(sender);
+        seq.set_n(n);
+        v1::Envelope envelope;
+        envelope.set_to_mailbox("p0");
+        envelope.set_actor("a0");
+        PackPayload(seq, &envelope);
+        relay.router->Route(std::move(envelope), sender);
+      }
+    });
+  }
+  for (auto& thread : senders) thread.join();
+  REQUIRE(relay.fakes[0]->received().WaitFor(1 + 2 * kPerSender));
+  std::map<std::string, int64_t> last;
+  int out_of_order = 0;
+  for (const v1::HostFrame& frame : relay.fakes[0]->received().items()) {
+    if (!frame.has_envelope()) continue;
+    v1::Seq seq;
+    REQUIRE(frame.envelope().payload().UnpackTo(&seq));
+    auto [it, first] = last.emplace(seq.sender(), -1);
+    if (static_cast<int64_t>(seq.n()) != it->second + 1) ++out_of_order;
+    it->second = seq.n();
+  }
+  CHECK(out_of_order == 0);
+  CHECK(last["client:a"] == kPerSender - 1);
+  CHECK(last["client:b"] == kPerSender - 1);
+}
+
+TEST_CASE(
+    "a cast crosses to the host once and reaches every target proc, replies "
+    "come back on the sender's stream") {
+  Relay relay(4);
+  v1::Envelope cast = Relay::FromClient(9);
+  for (int i = 0; i < 4; ++i) {
+    v1::CastTarget* target = cast.add_targets();
+    target->set_proc(absl::StrCat("p", i));
+    target->set_actor("a0");
+    target->set_cast_rank(10 + i);
+  }
+  PackPayload(v1::GetCount(), &cast);
+  relay.router->Route(std::move(cast), "client:t");
+  REQUIRE(relay.client.WaitFor(4));
+  std::set<uint64_t> ranks;
+  for (const v1::RelayFrame& frame : relay.client.items()) {
+    REQUIRE(frame.has_envelope());
+    CHECK(frame.envelope().to_mailbox() == "client:t");
+    CHECK(frame.envelope().port() == 9);
+    ranks.insert(frame.envelope().correlation());
+  }
+  CHECK(ranks == std::set<uint64_t>{10, 11, 12, 13});
+}
+
+TEST_CASE("a reduced cast sends one folded reply; a dead proc fails its ranks") {
+  Relay relay(3);
+  auto cast_to_all = [&relay](v1::Reduce reduce) {
+    v1::Envelope cast = Relay::FromClient(5);
+    for (int i = 0; i < 3; ++i) {
+      v1::CastTarget* target = cast.add_targets();
+      target->set_proc(absl::StrCat("p", i));
+      target->set_actor("a0");
+      target->set_cast_rank(i + 1);
+    }
+    cast.set_reduce(reduce);
+    cast.set_reduce_timeout_ms(20000);
+    PackPayload(v1::GetCount(), &cast);
+    relay.router->Route(std::move(cast), "client:t");
+  };
+  cast_to_all(v1::REDUCE_SUM);
+  REQUIRE(relay.client.WaitFor(1));
+  v1::Reduced sum;
+  REQUIRE(relay.client.items()[0].envelope().payload().UnpackTo(&sum));
+  CHECK(sum.value() == 1 + 2 + 3);
+  CHECK(sum.ok() == 3);
+
+  // p1 stops answering and then goes away: its rank fails at once, with
+  // the cause, instead of at the deadline.
+  relay.fakes[1]->set_silent(true);
+  cast_to_all(v1::REDUCE_FIRST_ERROR);
+  relay.fakes[1]->Close();
+  REQUIRE(relay.client.WaitFor(3));  // a MailboxLost, then the fold
+  v1::Reduced folded;
+  bool lost_seen = false;
+  for (const v1::RelayFrame& frame : relay.client.items()) {
+    if (frame.has_lost()) {
+      lost_seen = true;
+      CHECK(frame.lost().mailbox() == "p1");
+      CHECK(frame.lost().host() == kHost);
+    } else if (frame.envelope().payload().Is<v1::Reduced>()) {
+      frame.envelope().payload().UnpackTo(&folded);
+    }
+  }
+  CHECK(lost_seen);
+  CHECK(folded.reduce() == v1::REDUCE_FIRST_ERROR);
+  CHECK(folded.ok() == 2);
+  CHECK(folded.failed() == 1);
+  CHECK(folded.first_error_rank() == 2);
+  CHECK(folded.first_error().code() == int(absl::StatusCode::kUnavailable));
+  CHECK(folded.first_error().message().find("p1") != std::string::npos);
+}
+
+TEST_CASE("an envelope to a proc the host does not run gets an error reply") {
+  Relay relay(1);
+  v1::Envelope envelope = Relay::FromClient(3);
+  envelope.set_to_mailbox("ghost");
+  envelope.set_actor("a0");
+  envelope.set_correlation(77);
+  relay.router->Route(std::move(envelope), "client:t");
+  REQUIRE(relay.client.WaitFor(1));
+  const v1::Envelope reply = relay.client.items()[0].envelope();
+  CHECK(reply.correlation() == 77);
+  CHECK(reply.error().code() == int(absl::StatusCode::kNotFound));
+  CHECK(reply.error().message().find("ghost") != std::string::npos);
+
+  // Another host with a malformed address: refused, nothing dialled.
+  v1::Envelope elsewhere = Relay::FromClient(3);
+  elsewhere.set_to_host("not an address");
+  elsewhere.set_to_mailbox("p0");
+  elsewhere.set_actor("a0");
+  relay.router->Route(std::move(elsewhere), "client:t");
+  REQUIRE(relay.client.WaitFor(2));
+  CHECK(relay.client.items()[1].envelope().error().message().find(
+            "envelope.to_host") != std::string::npos);
+}
+
+TEST_CASE(
+    "a relayed request is answered once: by the proc, at its deadline, when "
+    "cancelled, or when the proc goes") {
+  Relay relay(2);
+  Collected<absl::StatusOr<v1::ProcResponse>> answers;
+  auto record = [&answers](absl::StatusOr<v1::ProcResponse> r) {
+    answers.Add(std::move(r));
+  };
+  v1::ProcRequest info;
+  info.mutable_get_info();
+  relay.channels->Request("p0", info, absl::Now() + absl::Seconds(20), record);
+  REQUIRE(answers.WaitFor(1));
+  REQUIRE(answers.items()[0].ok());
+  CHECK(answers.items()[0]->info().name() == "p0");
+
+  v1::ProcRequest wait;  // the fake proc never answers waits
+  wait.mutable_wait_actors();
+  relay.channels->Request("p0", wait, absl::Now() + absl::Milliseconds(100),
+                          record);
+  REQUIRE(answers.WaitFor(2));
+  CHECK(answers.items()[1].status().code() ==
+        absl::StatusCode::kDeadlineExceeded);
+
+  uint64_t id = relay.channels->Request(
+      "p0", wait, absl::Now() + absl::Seconds(60), record);
+  relay.channels->Cancel(id);
+  REQUIRE(answers.WaitFor(3));
+  CHECK(answers.items()[2].status().code() == absl::StatusCode::kCancelled);
+  // The proc was told to drop it.
+  REQUIRE(relay.fakes[0]->received().WaitFor(5));
+  CHECK(relay.fakes[0]->received().items().back().cancel().id() == id);
+
+  relay.channels->Request("p1", wait, absl::Now() + absl::Seconds(60), record);
+  relay.fakes[1]->Close();
+  REQUIRE(answers.WaitFor(4));
+  CHECK(answers.items()[3].status().code() == absl::StatusCode::kUnavailable);
+  CHECK(answers.items()[3].status().message().find("\"p1\"") !=
+        std::string::npos);
+  // Nothing goes to a proc that is gone.
+  relay.channels->Request("p1", info, absl::Now() + absl::Seconds(60), record);
+  REQUIRE(answers.WaitFor(5));
+  CHECK(answers.items()[4].status().code() == absl::StatusCode::kUnavailable);
+}
+
+TEST_CASE("a proc of another protocol version is refused naming both") {
+  ProcChannels channels{ProcChannels::Options()};
+  channels.Start(kHost, nullptr, nullptr);
+  Collected<std::string> refused;
+  ProcChannels::ChildCallbacks callbacks;
+  callbacks.on_registered = [](pid_t) { FAIL("registered"); };
+  callbacks.on_refused = [&refused](const std::string& why) {
+    refused.Add(why);
+  };
+  auto ticket = channels.Expect("old", 0, std::move(callbacks));
+  REQUIRE(ticket.ok());
+  FakeProc old(ticket->child_fd, 7);
+  REQUIRE(refused.WaitFor(1));
+  CHECK(refused.items()[0].find("version 7, this hostd version 1") !=
+        std::string::npos);
+  REQUIRE(old.received().WaitFor(2));
+  CHECK(old.received().items()[1].refused().reason() == refused.items()[0]);
+}
+
+}  // namespace
+}  // namespace mesh

@@ -1,0 +1,304 @@
+#include "hostd/router.h"
+
+#include <glog/logging.h>
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "lib/host_port.h"
+#include "lib/mailbox/reduce.h"
+#include "lib/status.h"
+
+namespace mesh {
+
+// A reduced cast in progress: the replies of this host's targets, folded
+// into one reply to `reply_to`. Owned by the callbacks that can finish it
+// (the port handler, the deadline, the proc watches); the first to finish it
+// sends the result.
+struct Router::Fold {
+  absl::Mutex mu;
+  ReplyFold fold ABSL_GUARDED_BY(mu);
+  bool finished ABSL_GUARDED_BY(mu) = false;
+  v1::PortRef reply_to;
+  uint64_t correlation = 0;
+  uint64_t port = 0;
+  EventLoop::TimerId timer = 0;
+  std::vector<uint64_t> watches;
+  // Cast ranks of each target proc.
+  std::map<std::string, std::vector<uint64_t>> ranks_by_proc;
+
+  Fold(v1::Reduce reduce, std::string field, std::vector<uint64_t> ranks)
+      : fold(reduce, std::move(field), std::move(ranks)) {}
+};
+
+Router::Router(ProcChannels* procs, PeerSender peers)
+    : procs_(procs), peers_(std::move(peers)) {}
+
+Router::~Router() { Shutdown(); }
+
+void Router::Start(const std::string& host_address) {
+  absl::MutexLock lock(&mu_);
+  host_address_ = host_address;
+  loop_ = std::make_unique<EventLoop>();
+  mailbox_ = std::make_unique<Mailbox>(
+      host_address, "", [this](v1::Envelope& envelope) {
+        Route(std::move(envelope), "host");
+        return absl::OkStatus();
+      });
+  started_ = true;
+}
+
+void Router::Shutdown() {
+  std::unique_ptr<EventLoop> loop;
+  std::unique_ptr<Mailbox> mailbox;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    streams_.clear();
+    by_sender_.clear();
+    loop = std::move(loop_);
+  }
+  // Pending folds are dropped with their timers; their senders' own
+  // deadlines answer them.
+  loop.reset();
+  if (mailbox_ != nullptr) mailbox_->Shutdown();
+}
+
+bool Router::IsLocalHost(const std::string& host) const {
+  return host.empty() || host == host_address_;
+}
+
+void Router::Route(v1::Envelope envelope, const std::string& from) {
+  bool local;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    if (!started_ || shut_down_) {
+      VLOG(1) << "host is not routing; dropping an envelope from " << from;
+      return;
+    }
+    local = IsLocalHost(envelope.to_host());
+  }
+  if (!local) {
+    const std::string host = envelope.to_host();
+    absl::Status sent =
+        ParseHostPort(host, "envelope.to_host").status();
+    if (sent.ok()) {
+      sent = peers_ ? peers_(host, envelope)
+                    : absl::UnimplementedError(
+                          "this host forwards to no other host");
+    }
+    if (!sent.ok()) {
+      Refuse(envelope, Annotate(sent, absl::StrCat("to host ", host)));
+    }
+    return;
+  }
+  if (envelope.targets_size() > 0) {
+    if (envelope.reduce() != v1::REDUCE_NONE && envelope.has_reply_to()) {
+      StartFold(envelope);
+    } else {
+      FanOut(envelope);
+    }
+    return;
+  }
+  RouteLocal(envelope);
+}
+
+void Router::RouteLocal(v1::Envelope& envelope) {
+  const std::string& mailbox = envelope.to_mailbox();
+  if (mailbox.empty()) {
+    mailbox_->Deliver(std::move(envelope));
+    return;
+  }
+  if (absl::StartsWith(mailbox, kClientMailboxPrefix) ||
+      absl::StartsWith(mailbox, "host:")) {
+    absl::Status sent;
+    {
+      // Under the lock, so a sink is never called after RemoveStream.
+      absl::ReaderMutexLock lock(&mu_);
+      auto it = by_sender_.find(mailbox);
+      if (it == by_sender_.end()) {
+        sent = absl::UnavailableError(
+            absl::StrCat(mailbox, " has no relay stream to host ",
+                         host_address_));
+      } else {
+        v1::RelayFrame frame;
+        *frame.mutable_envelope() = std::move(envelope);
+        sent = streams_.at(it->second).sink(std::move(frame));
+        if (!sent.ok()) envelope = std::move(*frame.mutable_envelope());
+      }
+    }
+    if (!sent.ok()) Refuse(envelope, sent);
+    return;
+  }
+  absl::Status sent = procs_->SendEnvelope(mailbox, envelope);
+  if (!sent.ok()) Refuse(envelope, sent);
+}
+
+void Router::FanOut(v1::Envelope& envelope) {
+  // The payload and reply are shared by every copy; only the address and
+  // rank differ.
+  google::protobuf::RepeatedPtrField<v1::CastTarget> targets;
+  targets.Swap(envelope.mutable_targets());
+  envelope.clear_reduce();
+  envelope.clear_reduce_field();
+  envelope.clear_reduce_timeout_ms();
+  for (int i = 0; i < targets.size(); ++i) {
+    const v1::CastTarget& target = targets[i];
+    v1::Envelope copy;
+    if (i + 1 == targets.size()) {
+      copy = std::move(envelope);
+    } else {
+      copy = envelope;
+    }
+    copy.set_to_mailbox(target.proc());
+    copy.set_actor(target.actor());
+    copy.set_cast_rank(target.cast_rank());
+    copy.set_correlation(target.cast_rank());
+    RouteLocal(copy);
+  }
+}
+
+void Router::StartFold(v1::Envelope& envelope) {
+  if (absl::Status valid = ValidateReduce(envelope.reduce()); !valid.ok()) {
+    Refuse(envelope, valid);
+    return;
+  }
+  std::vector<uint64_t> ranks;
+  for (const v1::CastTarget& target : envelope.targets()) {
+    ranks.push_back(target.cast_rank());
+  }
+  auto fold = std::make_shared<Fold>(envelope.reduce(), envelope.reduce_field(),
+                                     std::move(ranks));
+  fold->reply_to = envelope.reply_to();
+  fold->correlation = envelope.correlation();
+  for (const v1::CastTarget& target : envelope.targets()) {
+    fold->ranks_by_proc[target.proc()].push_back(target.cast_rank());
+  }
+  const absl::Duration timeout =
+      envelope.reduce_timeout_ms() == 0
+          ? absl::Seconds(30)
+          : absl::Milliseconds(envelope.reduce_timeout_ms());
+
+  // Sends the fold once: when every rank is in, at the deadline, or when
+  // the host shuts down.
+  std::weak_ptr<Fold> weak = fold;
+  auto finish = [this, weak](const absl::Status& missing) {
+    std::shared_ptr<Fold> fold = weak.lock();
+    if (fold == nullptr) return;
+    v1::Reduced reduced;
+    {
+      absl::MutexLock lock(&fold->mu);
+      if (fold->finished) return;
+      fold->finished = true;
+      reduced = std::move(fold->fold).Finish(missing);
+    }
+    mailbox_->ClosePort(fold->port);
+    for (uint64_t watch : fold->watches) mailbox_->UnwatchPeer(watch);
+    EventLoop* loop;
+    {
+      absl::ReaderMutexLock lock(&mu_);
+      loop = loop_.get();
+    }
+    if (loop != nullptr) loop->Cancel(fold->timer);
+    v1::Envelope reply = EnvelopeToPort(fold->reply_to, reduced);
+    reply.set_correlation(fold->correlation);
+    mailbox_->Send(std::move(reply));
+  };
+  // The fold lives as long as its port handler (until finished).
+  v1::PortRef port = mailbox_->OpenPort([fold, finish](v1::Envelope reply) {
+    bool done;
+    {
+      absl::MutexLock lock(&fold->mu);
+      if (fold->finished) return;
+      done = fold->fold.Add(std::move(reply));
+    }
+    if (done) finish(absl::OkStatus());
+  });
+  fold->port = port.port();
+  std::string host;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    host = host_address_;
+  }
+  for (const auto& [proc, proc_ranks] : fold->ranks_by_proc) {
+    fold->watches.push_back(mailbox_->WatchPeer(
+        host, proc,
+        [fold, finish, ranks = proc_ranks](const absl::Status& why) {
+          bool done = false;
+          {
+            absl::MutexLock lock(&fold->mu);
+            if (fold->finished) return;
+            for (uint64_t rank : ranks) done = fold->fold.Fail(rank, why);
+          }
+          if (done) finish(absl::OkStatus());
+        }));
+  }
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    if (loop_ != nullptr) {
+      fold->timer = loop_->PostAfter(timeout, [finish, timeout] {
+        finish(absl::DeadlineExceededError(absl::StrCat(
+            "no reply within ", absl::FormatDuration(timeout))));
+      });
+    }
+  }
+  *envelope.mutable_reply_to() = port;
+  envelope.clear_correlation();
+  FanOut(envelope);
+}
+
+void Router::Refuse(const v1::Envelope& envelope, const absl::Status& why) {
+  VLOG(1) << "host: cannot deliver an envelope from " << envelope.sender()
+          << " to " << MailboxName(envelope.to_host(), envelope.to_mailbox())
+          << ": " << why;
+  Mailbox* mailbox;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    if (shut_down_) return;
+    mailbox = mailbox_.get();
+  }
+  if (mailbox != nullptr) mailbox->ReplyWithError(envelope, why);
+}
+
+uint64_t Router::AddStream(const std::string& sender, StreamSink sink) {
+  absl::MutexLock lock(&mu_);
+  uint64_t id = next_stream_++;
+  if (shut_down_) return id;
+  streams_[id] = Stream{sender, std::move(sink)};
+  by_sender_[sender] = id;
+  return id;
+}
+
+void Router::RemoveStream(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
+  auto current = by_sender_.find(it->second.sender);
+  if (current != by_sender_.end() && current->second == id) {
+    by_sender_.erase(current);
+  }
+  streams_.erase(it);
+}
+
+void Router::ProcLost(const std::string& proc, const absl::Status& why) {
+  v1::RelayFrame frame;
+  Mailbox* mailbox;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    if (shut_down_) return;
+    mailbox = mailbox_.get();
+    frame.mutable_lost()->set_host(host_address_);
+    frame.mutable_lost()->set_mailbox(proc);
+    *frame.mutable_lost()->mutable_reason() = ToErrorProto(why);
+    for (auto& [id, stream] : streams_) {
+      absl::Status sent = stream.sink(frame);
+      if (!sent.ok()) VLOG(1) << "lost notice to " << stream.sender << ": " << sent;
+    }
+  }
+  if (mailbox != nullptr) mailbox->ReportLost(mailbox->host(), proc, why);
+}
+
+}  // namespace mesh

@@ -1,0 +1,483 @@
+#include "lib/channel/frame_channel.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+
+namespace mesh {
+namespace {
+
+constexpr size_t kHeaderBytes = 4;
+// Reads ask for at least this much (more when a larger frame is arriving).
+constexpr size_t kReadChunk = 64 << 10;
+// A read buffer grown past this for a large frame shrinks back afterwards.
+constexpr size_t kShrinkAbove = 1 << 20;
+// Reads per poll wake-up, so a fast sender cannot starve our writes.
+constexpr int kMaxReadsPerWakeup = 16;
+// Reads when draining what a peer sent before a write to it failed.
+constexpr int kMaxDrainReads = 1024;
+// Small queued frames share chunks of this size.
+constexpr size_t kQueueChunk = 64 << 10;
+// Chunks per sendmsg when flushing the queue.
+constexpr int kMaxIov = 64;
+
+// The thread-local marker for "running on this channel's thread".
+thread_local const FrameChannel* current_channel = nullptr;
+
+void EncodeLength(uint32_t length, char* out) {
+  out[0] = static_cast<char>(length & 0xff);
+  out[1] = static_cast<char>((length >> 8) & 0xff);
+  out[2] = static_cast<char>((length >> 16) & 0xff);
+  out[3] = static_cast<char>((length >> 24) & 0xff);
+}
+
+uint32_t DecodeLength(const char* in) {
+  const auto* p = reinterpret_cast<const unsigned char*>(in);
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+         (static_cast<uint32_t>(p[2]) << 16) |
+         (static_cast<uint32_t>(p[3]) << 24);
+}
+
+bool WouldBlock(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<FrameChannel>> FrameChannel::Create(
+    int fd, Options options, Callbacks callbacks) {
+  const std::string prefix = absl::StrCat("channel \"", options.name, "\"");
+  if (fd < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix, ": invalid fd ", fd));
+  }
+  auto fail = [fd](absl::Status status) {
+    close(fd);
+    return status;
+  };
+  if (options.max_frame_bytes > std::numeric_limits<uint32_t>::max()) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat(prefix, ": max_frame_bytes ", options.max_frame_bytes,
+                     " does not fit the 4-byte frame length")));
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    return fail(absl::ErrnoToStatus(errno, absl::StrCat(prefix, ": fstat")));
+  }
+  int type = 0;
+  socklen_t type_len = sizeof(type);
+  if (!S_ISSOCK(st.st_mode) ||
+      getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 ||
+      type != SOCK_STREAM) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat(prefix, ": fd ", fd, " is not a stream socket")));
+  }
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
+      fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+    return fail(absl::ErrnoToStatus(errno, absl::StrCat(prefix, ": fcntl")));
+  }
+  int wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd < 0) {
+    return fail(absl::ErrnoToStatus(errno, absl::StrCat(prefix, ": eventfd")));
+  }
+  std::unique_ptr<FrameChannel> channel(
+      new FrameChannel(fd, wake_fd, std::move(options), std::move(callbacks)));
+  channel->thread_ = std::thread([c = channel.get()] { c->Run(); });
+  return channel;
+}
+
+FrameChannel::FrameChannel(int fd, int wake_fd, Options options,
+                           Callbacks callbacks)
+    : options_(std::move(options)),
+      callbacks_(std::move(callbacks)),
+      fd_(fd),
+      wake_fd_(wake_fd) {}
+
+FrameChannel::~FrameChannel() {
+  CHECK(!InChannelThread())
+      << "channel \"" << options_.name << "\" destroyed from its own callback";
+  Close();
+  thread_.join();
+  close(wake_fd_);
+}
+
+bool FrameChannel::InChannelThread() const { return current_channel == this; }
+
+void FrameChannel::Wake() {
+  uint64_t one = 1;
+  ssize_t n = write(wake_fd_, &one, sizeof(one));
+  (void)n;  // EAGAIN only if the counter is full: the thread is woken anyway
+}
+
+bool FrameChannel::closed() const {
+  absl::MutexLock lock(&mu_);
+  return ended_;
+}
+
+absl::Status FrameChannel::SendFrame(std::string_view frame) {
+  if (frame.size() > options_.max_frame_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "channel \"", options_.name, "\": frame of ", frame.size(),
+        " bytes is over max_frame_bytes ", options_.max_frame_bytes));
+  }
+  char header[kHeaderBytes];
+  EncodeLength(static_cast<uint32_t>(frame.size()), header);
+  struct iovec iov[2] = {{header, kHeaderBytes},
+                         {const_cast<char*>(frame.data()), frame.size()}};
+  return SendFramed(iov, frame.empty() ? 1 : 2, kHeaderBytes + frame.size(),
+                    nullptr);
+}
+
+absl::Status FrameChannel::Send(const google::protobuf::MessageLite& message) {
+  const size_t size = message.ByteSizeLong();
+  // Protobuf itself serializes at most 2 GiB.
+  if (size > options_.max_frame_bytes ||
+      size > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "channel \"", options_.name, "\": ", message.GetTypeName(), " of ",
+        size, " bytes is over max_frame_bytes ", options_.max_frame_bytes));
+  }
+  std::string buffer(kHeaderBytes + size, '\0');
+  EncodeLength(static_cast<uint32_t>(size), buffer.data());
+  message.SerializeWithCachedSizesToArray(
+      reinterpret_cast<uint8_t*>(buffer.data() + kHeaderBytes));
+  struct iovec iov = {buffer.data(), buffer.size()};
+  return SendFramed(&iov, 1, buffer.size(), &buffer);
+}
+
+absl::Status FrameChannel::CheckSendable(size_t frame_bytes) {
+  if (ended_) {
+    if (close_called_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("channel \"", options_.name, "\" is closed"));
+    }
+    if (end_status_.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "channel \"", options_.name, "\" was closed by the peer"));
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "channel \"", options_.name, "\" has ended: ", end_status_.ToString()));
+  }
+  if (pending_bytes_ > 0 &&
+      pending_bytes_ + frame_bytes > options_.max_pending_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("channel \"", options_.name, "\": ", pending_bytes_,
+                     " bytes are queued and ", frame_bytes,
+                     " more would pass max_pending_bytes ",
+                     options_.max_pending_bytes, " (the peer is not reading)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FrameChannel::SendFramed(const struct iovec* iov, int iovcnt,
+                                      size_t total, std::string* owned) {
+  absl::MutexLock lock(&mu_);
+  if (absl::Status status = CheckSendable(total); !status.ok()) return status;
+  size_t written = 0;
+  if (pending_bytes_ == 0) {
+    // The fast path: nothing queued, so this frame goes straight out.
+    struct msghdr msg = {};
+    msg.msg_iov = const_cast<struct iovec*>(iov);
+    msg.msg_iovlen = iovcnt;
+    for (;;) {
+      ssize_t n = sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n >= 0) {
+        written = static_cast<size_t>(n);
+        break;
+      }
+      if (errno == EINTR) continue;
+      if (WouldBlock(errno)) break;
+      absl::Status cause = absl::ErrnoToStatus(
+          errno, absl::StrCat("channel \"", options_.name, "\": send"));
+      EndLocked(cause);
+      return cause;
+    }
+    if (written == total) return absl::OkStatus();
+  }
+  const bool was_empty = pending_bytes_ == 0;
+  if (owned != nullptr && (was_empty || total - written >= kQueueChunk)) {
+    // Queue the caller's buffer itself.
+    if (was_empty) pending_offset_ = written;
+    pending_.push_back(std::move(*owned));
+    pending_bytes_ += total - written;
+  } else {
+    size_t skip = written;
+    for (int i = 0; i < iovcnt; ++i) {
+      if (skip >= iov[i].iov_len) {
+        skip -= iov[i].iov_len;
+        continue;
+      }
+      Enqueue(static_cast<const char*>(iov[i].iov_base) + skip,
+              iov[i].iov_len - skip);
+      skip = 0;
+    }
+  }
+  if (was_empty) Wake();  // the thread now polls for POLLOUT
+  return absl::OkStatus();
+}
+
+void FrameChannel::Enqueue(const char* data, size_t size) {
+  if (size == 0) return;
+  if (pending_.empty() || pending_.back().size() + size > kQueueChunk) {
+    pending_.emplace_back();
+    pending_.back().reserve(std::max(size, kQueueChunk));
+  }
+  pending_.back().append(data, size);
+  pending_bytes_ += size;
+}
+
+absl::Status FrameChannel::WritePendingLocked() {
+  while (pending_bytes_ > 0) {
+    struct iovec iov[kMaxIov];
+    int count = 0;
+    size_t offset = pending_offset_;
+    for (const std::string& chunk : pending_) {
+      if (count == kMaxIov) break;
+      iov[count++] = {const_cast<char*>(chunk.data()) + offset,
+                      chunk.size() - offset};
+      offset = 0;
+    }
+    struct msghdr msg = {};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = count;
+    ssize_t n = sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (WouldBlock(errno)) return absl::OkStatus();
+      return absl::ErrnoToStatus(
+          errno, absl::StrCat("channel \"", options_.name, "\": send"));
+    }
+    size_t left = static_cast<size_t>(n);
+    pending_bytes_ -= left;
+    while (left > 0) {
+      size_t front = pending_.front().size() - pending_offset_;
+      if (left < front) {
+        pending_offset_ += left;
+        break;
+      }
+      left -= front;
+      pending_.pop_front();
+      pending_offset_ = 0;
+    }
+  }
+  return absl::OkStatus();
+}
+
+void FrameChannel::EndLocked(absl::Status cause) {
+  if (ended_) return;
+  ended_ = true;
+  end_status_ = std::move(cause);
+  if (pending_bytes_ > 0) dropped_ = true;
+  pending_.clear();
+  pending_offset_ = 0;
+  pending_bytes_ = 0;
+  Wake();
+}
+
+bool FrameChannel::FlushDone() const { return pending_bytes_ == 0 || ended_; }
+
+bool FrameChannel::Flush(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  if (InChannelThread()) {
+    // Called from a callback: the thread cannot flush for us, so write here.
+    for (;;) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (FlushDone()) return pending_bytes_ == 0 && !dropped_;
+        if (absl::Status status = WritePendingLocked(); !status.ok()) {
+          EndLocked(std::move(status));
+          return false;
+        }
+        if (pending_bytes_ == 0) return true;
+      }
+      absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) return false;
+      struct pollfd pfd = {fd_, POLLOUT, 0};
+      poll(&pfd, 1,
+           static_cast<int>(
+               std::min<int64_t>(absl::ToInt64Milliseconds(
+                                     absl::Ceil(left, absl::Milliseconds(1))),
+                                 std::numeric_limits<int>::max())));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  mu_.AwaitWithDeadline(absl::Condition(this, &FrameChannel::FlushDone),
+                        deadline);
+  return pending_bytes_ == 0 && !dropped_;
+}
+
+void FrameChannel::Close() {
+  closing_.store(true, std::memory_order_release);
+  absl::MutexLock lock(&mu_);
+  if (close_called_) return;
+  close_called_ = true;
+  EndLocked(absl::OkStatus());
+  if (fd_open_) shutdown(fd_, SHUT_RDWR);
+  Wake();
+}
+
+void FrameChannel::Run() {
+  current_channel = this;
+  std::string thread_name = "ch:" + options_.name.substr(0, 12);
+  pthread_setname_np(pthread_self(), thread_name.c_str());
+
+  std::optional<absl::Status> cause = Loop();
+  bool report = false;
+  absl::Status status;
+  {
+    absl::MutexLock lock(&mu_);
+    // Close() first: no on_closed. Otherwise the first cause wins (a write
+    // error may have ended the channel before the loop saw EOF).
+    if (!close_called_) {
+      DCHECK(cause.has_value());
+      EndLocked(cause.value_or(absl::OkStatus()));
+      status = end_status_;
+      report = true;
+    }
+    shutdown(fd_, SHUT_RDWR);
+    close(fd_);
+    fd_open_ = false;
+  }
+  in_.reset();
+  in_capacity_ = in_begin_ = in_end_ = 0;
+  if (report) {
+    VLOG(1) << "channel \"" << options_.name << "\" ended: " << status;
+    if (callbacks_.on_closed) callbacks_.on_closed(status);
+  }
+}
+
+std::optional<absl::Status> FrameChannel::Loop() {
+  for (;;) {
+    bool want_write = false;
+    std::optional<absl::Status> write_error;
+    {
+      absl::MutexLock lock(&mu_);
+      if (close_called_) return std::nullopt;
+      if (ended_) write_error = end_status_;
+      want_write = pending_bytes_ > 0;
+    }
+    if (write_error.has_value()) {
+      // A write failed (the peer is gone or stopped reading): deliver what it
+      // sent before that, then end with the write error.
+      ReadAvailable(/*drain=*/true);
+      return write_error;
+    }
+    struct pollfd fds[2] = {
+        {fd_, static_cast<short>(POLLIN | (want_write ? POLLOUT : 0)), 0},
+        {wake_fd_, POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return absl::ErrnoToStatus(
+          errno, absl::StrCat("channel \"", options_.name, "\": poll"));
+    }
+    if (fds[1].revents & POLLIN) {
+      uint64_t count;
+      ssize_t n = read(wake_fd_, &count, sizeof(count));
+      (void)n;
+    }
+    if (fds[0].revents & POLLOUT) {
+      absl::MutexLock lock(&mu_);
+      if (!ended_) {
+        if (absl::Status status = WritePendingLocked(); !status.ok()) {
+          EndLocked(std::move(status));
+          continue;
+        }
+      }
+    }
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
+      if (std::optional<absl::Status> end = ReadAvailable(/*drain=*/false)) {
+        return end;
+      }
+    }
+  }
+}
+
+void FrameChannel::PrepareReadBuffer() {
+  const size_t have = in_end_ - in_begin_;
+  // DeliverFrames left at most one incomplete frame, its length checked.
+  size_t want = kReadChunk;
+  if (have >= kHeaderBytes) {
+    want = std::max(want, kHeaderBytes + DecodeLength(in_.get() + in_begin_));
+  }
+  const bool shrink = in_capacity_ > kShrinkAbove && want <= kReadChunk;
+  if (want > in_capacity_ || shrink) {
+    std::unique_ptr<char[]> buffer(new char[want]);
+    if (have > 0) std::memcpy(buffer.get(), in_.get() + in_begin_, have);
+    in_ = std::move(buffer);
+    in_capacity_ = want;
+  } else if (in_begin_ + want > in_capacity_) {
+    std::memmove(in_.get(), in_.get() + in_begin_, have);
+  } else {
+    return;
+  }
+  in_begin_ = 0;
+  in_end_ = have;
+}
+
+std::optional<absl::Status> FrameChannel::ReadAvailable(bool drain) {
+  const int max_reads = drain ? kMaxDrainReads : kMaxReadsPerWakeup;
+  for (int reads = 0; reads < max_reads; ++reads) {
+    PrepareReadBuffer();
+    const size_t room = in_capacity_ - in_end_;
+    ssize_t n = read(fd_, in_.get() + in_end_, room);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (WouldBlock(errno)) return std::nullopt;
+      return absl::ErrnoToStatus(
+          errno, absl::StrCat("channel \"", options_.name, "\": read"));
+    }
+    if (n == 0) {
+      const size_t have = in_end_ - in_begin_;
+      if (have == 0) return absl::OkStatus();
+      if (have < kHeaderBytes) {
+        return absl::DataLossError(absl::StrCat(
+            "channel \"", options_.name, "\": the peer closed the stream in ",
+            "a frame header (", have, " of ", kHeaderBytes, " bytes)"));
+      }
+      return absl::DataLossError(absl::StrCat(
+          "channel \"", options_.name, "\": the peer closed the stream in a ",
+          "frame of ", DecodeLength(in_.get() + in_begin_), " bytes (got ",
+          have - kHeaderBytes, ")"));
+    }
+    in_end_ += static_cast<size_t>(n);
+    if (std::optional<absl::Status> end = DeliverFrames()) return end;
+    if (closing_.load(std::memory_order_acquire)) return std::nullopt;
+    if (!drain && static_cast<size_t>(n) < room) return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+std::optional<absl::Status> FrameChannel::DeliverFrames() {
+  while (in_end_ - in_begin_ >= kHeaderBytes) {
+    const uint32_t length = DecodeLength(in_.get() + in_begin_);
+    if (length > options_.max_frame_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "channel \"", options_.name, "\": incoming frame of ", length,
+          " bytes is over max_frame_bytes ", options_.max_frame_bytes));
+    }
+    if (in_end_ - in_begin_ - kHeaderBytes < length) break;
+    if (closing_.load(std::memory_order_acquire)) return std::nullopt;
+    if (callbacks_.on_frame) {
+      callbacks_.on_frame(
+          std::string_view(in_.get() + in_begin_ + kHeaderBytes, length));
+    }
+    in_begin_ += kHeaderBytes + length;
+  }
+  if (in_begin_ == in_end_) in_begin_ = in_end_ = 0;
+  return std::nullopt;
+}
+
+}  // namespace mesh

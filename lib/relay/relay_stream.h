@@ -1,0 +1,122 @@
+// RelayStream: the calling end of one mesh.v1.Relay.Connect stream
+// (proto/host.proto) to a hostd. A client opens one to each host it talks
+// to; a hostd opens one to each other host it forwards to. Frames written go
+// out in write order; frames read are handed to `on_frame` in arrival order;
+// `on_done` runs once when the stream has ended.
+//
+//   auto stream = RelayStream::Start(channel, {.sender = "client:0123..."},
+//                                    on_frame, on_done);
+//   absl::Status queued = stream->Send(envelope);  // never blocks
+//   ...
+//   stream->Shutdown();  // drains, half-closes, waits for on_done
+//
+// Writes never block: a frame is queued (one write in flight at a time;
+// frames queued behind it are coalesced by gRPC) and Write answers at once.
+// Bytes queued and not yet written are capped (Options.max_queued_bytes);
+// past the cap Write is RESOURCE_EXHAUSTED. A stream lives as long as both
+// ends: it has no deadline.
+//
+// Threads: the callbacks run on gRPC threads, one at a time, on_done last;
+// they must not block and must not call Shutdown() or WaitDone() (Write,
+// Send, Close and Cancel are fine). Every method is thread-safe.
+//
+// Lifetime: the caller owns the handle; the gRPC call behind it deletes
+// itself once it has ended. Destroying the handle cancels the stream and
+// waits until on_done has returned, so no callback runs afterwards; except
+// when the handle is destroyed inside one of its own callbacks (e.g. on_done
+// drops it from its owner's map): then it only cancels. The handle holds
+// the channel; if it may go inside its own callback, keep a reference to
+// the channel elsewhere too (e.g. a channel cache): gRPC 1.51 aborts when a
+// channel's last reference is dropped on one of its callback threads.
+#ifndef HOSTMESH_LIB_RELAY_RELAY_STREAM_H_
+#define HOSTMESH_LIB_RELAY_RELAY_STREAM_H_
+
+#include <grpcpp/channel.h>
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "proto/mailbox.pb.h"
+
+namespace mesh {
+
+// The call metadata key in which a relay stream names its sender
+// ("client:<hex>" or "host:<host:port>").
+inline constexpr char kRelaySenderMetadata[] = "mesh-sender";
+
+class RelayStream {
+ public:
+  struct Options {
+    // Sent as the call's "mesh-sender" metadata.
+    std::string sender;
+    // Names the other end in messages, e.g. the host's host:port.
+    std::string peer;
+    // Bytes queued but not yet written, at most (one frame is always
+    // accepted into an empty queue).
+    size_t max_queued_bytes = 64 << 20;
+  };
+  // Each frame read, in arrival order.
+  using FrameHandler = std::function<void(v1::RelayFrame frame)>;
+  // Once, when the stream has ended: how it ended (OK when the host
+  // finished it after our Close; CANCELLED after Cancel), and the frames
+  // that were queued but never written, in order. (A frame whose write
+  // failed is among them even if, rarely, the host got it anyway.)
+  using DoneHandler = std::function<void(const absl::Status& status,
+                                         std::vector<v1::RelayFrame> unsent)>;
+
+  // Starts the call on `channel` and returns at once; a host that is down
+  // shows as on_done with UNAVAILABLE.
+  static std::unique_ptr<RelayStream> Start(
+      std::shared_ptr<grpc::Channel> channel, Options options,
+      FrameHandler on_frame, DoneHandler on_done);
+
+  // Cancels the stream and waits for on_done (see the class comment).
+  ~RelayStream();
+  RelayStream(const RelayStream&) = delete;
+  RelayStream& operator=(const RelayStream&) = delete;
+
+  // Queues `frame` for writing, moving from it, and returns OK; or leaves it
+  // alone and returns why not: UNAVAILABLE once the stream has broken or
+  // ended, FAILED_PRECONDITION after Close(), RESOURCE_EXHAUSTED past the
+  // cap. Messages name the peer.
+  absl::Status Write(v1::RelayFrame& frame);
+  // Write of an envelope frame; on error the envelope is left as it was.
+  absl::Status Send(v1::Envelope& envelope);
+
+  // Half-closes the stream once every queued frame is written; the host
+  // then ends it. Idempotent.
+  void Close();
+  // Ends the stream now; what is still queued goes to on_done as unsent.
+  void Cancel();
+  // Close(), then Cancel() if the stream has not ended within `drain`;
+  // returns once on_done has returned.
+  void Shutdown(absl::Duration drain = absl::Seconds(1));
+
+  // True once the stream can write no more (it broke or ended); on_done
+  // may not have run yet.
+  bool ended() const;
+  // True once on_done has returned; waits for it up to `timeout`.
+  bool WaitDone(absl::Duration timeout);
+
+  const std::string& peer() const;
+
+ private:
+  struct State;
+  class Reactor;
+  RelayStream(std::shared_ptr<grpc::Channel> channel,
+              std::shared_ptr<State> state);
+
+  // Held by the handle, not by the call: the call ends on a gRPC thread,
+  // where the last reference to a channel must not go.
+  const std::shared_ptr<grpc::Channel> channel_;
+  const std::shared_ptr<State> state_;
+};
+
+}  // namespace mesh
+
+#endif  // HOSTMESH_LIB_RELAY_RELAY_STREAM_H_
