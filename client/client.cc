@@ -230,8 +230,11 @@ void Client::OnStreamDone(const std::string& host, uint64_t serial,
     absl::Status lost = absl::UnavailableError(absl::StrCat(
         "relay stream to host ", host,
         " ended: ", status.ok() ? "the host closed it" : status.ToString()));
-    // A host going away is news, not trouble, unless messages went with it.
-    if (unsent.empty()) {
+    // A host going away is news, not trouble, unless messages went with it;
+    // CANCELLED is an orderly end (the host shut down).
+    if (unsent.empty() && status.code() == absl::StatusCode::kCancelled) {
+      VLOG(1) << "client " << id_ << ": " << lost.message();
+    } else if (unsent.empty()) {
       LOG(INFO) << "client " << id_ << ": " << lost.message();
     } else {
       LOG(WARNING) << "client " << id_ << ": " << lost.message() << "; "

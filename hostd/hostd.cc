@@ -28,6 +28,7 @@
 #include "lib/bootstrap/parent_channel.h"
 #include "lib/host_port.h"
 #include "lib/mailbox/mailbox.h"
+#include "proto/actors.pb.h"
 #include "lib/process/signals.h"
 #include "lib/process/supervisor.h"
 
@@ -70,6 +71,9 @@ int RunHostd(HostdOptions options) {
     return 1;
   }
 
+  // Reducers read reply fields by reflection from the types linked into
+  // hostd: the built-in actors' messages (referenced so they are linked).
+  (void)v1::Count::descriptor();
   if (options.procd_path.empty()) options.procd_path = DefaultProcdPath();
   std::error_code error;
   std::filesystem::create_directories(options.state_dir, error);

@@ -18,12 +18,16 @@ PeerHosts::PeerHosts(std::string self_address,
 PeerHosts::~PeerHosts() { Shutdown(); }
 
 absl::Status PeerHosts::Send(const std::string& host, v1::Envelope& envelope) {
+  // An ended stream is dropped after unlocking: its destructor waits for
+  // its callbacks, which may be calling Send.
+  std::unique_ptr<RelayStream> ended;
   absl::MutexLock lock(&mu_);
   if (shut_down_) return absl::UnavailableError("hostd is shutting down");
   auto it = streams_.find(host);
   if (it != streams_.end() && !it->second->ended()) {
     return it->second->Send(envelope);
   }
+  if (it != streams_.end()) ended = std::move(it->second);
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);

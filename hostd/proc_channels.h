@@ -38,15 +38,11 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lib/channel/proc_channel.h"
 #include "lib/event/event_loop.h"
 #include "proto/proc_channel.pb.h"
 
 namespace mesh {
-
-// The environment variable naming the channel's fd in the child, and that
-// fd's number.
-inline constexpr char kChannelFdEnv[] = "HOSTMESH_CHANNEL_FD";
-inline constexpr int kChannelChildFd = 3;
 
 class ProcChannels {
  public:

@@ -431,16 +431,18 @@ void ProcManager::OnRegistrationTimeout(const std::string& name,
 
 void ProcManager::OnRefused(const std::string& name, uint64_t incarnation,
                             const std::string& why) {
-  pid_t pid = 0;
-  {
-    absl::MutexLock lock(&mu_);
-    Proc* proc = Find(name, incarnation);
-    if (proc == nullptr || IsTerminal(proc->state.status())) return;
-    proc->forced_failure = why;
-    proc->stopped_by = "SIGKILL";
-    pid = proc->state.pid();
-  }
-  if (pid != 0) supervisor_->SignalGroup(pid, SIGKILL).IgnoreError();
+  // The proc was told why and its channel closed: it exits by itself, or is
+  // SIGTERMed after the grace (then SIGKILLed after another).
+  absl::MutexLock lock(&mu_);
+  Proc* proc = Find(name, incarnation);
+  if (proc == nullptr || IsTerminal(proc->state.status())) return;
+  if (proc->registration_timer != 0) loop_->Cancel(proc->registration_timer);
+  proc->forced_failure = why;
+  proc->stopped_by = "exited";
+  proc->escalation_timer = loop_->PostAfter(
+      options_.stop_grace, [this, name, incarnation, grace = options_.stop_grace] {
+        Escalate(name, incarnation, SIGTERM, grace);
+      });
 }
 
 void ProcManager::set_host_address(const std::string& address) {

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "hostmesh/procd.h"
+#include "lib/mailbox/mailbox.h"
 
 namespace mesh {
 
@@ -22,6 +23,18 @@ EchoActor::EchoActor() {
           ctx.Send(request.port(), reply);
         }
         return reply;
+      });
+  Handle<v1::Forward, v1::Forwarded>(
+      [](const v1::Forward& forward,
+         ActorContext& ctx) -> absl::StatusOr<v1::Forwarded> {
+        v1::Envelope envelope;
+        AddressTo(forward.to(), &envelope);
+        *envelope.mutable_payload() = forward.payload();
+        if (forward.has_reply_to()) {
+          *envelope.mutable_reply_to() = forward.reply_to();
+        }
+        ctx.mailbox().Send(std::move(envelope));
+        return v1::Forwarded();
       });
   Handle<v1::Echo, v1::Echo>(
       [](const v1::Echo& echo, ActorContext&) -> absl::StatusOr<v1::Echo> {

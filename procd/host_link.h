@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "lib/channel/proc_channel.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -45,7 +46,6 @@ namespace mesh {
 class HostLink {
  public:
   // The environment variable naming the channel's fd in a spawned proc.
-  static constexpr char kChannelFdEnv[] = "HOSTMESH_CHANNEL_FD";
 
   struct Callbacks {
     // An envelope for this proc's mailbox (Mailbox::Deliver).

@@ -93,29 +93,29 @@ v1::HostFrame RequestFrame(uint64_t id) {
 }
 
 TEST_CASE("ChannelFdFromEnv reads the fd once and refuses a malformed one") {
-  unsetenv(HostLink::kChannelFdEnv);
+  unsetenv(kChannelFdEnv);
   absl::StatusOr<std::optional<int>> unset = HostLink::ChannelFdFromEnv();
   REQUIRE(unset.ok());
   CHECK_FALSE(unset->has_value());
 
-  setenv(HostLink::kChannelFdEnv, "three", 1);
+  setenv(kChannelFdEnv, "three", 1);
   absl::StatusOr<std::optional<int>> malformed = HostLink::ChannelFdFromEnv();
   CHECK(malformed.status().code() == absl::StatusCode::kInvalidArgument);
   CHECK(absl::StrContains(malformed.status().message(), "three"));
-  CHECK(std::getenv(HostLink::kChannelFdEnv) == nullptr);
+  CHECK(std::getenv(kChannelFdEnv) == nullptr);
 
   int fds[2];
   REQUIRE(pipe2(fds, O_CLOEXEC) == 0);
   close(fds[0]);
-  setenv(HostLink::kChannelFdEnv, std::to_string(fds[0]).c_str(), 1);
+  setenv(kChannelFdEnv, std::to_string(fds[0]).c_str(), 1);
   CHECK(HostLink::ChannelFdFromEnv().status().code() ==
         absl::StatusCode::kInvalidArgument);
 
-  setenv(HostLink::kChannelFdEnv, std::to_string(fds[1]).c_str(), 1);
+  setenv(kChannelFdEnv, std::to_string(fds[1]).c_str(), 1);
   absl::StatusOr<std::optional<int>> open = HostLink::ChannelFdFromEnv();
   REQUIRE(open.ok());
   CHECK(open->value_or(-1) == fds[1]);
-  CHECK(std::getenv(HostLink::kChannelFdEnv) == nullptr);
+  CHECK(std::getenv(kChannelFdEnv) == nullptr);
   close(fds[1]);
 }
 

@@ -126,7 +126,7 @@ int ProcdMain(int argc, char** argv, ActorRegistry registry) {
     return 2;
   }
   if (!channel_fd->has_value()) {
-    std::cerr << "procd: not started by a hostd (no " << HostLink::kChannelFdEnv
+    std::cerr << "procd: not started by a hostd (no " << kChannelFdEnv
               << "): a proc is reached only through its host\n";
     return 2;
   }

@@ -138,7 +138,9 @@ TEST_CASE(
       envelope.mutable_reply_to()->set_host(rng() % 2 ? "" : "127.0.0.1:1");
       envelope.mutable_reply_to()->set_mailbox(
           rng() % 2 ? "client:fuzz" : RandomBytes(rng));
-      if (!stream->Write(envelope)) break;
+      v1::RelayFrame frame;
+      *frame.mutable_envelope() = std::move(envelope);
+      if (!stream->Write(frame)) break;
     }
     stream->WritesDone();
     v1::RelayFrame answer;

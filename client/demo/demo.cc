@@ -1,7 +1,9 @@
 // The hostmesh demo: hosts → procs → actors from one client process, on an
 // embedded local host (a private hostd child on loopback; nothing is
-// installed and nothing listens beyond 127.0.0.1). Each step prints what it
-// did and how long it took; at the end nothing is left running.
+// installed and nothing listens beyond 127.0.0.1; the client and the procs
+// listen on nothing and reach each other through the host). Each step
+// prints what it did and how long it took; at the end nothing is left
+// running.
 #include <glog/logging.h>
 #include <signal.h>
 
@@ -60,8 +62,8 @@ int main(int argc, char** argv) {
       "registers back)");
   absl::StatusOr<HostMesh> hosts = HostMesh::Local();
   if (!hosts.ok()) return Fail(hosts.status());
-  s.Done(absl::StrCat("host up at ", hosts->addresses()[0],
-                      "; client mailbox at ", hosts->client()->address()));
+  s.Done(absl::StrCat("host up at ", hosts->addresses()[0], "; client mailbox ",
+                      hosts->client()->id(), " (reached through the host)"));
 
   s.Step("2. hosts.Spawn(\"p0\", 4): four procs, each a real procd process");
   absl::StatusOr<ProcMesh> procs = hosts->Spawn("p0", 4);
@@ -71,8 +73,8 @@ int main(int argc, char** argv) {
   std::set<pid_t> pids;
   for (const v1::ProcState& proc : procs->procs()) {
     pids.insert(proc.pid());
-    s.Line(absl::StrFormat("%-5s rank %d  pid %-7d at %s", proc.name(),
-                           proc.rank(), proc.pid(), proc.address()));
+    s.Line(absl::StrFormat("%-5s rank %d  pid %-7d on host %s", proc.name(),
+                           proc.rank(), proc.pid(), proc.host()));
   }
 
   s.Step("3. procs.Spawn(\"a0\", \"mesh.echo\"): one echo actor in every proc");
@@ -125,7 +127,16 @@ int main(int argc, char** argv) {
   }
   s.Done(absl::StrCat("counts: ", absl::StrJoin(values, "  ")));
 
-  s.Step("7. 1,000 calls to one actor, one after another (round-trip time)");
+  s.Step(
+      "7. echo.Reduce(Echo, COUNT): the host folds its replies, one answer "
+      "comes back");
+  absl::StatusOr<v1::Reduced> count =
+      echo->Reduce(hello, v1::REDUCE_COUNT, absl::Seconds(10));
+  if (!count.ok()) return Fail(count.status());
+  s.Done(absl::StrFormat("%d of %d ranks replied", count->ok(),
+                         echo->num_ranks()));
+
+  s.Step("8. 1,000 calls to one actor, one after another (round-trip time)");
   absl::StatusOr<ActorMesh> first = echo->Slice("procs", 0);
   if (!first.ok()) return Fail(first.status());
   absl::Time start = absl::Now();
@@ -137,7 +148,7 @@ int main(int argc, char** argv) {
       absl::StrFormat("%.1f us per call",
                       absl::ToDoubleMicroseconds(absl::Now() - start) / 1000));
 
-  s.Step("8. hosts.Shutdown(): stop every proc, reap it, stop the host");
+  s.Step("9. hosts.Shutdown(): stop every proc, reap it, stop the host");
   if (absl::Status shut = hosts->Shutdown(); !shut.ok()) return Fail(shut);
   int alive = 0;
   for (pid_t pid : pids) alive += Alive(pid) ? 1 : 0;

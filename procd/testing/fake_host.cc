@@ -1,3 +1,4 @@
+#include "lib/channel/proc_channel.h"
 #include "procd/testing/fake_host.h"
 
 #include <fcntl.h>
@@ -27,8 +28,6 @@ namespace mesh::testing {
 namespace {
 
 // The proc's channel fd, as hostd gives it.
-constexpr int kChildChannelFd = 3;
-constexpr char kChannelFdEnv[] = "HOSTMESH_CHANNEL_FD";
 
 absl::Status Errno(const std::string& what) {
   return absl::ErrnoToStatus(errno, what);
@@ -81,7 +80,7 @@ absl::StatusOr<std::unique_ptr<FakeHost>> FakeHost::Start(Options options) {
   }
   FdCloser host_end(pair[0]);
   // dup2 onto itself would keep close-on-exec: keep the child's end off 3.
-  if (pair[1] == kChildChannelFd) {
+  if (pair[1] == kChannelChildFd) {
     int moved = fcntl(pair[1], F_DUPFD_CLOEXEC, 10);
     if (moved < 0) return Errno("fcntl(F_DUPFD_CLOEXEC)");
     close(pair[1]);
@@ -96,7 +95,7 @@ absl::StatusOr<std::unique_ptr<FakeHost>> FakeHost::Start(Options options) {
   posix_spawn_file_actions_adddup2(&actions, output_fd, STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(&actions, output_fd, STDERR_FILENO);
   if (options.give_channel) {
-    posix_spawn_file_actions_adddup2(&actions, pair[1], kChildChannelFd);
+    posix_spawn_file_actions_adddup2(&actions, pair[1], kChannelChildFd);
   }
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
@@ -121,7 +120,7 @@ absl::StatusOr<std::unique_ptr<FakeHost>> FakeHost::Start(Options options) {
     }
   }
   if (options.give_channel) {
-    env.push_back(absl::StrCat(kChannelFdEnv, "=", kChildChannelFd));
+    env.push_back(absl::StrCat(kChannelFdEnv, "=", kChannelChildFd));
   }
   std::vector<char*> envp;
   for (std::string& e : env) envp.push_back(e.data());

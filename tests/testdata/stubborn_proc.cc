@@ -21,7 +21,7 @@ int main() {
   absl::StatusOr<std::optional<int>> fd = mesh::HostLink::ChannelFdFromEnv();
   if (!fd.ok() || !fd->has_value()) {
     std::fprintf(stderr, "stubborn_proc: no %s\n",
-                 mesh::HostLink::kChannelFdEnv);
+                 mesh::kChannelFdEnv);
     return 1;
   }
   absl::StatusOr<std::unique_ptr<mesh::HostLink>> link =

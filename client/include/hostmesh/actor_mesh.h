@@ -99,9 +99,10 @@ class ActorMesh {
   //   COUNT        value = how many ranks replied without error
   //   SUM/MIN/MAX  value = the fold of the numeric field `field` (empty:
   //                "value") of the replies; hosts read it by reflection, so
-  //                the reply type must be one the hosts know (the built-in
-  //                messages of proto/actors.proto; a type only your procs
-  //                link is an error per rank)
+  //                the reply type must be one hostd knows (protobuf's
+  //                well-known types, e.g. google.protobuf.DoubleValue, and
+  //                hostd's own); any other type fails each rank with
+  //                INVALID_ARGUMENT naming it
   //   FIRST_ERROR  only the error of the lowest failing rank, if any
   //
   // Every fold counts `ok` and `failed` ranks and carries the first error

@@ -1,0 +1,542 @@
+// The client's side of the relay: Client, and ActorMesh's Cast, Call and
+// Reduce, against fake hosts (in-process Relay servers that answer for
+// their procs' actors). hostd's real routing is tested in tests/.
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <deque>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "catch2/catch.hpp"
+#include "hostmesh/hostmesh.h"
+#include "lib/mailbox/mailbox.h"
+#include "lib/mailbox/reduce.h"
+#include "lib/relay/relay_stream.h"
+#include "lib/status.h"
+#include "proto/actors.pb.h"
+#include "proto/host.grpc.pb.h"
+
+namespace mesh {
+namespace {
+
+constexpr absl::Duration kWait = absl::Seconds(30);
+
+// A host's Relay service that answers for its procs' actors itself: each
+// cast target gets an Echo reply naming it ("<proc>/<actor>#<rank>"), a
+// reduced cast one Reduced, folded here. Procs in `gone` are reported lost
+// (MailboxLost) instead, procs in `silent` never answer; a `mute` host
+// answers nothing, a `breaking` host cancels the stream that brought an
+// envelope. Thread-safe.
+class FakeHost final : public v1::Relay::CallbackService {
+ public:
+  FakeHost() {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port);
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+    REQUIRE(server_ != nullptr);
+    address_ = absl::StrCat("127.0.0.1:", port);
+  }
+  ~FakeHost() {
+    server_->Shutdown(std::chrono::system_clock::now());
+    server_->Wait();
+  }
+
+  const std::string& address() const { return address_; }
+
+  void SetGone(std::set<std::string> procs) {
+    absl::MutexLock lock(&mu_);
+    gone_ = std::move(procs);
+  }
+  void SetSilent(std::set<std::string> procs) {
+    absl::MutexLock lock(&mu_);
+    silent_ = std::move(procs);
+  }
+  void SetMute(bool mute) {
+    absl::MutexLock lock(&mu_);
+    mute_ = mute;
+  }
+  void SetBreaking(bool breaking) {
+    absl::MutexLock lock(&mu_);
+    breaking_ = breaking;
+  }
+  std::vector<std::string> senders() {
+    absl::MutexLock lock(&mu_);
+    return senders_;
+  }
+  std::vector<v1::Envelope> received() {
+    absl::MutexLock lock(&mu_);
+    return received_;
+  }
+  bool WaitStreams(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return senders_.size() >= n;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), kWait);
+  }
+  bool WaitReceived(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return received_.size() >= n;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), kWait);
+  }
+  // Writes `frame` on every open stream.
+  void Push(const v1::RelayFrame& frame) {
+    absl::MutexLock lock(&mu_);
+    for (Stream* stream : streams_) stream->Write({frame});
+  }
+
+ private:
+  class Stream final
+      : public grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame> {
+   public:
+    Stream(FakeHost* host, grpc::CallbackServerContext* context)
+        : host_(host), context_(context) {
+      StartRead(&in_);
+    }
+
+    void Write(std::vector<v1::RelayFrame> frames) {
+      absl::MutexLock lock(&mu_);
+      for (auto& frame : frames) out_.push_back(std::move(frame));
+      if (!writing_ && !out_.empty() && !finished_) WriteFrontLocked();
+    }
+    void Cancel() { context_->TryCancel(); }
+
+    void OnReadDone(bool ok) override {
+      if (!ok) {
+        absl::MutexLock lock(&mu_);
+        read_done_ = true;
+        MaybeFinishLocked();
+        return;
+      }
+      std::vector<v1::RelayFrame> answers;
+      bool cancel = host_->Answer(in_.envelope(), &answers);
+      if (cancel) {
+        Cancel();
+      } else {
+        Write(std::move(answers));
+      }
+      in_.Clear();
+      StartRead(&in_);
+    }
+    void OnWriteDone(bool ok) override {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      out_.pop_front();
+      if (ok && !out_.empty()) {
+        WriteFrontLocked();
+      } else {
+        MaybeFinishLocked();
+      }
+    }
+    void OnDone() override {
+      host_->Remove(this);
+      delete this;
+    }
+
+   private:
+    void WriteFrontLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      writing_ = true;
+      StartWrite(&out_.front());
+    }
+    void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if (read_done_ && !writing_ && !finished_) {
+        finished_ = true;
+        Finish(grpc::Status::OK);
+      }
+    }
+
+    FakeHost* const host_;
+    grpc::CallbackServerContext* const context_;
+    v1::RelayFrame in_;
+    absl::Mutex mu_;
+    std::deque<v1::RelayFrame> out_ ABSL_GUARDED_BY(mu_);
+    bool writing_ ABSL_GUARDED_BY(mu_) = false;
+    bool read_done_ ABSL_GUARDED_BY(mu_) = false;
+    bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  };
+
+  grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame>* Connect(
+      grpc::CallbackServerContext* context) override {
+    std::string sender;
+    auto it = context->client_metadata().find(kRelaySenderMetadata);
+    if (it != context->client_metadata().end()) {
+      sender = std::string(it->second.data(), it->second.size());
+    }
+    absl::MutexLock lock(&mu_);
+    senders_.push_back(sender);
+    auto* stream = new Stream(this, context);
+    streams_.insert(stream);
+    return stream;
+  }
+
+  void Remove(Stream* stream) {
+    absl::MutexLock lock(&mu_);
+    streams_.erase(stream);
+  }
+
+  // The frames that answer `envelope`; true to break the stream instead.
+  bool Answer(const v1::Envelope& envelope,
+              std::vector<v1::RelayFrame>* answers) {
+    absl::MutexLock lock(&mu_);
+    received_.push_back(envelope);
+    if (breaking_) return true;
+    if (mute_ || !envelope.has_reply_to()) return false;
+    std::vector<uint64_t> ranks;
+    for (const v1::CastTarget& target : envelope.targets()) {
+      ranks.push_back(target.cast_rank());
+    }
+    ReplyFold fold(envelope.reduce(), envelope.reduce_field(), ranks);
+    for (const v1::CastTarget& target : envelope.targets()) {
+      if (gone_.count(target.proc()) > 0) {
+        v1::RelayFrame lost;
+        lost.mutable_lost()->set_host(address_);
+        lost.mutable_lost()->set_mailbox(target.proc());
+        *lost.mutable_lost()->mutable_reason() = ToErrorProto(
+            absl::UnavailableError(absl::StrCat(target.proc(), " exited")));
+        answers->push_back(lost);
+        fold.Fail(target.cast_rank(), absl::UnavailableError("gone"));
+        continue;
+      }
+      if (silent_.count(target.proc()) > 0) continue;
+      v1::Echo echo;
+      echo.set_text(absl::StrCat(target.proc(), "/", target.actor(), "#",
+                                 target.cast_rank()));
+      v1::Envelope reply = EnvelopeToPort(envelope.reply_to(), echo);
+      reply.set_correlation(target.cast_rank());
+      if (envelope.reduce() == v1::REDUCE_NONE) {
+        answers->emplace_back().mutable_envelope()->Swap(&reply);
+      } else {
+        fold.Add(std::move(reply));
+      }
+    }
+    if (envelope.reduce() != v1::REDUCE_NONE) {
+      v1::Reduced reduced = std::move(fold).Finish(
+          absl::DeadlineExceededError("did not reply in time"));
+      v1::Envelope reply = EnvelopeToPort(envelope.reply_to(), reduced);
+      answers->emplace_back().mutable_envelope()->Swap(&reply);
+    }
+    return false;
+  }
+
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+  absl::Mutex mu_;
+  std::set<Stream*> streams_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> senders_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::Envelope> received_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> gone_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> silent_ ABSL_GUARDED_BY(mu_);
+  bool mute_ ABSL_GUARDED_BY(mu_) = false;
+  bool breaking_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+std::shared_ptr<Client> NewClient() {
+  absl::StatusOr<std::shared_ptr<Client>> client = Client::Create();
+  REQUIRE(client.ok());
+  return *client;
+}
+
+// An actor mesh "a" over procs p0..p{n-1}, rank i on hosts[i % hosts.size()].
+ActorMesh MeshOn(std::shared_ptr<Client> client,
+                 const std::vector<std::string>& hosts, size_t n) {
+  std::vector<v1::ActorRef> refs;
+  for (size_t rank = 0; rank < n; ++rank) {
+    v1::ActorRef& ref = refs.emplace_back();
+    ref.set_host(hosts[rank % hosts.size()]);
+    ref.set_proc(absl::StrCat("p", rank));
+    ref.set_actor("a");
+    ref.set_rank(rank);
+  }
+  return ActorMesh(std::move(client), "a", "mesh.echo", Extent({{"procs", n}}),
+                   std::move(refs));
+}
+
+// A 127.0.0.1 address nothing listens on.
+std::string ClosedAddress() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  socklen_t len = sizeof(addr);
+  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  close(fd);
+  return absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+}
+
+TEST_CASE("a client's mailbox is client:<16 hex> and its ports have no host") {
+  std::shared_ptr<Client> client = NewClient();
+  CHECK(client->id().size() == 7 + 16);
+  CHECK(absl::StartsWith(client->id(), "client:"));
+  CHECK(client->id() != NewClient()->id());
+  Port<v1::Echo> port = client->OpenPort<v1::Echo>();
+  CHECK(port.ref().host().empty());
+  CHECK(port.ref().mailbox() == client->id());
+  CHECK(client->supervisor_port().mailbox() == client->id());
+  CHECK(client->Connect("").code() == absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("Connect opens one relay stream that names the client") {
+  FakeHost host;
+  std::shared_ptr<Client> client = NewClient();
+  REQUIRE(client->Connect(host.address()).ok());
+  REQUIRE(client->Connect(host.address()).ok());
+  REQUIRE(host.WaitStreams(1));
+  CHECK(host.senders() == std::vector<std::string>{client->id()});
+
+  SECTION("and the host reaches the client's ports over it") {
+    Port<v1::Echo> port = client->OpenPort<v1::Echo>();
+    v1::Echo echo;
+    echo.set_text("from the host");
+    v1::RelayFrame frame;
+    *frame.mutable_envelope() = EnvelopeToPort(port.ref(), echo);
+    host.Push(frame);
+    absl::StatusOr<v1::Echo> got = port.Recv(kWait);
+    REQUIRE(got.ok());
+    CHECK(got->text() == "from the host");
+  }
+  SECTION("supervision events reach the handler") {
+    absl::Mutex mu;
+    std::string failed;
+    client->OnSupervisionEvent([&](const v1::SupervisionEvent& event) {
+      absl::MutexLock lock(&mu);
+      failed = event.actor().name();
+    });
+    v1::SupervisionEvent event;
+    event.mutable_actor()->set_name("a0");
+    event.mutable_actor()->set_status(v1::FAILED);
+    v1::RelayFrame frame;
+    *frame.mutable_envelope() =
+        EnvelopeToPort(client->supervisor_port(), event);
+    host.Push(frame);
+    absl::MutexLock lock(&mu);
+    auto got = [&]() { return !failed.empty(); };
+    REQUIRE(mu.AwaitWithTimeout(absl::Condition(&got), kWait));
+    CHECK(failed == "a0");
+  }
+}
+
+TEST_CASE("Cast sends one envelope per host listing that host's ranks") {
+  FakeHost h0;
+  FakeHost h1;
+  std::shared_ptr<Client> client = NewClient();
+  ActorMesh mesh = MeshOn(client, {h0.address(), h1.address()}, 4);
+  v1::Echo echo;
+  echo.set_text("hi");
+  REQUIRE(mesh.Cast(echo).ok());
+  REQUIRE(h0.WaitReceived(1));
+  REQUIRE(h1.WaitReceived(1));
+  v1::Envelope to_h1 = h1.received()[0];
+  CHECK(to_h1.to_host() == h1.address());
+  CHECK(to_h1.to_mailbox().empty());
+  CHECK(to_h1.dest_case() == v1::Envelope::DEST_NOT_SET);
+  CHECK_FALSE(to_h1.has_reply_to());
+  CHECK(to_h1.sender() == client->id());
+  REQUIRE(to_h1.targets_size() == 2);
+  CHECK(to_h1.targets(0).proc() == "p1");
+  CHECK(to_h1.targets(0).actor() == "a");
+  CHECK(to_h1.targets(0).cast_rank() == 1);
+  CHECK(to_h1.targets(1).proc() == "p3");
+  CHECK(to_h1.targets(1).cast_rank() == 3);
+  CHECK(h0.received().size() == 1);
+
+  SECTION("a slice casts with view ranks") {
+    absl::StatusOr<ActorMesh> tail = mesh.Slice("procs", 2, 4);
+    REQUIRE(tail.ok());
+    REQUIRE(tail->Cast(echo).ok());
+    REQUIRE(h1.WaitReceived(2));
+    v1::Envelope sliced = h1.received()[1];
+    REQUIRE(sliced.targets_size() == 1);
+    CHECK(sliced.targets(0).proc() == "p3");
+    CHECK(sliced.targets(0).cast_rank() == 1);
+  }
+}
+
+TEST_CASE("Call gathers one reply per rank, in rank order") {
+  FakeHost h0;
+  FakeHost h1;
+  std::shared_ptr<Client> client = NewClient();
+  ActorMesh mesh = MeshOn(client, {h0.address(), h1.address()}, 5);
+  auto replies = mesh.Call<v1::Echo>(v1::Echo(), kWait);
+  REQUIRE(replies.size() == 5);
+  for (size_t rank = 0; rank < 5; ++rank) {
+    INFO(rank);
+    REQUIRE(replies[rank].ok());
+    CHECK(replies[rank]->text() == absl::StrCat("p", rank, "/a#", rank));
+  }
+  // One stream per host, however many calls.
+  mesh.Call<v1::Echo>(v1::Echo(), kWait);
+  CHECK(h0.senders().size() == 1);
+  CHECK(h1.senders().size() == 1);
+}
+
+TEST_CASE("a proc that is gone fails its ranks at once, naming them") {
+  FakeHost host;
+  host.SetGone({"p1"});
+  std::shared_ptr<Client> client = NewClient();
+  ActorMesh mesh = MeshOn(client, {host.address()}, 3);
+  // Far longer than the test may take: the loss must be what ends it.
+  auto replies = mesh.Call<v1::Echo>(v1::Echo(), absl::Hours(1));
+  REQUIRE(replies.size() == 3);
+  CHECK(replies[0].ok());
+  CHECK(replies[2].ok());
+  absl::Status gone = replies[1].status();
+  CHECK(gone.code() == absl::StatusCode::kUnavailable);
+  CHECK(std::string(gone.message()) ==
+        absl::StrCat("rank 1 (actor p1/a on host ", host.address(),
+                     ") is gone: p1 exited"));
+}
+
+TEST_CASE("a rank that does not answer fails with DEADLINE_EXCEEDED") {
+  FakeHost host;
+  host.SetSilent({"p0"});
+  std::shared_ptr<Client> client = NewClient();
+  ActorMesh mesh = MeshOn(client, {host.address()}, 2);
+  auto replies = mesh.Call<v1::Echo>(v1::Echo(), absl::Milliseconds(300));
+  CHECK(replies[1].ok());
+  CHECK(replies[0].status().code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK(std::string(replies[0].status().message()) ==
+        absl::StrCat("rank 0 (actor p0/a on host ", host.address(),
+                     ") did not reply within 300ms"));
+}
+
+TEST_CASE(
+    "a broken host stream fails that host's ranks; the next send "
+    "reopens it") {
+  FakeHost good;
+  FakeHost bad;
+  bad.SetBreaking(true);
+  std::shared_ptr<Client> client = NewClient();
+  ActorMesh mesh = MeshOn(client, {good.address(), bad.address()}, 4);
+  auto replies = mesh.Call<v1::Echo>(v1::Echo(), absl::Hours(1));
+  CHECK(replies[0].ok());
+  CHECK(replies[2].ok());
+  for (size_t rank : {1, 3}) {
+    INFO(rank);
+    CHECK(replies[rank].status().code() == absl::StatusCode::kUnavailable);
+    CHECK_THAT(std::string(replies[rank].status().message()),
+               Catch::Contains(absl::StrCat("on host ", bad.address(),
+                                            ") is gone: relay stream to host ",
+                                            bad.address(), " ended")));
+  }
+
+  bad.SetBreaking(false);
+  // The stream that broke may still be on its way out; then a send fails
+  // once more (UNAVAILABLE) and the following one opens a new stream.
+  bool all_ok = false;
+  for (int attempt = 0; attempt < 50 && !all_ok; ++attempt) {
+    auto again = mesh.Call<v1::Echo>(v1::Echo(), kWait);
+    all_ok = true;
+    for (const auto& reply : again) all_ok = all_ok && reply.ok();
+  }
+  CHECK(all_ok);
+  CHECK(bad.senders().size() >= 2);
+}
+
+TEST_CASE("ranks on a host nobody listens on fail with UNAVAILABLE") {
+  FakeHost good;
+  std::string nowhere = ClosedAddress();
+  std::shared_ptr<Client> client = NewClient();
+  ActorMesh mesh = MeshOn(client, {good.address(), nowhere}, 2);
+  auto replies = mesh.Call<v1::Echo>(v1::Echo(), absl::Hours(1));
+  CHECK(replies[0].ok());
+  CHECK(replies[1].status().code() == absl::StatusCode::kUnavailable);
+  CHECK_THAT(std::string(replies[1].status().message()),
+             Catch::Contains(nowhere));
+}
+
+TEST_CASE("Reduce combines one answer per host") {
+  FakeHost h0;
+  FakeHost h1;
+  std::shared_ptr<Client> client = NewClient();
+  ActorMesh mesh = MeshOn(client, {h0.address(), h1.address()}, 5);
+
+  SECTION("COUNT counts every rank that replied") {
+    absl::StatusOr<v1::Reduced> count =
+        mesh.Reduce(v1::Echo(), v1::REDUCE_COUNT, kWait);
+    REQUIRE(count.ok());
+    CHECK(count->ok() == 5);
+    CHECK(count->failed() == 0);
+    CHECK(count->value() == 5);
+    // Each host got one envelope for its ranks, with the fold asked for.
+    REQUIRE(h1.received().size() == 1);
+    CHECK(h1.received()[0].reduce() == v1::REDUCE_COUNT);
+    CHECK(h1.received()[0].targets_size() == 2);
+    CHECK(h1.received()[0].reduce_timeout_ms() == 30000);
+  }
+  SECTION("COLLECT keeps every reply in rank order") {
+    absl::StatusOr<v1::Reduced> all =
+        mesh.Reduce(v1::Echo(), v1::REDUCE_COLLECT, kWait);
+    REQUIRE(all.ok());
+    REQUIRE(all->replies_size() == 5);
+    for (int rank = 0; rank < 5; ++rank) {
+      CHECK(all->replies(rank).correlation() == static_cast<uint64_t>(rank));
+      CHECK(UnpackPayload<v1::Echo>(all->replies(rank))->text() ==
+            absl::StrCat("p", rank, "/a#", rank));
+    }
+  }
+  SECTION("a proc that is gone counts as failed, with the host's error") {
+    h1.SetGone({"p3"});
+    absl::StatusOr<v1::Reduced> count =
+        mesh.Reduce(v1::Echo(), v1::REDUCE_COUNT, kWait);
+    REQUIRE(count.ok());
+    CHECK(count->ok() == 4);
+    CHECK(count->failed() == 1);
+    CHECK(count->first_error_rank() == 3);
+  }
+  SECTION("a host that does not answer fails all its ranks") {
+    h1.SetMute(true);
+    absl::StatusOr<v1::Reduced> count =
+        mesh.Reduce(v1::Echo(), v1::REDUCE_COUNT, absl::Milliseconds(100));
+    REQUIRE(count.ok());
+    CHECK(count->ok() == 3);
+    CHECK(count->failed() == 2);
+    CHECK(count->first_error_rank() == 1);
+    absl::Status first = FromErrorProto(count->first_error());
+    CHECK(first.code() == absl::StatusCode::kDeadlineExceeded);
+    CHECK(std::string(first.message()) ==
+          absl::StrCat("rank 1 (actor p1/a on host ", h1.address(), "): host ",
+                       h1.address(), " did not answer within 1.1s"));
+  }
+  SECTION("REDUCE_NONE and unknown folds are INVALID_ARGUMENT") {
+    CHECK(mesh.Reduce(v1::Echo(), v1::REDUCE_NONE).status().code() ==
+          absl::StatusCode::kInvalidArgument);
+    CHECK(
+        mesh.Reduce(v1::Echo(), static_cast<v1::Reduce>(99)).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  }
+}
+
+TEST_CASE("a host that is gone fails a Reduce's ranks on it at once") {
+  FakeHost good;
+  std::string nowhere = ClosedAddress();
+  std::shared_ptr<Client> client = NewClient();
+  ActorMesh mesh = MeshOn(client, {good.address(), nowhere}, 4);
+  absl::StatusOr<v1::Reduced> count =
+      mesh.Reduce(v1::Echo(), v1::REDUCE_COUNT, absl::Hours(1));
+  REQUIRE(count.ok());
+  CHECK(count->ok() == 2);
+  CHECK(count->failed() == 2);
+  CHECK(FromErrorProto(count->first_error()).code() ==
+        absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace mesh
