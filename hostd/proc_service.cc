@@ -53,11 +53,13 @@ grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* context,
 ProcService::ProcService(ProcManager* manager, ProcChannels* channels)
     : manager_(manager), channels_(channels) {}
 
-template <typename Response>
+template <typename Request, typename Response>
 grpc::ServerUnaryReactor* ProcService::Relay(
-    grpc::CallbackServerContext* context, const std::string& proc,
-    v1::ProcRequest request, absl::Duration wait, Response* response,
-    bool (*take)(v1::ProcResponse&, Response*)) {
+    grpc::CallbackServerContext* context, const Request& request,
+    Request* (v1::ProcRequest::*put)(), bool (v1::ProcResponse::*has)() const,
+    Response* (v1::ProcResponse::*take)(), absl::Duration wait,
+    Response* response) {
+  const std::string& proc = request.proc();
   if (absl::Status valid = ValidateName(proc, "proc"); !valid.ok()) {
     return Refuse(context, valid);
   }
@@ -76,13 +78,19 @@ grpc::ServerUnaryReactor* ProcService::Relay(
   absl::Time call_deadline = absl::FromChrono(context->deadline());
   if (call_deadline < deadline) deadline = call_deadline;
 
+  v1::ProcRequest relayed;
+  *(relayed.*put)() = request;
   auto* reactor = new RelayedCall(channels_);
   uint64_t id = channels_->Request(
-      proc, std::move(request), deadline,
-      [reactor, response, take, proc](absl::StatusOr<v1::ProcResponse> r) {
-        if (r.ok() && !take(*r, response)) {
-          r = absl::InternalError(absl::StrCat(
-              "proc \"", proc, "\" answered with the wrong response"));
+      proc, std::move(relayed), deadline,
+      [reactor, response, has, take, proc](absl::StatusOr<v1::ProcResponse> r) {
+        if (r.ok()) {
+          if (((*r).*has)()) {
+            *response = std::move(*((*r).*take)());
+          } else {
+            r = absl::InternalError(absl::StrCat(
+                "proc \"", proc, "\" answered with the wrong response"));
+          }
         }
         reactor->Finish(ToGrpcStatus(r.status()));
       });
@@ -93,115 +101,69 @@ grpc::ServerUnaryReactor* ProcService::Relay(
 grpc::ServerUnaryReactor* ProcService::CreateOrUpdateActor(
     grpc::CallbackServerContext* context,
     const v1::CreateOrUpdateActorRequest* request, v1::ActorState* response) {
-  v1::ProcRequest relayed;
-  *relayed.mutable_create_actor() = *request;
-  return Relay<v1::ActorState>(
-      context, request->proc(), std::move(relayed), absl::ZeroDuration(),
-      response, [](v1::ProcResponse& r, v1::ActorState* out) {
-        if (!r.has_actor()) return false;
-        *out = std::move(*r.mutable_actor());
-        return true;
-      });
+  return Relay(context, *request, &v1::ProcRequest::mutable_create_actor,
+               &v1::ProcResponse::has_actor, &v1::ProcResponse::mutable_actor,
+               absl::ZeroDuration(), response);
 }
 
 grpc::ServerUnaryReactor* ProcService::GetActorState(
     grpc::CallbackServerContext* context,
     const v1::GetActorStateRequest* request, v1::ActorState* response) {
-  v1::ProcRequest relayed;
-  *relayed.mutable_get_actor() = *request;
-  return Relay<v1::ActorState>(
-      context, request->proc(), std::move(relayed), absl::ZeroDuration(),
-      response, [](v1::ProcResponse& r, v1::ActorState* out) {
-        if (!r.has_actor()) return false;
-        *out = std::move(*r.mutable_actor());
-        return true;
-      });
+  return Relay(context, *request, &v1::ProcRequest::mutable_get_actor,
+               &v1::ProcResponse::has_actor, &v1::ProcResponse::mutable_actor,
+               absl::ZeroDuration(), response);
 }
 
 grpc::ServerUnaryReactor* ProcService::StopActor(
     grpc::CallbackServerContext* context, const v1::StopActorRequest* request,
     v1::ActorState* response) {
-  v1::ProcRequest relayed;
-  *relayed.mutable_stop_actor() = *request;
-  return Relay<v1::ActorState>(
-      context, request->proc(), std::move(relayed), absl::ZeroDuration(),
-      response, [](v1::ProcResponse& r, v1::ActorState* out) {
-        if (!r.has_actor()) return false;
-        *out = std::move(*r.mutable_actor());
-        return true;
-      });
+  return Relay(context, *request, &v1::ProcRequest::mutable_stop_actor,
+               &v1::ProcResponse::has_actor, &v1::ProcResponse::mutable_actor,
+               absl::ZeroDuration(), response);
 }
 
 grpc::ServerUnaryReactor* ProcService::StopAll(
     grpc::CallbackServerContext* context, const v1::StopAllRequest* request,
     v1::StopAllResponse* response) {
-  v1::ProcRequest relayed;
-  *relayed.mutable_stop_all() = *request;
-  return Relay<v1::StopAllResponse>(
-      context, request->proc(), std::move(relayed), absl::ZeroDuration(),
-      response, [](v1::ProcResponse& r, v1::StopAllResponse* out) {
-        if (!r.has_stop_all()) return false;
-        *out = std::move(*r.mutable_stop_all());
-        return true;
-      });
+  return Relay(context, *request, &v1::ProcRequest::mutable_stop_all,
+               &v1::ProcResponse::has_stop_all,
+               &v1::ProcResponse::mutable_stop_all, absl::ZeroDuration(),
+               response);
 }
 
 grpc::ServerUnaryReactor* ProcService::ListActors(
     grpc::CallbackServerContext* context, const v1::ListActorsRequest* request,
     v1::ListActorsResponse* response) {
-  v1::ProcRequest relayed;
-  *relayed.mutable_list_actors() = *request;
-  return Relay<v1::ListActorsResponse>(
-      context, request->proc(), std::move(relayed), absl::ZeroDuration(),
-      response, [](v1::ProcResponse& r, v1::ListActorsResponse* out) {
-        if (!r.has_list_actors()) return false;
-        *out = std::move(*r.mutable_list_actors());
-        return true;
-      });
+  return Relay(context, *request, &v1::ProcRequest::mutable_list_actors,
+               &v1::ProcResponse::has_list_actors,
+               &v1::ProcResponse::mutable_list_actors, absl::ZeroDuration(),
+               response);
 }
 
 grpc::ServerUnaryReactor* ProcService::WaitActors(
     grpc::CallbackServerContext* context, const v1::WaitActorsRequest* request,
     v1::WaitActorsResponse* response) {
-  v1::ProcRequest relayed;
-  *relayed.mutable_wait_actors() = *request;
-  return Relay<v1::WaitActorsResponse>(
-      context, request->proc(), std::move(relayed),
-      TimeoutOr(request->timeout_ms(), kDefaultWait), response,
-      [](v1::ProcResponse& r, v1::WaitActorsResponse* out) {
-        if (!r.has_wait_actors()) return false;
-        *out = std::move(*r.mutable_wait_actors());
-        return true;
-      });
+  return Relay(context, *request, &v1::ProcRequest::mutable_wait_actors,
+               &v1::ProcResponse::has_wait_actors,
+               &v1::ProcResponse::mutable_wait_actors,
+               TimeoutOr(request->timeout_ms(), kDefaultWait), response);
 }
 
 grpc::ServerUnaryReactor* ProcService::GetProcInfo(
     grpc::CallbackServerContext* context, const v1::GetProcInfoRequest* request,
     v1::ProcInfo* response) {
-  v1::ProcRequest relayed;
-  *relayed.mutable_get_info() = *request;
-  return Relay<v1::ProcInfo>(
-      context, request->proc(), std::move(relayed), absl::ZeroDuration(),
-      response, [](v1::ProcResponse& r, v1::ProcInfo* out) {
-        if (!r.has_info()) return false;
-        *out = std::move(*r.mutable_info());
-        return true;
-      });
+  return Relay(context, *request, &v1::ProcRequest::mutable_get_info,
+               &v1::ProcResponse::has_info, &v1::ProcResponse::mutable_info,
+               absl::ZeroDuration(), response);
 }
 
 grpc::ServerUnaryReactor* ProcService::CallActor(
     grpc::CallbackServerContext* context, const v1::CallActorRequest* request,
     v1::CallActorResponse* response) {
-  v1::ProcRequest relayed;
-  *relayed.mutable_call_actor() = *request;
-  return Relay<v1::CallActorResponse>(
-      context, request->proc(), std::move(relayed),
-      TimeoutOr(request->timeout_ms(), kDefaultCall), response,
-      [](v1::ProcResponse& r, v1::CallActorResponse* out) {
-        if (!r.has_call_actor()) return false;
-        *out = std::move(*r.mutable_call_actor());
-        return true;
-      });
+  return Relay(context, *request, &v1::ProcRequest::mutable_call_actor,
+               &v1::ProcResponse::has_call_actor,
+               &v1::ProcResponse::mutable_call_actor,
+               TimeoutOr(request->timeout_ms(), kDefaultCall), response);
 }
 
 }  // namespace mesh

@@ -52,14 +52,16 @@ class ProcService final : public v1::Proc::CallbackService {
                                       v1::CallActorResponse* response) override;
 
  private:
-  // Relays `request` to `proc`; `take` moves the answer from the proc's
-  // response into the call's (an error if the response lacks it).
-  // `wait` is how long the proc itself may take (its own timeout).
-  template <typename Response>
+  // Relays `request` to its proc as ProcRequest field `put`, and answers
+  // with ProcResponse field `take` (checked with `has`). `wait` is how long
+  // the proc itself may take (the request's own timeout).
+  template <typename Request, typename Response>
   grpc::ServerUnaryReactor* Relay(
-      grpc::CallbackServerContext* context, const std::string& proc,
-      v1::ProcRequest request, absl::Duration wait, Response* response,
-      bool (*take)(v1::ProcResponse&, Response*));
+      grpc::CallbackServerContext* context, const Request& request,
+      Request* (v1::ProcRequest::*put)(),
+      bool (v1::ProcResponse::*has)() const,
+      Response* (v1::ProcResponse::*take)(), absl::Duration wait,
+      Response* response);
 
   ProcManager* const manager_;
   ProcChannels* const channels_;

@@ -10,10 +10,13 @@
 #include "catch2/catch.hpp"
 #include "hostmesh/hostmesh.h"
 #include "proto/actors.pb.h"
+#include "lib/testing/sockets.h"
 #include "tests/testing/test_host.h"
 
 namespace mesh {
 namespace {
+
+using testing::ListeningSockets;
 
 std::shared_ptr<Client> NewClient() {
   absl::StatusOr<std::shared_ptr<Client>> client = Client::Create();
@@ -326,6 +329,116 @@ TEST_CASE(
   REQUIRE(pids.size() == 4);
   for (pid_t pid : pids) CHECK_FALSE(testing::IsAlive(pid));
   CHECK(testing::LiveInGroups(pids).empty());
+}
+
+TEST_CASE(
+    "during a 16-proc mesh only hostd listens: no proc and not the client "
+    "holds a listening socket of any family") {
+  auto client = NewClient();
+  absl::StatusOr<HostMesh> hosts = HostMesh::Local(WithClient(client));
+  REQUIRE(hosts.ok());
+  absl::StatusOr<ProcMesh> procs = hosts->Spawn("quiet", 16);
+  REQUIRE(procs.ok());
+  absl::StatusOr<ActorMesh> echo = procs->Spawn("a0", "mesh.echo");
+  REQUIRE(echo.ok());
+  // Traffic in both directions is flowing while we look.
+  REQUIRE(RanksOf(echo->Call<v1::ActorIdReply>(v1::GetActorId())).size() ==
+          16);
+  for (const v1::ProcState& proc : procs->procs()) {
+    INFO(proc.name());
+    CHECK(ListeningSockets(proc.pid()).empty());
+  }
+  CHECK(ListeningSockets(getpid()).empty());
+  // hostd is the one door.
+  v1::HostInfo info;
+  auto stub = v1::Host::NewStub(client->Channel(hosts->addresses()[0]));
+  REQUIRE(stub->GetHostInfo(testing::Context().get(), {}, &info).ok());
+  CHECK_FALSE(ListeningSockets(info.pid()).empty());
+}
+
+TEST_CASE(
+    "an actor on one host reaches an actor on another host host to host, and "
+    "the reply comes back on the client's own stream") {
+  auto client = NewClient();
+  absl::StatusOr<HostMesh> hosts = HostMesh::Process(2, WithClient(client));
+  REQUIRE(hosts.ok());
+  absl::StatusOr<ProcMesh> procs = hosts->Spawn("x", 1);
+  REQUIRE(procs.ok());
+  absl::StatusOr<ActorMesh> echo = procs->Spawn("a0", "mesh.echo");
+  REQUIRE(echo.ok());
+  REQUIRE(echo->actor(0).host() != echo->actor(1).host());
+
+  // Rank 0 (host 0) forwards GetActorId to rank 1 (host 1), whose reply
+  // goes to a port of this client.
+  auto port = client->OpenPort<v1::ActorIdReply>();
+  v1::Forward forward;
+  *forward.mutable_to() = echo->actor(1);
+  v1::GetActorId get_id;
+  forward.mutable_payload()->PackFrom(get_id);
+  *forward.mutable_reply_to() = port.ref();
+  absl::StatusOr<ActorMesh> rank0 = echo->Slice("hosts", 0);
+  REQUIRE(rank0.ok());
+  auto forwarded = rank0->Call<v1::Forwarded>(forward);
+  REQUIRE(forwarded.size() == 1);
+  REQUIRE(forwarded[0].ok());
+  absl::StatusOr<v1::ActorIdReply> reply = port.Recv(absl::Seconds(20));
+  REQUIRE(reply.ok());
+  CHECK(reply->rank() == 1);
+  CHECK(reply->id().host() == echo->actor(1).host());
+  CHECK(reply->pid() == procs->procs()[1].pid());
+}
+
+TEST_CASE(
+    "Reduce folds on each host and across hosts: sum, min, max, count, "
+    "collect, first error") {
+  auto client = NewClient();
+  absl::StatusOr<HostMesh> hosts = HostMesh::Process(2, WithClient(client));
+  REQUIRE(hosts.ok());
+  absl::StatusOr<ProcMesh> procs = hosts->Spawn("r", 3);
+  REQUIRE(procs.ok());
+  absl::StatusOr<ActorMesh> counters = procs->Spawn("c", "mesh.counter");
+  REQUIRE(counters.ok());
+  // Rank i counts to i + 1.
+  for (size_t rank = 0; rank < 6; ++rank) {
+    absl::StatusOr<ActorMesh> one = counters->Slice("procs", rank % 3);
+    REQUIRE(one.ok());
+    absl::StatusOr<ActorMesh> cell = one->Slice("hosts", rank / 3);
+    REQUIRE(cell.ok());
+    v1::Increment increment;
+    increment.set_by(static_cast<int64_t>(rank) + 1);
+    REQUIRE(cell->Call<v1::Count>(increment)[0].ok());
+  }
+  auto reduce = [&](v1::Reduce how, const std::string& field = "") {
+    absl::StatusOr<v1::Reduced> reduced =
+        counters->Reduce(v1::GetCount(), how, absl::Seconds(20), field);
+    REQUIRE(reduced.ok());
+    return *reduced;
+  };
+  CHECK(reduce(v1::REDUCE_SUM).value() == 1 + 2 + 3 + 4 + 5 + 6);
+  CHECK(reduce(v1::REDUCE_MIN).value() == 1);
+  CHECK(reduce(v1::REDUCE_MAX).value() == 6);
+  CHECK(reduce(v1::REDUCE_MAX, "rank").value() == 5);
+  CHECK(reduce(v1::REDUCE_COUNT).value() == 6);
+  v1::Reduced collected = reduce(v1::REDUCE_COLLECT);
+  REQUIRE(collected.replies_size() == 6);
+  for (int rank = 0; rank < 6; ++rank) {
+    v1::Count count;
+    REQUIRE(collected.replies(rank).payload().UnpackTo(&count));
+    CHECK(count.rank() == static_cast<uint64_t>(rank));
+  }
+  v1::Reduced clean = reduce(v1::REDUCE_FIRST_ERROR);
+  CHECK(clean.failed() == 0);
+  CHECK(clean.ok() == 6);
+
+  // A rank whose proc is killed fails with the cause, at once.
+  REQUIRE(kill(procs->procs()[4].pid(), SIGKILL) == 0);
+  absl::Time start = absl::Now();
+  v1::Reduced broken = reduce(v1::REDUCE_FIRST_ERROR);
+  CHECK(absl::Now() - start < absl::Seconds(15));
+  CHECK(broken.failed() == 1);
+  CHECK(broken.first_error_rank() == 4);
+  CHECK(broken.first_error().message().find("r_4") != std::string::npos);
+  CHECK(reduce(v1::REDUCE_SUM).value() == 1 + 2 + 3 + 4 + 6);
 }
 
 }  // namespace
