@@ -6,8 +6,8 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
-#include "lib/names.h"
 #include "lib/grpc_status.h"
+#include "lib/names.h"
 #include "lib/status.h"
 
 namespace mesh {

@@ -28,9 +28,9 @@
 #include "lib/bootstrap/parent_channel.h"
 #include "lib/host_port.h"
 #include "lib/mailbox/mailbox.h"
-#include "proto/actors.pb.h"
 #include "lib/process/signals.h"
 #include "lib/process/supervisor.h"
+#include "proto/actors.pb.h"
 
 namespace mesh {
 namespace {
@@ -117,9 +117,11 @@ int RunHostd(HostdOptions options) {
   // Other hosts, for envelopes routed through them (set once we listen).
   std::unique_ptr<PeerHosts> peers;
   auto router = std::make_unique<Router>(
-      channels.get(), [&peers](const std::string& host, v1::Envelope& e) {
+      channels.get(),
+      [&peers](const std::string& host, v1::Envelope& e) {
         return peers->Send(host, e);
-      });
+      },
+      options.max_message_bytes);
 
   ProcManager::Options manager_options;
   manager_options.procd_path = options.procd_path;
@@ -174,15 +176,21 @@ int RunHostd(HostdOptions options) {
   service.set_address(address);
   manager->set_host_address(address);
   peers = std::make_unique<PeerHosts>(
-      address, [&router](v1::RelayFrame frame) {
+      address,
+      [&router, address](v1::RelayFrame frame) {
+        // What a peer sends back on our stream to it is for us or our procs.
         if (frame.has_envelope()) {
-          router->Route(std::move(*frame.mutable_envelope()), "peer host");
+          router->Route(std::move(*frame.mutable_envelope()),
+                        absl::StrCat("host:", address));
         }
+      },
+      [&router](const v1::Envelope& envelope, const absl::Status& why) {
+        router->Bounce(envelope, why);
       });
   channels->Start(
       address,
-      [&router](v1::Envelope envelope) {
-        router->Route(std::move(envelope), "proc");
+      [&router](const std::string& proc, v1::Envelope envelope) {
+        router->Route(std::move(envelope), proc);
       },
       [&router](const std::string& proc, const absl::Status& why) {
         router->ProcLost(proc, why);

@@ -11,9 +11,12 @@
 
 namespace mesh {
 
-PeerHosts::PeerHosts(std::string self_address,
-                     std::function<void(v1::RelayFrame)> on_frame)
-    : self_address_(std::move(self_address)), on_frame_(std::move(on_frame)) {}
+PeerHosts::PeerHosts(
+    std::string self_address, std::function<void(v1::RelayFrame)> on_frame,
+    std::function<void(const v1::Envelope&, const absl::Status&)> on_unsent)
+    : self_address_(std::move(self_address)),
+      on_frame_(std::move(on_frame)),
+      on_unsent_(std::move(on_unsent)) {}
 
 PeerHosts::~PeerHosts() { Shutdown(); }
 
@@ -27,22 +30,37 @@ absl::Status PeerHosts::Send(const std::string& host, v1::Envelope& envelope) {
   if (it != streams_.end() && !it->second->ended()) {
     return it->second->Send(envelope);
   }
-  if (it != streams_.end()) ended = std::move(it->second);
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  if (it != streams_.end()) {
+    ended = std::move(it->second);
+  } else if (streams_.size() >= kMaxPeers) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "this host already streams to ", kMaxPeers, " other hosts, its limit"));
+  }
+  std::shared_ptr<grpc::Channel>& channel = channels_[host];
+  if (channel == nullptr) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+    args.SetMaxSendMessageSize(kMaxMessageBytes);
+    channel = grpc::CreateCustomChannel(
+        host, grpc::InsecureChannelCredentials(), args);
+  }
   RelayStream::Options options;
   options.sender = absl::StrCat("host:", self_address_);
   options.peer = host;
   std::unique_ptr<RelayStream> stream = RelayStream::Start(
-      grpc::CreateCustomChannel(host, grpc::InsecureChannelCredentials(), args),
-      options, on_frame_,
-      [host](const absl::Status& status, std::vector<v1::RelayFrame> unsent) {
+      channel, options, on_frame_,
+      [host, on_unsent = on_unsent_](const absl::Status& status,
+                                     std::vector<v1::RelayFrame> unsent) {
         LOG(INFO) << "relay stream to host " << host << " ended: " << status
-                  << (unsent.empty()
-                          ? ""
-                          : absl::StrCat("; ", unsent.size(),
-                                         " frames not delivered"));
+                  << (unsent.empty() ? ""
+                                     : absl::StrCat("; ", unsent.size(),
+                                                    " frames not delivered"));
+        absl::Status why = absl::UnavailableError(absl::StrCat(
+            "the stream to host ", host, " ended: ", status.message()));
+        for (const v1::RelayFrame& frame : unsent) {
+          if (frame.has_envelope() && on_unsent)
+            on_unsent(frame.envelope(), why);
+        }
       });
   absl::Status sent = stream->Send(envelope);
   streams_[host] = std::move(stream);

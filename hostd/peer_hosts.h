@@ -2,8 +2,11 @@
 // destination is a proc (or client) reached through another host. One
 // stream per peer host, opened on first use (sender "host:<our address>"),
 // reopened on the next send after it broke; envelopes to one peer go out in
-// the order sent. Frames the peer sends back on it are handed to `on_frame`.
-// Thread-safe; never blocks. Shutdown() ends every stream.
+// the order sent. Frames the peer sends back on it are handed to `on_frame`;
+// envelopes that could not be sent when a stream broke go to `on_unsent`
+// (which answers their reply_to). At most kMaxPeers peers; a stream that
+// ended is replaced on the next send. Thread-safe; never blocks.
+// Shutdown() ends every stream.
 #ifndef HOSTMESH_HOSTD_PEER_HOSTS_H_
 #define HOSTMESH_HOSTD_PEER_HOSTS_H_
 
@@ -15,6 +18,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "grpcpp/channel.h"
 #include "lib/relay/relay_stream.h"
 #include "proto/mailbox.pb.h"
 
@@ -22,8 +26,11 @@ namespace mesh {
 
 class PeerHosts {
  public:
-  PeerHosts(std::string self_address,
-            std::function<void(v1::RelayFrame)> on_frame);
+  static constexpr size_t kMaxPeers = 1024;
+
+  PeerHosts(
+      std::string self_address, std::function<void(v1::RelayFrame)> on_frame,
+      std::function<void(const v1::Envelope&, const absl::Status&)> on_unsent);
   ~PeerHosts();
 
   // Queues `envelope` (moved from on success) for host `host`.
@@ -33,9 +40,15 @@ class PeerHosts {
  private:
   const std::string self_address_;
   const std::function<void(v1::RelayFrame)> on_frame_;
+  const std::function<void(const v1::Envelope&, const absl::Status&)>
+      on_unsent_;
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   std::map<std::string, std::unique_ptr<RelayStream>> streams_
+      ABSL_GUARDED_BY(mu_);
+  // One channel per peer, kept for the peer's life here: a channel's last
+  // reference must not drop on one of its own callback threads.
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_
       ABSL_GUARDED_BY(mu_);
 };
 

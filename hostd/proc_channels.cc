@@ -15,9 +15,21 @@
 namespace mesh {
 
 struct ProcChannels::Child {
+  // The channel is closed here and destroyed on `loop` (never on its own
+  // thread, where the last reference may drop); ~ProcChannels destroys the
+  // remaining ones itself before the loop goes.
+  ~Child() {
+    if (channel == nullptr) return;
+    FrameChannel* raw = channel.release();
+    raw->Close();
+    loop->Post([raw] { delete raw; });
+  }
+
   uint64_t id = 0;
   std::string name;
   ChildCallbacks callbacks;
+  EventLoop* loop = nullptr;
+  // Set before the child is shared, then only read.
   std::unique_ptr<FrameChannel> channel;
   // Guarded by ProcChannels::mu_.
   bool registered = false;
@@ -69,6 +81,7 @@ absl::StatusOr<ProcChannels::Ticket> ProcChannels::Expect(
   }
   auto child = std::make_shared<Child>();
   child->name = name;
+  child->loop = loop_.get();
   child->callbacks = std::move(callbacks);
   v1::HostFrame welcome;
   {
@@ -91,6 +104,7 @@ absl::StatusOr<ProcChannels::Ticket> ProcChannels::Expect(
   FrameChannel::Options channel_options;
   channel_options.name = absl::StrCat("proc \"", name, "\"");
   channel_options.max_frame_bytes = options_.max_frame_bytes;
+  channel_options.max_pending_bytes = options_.max_pending_bytes;
   FrameChannel::Callbacks channel_callbacks;
   channel_callbacks.on_frame = [this, id](std::string_view frame) {
     OnFrame(id, frame);
@@ -131,16 +145,30 @@ void ProcChannels::Forget(uint64_t id) {
     auto it = children_.find(id);
     if (it == children_.end()) return;
     child = it->second;
-    children_.erase(it);
     child->forgotten = true;
+    if (child->registered && !child->closed) {
+      // Let its last frames and EOF through; cut it if EOF does not come.
+      loop_->PostAfter(options_.drain_timeout, [this, id] {
+        std::shared_ptr<Child> late;
+        {
+          absl::MutexLock lock(&mu_);
+          auto it = children_.find(id);
+          if (it == children_.end() || it->second->closed) return;
+          late = it->second;
+        }
+        late->channel->Close();  // no on_closed after this: do its work
+        OnClosed(id, absl::DeadlineExceededError(
+                         "the proc exited but its channel stayed open"));
+      });
+      return;
+    }
+    children_.erase(it);
     auto named = by_name_.find(child->name);
     if (named != by_name_.end() && named->second == child) {
       by_name_.erase(named);
     }
   }
   if (child->channel != nullptr) child->channel->Close();
-  // Joined off the channel's own thread (Forget may run on it).
-  loop_->Post([child] { child->channel.reset(); });
 }
 
 absl::Status ProcChannels::SendStop(uint64_t id, const std::string& reason,
@@ -173,9 +201,8 @@ absl::Status ProcChannels::SendEnvelope(const std::string& proc,
     absl::ReaderMutexLock lock(&mu_);
     auto it = by_name_.find(proc);
     if (it == by_name_.end()) {
-      return absl::NotFoundError(
-          absl::StrCat("no proc \"", proc, "\" is running on host ",
-                       host_address_));
+      return absl::NotFoundError(absl::StrCat(
+          "no proc \"", proc, "\" is running on host ", host_address_));
     }
     child = it->second;
     host = host_address_;
@@ -188,15 +215,13 @@ absl::Status ProcChannels::SendEnvelope(const std::string& proc,
   (void)released;
   if (!sent.ok() && sent.code() == absl::StatusCode::kFailedPrecondition) {
     return absl::UnavailableError(absl::StrCat(
-        "proc \"", proc, "\" on host ", host, " is gone: ",
-        sent.message()));
+        "proc \"", proc, "\" on host ", host, " is gone: ", sent.message()));
   }
   return sent;
 }
 
-uint64_t ProcChannels::Request(const std::string& proc,
-                               v1::ProcRequest request, absl::Time deadline,
-                               ResponseCallback done) {
+uint64_t ProcChannels::Request(const std::string& proc, v1::ProcRequest request,
+                               absl::Time deadline, ResponseCallback done) {
   std::shared_ptr<Child> child;
   uint64_t id;
   std::string not_running;
@@ -205,8 +230,8 @@ uint64_t ProcChannels::Request(const std::string& proc,
     id = next_request_++;
     auto it = by_name_.find(proc);
     if (closing_ || it == by_name_.end() || it->second->closed) {
-      not_running = absl::StrCat("proc \"", proc, "\" on host ",
-                                 host_address_, " is not running");
+      not_running = absl::StrCat("proc \"", proc, "\" on host ", host_address_,
+                                 " is not running");
     } else {
       child = it->second;
     }
@@ -221,9 +246,9 @@ uint64_t ProcChannels::Request(const std::string& proc,
     pending.proc = proc;
     pending.done = std::move(done);
     pending.timer = loop_->PostAt(deadline, [this, id, proc] {
+      SendCancel(proc, id);
       Finish(id, absl::DeadlineExceededError(absl::StrCat(
                      "proc \"", proc, "\" did not answer in time")));
-      Cancel(id);
     });
   }
   request.set_id(id);
@@ -243,6 +268,10 @@ void ProcChannels::Cancel(uint64_t id) {
   }
   if (proc.empty()) return;
   Finish(id, absl::CancelledError("the caller is gone"));
+  SendCancel(proc, id);
+}
+
+void ProcChannels::SendCancel(const std::string& proc, uint64_t id) {
   std::shared_ptr<Child> child;
   {
     absl::MutexLock lock(&mu_);
@@ -285,6 +314,7 @@ void ProcChannels::OnFrame(uint64_t id, std::string_view bytes) {
       return;
     case v1::ProcFrame::kEnvelope: {
       EnvelopeSink sink;
+      std::string proc;
       {
         absl::ReaderMutexLock lock(&mu_);
         auto it = children_.find(id);
@@ -294,8 +324,9 @@ void ProcChannels::OnFrame(uint64_t id, std::string_view bytes) {
           return;
         }
         sink = on_envelope_;
+        proc = it->second->name;
       }
-      if (sink) sink(std::move(*frame.mutable_envelope()));
+      if (sink) sink(proc, std::move(*frame.mutable_envelope()));
       return;
     }
     case v1::ProcFrame::FRAME_NOT_SET:
@@ -334,7 +365,8 @@ void ProcChannels::OnHello(uint64_t id, const v1::Hello& hello) {
     child->registered = true;
     by_name_[child->name] = child;
   }
-  if (child->callbacks.on_registered) child->callbacks.on_registered(hello.pid());
+  if (child->callbacks.on_registered)
+    child->callbacks.on_registered(hello.pid());
 }
 
 void ProcChannels::OnResponse(v1::ProcResponse response) {
@@ -366,6 +398,7 @@ void ProcChannels::OnClosed(uint64_t id, const absl::Status& status) {
   std::vector<ResponseCallback> pending;
   LostSink on_lost;
   bool was_registered = false;
+  bool forgotten = false;
   std::string host;
   {
     absl::MutexLock lock(&mu_);
@@ -374,6 +407,8 @@ void ProcChannels::OnClosed(uint64_t id, const absl::Status& status) {
     child = it->second;
     child->closed = true;
     was_registered = child->registered;
+    forgotten = child->forgotten;
+    if (forgotten) children_.erase(it);
     auto named = by_name_.find(child->name);
     if (named != by_name_.end() && named->second == child) {
       by_name_.erase(named);
@@ -389,7 +424,9 @@ void ProcChannels::OnClosed(uint64_t id, const absl::Status& status) {
   for (auto& done : pending) done(gone);
   if (!was_registered) return;
   if (on_lost) on_lost(child->name, gone);
-  if (child->callbacks.on_disconnected) child->callbacks.on_disconnected();
+  if (child->callbacks.on_disconnected && !forgotten) {
+    child->callbacks.on_disconnected();
+  }
 }
 
 }  // namespace mesh

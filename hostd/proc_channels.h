@@ -51,6 +51,12 @@ class ProcChannels {
     absl::Duration orphan_timeout = absl::Seconds(30);
     // Largest frame either way.
     size_t max_frame_bytes = 64 << 20;
+    // Bytes queued for a proc that is not reading before sends to it are
+    // RESOURCE_EXHAUSTED.
+    size_t max_pending_bytes = 64 << 20;
+    // After a registered proc's process is gone (Forget), how long its
+    // channel may take to deliver its last frames and EOF before it is cut.
+    absl::Duration drain_timeout = absl::Seconds(2);
   };
 
   struct ChildCallbacks {
@@ -71,7 +77,8 @@ class ProcChannels {
   };
 
   // Envelopes a registered proc sends (to anywhere), in the order sent.
-  using EnvelopeSink = std::function<void(v1::Envelope)>;
+  using EnvelopeSink =
+      std::function<void(const std::string& proc, v1::Envelope)>;
   // A registered proc's channel closed: its mailbox is gone.
   using LostSink =
       std::function<void(const std::string& proc, const absl::Status& why)>;
@@ -89,8 +96,11 @@ class ProcChannels {
 
   absl::StatusOr<Ticket> Expect(const std::string& name, uint64_t rank,
                                 ChildCallbacks callbacks);
-  // Closes child `id`'s channel and forgets it: no callback of it starts
-  // after Forget returns (one already running may finish).
+  // Forgets child `id` (its process is gone): no ChildCallbacks of it start
+  // after Forget returns (one already running may finish). A registered
+  // child's channel first delivers what the proc sent before it went (its
+  // last replies) and then closes as usual (pending requests answered, the
+  // proc reported lost); it is cut after Options.drain_timeout.
   void Forget(uint64_t id);
   // Asks a registered child to stop gracefully. FAILED_PRECONDITION if it
   // has not registered or its channel is closed; NOT_FOUND if unknown.
@@ -120,6 +130,8 @@ class ProcChannels {
   };
 
   void OnFrame(uint64_t id, std::string_view frame);
+  // Tells `proc` to drop request `id` (best effort).
+  void SendCancel(const std::string& proc, uint64_t id);
   void OnClosed(uint64_t id, const absl::Status& status);
   void OnHello(uint64_t id, const v1::Hello& hello);
   void OnResponse(v1::ProcResponse response);

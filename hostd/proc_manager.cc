@@ -401,8 +401,8 @@ void ProcManager::OnRegistered(const std::string& name, uint64_t incarnation,
       LOG(WARNING) << "proc " << name << " registered with pid " << pid
                    << " but hostd spawned pid " << proc->state.pid();
     }
-    LOG(INFO) << "proc " << name << " registered over its channel (pid "
-              << pid << ")";
+    LOG(INFO) << "proc " << name << " registered over its channel (pid " << pid
+              << ")";
     SetStatus(*proc, v1::RUNNING, "registered", deferred);
   }
   RunDeferred(deferred);
@@ -439,10 +439,11 @@ void ProcManager::OnRefused(const std::string& name, uint64_t incarnation,
   if (proc->registration_timer != 0) loop_->Cancel(proc->registration_timer);
   proc->forced_failure = why;
   proc->stopped_by = "exited";
-  proc->escalation_timer = loop_->PostAfter(
-      options_.stop_grace, [this, name, incarnation, grace = options_.stop_grace] {
-        Escalate(name, incarnation, SIGTERM, grace);
-      });
+  proc->escalation_timer =
+      loop_->PostAfter(options_.stop_grace,
+                       [this, name, incarnation, grace = options_.stop_grace] {
+                         Escalate(name, incarnation, SIGTERM, grace);
+                       });
 }
 
 void ProcManager::set_host_address(const std::string& address) {

@@ -96,8 +96,7 @@ class ProcManager {
                   absl::Duration grace, StateCallback done);
   void Escalate(const std::string& name, uint64_t incarnation, int signal,
                 absl::Duration next_grace);
-  void OnRegistered(const std::string& name, uint64_t incarnation,
-                    pid_t pid);
+  void OnRegistered(const std::string& name, uint64_t incarnation, pid_t pid);
   void OnRefused(const std::string& name, uint64_t incarnation,
                  const std::string& why);
   void OnRegistrationTimeout(const std::string& name, uint64_t incarnation);

@@ -66,10 +66,9 @@ grpc::ServerUnaryReactor* ProcService::Relay(
   absl::StatusOr<v1::ProcState> state = manager_->GetState(proc);
   if (!state.ok()) return Refuse(context, state.status());
   if (state->status() != v1::RUNNING) {
-    std::string why = absl::StrCat("proc \"", proc, "\" is ",
-                                   v1::Status_Name(state->status()),
-                                   state->reason().empty() ? "" : ": ",
-                                   state->reason());
+    std::string why = absl::StrCat(
+        "proc \"", proc, "\" is ", v1::Status_Name(state->status()),
+        state->reason().empty() ? "" : ": ", state->reason());
     return Refuse(context, state->status() == v1::INITIALIZING
                                ? absl::UnavailableError(why)
                                : absl::FailedPreconditionError(why));

@@ -56,12 +56,12 @@ class ProcService final : public v1::Proc::CallbackService {
   // with ProcResponse field `take` (checked with `has`). `wait` is how long
   // the proc itself may take (the request's own timeout).
   template <typename Request, typename Response>
-  grpc::ServerUnaryReactor* Relay(
-      grpc::CallbackServerContext* context, const Request& request,
-      Request* (v1::ProcRequest::*put)(),
-      bool (v1::ProcResponse::*has)() const,
-      Response* (v1::ProcResponse::*take)(), absl::Duration wait,
-      Response* response);
+  grpc::ServerUnaryReactor* Relay(grpc::CallbackServerContext* context,
+                                  const Request& request,
+                                  Request* (v1::ProcRequest::*put)(),
+                                  bool (v1::ProcResponse::*has)() const,
+                                  Response* (v1::ProcResponse::*take)(),
+                                  absl::Duration wait, Response* response);
 
   ProcManager* const manager_;
   ProcChannels* const channels_;

@@ -8,6 +8,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "lib/grpc_status.h"
+#include "lib/relay/relay_stream.h"
 
 namespace mesh {
 
@@ -18,14 +20,14 @@ absl::Status ValidateSender(const std::string& sender) {
   size_t colon = sender.find(':');
   if (!known || sender.size() > kMaxSender || colon + 1 >= sender.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "metadata \"", kSenderMetadata,
+        "metadata \"", kRelaySenderMetadata,
         "\" must be \"client:<id>\" or \"host:<host:port>\" (at most ",
         kMaxSender, " characters)"));
   }
   for (char c : sender) {
     if (c <= ' ' || c > '~') {
       return absl::InvalidArgumentError(
-          absl::StrCat("metadata \"", kSenderMetadata,
+          absl::StrCat("metadata \"", kRelaySenderMetadata,
                        "\" must be printable ASCII without spaces"));
     }
   }
@@ -44,8 +46,16 @@ class RelayStreamReactor final
       : service_(service), context_(context), sender_(std::move(sender)) {}
 
   void Start() {
-    route_id_ = service_->router_->AddStream(
-        sender_, [this](v1::RelayFrame frame) { return Enqueue(std::move(frame)); });
+    absl::StatusOr<uint64_t> route = service_->router_->AddStream(
+        sender_,
+        [this](v1::RelayFrame frame) { return Enqueue(std::move(frame)); });
+    if (!route.ok()) {
+      absl::MutexLock lock(&mu_);
+      finished_ = true;
+      Finish(ToGrpcStatus(route.status()));
+      return;
+    }
+    route_id_ = *route;
     StartRead(&in_);
   }
 
@@ -97,9 +107,9 @@ class RelayStreamReactor final
     }
     size_t bytes = frame.ByteSizeLong();
     if (queued_bytes_ + bytes > service_->options_.max_queued_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "the relay stream of ", sender_, " has ", queued_bytes_,
-          " bytes queued (its limit): the sender is not reading"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the relay stream of ", sender_, " has ", queued_bytes_,
+                       " bytes queued (its limit): the sender is not reading"));
     }
     queued_bytes_ += bytes;
     out_.push_back(std::move(frame));
@@ -154,7 +164,7 @@ RelayService::~RelayService() { Shutdown(); }
 grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame>* RelayService::Connect(
     grpc::CallbackServerContext* context) {
   std::string sender;
-  auto it = context->client_metadata().find(kSenderMetadata);
+  auto it = context->client_metadata().find(kRelaySenderMetadata);
   if (it != context->client_metadata().end()) {
     sender = std::string(it->second.data(), it->second.size());
   }

@@ -22,11 +22,8 @@
 
 namespace mesh {
 
-// The metadata key naming a relay stream's sender.
-inline constexpr char kSenderMetadata[] = "mesh-sender";
-
-// INVALID_ARGUMENT unless `sender` is "client:<id>" or "host:<host:port>"
-// with a bounded, printable id.
+// INVALID_ARGUMENT unless `sender` (the kRelaySenderMetadata of a stream) is
+// "client:<id>" or "host:<host:port>" with a bounded, printable id.
 absl::Status ValidateSender(const std::string& sender);
 
 namespace internal {

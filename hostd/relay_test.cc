@@ -117,14 +117,14 @@ struct Relay {
     router = std::make_unique<Router>(channels.get(), nullptr);
     channels->Start(
         kHost,
-        [this](v1::Envelope envelope) {
-          router->Route(std::move(envelope), "proc");
+        [this](const std::string& proc, v1::Envelope envelope) {
+          router->Route(std::move(envelope), proc);
         },
         [this](const std::string& proc, const absl::Status& why) {
           router->ProcLost(proc, why);
         });
     router->Start(kHost);
-    stream = router->AddStream("client:t", [this](v1::RelayFrame frame) {
+    stream = *router->AddStream("client:t", [this](v1::RelayFrame frame) {
       client.Add(std::move(frame));
       return absl::OkStatus();
     });
@@ -164,7 +164,8 @@ struct Relay {
   Collected<v1::RelayFrame> client;
 };
 
-TEST_CASE("the host's first frame is a Welcome naming the proc, rank and host") {
+TEST_CASE(
+    "the host's first frame is a Welcome naming the proc, rank and host") {
   Relay relay(2);
   auto frames = relay.fakes[1]->received().items();
   REQUIRE_FALSE(frames.empty());
@@ -237,7 +238,8 @@ TEST_CASE(
   CHECK(ranks == std::set<uint64_t>{10, 11, 12, 13});
 }
 
-TEST_CASE("a reduced cast sends one folded reply; a dead proc fails its ranks") {
+TEST_CASE(
+    "a reduced cast sends one folded reply; a dead proc fails its ranks") {
   Relay relay(3);
   auto cast_to_all = [&relay](v1::Reduce reduce) {
     v1::Envelope cast = Relay::FromClient(5);
@@ -305,6 +307,9 @@ TEST_CASE("an envelope to a proc the host does not run gets an error reply") {
   elsewhere.set_actor("a0");
   relay.router->Route(std::move(elsewhere), "client:t");
   REQUIRE(relay.client.WaitFor(2));
+  // A client reaches another host through its own stream: not via this one.
+  CHECK(relay.client.items()[1].envelope().error().code() ==
+        int(absl::StatusCode::kInvalidArgument));
   CHECK(relay.client.items()[1].envelope().error().message().find(
             "envelope.to_host") != std::string::npos);
 }
@@ -338,8 +343,11 @@ TEST_CASE(
   REQUIRE(answers.WaitFor(3));
   CHECK(answers.items()[2].status().code() == absl::StatusCode::kCancelled);
   // The proc was told to drop it.
-  REQUIRE(relay.fakes[0]->received().WaitFor(5));
-  CHECK(relay.fakes[0]->received().items().back().cancel().id() == id);
+  // The proc was told to drop both the timed-out and the cancelled one.
+  REQUIRE(relay.fakes[0]->received().WaitFor(6));
+  std::vector<v1::HostFrame> seen = relay.fakes[0]->received().items();
+  CHECK(seen[3].has_cancel());
+  CHECK(seen[5].cancel().id() == id);
 
   relay.channels->Request("p1", wait, absl::Now() + absl::Seconds(60), record);
   relay.fakes[1]->Close();
@@ -370,6 +378,63 @@ TEST_CASE("a proc of another protocol version is refused naming both") {
         std::string::npos);
   REQUIRE(old.received().WaitFor(2));
   CHECK(old.received().items()[1].refused().reason() == refused.items()[0]);
+}
+
+TEST_CASE(
+    "a client reaches only this host's procs: not another client, not the "
+    "host's own folds, and its replies go to itself or a proc") {
+  Relay relay(1);
+  Collected<v1::RelayFrame> other;
+  REQUIRE(relay.router
+              ->AddStream("client:other",
+                          [&other](v1::RelayFrame frame) {
+                            other.Add(std::move(frame));
+                            return absl::OkStatus();
+                          })
+              .ok());
+  // The same sender cannot open a second live stream (or take one over).
+  CHECK(relay.router->AddStream("client:other", nullptr).status().code() ==
+        absl::StatusCode::kAlreadyExists);
+
+  v1::Envelope to_client = Relay::FromClient(1);
+  to_client.set_to_mailbox("client:other");
+  to_client.set_port(1);
+  v1::Envelope to_host = Relay::FromClient(2);
+  to_host.set_port(1);  // mailbox "": the host's folds
+  v1::Envelope spoofed = Relay::FromClient(3);
+  spoofed.set_to_mailbox("p0");
+  spoofed.set_actor("a0");
+  spoofed.mutable_reply_to()->set_mailbox("client:other");
+  for (v1::Envelope* envelope : {&to_client, &to_host, &spoofed}) {
+    relay.router->Route(*envelope, "client:t");
+  }
+  // The first two are refused to the sender; the spoofed one is dropped
+  // (its reply_to is not the sender's to answer to).
+  REQUIRE(relay.client.WaitFor(2));
+  for (const v1::RelayFrame& frame : relay.client.items()) {
+    INFO(frame.DebugString());
+    CHECK(frame.envelope().error().code() ==
+          int(absl::StatusCode::kInvalidArgument));
+  }
+  CHECK(relay.client.items().size() == 2);
+  CHECK(other.items().empty());
+  // Only the Welcome reached the proc.
+  CHECK(relay.fakes[0]->received().items().size() == 1);
+}
+
+TEST_CASE("an oversized or over-wide cast is refused, not fanned out") {
+  Relay relay(1);
+  v1::Envelope wide = Relay::FromClient(4);
+  for (int i = 0; i <= Router::kMaxCastTargets; ++i) {
+    v1::CastTarget* target = wide.add_targets();
+    target->set_proc("p0");
+    target->set_actor("a0");
+  }
+  relay.router->Route(std::move(wide), "client:t");
+  REQUIRE(relay.client.WaitFor(1));
+  CHECK(relay.client.items()[0].envelope().error().code() ==
+        int(absl::StatusCode::kResourceExhausted));
+  CHECK(relay.fakes[0]->received().items().size() == 1);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -9,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "lib/host_port.h"
 #include "lib/mailbox/reduce.h"
+#include "lib/names.h"
 #include "lib/status.h"
 
 namespace mesh {
@@ -33,8 +35,56 @@ struct Router::Fold {
       : fold(reduce, std::move(field), std::move(ranks)) {}
 };
 
-Router::Router(ProcChannels* procs, PeerSender peers)
-    : procs_(procs), peers_(std::move(peers)) {}
+Router::Router(ProcChannels* procs, PeerSender peers, size_t max_envelope_bytes)
+    : procs_(procs),
+      peers_(std::move(peers)),
+      max_envelope_bytes_(max_envelope_bytes) {}
+
+namespace {
+
+bool IsRelaySender(const std::string& from) {
+  return absl::StartsWith(from, kClientMailboxPrefix) ||
+         absl::StartsWith(from, "host:");
+}
+
+// OK if `mailbox` names a proc (not a client, a host or the host itself).
+absl::Status CheckProcMailbox(const std::string& mailbox,
+                              absl::string_view what) {
+  return ValidateName(mailbox, what);
+}
+
+}  // namespace
+
+absl::Status Router::CheckSender(const v1::Envelope& envelope,
+                                 const std::string& from, bool local) const {
+  if (!IsRelaySender(from)) return absl::OkStatus();  // a proc or the host
+  if (!local) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "envelope.to_host \"", envelope.to_host().substr(0, 300),
+        "\" is not this host: ", from,
+        " reaches another host through its own stream to it (a host "
+        "forwards only its own procs' messages)"));
+  }
+  if (envelope.targets_size() > 0) {
+    for (const v1::CastTarget& target : envelope.targets()) {
+      RETURN_IF_ERROR(CheckProcMailbox(target.proc(), "cast target proc"));
+    }
+  } else {
+    RETURN_IF_ERROR(CheckProcMailbox(
+        envelope.to_mailbox(), "envelope.to_mailbox (a proc of this host)"));
+  }
+  // A client's replies go to itself or a proc. A peer host forwards its
+  // procs' messages, whose replies may go to a client's port (never to the
+  // host's own folds).
+  const bool from_client = absl::StartsWith(from, kClientMailboxPrefix);
+  if (envelope.has_reply_to() && envelope.reply_to().mailbox() != from &&
+      (from_client || envelope.reply_to().mailbox().empty())) {
+    RETURN_IF_ERROR(CheckProcMailbox(
+        envelope.reply_to().mailbox(),
+        absl::StrCat("envelope.reply_to.mailbox (", from, " or a proc)")));
+  }
+  return absl::OkStatus();
+}
 
 Router::~Router() { Shutdown(); }
 
@@ -42,11 +92,11 @@ void Router::Start(const std::string& host_address) {
   absl::MutexLock lock(&mu_);
   host_address_ = host_address;
   loop_ = std::make_unique<EventLoop>();
-  mailbox_ = std::make_unique<Mailbox>(
-      host_address, "", [this](v1::Envelope& envelope) {
-        Route(std::move(envelope), "host");
-        return absl::OkStatus();
-      });
+  mailbox_ = std::make_unique<Mailbox>(host_address, "",
+                                       [this](v1::Envelope& envelope) {
+                                         Route(std::move(envelope), "host");
+                                         return absl::OkStatus();
+                                       });
   started_ = true;
 }
 
@@ -81,21 +131,45 @@ void Router::Route(v1::Envelope envelope, const std::string& from) {
     }
     local = IsLocalHost(envelope.to_host());
   }
+  if (absl::Status allowed = CheckSender(envelope, from, local);
+      !allowed.ok()) {
+    if (envelope.has_reply_to() && envelope.reply_to().mailbox() != from) {
+      // Its reply_to is someone else's: tell nobody but the log.
+      LOG_EVERY_N(WARNING, 100) << "dropping an envelope from " << from << ": "
+                                << allowed.message();
+      return;
+    }
+    Bounce(envelope, allowed);
+    return;
+  }
   if (!local) {
     const std::string host = envelope.to_host();
-    absl::Status sent =
-        ParseHostPort(host, "envelope.to_host").status();
-    if (sent.ok()) {
-      sent = peers_ ? peers_(host, envelope)
-                    : absl::UnimplementedError(
-                          "this host forwards to no other host");
+    absl::Status sent = ParseHostPort(host, "envelope.to_host").status();
+    if (sent.ok() && !peers_) {
+      sent = absl::UnimplementedError("this host forwards to no other host");
     }
+    if (sent.ok() && envelope.ByteSizeLong() > max_envelope_bytes_) {
+      sent = absl::ResourceExhaustedError(absl::StrCat(
+          "the envelope is ", envelope.ByteSizeLong(),
+          " bytes, over the relay limit of ", max_envelope_bytes_));
+    }
+    if (sent.ok()) sent = peers_(host, envelope);
     if (!sent.ok()) {
-      Refuse(envelope, Annotate(sent, absl::StrCat("to host ", host)));
+      Bounce(envelope, Annotate(sent, absl::StrCat("to host ", host)));
     }
     return;
   }
   if (envelope.targets_size() > 0) {
+    const size_t copies = static_cast<size_t>(envelope.targets_size());
+    if (copies > static_cast<size_t>(kMaxCastTargets) ||
+        copies * envelope.ByteSizeLong() > kMaxCastBytes) {
+      Bounce(envelope,
+             absl::ResourceExhaustedError(absl::StrCat(
+                 "a cast to ", copies, " targets of ", envelope.ByteSizeLong(),
+                 " bytes each is over this host's limit (", kMaxCastTargets,
+                 " targets, ", kMaxCastBytes, " bytes of copies)")));
+      return;
+    }
     if (envelope.reduce() != v1::REDUCE_NONE && envelope.has_reply_to()) {
       StartFold(envelope);
     } else {
@@ -115,14 +189,20 @@ void Router::RouteLocal(v1::Envelope& envelope) {
   if (absl::StartsWith(mailbox, kClientMailboxPrefix) ||
       absl::StartsWith(mailbox, "host:")) {
     absl::Status sent;
+    if (envelope.ByteSizeLong() > max_envelope_bytes_) {
+      sent = absl::ResourceExhaustedError(absl::StrCat(
+          "the envelope is ", envelope.ByteSizeLong(),
+          " bytes, over the relay limit of ", max_envelope_bytes_));
+      Bounce(envelope, sent);
+      return;
+    }
     {
       // Under the lock, so a sink is never called after RemoveStream.
       absl::ReaderMutexLock lock(&mu_);
       auto it = by_sender_.find(mailbox);
       if (it == by_sender_.end()) {
-        sent = absl::UnavailableError(
-            absl::StrCat(mailbox, " has no relay stream to host ",
-                         host_address_));
+        sent = absl::UnavailableError(absl::StrCat(
+            mailbox, " has no relay stream to host ", host_address_));
       } else {
         v1::RelayFrame frame;
         *frame.mutable_envelope() = std::move(envelope);
@@ -130,11 +210,11 @@ void Router::RouteLocal(v1::Envelope& envelope) {
         if (!sent.ok()) envelope = std::move(*frame.mutable_envelope());
       }
     }
-    if (!sent.ok()) Refuse(envelope, sent);
+    if (!sent.ok()) Bounce(envelope, sent);
     return;
   }
   absl::Status sent = procs_->SendEnvelope(mailbox, envelope);
-  if (!sent.ok()) Refuse(envelope, sent);
+  if (!sent.ok()) Bounce(envelope, sent);
 }
 
 void Router::FanOut(v1::Envelope& envelope) {
@@ -163,7 +243,7 @@ void Router::FanOut(v1::Envelope& envelope) {
 
 void Router::StartFold(v1::Envelope& envelope) {
   if (absl::Status valid = ValidateReduce(envelope.reduce()); !valid.ok()) {
-    Refuse(envelope, valid);
+    Bounce(envelope, valid);
     return;
   }
   std::vector<uint64_t> ranks;
@@ -178,9 +258,17 @@ void Router::StartFold(v1::Envelope& envelope) {
     fold->ranks_by_proc[target.proc()].push_back(target.cast_rank());
   }
   const absl::Duration timeout =
-      envelope.reduce_timeout_ms() == 0
-          ? absl::Seconds(30)
-          : absl::Milliseconds(envelope.reduce_timeout_ms());
+      std::min(envelope.reduce_timeout_ms() == 0
+                   ? absl::Seconds(30)
+                   : absl::Milliseconds(envelope.reduce_timeout_ms()),
+               kMaxFoldTimeout);
+  if (folds_.fetch_add(1) >= kMaxFolds) {
+    folds_.fetch_sub(1);
+    Bounce(envelope, absl::ResourceExhaustedError(
+                         absl::StrCat("this host has ", kMaxFolds,
+                                      " reduced casts in flight, its limit")));
+    return;
+  }
 
   // Sends the fold once: when every rank is in, at the deadline, or when
   // the host shuts down.
@@ -189,20 +277,23 @@ void Router::StartFold(v1::Envelope& envelope) {
     std::shared_ptr<Fold> fold = weak.lock();
     if (fold == nullptr) return;
     v1::Reduced reduced;
+    std::vector<uint64_t> watches;
+    EventLoop::TimerId timer;
     {
       absl::MutexLock lock(&fold->mu);
       if (fold->finished) return;
       fold->finished = true;
       reduced = std::move(fold->fold).Finish(missing);
+      watches = fold->watches;
+      timer = fold->timer;
     }
+    folds_.fetch_sub(1);
     mailbox_->ClosePort(fold->port);
-    for (uint64_t watch : fold->watches) mailbox_->UnwatchPeer(watch);
-    EventLoop* loop;
+    for (uint64_t watch : watches) mailbox_->UnwatchPeer(watch);
     {
       absl::ReaderMutexLock lock(&mu_);
-      loop = loop_.get();
+      if (loop_ != nullptr && timer != 0) loop_->Cancel(timer);
     }
-    if (loop != nullptr) loop->Cancel(fold->timer);
     v1::Envelope reply = EnvelopeToPort(fold->reply_to, reduced);
     reply.set_correlation(fold->correlation);
     mailbox_->Send(std::move(reply));
@@ -223,8 +314,10 @@ void Router::StartFold(v1::Envelope& envelope) {
     absl::ReaderMutexLock lock(&mu_);
     host = host_address_;
   }
+  // Watches and the timer may fire (and finish the fold) before they are
+  // recorded; whatever is recorded after that is undone here.
   for (const auto& [proc, proc_ranks] : fold->ranks_by_proc) {
-    fold->watches.push_back(mailbox_->WatchPeer(
+    uint64_t watch = mailbox_->WatchPeer(
         host, proc,
         [fold, finish, ranks = proc_ranks](const absl::Status& why) {
           bool done = false;
@@ -234,15 +327,27 @@ void Router::StartFold(v1::Envelope& envelope) {
             for (uint64_t rank : ranks) done = fold->fold.Fail(rank, why);
           }
           if (done) finish(absl::OkStatus());
-        }));
+        });
+    absl::MutexLock lock(&fold->mu);
+    if (fold->finished) {
+      mailbox_->UnwatchPeer(watch);
+    } else {
+      fold->watches.push_back(watch);
+    }
   }
   {
     absl::ReaderMutexLock lock(&mu_);
     if (loop_ != nullptr) {
-      fold->timer = loop_->PostAfter(timeout, [finish, timeout] {
-        finish(absl::DeadlineExceededError(absl::StrCat(
-            "no reply within ", absl::FormatDuration(timeout))));
+      EventLoop::TimerId timer = loop_->PostAfter(timeout, [finish, timeout] {
+        finish(absl::DeadlineExceededError(
+            absl::StrCat("no reply within ", absl::FormatDuration(timeout))));
       });
+      absl::MutexLock fold_lock(&fold->mu);
+      if (fold->finished) {
+        loop_->Cancel(timer);
+      } else {
+        fold->timer = timer;
+      }
     }
   }
   *envelope.mutable_reply_to() = port;
@@ -250,7 +355,7 @@ void Router::StartFold(v1::Envelope& envelope) {
   FanOut(envelope);
 }
 
-void Router::Refuse(const v1::Envelope& envelope, const absl::Status& why) {
+void Router::Bounce(const v1::Envelope& envelope, const absl::Status& why) {
   VLOG(1) << "host: cannot deliver an envelope from " << envelope.sender()
           << " to " << MailboxName(envelope.to_host(), envelope.to_mailbox())
           << ": " << why;
@@ -263,10 +368,15 @@ void Router::Refuse(const v1::Envelope& envelope, const absl::Status& why) {
   if (mailbox != nullptr) mailbox->ReplyWithError(envelope, why);
 }
 
-uint64_t Router::AddStream(const std::string& sender, StreamSink sink) {
+absl::StatusOr<uint64_t> Router::AddStream(const std::string& sender,
+                                           StreamSink sink) {
   absl::MutexLock lock(&mu_);
+  if (shut_down_) return absl::UnavailableError("hostd is shutting down");
+  if (by_sender_.contains(sender)) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        sender, " already has a relay stream to this host (one per sender)"));
+  }
   uint64_t id = next_stream_++;
-  if (shut_down_) return id;
   streams_[id] = Stream{sender, std::move(sink)};
   by_sender_[sender] = id;
   return id;
@@ -295,7 +405,8 @@ void Router::ProcLost(const std::string& proc, const absl::Status& why) {
     *frame.mutable_lost()->mutable_reason() = ToErrorProto(why);
     for (auto& [id, stream] : streams_) {
       absl::Status sent = stream.sink(frame);
-      if (!sent.ok()) VLOG(1) << "lost notice to " << stream.sender << ": " << sent;
+      if (!sent.ok())
+        VLOG(1) << "lost notice to " << stream.sender << ": " << sent;
     }
   }
   if (mailbox != nullptr) mailbox->ReportLost(mailbox->host(), proc, why);

@@ -10,6 +10,20 @@
 // reply to the sender. Envelopes from one sender are routed in the order
 // they arrive, so per-sender order holds end to end.
 //
+// Who may send what (every envelope names its sender, `from`: a proc name,
+// "client:<id>" or "host:<host:port>" for a relay stream, "" for the host
+// itself):
+//   - only this host's procs (and the host itself) reach other hosts: a
+//     client or a peer host reaches a host through its own stream to it, so
+//     a message crosses at most one host-to-host hop and hostd dials no
+//     address a client names;
+//   - a client or a peer host reaches only this host's procs; a client's
+//     reply_to names itself or a proc, a peer's never the host's own
+//     mailbox: no client writes into another's mailbox or the host's folds;
+//   - sizes are bounded: an envelope over `max_envelope_bytes`, a cast over
+//     kMaxCastTargets targets or kMaxCastBytes of copies, and more than
+//     kMaxFolds folds in flight are RESOURCE_EXHAUSTED.
+//
 // Thread-safe; never blocks on a proc, a stream or a peer (each has a
 // bounded queue). An envelope that cannot be delivered gets an error reply
 // to its reply_to naming where it was going and why.
@@ -20,6 +34,7 @@
 #ifndef HOSTMESH_HOSTD_ROUTER_H_
 #define HOSTMESH_HOSTD_ROUTER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -29,6 +44,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "hostd/proc_channels.h"
 #include "lib/event/event_loop.h"
@@ -39,14 +55,21 @@ namespace mesh {
 
 class Router {
  public:
+  static constexpr int kMaxCastTargets = 65536;
+  static constexpr size_t kMaxCastBytes = size_t{1} << 30;
+  static constexpr size_t kMaxFolds = 16384;
+  static constexpr absl::Duration kMaxFoldTimeout = absl::Minutes(10);
+
   // Queues a frame on a relay stream; false if the stream is gone or full.
   using StreamSink = std::function<absl::Status(v1::RelayFrame)>;
   // Sends an envelope to another host (host:port).
   using PeerSender =
       std::function<absl::Status(const std::string& host, v1::Envelope&)>;
 
-  // `procs` outlives the router.
-  Router(ProcChannels* procs, PeerSender peers);
+  // `procs` outlives the router. `max_envelope_bytes`: the largest envelope
+  // sent on a relay stream (the gRPC message limit).
+  Router(ProcChannels* procs, PeerSender peers,
+         size_t max_envelope_bytes = 4 << 20);
   ~Router();
   Router(const Router&) = delete;
   Router& operator=(const Router&) = delete;
@@ -57,13 +80,17 @@ class Router {
   // Refuses everything from now on and ends pending folds.
   void Shutdown();
 
-  // Routes one envelope (see the class comment). `from` names the sender
-  // (a relay stream's sender id, or a proc name) for logs.
+  // Routes one envelope (see the class comment). `from` is the sender's
+  // mailbox id: a proc name, a relay stream's sender id, or "".
   void Route(v1::Envelope envelope, const std::string& from);
 
-  // A relay stream from `sender` ("client:<hex>" or "host:<addr>"). A newer
-  // stream of the same sender replaces the older one as its route.
-  uint64_t AddStream(const std::string& sender, StreamSink sink);
+  // Answers `envelope`'s reply_to (if any) with `why`.
+  void Bounce(const v1::Envelope& envelope, const absl::Status& why);
+
+  // A relay stream from `sender` ("client:<hex>" or "host:<addr>");
+  // ALREADY_EXISTS while another stream of that sender is live.
+  absl::StatusOr<uint64_t> AddStream(const std::string& sender,
+                                     StreamSink sink);
   void RemoveStream(uint64_t id);
 
   // Proc `proc` of this host is gone: every relay stream is told (so calls
@@ -79,14 +106,17 @@ class Router {
 
   bool IsLocalHost(const std::string& host) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // OK if `from` may send `envelope` (see the class comment).
+  absl::Status CheckSender(const v1::Envelope& envelope,
+                           const std::string& from, bool local) const;
   void RouteLocal(v1::Envelope& envelope);
   void FanOut(v1::Envelope& envelope);
   void StartFold(v1::Envelope& envelope);
-  // Sends the error reply for an envelope that cannot go.
-  void Refuse(const v1::Envelope& envelope, const absl::Status& why);
 
   ProcChannels* const procs_;
   const PeerSender peers_;
+  const size_t max_envelope_bytes_;
+  std::atomic<size_t> folds_{0};
 
   mutable absl::Mutex mu_;
   std::string host_address_ ABSL_GUARDED_BY(mu_);

@@ -1,5 +1,11 @@
 #include "lib/testing/sockets.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -54,12 +60,28 @@ std::vector<std::string> ListeningSockets(pid_t pid) {
   while (std::getline(in, line)) {
     std::istringstream fields(line);
     std::string num, refs, protocol, flags, type, state, inode, path;
-    fields >> num >> refs >> protocol >> flags >> type >> state >> inode >> path;
+    fields >> num >> refs >> protocol >> flags >> type >> state >> inode >>
+        path;
     if ((std::stoul(flags, nullptr, 16) & 0x10000) && inodes.count(inode) > 0) {
       found.push_back("unix " + (path.empty() ? std::string("@") : path));
     }
   }
   return found;
+}
+
+std::string ClosedLoopbackAddress() {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) abort();
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    abort();
+  }
+  close(fd);
+  return "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
 }
 
 }  // namespace mesh::testing

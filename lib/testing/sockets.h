@@ -16,6 +16,10 @@ namespace mesh::testing {
 // Empty if it listens on nothing (or is gone).
 std::vector<std::string> ListeningSockets(pid_t pid);
 
+// "127.0.0.1:<port>" of a port that was free a moment ago and that nothing
+// listens on (for "the peer is unreachable" tests; stays on loopback).
+std::string ClosedLoopbackAddress();
+
 }  // namespace mesh::testing
 
 #endif  // HOSTMESH_LIB_TESTING_SOCKETS_H_
