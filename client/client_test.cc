@@ -24,6 +24,7 @@
 #include "lib/mailbox/reduce.h"
 #include "lib/relay/relay_stream.h"
 #include "lib/status.h"
+#include "lib/testing/sockets.h"
 #include "proto/actors.pb.h"
 #include "proto/host.grpc.pb.h"
 
@@ -268,18 +269,7 @@ ActorMesh MeshOn(std::shared_ptr<Client> client,
 }
 
 // A 127.0.0.1 address nothing listens on.
-std::string ClosedAddress() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  socklen_t len = sizeof(addr);
-  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  close(fd);
-  return absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
-}
+std::string ClosedAddress() { return testing::ClosedLoopbackAddress(); }
 
 TEST_CASE("a client's mailbox is client:<16 hex> and its ports have no host") {
   std::shared_ptr<Client> client = NewClient();

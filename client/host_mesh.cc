@@ -175,7 +175,6 @@ absl::StatusOr<HostMesh> HostMesh::Process(size_t num_hosts, Options options) {
   }
   std::string dir = pattern;
   Launcher::Options launcher_options;
-  launcher_options.runtime_dir = dir + "/run";
   launcher_options.log_root = dir + "/hosts";
   absl::StatusOr<std::unique_ptr<Launcher>> launcher =
       Launcher::Create(launcher_options);

@@ -27,6 +27,14 @@ v1::ProcResponse ErrorResponse(const absl::Status& error) {
   return response;
 }
 
+// The answer to a verb that yields one actor's state.
+v1::ProcResponse ActorResponse(absl::StatusOr<v1::ActorState> state) {
+  if (!state.ok()) return ErrorResponse(state.status());
+  v1::ProcResponse response;
+  *response.mutable_actor() = *std::move(state);
+  return response;
+}
+
 }  // namespace
 
 // The waiting requests by id. Shared with their Pending entries (which hold
@@ -200,30 +208,14 @@ void ProcVerbs::Handle(v1::ProcRequest request, Done done) {
     done(std::move(response));
   };
   switch (request.request_case()) {
-    case v1::ProcRequest::kCreateActor: {
-      absl::StatusOr<v1::ActorState> state =
-          runtime_->CreateOrUpdateActor(request.create_actor());
-      v1::ProcResponse response;
-      if (state.ok()) {
-        *response.mutable_actor() = *std::move(state);
-      } else {
-        response = ErrorResponse(state.status());
-      }
-      answer(std::move(response));
+    case v1::ProcRequest::kCreateActor:
+      answer(
+          ActorResponse(runtime_->CreateOrUpdateActor(request.create_actor())));
       return;
-    }
-    case v1::ProcRequest::kGetActor: {
-      absl::StatusOr<v1::ActorState> state =
-          runtime_->GetActorState(request.get_actor().name());
-      v1::ProcResponse response;
-      if (state.ok()) {
-        *response.mutable_actor() = *std::move(state);
-      } else {
-        response = ErrorResponse(state.status());
-      }
-      answer(std::move(response));
+    case v1::ProcRequest::kGetActor:
+      answer(
+          ActorResponse(runtime_->GetActorState(request.get_actor().name())));
       return;
-    }
     case v1::ProcRequest::kStopActor:
       StopActor(id, request.stop_actor(), std::move(done));
       return;

@@ -32,13 +32,8 @@ namespace mesh {
 class Launcher {
  public:
   struct Options {
-    // Unused: children register over an inherited socketpair, not a socket
-    // in a runtime dir. Kept so that callers still compile; to be removed.
-    std::string runtime_dir;
     // Children's logs: <log_root>/<name>/{stdout,stderr}.log.
     std::string log_root;
-    // Unused (children pick their own address); to be removed.
-    std::string advertise_host = "127.0.0.1";
     // How long children outlive a broken channel to this launcher.
     absl::Duration orphan_timeout = absl::Seconds(10);
   };

@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
+#include "lib/testing/sockets.h"
 #include "proto/host.grpc.pb.h"
 
 namespace mesh {
@@ -224,18 +225,7 @@ v1::Envelope Numbered(uint64_t n, size_t bytes = 0) {
 }
 
 // A 127.0.0.1 address nothing listens on.
-std::string ClosedAddress() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  socklen_t len = sizeof(addr);
-  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  close(fd);
-  return absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
-}
+std::string ClosedAddress() { return testing::ClosedLoopbackAddress(); }
 
 TEST_CASE("ten thousand frames reach the host and come back in order") {
   Host host;

@@ -41,7 +41,6 @@ std::unique_ptr<TestHost> TestHost::Start(std::vector<std::string> args) {
   host->state_dir_ = host->dir_.path() + "/state";
   host->runtime_dir_ = host->dir_.path() + "/run";
   Launcher::Options options;
-  options.runtime_dir = host->dir_.path() + "/launcher";
   options.log_root = host->dir_.path() + "/logs";
   absl::StatusOr<std::unique_ptr<Launcher>> launcher =
       Launcher::Create(options);
