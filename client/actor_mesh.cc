@@ -40,12 +40,18 @@ std::vector<HostGroup> GroupByHost(const ActorMesh& mesh) {
   return groups;
 }
 
-// `prototype` as one envelope to `group`'s host, which hands a copy to each
-// of the group's actors (with its view rank as cast_rank and correlation).
+// The correlation of a whole cast envelope: a host that refuses the cast as
+// a whole (rather than one target) answers with it, naming the host group.
+constexpr uint64_t kWholeCast = uint64_t{1} << 63;
+
+// `prototype` as one envelope to `group`'s host (group number `index`),
+// which hands a copy to each of the group's actors (with its view rank as
+// cast_rank and correlation).
 v1::Envelope CastEnvelope(const ActorMesh& mesh, const HostGroup& group,
-                          const v1::Envelope& prototype) {
+                          size_t index, const v1::Envelope& prototype) {
   v1::Envelope envelope = prototype;
   envelope.set_to_host(group.host);
+  envelope.set_correlation(kWholeCast | index);
   for (size_t rank : group.ranks) {
     const v1::ActorRef& actor = mesh.actor(rank);
     v1::CastTarget* target = envelope.add_targets();
@@ -120,9 +126,11 @@ absl::Status ActorMesh::Cast(const google::protobuf::Message& message) const {
   PackPayload(message, &prototype);
   std::vector<std::string> failures;
   absl::StatusCode code = absl::StatusCode::kOk;
-  for (const HostGroup& group : GroupByHost(*this)) {
+  std::vector<HostGroup> groups = GroupByHost(*this);
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const HostGroup& group = groups[i];
     absl::Status sent =
-        client_->SendToHost(CastEnvelope(*this, group, prototype));
+        client_->SendToHost(CastEnvelope(*this, group, i, prototype));
     if (!sent.ok()) {
       if (code == absl::StatusCode::kOk) code = sent.code();
       failures.push_back(absl::StrFormat("host %s (%d ranks): %s", group.host,
@@ -141,15 +149,29 @@ std::vector<absl::StatusOr<v1::Envelope>> ActorMesh::CallRaw(
   using Reply = absl::StatusOr<v1::Envelope>;
   auto gather = std::make_shared<Slots<Reply>>(n);
   Mailbox& mailbox = client_->mailbox();
-  // Replies name the view rank they answer in their correlation.
-  v1::PortRef port = mailbox.OpenPort([gather](v1::Envelope envelope) {
-    size_t rank = envelope.correlation();
-    gather->Fill(rank, std::move(envelope));
-  });
+  // Replies name the view rank they answer in their correlation; a host
+  // that refused the whole cast names the host group.
+  std::vector<HostGroup> groups = GroupByHost(*this);
+  auto group_ranks = std::make_shared<std::vector<std::vector<size_t>>>();
+  for (const HostGroup& group : groups) group_ranks->push_back(group.ranks);
+  v1::PortRef port =
+      mailbox.OpenPort([gather, group_ranks](v1::Envelope envelope) {
+        uint64_t correlation = envelope.correlation();
+        if ((correlation & kWholeCast) == 0) {
+          gather->Fill(correlation, std::move(envelope));
+          return;
+        }
+        uint64_t group = correlation & ~kWholeCast;
+        if (group >= group_ranks->size()) return;
+        for (size_t rank : (*group_ranks)[group]) {
+          v1::Envelope copy = envelope;
+          copy.set_correlation(rank);
+          gather->Fill(rank, std::move(copy));
+        }
+      });
 
   // A proc that is gone (or goes), or a host that cannot be reached, fails
   // its ranks at once instead of leaving them to the deadline.
-  std::vector<HostGroup> groups = GroupByHost(*this);
   std::vector<uint64_t> watches;
   for (const HostGroup& group : groups) {
     std::map<std::string, std::vector<size_t>> ranks_by_proc;
@@ -174,9 +196,10 @@ std::vector<absl::StatusOr<v1::Envelope>> ActorMesh::CallRaw(
   v1::Envelope prototype;
   PackPayload(message, &prototype);
   *prototype.mutable_reply_to() = port;
-  for (const HostGroup& group : groups) {
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const HostGroup& group = groups[i];
     absl::Status sent =
-        client_->SendToHost(CastEnvelope(*this, group, prototype));
+        client_->SendToHost(CastEnvelope(*this, group, i, prototype));
     if (sent.ok()) continue;
     for (size_t rank : group.ranks) {
       gather->Fill(rank,
@@ -241,7 +264,7 @@ absl::StatusOr<v1::Reduced> ActorMesh::Reduce(
           answers->Fill(i, absl::UnavailableError(absl::StrFormat(
                                "host %s is gone: %s", host, status.message())));
         }));
-    v1::Envelope envelope = CastEnvelope(*this, groups[i], prototype);
+    v1::Envelope envelope = CastEnvelope(*this, groups[i], i, prototype);
     *envelope.mutable_reply_to() = port;
     absl::Status sent = client_->SendToHost(std::move(envelope));
     if (!sent.ok()) answers->Fill(i, sent);

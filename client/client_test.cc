@@ -74,6 +74,11 @@ class FakeHost final : public v1::Relay::CallbackService {
     absl::MutexLock lock(&mu_);
     breaking_ = breaking;
   }
+  // Refuses every cast as a whole, as hostd does for one over its limits.
+  void SetRefusing(bool refusing) {
+    absl::MutexLock lock(&mu_);
+    refusing_ = refusing;
+  }
   std::vector<std::string> senders() {
     absl::MutexLock lock(&mu_);
     return senders_;
@@ -198,6 +203,15 @@ class FakeHost final : public v1::Relay::CallbackService {
     received_.push_back(envelope);
     if (breaking_) return true;
     if (mute_ || !envelope.has_reply_to()) return false;
+    if (refusing_) {
+      v1::Envelope refusal;
+      AddressTo(envelope.reply_to(), &refusal);
+      refusal.set_correlation(envelope.correlation());
+      *refusal.mutable_error() =
+          ToErrorProto(absl::ResourceExhaustedError("a cast over the limit"));
+      answers->emplace_back().mutable_envelope()->Swap(&refusal);
+      return false;
+    }
     std::vector<uint64_t> ranks;
     for (const v1::CastTarget& target : envelope.targets()) {
       ranks.push_back(target.cast_rank());
@@ -245,6 +259,7 @@ class FakeHost final : public v1::Relay::CallbackService {
   std::set<std::string> silent_ ABSL_GUARDED_BY(mu_);
   bool mute_ ABSL_GUARDED_BY(mu_) = false;
   bool breaking_ ABSL_GUARDED_BY(mu_) = false;
+  bool refusing_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 std::shared_ptr<Client> NewClient() {
@@ -392,6 +407,26 @@ TEST_CASE("a proc that is gone fails its ranks at once, naming them") {
   CHECK(std::string(gone.message()) ==
         absl::StrCat("rank 1 (actor p1/a on host ", host.address(),
                      ") is gone: p1 exited"));
+}
+
+TEST_CASE(
+    "a host that refuses a whole cast fails every rank on that host at once") {
+  FakeHost h0;
+  FakeHost h1;
+  h1.SetRefusing(true);
+  std::shared_ptr<Client> client = NewClient();
+  ActorMesh mesh = MeshOn(client, {h0.address(), h1.address()}, 4);
+  auto replies = mesh.Call<v1::Echo>(v1::Echo(), absl::Hours(1));
+  REQUIRE(replies.size() == 4);
+  for (size_t rank = 0; rank < 4; ++rank) {
+    INFO(rank);
+    if (rank % 2 == 0) {
+      CHECK(replies[rank].ok());  // on h0
+    } else {
+      CHECK(replies[rank].status().code() ==
+            absl::StatusCode::kResourceExhausted);
+    }
+  }
 }
 
 TEST_CASE("a rank that does not answer fails with DEADLINE_EXCEEDED") {
