@@ -371,7 +371,7 @@ void ProcChannels::OnHello(uint64_t id, const v1::Hello& hello) {
 
 void ProcChannels::OnResponse(v1::ProcResponse response) {
   uint64_t id = response.id();
-  if (response.has_error() && response.error().code() != 0) {
+  if (CarriesError(response)) {
     Finish(id, FromErrorProto(response.error()));
   } else {
     Finish(id, std::move(response));

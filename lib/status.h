@@ -35,6 +35,13 @@ namespace mesh {
 v1::Error ToErrorProto(const absl::Status& status);
 absl::Status FromErrorProto(const v1::Error& error);
 
+// True if `message` (an Envelope, a ProcResponse, ...) carries an error
+// (an `error` field with a non-zero code).
+template <typename Message>
+bool CarriesError(const Message& message) {
+  return message.has_error() && message.error().code() != 0;
+}
+
 // Prefixes the message of a non-OK status with `context: `.
 absl::Status Annotate(const absl::Status& status, const std::string& context);
 

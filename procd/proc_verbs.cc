@@ -342,7 +342,7 @@ void ProcVerbs::CallActor(uint64_t id, const v1::CallActorRequest& request,
   Mailbox* mailbox = runtime_->mailbox();
   v1::PortRef port = mailbox->OpenPort([pending](v1::Envelope reply) {
     v1::ProcResponse response;
-    if (reply.has_error() && reply.error().code() != 0) {
+    if (CarriesError(reply)) {
       *response.mutable_error() = reply.error();
     } else {
       *response.mutable_call_actor()->mutable_reply() =

@@ -189,7 +189,7 @@ void Mailbox::Shutdown() {
 
 absl::Status UnpackPayload(const v1::Envelope& envelope,
                            google::protobuf::Message* message) {
-  if (envelope.has_error() && envelope.error().code() != 0) {
+  if (CarriesError(envelope)) {
     return FromErrorProto(envelope.error());
   }
   if (!envelope.has_payload() || !envelope.payload().UnpackTo(message)) {

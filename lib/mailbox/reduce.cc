@@ -13,10 +13,6 @@
 namespace mesh {
 namespace {
 
-bool IsError(const v1::Envelope& reply) {
-  return reply.has_error() && reply.error().code() != 0;
-}
-
 // Folds `value` into `reduced` by `reduce` (SUM, MIN, MAX).
 void FoldValue(v1::Reduce reduce, double value, v1::Reduced* reduced) {
   if (!reduced->has_value()) {
@@ -88,8 +84,8 @@ absl::StatusOr<double> NumericField(const v1::Envelope& reply,
           ->GetPrototype(descriptor)
           ->New());
   if (!message->ParseFromString(reply.payload().value())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot reduce: the payload is not a valid \"", type, "\""));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot reduce: the payload is not a valid \"", type, "\""));
   }
   const google::protobuf::Reflection* reflection = message->GetReflection();
   using FD = google::protobuf::FieldDescriptor;
@@ -108,8 +104,8 @@ absl::StatusOr<double> NumericField(const v1::Envelope& reply,
       return reflection->GetDouble(*message, fd);
     default:
       return absl::InvalidArgumentError(
-          absl::StrCat("cannot reduce a reply of type \"", type,
-                       "\": field \"", name, "\" is not a number"));
+          absl::StrCat("cannot reduce a reply of type \"", type, "\": field \"",
+                       name, "\" is not a number"));
   }
 }
 
@@ -129,9 +125,9 @@ bool ReplyFold::Add(v1::Envelope reply) {
       it->second.has_error()) {
     return done();
   }
-  if (!reply.has_payload() && !IsError(reply)) {
-    *reply.mutable_error() = ToErrorProto(
-        absl::InvalidArgumentError("the reply carries neither payload nor error"));
+  if (!reply.has_payload() && !CarriesError(reply)) {
+    *reply.mutable_error() = ToErrorProto(absl::InvalidArgumentError(
+        "the reply carries neither payload nor error"));
   }
   it->second = std::move(reply);
   --pending_;
@@ -153,7 +149,7 @@ v1::Reduced ReplyFold::Finish(const absl::Status& missing) && {
       reply.set_correlation(rank);
       *reply.mutable_error() = ToErrorProto(missing);
     }
-    if (IsError(reply)) {
+    if (CarriesError(reply)) {
       NoteFailure(rank, reply.error(), &reduced);
     } else if (FoldsValues(reduce_)) {
       absl::StatusOr<double> value = NumericField(reply, field_);
