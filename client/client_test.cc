@@ -22,6 +22,7 @@
 #include "hostmesh/hostmesh.h"
 #include "lib/mailbox/mailbox.h"
 #include "lib/mailbox/reduce.h"
+#include "lib/relay/relay_server_stream.h"
 #include "lib/relay/relay_stream.h"
 #include "lib/status.h"
 #include "lib/testing/sockets.h"
@@ -108,86 +109,38 @@ class FakeHost final : public v1::Relay::CallbackService {
   }
 
  private:
-  class Stream final
-      : public grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame> {
+  class Stream final : public RelayServerStream {
    public:
     Stream(FakeHost* host, grpc::CallbackServerContext* context)
-        : host_(host), context_(context) {
-      StartRead(&in_);
-    }
+        : RelayServerStream(context), host_(host) {}
 
     void Write(std::vector<v1::RelayFrame> frames) {
-      absl::MutexLock lock(&mu_);
-      for (auto& frame : frames) out_.push_back(std::move(frame));
-      if (!writing_ && !out_.empty() && !finished_) WriteFrontLocked();
-    }
-    void Cancel() { context_->TryCancel(); }
-
-    void OnReadDone(bool ok) override {
-      if (!ok) {
-        absl::MutexLock lock(&mu_);
-        read_done_ = true;
-        MaybeFinishLocked();
-        return;
+      for (auto& frame : frames) {
+        RelayServerStream::Write(std::move(frame)).IgnoreError();
       }
+    }
+
+   private:
+    void OnFrame(v1::RelayFrame& frame) override {
       std::vector<v1::RelayFrame> answers;
-      bool cancel = host_->Answer(in_.envelope(), &answers);
-      if (cancel) {
+      if (host_->Answer(frame.envelope(), &answers)) {
         Cancel();
       } else {
         Write(std::move(answers));
       }
-      in_.Clear();
-      StartRead(&in_);
     }
-    void OnWriteDone(bool ok) override {
-      absl::MutexLock lock(&mu_);
-      writing_ = false;
-      out_.pop_front();
-      if (ok && !out_.empty()) {
-        WriteFrontLocked();
-      } else {
-        MaybeFinishLocked();
-      }
-    }
-    void OnDone() override {
-      host_->Remove(this);
-      delete this;
-    }
-
-   private:
-    void WriteFrontLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      writing_ = true;
-      StartWrite(&out_.front());
-    }
-    void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      if (read_done_ && !writing_ && !finished_) {
-        finished_ = true;
-        Finish(grpc::Status::OK);
-      }
-    }
+    void OnStreamDone() override { host_->Remove(this); }
 
     FakeHost* const host_;
-    grpc::CallbackServerContext* const context_;
-    v1::RelayFrame in_;
-    absl::Mutex mu_;
-    std::deque<v1::RelayFrame> out_ ABSL_GUARDED_BY(mu_);
-    bool writing_ ABSL_GUARDED_BY(mu_) = false;
-    bool read_done_ ABSL_GUARDED_BY(mu_) = false;
-    bool finished_ ABSL_GUARDED_BY(mu_) = false;
   };
 
   grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame>* Connect(
       grpc::CallbackServerContext* context) override {
-    std::string sender;
-    auto it = context->client_metadata().find(kRelaySenderMetadata);
-    if (it != context->client_metadata().end()) {
-      sender = std::string(it->second.data(), it->second.size());
-    }
     absl::MutexLock lock(&mu_);
-    senders_.push_back(sender);
+    senders_.push_back(RelayServerStream::SenderOf(*context));
     auto* stream = new Stream(this, context);
     streams_.insert(stream);
+    stream->StartReading();
     return stream;
   }
 

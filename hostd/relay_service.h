@@ -50,6 +50,7 @@ class RelayService final : public v1::Relay::CallbackService {
  private:
   friend class internal::RelayStreamReactor;
   bool Add(internal::RelayStreamReactor* stream);
+  // Streams call it last (see RelayServerStream::OnStreamDone).
   void Remove(internal::RelayStreamReactor* stream);
 
   Router* const router_;

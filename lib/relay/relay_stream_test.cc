@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
+#include "lib/relay/relay_server_stream.h"
 #include "lib/testing/sockets.h"
 #include "proto/host.grpc.pb.h"
 
@@ -32,14 +33,11 @@ class EchoRelay final : public v1::Relay::CallbackService {
 
   grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame>* Connect(
       grpc::CallbackServerContext* context) override {
-    std::string sender;
-    auto it = context->client_metadata().find(kRelaySenderMetadata);
-    if (it != context->client_metadata().end()) {
-      sender = std::string(it->second.data(), it->second.size());
-    }
     absl::MutexLock lock(&mu_);
-    senders_.push_back(sender);
-    return new Stream(this, read_);
+    senders_.push_back(RelayServerStream::SenderOf(*context));
+    auto* stream = new Stream(this, context);
+    if (read_) stream->StartReading();
+    return stream;
   }
 
   std::vector<std::string> senders() {
@@ -52,71 +50,21 @@ class EchoRelay final : public v1::Relay::CallbackService {
   }
 
  private:
-  class Stream final
-      : public grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame> {
+  class Stream final : public RelayServerStream {
    public:
-    Stream(EchoRelay* service, bool read) : service_(service) {
-      if (read) StartRead(&in_);
-    }
-
-    void OnReadDone(bool ok) override {
-      absl::MutexLock lock(&mu_);
-      if (!ok) {
-        read_done_ = true;
-        MaybeFinishLocked();
-        return;
-      }
-      {
-        absl::MutexLock service_lock(&service_->mu_);
-        service_->received_.push_back(in_.envelope().correlation());
-      }
-      out_.push_back(std::move(in_));
-      in_.Clear();
-      if (!writing_) WriteFrontLocked();
-      StartRead(&in_);
-    }
-
-    void OnWriteDone(bool ok) override {
-      absl::MutexLock lock(&mu_);
-      writing_ = false;
-      out_.pop_front();
-      if (ok && !out_.empty()) {
-        WriteFrontLocked();
-      } else {
-        MaybeFinishLocked();
-      }
-    }
-
-    // A stream that does not read learns of its end only here.
-    void OnCancel() override {
-      absl::MutexLock lock(&mu_);
-      if (!finished_) {
-        finished_ = true;
-        Finish(grpc::Status::CANCELLED);
-      }
-    }
-
-    void OnDone() override { delete this; }
+    Stream(EchoRelay* service, grpc::CallbackServerContext* context)
+        : RelayServerStream(context), service_(service) {}
 
    private:
-    void WriteFrontLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      writing_ = true;
-      StartWrite(&out_.front());
-    }
-    void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      if (read_done_ && !writing_ && !finished_) {
-        finished_ = true;
-        Finish(grpc::Status::OK);
+    void OnFrame(v1::RelayFrame& frame) override {
+      {
+        absl::MutexLock lock(&service_->mu_);
+        service_->received_.push_back(frame.envelope().correlation());
       }
+      Write(std::move(frame)).IgnoreError();
     }
 
     EchoRelay* const service_;
-    v1::RelayFrame in_;
-    absl::Mutex mu_;
-    std::deque<v1::RelayFrame> out_ ABSL_GUARDED_BY(mu_);
-    bool writing_ ABSL_GUARDED_BY(mu_) = false;
-    bool read_done_ ABSL_GUARDED_BY(mu_) = false;
-    bool finished_ ABSL_GUARDED_BY(mu_) = false;
   };
 
   const bool read_;
