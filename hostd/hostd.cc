@@ -14,10 +14,13 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
+#include "hostd/dir_lock.h"
 #include "hostd/host_service.h"
 #include "hostd/peer_hosts.h"
 #include "hostd/proc_channels.h"
@@ -108,6 +111,18 @@ int RunHostd(HostdOptions options) {
     return 1;
   }
   chmod(options.runtime_dir.c_str(), 0700);
+  // One hostd per state dir and per runtime dir (held until exit).
+  std::vector<std::unique_ptr<DirLock>> locks;
+  for (const auto& [dir, what] :
+       {std::pair{options.state_dir, "state dir"},
+        std::pair{options.runtime_dir, "runtime dir"}}) {
+    absl::StatusOr<std::unique_ptr<DirLock>> lock = DirLock::Acquire(dir, what);
+    if (!lock.ok()) {
+      LOG(ERROR) << lock.status().message();
+      return 1;
+    }
+    locks.push_back(*std::move(lock));
+  }
 
   // Each proc's local channel; envelopes from procs go to the router.
   ProcChannels::Options channel_options;
@@ -162,6 +177,9 @@ int RunHostd(HostdOptions options) {
                            &port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
+  // One hostd per port: gRPC's default SO_REUSEPORT would let a second one
+  // bind the same port and answer half the calls.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(&service);
   ProcService proc_service(manager.get(), channels.get());
   builder.RegisterService(&proc_service);
