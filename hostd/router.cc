@@ -135,8 +135,8 @@ void Router::Route(v1::Envelope envelope, const std::string& from) {
       !allowed.ok()) {
     if (envelope.has_reply_to() && envelope.reply_to().mailbox() != from) {
       // Its reply_to is someone else's: tell nobody but the log.
-      LOG_EVERY_N(WARNING, 100) << "dropping an envelope from " << from << ": "
-                                << allowed.message();
+      LOG_EVERY_N(WARNING, 100)
+          << "dropping an envelope from " << from << ": " << allowed.message();
       return;
     }
     Bounce(envelope, allowed);

@@ -15,9 +15,9 @@ absl::StatusOr<HostPort> ParseHostPort(absl::string_view address,
   auto bad = [&](absl::string_view why) {
     std::string shown(address.substr(0, 64));
     if (address.size() > 64) shown += "...";
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": \"", absl::CHexEscape(shown), "\" is not host:port (", why,
-        ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": \"", absl::CHexEscape(shown),
+                     "\" is not host:port (", why, ")"));
   };
   const size_t colon = address.rfind(':');
   if (colon == absl::string_view::npos || colon == 0) {

@@ -20,8 +20,7 @@ TEST_CASE("host:port parses names, IPv4 and bracketed IPv6") {
 
 TEST_CASE("what is not host:port is INVALID_ARGUMENT naming the field") {
   for (const char* bad : {"", ":80", "host", "host:", "host:0", "host:65536",
-                          "::1:80", "[::1:80", "a b:80", "host:8x",
-                          "h/x:80"}) {
+                          "::1:80", "[::1:80", "a b:80", "host:8x", "h/x:80"}) {
     INFO(bad);
     auto parsed = ParseHostPort(bad, "envelope.to_host");
     REQUIRE_FALSE(parsed.ok());

@@ -15,13 +15,13 @@
 #include <thread>
 #include <vector>
 
-#include "lib/channel/proc_channel.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "lib/channel/frame_channel.h"
+#include "lib/channel/proc_channel.h"
 #include "proto/proc_channel.pb.h"
 
 namespace mesh {

@@ -136,8 +136,8 @@ TEST_CASE(
           rng() % 2 ? "type.googleapis.com/mesh.v1.Echo" : RandomBytes(rng));
       envelope.mutable_payload()->set_value(RandomBytes(rng));
       envelope.mutable_reply_to()->set_host(rng() % 2 ? "" : "127.0.0.1:1");
-      envelope.mutable_reply_to()->set_mailbox(
-          rng() % 2 ? "client:fuzz" : RandomBytes(rng));
+      envelope.mutable_reply_to()->set_mailbox(rng() % 2 ? "client:fuzz"
+                                                         : RandomBytes(rng));
       v1::RelayFrame frame;
       *frame.mutable_envelope() = std::move(envelope);
       if (!stream->Write(frame)) break;

@@ -9,8 +9,8 @@
 #include "absl/synchronization/notification.h"
 #include "catch2/catch.hpp"
 #include "hostmesh/hostmesh.h"
-#include "proto/actors.pb.h"
 #include "lib/testing/sockets.h"
+#include "proto/actors.pb.h"
 #include "tests/testing/test_host.h"
 
 namespace mesh {
@@ -342,8 +342,7 @@ TEST_CASE(
   absl::StatusOr<ActorMesh> echo = procs->Spawn("a0", "mesh.echo");
   REQUIRE(echo.ok());
   // Traffic in both directions is flowing while we look.
-  REQUIRE(RanksOf(echo->Call<v1::ActorIdReply>(v1::GetActorId())).size() ==
-          16);
+  REQUIRE(RanksOf(echo->Call<v1::ActorIdReply>(v1::GetActorId())).size() == 16);
   for (const v1::ProcState& proc : procs->procs()) {
     INFO(proc.name());
     CHECK(ListeningSockets(proc.pid()).empty());

@@ -68,10 +68,10 @@ void Mailbox::Deliver(v1::Envelope envelope) {
         sink = sink_;
       }
       if (sink == nullptr) {
-        ReplyWithError(envelope, absl::NotFoundError(absl::StrCat(
-                                     "mailbox ", sender_,
-                                     " hosts no actors (to actor \"",
-                                     envelope.actor(), "\")")));
+        ReplyWithError(envelope,
+                       absl::NotFoundError(absl::StrCat(
+                           "mailbox ", sender_, " hosts no actors (to actor \"",
+                           envelope.actor(), "\")")));
         return;
       }
       // Keep what an error reply needs; the sink takes the envelope.

@@ -1,7 +1,6 @@
 #include "lib/mailbox/reduce.h"
 
 #include "catch2/catch.hpp"
-
 #include "google/protobuf/wrappers.pb.h"
 #include "lib/status.h"
 #include "proto/actors.pb.h"
@@ -40,8 +39,8 @@ TEST_CASE("a sum folds the value field of every reply once all are in") {
 }
 
 TEST_CASE("min and max read a named field and skip failed ranks") {
-  for (auto [reduce, want] : {std::pair{v1::REDUCE_MIN, 0.0},
-                              std::pair{v1::REDUCE_MAX, 2.0}}) {
+  for (auto [reduce, want] :
+       {std::pair{v1::REDUCE_MIN, 0.0}, std::pair{v1::REDUCE_MAX, 2.0}}) {
     ReplyFold fold(reduce, "rank", {0, 1, 2, 3});
     fold.Add(CountReply(0, 10));
     fold.Add(CountReply(1, 20));

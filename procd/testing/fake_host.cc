@@ -1,4 +1,3 @@
-#include "lib/channel/proc_channel.h"
 #include "procd/testing/fake_host.h"
 
 #include <fcntl.h>
@@ -21,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "lib/channel/proc_channel.h"
 
 extern char** environ;
 

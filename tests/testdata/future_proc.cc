@@ -35,10 +35,10 @@ bool ReadFrame(int fd, std::string* frame) {
 
 bool WriteFrame(int fd, const std::string& frame) {
   uint32_t size = static_cast<uint32_t>(frame.size());
-  unsigned char header[4] = {
-      static_cast<unsigned char>(size), static_cast<unsigned char>(size >> 8),
-      static_cast<unsigned char>(size >> 16),
-      static_cast<unsigned char>(size >> 24)};
+  unsigned char header[4] = {static_cast<unsigned char>(size),
+                             static_cast<unsigned char>(size >> 8),
+                             static_cast<unsigned char>(size >> 16),
+                             static_cast<unsigned char>(size >> 24)};
   std::string out(reinterpret_cast<char*>(header), 4);
   out += frame;
   return write(fd, out.data(), out.size()) == static_cast<ssize_t>(out.size());

@@ -20,8 +20,7 @@ int main() {
   signal(SIGTERM, SIG_IGN);
   absl::StatusOr<std::optional<int>> fd = mesh::HostLink::ChannelFdFromEnv();
   if (!fd.ok() || !fd->has_value()) {
-    std::fprintf(stderr, "stubborn_proc: no %s\n",
-                 mesh::kChannelFdEnv);
+    std::fprintf(stderr, "stubborn_proc: no %s\n", mesh::kChannelFdEnv);
     return 1;
   }
   absl::StatusOr<std::unique_ptr<mesh::HostLink>> link =
