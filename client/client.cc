@@ -268,11 +268,7 @@ std::shared_ptr<grpc::Channel> Client::Channel(const std::string& address) {
   absl::MutexLock lock(&mu_);
   auto it = channels_.find(address);
   if (it != channels_.end()) return it->second;
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  args.SetMaxSendMessageSize(kMaxMessageBytes);
-  auto channel = grpc::CreateCustomChannel(
-      address, grpc::InsecureChannelCredentials(), args);
+  auto channel = NewHostChannel(address);
   channels_.emplace(address, channel);
   return channel;
 }

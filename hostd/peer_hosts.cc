@@ -37,13 +37,7 @@ absl::Status PeerHosts::Send(const std::string& host, v1::Envelope& envelope) {
         "this host already streams to ", kMaxPeers, " other hosts, its limit"));
   }
   std::shared_ptr<grpc::Channel>& channel = channels_[host];
-  if (channel == nullptr) {
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-    args.SetMaxSendMessageSize(kMaxMessageBytes);
-    channel = grpc::CreateCustomChannel(
-        host, grpc::InsecureChannelCredentials(), args);
-  }
+  if (channel == nullptr) channel = NewHostChannel(host);
   RelayStream::Options options;
   options.sender = absl::StrCat("host:", self_address_);
   options.peer = host;

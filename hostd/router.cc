@@ -148,11 +148,7 @@ void Router::Route(v1::Envelope envelope, const std::string& from) {
     if (sent.ok() && !peers_) {
       sent = absl::UnimplementedError("this host forwards to no other host");
     }
-    if (sent.ok() && envelope.ByteSizeLong() > max_envelope_bytes_) {
-      sent = absl::ResourceExhaustedError(absl::StrCat(
-          "the envelope is ", envelope.ByteSizeLong(),
-          " bytes, over the relay limit of ", max_envelope_bytes_));
-    }
+    if (sent.ok()) sent = CheckRelaySize(envelope);
     if (sent.ok()) sent = peers_(host, envelope);
     if (!sent.ok()) {
       Bounce(envelope, Annotate(sent, absl::StrCat("to host ", host)));
@@ -161,11 +157,12 @@ void Router::Route(v1::Envelope envelope, const std::string& from) {
   }
   if (envelope.targets_size() > 0) {
     const size_t copies = static_cast<size_t>(envelope.targets_size());
+    const size_t bytes = envelope.ByteSizeLong();
     if (copies > static_cast<size_t>(kMaxCastTargets) ||
-        copies * envelope.ByteSizeLong() > kMaxCastBytes) {
+        copies * bytes > kMaxCastBytes) {
       Bounce(envelope,
              absl::ResourceExhaustedError(absl::StrCat(
-                 "a cast to ", copies, " targets of ", envelope.ByteSizeLong(),
+                 "a cast to ", copies, " targets of ", bytes,
                  " bytes each is over this host's limit (", kMaxCastTargets,
                  " targets, ", kMaxCastBytes, " bytes of copies)")));
       return;
@@ -180,6 +177,14 @@ void Router::Route(v1::Envelope envelope, const std::string& from) {
   RouteLocal(envelope);
 }
 
+absl::Status Router::CheckRelaySize(const v1::Envelope& envelope) const {
+  const size_t bytes = envelope.ByteSizeLong();
+  if (bytes <= max_envelope_bytes_) return absl::OkStatus();
+  return absl::ResourceExhaustedError(
+      absl::StrCat("the envelope is ", bytes,
+                   " bytes, over the relay limit of ", max_envelope_bytes_));
+}
+
 void Router::RouteLocal(v1::Envelope& envelope) {
   const std::string& mailbox = envelope.to_mailbox();
   if (mailbox.empty()) {
@@ -188,11 +193,8 @@ void Router::RouteLocal(v1::Envelope& envelope) {
   }
   if (absl::StartsWith(mailbox, kClientMailboxPrefix) ||
       absl::StartsWith(mailbox, "host:")) {
-    absl::Status sent;
-    if (envelope.ByteSizeLong() > max_envelope_bytes_) {
-      sent = absl::ResourceExhaustedError(absl::StrCat(
-          "the envelope is ", envelope.ByteSizeLong(),
-          " bytes, over the relay limit of ", max_envelope_bytes_));
+    absl::Status sent = CheckRelaySize(envelope);
+    if (!sent.ok()) {
       Bounce(envelope, sent);
       return;
     }

@@ -109,6 +109,8 @@ class Router {
   // OK if `from` may send `envelope` (see the class comment).
   absl::Status CheckSender(const v1::Envelope& envelope,
                            const std::string& from, bool local) const;
+  // RESOURCE_EXHAUSTED if `envelope` is over what a relay stream carries.
+  absl::Status CheckRelaySize(const v1::Envelope& envelope) const;
   void RouteLocal(v1::Envelope& envelope);
   void FanOut(v1::Envelope& envelope);
   void StartFold(v1::Envelope& envelope);

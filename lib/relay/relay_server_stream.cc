@@ -39,6 +39,7 @@ absl::Status RelayServerStream::Write(v1::RelayFrame frame) {
         " bytes queued (its limit): the other end is not reading"));
   }
   queued_bytes_ += bytes;
+  out_bytes_.push_back(bytes);
   out_.push_back(std::move(frame));
   if (!writing_) WriteFrontLocked();
   return absl::OkStatus();
@@ -59,11 +60,13 @@ void RelayServerStream::OnReadDone(bool ok) {
 void RelayServerStream::OnWriteDone(bool ok) {
   absl::MutexLock lock(&mu_);
   writing_ = false;
-  queued_bytes_ -= out_.front().ByteSizeLong();
+  queued_bytes_ -= out_bytes_.front();
+  out_bytes_.pop_front();
   out_.pop_front();
   if (!ok) {
     broken_ = true;
     out_.clear();
+    out_bytes_.clear();
     queued_bytes_ = 0;
   }
   if (!out_.empty()) {

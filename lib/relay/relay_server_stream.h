@@ -69,6 +69,8 @@ class RelayServerStream
 
   absl::Mutex mu_;
   std::deque<v1::RelayFrame> out_ ABSL_GUARDED_BY(mu_);
+  // Each queued frame's size, as counted into queued_bytes_.
+  std::deque<size_t> out_bytes_ ABSL_GUARDED_BY(mu_);
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;

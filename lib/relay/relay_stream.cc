@@ -12,9 +12,18 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/grpc_status.h"
+#include "lib/mailbox/mailbox.h"
 #include "proto/host.grpc.pb.h"
 
 namespace mesh {
+
+std::shared_ptr<grpc::Channel> NewHostChannel(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                   args);
+}
 
 // What the handle and the call share. The reactor is alive while `reactor`
 // is set: OnDone clears it under `mu` before deleting the reactor, so a

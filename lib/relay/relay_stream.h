@@ -49,6 +49,10 @@ namespace mesh {
 // ("client:<hex>" or "host:<host:port>").
 inline constexpr char kRelaySenderMetadata[] = "mesh-sender";
 
+// A channel to hostd at `address` ("host:port") carrying messages up to
+// kMaxMessageBytes either way: what clients and hosts open streams on.
+std::shared_ptr<grpc::Channel> NewHostChannel(const std::string& address);
+
 class RelayStream {
  public:
   struct Options {
