@@ -17,9 +17,7 @@ EchoActor::EchoActor() {
         reply.set_rank(ctx.rank());
         reply.set_cast_rank(ctx.cast_rank());
         reply.set_pid(getpid());
-        // The port is set when it names a mailbox (a client's port has host
-        // "" but a mailbox id).
-        if (request.has_port() && !request.port().mailbox().empty()) {
+        if (IsPortSet(request.port())) {
           ctx.Send(request.port(), reply);
         }
         return reply;

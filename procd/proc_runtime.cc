@@ -31,7 +31,6 @@ struct ActorCell {
 
   // Guarded by ProcRuntime::mu_.
   v1::PortRef supervisor;
-  bool has_supervisor = false;
   v1::Status status = v1::INITIALIZING;
   std::string reason;
   uint64_t generation = 1;
@@ -57,12 +56,6 @@ using internal::ActorCell;
 google::protobuf::Timestamp ToProto(absl::Time time) {
   return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(
       absl::ToUnixNanos(time));
-}
-
-// A PortRef names a port unless it is all empty (ports are numbered from 1;
-// a host's own mailbox has an empty id, a client's port an empty host).
-bool IsSet(const v1::PortRef& port) {
-  return port.port() != 0 || !port.host().empty() || !port.mailbox().empty();
 }
 
 bool Accepting(v1::Status status) {
@@ -128,9 +121,8 @@ absl::StatusOr<v1::ActorState> ProcRuntime::CreateOrUpdateActor(
             "; asked for type \"", request.type(), "\", rank ",
             request.rank()));
       }
-      if (IsSet(request.supervisor())) {
+      if (IsPortSet(request.supervisor())) {
         cell.supervisor = request.supervisor();
-        cell.has_supervisor = true;
       }
       return StateLocked(cell);
     }
@@ -151,7 +143,6 @@ absl::StatusOr<v1::ActorState> ProcRuntime::CreateOrUpdateActor(
     cell->rank = request.rank();
     cell->params = request.params();
     cell->supervisor = request.supervisor();
-    cell->has_supervisor = IsSet(request.supervisor());
     cell->ref.set_host(mailbox_->host());
     cell->ref.set_proc(mailbox_->id());
     cell->ref.set_actor(name);
@@ -498,7 +489,7 @@ void ProcRuntime::SetStatusLocked(ActorCell* cell, v1::Status status,
     VLOG(1) << "proc " << options_.proc_name << ": actor " << cell->name
             << " is " << v1::Status_Name(status);
   }
-  if (IsTerminal(status) && cell->has_supervisor) {
+  if (IsTerminal(status) && IsPortSet(cell->supervisor)) {
     v1::SupervisionEvent event;
     *event.mutable_actor() = StateLocked(*cell);
     deferred->push_back(

@@ -205,6 +205,10 @@ void PackPayload(const google::protobuf::Message& message,
   envelope->mutable_payload()->PackFrom(message);
 }
 
+bool IsPortSet(const v1::PortRef& port) {
+  return port.port() != 0 || !port.host().empty() || !port.mailbox().empty();
+}
+
 void AddressTo(const v1::PortRef& port, v1::Envelope* envelope) {
   envelope->set_to_host(port.host());
   envelope->set_to_mailbox(port.mailbox());

@@ -179,6 +179,10 @@ absl::StatusOr<T> UnpackPayload(const v1::Envelope& envelope) {
   return message;
 }
 
+// True unless `port` is all empty (ports are numbered from 1; a host's own
+// mailbox has an empty id, a client's port an empty host).
+bool IsPortSet(const v1::PortRef& port);
+
 // Addresses `envelope` to port `port` / actor `actor`.
 void AddressTo(const v1::PortRef& port, v1::Envelope* envelope);
 void AddressTo(const v1::ActorRef& actor, v1::Envelope* envelope);
