@@ -29,7 +29,7 @@
 #include "hostd/relay_service.h"
 #include "hostd/router.h"
 #include "lib/bootstrap/parent_channel.h"
-#include "lib/host_port.h"
+#include "lib/net/host_port.h"
 #include "lib/mailbox/mailbox.h"
 #include "lib/process/signals.h"
 #include "lib/process/supervisor.h"

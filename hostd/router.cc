@@ -8,7 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "lib/host_port.h"
+#include "lib/net/host_port.h"
 #include "lib/mailbox/reduce.h"
 #include "lib/names.h"
 #include "lib/status.h"

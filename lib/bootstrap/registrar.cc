@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/channel/frame_channel.h"
-#include "lib/host_port.h"
+#include "lib/net/host_port.h"
 #include "lib/status.h"
 #include "proto/bootstrap.pb.h"
 

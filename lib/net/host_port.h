@@ -1,7 +1,7 @@
 // host:port, the one helper for the whole tree: IPv6 hosts in brackets
 // ("[::1]:7450"), ports 1..65535 (0 where a listener picks its own).
-#ifndef HOSTMESH_LIB_HOST_PORT_H_
-#define HOSTMESH_LIB_HOST_PORT_H_
+#ifndef HOSTMESH_LIB_NET_HOST_PORT_H_
+#define HOSTMESH_LIB_NET_HOST_PORT_H_
 
 #include <string>
 
@@ -27,4 +27,4 @@ std::string JoinHostPort(absl::string_view host, int port);
 
 }  // namespace mesh
 
-#endif  // HOSTMESH_LIB_HOST_PORT_H_
+#endif  // HOSTMESH_LIB_NET_HOST_PORT_H_

@@ -1,4 +1,4 @@
-#include "lib/host_port.h"
+#include "lib/net/host_port.h"
 
 #include <algorithm>
 
