@@ -2,12 +2,14 @@
 
 #include <string>
 
+#include "lib/names.h"
+
 namespace mesh {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+                      BoundText(status.message(), kMaxErrorMessageBytes));
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {

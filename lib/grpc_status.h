@@ -9,6 +9,8 @@
 
 namespace mesh {
 
+// The same code and message, cut to kMaxErrorMessageBytes (lib/names.h)
+// before gRPC percent-encodes it into the grpc-message header.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 

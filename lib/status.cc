@@ -1,13 +1,14 @@
 #include "lib/status.h"
 
 #include "absl/strings/str_cat.h"
+#include "lib/names.h"
 
 namespace mesh {
 
 v1::Error ToErrorProto(const absl::Status& status) {
   v1::Error error;
   error.set_code(static_cast<int>(status.code()));
-  error.set_message(std::string(status.message()));
+  error.set_message(BoundText(status.message(), kMaxErrorMessageBytes));
   return error;
 }
 

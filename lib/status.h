@@ -31,7 +31,8 @@
 
 namespace mesh {
 
-// A status carried inside a message (mesh.v1.Error) and back.
+// A status carried inside a message (mesh.v1.Error) and back; the message
+// cut to kMaxErrorMessageBytes (lib/names.h) on the way in.
 v1::Error ToErrorProto(const absl::Status& status);
 absl::Status FromErrorProto(const v1::Error& error);
 

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "lib/mailbox/mailbox.h"
+#include "lib/names.h"
 
 namespace mesh {
 
@@ -60,15 +61,16 @@ ActorDispatcher::Parse(const Actor& actor, const std::string& actor_name,
                        const google::protobuf::Any& payload) {
   auto it = actor.handlers_.find(MessageName(payload.type_url()));
   if (it == actor.handlers_.end()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "actor \"", actor_name, "\" of type \"", actor_type,
-        "\" has no handler for message type \"", payload.type_url(), "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("actor \"", actor_name, "\" of type \"", actor_type,
+                     "\" has no handler for message type ",
+                     QuoteForError(payload.type_url())));
   }
   std::unique_ptr<google::protobuf::Message> request;
   if (!it->second.parse(payload, &request)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "actor \"", actor_name, "\": the payload is not a valid \"",
-        MessageName(payload.type_url()), "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("actor \"", actor_name, "\": the payload is not a valid ",
+                     QuoteForError(MessageName(payload.type_url()))));
   }
   return request;
 }

@@ -98,8 +98,8 @@ absl::StatusOr<v1::ActorState> ProcRuntime::CreateOrUpdateActor(
   RETURN_IF_ERROR(ValidateName(name, "actor name"));
   if (!options_.registry.Contains(request.type())) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "actor type \"", request.type(), "\" is not registered in proc \"",
-        options_.proc_name, "\" (registered: ",
+        "actor type ", QuoteForError(request.type()),
+        " is not registered in proc \"", options_.proc_name, "\" (registered: ",
         absl::StrJoin(options_.registry.TypeNames(), ", "), ")"));
   }
   Deferred deferred;
@@ -118,7 +118,7 @@ absl::StatusOr<v1::ActorState> ProcRuntime::CreateOrUpdateActor(
             "actor \"", name, "\" already exists on proc \"",
             options_.proc_name, "\" with type \"", cell.type, "\", rank ",
             cell.rank, same_params ? "" : " and other params",
-            "; asked for type \"", request.type(), "\", rank ",
+            "; asked for type ", QuoteForError(request.type()), ", rank ",
             request.rank()));
       }
       if (IsPortSet(request.supervisor())) {
@@ -171,6 +171,7 @@ absl::StatusOr<v1::ActorState> ProcRuntime::CreateOrUpdateActor(
 
 absl::StatusOr<v1::ActorState> ProcRuntime::GetActorState(
     const std::string& name) const {
+  RETURN_IF_ERROR(ValidateName(name, "actor name"));
   absl::ReaderMutexLock lock(&mu_);
   auto it = actors_.find(name);
   if (it == actors_.end()) {
@@ -182,6 +183,7 @@ absl::StatusOr<v1::ActorState> ProcRuntime::GetActorState(
 
 absl::StatusOr<v1::ActorState> ProcRuntime::StopActor(
     const std::string& name, const std::string& reason) {
+  RETURN_IF_ERROR(ValidateName(name, "actor name"));
   Deferred deferred;
   v1::ActorState state;
   {
@@ -217,7 +219,8 @@ void ProcRuntime::StopCellLocked(ActorCell* cell, const std::string& reason,
                                  Deferred* deferred) {
   if (Accepting(cell->status)) {
     SetStatusLocked(cell, v1::STOPPING,
-                    reason.empty() ? "stop requested" : reason, deferred);
+                    reason.empty() ? "stop requested" : BoundText(reason),
+                    deferred);
   }
   absl::MutexLock lock(&cell->mu);
   if (!cell->stop) {
@@ -319,9 +322,9 @@ absl::Status ProcRuntime::Deliver(v1::Envelope envelope) {
   absl::ReaderMutexLock lock(&mu_);
   auto it = actors_.find(envelope.actor());
   if (it == actors_.end()) {
-    return absl::NotFoundError(absl::StrCat("no actor \"", envelope.actor(),
-                                            "\" on proc \"", options_.proc_name,
-                                            "\""));
+    return absl::NotFoundError(
+        absl::StrCat("no actor ", QuoteForError(envelope.actor()),
+                     " on proc \"", options_.proc_name, "\""));
   }
   ActorCell* cell = it->second.get();
   if (!Accepting(cell->status)) return NotAcceptingError(*cell);

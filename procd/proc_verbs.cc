@@ -274,8 +274,10 @@ void ProcVerbs::StopActor(uint64_t id, const v1::StopActorRequest& request,
 
 void ProcVerbs::StopAll(uint64_t id, const v1::StopAllRequest& request,
                         Done done) {
-  std::string reason = request.reason().empty() ? "StopAll" : request.reason();
-  LOG(INFO) << "proc " << runtime_->proc_name() << ": StopAll (" << reason
+  std::string reason =
+      request.reason().empty() ? "StopAll" : BoundText(request.reason());
+  LOG(INFO) << "proc " << runtime_->proc_name() << ": StopAll ("
+            << QuoteForError(reason, kMaxReasonBytes)
             << (request.exit_proc() ? ", then exit" : "") << ")";
   std::function<void()> after_answer;
   if (request.exit_proc()) after_answer = options_.on_exit_requested;
@@ -303,6 +305,14 @@ void ProcVerbs::StopAll(uint64_t id, const v1::StopAllRequest& request,
 
 void ProcVerbs::WaitActors(uint64_t id, const v1::WaitActorsRequest& request,
                            Done done) {
+  for (const std::string& name : request.names()) {
+    if (absl::Status valid = ValidateName(name, "actor name"); !valid.ok()) {
+      v1::ProcResponse response = ErrorResponse(valid);
+      response.set_id(id);
+      done(std::move(response));
+      return;
+    }
+  }
   std::shared_ptr<Pending> pending = Register(id, done, nullptr);
   if (pending == nullptr) return;
   StartWait(pending, {request.names().begin(), request.names().end()},

@@ -184,10 +184,11 @@ int ProcdMain(int argc, char** argv, ActorRegistry registry) {
   };
   callbacks.on_cancel = [&verbs](uint64_t id) { verbs.Cancel(id); };
   callbacks.on_stop = [&stop](const std::string& reason, absl::Duration grace) {
-    stop.Request(absl::StrCat("hostd asked to stop: ", reason), grace);
+    stop.Request(absl::StrCat("hostd asked to stop: ", BoundText(reason)),
+                 grace);
   };
   callbacks.on_refused = [&stop](const std::string& reason) {
-    stop.Request(absl::StrCat("hostd refused this proc: ", reason),
+    stop.Request(absl::StrCat("hostd refused this proc: ", BoundText(reason)),
                  kDefaultGrace, /*exit_code=*/1);
   };
   callbacks.on_orphaned = [&stop] {

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "lib/names.h"
 #include "lib/status.h"
 
 namespace mesh {
@@ -54,8 +55,8 @@ void Mailbox::Deliver(v1::Envelope envelope) {
       }
       if (handler == nullptr) {
         VLOG(1) << "mailbox " << sender_ << ": dropping envelope from "
-                << envelope.sender() << " to closed or unknown port "
-                << envelope.port();
+                << QuoteForError(envelope.sender())
+                << " to closed or unknown port " << envelope.port();
         return;
       }
       (*handler)(std::move(envelope));
@@ -70,8 +71,8 @@ void Mailbox::Deliver(v1::Envelope envelope) {
       if (sink == nullptr) {
         ReplyWithError(envelope,
                        absl::NotFoundError(absl::StrCat(
-                           "mailbox ", sender_, " hosts no actors (to actor \"",
-                           envelope.actor(), "\")")));
+                           "mailbox ", sender_, " hosts no actors (to actor ",
+                           QuoteForError(envelope.actor()), ")")));
         return;
       }
       // Keep what an error reply needs; the sink takes the envelope.
@@ -87,7 +88,7 @@ void Mailbox::Deliver(v1::Envelope envelope) {
     case v1::Envelope::DEST_NOT_SET:
       LOG(WARNING) << "mailbox " << sender_
                    << ": dropping envelope without destination from "
-                   << envelope.sender();
+                   << QuoteForError(envelope.sender());
       return;
   }
 }
@@ -195,7 +196,7 @@ absl::Status UnpackPayload(const v1::Envelope& envelope,
   if (!envelope.has_payload() || !envelope.payload().UnpackTo(message)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "expected a payload of type ", message->GetDescriptor()->full_name(),
-        ", got \"", envelope.payload().type_url(), "\""));
+        ", got ", QuoteForError(envelope.payload().type_url())));
   }
   return absl::OkStatus();
 }

@@ -8,6 +8,7 @@
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/dynamic_message.h"
 #include "google/protobuf/message.h"
+#include "lib/names.h"
 #include "lib/status.h"
 
 namespace mesh {
@@ -68,16 +69,17 @@ absl::StatusOr<double> NumericField(const v1::Envelope& reply,
           type);
   if (descriptor == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "cannot reduce a reply of type \"", type,
-        "\": the type is not known to the host (only its own and protobuf's "
+        "cannot reduce a reply of type ", QuoteForError(type),
+        ": the type is not known to the host (only its own and protobuf's "
         "well-known types are)"));
   }
   const google::protobuf::FieldDescriptor* fd =
       descriptor->FindFieldByName(name);
   if (fd == nullptr || fd->is_repeated()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot reduce a reply of type \"", type, "\": it has no field \"",
-        name, "\"", fd != nullptr ? " that is a single number" : ""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot reduce a reply of type ", QuoteForError(type),
+                     ": it has no field ", QuoteForError(name),
+                     fd != nullptr ? " that is a single number" : ""));
   }
   std::unique_ptr<google::protobuf::Message> message(
       google::protobuf::MessageFactory::generated_factory()
@@ -85,7 +87,7 @@ absl::StatusOr<double> NumericField(const v1::Envelope& reply,
           ->New());
   if (!message->ParseFromString(reply.payload().value())) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "cannot reduce: the payload is not a valid \"", type, "\""));
+        "cannot reduce: the payload is not a valid ", QuoteForError(type)));
   }
   const google::protobuf::Reflection* reflection = message->GetReflection();
   using FD = google::protobuf::FieldDescriptor;
@@ -104,8 +106,8 @@ absl::StatusOr<double> NumericField(const v1::Envelope& reply,
       return reflection->GetDouble(*message, fd);
     default:
       return absl::InvalidArgumentError(
-          absl::StrCat("cannot reduce a reply of type \"", type, "\": field \"",
-                       name, "\" is not a number"));
+          absl::StrCat("cannot reduce a reply of type ", QuoteForError(type),
+                       ": field ", QuoteForError(name), " is not a number"));
   }
 }
 

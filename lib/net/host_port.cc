@@ -3,9 +3,9 @@
 #include <algorithm>
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "lib/names.h"
 
 namespace mesh {
 
@@ -13,11 +13,8 @@ absl::StatusOr<HostPort> ParseHostPort(absl::string_view address,
                                        absl::string_view what,
                                        bool allow_port_zero) {
   auto bad = [&](absl::string_view why) {
-    std::string shown(address.substr(0, 64));
-    if (address.size() > 64) shown += "...";
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": \"", absl::CHexEscape(shown),
-                     "\" is not host:port (", why, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": ", QuoteForError(address), " is not host:port (", why, ")"));
   };
   const size_t colon = address.rfind(':');
   if (colon == absl::string_view::npos || colon == 0) {

@@ -28,6 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "lib/event/event_loop.h"
+#include "lib/names.h"
 #include "proto/resource.pb.h"
 
 namespace mesh {
@@ -174,7 +175,7 @@ class StatusWaiters {
           state.emplace();
           state->set_name(name);
           state->set_status(v1::NOT_EXIST);
-          state->set_reason("no " + what_ + " named \"" + name + "\"");
+          state->set_reason("no " + what_ + " named " + QuoteForError(name));
         }
         result.states.push_back(*std::move(state));
       }
