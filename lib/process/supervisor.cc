@@ -101,15 +101,44 @@ class ScopedFd {
   int fd_;
 };
 
-// mkdir -p with mode 0755 for each created component.
-absl::Status MakeDirs(const std::string& dir) {
+// Gives a directory (by path) or an open file (fd >= 0) exactly `mode` and,
+// if set, `group`, whatever the umask or what it had. Group first: chown
+// may clear mode bits. No setgid bit is ever set (systemd's
+// RestrictSUIDSGID= would refuse it).
+absl::Status SetModeAndGroup(const std::string& path, int fd, mode_t mode,
+                             std::optional<gid_t> group) {
+  struct stat st;
+  if ((fd >= 0 ? fstat(fd, &st) : stat(path.c_str(), &st)) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("cannot stat \"", path, "\""));
+  }
+  if (group.has_value() && st.st_gid != *group &&
+      (fd >= 0 ? fchown(fd, static_cast<uid_t>(-1), *group)
+               : chown(path.c_str(), static_cast<uid_t>(-1), *group)) != 0) {
+    return ErrnoStatus(
+        errno, absl::StrCat("cannot give \"", path, "\" to group ", *group));
+  }
+  if ((st.st_mode & 07777) != mode &&
+      (fd >= 0 ? fchmod(fd, mode) : chmod(path.c_str(), mode)) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("cannot chmod \"", path, "\""));
+  }
+  return absl::OkStatus();
+}
+
+// mkdir -p; each created component and `dir` itself (even if it existed)
+// get exactly `mode` and `group`.
+absl::Status MakeDirs(const std::string& dir, mode_t mode,
+                      std::optional<gid_t> group) {
   if (dir.empty()) return absl::OkStatus();
   size_t pos = 0;
   while (pos != std::string::npos) {
     pos = dir.find('/', pos + 1);
     std::string prefix = dir.substr(0, pos);
     if (prefix.empty()) continue;
-    if (mkdir(prefix.c_str(), 0755) == 0) continue;
+    if (mkdir(prefix.c_str(), mode) == 0) {
+      absl::Status set = SetModeAndGroup(prefix, -1, mode, group);
+      if (!set.ok()) return set;
+      continue;
+    }
     int err = errno;
     if (err != EEXIST) {
       return ErrnoStatus(
@@ -124,13 +153,22 @@ absl::Status MakeDirs(const std::string& dir) {
     return absl::FailedPreconditionError(
         absl::StrCat("log_dir \"", dir, "\" is not a directory"));
   }
-  return absl::OkStatus();
+  return SetModeAndGroup(dir, -1, mode, group);
 }
 
-absl::StatusOr<int> OpenLog(const std::string& path) {
-  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+// Opens a log for appending (never through a symlink) with exactly `mode`
+// and `group`, also if it existed.
+absl::StatusOr<int> OpenLog(const std::string& path, mode_t mode,
+                            std::optional<gid_t> group) {
+  int fd = open(path.c_str(),
+                O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, mode);
   if (fd < 0) {
     return ErrnoStatus(errno, absl::StrCat("cannot open \"", path, "\""));
+  }
+  absl::Status set = SetModeAndGroup(path, fd, mode, group);
+  if (!set.ok()) {
+    close(fd);
+    return set;
   }
   return fd;
 }
@@ -526,12 +564,17 @@ absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoSpawn(
   // Log files.
   ScopedFd out_log, err_log;
   if (!options.log_dir.empty()) {
-    absl::Status made = MakeDirs(options.log_dir);
+    const std::optional<gid_t> group = options.log_group;
+    const mode_t dir_mode = group.has_value() ? 0750 : 0700;
+    const mode_t file_mode = group.has_value() ? 0640 : 0600;
+    absl::Status made = MakeDirs(options.log_dir, dir_mode, group);
     if (!made.ok()) return made;
-    auto out = OpenLog(absl::StrCat(options.log_dir, "/stdout.log"));
+    auto out =
+        OpenLog(absl::StrCat(options.log_dir, "/stdout.log"), file_mode, group);
     if (!out.ok()) return out.status();
     out_log.reset(*out);
-    auto err = OpenLog(absl::StrCat(options.log_dir, "/stderr.log"));
+    auto err =
+        OpenLog(absl::StrCat(options.log_dir, "/stderr.log"), file_mode, group);
     if (!err.ok()) return err.status();
     err_log.reset(*err);
   }

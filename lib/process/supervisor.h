@@ -9,7 +9,10 @@
 //    process group is SIGKILLed, so no grandchild outlives it.
 //  - stdout/stderr go through pipes that the supervisor thread drains into
 //    <log_dir>/stdout.log and <log_dir>/stderr.log, so a child never blocks
-//    on a full pipe; the last bytes of stderr are kept as a tail.
+//    on a full pipe; the last bytes of stderr are kept as a tail. The logs
+//    are the supervisor's user's alone (dirs 0700, files 0600; with a
+//    log_group, 0750 and 0640 and of that group), whatever the umask, even
+//    if they existed before with other modes; the child gets only the pipes.
 //  - The destructor SIGKILLs every remaining group and reaps it; their
 //    on_exit callbacks still run (on the supervisor thread) before it returns.
 // Thread-safe. Callbacks run on the supervisor thread: they must not block
@@ -42,6 +45,10 @@ struct SpawnOptions {
   // Directory for stdout.log / stderr.log (created if missing). Empty: the
   // output is drained and dropped (the stderr tail is still kept).
   std::string log_dir;
+  // A group that may read the logs (operators): the dirs the supervisor
+  // creates, log_dir itself and the log files get this group and modes
+  // 0750 and 0640. Unset: 0700 and 0600, the supervisor's user's alone.
+  std::optional<gid_t> log_group;
   // Descriptors the child inherits: {fd in this process, fd in the child}.
   // Destinations are distinct and >= 3; apart from them and 0-2 the child
   // inherits nothing, even descriptors opened without close-on-exec.

@@ -125,14 +125,85 @@ TEST_CASE("a child's exit code, stderr tail and stdout log are reported") {
   CHECK(waiter.info.stderr_tail == "oops\n");
   CHECK(ReadFile(dir + "/stdout.log") == "to-stdout\n");
   CHECK(ReadFile(dir + "/stderr.log") == "oops\n");
+  // The logs are the supervisor's user's alone.
   struct stat st;
   REQUIRE(stat((dir + "/stdout.log").c_str(), &st) == 0);
-  mode_t mask = umask(0);
-  umask(mask);
-  CHECK((st.st_mode & 0777) == (0644 & ~mask));
+  CHECK((st.st_mode & 07777) == 0600);
+  REQUIRE(stat(dir.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0700);
+  REQUIRE(stat((temp.path() + "/logs").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0700);
   // Reaped before the callback: no zombie is left.
   CHECK(access(absl::StrCat("/proc/", *pid).c_str(), F_OK) != 0);
   CHECK(supervisor->LivePids().empty());
+}
+
+TEST_CASE(
+    "log dirs and files get their modes and group whatever the umask and "
+    "whatever they had") {
+  testing::TempDir temp;
+  std::string parent = temp.path() + "/logs";
+  std::string dir = parent + "/p";
+  REQUIRE(mkdir(parent.c_str(), 0755) == 0);
+  REQUIRE(mkdir(dir.c_str(), 0755) == 0);
+  REQUIRE(chmod(dir.c_str(), 02755) == 0);
+  std::string old_log = dir + "/stdout.log";
+  int fd = open(old_log.c_str(), O_WRONLY | O_CREAT, 0666);
+  REQUIRE(fd >= 0);
+  REQUIRE(fchmod(fd, 0666) == 0);
+  close(fd);
+  // root may give files any group; anyone else, its own.
+  const gid_t group = geteuid() == 0 ? 65534 : getegid();
+  auto supervisor = NewSupervisor();
+  mode_t mask = umask(077);  // Would take the group's bits away.
+  for (bool with_group : {true, false}) {
+    INFO("log_group " << (with_group ? std::to_string(group) : "unset"));
+    ExitWaiter waiter;
+    SpawnOptions options = Shell("echo hi");
+    options.log_dir = dir;
+    if (with_group) options.log_group = group;
+    REQUIRE(supervisor->Spawn(options, waiter.Callback()).ok());
+    REQUIRE(waiter.Wait());
+    struct stat st;
+    REQUIRE(stat(dir.c_str(), &st) == 0);
+    // The setgid bit is gone either way.
+    CHECK((st.st_mode & 07777) == (with_group ? 0750 : 0700));
+    CHECK(st.st_gid == group);  // Kept when no group is asked for.
+    for (const char* log : {"/stdout.log", "/stderr.log"}) {
+      REQUIRE(stat((dir + log).c_str(), &st) == 0);
+      CHECK((st.st_mode & 07777) == (with_group ? 0640 : 0600));
+      CHECK(st.st_gid == group);
+    }
+  }
+  // Directories it creates get the group too.
+  ExitWaiter waiter;
+  SpawnOptions options = Shell("echo hi");
+  options.log_dir = temp.path() + "/new/q";
+  options.log_group = group;
+  REQUIRE(supervisor->Spawn(options, waiter.Callback()).ok());
+  REQUIRE(waiter.Wait());
+  for (const std::string& created : {temp.path() + "/new", options.log_dir}) {
+    struct stat st;
+    REQUIRE(stat(created.c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 0750);
+    CHECK(st.st_gid == group);
+  }
+  umask(mask);
+}
+
+TEST_CASE("a log that is a symlink is not followed") {
+  testing::TempDir temp;
+  std::string dir = temp.path() + "/logs";
+  REQUIRE(mkdir(dir.c_str(), 0700) == 0);
+  std::string target = temp.path() + "/elsewhere";
+  REQUIRE(symlink(target.c_str(), (dir + "/stdout.log").c_str()) == 0);
+  auto supervisor = NewSupervisor();
+  ExitWaiter waiter;
+  SpawnOptions options = Shell("echo hi");
+  options.log_dir = dir;
+  auto pid = supervisor->Spawn(options, waiter.Callback());
+  CHECK_FALSE(pid.ok());
+  CHECK(access(target.c_str(), F_OK) != 0);
 }
 
 TEST_CASE("the stderr tail keeps only the last bytes") {
