@@ -185,9 +185,9 @@ std::vector<absl::StatusOr<v1::Envelope>> ActorMesh::CallRaw(
           group.host, proc,
           [gather, named = std::move(named)](const absl::Status& status) {
             for (const auto& [rank, name] : named) {
-              gather->Fill(rank,
-                           absl::UnavailableError(absl::StrFormat(
-                               "%s is gone: %s", name, status.message())));
+              gather->Fill(
+                  rank, absl::UnavailableError(absl::StrFormat(
+                            "%s cannot answer: %s", name, status.message())));
             }
           }));
     }
@@ -261,8 +261,9 @@ absl::StatusOr<v1::Reduced> ActorMesh::Reduce(
     // Only the host itself: a proc that is gone is the host's to count.
     watches.push_back(mailbox.WatchPeer(
         host, "", [answers, i, host](const absl::Status& status) {
-          answers->Fill(i, absl::UnavailableError(absl::StrFormat(
-                               "host %s is gone: %s", host, status.message())));
+          answers->Fill(
+              i, absl::UnavailableError(absl::StrFormat(
+                     "host %s cannot answer: %s", host, status.message())));
         }));
     v1::Envelope envelope = CastEnvelope(*this, groups[i], i, prototype);
     *envelope.mutable_reply_to() = port;

@@ -8,9 +8,12 @@
 #include <unistd.h>
 
 #include <deque>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -106,6 +109,11 @@ class FakeHost final : public v1::Relay::CallbackService {
   void Push(const v1::RelayFrame& frame) {
     absl::MutexLock lock(&mu_);
     for (Stream* stream : streams_) stream->Write({frame});
+  }
+  // Cancels every open stream, as a hostd that died would end them.
+  void CancelStreams() {
+    absl::MutexLock lock(&mu_);
+    for (Stream* stream : streams_) stream->Cancel();
   }
 
  private:
@@ -359,7 +367,7 @@ TEST_CASE("a proc that is gone fails its ranks at once, naming them") {
   CHECK(gone.code() == absl::StatusCode::kUnavailable);
   CHECK(std::string(gone.message()) ==
         absl::StrCat("rank 1 (actor p1/a on host ", host.address(),
-                     ") is gone: p1 exited"));
+                     ") cannot answer: p1 exited"));
 }
 
 TEST_CASE(
@@ -409,10 +417,11 @@ TEST_CASE(
   for (size_t rank : {1, 3}) {
     INFO(rank);
     CHECK(replies[rank].status().code() == absl::StatusCode::kUnavailable);
-    CHECK_THAT(std::string(replies[rank].status().message()),
-               Catch::Contains(absl::StrCat("on host ", bad.address(),
-                                            ") is gone: relay stream to host ",
-                                            bad.address(), " ended")));
+    CHECK_THAT(
+        std::string(replies[rank].status().message()),
+        Catch::Contains(absl::StrCat("on host ", bad.address(),
+                                     ") cannot answer: relay stream to host ",
+                                     bad.address(), " ended")));
   }
 
   bad.SetBreaking(false);
@@ -499,6 +508,268 @@ TEST_CASE("Reduce combines one answer per host") {
     CHECK(
         mesh.Reduce(v1::Echo(), static_cast<v1::Reduce>(99)).status().code() ==
         absl::StatusCode::kInvalidArgument);
+  }
+}
+
+// Pushes heartbeats to every open stream of a host, as hostd does, every
+// `interval` while not paused.
+class Heartbeats {
+ public:
+  Heartbeats(FakeHost& host, absl::Duration interval)
+      : host_(host), interval_(interval), thread_([this] { Run(); }) {}
+  ~Heartbeats() {
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+    }
+    thread_.join();
+  }
+  void Pause(bool paused) {
+    absl::MutexLock lock(&mu_);
+    paused_ = paused;
+  }
+  void SetIncarnation(uint64_t incarnation) {
+    absl::MutexLock lock(&mu_);
+    incarnation_ = incarnation;
+  }
+
+ private:
+  void Run() {
+    absl::MutexLock lock(&mu_);
+    while (!mu_.AwaitWithTimeout(absl::Condition(&done_), interval_)) {
+      if (paused_) continue;
+      v1::RelayFrame frame;
+      frame.mutable_heartbeat()->set_incarnation(incarnation_);
+      frame.mutable_heartbeat()->set_interval_ms(
+          absl::ToInt64Milliseconds(interval_));
+      host_.Push(frame);
+    }
+  }
+
+  FakeHost& host_;
+  const absl::Duration interval_;
+  absl::Mutex mu_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool paused_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t incarnation_ ABSL_GUARDED_BY(mu_) = 1;
+  std::thread thread_;
+};
+
+// Collects a client's host events (outlives the client).
+class HostEvents {
+ public:
+  std::function<void(const HostEvent&)> Handler() {
+    return [this](const HostEvent& event) {
+      absl::MutexLock lock(&mu_);
+      events_.push_back(event);
+    };
+  }
+  // The next event not yet taken; nullopt after `timeout`.
+  std::optional<HostEvent> Next(absl::Duration timeout = kWait) {
+    absl::MutexLock lock(&mu_);
+    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return taken_ < events_.size();
+    };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout)) {
+      return std::nullopt;
+    }
+    return events_[taken_++];
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<HostEvent> events_ ABSL_GUARDED_BY(mu_);
+  size_t taken_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Short bounds, so that a test takes well under a second per event.
+constexpr absl::Duration kBeat = absl::Milliseconds(50);
+constexpr absl::Duration kUnreachableAfter = absl::Milliseconds(300);
+
+std::shared_ptr<Client> NewHealthClient(HostEvents& events,
+                                        absl::Duration lost_after) {
+  Client::Options options;
+  options.unreachable_after = kUnreachableAfter;
+  options.lost_after = lost_after;
+  options.on_host_event = events.Handler();
+  absl::StatusOr<std::shared_ptr<Client>> client = Client::Create(options);
+  REQUIRE(client.ok());
+  return *client;
+}
+
+TEST_CASE("host health options are checked") {
+  Client::Options options;
+  options.unreachable_after = absl::ZeroDuration();
+  CHECK(Client::Create(options).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  options.unreachable_after = absl::Seconds(1);
+  options.lost_after = -absl::Seconds(1);
+  CHECK(Client::Create(options).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("a host is unknown until its first heartbeat, then reachable") {
+  FakeHost host;
+  HostEvents events;
+  std::shared_ptr<Client> client = NewHealthClient(events, absl::Seconds(30));
+  CHECK(client->HostHealth(host.address()).state == HostState::kUnknown);
+  Heartbeats beats(host, kBeat);
+  REQUIRE(client->Connect(host.address()).ok());
+  std::optional<HostEvent> event = events.Next();
+  REQUIRE(event.has_value());
+  CHECK(event->host == host.address());
+  CHECK(event->state == HostState::kReachable);
+  CHECK(event->previous == HostState::kUnknown);
+  CHECK(event->incarnation == 1);
+  CHECK(client->HostHealth(host.address()).state == HostState::kReachable);
+}
+
+TEST_CASE(
+    "a silent host is unreachable within the bound: calls to it fail at "
+    "once naming it, and it is reachable again when heartbeats resume") {
+  FakeHost host;
+  HostEvents events;
+  std::shared_ptr<Client> client = NewHealthClient(events, absl::Seconds(30));
+  Heartbeats beats(host, kBeat);
+  ActorMesh mesh = MeshOn(client, {host.address()}, 2);
+  REQUIRE(client->Connect(host.address()).ok());
+  REQUIRE(events.Next()->state == HostState::kReachable);
+  REQUIRE(mesh.Call<v1::Echo>(v1::Echo(), kWait)[0].ok());
+
+  beats.Pause(true);
+  absl::Time paused = absl::Now();
+  std::optional<HostEvent> event = events.Next();
+  REQUIRE(event.has_value());
+  absl::Duration detected = absl::Now() - paused;
+  CHECK(event->state == HostState::kUnreachable);
+  CHECK(event->procs.empty());  // nothing is declared lost
+  CHECK_THAT(event->reason, Catch::Contains(absl::StrCat("no frame from host ",
+                                                         host.address())));
+  // The bound, a tick and a beat, with room for a loaded machine.
+  CHECK(detected >= kUnreachableAfter - kBeat);
+  CHECK(detected < 5 * kUnreachableAfter);
+  WARN("unreachable detected after " << absl::FormatDuration(detected));
+
+  absl::Time start = absl::Now();
+  auto replies = mesh.Call<v1::Echo>(v1::Echo(), absl::Hours(1));
+  CHECK(absl::Now() - start < absl::Seconds(1));
+  for (const auto& reply : replies) {
+    CHECK(reply.status().code() == absl::StatusCode::kUnavailable);
+    CHECK_THAT(std::string(reply.status().message()),
+               Catch::Contains(
+                   absl::StrCat("host ", host.address(), " is unreachable")));
+  }
+  CHECK(client->HostHealth(host.address()).state == HostState::kUnreachable);
+
+  beats.Pause(false);
+  event = events.Next();
+  REQUIRE(event.has_value());
+  CHECK(event->state == HostState::kReachable);
+  CHECK(event->previous == HostState::kUnreachable);
+  CHECK_THAT(event->reason, Catch::Contains("reachable again"));
+  auto again = mesh.Call<v1::Echo>(v1::Echo(), kWait);
+  CHECK(again[0].ok());
+  CHECK(again[1].ok());
+}
+
+TEST_CASE(
+    "a host unreachable past lost_after is lost, with the procs this client "
+    "has there") {
+  FakeHost host;
+  HostEvents events;
+  std::shared_ptr<Client> client =
+      NewHealthClient(events, absl::Milliseconds(400));
+  Heartbeats beats(host, kBeat);
+  client->TrackProc(host.address(), "p0");
+  client->TrackProc(host.address(), "p1");
+  REQUIRE(client->Connect(host.address()).ok());
+  REQUIRE(events.Next()->state == HostState::kReachable);
+  CHECK(client->HostHealth(host.address()).procs ==
+        (std::vector<std::string>{"p0", "p1"}));
+
+  beats.Pause(true);
+  host.CancelStreams();  // the stream breaks: unreachable at once
+  std::optional<HostEvent> event = events.Next();
+  REQUIRE(event.has_value());
+  CHECK(event->state == HostState::kUnreachable);
+  CHECK_THAT(event->reason,
+             Catch::Contains(absl::StrCat("relay stream to host ",
+                                          host.address(), " ended")));
+  absl::Time unreachable = absl::Now();
+  event = events.Next();
+  REQUIRE(event.has_value());
+  CHECK(event->state == HostState::kLost);
+  CHECK(event->procs == (std::vector<std::string>{"p0", "p1"}));
+  CHECK_THAT(event->reason, Catch::Contains("lost after 400ms"));
+  absl::Duration grace = absl::Now() - unreachable;
+  CHECK(grace >= absl::Milliseconds(350));
+  CHECK(grace < absl::Seconds(2));
+  CHECK(client->HostHealth(host.address()).state == HostState::kLost);
+  CHECK(client->HostHealth(host.address()).procs.empty());
+}
+
+TEST_CASE(
+    "a host that comes back as another incarnation within the grace is "
+    "lost, then reachable") {
+  FakeHost host;
+  HostEvents events;
+  std::shared_ptr<Client> client = NewHealthClient(events, absl::Seconds(30));
+  Heartbeats beats(host, kBeat);
+  client->TrackProc(host.address(), "p0");
+  REQUIRE(client->Connect(host.address()).ok());
+  REQUIRE(events.Next()->state == HostState::kReachable);
+
+  SECTION("a restart") {
+    beats.SetIncarnation(2);
+    host.CancelStreams();
+    CHECK(events.Next()->state == HostState::kUnreachable);
+    std::optional<HostEvent> event = events.Next();
+    REQUIRE(event.has_value());
+    CHECK(event->state == HostState::kLost);
+    CHECK(event->procs == std::vector<std::string>{"p0"});
+    CHECK_THAT(event->reason, Catch::Contains("another incarnation"));
+    CHECK(event->incarnation == 1);
+    event = events.Next();
+    REQUIRE(event.has_value());
+    CHECK(event->state == HostState::kReachable);
+    CHECK(event->incarnation == 2);
+  }
+  SECTION("a reconnect to the same incarnation loses nothing") {
+    host.CancelStreams();
+    CHECK(events.Next()->state == HostState::kUnreachable);
+    std::optional<HostEvent> event = events.Next();
+    REQUIRE(event.has_value());
+    CHECK(event->state == HostState::kReachable);
+    CHECK(client->HostHealth(host.address()).procs ==
+          std::vector<std::string>{"p0"});
+  }
+  SECTION("a host that shuts down is lost without reconnecting") {
+    beats.Pause(true);
+    v1::RelayFrame closing;
+    closing.mutable_heartbeat()->set_incarnation(1);
+    closing.mutable_heartbeat()->set_closing(true);
+    host.Push(closing);
+    std::optional<HostEvent> event = events.Next();
+    REQUIRE(event.has_value());
+    CHECK(event->state == HostState::kLost);
+    CHECK_THAT(event->reason, Catch::Contains("shut down"));
+    host.CancelStreams();
+    CHECK_FALSE(events.Next(absl::Milliseconds(500)).has_value());
+    CHECK(host.senders().size() == 1);  // no reconnect
+
+    // A call opens a stream again; one that gets no answer fails within
+    // the bound, not at the call's deadline.
+    host.SetMute(true);
+    ActorMesh mesh = MeshOn(client, {host.address()}, 1);
+    absl::Time start = absl::Now();
+    auto replies = mesh.Call<v1::Echo>(v1::Echo(), absl::Hours(1));
+    CHECK(absl::Now() - start < 5 * kUnreachableAfter);
+    CHECK(replies[0].status().code() == absl::StatusCode::kUnavailable);
+    CHECK_THAT(
+        std::string(replies[0].status().message()),
+        Catch::Contains(absl::StrCat("host ", host.address(), " is lost: host ",
+                                     host.address(), " shut down")));
+    CHECK(host.senders().size() == 2);
   }
 }
 

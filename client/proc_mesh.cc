@@ -1,5 +1,6 @@
 #include "hostmesh/proc_mesh.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -20,7 +21,14 @@ ProcMesh::ProcMesh(std::shared_ptr<Client> client, std::string name,
       name_(std::move(name)),
       extent_(std::move(extent)),
       host_addresses_(std::move(host_addresses)),
-      procs_(std::move(procs)) {}
+      procs_(std::move(procs)) {
+  // Reported to this client if their host is lost.
+  if (client_ == nullptr) return;
+  const size_t n = std::min(procs_.size(), host_addresses_.size());
+  for (size_t rank = 0; rank < n; ++rank) {
+    client_->TrackProc(host_addresses_[rank], procs_[rank].name());
+  }
+}
 
 absl::StatusOr<ActorMesh> ProcMesh::Spawn(
     const std::string& name, const std::string& type,

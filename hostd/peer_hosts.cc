@@ -3,18 +3,22 @@
 #include <glog/logging.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "lib/mailbox/mailbox.h"
+#include "lib/relay/clock.h"
 
 namespace mesh {
 
 PeerHosts::PeerHosts(
-    std::string self_address, std::function<void(v1::RelayFrame)> on_frame,
+    std::string self_address, ClientCredentials credentials,
+    std::function<void(v1::RelayFrame)> on_frame,
     std::function<void(const v1::Envelope&, const absl::Status&)> on_unsent)
     : self_address_(std::move(self_address)),
+      credentials_(std::move(credentials)),
       on_frame_(std::move(on_frame)),
       on_unsent_(std::move(on_unsent)) {}
 
@@ -28,7 +32,19 @@ absl::Status PeerHosts::Send(const std::string& host, v1::Envelope& envelope) {
   if (shut_down_) return absl::UnavailableError("hostd is shutting down");
   auto it = streams_.find(host);
   if (it != streams_.end() && !it->second->ended()) {
-    return it->second->Send(envelope);
+    RelayStream& stream = *it->second;
+    const absl::Duration silent =
+        MonotonicClock::Real().Now() - stream.last_frame_at();
+    const absl::Duration bound =
+        std::max(kUnreachableAfter, 2 * stream.heartbeat_interval());
+    if (silent < bound) return stream.Send(envelope);
+    // Cut off or stopped: fail now instead of queueing behind it. What the
+    // stream holds goes to on_unsent; the next send opens a new stream.
+    stream.Cancel();
+    return absl::UnavailableError(absl::StrCat(
+        "host ", host, " is unreachable: no frame from it for ",
+        absl::FormatDuration(absl::Trunc(silent, absl::Milliseconds(1))),
+        " (unreachable after ", absl::FormatDuration(bound), ")"));
   }
   if (it != streams_.end()) {
     ended = std::move(it->second);
@@ -37,7 +53,7 @@ absl::Status PeerHosts::Send(const std::string& host, v1::Envelope& envelope) {
         "this host already streams to ", kMaxPeers, " other hosts, its limit"));
   }
   std::shared_ptr<grpc::Channel>& channel = channels_[host];
-  if (channel == nullptr) channel = NewHostChannel(host);
+  if (channel == nullptr) channel = NewHostChannel(host, credentials_);
   RelayStream::Options options;
   options.sender = absl::StrCat("host:", self_address_);
   options.peer = host;

@@ -5,7 +5,11 @@
 // the order sent. Frames the peer sends back on it are handed to `on_frame`;
 // envelopes that could not be sent when a stream broke go to `on_unsent`
 // (which answers their reply_to). At most kMaxPeers peers; a stream that
-// ended is replaced on the next send. Thread-safe; never blocks.
+// ended is replaced on the next send. Peers send heartbeats: a stream that
+// read nothing for kUnreachableAfter (or two of the peer's heartbeat
+// intervals, if longer) is cut, and the send fails at once (UNAVAILABLE
+// naming the host) instead of queueing behind a host that is cut off or
+// stopped. Thread-safe; never blocks.
 // Shutdown() ends every stream.
 #ifndef HOSTMESH_HOSTD_PEER_HOSTS_H_
 #define HOSTMESH_HOSTD_PEER_HOSTS_H_
@@ -18,6 +22,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "grpcpp/channel.h"
 #include "lib/relay/relay_stream.h"
 #include "proto/mailbox.pb.h"
@@ -27,9 +32,12 @@ namespace mesh {
 class PeerHosts {
  public:
   static constexpr size_t kMaxPeers = 1024;
+  static constexpr absl::Duration kUnreachableAfter = absl::Seconds(2);
 
+  // Dials peers presenting `credentials` (this host's peer identity).
   PeerHosts(
-      std::string self_address, std::function<void(v1::RelayFrame)> on_frame,
+      std::string self_address, ClientCredentials credentials,
+      std::function<void(v1::RelayFrame)> on_frame,
       std::function<void(const v1::Envelope&, const absl::Status&)> on_unsent);
   ~PeerHosts();
 
@@ -39,6 +47,7 @@ class PeerHosts {
 
  private:
   const std::string self_address_;
+  const ClientCredentials credentials_;
   const std::function<void(v1::RelayFrame)> on_frame_;
   const std::function<void(const v1::Envelope&, const absl::Status&)>
       on_unsent_;

@@ -29,7 +29,7 @@ void RelayServerStream::Refuse(const grpc::Status& status) {
 
 absl::Status RelayServerStream::Write(v1::RelayFrame frame) {
   absl::MutexLock lock(&mu_);
-  if (broken_ || finished_) {
+  if (broken_ || finished_ || last_queued_) {
     return absl::UnavailableError(absl::StrCat("the ", name(), " is closed"));
   }
   size_t bytes = frame.ByteSizeLong();
@@ -45,6 +45,18 @@ absl::Status RelayServerStream::Write(v1::RelayFrame frame) {
   return absl::OkStatus();
 }
 
+void RelayServerStream::WriteLast(v1::RelayFrame frame) {
+  absl::MutexLock lock(&mu_);
+  if (broken_ || finished_ || last_queued_) return;
+  size_t bytes = frame.ByteSizeLong();
+  if (!out_.empty() && queued_bytes_ + bytes > max_queued_bytes_) return;
+  last_queued_ = true;
+  queued_bytes_ += bytes;
+  out_bytes_.push_back(bytes);
+  out_.push_back(std::move(frame));
+  if (!writing_) WriteFrontLocked();
+}
+
 void RelayServerStream::OnReadDone(bool ok) {
   if (!ok) {  // Half-closed by the other end, or cancelled.
     absl::MutexLock lock(&mu_);
@@ -54,6 +66,11 @@ void RelayServerStream::OnReadDone(bool ok) {
   }
   OnFrame(in_);
   in_.Clear();
+  {
+    // Finished (WriteLast): read no more.
+    absl::MutexLock lock(&mu_);
+    if (finished_) return;
+  }
   StartRead(&in_);
 }
 
@@ -96,7 +113,8 @@ void RelayServerStream::WriteFrontLocked() {
 }
 
 void RelayServerStream::MaybeFinishLocked() {
-  if (finished_ || writing_ || !(reading_done_ || broken_)) return;
+  if (finished_ || writing_) return;
+  if (!(reading_done_ || broken_ || (last_queued_ && out_.empty()))) return;
   finished_ = true;
   Finish(broken_ ? grpc::Status::CANCELLED : grpc::Status::OK);
 }

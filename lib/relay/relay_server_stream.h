@@ -5,11 +5,12 @@
 // the order written. Write queues frames for the other end: in order, one
 // write in flight (later ones coalesced by gRPC), at most max_queued_bytes
 // queued. The stream finishes OK once the other end half-closed and every
-// queued frame is written; a failed write or a cancelled call ends it.
+// queued frame is written, or once the frame given to WriteLast is written;
+// a failed write or a cancelled call ends it.
 //
-// Threads: reactions run on gRPC threads; Write, Cancel and Refuse are
-// thread-safe and never block. Lifetime: self-deleting; OnStreamDone runs
-// once, last, just before the object is deleted (a subclass unregisters
+// Threads: reactions run on gRPC threads; Write, WriteLast, Cancel and
+// Refuse are thread-safe and never block. Lifetime: self-deleting; OnStreamDone
+// runs once, last, just before the object is deleted (a subclass unregisters
 // itself there, so nothing calls Write on a deleted stream).
 #ifndef HOSTMESH_LIB_RELAY_RELAY_SERVER_STREAM_H_
 #define HOSTMESH_LIB_RELAY_RELAY_SERVER_STREAM_H_
@@ -42,6 +43,10 @@ class RelayServerStream
   // Queues `frame` for the other end. UNAVAILABLE once the stream ended,
   // RESOURCE_EXHAUSTED past the cap (naming `name`).
   absl::Status Write(v1::RelayFrame frame);
+  // Queues `frame` as the stream's last (a goodbye): the stream finishes OK
+  // once it and everything queued before it are written, and Write refuses
+  // from now on. Past the cap, or once the stream ended, it does nothing.
+  void WriteLast(v1::RelayFrame frame);
   void Cancel() { context_->TryCancel(); }
 
  protected:
@@ -59,8 +64,8 @@ class RelayServerStream
   void OnCancel() final;
   void OnDone() final;
   void WriteFrontLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Finishes once the other end is done (or the stream broke) and nothing
-  // is being written.
+  // Finishes once the other end is done (or the stream broke, or the last
+  // frame is written) and nothing is being written.
   void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   grpc::CallbackServerContext* const context_;
@@ -75,6 +80,8 @@ class RelayServerStream
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool reading_done_ ABSL_GUARDED_BY(mu_) = false;
+  // WriteLast queued the last frame: finish once the queue is empty.
+  bool last_queued_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 

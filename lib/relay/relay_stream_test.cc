@@ -155,8 +155,10 @@ class Seen {
 };
 
 std::unique_ptr<RelayStream> Open(const std::string& address, Seen& seen,
-                                  size_t max_queued_bytes = 64 << 20) {
+                                  size_t max_queued_bytes = 64 << 20,
+                                  const MonotonicClock* clock = nullptr) {
   RelayStream::Options options;
+  options.clock = clock;
   options.sender = "client:0123456789abcdef";
   options.peer = address;
   options.max_queued_bytes = max_queued_bytes;
@@ -227,6 +229,85 @@ TEST_CASE("on_done runs once when the host shuts down") {
   CHECK(status.code() == absl::StatusCode::kUnavailable);
   CHECK_THAT(std::string(status.message()), Catch::Contains(host.address()));
   CHECK(late.correlation() == 2);  // left as it was
+}
+
+TEST_CASE(
+    "a stream times the frames it reads by its clock and learns the "
+    "heartbeat interval") {
+  Host host;
+  Seen seen;
+  FakeClock clock;
+  const absl::Duration started = clock.Now();
+  std::unique_ptr<RelayStream> stream =
+      Open(host.address(), seen, 64 << 20, &clock);
+  CHECK(stream->last_frame_at() == started);
+  CHECK(stream->frames_read() == 0);
+  CHECK(stream->heartbeat_interval() == absl::ZeroDuration());
+
+  clock.Advance(absl::Seconds(5));
+  v1::Envelope envelope = Numbered(1);
+  REQUIRE(stream->Send(envelope).ok());
+  REQUIRE(seen.WaitFrames(1));
+  CHECK(stream->last_frame_at() == started + absl::Seconds(5));
+  CHECK(stream->frames_read() == 1);
+
+  clock.Advance(absl::Seconds(1));
+  v1::RelayFrame heartbeat;  // echoed back as if the host sent it
+  heartbeat.mutable_heartbeat()->set_incarnation(7);
+  heartbeat.mutable_heartbeat()->set_interval_ms(700);
+  REQUIRE(stream->Write(heartbeat).ok());
+  REQUIRE(seen.WaitFrames(2));
+  CHECK(stream->last_frame_at() == started + absl::Seconds(6));
+  CHECK(stream->frames_read() == 2);
+  CHECK(stream->heartbeat_interval() == absl::Milliseconds(700));
+}
+
+// A host that says goodbye at once: WriteLast, then the stream is over.
+class GoodbyeRelay final : public v1::Relay::CallbackService {
+ public:
+  grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame>* Connect(
+      grpc::CallbackServerContext* context) override {
+    auto* stream = new Stream(context);
+    v1::RelayFrame last;
+    last.mutable_heartbeat()->set_closing(true);
+    stream->WriteLast(last);
+    v1::RelayFrame more;
+    more.mutable_envelope()->set_correlation(9);
+    refused_after_last_ = stream->Write(more).code();
+    stream->StartReading();
+    return stream;
+  }
+  absl::StatusCode refused_after_last_ = absl::StatusCode::kOk;
+
+ private:
+  class Stream final : public RelayServerStream {
+   public:
+    using RelayServerStream::RelayServerStream;
+
+   private:
+    void OnFrame(v1::RelayFrame&) override {}
+  };
+};
+
+TEST_CASE("a frame written last ends the stream OK once it is out") {
+  GoodbyeRelay service;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  REQUIRE(server != nullptr);
+  Seen seen;
+  std::unique_ptr<RelayStream> stream =
+      Open(absl::StrCat("127.0.0.1:", port), seen);
+  REQUIRE(stream->WaitDone(kWait));
+  CHECK(stream->frames_read() == 1);
+  CHECK(seen.status().ok());
+  CHECK(service.refused_after_last_ == absl::StatusCode::kUnavailable);
+  stream.reset();
+  server->Shutdown(std::chrono::system_clock::now());
+  server->Wait();
 }
 
 TEST_CASE("a stream to an address nobody listens on ends UNAVAILABLE") {
