@@ -9,6 +9,9 @@ PACKAGES=(
   libabsl-dev libgoogle-glog-dev libgflags-dev libsystemd-dev
   catch2 libcli11-dev libbenchmark-dev
   procps
+  # deploy/make-certs.sh; the multi-host test's network namespaces; setpriv
+  # (procs under another uid: hostd's proc-user, the tests' second uid).
+  openssl iproute2 util-linux
 )
 
 missing=()
