@@ -3,11 +3,16 @@
 #include <glog/logging.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "lib/event/event_loop.h"
 #include "lib/mailbox/mailbox.h"
+#include "lib/net/host_port.h"
+#include "lib/relay/clock.h"
 #include "lib/relay/relay_stream.h"
 #include "lib/status.h"
 
@@ -53,6 +58,13 @@ std::string NewClientId() {
 // How long a closing client lets its streams drain before cancelling them.
 constexpr absl::Duration kDrain = absl::Seconds(1);
 
+// Reconnecting to an unreachable host: at once, then after 0.1 s, doubling
+// up to 1 s (each wait ±20%).
+constexpr absl::Duration kFirstBackoff = absl::Milliseconds(100);
+constexpr absl::Duration kMaxBackoff = absl::Seconds(1);
+
+absl::Duration Now() { return MonotonicClock::Real().Now(); }
+
 }  // namespace
 
 Client::Client() : id_(NewClientId()) {
@@ -61,7 +73,16 @@ Client::Client() : id_(NewClientId()) {
 }
 
 absl::StatusOr<std::shared_ptr<Client>> Client::Create(Options options) {
+  if (!options.credentials.has_value()) {
+    absl::StatusOr<ClientCredentials> from_env = ClientCredentials::FromEnv();
+    if (!from_env.ok()) return from_env.status();
+    options.credentials = *std::move(from_env);
+  }
   std::shared_ptr<Client> client(new Client());
+  {
+    absl::MutexLock lock(&client->mu_);
+    client->credentials_ = *std::move(options.credentials);
+  }
   Client* raw = client.get();
   client->supervisor_port_ =
       client->mailbox_->OpenPort([raw](v1::Envelope envelope) {
@@ -82,7 +103,163 @@ absl::StatusOr<std::shared_ptr<Client>> Client::Create(Options options) {
                      << " failed: " << event->actor().reason();
         }
       });
+  if (options.unreachable_after <= absl::ZeroDuration() ||
+      options.lost_after < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Client::Options: unreachable_after must be > 0 and lost_after >= 0 "
+        "(got ",
+        absl::FormatDuration(options.unreachable_after), " and ",
+        absl::FormatDuration(options.lost_after), ")"));
+  }
+  client->StartHealth(options);
   return client;
+}
+
+void Client::StartHealth(const Options& options) {
+  health_options_.unreachable_after = options.unreachable_after;
+  health_options_.lost_after = options.lost_after;
+  on_host_event_ = options.on_host_event;
+  health_tick_ =
+      std::clamp(std::min(options.unreachable_after, options.lost_after) / 10,
+                 absl::Milliseconds(5), absl::Milliseconds(200));
+  health_loop_ = std::make_unique<EventLoop>();
+  absl::MutexLock lock(&streams_mu_);
+  health_loop_->PostAfter(health_tick_, [this] { HealthTick(); });
+}
+
+HostEvent Client::HostHealth(const std::string& host) const {
+  HostEvent event;
+  event.host = host;
+  absl::MutexLock lock(&streams_mu_);
+  auto it = hosts_.find(host);
+  if (it == hosts_.end()) return event;
+  const HostRecord& record = it->second;
+  event.state = record.health.state();
+  event.reason = record.health.reason();
+  event.incarnation = record.health.incarnation();
+  event.procs.assign(record.procs.begin(), record.procs.end());
+  return event;
+}
+
+void Client::TrackProc(const std::string& host, const std::string& proc) {
+  absl::MutexLock lock(&streams_mu_);
+  if (shutting_down_) return;
+  hosts_.try_emplace(host, host, health_options_)
+      .first->second.procs.insert(proc);
+}
+
+void Client::HealthTick() {
+  absl::MutexLock lock(&streams_mu_);
+  if (shutting_down_) return;
+  const absl::Duration now = Now();
+  for (auto& [host, record] : hosts_) {
+    auto current = streams_.find(host);
+    RelayStream* stream =
+        current != streams_.end() ? current->second.stream.get() : nullptr;
+    std::optional<absl::Duration> last_frame;
+    if (stream != nullptr) last_frame = stream->last_frame_at();
+    const HostState before = record.health.state();
+    HealthChangedLocked(host, record, before,
+                        record.health.Check(now, last_frame));
+    const HostState state = record.health.state();
+    if (state == HostState::kLost && stream != nullptr &&
+        stream->frames_read() == 0 &&
+        now - stream->last_frame_at() >= record.health.silence_bound()) {
+      // A stream to a lost host (opened by a send) that got no answer: what
+      // waits on it fails now rather than at its deadline.
+      stream->Cancel();
+      continue;
+    }
+    if (state != HostState::kUnreachable) continue;
+    if (before == HostState::kReachable && stream != nullptr) {
+      // Silent: cut the stream, so that what waits on it fails now (its
+      // on_done reports the host unreachable) and a new one can start.
+      stream->Cancel();
+      continue;
+    }
+    if (current == streams_.end() && now >= record.next_attempt) {
+      // Dial now: gRPC's own reconnect backoff (up to 2 minutes) would
+      // otherwise fail the stream at once without trying.
+      grpc::experimental::ChannelResetConnectionBackoff(Channel(host).get());
+      StreamLocked(host);
+      thread_local absl::BitGen random;
+      absl::Duration wait = record.backoff * absl::Uniform(random, 0.8, 1.2);
+      record.next_attempt = now + wait;
+      record.backoff = std::min(2 * record.backoff, kMaxBackoff);
+    }
+  }
+  health_loop_->PostAfter(health_tick_, [this] { HealthTick(); });
+}
+
+void Client::HealthChangedLocked(
+    const std::string& host, HostRecord& record, HostState previous,
+    std::vector<HostHealthTracker::Change> changes) {
+  for (HostHealthTracker::Change& change : changes) {
+    HostEvent event;
+    event.host = host;
+    event.state = change.state;
+    event.previous = previous;
+    event.reason = std::move(change.reason);
+    event.incarnation = change.incarnation;
+    previous = change.state;
+    switch (change.state) {
+      case HostState::kUnreachable:
+        // Reconnect at once, then back off.
+        record.next_attempt = Now();
+        record.backoff = kFirstBackoff;
+        break;
+      case HostState::kLost:
+        event.procs.assign(record.procs.begin(), record.procs.end());
+        record.procs.clear();
+        break;
+      case HostState::kReachable:
+      case HostState::kUnknown:
+        break;
+    }
+    health_loop_->Post(
+        [this, event = std::move(event)] { DeliverHostEvent(event); });
+  }
+}
+
+void Client::DeliverHostEvent(const HostEvent& event) {
+  if (event.state == HostState::kLost) {
+    // Whatever still waits on those procs (or the host) fails now.
+    absl::Status why = absl::UnavailableError(
+        absl::StrCat("host ", event.host, " is lost: ", event.reason));
+    for (const std::string& proc : event.procs) {
+      mailbox_->ReportLost(event.host, proc, why);
+    }
+    mailbox_->ReportLost(event.host, "", why);
+  }
+  if (on_host_event_) {
+    on_host_event_(event);
+    return;
+  }
+  switch (event.state) {
+    case HostState::kReachable:
+      if (event.previous == HostState::kUnknown) {
+        VLOG(1) << "client " << id_ << ": " << event.reason;
+      } else {
+        LOG(INFO) << "client " << id_ << ": " << event.reason;
+      }
+      break;
+    case HostState::kUnreachable:
+      LOG(WARNING) << "client " << id_ << ": host " << event.host
+                   << " is unreachable: " << event.reason;
+      break;
+    case HostState::kLost:
+      if (event.procs.empty()) {
+        LOG(INFO) << "client " << id_ << ": host " << event.host
+                  << " is lost: " << event.reason;
+      } else {
+        LOG(ERROR) << "client " << id_ << ": host " << event.host
+                   << " is lost with procs " << absl::StrJoin(event.procs, ", ")
+                   << ": " << event.reason;
+      }
+      break;
+    case HostState::kUnknown:
+      break;
+  }
 }
 
 absl::StatusOr<std::shared_ptr<Client>> Client::Default() {
@@ -108,6 +285,9 @@ Client::~Client() {
     }
     streams_.clear();
   }
+  // No more health ticks or host events (nothing posts once shutting_down_
+  // is set).
+  health_loop_.reset();
   // No more sends, local deliveries or loss reports.
   mailbox_->Shutdown();
   // Let what is queued go out, then cut what is left; wait for every
@@ -135,9 +315,7 @@ Client::~Client() {
 const std::string& Client::id() const { return id_; }
 
 absl::Status Client::Connect(const std::string& host) {
-  if (host.empty()) {
-    return absl::InvalidArgumentError("Connect needs a host address");
-  }
+  RETURN_IF_ERROR(ParseHostPort(host, "host address").status());
   absl::MutexLock lock(&streams_mu_);
   if (shutting_down_) {
     return absl::FailedPreconditionError(
@@ -164,6 +342,13 @@ absl::Status Client::Route(v1::Envelope& envelope) {
     return absl::UnavailableError(
         absl::StrCat("client ", id_, " is shutting down"));
   }
+  // An unreachable host fails sends at once; the health loop reconnects.
+  if (auto health = hosts_.find(host);
+      health != hosts_.end() &&
+      health->second.health.state() == HostState::kUnreachable) {
+    return absl::UnavailableError(absl::StrCat(
+        "host ", host, " is unreachable: ", health->second.health.reason()));
+  }
   // A stream that broke stays until its on_done (which fails what waited on
   // it) has run; sends meanwhile fail, and the next one reopens it.
   return StreamLocked(host)->Send(envelope);
@@ -183,7 +368,9 @@ RelayStream* Client::StreamLocked(const std::string& host) {
   entry.serial = serial;
   entry.stream = RelayStream::Start(
       Channel(host), std::move(options),
-      [this, host](v1::RelayFrame frame) { OnFrame(host, std::move(frame)); },
+      [this, host, serial](v1::RelayFrame frame) {
+        OnFrame(host, serial, std::move(frame));
+      },
       [this, host, serial](const absl::Status& status,
                            std::vector<v1::RelayFrame> unsent) {
         OnStreamDone(host, serial, status, std::move(unsent));
@@ -191,7 +378,8 @@ RelayStream* Client::StreamLocked(const std::string& host) {
   return entry.stream.get();
 }
 
-void Client::OnFrame(const std::string& host, v1::RelayFrame frame) {
+void Client::OnFrame(const std::string& host, uint64_t serial,
+                     v1::RelayFrame frame) {
   switch (frame.frame_case()) {
     case v1::RelayFrame::kEnvelope:
       if (frame.envelope().to_mailbox() != id_) {
@@ -209,8 +397,35 @@ void Client::OnFrame(const std::string& host, v1::RelayFrame frame) {
         why = absl::UnavailableError(
             absl::StrCat(MailboxName(host, lost.mailbox()), " is gone"));
       }
+      {
+        absl::MutexLock lock(&streams_mu_);
+        if (auto it = hosts_.find(host); it != hosts_.end()) {
+          it->second.procs.erase(lost.mailbox());
+        }
+      }
       // Keyed by the address this client knows the host by.
       mailbox_->ReportLost(host, lost.mailbox(), why);
+      return;
+    }
+    case v1::RelayFrame::kHeartbeat: {
+      const v1::Heartbeat& heartbeat = frame.heartbeat();
+      absl::MutexLock lock(&streams_mu_);
+      if (shutting_down_) return;
+      // Only the current stream speaks for the host.
+      auto current = streams_.find(host);
+      if (current == streams_.end() || current->second.serial != serial) {
+        return;
+      }
+      HostRecord& record =
+          hosts_.try_emplace(host, host, health_options_).first->second;
+      const HostState before = record.health.state();
+      HealthChangedLocked(
+          host, record, before,
+          heartbeat.closing()
+              ? record.health.Closing(Now())
+              : record.health.Heartbeat(
+                    heartbeat.incarnation(),
+                    absl::Milliseconds(heartbeat.interval_ms()), Now()));
       return;
     }
     case v1::RelayFrame::FRAME_NOT_SET:
@@ -222,17 +437,40 @@ void Client::OnStreamDone(const std::string& host, uint64_t serial,
                           const absl::Status& status,
                           std::vector<v1::RelayFrame> unsent) {
   bool shutting_down;
+  // A host whose health is tracked: the host event tells (and its reason
+  // says why better than this stream's end).
+  bool tracked = false;
+  absl::Status lost = absl::UnavailableError(absl::StrCat(
+      "relay stream to host ", host,
+      " ended: ", status.ok() ? "the host closed it" : status.ToString()));
   {
     absl::MutexLock lock(&streams_mu_);
     shutting_down = shutting_down_;
+    auto record = hosts_.find(host);
+    auto current = streams_.find(host);
+    if (!shutting_down && record != hosts_.end()) {
+      HostHealthTracker& health = record->second.health;
+      const HostState before = health.state();
+      if (current != streams_.end() && current->second.serial == serial) {
+        HealthChangedLocked(host, record->second, before,
+                            health.StreamEnded(status, Now()));
+      }
+      if (health.state() == HostState::kUnreachable ||
+          health.state() == HostState::kLost) {
+        lost = absl::UnavailableError(
+            absl::StrCat("host ", host, " is ", HostStateName(health.state()),
+                         ": ", health.reason()));
+      }
+      tracked = health.state() != HostState::kUnknown;
+    }
   }
   if (!shutting_down) {
-    absl::Status lost = absl::UnavailableError(absl::StrCat(
-        "relay stream to host ", host,
-        " ended: ", status.ok() ? "the host closed it" : status.ToString()));
     // A host going away is news, not trouble, unless messages went with it;
     // CANCELLED is an orderly end (the host shut down).
-    if (unsent.empty() && status.code() == absl::StatusCode::kCancelled) {
+    if (tracked && unsent.empty()) {
+      VLOG(1) << "client " << id_ << ": " << lost.message();
+    } else if (unsent.empty() &&
+               status.code() == absl::StatusCode::kCancelled) {
       VLOG(1) << "client " << id_ << ": " << lost.message();
     } else if (unsent.empty()) {
       LOG(INFO) << "client " << id_ << ": " << lost.message();
@@ -254,7 +492,16 @@ void Client::OnStreamDone(const std::string& host, uint64_t serial,
   }
   absl::MutexLock lock(&streams_mu_);
   auto it = streams_.find(host);
-  if (it != streams_.end() && it->second.serial == serial) streams_.erase(it);
+  if (it != streams_.end() && it->second.serial == serial) {
+    // Not dropped here: the handle may hold its channel's last reference
+    // (SetHostCredentials drops the cached one), which must not go on a
+    // gRPC thread; the health loop drops it.
+    std::shared_ptr<RelayStream> ended = std::move(it->second.stream);
+    streams_.erase(it);
+    if (!shutting_down_ && health_loop_ != nullptr) {
+      health_loop_->Post([ended = std::move(ended)] {});
+    }
+  }
   --live_streams_;
 }
 
@@ -268,9 +515,26 @@ std::shared_ptr<grpc::Channel> Client::Channel(const std::string& address) {
   absl::MutexLock lock(&mu_);
   auto it = channels_.find(address);
   if (it != channels_.end()) return it->second;
-  auto channel = NewHostChannel(address);
+  auto credentials = host_credentials_.find(address);
+  auto channel = NewHostChannel(address, credentials != host_credentials_.end()
+                                             ? credentials->second
+                                             : credentials_);
   channels_.emplace(address, channel);
   return channel;
+}
+
+void Client::SetHostCredentials(const std::string& address,
+                                ClientCredentials credentials) {
+  absl::MutexLock lock(&mu_);
+  host_credentials_[address] = std::move(credentials);
+  // A host that used this address before had other credentials.
+  channels_.erase(address);
+}
+
+ClientCredentials Client::CredentialsFor(const std::string& address) {
+  absl::MutexLock lock(&mu_);
+  auto it = host_credentials_.find(address);
+  return it != host_credentials_.end() ? it->second : credentials_;
 }
 
 void Client::OpenQueuePort(const std::shared_ptr<internal::PortQueue>& queue,

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -193,9 +194,13 @@ absl::StatusOr<HostMesh> HostMesh::Process(size_t num_hosts, Options options) {
       std::string name = absl::StrCat("host_", i);
       SpawnOptions spawn;
       spawn.path = options.hostd_path;
+      // A host this client starts for itself, as its own user: it trusts
+      // the launcher's token (sent over the bootstrap channel, never on
+      // argv) and runs whatever command this client names.
       spawn.args = {"--listen=127.0.0.1:0",
                     absl::StrCat("--state-dir=", dir, "/", name, "/state"),
-                    absl::StrCat("--runtime-dir=", dir, "/", name, "/run")};
+                    absl::StrCat("--runtime-dir=", dir, "/", name, "/run"),
+                    "--allow-any-command"};
       spawn.args.insert(spawn.args.end(), options.hostd_args.begin(),
                         options.hostd_args.end());
       children[i] = (*launcher)->Launch(name, i, spawn, options.timeout);
@@ -205,8 +210,11 @@ absl::StatusOr<HostMesh> HostMesh::Process(size_t num_hosts, Options options) {
   std::vector<std::string> addresses;
   std::vector<std::string> names;
   std::vector<std::string> failures;
+  ClientCredentials parent;
+  parent.token = (*launcher)->admin_token();
   for (size_t i = 0; i < num_hosts; ++i) {
     if (children[i].ok()) {
+      options.client->SetHostCredentials(children[i]->address, parent);
       addresses.push_back(children[i]->address);
       names.push_back(children[i]->name);
     } else {
@@ -247,15 +255,24 @@ absl::StatusOr<HostMesh> HostMesh::Attach(std::vector<std::string> addresses,
         stub->async()->GetHostInfo(context, request, response, std::move(done));
       });
   std::vector<std::string> failures;
+  // The code of the failures if they share one (UNAUTHENTICATED from every
+  // host says more than UNAVAILABLE), else UNAVAILABLE.
+  std::optional<absl::StatusCode> code;
   for (size_t i = 0; i < addresses.size(); ++i) {
     if (!infos[i].ok()) {
+      absl::Status why =
+          ExplainCallError(infos[i].status(), addresses[i],
+                           options.client->CredentialsFor(addresses[i]));
       failures.push_back(
-          absl::StrFormat("%s: %s", addresses[i], infos[i].status().message()));
+          absl::StrFormat("%s: %s", addresses[i], why.message()));
+      code = !code.has_value() || *code == why.code()
+                 ? why.code()
+                 : absl::StatusCode::kUnavailable;
     }
   }
   if (!failures.empty()) {
-    return absl::UnavailableError(absl::StrCat("cannot attach to hosts: ",
-                                               absl::StrJoin(failures, "; ")));
+    return absl::Status(*code, absl::StrCat("cannot attach to hosts: ",
+                                            absl::StrJoin(failures, "; ")));
   }
   RETURN_IF_ERROR(ConnectAll(*options.client, addresses));
   return HostMesh(std::make_unique<Impl>(

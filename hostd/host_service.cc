@@ -1,8 +1,10 @@
 #include "hostd/host_service.h"
 
+#include <glog/logging.h>
 #include <google/protobuf/util/time_util.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -27,12 +29,39 @@ void FinishWith(grpc::ServerUnaryReactor* reactor, T* response,
 
 }  // namespace
 
-HostService::HostService(ProcManager* manager, Info info,
-                         std::function<void()> on_shutdown)
+HostService::HostService(ProcManager* manager, const ServerAuth* auth,
+                         Info info, std::function<void()> on_shutdown)
     : manager_(manager),
+      auth_(auth),
       info_(std::move(info)),
       started_at_(absl::Now()),
       on_shutdown_(std::move(on_shutdown)) {}
+
+std::optional<Principal> HostService::Admit(
+    grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
+    absl::string_view verb, std::initializer_list<Role> roles) {
+  absl::StatusOr<Principal> caller = auth_->Authenticate(*context);
+  absl::Status allowed =
+      caller.ok() ? Authorize(*caller, verb, roles) : caller.status();
+  if (!allowed.ok()) {
+    if (caller.ok()) {
+      LOG(WARNING) << verb << " refused to " << caller->ToString() << ": "
+                   << allowed.message();
+    }
+    reactor->Finish(ToGrpcStatus(allowed));
+    return std::nullopt;
+  }
+  return *std::move(caller);
+}
+
+absl::Status HostService::MayActOn(const Principal& caller,
+                                   absl::string_view verb,
+                                   const std::string& name) {
+  if (caller.role == Role::kAdmin) return absl::OkStatus();
+  absl::StatusOr<v1::ProcState> state = manager_->GetState(name);
+  if (!state.ok()) return absl::OkStatus();  // The verb says NOT_FOUND.
+  return AuthorizeOwner(caller, verb, name, state->owner());
+}
 
 void HostService::set_address(const std::string& address) {
   absl::MutexLock lock(&mu_);
@@ -43,8 +72,21 @@ grpc::ServerUnaryReactor* HostService::CreateOrUpdateProc(
     grpc::CallbackServerContext* context,
     const v1::CreateOrUpdateProcRequest* request, v1::ProcState* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::optional<Principal> caller =
+      Admit(context, reactor, "CreateOrUpdateProc", {Role::kClient});
+  if (!caller.has_value()) return reactor;
+  if (absl::Status may =
+          MayActOn(*caller, "CreateOrUpdateProc", request->name());
+      !may.ok()) {
+    reactor->Finish(ToGrpcStatus(may));
+    return reactor;
+  }
+  v1::CreateOrUpdateProcRequest owned = *request;
+  owned.set_owner(caller->identity);
+  LOG(INFO) << "CreateOrUpdateProc " << QuoteForError(request->name()) << " by "
+            << caller->ToString();
   manager_->CreateOrUpdate(
-      *request, [reactor, response](absl::StatusOr<v1::ProcState> r) {
+      owned, [reactor, response](absl::StatusOr<v1::ProcState> r) {
         FinishWith(reactor, response, std::move(r));
       });
   return reactor;
@@ -54,7 +96,16 @@ grpc::ServerUnaryReactor* HostService::GetProcState(
     grpc::CallbackServerContext* context,
     const v1::GetProcStateRequest* request, v1::ProcState* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  FinishWith(reactor, response, manager_->GetState(request->name()));
+  std::optional<Principal> caller =
+      Admit(context, reactor, "GetProcState", {Role::kClient});
+  if (!caller.has_value()) return reactor;
+  absl::StatusOr<v1::ProcState> state = manager_->GetState(request->name());
+  if (state.ok()) {
+    absl::Status may = AuthorizeOwner(*caller, "GetProcState", request->name(),
+                                      state->owner());
+    if (!may.ok()) state = may;
+  }
+  FinishWith(reactor, response, std::move(state));
   return reactor;
 }
 
@@ -62,6 +113,16 @@ grpc::ServerUnaryReactor* HostService::StopProc(
     grpc::CallbackServerContext* context, const v1::StopProcRequest* request,
     v1::ProcState* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::optional<Principal> caller =
+      Admit(context, reactor, "StopProc", {Role::kClient});
+  if (!caller.has_value()) return reactor;
+  if (absl::Status may = MayActOn(*caller, "StopProc", request->name());
+      !may.ok()) {
+    reactor->Finish(ToGrpcStatus(may));
+    return reactor;
+  }
+  LOG(INFO) << "StopProc " << QuoteForError(request->name()) << " by "
+            << caller->ToString();
   manager_->Stop(*request,
                  [reactor, response](absl::StatusOr<v1::ProcState> r) {
                    FinishWith(reactor, response, std::move(r));
@@ -73,7 +134,19 @@ grpc::ServerUnaryReactor* HostService::ListProcs(
     grpc::CallbackServerContext* context, const v1::ListProcsRequest* request,
     v1::ListProcsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::optional<Principal> caller =
+      Admit(context, reactor, "ListProcs", {Role::kClient});
+  if (!caller.has_value()) return reactor;
   *response = manager_->List();
+  if (caller->role != Role::kAdmin) {
+    // A client sees its own procs only.
+    auto* procs = response->mutable_procs();
+    procs->erase(std::remove_if(procs->begin(), procs->end(),
+                                [&](const v1::ProcState& state) {
+                                  return state.owner() != caller->identity;
+                                }),
+                 procs->end());
+  }
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -82,8 +155,12 @@ grpc::ServerUnaryReactor* HostService::WaitProcs(
     grpc::CallbackServerContext* context, const v1::WaitProcsRequest* request,
     v1::WaitProcsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::optional<Principal> caller =
+      Admit(context, reactor, "WaitProcs", {Role::kClient});
+  if (!caller.has_value()) return reactor;
   for (const std::string& name : request->names()) {
     absl::Status valid = ValidateName(name, "proc name");
+    if (valid.ok()) valid = MayActOn(*caller, "WaitProcs", name);
     if (!valid.ok()) {
       reactor->Finish(ToGrpcStatus(valid));
       return reactor;
@@ -110,6 +187,10 @@ grpc::ServerUnaryReactor* HostService::ShutdownHost(
     const v1::ShutdownHostRequest* request,
     v1::ShutdownHostResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::optional<Principal> caller = Admit(context, reactor, "ShutdownHost", {});
+  if (!caller.has_value()) return reactor;
+  LOG(WARNING) << "ShutdownHost by " << caller->ToString() << ": "
+               << QuoteForError(request->reason());
   absl::Duration grace = absl::Milliseconds(request->grace_ms());
   if (request->grace_ms() == 0) {
     absl::MutexLock lock(&mu_);
@@ -130,6 +211,10 @@ grpc::ServerUnaryReactor* HostService::GetHostInfo(
     grpc::CallbackServerContext* context, const v1::GetHostInfoRequest* request,
     v1::HostInfo* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!Admit(context, reactor, "GetHostInfo", {Role::kClient, Role::kPeer})
+           .has_value()) {
+    return reactor;
+  }
   char hostname[256] = {};
   gethostname(hostname, sizeof(hostname) - 1);
   absl::MutexLock lock(&mu_);

@@ -2,15 +2,23 @@
 // ProcManager. Every method answers through a callback reactor and never
 // blocks a gRPC thread. ShutdownHost's answer is sent before the host is
 // told to exit (through `on_shutdown`). Thread-safe.
+//
+// Authorization (lib/auth): every call names its caller. A client acts on
+// the procs it owns (creating one makes it the owner; ListProcs shows only
+// its own); an admin on everything, and only an admin may ShutdownHost; a
+// peer may only ask GetHostInfo. Every state-changing verb is logged with
+// the caller's identity.
 #ifndef HOSTMESH_HOSTD_HOST_SERVICE_H_
 #define HOSTMESH_HOSTD_HOST_SERVICE_H_
 
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "hostd/proc_manager.h"
+#include "lib/auth/server_auth.h"
 #include "proto/host.grpc.pb.h"
 
 namespace mesh {
@@ -26,7 +34,7 @@ class HostService final : public v1::Host::CallbackService {
 
   // `manager` outlives the service. `on_shutdown` runs once, after the
   // ShutdownHost answer has been handed to gRPC.
-  HostService(ProcManager* manager, Info info,
+  HostService(ProcManager* manager, const ServerAuth* auth, Info info,
               std::function<void()> on_shutdown);
 
   // The advertised address, known once the server has bound its port.
@@ -57,7 +65,18 @@ class HostService final : public v1::Host::CallbackService {
                                         v1::HostInfo* response) override;
 
  private:
+  // The caller of `context` if it may run `verb` (one of `roles`, or
+  // admin); otherwise finishes `reactor` with the refusal.
+  std::optional<Principal> Admit(grpc::CallbackServerContext* context,
+                                 grpc::ServerUnaryReactor* reactor,
+                                 absl::string_view verb,
+                                 std::initializer_list<Role> roles);
+  // Whether `caller` may act on existing proc `name` (absent: yes).
+  absl::Status MayActOn(const Principal& caller, absl::string_view verb,
+                        const std::string& name);
+
   ProcManager* const manager_;
+  const ServerAuth* const auth_;
   absl::Mutex mu_;
   Info info_ ABSL_GUARDED_BY(mu_);
   const absl::Time started_at_;

@@ -1,5 +1,6 @@
 #include "hostd/hostd.h"
 
+#include <fcntl.h>
 #include <glog/logging.h>
 #include <grpcpp/grpcpp.h>
 #include <limits.h>
@@ -20,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
+#include "hostd/command_policy.h"
 #include "hostd/dir_lock.h"
 #include "hostd/host_service.h"
 #include "hostd/peer_hosts.h"
@@ -28,21 +30,18 @@
 #include "hostd/proc_service.h"
 #include "hostd/relay_service.h"
 #include "hostd/router.h"
+#include "lib/auth/credentials.h"
+#include "lib/auth/server_auth.h"
 #include "lib/bootstrap/parent_channel.h"
-#include "lib/net/host_port.h"
 #include "lib/mailbox/mailbox.h"
+#include "lib/net/address.h"
+#include "lib/net/host_port.h"
 #include "lib/process/signals.h"
 #include "lib/process/supervisor.h"
 #include "proto/actors.pb.h"
 
 namespace mesh {
 namespace {
-
-std::string ThisHostname() {
-  char name[HOST_NAME_MAX + 1] = {};
-  if (gethostname(name, sizeof(name) - 1) != 0) return "localhost";
-  return name;
-}
 
 // procd beside this binary (installed layout) or in Bazel's output tree.
 std::string DefaultProcdPath() {
@@ -60,9 +59,44 @@ std::string DefaultProcdPath() {
   return (dir / "procd").string();
 }
 
+// Where the same user's tools find an admin token for this hostd.
+std::string AdminTokenPath(const std::string& runtime_dir) {
+  return (std::filesystem::path(runtime_dir) / "admin.token").string();
+}
+
+// Writes `token` to <runtime_dir>/admin.token, mode 0600, replacing the file
+// of an earlier hostd atomically (the runtime dir is locked by now).
+absl::Status WriteAdminTokenFile(const std::string& runtime_dir,
+                                 const std::string& token) {
+  const std::string path = AdminTokenPath(runtime_dir);
+  const std::string temp = path + ".tmp";
+  unlink(temp.c_str());
+  int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot create ", temp));
+  }
+  std::string line = token + "\n";
+  bool written =
+      write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  close(fd);
+  if (!written || rename(temp.c_str(), path.c_str()) != 0) {
+    unlink(temp.c_str());
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot write ", path));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int RunHostd(HostdOptions options) {
+  // First, before any key is read or any proc exists: a proc of hostd's uid
+  // cannot ptrace hostd or read its memory or environ, and inherits no
+  // ambient capability (those stay only for setpriv, with --proc-user).
+  absl::Status protect = ProtectFromProcs(!options.proc_user.empty());
+  if (!protect.ok()) {
+    LOG(ERROR) << "cannot protect hostd from its procs: " << protect;
+    return 1;
+  }
   // Before any thread starts: SIGTERM/SIGINT go to one thread (below).
   StopSignals::Block();
   // Also before any thread starts: takes the channel to a parent that
@@ -78,11 +112,59 @@ int RunHostd(HostdOptions options) {
   // hostd: the built-in actors' messages (referenced so they are linked).
   (void)v1::Count::descriptor();
   if (options.procd_path.empty()) options.procd_path = DefaultProcdPath();
+  // What callers may run, and as whom (hostd/command_policy.h).
+  CommandPolicy::Options policy_options;
+  if (!options.procd_path.empty() && options.procd_path[0] == '/') {
+    policy_options.allow_commands.push_back(options.procd_path);
+  }
+  policy_options.allow_commands.insert(policy_options.allow_commands.end(),
+                                       options.allow_commands.begin(),
+                                       options.allow_commands.end());
+  policy_options.allow_env = options.allow_env;
+  policy_options.allow_any_command = options.allow_any_command;
+  absl::StatusOr<CommandPolicy> policy =
+      CommandPolicy::Create(std::move(policy_options));
+  if (!policy.ok()) {
+    LOG(ERROR) << policy.status().message();
+    return 2;
+  }
+  for (const std::string& warning : policy->Warnings()) {
+    LOG(WARNING) << warning;
+  }
+  std::optional<ProcUser> proc_user;
+  if (!options.proc_user.empty()) {
+    absl::StatusOr<ProcUser> user = LookUpProcUser(options.proc_user);
+    absl::Status can = user.ok() ? CheckCanRunAs(*user) : user.status();
+    if (!can.ok()) {
+      LOG(ERROR) << can.message();
+      return 2;
+    }
+    proc_user = *std::move(user);
+  } else if (geteuid() == 0) {
+    LOG(WARNING) << "procs run as root: set --proc-user to run them as an "
+                    "unprivileged user";
+  }
+  std::optional<gid_t> operators_group;
+  if (!options.operators_group.empty()) {
+    absl::StatusOr<gid_t> group = LookUpOperatorsGroup(options.operators_group);
+    if (!group.ok()) {
+      LOG(ERROR) << group.status().message();
+      return 2;
+    }
+    operators_group = *group;
+  }
   std::error_code error;
   std::filesystem::create_directories(options.state_dir, error);
   if (error) {
     LOG(ERROR) << "cannot create state dir " << options.state_dir << ": "
                << error.message();
+    return 1;
+  }
+  // Proc logs and state: hostd's user (and the operators' group) alone.
+  absl::Status state_private =
+      MakeStateDirPrivate(options.state_dir, operators_group);
+  if (!state_private.ok()) {
+    LOG(ERROR) << state_private.message();
     return 1;
   }
   absl::StatusOr<HostPort> listen =
@@ -91,10 +173,35 @@ int RunHostd(HostdOptions options) {
     LOG(ERROR) << listen.status().message();
     return 2;
   }
-  std::string advertise = options.advertise;
-  if (advertise.empty()) {
-    advertise = listen->host;
-    if (advertise == "0.0.0.0" || advertise == "::") advertise = ThisHostname();
+  // Who may call: read every credential file before any proc exists.
+  absl::StatusOr<std::unique_ptr<ServerAuth>> auth_or =
+      ServerAuth::Create(options.auth, IsLoopbackHost(listen->host));
+  if (!auth_or.ok()) {
+    std::fprintf(stderr, "hostd: %s\n",
+                 std::string(auth_or.status().message()).c_str());
+    return 2;
+  }
+  std::unique_ptr<ServerAuth> auth = *std::move(auth_or);
+
+  absl::StatusOr<std::string> advertised = ChooseAdvertisedHost(
+      *listen, options.advertise, options.advertise_unchecked);
+  if (!advertised.ok()) {
+    std::fprintf(stderr, "hostd: %s\n",
+                 std::string(advertised.status().message()).c_str());
+    return 2;
+  }
+  const std::string advertise = *advertised;
+  // The same user's tools get in with the runtime dir's admin token.
+  const std::string local_token = NewRandomToken();
+  auth->AddToken("local", Role::kAdmin, local_token);
+  if (bootstrap->has_value()) {
+    // A client that started this hostd for itself: its token, and the one
+    // its other hosts present.
+    const v1::BootstrapInfo& info = (*bootstrap)->info();
+    if (!info.admin_token().empty()) {
+      auth->AddToken("parent", Role::kAdmin, info.admin_token());
+    }
+    if (!info.peer_token().empty()) auth->SetPeerToken(info.peer_token());
   }
 
   absl::StatusOr<std::unique_ptr<ProcessSupervisor>> supervisor =
@@ -144,6 +251,9 @@ int RunHostd(HostdOptions options) {
   manager_options.registration_timeout = options.registration_timeout;
   manager_options.stop_grace = options.stop_grace;
   manager_options.max_procs = options.max_procs;
+  manager_options.policy = *policy;
+  manager_options.proc_user = proc_user;
+  manager_options.log_group = operators_group;
   auto manager = std::make_unique<ProcManager>(
       manager_options, supervisor->get(), channels.get());
 
@@ -167,34 +277,45 @@ int RunHostd(HostdOptions options) {
   info.stop_grace = options.stop_grace;
   // ShutdownHost stops the procs through the manager itself; the service
   // calls back once its answer is on its way.
-  HostService service(manager.get(), info, [&] {
+  HostService service(manager.get(), auth.get(), info, [&] {
     shutdown_started = true;
     request_exit();
   });
   int port = 0;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
-                           &port);
+  builder.AddListeningPort(options.listen, auth->ServerCredentials(), &port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   // One hostd per port: gRPC's default SO_REUSEPORT would let a second one
   // bind the same port and answer half the calls.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(&service);
-  ProcService proc_service(manager.get(), channels.get());
+  ProcService proc_service(manager.get(), channels.get(), auth.get());
   builder.RegisterService(&proc_service);
-  RelayService relay_service(router.get(), RelayService::Options());
+  RelayService::Options relay_options;
+  relay_options.heartbeat_interval = options.heartbeat_interval;
+  RelayService relay_service(
+      router.get(), auth.get(),
+      [&manager](const std::string& proc) { return manager->OwnerOf(proc); },
+      relay_options);
   builder.RegisterService(&relay_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  // Read once the server is up: only the same user (and root) can.
+  absl::Status token_written =
+      WriteAdminTokenFile(options.runtime_dir, local_token);
   if (server == nullptr || port == 0) {
     LOG(ERROR) << "cannot listen on " << options.listen;
+    return 1;
+  }
+  if (!token_written.ok()) {
+    LOG(ERROR) << token_written.message();
     return 1;
   }
   std::string address = JoinHostPort(advertise, port);
   service.set_address(address);
   manager->set_host_address(address);
   peers = std::make_unique<PeerHosts>(
-      address,
+      address, auth->peer_credentials(),
       [&router, address](v1::RelayFrame frame) {
         // What a peer sends back on our stream to it is for us or our procs.
         if (frame.has_envelope()) {
@@ -217,6 +338,17 @@ int RunHostd(HostdOptions options) {
   LOG(INFO) << "hostd listening on " << address << " (state "
             << options.state_dir << ", runtime " << options.runtime_dir
             << ", procd " << options.procd_path << ")";
+  LOG(INFO)
+      << "procs may run "
+      << (policy->allow_any_command()
+              ? std::string("any command (--allow-any-command)")
+              : absl::StrCat("--allow-command entries ", policy->Describe()))
+      << " as "
+      << (proc_user.has_value() ? proc_user->name : std::string("hostd's user"))
+      << "; logs readable by "
+      << (operators_group.has_value()
+              ? absl::StrCat("hostd's user and group ", options.operators_group)
+              : std::string("hostd's user alone"));
   std::printf("hostd listening on %s\n", address.c_str());
   std::fflush(stdout);
 
@@ -257,6 +389,7 @@ int RunHostd(HostdOptions options) {
   router.reset();
   peers.reset();
   supervisor->reset();
+  std::filesystem::remove(AdminTokenPath(options.runtime_dir), error);
   LOG(INFO) << "hostd exiting";
   return 0;
 }

@@ -32,13 +32,18 @@ int main(int argc, char** argv) {
   std::string registration_timeout = "10s";
   std::string stop_grace = "5s";
   std::string orphan_timeout = "30s";
+  std::string heartbeat_interval = "500ms";
   CLI::App app{"hostd: the hostmesh host daemon. Spawns and supervises procs."};
   app.set_config("--config", "", "Config file (key = value lines, flag names)");
   app.add_option("--listen", options.listen,
                  "host:port to serve the Host API on (port 0: any)")
       ->capture_default_str();
   app.add_option("--advertise", options.advertise,
-                 "Host name or IP to advertise (default: the listen host)");
+                 "Host name or IP to advertise (default: the listen host; "
+                 "for a wildcard listen, this machine's hostname)");
+  app.add_flag("--advertise-unchecked", options.advertise_unchecked,
+               "Advertise --advertise even if it is not an address of this "
+               "machine (NAT, a DNS name only others resolve)");
   app.add_option("--state-dir", options.state_dir, "Proc logs and state")
       ->capture_default_str();
   app.add_option("--runtime-dir", options.runtime_dir,
@@ -53,6 +58,10 @@ int main(int argc, char** argv) {
   app.add_option("--stop-grace", stop_grace,
                  "Grace before SIGTERM, and again before SIGKILL")
       ->capture_default_str();
+  app.add_option("--heartbeat-interval", heartbeat_interval,
+                 "How often relay streams get a heartbeat (clients tell a "
+                 "silent host from a quiet one)")
+      ->capture_default_str();
   app.add_option("--orphan-timeout", orphan_timeout,
                  "How long procs outlive a lost channel to this hostd")
       ->capture_default_str();
@@ -63,6 +72,50 @@ int main(int argc, char** argv) {
                  "Largest gRPC message accepted")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  auto* auth = app.add_option_group(
+      "Authentication",
+      "Who may call (README \"Security\"). A listen address that is not "
+      "loopback needs --tls-cert, --tls-key and --tls-ca.");
+  auth->add_option("--tls-cert", options.auth.tls_cert_file,
+                   "PEM certificate this host serves (and presents to peers)");
+  auth->add_option("--tls-key", options.auth.tls_key_file,
+                   "PEM private key of --tls-cert (mode 0600)");
+  auth->add_option("--tls-ca", options.auth.tls_ca_file,
+                   "PEM CA that signs hosts' and clients' certificates");
+  auth->add_flag("--tls-require-client-cert",
+                 options.auth.tls_require_client_cert,
+                 "Refuse TLS clients without a certificate of --tls-ca");
+  auth->add_option("--tokens-file", options.auth.tokens_file,
+                   "Accepted tokens, lines \"<identity> <role> <token>\" "
+                   "(role: admin, client or peer; mode 0600 or 0640)");
+  auth->add_option("--peer-token-file", options.auth.peer_token_file,
+                   "Token this host presents when it dials other hosts");
+  auth->add_option("--admin", options.auth.admins,
+                   "Certificate name (CN) with role admin (repeatable)");
+  auth->add_option("--peer", options.auth.peers,
+                   "Certificate name (CN) of a peer host (role peer; "
+                   "repeatable)");
+  auto* run = app.add_option_group(
+      "Run policy",
+      "What callers may run, and as whom (README \"Security\"). The procd "
+      "beside hostd (or --procd) is always allowed.");
+  run->add_option("--allow-command", options.allow_commands,
+                  "An executable procs may run, or a directory (written with "
+                  "a trailing '/') whose files at any depth they may run; "
+                  "repeatable. Symlinks and .. are resolved first");
+  run->add_option("--allow-env", options.allow_env,
+                  "A variable a proc's env may set although it changes what "
+                  "code runs (LD_PRELOAD, PYTHONPATH, HOSTMESH_*, ...); "
+                  "repeatable");
+  run->add_flag("--allow-any-command", options.allow_any_command,
+                "Run any command with any env (a host a client starts for "
+                "itself)");
+  run->add_option("--proc-user", options.proc_user,
+                  "Run procs as this user (uid and primary gid, no other "
+                  "groups); needs CAP_SETUID, CAP_SETGID and CAP_KILL");
+  run->add_option("--operators-group", options.operators_group,
+                  "Group that may read the state dir and proc logs (default: "
+                  "hostd's user alone)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -72,7 +125,9 @@ int main(int argc, char** argv) {
                          &options.registration_timeout) ||
       !ParseFlagDuration("stop-grace", stop_grace, &options.stop_grace) ||
       !ParseFlagDuration("orphan-timeout", orphan_timeout,
-                         &options.orphan_timeout)) {
+                         &options.orphan_timeout) ||
+      !ParseFlagDuration("heartbeat-interval", heartbeat_interval,
+                         &options.heartbeat_interval)) {
     return 2;
   }
   return mesh::RunHostd(options);

@@ -63,8 +63,8 @@ absl::Status ValidateCreateRequest(
   if (!spec.command().empty()) {
     if (spec.command()[0] != '/') {
       return absl::InvalidArgumentError(
-          absl::StrFormat("spec.command \"%s\" must be an absolute path",
-                          absl::CHexEscape(spec.command())));
+          absl::StrFormat("spec.command %s must be an absolute path",
+                          QuoteForError(spec.command())));
     }
     if (spec.command().find('\0') != std::string::npos) {
       return absl::InvalidArgumentError("spec.command contains a NUL byte");
@@ -93,9 +93,8 @@ absl::Status ValidateCreateRequest(
   }
   for (const auto& [key, value] : spec.env()) {
     if (!IsEnvName(key)) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("spec.env key \"%s\" is not a valid variable name",
-                          absl::CHexEscape(key)));
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "spec.env key %s is not a valid variable name", QuoteForError(key)));
     }
     if (key == kChannelFdEnv) {
       return absl::InvalidArgumentError(
@@ -103,8 +102,8 @@ absl::Status ValidateCreateRequest(
     }
     if (value.find('\0') != std::string::npos || value.size() > kMaxArgBytes) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "spec.env[\"%s\"] has a NUL byte or is longer than %d bytes", key,
-          kMaxArgBytes));
+          "spec.env[%s] has a NUL byte or is longer than %d bytes",
+          QuoteForError(key), kMaxArgBytes));
     }
   }
   return absl::OkStatus();
@@ -113,6 +112,9 @@ absl::Status ValidateCreateRequest(
 // One proc: its public state plus what the manager needs to drive it.
 struct ProcManager::Proc {
   v1::CreateOrUpdateProcRequest request;
+  // What to execute: the spec's command or the default procd, as the
+  // command policy resolved it.
+  std::string command;
   // Which spawn of this name callbacks and timers belong to.
   uint64_t incarnation = 0;
   v1::ProcState state;
@@ -222,6 +224,22 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
     done(valid);
     return;
   }
+  // The run policy, before anything is stored, created or spawned.
+  const v1::ProcSpec& spec = request.spec();
+  absl::StatusOr<std::string> command = options_.policy.CheckCommand(
+      spec.command().empty() ? options_.procd_path : spec.command());
+  absl::Status allowed = command.status();
+  if (allowed.ok()) {
+    std::vector<std::string> env_names;
+    for (const auto& [key, value] : spec.env()) env_names.push_back(key);
+    allowed = options_.policy.CheckEnv(std::move(env_names));
+  }
+  if (!allowed.ok()) {
+    LOG(WARNING) << "refused proc " << QuoteForError(request.name()) << ": "
+                 << allowed.message();
+    done(allowed);
+    return;
+  }
   const std::string& name = request.name();
   uint64_t incarnation = 0;
   std::optional<absl::StatusOr<v1::ProcState>> answer;  // answered at once
@@ -254,11 +272,13 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
           it == procs_.end() ? 0 : it->second->state.generation();
       auto proc = std::make_unique<Proc>();
       proc->request = request;
+      proc->command = *command;
       proc->incarnation = incarnation;
       v1::ProcState& state = proc->state;
       state.set_name(name);
       state.set_rank(request.rank());
       *state.mutable_spec() = request.spec();
+      state.set_owner(request.owner());
       state.set_generation(generation);
       state.set_log_dir(absl::StrCat(options_.state_dir, "/procs/", name));
       *state.mutable_created_at() = TimeUtil::GetCurrentTime();
@@ -290,6 +310,7 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
 
 void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
   SpawnOptions spawn;
+  std::string command;  // What runs (spawn.path may be setpriv).
   uint64_t rank = 0;
   Deferred deferred;
   {
@@ -305,11 +326,21 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
     } else {
       const v1::ProcSpec& spec = proc->request.spec();
       rank = proc->request.rank();
-      spawn.path =
-          spec.command().empty() ? options_.procd_path : spec.command();
+      command = proc->command;
+      spawn.path = command;
       spawn.args.assign(spec.args().begin(), spec.args().end());
       spawn.env.insert(spec.env().begin(), spec.env().end());
       spawn.log_dir = proc->state.log_dir();
+      spawn.log_group = options_.log_group;
+      if (options_.proc_user.has_value()) {
+        const ProcUser& user = *options_.proc_user;
+        spawn.args = WrapForProcUser(user, spawn.path, spawn.args);
+        spawn.path = user.setpriv;
+        // Where the user's programs look for it (unless the spec says).
+        spawn.env.try_emplace("USER", user.name);
+        spawn.env.try_emplace("LOGNAME", user.name);
+        spawn.env.try_emplace("HOME", user.home);
+      }
     }
   }
   if (spawn.path.empty()) {
@@ -350,8 +381,9 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
     if (!pid.ok()) {
       if (proc != nullptr) {
         SetStatus(*proc, v1::FAILED,
-                  absl::StrFormat("proc \"%s\": spawn of \"%s\" failed: %s",
-                                  name, spawn.path, pid.status().message()),
+                  absl::StrFormat("proc \"%s\": spawn of %s failed: %s", name,
+                                  QuoteForError(command),
+                                  BoundText(pid.status().message())),
                   deferred);
       }
     } else if (proc == nullptr || IsTerminal(proc->state.status())) {
@@ -363,7 +395,11 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
       proc->ticket_id = ticket->id;
       proc->state.set_pid(*pid);
       LOG(INFO) << "proc " << name << " spawned: pid " << *pid << " ("
-                << spawn.path << ")";
+                << QuoteForError(command)
+                << (options_.proc_user.has_value()
+                        ? absl::StrCat(", as user ", options_.proc_user->name)
+                        : "")
+                << ")";
       // The manager is closing: this child started after its sweep.
       kill = closing_;
       // Only an initializing proc waits for its call-back (it may have
@@ -505,6 +541,16 @@ void ProcManager::OnExit(const std::string& name, uint64_t incarnation,
   RunDeferred(deferred);
 }
 
+absl::StatusOr<std::string> ProcManager::OwnerOf(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  auto it = procs_.find(name);
+  if (it == procs_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("no proc ", QuoteForError(name), " on this host"));
+  }
+  return it->second->state.owner();
+}
+
 absl::StatusOr<v1::ProcState> ProcManager::GetState(const std::string& name) {
   absl::Status valid = ValidateName(name, "proc name");
   if (!valid.ok()) return valid;
@@ -533,7 +579,7 @@ void ProcManager::Stop(const v1::StopProcRequest& request, StateCallback done) {
                              ? options_.stop_grace
                              : absl::Milliseconds(request.grace_ms());
   std::string reason =
-      request.reason().empty() ? "stop requested" : request.reason();
+      request.reason().empty() ? "stop requested" : BoundText(request.reason());
   loop_->Post([this, name = request.name(), reason, grace,
                done = std::move(done)]() mutable {
     StopOnLoop(name, reason, grace, std::move(done));
@@ -665,8 +711,8 @@ void ProcManager::Shutdown(const std::string& reason, absl::Duration grace,
     shutting_down_ = true;
     for (const Proc* proc : LiveLocked()) live.push_back(proc->state.name());
   }
-  LOG(INFO) << "shutting down: stopping " << live.size() << " procs (" << reason
-            << ")";
+  LOG(INFO) << "shutting down: stopping " << live.size() << " procs ("
+            << QuoteForError(reason, kMaxReasonBytes) << ")";
   if (live.empty()) {
     done(v1::ShutdownHostResponse());
     return;

@@ -1,8 +1,12 @@
 // ProcManager: the host's table of procs and their lifecycle, transport-free.
 //
 // It turns the resource verbs into real child processes: CreateOrUpdate
-// spawns the proc's bootstrap command through the ProcessSupervisor with one
-// end of a local channel from ProcChannels; the proc is RUNNING once the
+// checks the spec against the host's CommandPolicy (a refused command or
+// environment is PERMISSION_DENIED and creates nothing), then spawns the
+// proc's bootstrap command (as --proc-user if set) through the
+// ProcessSupervisor with one end of a local channel from ProcChannels; its
+// logs are private to hostd's user (and operators' group). The proc is
+// RUNNING once the
 // child says Hello on it, FAILED if it does not within the registration
 // timeout (the child is then killed), and STOPPED/FAILED once the child is
 // reaped (exit code or signal, with its stderr tail). Stop escalates: ask the
@@ -21,6 +25,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +33,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "hostd/command_policy.h"
 #include "hostd/proc_channels.h"
 #include "lib/event/event_loop.h"
 #include "lib/process/supervisor.h"
@@ -47,6 +53,14 @@ class ProcManager {
     absl::Duration stop_grace = absl::Seconds(5);
     // Live (not yet stopped or failed) procs at most.
     int max_procs = 256;
+    // What callers may run (command_policy.h); checked before anything is
+    // spawned or created. The default allows nothing.
+    CommandPolicy policy;
+    // Procs run as this user (through setpriv); unset: as hostd's user.
+    std::optional<ProcUser> proc_user;
+    // A group that may read proc logs (--operators-group): log dirs 0750
+    // and files 0640 of that group. Unset: 0700 and 0600.
+    std::optional<gid_t> log_group;
   };
 
   using StateCallback = std::function<void(absl::StatusOr<v1::ProcState>)>;
@@ -68,6 +82,9 @@ class ProcManager {
   void CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
                       StateCallback done);
   absl::StatusOr<v1::ProcState> GetState(const std::string& name);
+  // The identity that created proc `name` (its state's owner); NOT_FOUND
+  // if there is none. Cheap: checked for every envelope a client sends.
+  absl::StatusOr<std::string> OwnerOf(const std::string& name);
   // Answers once the proc is stopped (or already was).
   void Stop(const v1::StopProcRequest& request, StateCallback done);
   v1::ListProcsResponse List();

@@ -1,10 +1,13 @@
 #include "hostd/proc_service.h"
 
+#include <glog/logging.h>
+
 #include <atomic>
 #include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "lib/grpc_status.h"
 #include "lib/names.h"
 
@@ -50,8 +53,9 @@ grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* context,
 
 }  // namespace
 
-ProcService::ProcService(ProcManager* manager, ProcChannels* channels)
-    : manager_(manager), channels_(channels) {}
+ProcService::ProcService(ProcManager* manager, ProcChannels* channels,
+                         const ServerAuth* auth)
+    : manager_(manager), channels_(channels), auth_(auth) {}
 
 template <typename Request, typename Response>
 grpc::ServerUnaryReactor* ProcService::Relay(
@@ -60,11 +64,28 @@ grpc::ServerUnaryReactor* ProcService::Relay(
     Response* (v1::ProcResponse::*take)(), absl::Duration wait,
     Response* response) {
   const std::string& proc = request.proc();
+  // "CreateOrUpdateActorRequest" -> "CreateOrUpdateActor".
+  const std::string verb(
+      absl::StripSuffix(Request::descriptor()->name(), "Request"));
+  absl::StatusOr<Principal> caller = auth_->Authenticate(*context);
+  if (!caller.ok()) return Refuse(context, caller.status());
+  if (absl::Status allowed = Authorize(*caller, verb, {Role::kClient});
+      !allowed.ok()) {
+    return Refuse(context, allowed);
+  }
   if (absl::Status valid = ValidateName(proc, "proc"); !valid.ok()) {
     return Refuse(context, valid);
   }
   absl::StatusOr<v1::ProcState> state = manager_->GetState(proc);
   if (!state.ok()) return Refuse(context, state.status());
+  if (absl::Status may = AuthorizeOwner(*caller, verb, proc, state->owner());
+      !may.ok()) {
+    return Refuse(context, may);
+  }
+  if (verb == "CreateOrUpdateActor" || verb == "StopActor" ||
+      verb == "StopAll") {
+    LOG(INFO) << verb << " on proc " << proc << " by " << caller->ToString();
+  }
   if (state->status() != v1::RUNNING) {
     std::string why = absl::StrCat(
         "proc \"", proc, "\" is ", v1::Status_Name(state->status()),

@@ -13,6 +13,7 @@
 
 #include "hostd/proc_channels.h"
 #include "hostd/proc_manager.h"
+#include "lib/auth/server_auth.h"
 #include "proto/host.grpc.pb.h"
 
 namespace mesh {
@@ -20,7 +21,10 @@ namespace mesh {
 class ProcService final : public v1::Proc::CallbackService {
  public:
   // `manager` and `channels` outlive the service.
-  ProcService(ProcManager* manager, ProcChannels* channels);
+  // Callers are authorized like HostService's: a client acts on the procs
+  // it owns, an admin on all, a peer on none.
+  ProcService(ProcManager* manager, ProcChannels* channels,
+              const ServerAuth* auth);
 
   grpc::ServerUnaryReactor* CreateOrUpdateActor(
       grpc::CallbackServerContext* context,
@@ -65,6 +69,7 @@ class ProcService final : public v1::Proc::CallbackService {
 
   ProcManager* const manager_;
   ProcChannels* const channels_;
+  const ServerAuth* const auth_;
 };
 
 }  // namespace mesh

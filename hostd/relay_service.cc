@@ -3,14 +3,18 @@
 #include <glog/logging.h>
 
 #include <deque>
+#include <optional>
 #include <string>
 #include <utility>
 
+#include "absl/random/random.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "lib/grpc_status.h"
+#include "lib/names.h"
 #include "lib/relay/relay_server_stream.h"
 #include "lib/relay/relay_stream.h"
+#include "lib/status.h"
 
 namespace mesh {
 
@@ -35,6 +39,17 @@ absl::Status ValidateSender(const std::string& sender) {
   return absl::OkStatus();
 }
 
+namespace {
+
+uint64_t RandomIncarnation() {
+  absl::BitGen random;
+  uint64_t incarnation = 0;
+  while (incarnation == 0) incarnation = absl::Uniform<uint64_t>(random);
+  return incarnation;
+}
+
+}  // namespace
+
 namespace internal {
 
 // One sender's relay stream. It is out of the router before it is deleted
@@ -42,10 +57,12 @@ namespace internal {
 class RelayStreamReactor final : public RelayServerStream {
  public:
   RelayStreamReactor(RelayService* service,
-                     grpc::CallbackServerContext* context, std::string sender)
+                     grpc::CallbackServerContext* context, std::string sender,
+                     std::optional<std::string> owner)
       : RelayServerStream(context, service->options_.max_queued_bytes),
         service_(service),
-        sender_(std::move(sender)) {}
+        sender_(std::move(sender)),
+        owner_(std::move(owner)) {}
 
   void Start() {
     absl::StatusOr<uint64_t> route = service_->router_->AddStream(
@@ -56,15 +73,45 @@ class RelayStreamReactor final : public RelayServerStream {
       return;
     }
     route_id_ = *route;
+    // The first heartbeat: the sender learns who answers, at once.
+    if (service_->options_.heartbeat_interval > absl::ZeroDuration()) {
+      Write(service_->HeartbeatFrame(/*closing=*/false)).IgnoreError();
+    }
     StartReading();
   }
 
  private:
   void OnFrame(v1::RelayFrame& frame) override {
     if (frame.has_envelope()) {
-      service_->router_->Route(std::move(*frame.mutable_envelope()), sender_);
+      v1::Envelope& envelope = *frame.mutable_envelope();
+      if (absl::Status may = MayReach(envelope); !may.ok()) {
+        service_->router_->Bounce(envelope, may);
+        return;
+      }
+      service_->router_->Route(std::move(envelope), sender_);
     }
   }
+  // A client (not an admin) reaches only the procs it owns.
+  absl::Status MayReach(const v1::Envelope& envelope) const {
+    if (!owner_.has_value() || !service_->owner_of_) return absl::OkStatus();
+    auto check = [&](const std::string& proc) -> absl::Status {
+      absl::StatusOr<std::string> owner = service_->owner_of_(proc);
+      if (!owner.ok()) return absl::OkStatus();  // The router says NOT_FOUND.
+      if (*owner == *owner_) return absl::OkStatus();
+      return absl::PermissionDeniedError(absl::StrCat(
+          "proc ", QuoteForError(proc), " is not owned by ", *owner_,
+          ": a client reaches only the procs it created"));
+    };
+    if (envelope.targets_size() == 0) {
+      if (envelope.to_mailbox().empty()) return absl::OkStatus();
+      return check(envelope.to_mailbox());
+    }
+    for (const v1::CastTarget& target : envelope.targets()) {
+      RETURN_IF_ERROR(check(target.proc()));
+    }
+    return absl::OkStatus();
+  }
+
   void OnStreamDone() override {
     service_->router_->RemoveStream(route_id_);
     service_->Remove(this);
@@ -75,6 +122,8 @@ class RelayStreamReactor final : public RelayServerStream {
 
   RelayService* const service_;
   const std::string sender_;
+  // Set for a client (not an admin): the identity whose procs it reaches.
+  const std::optional<std::string> owner_;
   uint64_t route_id_ = 0;
 };
 
@@ -88,8 +137,22 @@ class RejectedStream final
 
 }  // namespace internal
 
-RelayService::RelayService(Router* router, Options options)
-    : router_(router), options_(options) {}
+RelayService::RelayService(Router* router, const ServerAuth* auth,
+                           OwnerLookup owner_of, Options options)
+    : router_(router),
+      auth_(auth),
+      owner_of_(std::move(owner_of)),
+      options_(options),
+      incarnation_(options.incarnation != 0 ? options.incarnation
+                                            : RandomIncarnation()) {
+  if (options_.heartbeat_interval > absl::ZeroDuration()) {
+    LOG(INFO) << "relay: incarnation "
+              << absl::StrCat(absl::Hex(incarnation_, absl::kZeroPad16))
+              << ", heartbeats every "
+              << absl::FormatDuration(options_.heartbeat_interval);
+    heartbeats_ = std::thread([this] { SendHeartbeats(); });
+  }
+}
 
 RelayService::~RelayService() { Shutdown(); }
 
@@ -100,7 +163,22 @@ grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame>* RelayService::Connect(
     return new internal::RejectedStream(grpc::Status(
         grpc::StatusCode::INVALID_ARGUMENT, std::string(valid.message())));
   }
-  auto* stream = new internal::RelayStreamReactor(this, context, sender);
+  // A client's stream speaks for a client, a peer's for a host.
+  absl::StatusOr<Principal> caller = auth_->Authenticate(*context);
+  absl::Status allowed = caller.status();
+  if (caller.ok()) {
+    allowed =
+        absl::StartsWith(sender, kClientMailboxPrefix)
+            ? Authorize(*caller, "Relay.Connect as a client", {Role::kClient})
+            : Authorize(*caller, "Relay.Connect as a host", {Role::kPeer});
+  }
+  if (!allowed.ok()) {
+    return new internal::RejectedStream(ToGrpcStatus(allowed));
+  }
+  auto* stream = new internal::RelayStreamReactor(
+      this, context, sender,
+      caller->role == Role::kClient ? std::optional(caller->identity)
+                                    : std::nullopt);
   if (!Add(stream)) {
     delete stream;
     return new internal::RejectedStream(
@@ -122,10 +200,51 @@ void RelayService::Remove(internal::RelayStreamReactor* stream) {
   streams_.erase(stream);
 }
 
-void RelayService::Shutdown() {
+v1::RelayFrame RelayService::HeartbeatFrame(bool closing) const {
+  v1::RelayFrame frame;
+  v1::Heartbeat* heartbeat = frame.mutable_heartbeat();
+  heartbeat->set_incarnation(incarnation_);
+  heartbeat->set_interval_ms(static_cast<uint32_t>(
+      absl::ToInt64Milliseconds(options_.heartbeat_interval)));
+  heartbeat->set_closing(closing);
+  return frame;
+}
+
+void RelayService::SendHeartbeats() {
+  const v1::RelayFrame frame = HeartbeatFrame(/*closing=*/false);
   absl::MutexLock lock(&mu_);
-  shut_down_ = true;
-  for (internal::RelayStreamReactor* stream : streams_) stream->Cancel();
+  while (!mu_.AwaitWithTimeout(absl::Condition(&shut_down_),
+                               options_.heartbeat_interval)) {
+    // A stream whose queue is full misses one: its sender is not reading.
+    for (internal::RelayStreamReactor* stream : streams_) {
+      stream->Write(frame).IgnoreError();
+    }
+  }
+}
+
+void RelayService::Shutdown() {
+  // How long the streams get to write their closing heartbeat.
+  constexpr absl::Duration kGoodbye = absl::Milliseconds(500);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!shut_down_) {
+      shut_down_ = true;
+      if (options_.heartbeat_interval > absl::ZeroDuration()) {
+        for (internal::RelayStreamReactor* stream : streams_) {
+          stream->WriteLast(HeartbeatFrame(/*closing=*/true));
+        }
+        auto all_gone = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return streams_.empty();
+        };
+        mu_.AwaitWithTimeout(absl::Condition(&all_gone), kGoodbye);
+      }
+    }
+    for (internal::RelayStreamReactor* stream : streams_) stream->Cancel();
+  }
+  if (heartbeats_.joinable() &&
+      heartbeats_.get_id() != std::this_thread::get_id()) {
+    heartbeats_.join();
+  }
 }
 
 }  // namespace mesh

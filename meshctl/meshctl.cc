@@ -1,6 +1,7 @@
 #include "meshctl/meshctl.h"
 
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <map>
@@ -15,8 +16,11 @@
 #include "google/protobuf/any.pb.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/json_util.h"
+#include "lib/auth/credentials.h"
 #include "lib/grpc_status.h"
 #include "lib/names.h"
+#include "lib/net/address.h"
+#include "lib/net/host_port.h"
 #include "lib/status.h"
 #include "meshctl/format.h"
 #include "proto/actors.pb.h"
@@ -189,6 +193,11 @@ absl::Status CheckWait(const std::vector<std::string>& names,
 // only one subcommand runs.
 struct Flags {
   std::string host = kDefaultHost;
+  // Credentials (README "Security"); each falls back to its HOSTMESH_* env.
+  std::string token_file;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
   std::string timeout = "10s";
   std::string output = "table";
   // host shutdown, proc stop, actor stop.
@@ -260,15 +269,17 @@ class Meshctl {
                     absl::Duration deadline, const std::string& what) {
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
-    return Annotate(FromGrpcStatus((stub.*method)(&context, request, response)),
+    return Annotate(ExplainCallError(FromGrpcStatus((stub.*method)(
+                                         &context, request, response)),
+                                     flags_.host, credentials_),
                     what);
   }
 
-  // Channels are insecure until authentication lands (DESIGN.md "Coming
-  // next"); this is the one place credentials will be chosen.
-  static std::shared_ptr<grpc::Channel> Channel(const std::string& address) {
-    return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
-  }
+  // The one place credentials are chosen: the flags (or their env vars);
+  // with none, on a loopback host, the local hostd's admin token if this
+  // user can read it.
+  absl::StatusOr<ClientCredentials> Credentials() const;
+  absl::Status Connect();
   v1::Host::Stub& HostStub();
   // The host's Proc service: the actor verbs of any of its procs, each
   // request naming its proc.
@@ -297,6 +308,7 @@ class Meshctl {
   absl::Duration rpc_timeout_;
   uint32_t grace_ms_ = 0;
   bool json_ = false;
+  ClientCredentials credentials_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Host::Stub> host_stub_;
   std::unique_ptr<v1::Proc::Stub> proc_stub_;
@@ -319,6 +331,19 @@ void Meshctl::Declare(CLI::App& app) {
   app.add_option("--host", flags_.host, "hostd address, host:port")
       ->envname(kHostEnv)
       ->capture_default_str();
+  auto* auth = app.add_option_group("Credentials", "README \"Security\"");
+  auth->add_option("--token-file", flags_.token_file,
+                   "file holding a token (mode 0600/0640); on a loopback "
+                   "host, default /run/hostmesh/admin.token if readable")
+      ->envname(kTokenFileEnv);
+  auth->add_option("--tls-ca", flags_.tls_ca,
+                   "PEM CA of the hosts' certificates (turns TLS on)")
+      ->envname(kTlsCaEnv);
+  auth->add_option("--tls-cert", flags_.tls_cert, "PEM client certificate")
+      ->envname(kTlsCertEnv);
+  auth->add_option("--tls-key", flags_.tls_key,
+                   "PEM key of --tls-cert (mode 0600)")
+      ->envname(kTlsKeyEnv);
   app.add_option("--timeout", flags_.timeout,
                  "deadline of each call, e.g. 500ms, 10s, 2m")
       ->check(DurationValidator())
@@ -517,22 +542,39 @@ absl::Status Meshctl::Validate() {
 
 absl::Status Meshctl::Run() {
   for (const auto& [app, command] : commands_) {
-    if (app->parsed()) return (this->*command)();
+    if (app->parsed()) {
+      RETURN_IF_ERROR(Connect());
+      return (this->*command)();
+    }
   }
   return absl::InternalError("no command was selected");
 }
 
-v1::Host::Stub& Meshctl::HostStub() {
-  if (channel_ == nullptr) channel_ = Channel(flags_.host);
-  if (host_stub_ == nullptr) host_stub_ = v1::Host::NewStub(channel_);
-  return *host_stub_;
+absl::StatusOr<ClientCredentials> Meshctl::Credentials() const {
+  ASSIGN_OR_RETURN(
+      ClientCredentials credentials,
+      ClientCredentials::FromFiles(flags_.token_file, flags_.tls_ca,
+                                   flags_.tls_cert, flags_.tls_key));
+  absl::StatusOr<HostPort> host = ParseHostPort(flags_.host, "--host");
+  if (credentials.empty() && host.ok() && IsLoopbackHost(host->host) &&
+      access(kLocalAdminTokenFile, R_OK) == 0) {
+    return ClientCredentials::FromFiles(kLocalAdminTokenFile, "", "", "");
+  }
+  return credentials;
 }
 
-v1::Proc::Stub& Meshctl::ProcStub() {
-  if (channel_ == nullptr) channel_ = Channel(flags_.host);
-  if (proc_stub_ == nullptr) proc_stub_ = v1::Proc::NewStub(channel_);
-  return *proc_stub_;
+absl::Status Meshctl::Connect() {
+  if (channel_ != nullptr) return absl::OkStatus();
+  ASSIGN_OR_RETURN(credentials_, Credentials());
+  channel_ = NewAuthedChannel(flags_.host, credentials_);
+  host_stub_ = v1::Host::NewStub(channel_);
+  proc_stub_ = v1::Proc::NewStub(channel_);
+  return absl::OkStatus();
 }
+
+v1::Host::Stub& Meshctl::HostStub() { return *host_stub_; }
+
+v1::Proc::Stub& Meshctl::ProcStub() { return *proc_stub_; }
 
 absl::Status Meshctl::Print(const google::protobuf::Message& message,
                             const std::string& table) {

@@ -40,6 +40,9 @@ namespace meshctl {
 
 inline constexpr char kDefaultHost[] = "127.0.0.1:7450";
 inline constexpr char kHostEnv[] = "MESH_HOST";
+// The admin token a hostd with the default runtime dir writes for the
+// same user's tools.
+inline constexpr char kLocalAdminTokenFile[] = "/run/hostmesh/admin.token";
 
 // Parses a duration flag such as "500ms", "10s", "2m" or "1m30s"
 // (absl::ParseDuration). It must be at least 1ms and at most 24h (the

@@ -74,8 +74,7 @@ TEST_CASE(
   v1::WaitProcsResponse waited = host->Wait({"target"}, v1::RUNNING);
   REQUIRE(waited.procs(0).status() == v1::RUNNING);
   // The proc is reached only through its host.
-  auto channel =
-      grpc::CreateChannel(host->address(), grpc::InsecureChannelCredentials());
+  auto channel = host->channel();
   auto stub = v1::Proc::NewStub(channel);
   v1::CreateOrUpdateActorRequest echo;
   echo.set_proc("target");

@@ -61,8 +61,7 @@ TEST_CASE(
   v1::WaitProcsResponse waited = SpawnRunning(*host, "p0", 16);
   REQUIRE_FALSE(waited.timed_out());
   // The proc-level verbs are served by the host for each of its procs.
-  auto procs = v1::Proc::NewStub(
-      grpc::CreateChannel(host->address(), grpc::InsecureChannelCredentials()));
+  auto procs = v1::Proc::NewStub(host->channel());
   std::set<int> pids;
   for (const v1::ProcState& proc : waited.procs()) {
     INFO(proc.DebugString());
@@ -369,8 +368,7 @@ TEST_CASE(
 TEST_CASE("proc verbs for a proc the host does not run are refused clearly") {
   auto host = TestHost::Start({"--registration-timeout=60s"});
   REQUIRE(host != nullptr);
-  auto procs = v1::Proc::NewStub(
-      grpc::CreateChannel(host->address(), grpc::InsecureChannelCredentials()));
+  auto procs = v1::Proc::NewStub(host->channel());
   v1::ListActorsRequest request;
   v1::ListActorsResponse response;
   request.set_proc("nobody");
@@ -398,8 +396,7 @@ TEST_CASE("proc verbs for a proc the host does not run are refused clearly") {
 TEST_CASE("a relay stream that does not name its sender is refused") {
   auto host = TestHost::Start();
   REQUIRE(host != nullptr);
-  auto relay = v1::Relay::NewStub(
-      grpc::CreateChannel(host->address(), grpc::InsecureChannelCredentials()));
+  auto relay = v1::Relay::NewStub(host->channel());
   for (std::string sender : {"", "nobody", "client:", "client:has space"}) {
     auto context = Context(absl::Seconds(10));
     if (!sender.empty()) context->AddMetadata("mesh-sender", sender);
@@ -485,37 +482,13 @@ TEST_CASE(
   CHECK(host->stub().ListProcs(Context().get(), {}, &list).ok());
 }
 
-// Runs hostd with `args` until it exits (it must within 20 s).
-ExitInfo RunHostdToExit(std::vector<std::string> args) {
-  absl::StatusOr<std::unique_ptr<ProcessSupervisor>> supervisor =
-      ProcessSupervisor::Create();
-  REQUIRE(supervisor.ok());
-  absl::Notification exited;
-  ExitInfo info;
-  SpawnOptions spawn;
-  spawn.path = testing::BinaryPath("hostd");
-  spawn.args = std::move(args);
-  absl::StatusOr<pid_t> pid =
-      (*supervisor)->Spawn(spawn, [&](const ExitInfo& exit) {
-        info = exit;
-        exited.Notify();
-      });
-  REQUIRE(pid.ok());
-  if (!exited.WaitForNotificationWithTimeout(absl::Seconds(20))) {
-    (*supervisor)->SignalGroup(*pid, SIGKILL).IgnoreError();
-    exited.WaitForNotification();
-    FAIL("hostd did not exit");
-  }
-  return info;
-}
-
 TEST_CASE(
     "a second hostd on the same state dir, runtime dir or port refuses to "
     "start and names why; the first keeps serving") {
   auto host = TestHost::Start();
   REQUIRE(host != nullptr);
   testing::TempDir other;
-  ExitInfo same_state = RunHostdToExit(
+  ExitInfo same_state = testing::RunHostdToExit(
       {"--listen=127.0.0.1:0", "--state-dir=" + host->state_dir(),
        "--runtime-dir=" + other.path() + "/run"});
   CHECK(same_state.exit_code == std::optional<int>(1));
@@ -524,14 +497,14 @@ TEST_CASE(
                                     std::to_string(host->pid()) + ")") !=
         std::string::npos);
 
-  ExitInfo same_runtime = RunHostdToExit(
+  ExitInfo same_runtime = testing::RunHostdToExit(
       {"--listen=127.0.0.1:0", "--state-dir=" + other.path() + "/state",
        "--runtime-dir=" + host->runtime_dir()});
   CHECK(same_runtime.exit_code == std::optional<int>(1));
   CHECK(same_runtime.stderr_tail.find("runtime dir") != std::string::npos);
 
   // No SO_REUSEPORT: the port is the first hostd's alone.
-  ExitInfo same_port = RunHostdToExit(
+  ExitInfo same_port = testing::RunHostdToExit(
       {"--listen=" + host->address(), "--state-dir=" + other.path() + "/s2",
        "--runtime-dir=" + other.path() + "/r2"});
   CHECK(same_port.exit_code == std::optional<int>(1));

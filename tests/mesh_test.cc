@@ -18,8 +18,12 @@ namespace {
 
 using testing::ListeningSockets;
 
-std::shared_ptr<Client> NewClient() {
-  absl::StatusOr<std::shared_ptr<Client>> client = Client::Create();
+// A client presenting `credentials` (for hosts it attaches to); hosts a mesh
+// starts for itself trust their client without them.
+std::shared_ptr<Client> NewClient(ClientCredentials credentials = {}) {
+  Client::Options options;
+  options.credentials = std::move(credentials);
+  absl::StatusOr<std::shared_ptr<Client>> client = Client::Create(options);
   REQUIRE(client.ok());
   return *client;
 }
@@ -108,6 +112,10 @@ TEST_CASE(
   auto other = NewClient();
   absl::StatusOr<HostMesh> hosts = HostMesh::Local(WithClient(client));
   REQUIRE(hosts.ok());
+  // The host trusts the client that started it; the other one is let in
+  // with the same credentials.
+  other->SetHostCredentials(hosts->addresses()[0],
+                            client->CredentialsFor(hosts->addresses()[0]));
   absl::StatusOr<ProcMesh> procs = hosts->Spawn("p0", 1);
   REQUIRE(procs.ok());
   absl::StatusOr<ActorMesh> actors = procs->Spawn("seq", "mesh.echo");
@@ -266,7 +274,7 @@ TEST_CASE(
     "leaves the daemon up") {
   auto daemon = testing::TestHost::Start();  // as if run by systemd
   REQUIRE(daemon != nullptr);
-  auto client = NewClient();
+  auto client = NewClient(daemon->credentials());
   std::set<pid_t> pids;
   {
     absl::StatusOr<HostMesh> hosts =
@@ -299,7 +307,7 @@ TEST_CASE(
   absl::StatusOr<ProcMesh> mine = owner->Spawn("mine", 1);
   REQUIRE(mine.ok());
   {
-    auto other_client = NewClient();
+    auto other_client = NewClient(daemon->credentials());
     absl::StatusOr<HostMesh> other =
         HostMesh::Attach({daemon->address()}, WithClient(other_client));
     REQUIRE(other.ok());

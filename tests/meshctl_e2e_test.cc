@@ -19,8 +19,10 @@ struct Result {
   std::string err;
 };
 
-Result Meshctl(const std::string& host, std::vector<std::string> args) {
-  args.insert(args.begin(), {"meshctl", "--host", host});
+// meshctl as the test host's parent (admin) calls it: with its token file.
+Result Meshctl(const testing::TestHost& host, std::vector<std::string> args) {
+  args.insert(args.begin(), {"meshctl", "--host", host.address(),
+                             "--token-file", host.token_file()});
   std::vector<char*> argv;
   for (auto& arg : args) argv.push_back(arg.data());
   std::ostringstream out, err;
@@ -35,11 +37,11 @@ TEST_CASE(
   REQUIRE(host != nullptr);
   const std::string addr = host->address();
 
-  Result status = Meshctl(addr, {"host", "status"});
+  Result status = Meshctl(*host, {"host", "status"});
   CHECK(status.code == 0);
   CHECK(status.out.find(addr) != std::string::npos);
 
-  Result spawn = Meshctl(addr, {"proc", "spawn", "w", "--count", "3"});
+  Result spawn = Meshctl(*host, {"proc", "spawn", "w", "--count", "3"});
   INFO(spawn.out << spawn.err);
   REQUIRE(spawn.code == 0);
   for (const char* name : {"w_0", "w_1", "w_2"}) {
@@ -47,16 +49,16 @@ TEST_CASE(
   }
   CHECK(spawn.out.find("RUNNING") != std::string::npos);
 
-  Result json = Meshctl(addr, {"-o", "json", "proc", "list"});
+  Result json = Meshctl(*host, {"-o", "json", "proc", "list"});
   REQUIRE(json.code == 0);
   v1::ListProcsResponse list;
   REQUIRE(google::protobuf::util::JsonStringToMessage(json.out, &list).ok());
   CHECK(list.procs_size() == 3);
 
   // Spawning again is the same three procs.
-  Result again = Meshctl(addr, {"proc", "spawn", "w", "--count", "3"});
+  Result again = Meshctl(*host, {"proc", "spawn", "w", "--count", "3"});
   CHECK(again.code == 0);
-  Result get = Meshctl(addr, {"-o", "json", "proc", "get", "w_1"});
+  Result get = Meshctl(*host, {"-o", "json", "proc", "get", "w_1"});
   REQUIRE(get.code == 0);
   v1::ProcState state;
   REQUIRE(google::protobuf::util::JsonStringToMessage(get.out, &state).ok());
@@ -64,43 +66,43 @@ TEST_CASE(
   CHECK(state.status() == v1::RUNNING);
 
   Result bad =
-      Meshctl(addr, {"proc", "spawn", "bad", "--command", "/bin/false"});
+      Meshctl(*host, {"proc", "spawn", "bad", "--command", "/bin/false"});
   CHECK(bad.code == 1);
   CHECK(bad.err.find("exit") != std::string::npos);
 
   Result actor =
-      Meshctl(addr, {"actor", "spawn", "w_0", "a0", "--type", "mesh.echo"});
+      Meshctl(*host, {"actor", "spawn", "w_0", "a0", "--type", "mesh.echo"});
   INFO(actor.out << actor.err);
   CHECK(actor.code == 0);
-  Result actors = Meshctl(addr, {"actor", "list", "w_0"});
+  Result actors = Meshctl(*host, {"actor", "list", "w_0"});
   CHECK(actors.code == 0);
   CHECK(actors.out.find("a0") != std::string::npos);
   Result echo =
-      Meshctl(addr, {"-o", "json", "actor", "send", "w_0", "a0", "--type",
-                     "mesh.v1.Echo", "--json", R"({"text":"hi"})"});
+      Meshctl(*host, {"-o", "json", "actor", "send", "w_0", "a0", "--type",
+                      "mesh.v1.Echo", "--json", R"({"text":"hi"})"});
   INFO(echo.out << echo.err);
   CHECK(echo.code == 0);
   CHECK(echo.out.find("\"hi\"") != std::string::npos);
-  Result id = Meshctl(addr, {"-o", "json", "actor", "send", "w_0", "a0",
-                             "--type", "mesh.v1.GetActorId"});
+  Result id = Meshctl(*host, {"-o", "json", "actor", "send", "w_0", "a0",
+                              "--type", "mesh.v1.GetActorId"});
   INFO(id.out << id.err);
   CHECK(id.code == 0);
   CHECK(id.out.find("w_0") != std::string::npos);
   Result unknown_type =
-      Meshctl(addr, {"actor", "spawn", "w_0", "a1", "--type", "no.such"});
+      Meshctl(*host, {"actor", "spawn", "w_0", "a1", "--type", "no.such"});
   CHECK(unknown_type.code == 1);
   CHECK(unknown_type.err.find("INVALID_ARGUMENT") != std::string::npos);
 
-  CHECK(Meshctl(addr, {"proc", "stop", "w_1", "--grace", "1s"}).code == 0);
-  CHECK(Meshctl(addr, {"proc", "stop", "w_1", "--grace", "1s"}).code == 0);
-  CHECK(Meshctl(addr, {"proc", "wait", "w_1", "--status", "stopped"}).code ==
+  CHECK(Meshctl(*host, {"proc", "stop", "w_1", "--grace", "1s"}).code == 0);
+  CHECK(Meshctl(*host, {"proc", "stop", "w_1", "--grace", "1s"}).code == 0);
+  CHECK(Meshctl(*host, {"proc", "wait", "w_1", "--status", "stopped"}).code ==
         0);
-  Result missing = Meshctl(addr, {"proc", "get", "nobody"});
+  Result missing = Meshctl(*host, {"proc", "get", "nobody"});
   CHECK(missing.code == 1);
   CHECK(missing.err.find("NOT_FOUND") != std::string::npos);
-  CHECK(Meshctl(addr, {"proc", "frobnicate"}).code == 2);
+  CHECK(Meshctl(*host, {"proc", "frobnicate"}).code == 2);
 
-  Result shutdown = Meshctl(addr, {"host", "shutdown", "--grace", "1s"});
+  Result shutdown = Meshctl(*host, {"host", "shutdown", "--grace", "1s"});
   CHECK(shutdown.code == 0);
   absl::StatusOr<ExitInfo> exit = host->WaitExit();
   REQUIRE(exit.ok());

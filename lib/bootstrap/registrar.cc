@@ -192,10 +192,11 @@ class Child {
           static_cast<int>(v1::BOOTSTRAP_VERSION_CURRENT),
           ": refused (run a hostd built with this client)"));
     }
-    if (!ParseHostPort(request.address(), "address").ok()) {
+    if (absl::Status address =
+            ParseHostPort(request.address(), "address").status();
+        !address.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("register of \"", name_, "\": address \"",
-                       request.address(), "\" is not host:port"));
+          absl::StrCat("register of \"", name_, "\": ", address.message()));
     }
     if (request.pid() <= 0) {
       return absl::InvalidArgumentError(
@@ -302,6 +303,8 @@ class Registrar::Impl {
     info->set_name(name);
     info->set_rank(rank);
     info->set_orphan_timeout_ms(ClampToMillis(options_.orphan_timeout));
+    info->set_admin_token(options_.admin_token);
+    info->set_peer_token(options_.peer_token);
     // The socket is empty: this goes straight into it.
     absl::Status sent = (*channel)->Send(frame);
     if (!sent.ok()) {

@@ -48,6 +48,9 @@ class Registrar {
     // How long a child whose parent channel broke lives on (sent in the
     // BootstrapInfo).
     absl::Duration orphan_timeout = absl::Seconds(30);
+    // Sent to every child in its BootstrapInfo (see bootstrap.proto).
+    std::string admin_token;
+    std::string peer_token;
   };
 
   struct ChildCallbacks {

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "lib/auth/credentials.h"
 #include "lib/status.h"
 
 namespace mesh {
@@ -30,6 +31,10 @@ absl::StatusOr<std::unique_ptr<Launcher>> Launcher::Create(Options options) {
                    ProcessSupervisor::Create());
   Registrar::Options registrar_options;
   registrar_options.orphan_timeout = options.orphan_timeout;
+  // Fresh per launcher: its children trust it (admin) and each other (peer).
+  registrar_options.admin_token = NewRandomToken();
+  registrar_options.peer_token = NewRandomToken();
+  options.admin_token = registrar_options.admin_token;
   ASSIGN_OR_RETURN(std::unique_ptr<Registrar> registrar,
                    Registrar::Create(registrar_options));
   return std::unique_ptr<Launcher>(new Launcher(

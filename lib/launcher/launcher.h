@@ -36,6 +36,10 @@ class Launcher {
     std::string log_root;
     // How long children outlive a broken channel to this launcher.
     absl::Duration orphan_timeout = absl::Seconds(10);
+    // Set by Create: the token every child accepts from this launcher as
+    // its parent (role admin; see bootstrap.proto). Children also share a
+    // peer token among themselves, which the launcher does not use.
+    std::string admin_token;
   };
 
   struct Child {
@@ -45,6 +49,8 @@ class Launcher {
   };
 
   static absl::StatusOr<std::unique_ptr<Launcher>> Create(Options options);
+  // What calls to this launcher's children present (its admin token).
+  const std::string& admin_token() const { return options_.admin_token; }
   ~Launcher();
   Launcher(const Launcher&) = delete;
   Launcher& operator=(const Launcher&) = delete;

@@ -17,12 +17,12 @@
 
 namespace mesh {
 
-std::shared_ptr<grpc::Channel> NewHostChannel(const std::string& address) {
+std::shared_ptr<grpc::Channel> NewHostChannel(
+    const std::string& address, const ClientCredentials& credentials) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   args);
+  return NewAuthedChannel(address, credentials, std::move(args));
 }
 
 // What the handle and the call share. The reactor is alive while `reactor`
@@ -31,8 +31,11 @@ std::shared_ptr<grpc::Channel> NewHostChannel(const std::string& address) {
 struct RelayStream::State {
   State(Options options, FrameHandler on_frame, DoneHandler on_done)
       : options(std::move(options)),
+        clock(this->options.clock != nullptr ? *this->options.clock
+                                             : MonotonicClock::Real()),
         on_frame(std::move(on_frame)),
-        on_done(std::move(on_done)) {}
+        on_done(std::move(on_done)),
+        last_frame_ns(absl::ToInt64Nanoseconds(clock.Now())) {}
 
   struct Queued {
     v1::RelayFrame frame;
@@ -40,11 +43,16 @@ struct RelayStream::State {
   };
 
   const Options options;
+  const MonotonicClock& clock;
   // Used by the reactor's reactions only (which never run concurrently).
   FrameHandler on_frame;
   DoneHandler on_done;
   // The thread running on_frame or on_done, while one runs.
   std::atomic<std::thread::id> callback_thread{};
+  // When the last frame was read (clock), and how many were.
+  std::atomic<int64_t> last_frame_ns;
+  std::atomic<uint64_t> frames_read{0};
+  std::atomic<uint32_t> heartbeat_ms{0};
 
   mutable absl::Mutex mu;
   Reactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
@@ -130,6 +138,13 @@ class RelayStream::Reactor final
 
   void OnReadDone(bool ok) override {
     if (ok) {
+      state_->last_frame_ns.store(absl::ToInt64Nanoseconds(state_->clock.Now()),
+                                  std::memory_order_relaxed);
+      state_->frames_read.fetch_add(1, std::memory_order_relaxed);
+      if (incoming_.has_heartbeat()) {
+        state_->heartbeat_ms.store(incoming_.heartbeat().interval_ms(),
+                                   std::memory_order_relaxed);
+      }
       if (state_->on_frame) {
         state_->callback_thread = std::this_thread::get_id();
         state_->on_frame(std::move(incoming_));
@@ -204,6 +219,20 @@ RelayStream::~RelayStream() {
 }
 
 const std::string& RelayStream::peer() const { return state_->options.peer; }
+
+absl::Duration RelayStream::last_frame_at() const {
+  return absl::Nanoseconds(
+      state_->last_frame_ns.load(std::memory_order_relaxed));
+}
+
+uint64_t RelayStream::frames_read() const {
+  return state_->frames_read.load(std::memory_order_relaxed);
+}
+
+absl::Duration RelayStream::heartbeat_interval() const {
+  return absl::Milliseconds(
+      state_->heartbeat_ms.load(std::memory_order_relaxed));
+}
 
 absl::Status RelayStream::Write(v1::RelayFrame& frame) {
   const size_t bytes = frame.ByteSizeLong();

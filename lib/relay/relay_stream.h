@@ -14,7 +14,9 @@
 // frames queued behind it are coalesced by gRPC) and Write answers at once.
 // Bytes queued and not yet written are capped (Options.max_queued_bytes);
 // past the cap Write is RESOURCE_EXHAUSTED. A stream lives as long as both
-// ends: it has no deadline.
+// ends: it has no deadline. It remembers when it last read a frame
+// (last_frame_at, by a monotonic clock), so its owner can tell a host that
+// went silent (hosts send heartbeats, proto/mailbox.proto) from a quiet one.
 //
 // Threads: the callbacks run on gRPC threads, one at a time, on_done last;
 // they must not block and must not call Shutdown() or WaitDone() (Write,
@@ -41,6 +43,8 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "lib/auth/credentials.h"
+#include "lib/relay/clock.h"
 #include "proto/mailbox.pb.h"
 
 namespace mesh {
@@ -49,9 +53,11 @@ namespace mesh {
 // ("client:<hex>" or "host:<host:port>").
 inline constexpr char kRelaySenderMetadata[] = "mesh-sender";
 
-// A channel to hostd at `address` ("host:port") carrying messages up to
-// kMaxMessageBytes either way: what clients and hosts open streams on.
-std::shared_ptr<grpc::Channel> NewHostChannel(const std::string& address);
+// A channel to hostd at `address` ("host:port") presenting `credentials`,
+// carrying messages up to kMaxMessageBytes either way: what clients and
+// hosts open streams and call verbs on.
+std::shared_ptr<grpc::Channel> NewHostChannel(
+    const std::string& address, const ClientCredentials& credentials);
 
 class RelayStream {
  public:
@@ -63,6 +69,9 @@ class RelayStream {
     // Bytes queued but not yet written, at most (one frame is always
     // accepted into an empty queue).
     size_t max_queued_bytes = 64 << 20;
+    // Times frames as they are read (last_frame_at); null: the real
+    // monotonic clock. Must outlive the stream.
+    const MonotonicClock* clock = nullptr;
   };
   // Each frame read, in arrival order.
   using FrameHandler = std::function<void(v1::RelayFrame frame)>;
@@ -108,6 +117,15 @@ class RelayStream {
   bool WaitDone(absl::Duration timeout);
 
   const std::string& peer() const;
+
+  // When the last frame was read (Options.clock), or when the stream was
+  // started if none was yet; and how many frames were read. Cheap: an
+  // atomic load each.
+  absl::Duration last_frame_at() const;
+  uint64_t frames_read() const;
+  // The heartbeat interval the host named in its latest heartbeat; zero
+  // before the first. (Heartbeats also go to on_frame.)
+  absl::Duration heartbeat_interval() const;
 
  private:
   struct State;

@@ -1,6 +1,7 @@
 #include "tests/testing/test_host.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -13,6 +14,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
+#include "catch2/catch.hpp"
 
 namespace mesh::testing {
 
@@ -36,7 +39,8 @@ std::string BinaryPath(const std::string& name) {
   return path.ok() ? *path : name;
 }
 
-std::unique_ptr<TestHost> TestHost::Start(std::vector<std::string> args) {
+std::unique_ptr<TestHost> TestHost::Start(std::vector<std::string> args,
+                                          bool allow_any_command) {
   std::unique_ptr<TestHost> host(new TestHost());
   host->state_dir_ = host->dir_.path() + "/state";
   host->runtime_dir_ = host->dir_.path() + "/run";
@@ -51,6 +55,7 @@ std::unique_ptr<TestHost> TestHost::Start(std::vector<std::string> args) {
   spawn.args = {"--listen=127.0.0.1:0", "--state-dir=" + host->state_dir_,
                 "--runtime-dir=" + host->runtime_dir_,
                 "--procd=" + BinaryPath("procd")};
+  if (allow_any_command) spawn.args.push_back("--allow-any-command");
   spawn.args.insert(spawn.args.end(), args.begin(), args.end());
   absl::StatusOr<Launcher::Child> child =
       host->launcher_->Launch("hostd", 0, spawn, absl::Seconds(30));
@@ -61,8 +66,18 @@ std::unique_ptr<TestHost> TestHost::Start(std::vector<std::string> args) {
   }
   host->address_ = child->address;
   host->pid_ = child->pid;
-  host->stub_ = v1::Host::NewStub(
-      grpc::CreateChannel(host->address_, grpc::InsecureChannelCredentials()));
+  host->credentials_.token = host->launcher_->admin_token();
+  host->channel_ = NewAuthedChannel(host->address_, host->credentials_);
+  host->stub_ = v1::Host::NewStub(host->channel_);
+  // For tools that read a token file (meshctl --token-file).
+  host->token_file_ = host->dir_.path() + "/admin.token";
+  int fd = open(host->token_file_.c_str(),
+                O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || write(fd, host->credentials_.token.data(),
+                      host->credentials_.token.size()) < 0) {
+    fprintf(stderr, "cannot write %s\n", host->token_file_.c_str());
+  }
+  if (fd >= 0) close(fd);
   return host;
 }
 
@@ -156,6 +171,33 @@ std::vector<pid_t> LiveInGroups(const std::set<pid_t>& pgids) {
   }
   closedir(dir);
   return found;
+}
+
+ExitInfo RunToExit(SpawnOptions spawn, absl::Duration timeout) {
+  absl::StatusOr<std::unique_ptr<ProcessSupervisor>> supervisor =
+      ProcessSupervisor::Create();
+  REQUIRE(supervisor.ok());
+  absl::Notification exited;
+  ExitInfo info;
+  absl::StatusOr<pid_t> pid =
+      (*supervisor)->Spawn(spawn, [&](const ExitInfo& exit) {
+        info = exit;
+        exited.Notify();
+      });
+  REQUIRE(pid.ok());
+  if (!exited.WaitForNotificationWithTimeout(timeout)) {
+    (*supervisor)->SignalGroup(*pid, SIGKILL).IgnoreError();
+    exited.WaitForNotification();
+    FAIL(spawn.path << " did not exit");
+  }
+  return info;
+}
+
+ExitInfo RunHostdToExit(std::vector<std::string> args) {
+  SpawnOptions spawn;
+  spawn.path = BinaryPath("hostd");
+  spawn.args = std::move(args);
+  return RunToExit(std::move(spawn));
 }
 
 }  // namespace mesh::testing

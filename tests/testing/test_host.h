@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "lib/auth/credentials.h"
 #include "lib/launcher/launcher.h"
 #include "lib/testing/temp_dir.h"
 #include "proto/host.grpc.pb.h"
@@ -30,7 +31,11 @@ std::unique_ptr<grpc::ClientContext> Context(
 // (ShutdownHost, then signals) and reaps it, so nothing outlives a test.
 class TestHost {
  public:
-  static std::unique_ptr<TestHost> Start(std::vector<std::string> args = {});
+  // `args` are extra hostd flags. A test host runs any command (like the
+  // hosts a client starts for itself) unless `allow_any_command` is false.
+  // The test is its parent: it holds the host's admin token.
+  static std::unique_ptr<TestHost> Start(std::vector<std::string> args = {},
+                                         bool allow_any_command = true);
   ~TestHost();
 
   const std::string& address() const { return address_; }
@@ -38,6 +43,11 @@ class TestHost {
   const std::string& runtime_dir() const { return runtime_dir_; }
   const std::string& state_dir() const { return state_dir_; }
   v1::Host::Stub& stub() { return *stub_; }
+  // An authenticated (admin) channel to the host, its credentials, and a
+  // 0600 file holding the token.
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+  const ClientCredentials& credentials() const { return credentials_; }
+  const std::string& token_file() const { return token_file_; }
   Launcher& launcher() { return *launcher_; }
   // Waits for hostd to exit (after a ShutdownHost or a signal).
   absl::StatusOr<ExitInfo> WaitExit(absl::Duration timeout = absl::Seconds(60));
@@ -60,11 +70,21 @@ class TestHost {
   std::unique_ptr<Launcher> launcher_;
   std::string address_;
   pid_t pid_ = 0;
+  ClientCredentials credentials_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::string token_file_;
   std::unique_ptr<v1::Host::Stub> stub_;
 };
 
 // Path of a binary built by Bazel for this test (from runfiles).
 std::string BinaryPath(const std::string& name);
+
+// Runs `spawn` until it exits (it must within `timeout`; else it is killed
+// and the test fails).
+ExitInfo RunToExit(SpawnOptions spawn,
+                   absl::Duration timeout = absl::Seconds(20));
+// RunToExit of this test's hostd with `args`.
+ExitInfo RunHostdToExit(std::vector<std::string> args);
 
 // True if `pid` exists and is not a zombie.
 bool IsAlive(pid_t pid);

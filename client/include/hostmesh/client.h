@@ -10,6 +10,32 @@
 // to that host; whatever was waiting on it (a Call's ranks on that host)
 // fails at once.
 //
+// Host health: every hostd sends a heartbeat on each relay stream (every
+// 500 ms by default, carrying its incarnation: a random id chosen when it
+// started). From a host's first heartbeat on, the client tells apart two
+// events with two bounds (Options):
+//   - unreachable: the stream broke, or nothing came on it for
+//     unreachable_after (2 s; at least two of the host's heartbeat
+//     intervals). Sends to the host (Call, Cast, Reduce) fail at once with
+//     UNAVAILABLE naming it, and so does whatever was waiting on it; no
+//     proc is declared dead. The client reconnects in the background
+//     (backoff 0.1 s doubling to 1 s). A host heard from again with the
+//     same incarnation is reachable again: nothing was lost.
+//   - lost: unreachable for lost_after (30 s), or back as another
+//     incarnation (its hostd restarted), or it shut down (it says so on
+//     its way out). Every proc this client spawned there (ProcMesh) is
+//     reported lost to on_host_event (calls pending on them fail); the
+//     client stops reconnecting. The next send or Connect() to the host
+//     opens a stream again (what waits on one that gets no answer within
+//     unreachable_after fails then); a heartbeat makes the host reachable,
+//     what was lost stays lost.
+// Detection takes at most the bound plus a tick (a tenth of it, at most
+// 200 ms). With hostd's defaults: a stopped host is unreachable about 2 s
+// after its last heartbeat, and a call to it then fails in under 1 ms.
+// HostHealth(host) tells the current state; on_host_event gets every change. A
+// host that never sent a heartbeat (nothing listens there, say) is kUnknown:
+// its stream failing is what its callers see, as before.
+//
 // A Port<T> is an address in the client's mailbox; messages of type T sent
 // to port.ref() (by actors, or anyone) are received with Recv. Thread-safe.
 // Destroying a Client ends its relay streams (each gets a second to drain
@@ -23,6 +49,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -31,11 +59,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lib/auth/credentials.h"
+#include "lib/relay/host_health.h"
 #include "proto/mailbox.pb.h"
 #include "proto/proc.pb.h"
 
 namespace mesh {
 
+class EventLoop;
 class Mailbox;
 class RelayStream;
 template <typename T>
@@ -65,9 +96,46 @@ absl::Status UnpackEnvelope(const v1::Envelope& envelope,
 
 }  // namespace internal
 
-// Nothing to set yet; kept so that options can be added without changing
-// Create's signature.
-struct ClientOptions {};
+// A host's health as a client sees it (see Client): a change, given to
+// ClientOptions::on_host_event, or the current state, from
+// Client::HostHealth.
+struct HostEvent {
+  // host:port, as the client names it.
+  std::string host;
+  // kReachable, kUnreachable or kLost (kUnknown: never heard from).
+  HostState state = HostState::kUnknown;
+  // The state before this change.
+  HostState previous = HostState::kUnknown;
+  // Why, naming the host, e.g. "no frame from host 10.0.0.2:7450 for 2.05s
+  // (unreachable after 2s)".
+  std::string reason;
+  // kLost: the procs this client spawned on the host that had not ended,
+  // now lost (calls pending on them fail). HostHealth: those procs now.
+  std::vector<std::string> procs;
+  // The hostd incarnation it is about (for a restart's kLost, the old
+  // one); 0 before the first heartbeat.
+  uint64_t incarnation = 0;
+};
+
+struct ClientOptions {
+  // What the client presents to hosts: a token and/or TLS (README
+  // "Security"). Unset: ClientCredentials::FromEnv(), i.e. the files named
+  // by HOSTMESH_TOKEN_FILE, HOSTMESH_TLS_CA, HOSTMESH_TLS_CERT and
+  // HOSTMESH_TLS_KEY. Hosts a mesh starts for itself (Local, Process) are
+  // reached with their own per-host credentials instead.
+  std::optional<ClientCredentials> credentials;
+
+  // Host health (see Client): a host that sent nothing for this long is
+  // unreachable (at least two of its heartbeat intervals; > 0) ...
+  absl::Duration unreachable_after = absl::Seconds(2);
+  // ... and one unreachable for this long is lost (>= 0).
+  absl::Duration lost_after = absl::Seconds(30);
+  // Every change of a host's health, in order, one at a time, on the
+  // client's health thread: it must not block (that delays detection) and
+  // must not destroy the Client (capture a weak_ptr). Unset: changes are
+  // logged (lost procs as an ERROR).
+  std::function<void(const HostEvent&)> on_host_event;
+};
 
 class Client {
  public:
@@ -104,6 +172,10 @@ class Client {
   AccumulatingPort<T, Acc> OpenAccumulatingPort(
       Acc initial, std::function<Acc(Acc, const T&)> reducer);
 
+  // The health of host `host` as this client sees it now (see the class
+  // comment); kUnknown for a host never heard from.
+  HostEvent HostHealth(const std::string& host) const;
+
   // Supervision events about actors this client spawned (an actor failed or
   // stopped). Without a handler, a failure is logged as an ERROR.
   void OnSupervisionEvent(
@@ -113,6 +185,16 @@ class Client {
   // Internal: the mailbox, and a cached channel per address.
   Mailbox& mailbox() { return *mailbox_; }
   std::shared_ptr<grpc::Channel> Channel(const std::string& address);
+  // Internal: what to present to host `address` instead of the client's
+  // credentials (a host this client started, which trusts its token).
+  // Later channels to it use them; streams already open keep theirs.
+  void SetHostCredentials(const std::string& address,
+                          ClientCredentials credentials);
+  // What this client presents to host `address`.
+  ClientCredentials CredentialsFor(const std::string& address);
+  // Internal: proc `proc` on host `host` is this client's (ProcMesh): it is
+  // reported if the host is lost, until the host says the proc ended.
+  void TrackProc(const std::string& host, const std::string& proc);
   // Internal: sends `envelope` (with to_host set) on the relay stream to its
   // host, from this client's mailbox. Unlike mailbox().Send, a refusal is
   // returned (naming the host) instead of answered to reply_to: a cast to
@@ -126,7 +208,29 @@ class Client {
   absl::Status Route(v1::Envelope& envelope);
   RelayStream* StreamLocked(const std::string& host)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_);
-  void OnFrame(const std::string& host, v1::RelayFrame frame);
+  void OnFrame(const std::string& host, uint64_t serial, v1::RelayFrame frame);
+  // Host health (see the class comment).
+  struct HostRecord {
+    HostRecord(const std::string& host, HostHealthTracker::Options options)
+        : health(host, options) {}
+    HostHealthTracker health;
+    // This client's procs there (TrackProc) that have not ended.
+    std::set<std::string> procs;
+    // When to try the next reconnect while unreachable, and the wait
+    // after it (monotonic clock).
+    absl::Duration next_attempt = absl::ZeroDuration();
+    absl::Duration backoff = absl::ZeroDuration();
+  };
+  void StartHealth(const Options& options);
+  // Checks every host's silence and grace; reconnects; runs on the health
+  // loop every tick.
+  void HealthTick();
+  // Queues, for the health loop, the events of host `host`'s `changes`.
+  void HealthChangedLocked(const std::string& host, HostRecord& record,
+                           HostState previous,
+                           std::vector<HostHealthTracker::Change> changes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_);
+  void DeliverHostEvent(const HostEvent& event);
   void OnStreamDone(const std::string& host, uint64_t serial,
                     const absl::Status& status,
                     std::vector<v1::RelayFrame> unsent);
@@ -146,7 +250,7 @@ class Client {
   v1::PortRef supervisor_port_;
 
   // Lock order: streams_mu_, then mu_.
-  absl::Mutex streams_mu_;
+  mutable absl::Mutex streams_mu_;
   // The current stream to each host; a stream leaves when it has ended.
   struct HostStream {
     uint64_t serial = 0;
@@ -157,8 +261,20 @@ class Client {
   // Streams started whose on_done has not returned yet.
   size_t live_streams_ ABSL_GUARDED_BY(streams_mu_) = 0;
   bool shutting_down_ ABSL_GUARDED_BY(streams_mu_) = false;
+  // Every host heard from (or with a tracked proc).
+  std::map<std::string, HostRecord> hosts_ ABSL_GUARDED_BY(streams_mu_);
+  HostHealthTracker::Options health_options_;
+  std::function<void(const HostEvent&)> on_host_event_;
+  // How often HealthTick runs.
+  absl::Duration health_tick_ = absl::Milliseconds(200);
+  // Runs HealthTick and delivers host events; made by Create, gone first
+  // when the client is destroyed.
+  std::unique_ptr<EventLoop> health_loop_;
 
   absl::Mutex mu_;
+  ClientCredentials credentials_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, ClientCredentials> host_credentials_
+      ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<grpc::Channel>> channels_
       ABSL_GUARDED_BY(mu_);
   std::function<void(const v1::SupervisionEvent&)> supervision_handler_
