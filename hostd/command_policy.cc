@@ -83,20 +83,27 @@ constexpr absl::string_view kDangerousNames[] = {
     // Python.
     "PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONINSPECT",
     "PYTHONUSERBASE", "PYTHONBREAKPOINT", "PYTHONWARNINGS", "PYTHONEXECUTABLE",
-    "PYTHONPLATLIBDIR",
+    "PYTHONPLATLIBDIR", "PYTHONPYCACHEPREFIX",
     // Perl, Ruby, Node, Lua, the JVM.
     "PERL5LIB", "PERLLIB", "PERL5OPT", "PERL5DB", "RUBYOPT", "RUBYLIB",
     "NODE_OPTIONS", "NODE_PATH", "LUA_INIT", "LUA_PATH", "LUA_CPATH",
-    "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS",
+    "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH",
+    // GPU and parallel runtimes that load a library named by the variable.
+    "CUDA_INJECTION64_PATH", "OMP_TOOL_LIBRARIES", "NCCL_NET_PLUGIN",
+    "NCCL_TUNER_PLUGIN", "HSA_TOOLS_LIB",
+    // git runs commands named by these.
+    "GIT_SSH", "GIT_SSH_COMMAND", "GIT_EXEC_PATH", "GIT_ASKPASS",
+    // TLS libraries write session keys to this file.
+    "SSLKEYLOGFILE",
     // OpenSSL loads engines and providers named by its config.
     "OPENSSL_CONF", "OPENSSL_ENGINES", "OPENSSL_MODULES"};
 
 // Prefixes: the dynamic loader (LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, ...),
 // glibc's allocator (MALLOC_TRACE writes files), bash's exported functions,
 // hostd's own variables (HOSTMESH_CHANNEL_FD, HOSTMESH_PARENT_FD, the
-// credential paths).
-constexpr absl::string_view kDangerousPrefixes[] = {"LD_", "MALLOC_",
-                                                    "BASH_FUNC_", "HOSTMESH_"};
+// credential paths), Lua 5.x's versioned init hooks, git's injected config.
+constexpr absl::string_view kDangerousPrefixes[] = {
+    "LD_", "MALLOC_", "BASH_FUNC_", "HOSTMESH_", "LUA_INIT_", "GIT_CONFIG"};
 
 // Parses one "CapXxx:\t<hex>" line of /proc/self/status.
 absl::StatusOr<uint64_t> ReadCapSet(const std::string& field) {

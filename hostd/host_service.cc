@@ -27,6 +27,17 @@ void FinishWith(grpc::ServerUnaryReactor* reactor, T* response,
   reactor->Finish(ToGrpcStatus(result.status()));
 }
 
+// A client sees its own procs only; an admin every one.
+void KeepOwned(const Principal& caller,
+               google::protobuf::RepeatedPtrField<v1::ProcState>* procs) {
+  if (caller.role == Role::kAdmin) return;
+  procs->erase(std::remove_if(procs->begin(), procs->end(),
+                              [&](const v1::ProcState& state) {
+                                return state.owner() != caller.identity;
+                              }),
+               procs->end());
+}
+
 }  // namespace
 
 HostService::HostService(ProcManager* manager, const ServerAuth* auth,
@@ -83,6 +94,12 @@ grpc::ServerUnaryReactor* HostService::CreateOrUpdateProc(
   }
   v1::CreateOrUpdateProcRequest owned = *request;
   owned.set_owner(caller->identity);
+  if (caller->role == Role::kAdmin) {
+    // An admin re-sending a client's request gets that client's proc (the
+    // same request), not a conflict over whose it is.
+    absl::StatusOr<std::string> owner = manager_->OwnerOf(request->name());
+    if (owner.ok()) owned.set_owner(*owner);
+  }
   LOG(INFO) << "CreateOrUpdateProc " << QuoteForError(request->name()) << " by "
             << caller->ToString();
   manager_->CreateOrUpdate(
@@ -138,15 +155,7 @@ grpc::ServerUnaryReactor* HostService::ListProcs(
       Admit(context, reactor, "ListProcs", {Role::kClient});
   if (!caller.has_value()) return reactor;
   *response = manager_->List();
-  if (caller->role != Role::kAdmin) {
-    // A client sees its own procs only.
-    auto* procs = response->mutable_procs();
-    procs->erase(std::remove_if(procs->begin(), procs->end(),
-                                [&](const v1::ProcState& state) {
-                                  return state.owner() != caller->identity;
-                                }),
-                 procs->end());
-  }
+  KeepOwned(*caller, response->mutable_procs());
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -174,8 +183,23 @@ grpc::ServerUnaryReactor* HostService::WaitProcs(
   absl::Time call_deadline =
       absl::FromChrono(context->deadline()) - absl::Milliseconds(50);
   if (call_deadline < deadline) deadline = call_deadline;
+  // A proc created by another owner while this waited is not shown: a named
+  // one refuses the wait, an unnamed one (waiting on all) is left out.
+  const bool named = request->names_size() > 0;
   manager_->Wait(*request, deadline,
-                 [reactor, response](v1::WaitProcsResponse r) {
+                 [reactor, response, named,
+                  caller = *std::move(caller)](v1::WaitProcsResponse r) {
+                   if (named) {
+                     for (const v1::ProcState& state : r.procs()) {
+                       absl::Status may = AuthorizeOwner(
+                           caller, "WaitProcs", state.name(), state.owner());
+                       if (!may.ok()) {
+                         reactor->Finish(ToGrpcStatus(may));
+                         return;
+                       }
+                     }
+                   }
+                   KeepOwned(caller, r.mutable_procs());
                    *response = std::move(r);
                    reactor->Finish(grpc::Status::OK);
                  });

@@ -191,15 +191,25 @@ int RunHostd(HostdOptions options) {
     return 2;
   }
   const std::string advertise = *advertised;
-  // The same user's tools get in with the runtime dir's admin token.
+  // The same user's tools get in with the runtime dir's admin token -- not
+  // where it would hand admin to callers of lesser roles: their procs run
+  // as hostd's user unless --proc-user is set, and could read the file.
+  const bool admin_token_file =
+      !options.proc_user.empty() || !auth->admits_others();
   const std::string local_token = NewRandomToken();
-  auth->AddToken("local", Role::kAdmin, local_token);
+  if (admin_token_file) {
+    auth->AddToken(kLocalIdentity, Role::kAdmin, local_token);
+  } else {
+    LOG(WARNING) << "no " << AdminTokenPath(options.runtime_dir)
+                 << ": without --proc-user procs run as this user and could "
+                    "read it; give operators a token or certificate instead";
+  }
   if (bootstrap->has_value()) {
     // A client that started this hostd for itself: its token, and the one
     // its other hosts present.
     const v1::BootstrapInfo& info = (*bootstrap)->info();
     if (!info.admin_token().empty()) {
-      auth->AddToken("parent", Role::kAdmin, info.admin_token());
+      auth->AddToken(kParentIdentity, Role::kAdmin, info.admin_token());
     }
     if (!info.peer_token().empty()) auth->SetPeerToken(info.peer_token());
   }
@@ -302,7 +312,11 @@ int RunHostd(HostdOptions options) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   // Read once the server is up: only the same user (and root) can.
   absl::Status token_written =
-      WriteAdminTokenFile(options.runtime_dir, local_token);
+      admin_token_file ? WriteAdminTokenFile(options.runtime_dir, local_token)
+                       : absl::OkStatus();
+  if (!admin_token_file) {
+    std::filesystem::remove(AdminTokenPath(options.runtime_dir), error);
+  }
   if (server == nullptr || port == 0) {
     LOG(ERROR) << "cannot listen on " << options.listen;
     return 1;

@@ -3,11 +3,13 @@
 // Start-up order: make itself non-dumpable (its procs cannot ptrace it or
 // read its memory); block termination signals; check the run policy (what
 // callers may run, --proc-user, --operators-group) and make the state dir
-// private; create the process supervisor, the private registrar
-// (register-back socket in the 0700 runtime dir) and the proc manager; serve
-// the Host API on --listen; print and log the address; if spawned by a
-// parent (a client's process allocator), register back with it; tell
-// systemd READY=1. Runs until ShutdownHost, SIGTERM or
+// private; read every credential (ServerAuth: a non-loopback --listen needs
+// TLS) and choose the advertised address; lock the state and runtime dirs;
+// create the process supervisor, the procs' channels and the proc manager;
+// serve the Host, Proc and Relay APIs on --listen; write the runtime dir's
+// admin.token; print and log the address; if spawned by a parent (a
+// client's process allocator), register back with it over the inherited
+// socketpair; tell systemd READY=1. Runs until ShutdownHost, SIGTERM or
 // SIGINT, or the parent asking (or vanishing); each stops every proc, waits
 // for them to be reaped, then RunHostd returns 0.
 #ifndef HOSTMESH_HOSTD_HOSTD_H_

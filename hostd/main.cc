@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
   app.add_option("--state-dir", options.state_dir, "Proc logs and state")
       ->capture_default_str();
   app.add_option("--runtime-dir", options.runtime_dir,
-                 "Private (0700) dir for the register-back socket")
+                 "Private (0700) dir: hostd's lock and admin.token")
       ->capture_default_str();
   app.add_option(
       "--procd", options.procd_path,

@@ -102,6 +102,12 @@ class RelayStreamReactor final : public RelayServerStream {
           "proc ", QuoteForError(proc), " is not owned by ", *owner_,
           ": a client reaches only the procs it created"));
     };
+    // Nor does it have procs it does not own reply for it.
+    const std::string& reply_to = envelope.reply_to().mailbox();
+    if (!reply_to.empty() &&
+        !absl::StartsWith(reply_to, kClientMailboxPrefix)) {
+      RETURN_IF_ERROR(check(reply_to));
+    }
     if (envelope.targets_size() == 0) {
       if (envelope.to_mailbox().empty()) return absl::OkStatus();
       return check(envelope.to_mailbox());

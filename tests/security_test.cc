@@ -25,7 +25,9 @@ namespace mesh {
 namespace {
 
 using testing::Context;
+using testing::NewClient;
 using testing::TestHost;
+using testing::WithClient;
 
 constexpr char kAliceToken[] = "alice-token-0123456789abcdef";
 constexpr char kBobToken[] = "bob-token-0123456789abcdef";
@@ -110,26 +112,17 @@ std::unique_ptr<TestHost> HostWithClients(const testing::TempDir& dir) {
   return TestHost::Start({"--tokens-file=" + tokens});
 }
 
-absl::StatusOr<std::shared_ptr<Client>> ClientWith(const std::string& token) {
-  Client::Options options;
-  options.credentials = Token(token);
-  return Client::Create(options);
-}
-
 TEST_CASE(
     "a client acts only on the procs and actors it owns, and only an "
     "admin may shut the host down") {
   testing::TempDir dir;
   auto host = HostWithClients(dir);
   REQUIRE(host != nullptr);
-  absl::StatusOr<std::shared_ptr<Client>> alice = ClientWith(kAliceToken);
-  absl::StatusOr<std::shared_ptr<Client>> bob = ClientWith(kBobToken);
-  REQUIRE(alice.ok());
-  REQUIRE(bob.ok());
+  std::shared_ptr<Client> alice = NewClient(Token(kAliceToken));
+  std::shared_ptr<Client> bob = NewClient(Token(kBobToken));
 
-  HostMesh::Options options;
-  options.client = *alice;
-  absl::StatusOr<HostMesh> hosts = HostMesh::Attach({host->address()}, options);
+  absl::StatusOr<HostMesh> hosts =
+      HostMesh::Attach({host->address()}, WithClient(alice));
   REQUIRE(hosts.ok());
   absl::StatusOr<ProcMesh> procs = hosts->Spawn("p", 1);
   REQUIRE(procs.ok());
@@ -161,13 +154,26 @@ TEST_CASE(
   v1::ListProcsResponse bobs;
   REQUIRE(bob_host->ListProcs(Context().get(), {}, &bobs).ok());
   CHECK(bobs.procs_size() == 0);
+  // Waiting on everything shows bob none of alice's procs; naming one of
+  // them is refused.
+  v1::WaitProcsRequest wait_all;
+  wait_all.set_min_status(v1::INITIALIZING);
+  wait_all.set_timeout_ms(100);
+  v1::WaitProcsResponse waited;
+  REQUIRE(bob_host->WaitProcs(Context().get(), wait_all, &waited).ok());
+  CHECK(waited.procs_size() == 0);
+  v1::WaitProcsRequest wait_named = wait_all;
+  wait_named.add_names("p_0");
+  CHECK(
+      bob_host->WaitProcs(Context().get(), wait_named, &waited).error_code() ==
+      grpc::StatusCode::PERMISSION_DENIED);
   v1::ShutdownHostResponse shutdown;
   grpc::Status shut = bob_host->ShutdownHost(Context().get(), {}, &shutdown);
   CHECK(shut.error_code() == grpc::StatusCode::PERMISSION_DENIED);
   CHECK_THAT(shut.error_message(), Catch::Contains("needs role admin"));
 
   // Bob cannot message alice's actor either, though he knows its address.
-  ActorMesh stolen(*bob, actors->name(), actors->type(), actors->extent(),
+  ActorMesh stolen(bob, actors->name(), actors->type(), actors->extent(),
                    {actors->actor(0)});
   auto stolen_replies =
       stolen.Call<v1::ActorIdReply>(v1::GetActorId(), absl::Seconds(10));

@@ -29,8 +29,10 @@ std::string Sha256(absl::string_view data) {
   return std::string(reinterpret_cast<const char*>(digest), length);
 }
 
+// 1..256 printable characters, no spaces, not in hostd's own namespace.
 bool IsPrintableIdentity(absl::string_view identity) {
   if (identity.empty() || identity.size() > 256) return false;
+  if (absl::StartsWith(identity, kReservedIdentityPrefix)) return false;
   for (char c : identity) {
     if (c <= ' ' || c > '~') return false;
   }
@@ -151,14 +153,16 @@ absl::StatusOr<std::unique_ptr<ServerAuth>> ServerAuth::Create(
   for (const std::string& admin : options.admins) {
     if (!IsPrintableIdentity(admin)) {
       return absl::InvalidArgumentError(
-          "--admin: an identity is 1..256 printable characters, no spaces");
+          "--admin: an identity is 1..256 printable characters, no spaces, "
+          "not starting with \"hostd:\"");
     }
     auth->admins_.insert(admin);
   }
   for (const std::string& peer : options.peers) {
     if (!IsPrintableIdentity(peer)) {
       return absl::InvalidArgumentError(
-          "--peer: an identity is 1..256 printable characters, no spaces");
+          "--peer: an identity is 1..256 printable characters, no spaces, "
+          "not starting with \"hostd:\"");
     }
     auth->peers_.insert(peer);
   }
@@ -182,9 +186,12 @@ absl::Status ServerAuth::LoadTokensFile(const std::string& path) {
                        " (each line: <identity> <role> <token>)"));
     };
     if (fields.size() != 3) return bad("expected 3 fields");
-    if (!IsPrintableIdentity(fields[0])) return bad("bad identity");
+    if (!IsPrintableIdentity(fields[0])) {
+      return bad("bad identity (printable, no spaces, not \"hostd:...\")");
+    }
+    // The field is not echoed: a line in the wrong order holds a token here.
     absl::StatusOr<Role> role = ParseRole(fields[1]);
-    if (!role.ok()) return bad(role.status().message());
+    if (!role.ok()) return bad("unknown role (roles: admin, client, peer)");
     if (fields[2].size() < kMinTokenLength) {
       return bad(absl::StrCat("a token has at least ", kMinTokenLength,
                               " characters"));
@@ -200,7 +207,7 @@ void ServerAuth::AddToken(const std::string& identity, Role role,
 }
 
 void ServerAuth::SetPeerToken(const std::string& token) {
-  AddToken("peer", Role::kPeer, token);
+  AddToken(kPeerIdentity, Role::kPeer, token);
   peer_.token = token;
 }
 
@@ -260,6 +267,10 @@ absl::StatusOr<Principal> ServerAuth::Authenticate(
       auth_context.FindPropertyValues("x509_common_name");
   if (ssl && auth_context.IsPeerAuthenticated() && !names.empty()) {
     std::string identity(names[0].data(), names[0].size());
+    if (absl::StartsWith(identity, kReservedIdentityPrefix)) {
+      return absl::UnauthenticatedError(
+          "certificate names starting with \"hostd:\" are reserved");
+    }
     return Principal{identity, RoleOfCert(identity), "cert"};
   }
   return absl::UnauthenticatedError(

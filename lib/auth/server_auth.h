@@ -42,6 +42,13 @@ namespace mesh {
 
 enum class Role { kClient, kPeer, kAdmin };
 
+// Identities hostd gives itself; "hostd:" is reserved (no tokens-file
+// line, --admin, --peer or certificate CN may use it).
+inline constexpr char kReservedIdentityPrefix[] = "hostd:";
+inline constexpr char kLocalIdentity[] = "hostd:local";    // admin.token
+inline constexpr char kParentIdentity[] = "hostd:parent";  // the launcher
+inline constexpr char kPeerIdentity[] = "hostd:peer";      // shared peers
+
 // "client", "peer", "admin".
 absl::string_view RoleName(Role role);
 absl::StatusOr<Role> ParseRole(absl::string_view name);
@@ -91,6 +98,9 @@ class ServerAuth {
   // token if one is configured.
   const ClientCredentials& peer_credentials() const { return peer_; }
   bool tls() const { return !tls_cert_pem_.empty(); }
+  // Whether callers other than hostd's own user may get in (TLS client
+  // certificates or a tokens file).
+  bool admits_others() const { return tls() || !options_.tokens_file.empty(); }
 
   // The caller of one call, or UNAUTHENTICATED saying what was missing.
   absl::StatusOr<Principal> Authenticate(
