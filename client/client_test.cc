@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
+#include "client/testing/host_events.h"
 #include "hostmesh/hostmesh.h"
 #include "lib/mailbox/mailbox.h"
 #include "lib/mailbox/reduce.h"
@@ -34,6 +35,9 @@
 
 namespace mesh {
 namespace {
+
+using testing::HostEvents;
+using testing::NewHealthClient;
 
 constexpr absl::Duration kWait = absl::Seconds(30);
 
@@ -555,47 +559,9 @@ class Heartbeats {
   std::thread thread_;
 };
 
-// Collects a client's host events (outlives the client).
-class HostEvents {
- public:
-  std::function<void(const HostEvent&)> Handler() {
-    return [this](const HostEvent& event) {
-      absl::MutexLock lock(&mu_);
-      events_.push_back(event);
-    };
-  }
-  // The next event not yet taken; nullopt after `timeout`.
-  std::optional<HostEvent> Next(absl::Duration timeout = kWait) {
-    absl::MutexLock lock(&mu_);
-    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return taken_ < events_.size();
-    };
-    if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout)) {
-      return std::nullopt;
-    }
-    return events_[taken_++];
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<HostEvent> events_ ABSL_GUARDED_BY(mu_);
-  size_t taken_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
 // Short bounds, so that a test takes well under a second per event.
 constexpr absl::Duration kBeat = absl::Milliseconds(50);
 constexpr absl::Duration kUnreachableAfter = absl::Milliseconds(300);
-
-std::shared_ptr<Client> NewHealthClient(HostEvents& events,
-                                        absl::Duration lost_after) {
-  Client::Options options;
-  options.unreachable_after = kUnreachableAfter;
-  options.lost_after = lost_after;
-  options.on_host_event = events.Handler();
-  absl::StatusOr<std::shared_ptr<Client>> client = Client::Create(options);
-  REQUIRE(client.ok());
-  return *client;
-}
 
 TEST_CASE("host health options are checked") {
   Client::Options options;
@@ -611,7 +577,8 @@ TEST_CASE("host health options are checked") {
 TEST_CASE("a host is unknown until its first heartbeat, then reachable") {
   FakeHost host;
   HostEvents events;
-  std::shared_ptr<Client> client = NewHealthClient(events, absl::Seconds(30));
+  std::shared_ptr<Client> client =
+      NewHealthClient(events, kUnreachableAfter, absl::Seconds(30));
   CHECK(client->HostHealth(host.address()).state == HostState::kUnknown);
   Heartbeats beats(host, kBeat);
   REQUIRE(client->Connect(host.address()).ok());
@@ -629,7 +596,8 @@ TEST_CASE(
     "once naming it, and it is reachable again when heartbeats resume") {
   FakeHost host;
   HostEvents events;
-  std::shared_ptr<Client> client = NewHealthClient(events, absl::Seconds(30));
+  std::shared_ptr<Client> client =
+      NewHealthClient(events, kUnreachableAfter, absl::Seconds(30));
   Heartbeats beats(host, kBeat);
   ActorMesh mesh = MeshOn(client, {host.address()}, 2);
   REQUIRE(client->Connect(host.address()).ok());
@@ -678,7 +646,7 @@ TEST_CASE(
   FakeHost host;
   HostEvents events;
   std::shared_ptr<Client> client =
-      NewHealthClient(events, absl::Milliseconds(400));
+      NewHealthClient(events, kUnreachableAfter, absl::Milliseconds(400));
   Heartbeats beats(host, kBeat);
   client->TrackProc(host.address(), "p0");
   client->TrackProc(host.address(), "p1");
@@ -713,7 +681,8 @@ TEST_CASE(
     "lost, then reachable") {
   FakeHost host;
   HostEvents events;
-  std::shared_ptr<Client> client = NewHealthClient(events, absl::Seconds(30));
+  std::shared_ptr<Client> client =
+      NewHealthClient(events, kUnreachableAfter, absl::Seconds(30));
   Heartbeats beats(host, kBeat);
   client->TrackProc(host.address(), "p0");
   REQUIRE(client->Connect(host.address()).ok());

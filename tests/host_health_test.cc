@@ -11,18 +11,17 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
+#include "client/testing/host_events.h"
 #include "hostmesh/hostmesh.h"
 #include "lib/auth/credentials.h"
-#include "lib/launcher/launcher.h"
-#include "lib/testing/temp_dir.h"
 #include "proto/actors.pb.h"
 #include "proto/host.grpc.pb.h"
 #include "tests/testing/test_host.h"
@@ -30,9 +29,11 @@
 namespace mesh {
 namespace {
 
-using testing::BinaryPath;
+using testing::HostEvents;
 using testing::IsAlive;
+using testing::NewHealthClient;
 using testing::TestHost;
+using testing::WithClient;
 
 constexpr absl::Duration kWait = absl::Seconds(30);
 // hostd's heartbeats, and the client's bound: five missed heartbeats.
@@ -45,59 +46,6 @@ constexpr absl::Duration kSlack = absl::Seconds(3);
 std::vector<std::string> HostdArgs() {
   return {absl::StrCat("--heartbeat-interval=", absl::FormatDuration(kBeat)),
           "--orphan-timeout=2s"};
-}
-
-// Collects a client's host events; outlives the client.
-class HostEvents {
- public:
-  std::function<void(const HostEvent&)> Handler() {
-    return [this](const HostEvent& event) {
-      absl::MutexLock lock(&mu_);
-      events_.push_back(event);
-    };
-  }
-  // The next event for `host` not yet taken (others are skipped), or
-  // nullopt after `timeout`.
-  std::optional<HostEvent> Next(const std::string& host,
-                                absl::Duration timeout = kWait) {
-    absl::MutexLock lock(&mu_);
-    auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      while (taken_ < events_.size() && events_[taken_].host != host) {
-        ++taken_;
-      }
-      return taken_ < events_.size();
-    };
-    if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout)) {
-      return std::nullopt;
-    }
-    return events_[taken_++];
-  }
-  std::vector<HostEvent> All() {
-    absl::MutexLock lock(&mu_);
-    return events_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<HostEvent> events_ ABSL_GUARDED_BY(mu_);
-  size_t taken_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
-std::shared_ptr<Client> NewClient(HostEvents& events,
-                                  absl::Duration lost_after) {
-  Client::Options options;
-  options.unreachable_after = kUnreachableAfter;
-  options.lost_after = lost_after;
-  options.on_host_event = events.Handler();
-  absl::StatusOr<std::shared_ptr<Client>> client = Client::Create(options);
-  REQUIRE(client.ok());
-  return *client;
-}
-
-HostMesh::Options WithClient(std::shared_ptr<Client> client) {
-  HostMesh::Options options;
-  options.client = std::move(client);
-  return options;
 }
 
 // SIGCONTs a stopped hostd however the test ends, so that its cleanup
@@ -206,7 +154,8 @@ TEST_CASE(
   HostEvents events;
   auto host = TestHost::Start(HostdArgs());
   REQUIRE(host != nullptr);
-  std::shared_ptr<Client> client = NewClient(events, absl::Seconds(30));
+  std::shared_ptr<Client> client =
+      NewHealthClient(events, kUnreachableAfter, absl::Seconds(30));
   client->SetHostCredentials(host->address(), host->credentials());
   Mesh mesh = SpawnOn(client, host->address());
   std::optional<HostEvent> event = events.Next(host->address());
@@ -269,7 +218,8 @@ TEST_CASE(
   HostEvents events;
   auto host = TestHost::Start(HostdArgs());
   REQUIRE(host != nullptr);
-  std::shared_ptr<Client> client = NewClient(events, kLostAfter);
+  std::shared_ptr<Client> client =
+      NewHealthClient(events, kUnreachableAfter, kLostAfter);
   client->SetHostCredentials(host->address(), host->credentials());
   Mesh mesh = SpawnOn(client, host->address());
   const std::set<pid_t> procs = PidsOf(mesh.procs);
@@ -302,49 +252,6 @@ TEST_CASE(
   AwaitOrphans(procs);
 }
 
-// A hostd child on a given listen address (TestHost picks its own port), so
-// that a host can come back where it was.
-class HostOn {
- public:
-  static std::unique_ptr<HostOn> Start(const std::string& listen) {
-    std::unique_ptr<HostOn> host(new HostOn());
-    Launcher::Options options;
-    options.log_root = host->dir_.path() + "/logs";
-    absl::StatusOr<std::unique_ptr<Launcher>> launcher =
-        Launcher::Create(options);
-    if (!launcher.ok()) return nullptr;
-    host->launcher_ = *std::move(launcher);
-    SpawnOptions spawn;
-    spawn.path = BinaryPath("hostd");
-    spawn.args = {"--listen=" + listen,
-                  "--state-dir=" + host->dir_.path() + "/state",
-                  "--runtime-dir=" + host->dir_.path() + "/run",
-                  "--procd=" + BinaryPath("procd"), "--allow-any-command"};
-    for (const std::string& arg : HostdArgs()) spawn.args.push_back(arg);
-    absl::StatusOr<Launcher::Child> child =
-        host->launcher_->Launch("hostd", 0, spawn, absl::Seconds(30));
-    if (!child.ok()) {
-      WARN("hostd did not start: " << child.status().message());
-      return nullptr;
-    }
-    host->address_ = child->address;
-    host->credentials_.token = host->launcher_->admin_token();
-    return host;
-  }
-  // Asks hostd to stop over its channel, then signals, and reaps it.
-  ~HostOn() { launcher_->StopAll(absl::Seconds(5)); }
-
-  const std::string& address() const { return address_; }
-  const ClientCredentials& credentials() const { return credentials_; }
-
- private:
-  HostOn() = default;
-  testing::TempDir dir_;
-  std::unique_ptr<Launcher> launcher_;
-  std::string address_;
-  ClientCredentials credentials_;
-};
-
 TEST_CASE(
     "a host that comes back as another incarnation within the grace is "
     "lost at once, then reachable") {
@@ -352,7 +259,8 @@ TEST_CASE(
   auto first = TestHost::Start(HostdArgs());
   REQUIRE(first != nullptr);
   const std::string address = first->address();
-  std::shared_ptr<Client> client = NewClient(events, absl::Seconds(30));
+  std::shared_ptr<Client> client =
+      NewHealthClient(events, kUnreachableAfter, absl::Seconds(30));
   client->SetHostCredentials(address, first->credentials());
   Mesh mesh = SpawnOn(client, address);
   const std::set<pid_t> procs = PidsOf(mesh.procs);
@@ -365,7 +273,9 @@ TEST_CASE(
   REQUIRE(events.Next(address)->state == HostState::kUnreachable);
   REQUIRE(first->WaitExit().ok());
 
-  auto second = HostOn::Start(address);  // a restart on the same port
+  // A restart on the same port.
+  auto second =
+      TestHost::Start(HostdArgs(), /*allow_any_command=*/true, address);
   REQUIRE(second != nullptr);
   client->SetHostCredentials(address, second->credentials());
   absl::Time restarted = absl::Now();
@@ -399,13 +309,9 @@ TEST_CASE("measure: detection with the default bounds", "[.][measure]") {
   HostEvents events;
   auto host = TestHost::Start();
   REQUIRE(host != nullptr);
-  absl::StatusOr<std::shared_ptr<Client>> created = [&] {
-    Client::Options options;
-    options.on_host_event = events.Handler();
-    return Client::Create(options);
-  }();
-  REQUIRE(created.ok());
-  std::shared_ptr<Client> client = *created;
+  Client::Options options;
+  options.on_host_event = events.Handler();
+  std::shared_ptr<Client> client = testing::NewClient(std::move(options));
   client->SetHostCredentials(host->address(), host->credentials());
   Mesh mesh = SpawnOn(client, host->address());
   REQUIRE(events.Next(host->address())->state == HostState::kReachable);

@@ -26,20 +26,13 @@ namespace {
 
 using testing::Context;
 using testing::IsAlive;
+using testing::Shell;
 using testing::TestHost;
 
 std::vector<std::string> Names(const std::string& mesh, int n) {
   std::vector<std::string> names;
   for (int i = 0; i < n; ++i) names.push_back(MemberName(mesh, i));
   return names;
-}
-
-v1::ProcSpec Shell(const std::string& script) {
-  v1::ProcSpec spec;
-  spec.set_command("/bin/sh");
-  spec.add_args("-c");
-  spec.add_args(script);
-  return spec;
 }
 
 // Spawns procs name_0..name_{n-1} with the default procd and waits for them.

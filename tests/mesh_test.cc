@@ -17,21 +17,12 @@ namespace mesh {
 namespace {
 
 using testing::ListeningSockets;
+using testing::WithClient;
 
-// A client presenting `credentials` (for hosts it attaches to); hosts a mesh
-// starts for itself trust their client without them.
-std::shared_ptr<Client> NewClient(ClientCredentials credentials = {}) {
-  Client::Options options;
-  options.credentials = std::move(credentials);
-  absl::StatusOr<std::shared_ptr<Client>> client = Client::Create(options);
-  REQUIRE(client.ok());
-  return *client;
-}
-
-HostMesh::Options WithClient(std::shared_ptr<Client> client) {
-  HostMesh::Options options;
-  options.client = std::move(client);
-  return options;
+// A client presenting no credentials (not even those in the environment);
+// hosts a mesh starts for itself trust their client without them.
+std::shared_ptr<Client> NewClient() {
+  return testing::NewClient(ClientCredentials());
 }
 
 // Call results as view ranks, checking every reply is OK.
@@ -274,7 +265,7 @@ TEST_CASE(
     "leaves the daemon up") {
   auto daemon = testing::TestHost::Start();  // as if run by systemd
   REQUIRE(daemon != nullptr);
-  auto client = NewClient(daemon->credentials());
+  auto client = testing::NewClient(daemon->credentials());
   std::set<pid_t> pids;
   {
     absl::StatusOr<HostMesh> hosts =
@@ -307,7 +298,7 @@ TEST_CASE(
   absl::StatusOr<ProcMesh> mine = owner->Spawn("mine", 1);
   REQUIRE(mine.ok());
   {
-    auto other_client = NewClient(daemon->credentials());
+    auto other_client = testing::NewClient(daemon->credentials());
     absl::StatusOr<HostMesh> other =
         HostMesh::Attach({daemon->address()}, WithClient(other_client));
     REQUIRE(other.ok());

@@ -31,17 +31,10 @@
 namespace mesh {
 namespace {
 
+using testing::Shell;
 using testing::TestHost;
 
 constexpr char kSetpriv[] = "/usr/bin/setpriv";
-
-v1::ProcSpec Shell(const std::string& script) {
-  v1::ProcSpec spec;
-  spec.set_command("/bin/sh");
-  spec.add_args("-c");
-  spec.add_args(script);
-  return spec;
-}
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -44,16 +44,21 @@
 #include "proto/actors.pb.h"
 #include "proto/host.grpc.pb.h"
 #include "tests/netns/netns_lab.h"
+#include "tests/testing/test_host.h"
 
 namespace mesh {
 namespace {
 
 using testing::NetnsLab;
+using testing::NewClient;
 using testing::RunCommand;
+using testing::WithClient;
 
 // Every hostd listens on this port of its own namespace's address: the
 // namespaces are private, so a fixed port is what an operator would use.
 constexpr int kPort = 7450;
+// For each host mesh attach and spawn barrier.
+constexpr absl::Duration kMeshTimeout = absl::Seconds(20);
 
 std::unique_ptr<grpc::ClientContext> Deadline(
     absl::Duration timeout = absl::Seconds(10)) {
@@ -360,21 +365,6 @@ class Cluster {
           Catch::getResultCapture().getCurrentTestName().c_str(), var->size(), \
           Millis(var->setup_time()).c_str(), var->setup_detail().c_str())
 
-std::shared_ptr<Client> NewClient(const ClientCredentials& creds) {
-  Client::Options options;
-  options.credentials = creds;
-  absl::StatusOr<std::shared_ptr<Client>> client = Client::Create(options);
-  REQUIRE(client.ok());
-  return *client;
-}
-
-HostMesh::Options WithClient(std::shared_ptr<Client> client) {
-  HostMesh::Options options;
-  options.client = std::move(client);
-  options.timeout = absl::Seconds(20);
-  return options;
-}
-
 // A spawn that would leave a trace if it ever ran.
 v1::CreateOrUpdateProcRequest IntruderSpawn(const std::string& marker) {
   v1::CreateOrUpdateProcRequest request;
@@ -418,7 +408,7 @@ TEST_CASE(
   REQUIRE(alice.ok());
   auto client = NewClient(*alice);
   absl::StatusOr<HostMesh> hosts =
-      HostMesh::Attach(cluster->addresses(), WithClient(client));
+      HostMesh::Attach(cluster->addresses(), WithClient(client, kMeshTimeout));
   INFO(hosts.status().ToString());
   REQUIRE(hosts.ok());
   REQUIRE(hosts->num_hosts() == 3);
@@ -567,8 +557,8 @@ TEST_CASE(
                       << shutdown.error_message());
     CHECK(shutdown.error_code() == caller.code);
 
-    HostMesh::Options options = WithClient(NewClient(caller.creds));
-    options.timeout = absl::Seconds(5);
+    HostMesh::Options options =
+        WithClient(NewClient(caller.creds), absl::Seconds(5));
     absl::StatusOr<HostMesh> hosts = HostMesh::Attach({address}, options);
     fprintf(stderr, "[refused] %s: %s\n", caller.who.c_str(),
             hosts.status().ToString().c_str());
@@ -719,7 +709,7 @@ TEST_CASE(
   absl::StatusOr<std::shared_ptr<Client>> client = Client::Create(options);
   REQUIRE(client.ok());
   absl::StatusOr<HostMesh> hosts =
-      HostMesh::Attach(cluster->addresses(), WithClient(*client));
+      HostMesh::Attach(cluster->addresses(), WithClient(*client, kMeshTimeout));
   INFO(hosts.status().ToString());
   REQUIRE(hosts.ok());
   absl::StatusOr<ProcMesh> procs = hosts->Spawn("p", 1);

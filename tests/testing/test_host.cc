@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -39,8 +40,38 @@ std::string BinaryPath(const std::string& name) {
   return path.ok() ? *path : name;
 }
 
+v1::ProcSpec Shell(const std::string& script) {
+  v1::ProcSpec spec;
+  spec.set_command("/bin/sh");
+  spec.add_args("-c");
+  spec.add_args(script);
+  return spec;
+}
+
+std::shared_ptr<Client> NewClient(Client::Options options) {
+  absl::StatusOr<std::shared_ptr<Client>> client =
+      Client::Create(std::move(options));
+  REQUIRE(client.ok());
+  return *client;
+}
+
+std::shared_ptr<Client> NewClient(ClientCredentials credentials) {
+  Client::Options options;
+  options.credentials = std::move(credentials);
+  return NewClient(std::move(options));
+}
+
+HostMesh::Options WithClient(std::shared_ptr<Client> client,
+                             absl::Duration timeout) {
+  HostMesh::Options options;
+  options.client = std::move(client);
+  options.timeout = timeout;
+  return options;
+}
+
 std::unique_ptr<TestHost> TestHost::Start(std::vector<std::string> args,
-                                          bool allow_any_command) {
+                                          bool allow_any_command,
+                                          const std::string& listen) {
   std::unique_ptr<TestHost> host(new TestHost());
   host->state_dir_ = host->dir_.path() + "/state";
   host->runtime_dir_ = host->dir_.path() + "/run";
@@ -52,7 +83,7 @@ std::unique_ptr<TestHost> TestHost::Start(std::vector<std::string> args,
   host->launcher_ = *std::move(launcher);
   SpawnOptions spawn;
   spawn.path = BinaryPath("hostd");
-  spawn.args = {"--listen=127.0.0.1:0", "--state-dir=" + host->state_dir_,
+  spawn.args = {"--listen=" + listen, "--state-dir=" + host->state_dir_,
                 "--runtime-dir=" + host->runtime_dir_,
                 "--procd=" + BinaryPath("procd")};
   if (allow_any_command) spawn.args.push_back("--allow-any-command");

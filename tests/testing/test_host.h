@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "hostmesh/hostmesh.h"
 #include "lib/auth/credentials.h"
 #include "lib/launcher/launcher.h"
 #include "lib/testing/temp_dir.h"
@@ -26,16 +27,32 @@ using mesh::testing::TempDir;
 std::unique_ptr<grpc::ClientContext> Context(
     absl::Duration timeout = absl::Seconds(20));
 
-// A real hostd child on 127.0.0.1:0 with its own state and runtime dirs,
-// started through the register-back handshake. The destructor shuts it down
-// (ShutdownHost, then signals) and reaps it, so nothing outlives a test.
+// A spec running `script` with /bin/sh -c.
+v1::ProcSpec Shell(const std::string& script);
+
+// A client (REQUIREs it was created).
+std::shared_ptr<Client> NewClient(Client::Options options = {});
+// A client presenting `credentials` (for hosts it attaches to); hosts a mesh
+// starts for itself trust their client without them.
+std::shared_ptr<Client> NewClient(ClientCredentials credentials);
+// HostMesh options using `client`, with `timeout` (default: HostMesh's).
+HostMesh::Options WithClient(
+    std::shared_ptr<Client> client,
+    absl::Duration timeout = HostMesh::Options().timeout);
+
+// A real hostd child (on 127.0.0.1:0 unless told) with its own state and
+// runtime dirs, started through the register-back handshake. The destructor
+// shuts it down (ShutdownHost, then signals) and reaps it, so nothing outlives
+// a test.
 class TestHost {
  public:
   // `args` are extra hostd flags. A test host runs any command (like the
   // hosts a client starts for itself) unless `allow_any_command` is false.
-  // The test is its parent: it holds the host's admin token.
-  static std::unique_ptr<TestHost> Start(std::vector<std::string> args = {},
-                                         bool allow_any_command = true);
+  // The test is its parent: it holds the host's admin token. hostd listens
+  // on `listen` (e.g. where an earlier host was, to come back there).
+  static std::unique_ptr<TestHost> Start(
+      std::vector<std::string> args = {}, bool allow_any_command = true,
+      const std::string& listen = "127.0.0.1:0");
   ~TestHost();
 
   const std::string& address() const { return address_; }
