@@ -20,6 +20,9 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 ADDR=$(sed -n 's/^hostd listening on //p' "$T/hostd.out")
+# A build with authentication lets its own user in with the runtime dir's
+# admin token (meshctl reads the variable; older builds ignore it).
+export HOSTMESH_TOKEN_FILE="$T/run/admin.token"
 "$B/meshctl" --host "$ADDR" proc spawn idle >/dev/null
 PID=$("$B/meshctl" --host "$ADDR" -o json proc get idle |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')

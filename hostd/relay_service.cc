@@ -178,6 +178,7 @@ grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame>* RelayService::Connect(
             ? Authorize(*caller, "Relay.Connect as a client", {Role::kClient})
             : Authorize(*caller, "Relay.Connect as a host", {Role::kPeer});
   }
+  if (allowed.ok()) allowed = ClaimSender(sender, caller->identity);
   if (!allowed.ok()) {
     return new internal::RejectedStream(ToGrpcStatus(allowed));
   }
@@ -192,6 +193,24 @@ grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame>* RelayService::Connect(
   }
   stream->Start();
   return stream;
+}
+
+absl::Status RelayService::ClaimSender(const std::string& sender,
+                                       const std::string& identity) {
+  absl::MutexLock lock(&mu_);
+  auto [it, inserted] = sender_claims_.try_emplace(sender, identity);
+  if (!inserted) {
+    if (it->second == identity) return absl::OkStatus();
+    return absl::PermissionDeniedError(
+        absl::StrCat("relay sender ", QuoteForError(sender),
+                     " belongs to another identity than ", identity));
+  }
+  claim_order_.push_back(sender);
+  if (claim_order_.size() > kMaxSenderClaims) {
+    sender_claims_.erase(claim_order_.front());
+    claim_order_.pop_front();
+  }
+  return absl::OkStatus();
 }
 
 bool RelayService::Add(internal::RelayStreamReactor* stream) {

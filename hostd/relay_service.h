@@ -21,10 +21,12 @@
 #define HOSTMESH_HOSTD_RELAY_SERVICE_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "hostd/router.h"
@@ -43,6 +45,8 @@ class RelayStreamReactor;
 
 class RelayService final : public v1::Relay::CallbackService {
  public:
+  static constexpr size_t kMaxSenderClaims = 65536;
+
   struct Options {
     // Bytes queued for one stream before frames to it are refused
     // (RESOURCE_EXHAUSTED: the sender is not reading).
@@ -75,6 +79,12 @@ class RelayService final : public v1::Relay::CallbackService {
  private:
   friend class internal::RelayStreamReactor;
   bool Add(internal::RelayStreamReactor* stream);
+  // A sender id ("client:<id>", "host:<addr>") belongs to the first
+  // identity that streamed as it: another is PERMISSION_DENIED, so no one
+  // takes over a client's replies while its stream reconnects. The last
+  // kMaxSenderClaims ids are remembered.
+  absl::Status ClaimSender(const std::string& sender,
+                           const std::string& identity);
   // Streams call it last (see RelayServerStream::OnStreamDone).
   void Remove(internal::RelayStreamReactor* stream);
   v1::RelayFrame HeartbeatFrame(bool closing) const;
@@ -89,6 +99,9 @@ class RelayService final : public v1::Relay::CallbackService {
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<internal::RelayStreamReactor*> streams_
       ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::string> sender_claims_
+      ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> claim_order_ ABSL_GUARDED_BY(mu_);
   const uint64_t incarnation_;
   std::thread heartbeats_;
 };

@@ -15,6 +15,7 @@
 #include "catch2/catch.hpp"
 #include "hostmesh/hostmesh.h"
 #include "lib/auth/credentials.h"
+#include "lib/relay/relay_stream.h"
 #include "lib/testing/skip.h"
 #include "lib/testing/temp_dir.h"
 #include "proto/actors.pb.h"
@@ -182,6 +183,21 @@ TEST_CASE(
         absl::StatusCode::kPermissionDenied);
   // ...and alice still can.
   CHECK(actors->Call<v1::ActorIdReply>(v1::GetActorId())[0].ok());
+
+  // Nor can bob stream as alice's client id to receive her replies.
+  {
+    auto relay =
+        v1::Relay::NewStub(NewAuthedChannel(host->address(), Token(kBobToken)));
+    auto context = Context();
+    context->AddMetadata(kRelaySenderMetadata, alice->id());
+    auto stream = relay->Connect(context.get());
+    v1::RelayFrame frame;
+    while (stream->Read(&frame)) {
+    }
+    grpc::Status taken = stream->Finish();
+    CHECK(taken.error_code() == grpc::StatusCode::PERMISSION_DENIED);
+    CHECK_THAT(taken.error_message(), Catch::Contains("another identity"));
+  }
 
   CHECK(hosts->Shutdown(absl::Seconds(2)).ok());
   REQUIRE(host->Get("p_0", &state).ok());
