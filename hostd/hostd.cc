@@ -345,8 +345,9 @@ int RunHostd(HostdOptions options) {
       [&router](const std::string& proc, v1::Envelope envelope) {
         router->Route(std::move(envelope), proc);
       },
-      [&router](const std::string& proc, const absl::Status& why) {
-        router->ProcLost(proc, why);
+      [&router, &manager](const std::string& proc, const absl::Status& why) {
+        // Its owner's streams (and admins' and peers') hear of it.
+        router->ProcLost(proc, why, manager->OwnerOf(proc).value_or(""));
       });
   router->Start(address);
   LOG(INFO) << "hostd listening on " << address << " (state "

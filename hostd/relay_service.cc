@@ -67,7 +67,8 @@ class RelayStreamReactor final : public RelayServerStream {
   void Start() {
     absl::StatusOr<uint64_t> route = service_->router_->AddStream(
         sender_,
-        [this](v1::RelayFrame frame) { return Write(std::move(frame)); });
+        [this](v1::RelayFrame frame) { return Write(std::move(frame)); },
+        owner_);
     if (!route.ok()) {
       Refuse(ToGrpcStatus(route.status()));
       return;

@@ -8,9 +8,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "lib/net/host_port.h"
 #include "lib/mailbox/reduce.h"
 #include "lib/names.h"
+#include "lib/net/host_port.h"
 #include "lib/status.h"
 
 namespace mesh {
@@ -371,7 +371,8 @@ void Router::Bounce(const v1::Envelope& envelope, const absl::Status& why) {
 }
 
 absl::StatusOr<uint64_t> Router::AddStream(const std::string& sender,
-                                           StreamSink sink) {
+                                           StreamSink sink,
+                                           std::optional<std::string> owner) {
   absl::MutexLock lock(&mu_);
   if (shut_down_) return absl::UnavailableError("hostd is shutting down");
   if (by_sender_.contains(sender)) {
@@ -379,7 +380,7 @@ absl::StatusOr<uint64_t> Router::AddStream(const std::string& sender,
         sender, " already has a relay stream to this host (one per sender)"));
   }
   uint64_t id = next_stream_++;
-  streams_[id] = Stream{sender, std::move(sink)};
+  streams_[id] = Stream{sender, std::move(sink), std::move(owner)};
   by_sender_[sender] = id;
   return id;
 }
@@ -395,7 +396,8 @@ void Router::RemoveStream(uint64_t id) {
   streams_.erase(it);
 }
 
-void Router::ProcLost(const std::string& proc, const absl::Status& why) {
+void Router::ProcLost(const std::string& proc, const absl::Status& why,
+                      const std::string& owner) {
   v1::RelayFrame frame;
   Mailbox* mailbox;
   {
@@ -406,6 +408,8 @@ void Router::ProcLost(const std::string& proc, const absl::Status& why) {
     frame.mutable_lost()->set_mailbox(proc);
     *frame.mutable_lost()->mutable_reason() = ToErrorProto(why);
     for (auto& [id, stream] : streams_) {
+      // A client hears only of its own procs.
+      if (stream.owner.has_value() && *stream.owner != owner) continue;
       absl::Status sent = stream.sink(frame);
       if (!sent.ok())
         VLOG(1) << "lost notice to " << stream.sender << ": " << sent;

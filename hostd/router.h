@@ -39,6 +39,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -88,19 +89,25 @@ class Router {
   void Bounce(const v1::Envelope& envelope, const absl::Status& why);
 
   // A relay stream from `sender` ("client:<hex>" or "host:<addr>");
-  // ALREADY_EXISTS while another stream of that sender is live.
-  absl::StatusOr<uint64_t> AddStream(const std::string& sender,
-                                     StreamSink sink);
+  // ALREADY_EXISTS while another stream of that sender is live. `owner`:
+  // set for a client (not an admin), whose stream hears only of the procs
+  // it owns ending; unset, a stream hears of every proc.
+  absl::StatusOr<uint64_t> AddStream(
+      const std::string& sender, StreamSink sink,
+      std::optional<std::string> owner = std::nullopt);
   void RemoveStream(uint64_t id);
 
-  // Proc `proc` of this host is gone: every relay stream is told (so calls
-  // pending on it fail at once), and so are pending folds.
-  void ProcLost(const std::string& proc, const absl::Status& why);
+  // Proc `proc` of this host, owned by `owner`, is gone: every relay stream
+  // that may hear of it is told (so calls pending on it fail at once), and
+  // so are pending folds.
+  void ProcLost(const std::string& proc, const absl::Status& why,
+                const std::string& owner = "");
 
  private:
   struct Stream {
     std::string sender;
     StreamSink sink;
+    std::optional<std::string> owner;
   };
   struct Fold;
 

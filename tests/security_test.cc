@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -199,7 +200,40 @@ TEST_CASE(
     CHECK_THAT(taken.error_message(), Catch::Contains("another identity"));
   }
 
+  // When alice's proc ends, an admin's stream hears of it; bob's does not.
+  auto listen = [&](const ClientCredentials& credentials,
+                    const std::string& sender) {
+    auto context = Context(absl::Seconds(4));
+    context->AddMetadata(kRelaySenderMetadata, sender);
+    auto relay =
+        v1::Relay::NewStub(NewAuthedChannel(host->address(), credentials));
+    return std::make_pair(std::move(context), std::move(relay));
+  };
+  auto [bob_context, bob_relay] = listen(Token(kBobToken), "client:bob-ear");
+  auto [admin_context, admin_relay] =
+      listen(host->credentials(), "client:admin-ear");
+  auto bob_ear = bob_relay->Connect(bob_context.get());
+  auto admin_ear = admin_relay->Connect(admin_context.get());
+  v1::RelayFrame first;
+  REQUIRE(bob_ear->Read(&first));  // Its first heartbeat: the stream is up.
+  REQUIRE(admin_ear->Read(&first));
   CHECK(hosts->Shutdown(absl::Seconds(2)).ok());
+  auto heard_lost = [](auto& stream) {
+    bool lost = false;
+    v1::RelayFrame frame;
+    while (stream->Read(&frame)) {
+      lost = lost || (frame.has_lost() && frame.lost().mailbox() == "p_0");
+    }
+    stream->Finish();
+    return lost;
+  };
+  // Both read at once, each until its deadline.
+  std::future<bool> admin_heard =
+      std::async(std::launch::async, [&] { return heard_lost(admin_ear); });
+  std::future<bool> bob_heard =
+      std::async(std::launch::async, [&] { return heard_lost(bob_ear); });
+  CHECK(admin_heard.get());
+  CHECK_FALSE(bob_heard.get());
   REQUIRE(host->Get("p_0", &state).ok());
   CHECK(state.status() == v1::STOPPED);
 }
