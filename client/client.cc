@@ -223,13 +223,11 @@ void Client::HealthChangedLocked(
 
 void Client::DeliverHostEvent(const HostEvent& event) {
   if (event.state == HostState::kLost) {
-    // Whatever still waits on those procs (or the host) fails now.
-    absl::Status why = absl::UnavailableError(
-        absl::StrCat("host ", event.host, " is lost: ", event.reason));
-    for (const std::string& proc : event.procs) {
-      mailbox_->ReportLost(event.host, proc, why);
-    }
-    mailbox_->ReportLost(event.host, "", why);
+    // Whatever still waits on the host or any proc of it fails now (a
+    // host-wide report matches every watch on that host).
+    mailbox_->ReportLost(event.host, "",
+                         absl::UnavailableError(absl::StrCat(
+                             "host ", event.host, " is lost: ", event.reason)));
   }
   if (on_host_event_) {
     on_host_event_(event);
@@ -467,10 +465,8 @@ void Client::OnStreamDone(const std::string& host, uint64_t serial,
   if (!shutting_down) {
     // A host going away is news, not trouble, unless messages went with it;
     // CANCELLED is an orderly end (the host shut down).
-    if (tracked && unsent.empty()) {
-      VLOG(1) << "client " << id_ << ": " << lost.message();
-    } else if (unsent.empty() &&
-               status.code() == absl::StatusCode::kCancelled) {
+    if (unsent.empty() &&
+        (tracked || status.code() == absl::StatusCode::kCancelled)) {
       VLOG(1) << "client " << id_ << ": " << lost.message();
     } else if (unsent.empty()) {
       LOG(INFO) << "client " << id_ << ": " << lost.message();

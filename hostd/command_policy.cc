@@ -30,16 +30,6 @@ namespace {
 // How many allow entries a message lists before "... and N more".
 constexpr size_t kMaxListedEntries = 16;
 
-bool IsEnvName(absl::string_view name) {
-  if (name.empty() || (name[0] >= '0' && name[0] <= '9')) return false;
-  for (char c : name) {
-    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-              (c >= '0' && c <= '9') || c == '_';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 bool IsDirEntry(const std::string& entry) {
   return !entry.empty() && entry.back() == '/';
 }
@@ -207,11 +197,13 @@ std::vector<std::string> CommandPolicy::Warnings() const {
 absl::StatusOr<std::string> CommandPolicy::CheckCommand(
     const std::string& command) const {
   if (options_.allow_any_command) return command;
-  const std::string rule =
-      absl::StrCat("hostd runs only --allow-command entries ", Describe());
+  // Built only for a refusal: an allowed command pays no formatting.
+  auto rule = [this] {
+    return absl::StrCat("hostd runs only --allow-command entries ", Describe());
+  };
   if (command.empty() || command[0] != '/') {
     return absl::PermissionDeniedError(absl::StrFormat(
-        "command %s is not allowed: %s", QuoteForError(command), rule));
+        "command %s is not allowed: %s", QuoteForError(command), rule()));
   }
   absl::StatusOr<std::string> resolved = RealPath(command);
   if (!resolved.ok()) {
@@ -232,7 +224,7 @@ absl::StatusOr<std::string> CommandPolicy::CheckCommand(
       }
     }
     return absl::PermissionDeniedError(absl::StrFormat(
-        "command %s is not allowed: %s", QuoteForError(command), rule));
+        "command %s is not allowed: %s", QuoteForError(command), rule()));
   }
   // Where it resolves to is not told: a root hostd resolving
   // /proc/<pid>/cwd would tell the caller another process's directory.
@@ -254,7 +246,7 @@ absl::StatusOr<std::string> CommandPolicy::CheckCommand(
   }
   return absl::PermissionDeniedError(
       absl::StrFormat("command %s%s is not allowed: %s", QuoteForError(command),
-                      resolves_to, rule));
+                      resolves_to, rule()));
 }
 
 absl::Status CommandPolicy::CheckEnv(std::vector<std::string> names) const {
@@ -411,6 +403,16 @@ absl::Status ProtectFromProcs(bool keep_ambient) {
     return absl::ErrnoToStatus(errno, "prctl(PR_CAP_AMBIENT_CLEAR_ALL)");
   }
   return absl::OkStatus();
+}
+
+bool IsEnvName(absl::string_view name) {
+  if (name.empty() || (name[0] >= '0' && name[0] <= '9')) return false;
+  for (char c : name) {
+    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+              (c >= '0' && c <= '9') || c == '_';
+    if (!ok) return false;
+  }
+  return true;
 }
 
 }  // namespace mesh

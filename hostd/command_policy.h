@@ -134,6 +134,9 @@ absl::Status MakeStateDirPrivate(const std::string& dir,
 // would inherit across exec.
 absl::Status ProtectFromProcs(bool keep_ambient);
 
+// A POSIX environment variable name: [A-Za-z_][A-Za-z0-9_]*.
+bool IsEnvName(absl::string_view name);
+
 }  // namespace mesh
 
 #endif  // HOSTMESH_HOSTD_COMMAND_POLICY_H_

@@ -248,12 +248,15 @@ int RunHostd(HostdOptions options) {
   auto channels = std::make_unique<ProcChannels>(channel_options);
   // Other hosts, for envelopes routed through them (set once we listen).
   std::unique_ptr<PeerHosts> peers;
+  // Whose each proc is (the manager, created next, outlives routing).
+  std::unique_ptr<ProcManager> manager;
   auto router = std::make_unique<Router>(
       channels.get(),
       [&peers](const std::string& host, v1::Envelope& e) {
         return peers->Send(host, e);
       },
-      options.max_message_bytes);
+      options.max_message_bytes,
+      [&manager](const std::string& proc) { return manager->OwnerOf(proc); });
 
   ProcManager::Options manager_options;
   manager_options.procd_path = options.procd_path;
@@ -264,8 +267,8 @@ int RunHostd(HostdOptions options) {
   manager_options.policy = *policy;
   manager_options.proc_user = proc_user;
   manager_options.log_group = operators_group;
-  auto manager = std::make_unique<ProcManager>(
-      manager_options, supervisor->get(), channels.get());
+  manager = std::make_unique<ProcManager>(manager_options, supervisor->get(),
+                                          channels.get());
 
   absl::Notification exit_requested;
   std::once_flag exit_once;
@@ -304,10 +307,7 @@ int RunHostd(HostdOptions options) {
   builder.RegisterService(&proc_service);
   RelayService::Options relay_options;
   relay_options.heartbeat_interval = options.heartbeat_interval;
-  RelayService relay_service(
-      router.get(), auth.get(),
-      [&manager](const std::string& proc) { return manager->OwnerOf(proc); },
-      relay_options);
+  RelayService relay_service(router.get(), auth.get(), relay_options);
   builder.RegisterService(&relay_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   // Read once the server is up: only the same user (and root) can.
@@ -345,9 +345,8 @@ int RunHostd(HostdOptions options) {
       [&router](const std::string& proc, v1::Envelope envelope) {
         router->Route(std::move(envelope), proc);
       },
-      [&router, &manager](const std::string& proc, const absl::Status& why) {
-        // Its owner's streams (and admins' and peers') hear of it.
-        router->ProcLost(proc, why, manager->OwnerOf(proc).value_or(""));
+      [&router](const std::string& proc, const absl::Status& why) {
+        router->ProcLost(proc, why);
       });
   router->Start(address);
   LOG(INFO) << "hostd listening on " << address << " (state "

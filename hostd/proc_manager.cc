@@ -10,7 +10,6 @@
 #include <optional>
 #include <utility>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -28,16 +27,6 @@ constexpr size_t kMaxArgs = 1024;
 constexpr size_t kMaxArgBytes = 64 * 1024;
 constexpr size_t kMaxEnv = 1024;
 
-bool IsEnvName(const std::string& key) {
-  if (key.empty() || (key[0] >= '0' && key[0] <= '9')) return false;
-  for (char c : key) {
-    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-              (c >= '0' && c <= '9') || c == '_';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 // The last non-empty line of a stderr tail, for reasons.
 std::string LastLine(const std::string& tail) {
   std::vector<std::string> lines =
@@ -50,7 +39,7 @@ std::string LastLine(const std::string& tail) {
 
 absl::Status NoSuchProc(const std::string& name) {
   return absl::NotFoundError(
-      absl::StrFormat("no proc named \"%s\" on this host", name));
+      absl::StrCat("no proc named ", QuoteForError(name), " on this host"));
 }
 
 }  // namespace
@@ -544,10 +533,7 @@ void ProcManager::OnExit(const std::string& name, uint64_t incarnation,
 absl::StatusOr<std::string> ProcManager::OwnerOf(const std::string& name) {
   absl::MutexLock lock(&mu_);
   auto it = procs_.find(name);
-  if (it == procs_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("no proc ", QuoteForError(name), " on this host"));
-  }
+  if (it == procs_.end()) return NoSuchProc(name);
   return it->second->state.owner();
 }
 

@@ -85,38 +85,8 @@ class RelayStreamReactor final : public RelayServerStream {
   void OnFrame(v1::RelayFrame& frame) override {
     if (frame.has_envelope()) {
       v1::Envelope& envelope = *frame.mutable_envelope();
-      if (absl::Status may = MayReach(envelope); !may.ok()) {
-        service_->router_->Bounce(envelope, may);
-        return;
-      }
       service_->router_->Route(std::move(envelope), sender_);
     }
-  }
-  // A client (not an admin) reaches only the procs it owns.
-  absl::Status MayReach(const v1::Envelope& envelope) const {
-    if (!owner_.has_value() || !service_->owner_of_) return absl::OkStatus();
-    auto check = [&](const std::string& proc) -> absl::Status {
-      absl::StatusOr<std::string> owner = service_->owner_of_(proc);
-      if (!owner.ok()) return absl::OkStatus();  // The router says NOT_FOUND.
-      if (*owner == *owner_) return absl::OkStatus();
-      return absl::PermissionDeniedError(absl::StrCat(
-          "proc ", QuoteForError(proc), " is not owned by ", *owner_,
-          ": a client reaches only the procs it created"));
-    };
-    // Nor does it have procs it does not own reply for it.
-    const std::string& reply_to = envelope.reply_to().mailbox();
-    if (!reply_to.empty() &&
-        !absl::StartsWith(reply_to, kClientMailboxPrefix)) {
-      RETURN_IF_ERROR(check(reply_to));
-    }
-    if (envelope.targets_size() == 0) {
-      if (envelope.to_mailbox().empty()) return absl::OkStatus();
-      return check(envelope.to_mailbox());
-    }
-    for (const v1::CastTarget& target : envelope.targets()) {
-      RETURN_IF_ERROR(check(target.proc()));
-    }
-    return absl::OkStatus();
   }
 
   void OnStreamDone() override {
@@ -129,7 +99,8 @@ class RelayStreamReactor final : public RelayServerStream {
 
   RelayService* const service_;
   const std::string sender_;
-  // Set for a client (not an admin): the identity whose procs it reaches.
+  // Set for a client (not an admin): the identity whose procs it reaches
+  // (the router checks).
   const std::optional<std::string> owner_;
   uint64_t route_id_ = 0;
 };
@@ -145,10 +116,9 @@ class RejectedStream final
 }  // namespace internal
 
 RelayService::RelayService(Router* router, const ServerAuth* auth,
-                           OwnerLookup owner_of, Options options)
+                           Options options)
     : router_(router),
       auth_(auth),
-      owner_of_(std::move(owner_of)),
       options_(options),
       incarnation_(options.incarnation != 0 ? options.incarnation
                                             : RandomIncarnation()) {

@@ -60,13 +60,9 @@ class RelayService final : public v1::Relay::CallbackService {
 
   // `router` outlives the service.
   // Streams are authorized by lib/auth: a client (or admin) may open one as
-  // "client:<id>", a peer host (or admin) as "host:<address>".
-  // A client's envelopes reach only procs whose owner (`owner_of`) is its
-  // identity; others are bounced with PERMISSION_DENIED.
-  using OwnerLookup =
-      std::function<absl::StatusOr<std::string>(const std::string& proc)>;
-  RelayService(Router* router, const ServerAuth* auth, OwnerLookup owner_of,
-               Options options);
+  // "client:<id>", a peer host (or admin) as "host:<address>". A client's
+  // stream is added to the router with its identity as owner.
+  RelayService(Router* router, const ServerAuth* auth, Options options);
   ~RelayService() override;
 
   grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame>* Connect(
@@ -93,7 +89,6 @@ class RelayService final : public v1::Relay::CallbackService {
 
   Router* const router_;
   const ServerAuth* const auth_;
-  const OwnerLookup owner_of_;
   const Options options_;
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;

@@ -35,10 +35,12 @@ struct Router::Fold {
       : fold(reduce, std::move(field), std::move(ranks)) {}
 };
 
-Router::Router(ProcChannels* procs, PeerSender peers, size_t max_envelope_bytes)
+Router::Router(ProcChannels* procs, PeerSender peers, size_t max_envelope_bytes,
+               OwnerLookup owner_of)
     : procs_(procs),
       peers_(std::move(peers)),
-      max_envelope_bytes_(max_envelope_bytes) {}
+      max_envelope_bytes_(max_envelope_bytes),
+      owner_of_(std::move(owner_of)) {}
 
 namespace {
 
@@ -55,9 +57,26 @@ absl::Status CheckProcMailbox(const std::string& mailbox,
 
 }  // namespace
 
-absl::Status Router::CheckSender(const v1::Envelope& envelope,
-                                 const std::string& from, bool local) const {
+absl::Status Router::CheckOwner(const std::string& proc,
+                                const std::string& owner) const {
+  if (!owner_of_) return absl::OkStatus();
+  absl::StatusOr<std::string> owned_by = owner_of_(proc);
+  if (!owned_by.ok() || *owned_by == owner) return absl::OkStatus();
+  return absl::PermissionDeniedError(
+      absl::StrCat("proc ", QuoteForError(proc), " is not owned by ", owner,
+                   ": a client reaches only the procs it created"));
+}
+
+absl::Status Router::CheckSender(
+    const v1::Envelope& envelope, const std::string& from, bool local,
+    const std::optional<std::string>& owner) const {
   if (!IsRelaySender(from)) return absl::OkStatus();  // a proc or the host
+  // Each proc the envelope names is valid and, for a client, its own.
+  auto check_proc = [&](const std::string& proc,
+                        absl::string_view what) -> absl::Status {
+    RETURN_IF_ERROR(CheckProcMailbox(proc, what));
+    return owner.has_value() ? CheckOwner(proc, *owner) : absl::OkStatus();
+  };
   if (!local) {
     return absl::InvalidArgumentError(absl::StrCat(
         "envelope.to_host \"", envelope.to_host().substr(0, 300),
@@ -67,11 +86,11 @@ absl::Status Router::CheckSender(const v1::Envelope& envelope,
   }
   if (envelope.targets_size() > 0) {
     for (const v1::CastTarget& target : envelope.targets()) {
-      RETURN_IF_ERROR(CheckProcMailbox(target.proc(), "cast target proc"));
+      RETURN_IF_ERROR(check_proc(target.proc(), "cast target proc"));
     }
   } else {
-    RETURN_IF_ERROR(CheckProcMailbox(
-        envelope.to_mailbox(), "envelope.to_mailbox (a proc of this host)"));
+    RETURN_IF_ERROR(check_proc(envelope.to_mailbox(),
+                               "envelope.to_mailbox (a proc of this host)"));
   }
   // A client's replies go to itself or a proc. A peer host forwards its
   // procs' messages, whose replies may go to a client's port (never to the
@@ -79,7 +98,7 @@ absl::Status Router::CheckSender(const v1::Envelope& envelope,
   const bool from_client = absl::StartsWith(from, kClientMailboxPrefix);
   if (envelope.has_reply_to() && envelope.reply_to().mailbox() != from &&
       (from_client || envelope.reply_to().mailbox().empty())) {
-    RETURN_IF_ERROR(CheckProcMailbox(
+    RETURN_IF_ERROR(check_proc(
         envelope.reply_to().mailbox(),
         absl::StrCat("envelope.reply_to.mailbox (", from, " or a proc)")));
   }
@@ -123,6 +142,7 @@ bool Router::IsLocalHost(const std::string& host) const {
 
 void Router::Route(v1::Envelope envelope, const std::string& from) {
   bool local;
+  std::optional<std::string> owner;  // Of a client's stream (not an admin's).
   {
     absl::ReaderMutexLock lock(&mu_);
     if (!started_ || shut_down_) {
@@ -130,8 +150,11 @@ void Router::Route(v1::Envelope envelope, const std::string& from) {
       return;
     }
     local = IsLocalHost(envelope.to_host());
+    if (auto sender = by_sender_.find(from); sender != by_sender_.end()) {
+      owner = streams_.at(sender->second).owner;
+    }
   }
-  if (absl::Status allowed = CheckSender(envelope, from, local);
+  if (absl::Status allowed = CheckSender(envelope, from, local, owner);
       !allowed.ok()) {
     if (envelope.has_reply_to() && envelope.reply_to().mailbox() != from) {
       // Its reply_to is someone else's: tell nobody but the log.
@@ -396,8 +419,9 @@ void Router::RemoveStream(uint64_t id) {
   streams_.erase(it);
 }
 
-void Router::ProcLost(const std::string& proc, const absl::Status& why,
-                      const std::string& owner) {
+void Router::ProcLost(const std::string& proc, const absl::Status& why) {
+  std::string owner;
+  if (owner_of_) owner = owner_of_(proc).value_or("");
   v1::RelayFrame frame;
   Mailbox* mailbox;
   {

@@ -20,6 +20,9 @@
 //   - a client or a peer host reaches only this host's procs; a client's
 //     reply_to names itself or a proc, a peer's never the host's own
 //     mailbox: no client writes into another's mailbox or the host's folds;
+//   - a client that is not an admin (its stream was added with an owner)
+//     reaches, and names as reply_to, only procs it owns (`owner_of`);
+//     PERMISSION_DENIED otherwise;
 //   - sizes are bounded: an envelope over `max_envelope_bytes`, a cast over
 //     kMaxCastTargets targets or kMaxCastBytes of copies, and more than
 //     kMaxFolds folds in flight are RESOURCE_EXHAUSTED.
@@ -66,11 +69,15 @@ class Router {
   // Sends an envelope to another host (host:port).
   using PeerSender =
       std::function<absl::Status(const std::string& host, v1::Envelope&)>;
+  // The identity that owns proc `proc` of this host; NOT_FOUND if none.
+  using OwnerLookup =
+      std::function<absl::StatusOr<std::string>(const std::string& proc)>;
 
   // `procs` outlives the router. `max_envelope_bytes`: the largest envelope
-  // sent on a relay stream (the gRPC message limit).
+  // sent on a relay stream (the gRPC message limit). `owner_of` (may be
+  // null: no proc has an owner) is called without the router's lock.
   Router(ProcChannels* procs, PeerSender peers,
-         size_t max_envelope_bytes = 4 << 20);
+         size_t max_envelope_bytes = 4 << 20, OwnerLookup owner_of = nullptr);
   ~Router();
   Router(const Router&) = delete;
   Router& operator=(const Router&) = delete;
@@ -97,11 +104,10 @@ class Router {
       std::optional<std::string> owner = std::nullopt);
   void RemoveStream(uint64_t id);
 
-  // Proc `proc` of this host, owned by `owner`, is gone: every relay stream
-  // that may hear of it is told (so calls pending on it fail at once), and
-  // so are pending folds.
-  void ProcLost(const std::string& proc, const absl::Status& why,
-                const std::string& owner = "");
+  // Proc `proc` of this host is gone: every relay stream that may hear of
+  // it (its owner's, admins', peers') is told, so calls pending on it fail
+  // at once, and so are pending folds.
+  void ProcLost(const std::string& proc, const absl::Status& why);
 
  private:
   struct Stream {
@@ -113,9 +119,14 @@ class Router {
 
   bool IsLocalHost(const std::string& host) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // OK if `from` may send `envelope` (see the class comment).
+  // OK if `from` (a stream added with `owner`, if any) may send `envelope`
+  // (see the class comment).
   absl::Status CheckSender(const v1::Envelope& envelope,
-                           const std::string& from, bool local) const;
+                           const std::string& from, bool local,
+                           const std::optional<std::string>& owner) const;
+  // OK if `proc` is not a proc of this host or `owner` owns it.
+  absl::Status CheckOwner(const std::string& proc,
+                          const std::string& owner) const;
   // RESOURCE_EXHAUSTED if `envelope` is over what a relay stream carries.
   absl::Status CheckRelaySize(const v1::Envelope& envelope) const;
   void RouteLocal(v1::Envelope& envelope);
@@ -125,6 +136,7 @@ class Router {
   ProcChannels* const procs_;
   const PeerSender peers_;
   const size_t max_envelope_bytes_;
+  const OwnerLookup owner_of_;
   std::atomic<size_t> folds_{0};
 
   mutable absl::Mutex mu_;
