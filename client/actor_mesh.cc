@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "client/internal/supervision.h"
 #include "lib/mailbox/mailbox.h"
 #include "lib/mailbox/reduce.h"
 #include "lib/status.h"
@@ -112,16 +113,30 @@ ActorMesh::ActorMesh(std::shared_ptr<Client> client, std::string name,
       type_(std::move(type)),
       actors_(
           std::make_shared<const std::vector<v1::ActorRef>>(std::move(actors))),
-      view_(std::move(extent)) {}
+      view_(std::move(extent)) {
+  if (client_ != nullptr)
+    supervision_ = client_->SuperviseMesh(name_, *actors_);
+}
+
+void ActorMesh::OnSupervisionEvent(
+    std::function<void(const v1::SupervisionEvent&)> handler) const {
+  if (supervision_ != nullptr) supervision_->SetHandler(std::move(handler));
+}
+
+absl::Status ActorMesh::status() const {
+  return supervision_ != nullptr ? supervision_->status() : absl::OkStatus();
+}
 
 absl::StatusOr<ActorMesh> ActorMesh::Slice(const std::string& label,
                                            size_t begin, size_t end) const {
   absl::StatusOr<View> view = view_.Slice(label, begin, end);
   if (!view.ok()) return view.status();
-  return ActorMesh(client_, name_, type_, actors_, *std::move(view));
+  return ActorMesh(client_, name_, type_, actors_, *std::move(view),
+                   supervision_);
 }
 
 absl::Status ActorMesh::Cast(const google::protobuf::Message& message) const {
+  RETURN_IF_ERROR(status());
   v1::Envelope prototype;
   PackPayload(message, &prototype);
   std::vector<std::string> failures;
@@ -147,6 +162,9 @@ std::vector<absl::StatusOr<v1::Envelope>> ActorMesh::CallRaw(
     const google::protobuf::Message& message, absl::Duration timeout) const {
   const size_t n = num_ranks();
   using Reply = absl::StatusOr<v1::Envelope>;
+  if (absl::Status poisoned = status(); !poisoned.ok()) {
+    return std::vector<Reply>(n, poisoned);
+  }
   auto gather = std::make_shared<Slots<Reply>>(n);
   Mailbox& mailbox = client_->mailbox();
   // Replies name the view rank they answer in their correlation; a host
@@ -236,6 +254,7 @@ absl::StatusOr<v1::Reduced> ActorMesh::Reduce(
         "Reduce needs a fold; for one reply per rank use Call");
   }
   RETURN_IF_ERROR(ValidateReduce(reduce));
+  RETURN_IF_ERROR(status());
   std::vector<HostGroup> groups = GroupByHost(*this);
   using Answer = absl::StatusOr<v1::Reduced>;
   auto answers = std::make_shared<Slots<Answer>>(groups.size());

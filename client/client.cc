@@ -4,11 +4,15 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <utility>
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "client/internal/supervision.h"
+#include "hostmesh/actor_mesh.h"
 #include "lib/event/event_loop.h"
 #include "lib/mailbox/mailbox.h"
 #include "lib/net/host_port.h"
@@ -24,15 +28,21 @@ void PortQueue::Push(v1::Envelope envelope) {
   queue_.push_back(std::move(envelope));
 }
 
+void PortQueue::Fail(absl::Status error) {
+  absl::MutexLock lock(&mu_);
+  if (error_.ok()) error_ = std::move(error);
+}
+
 absl::StatusOr<v1::Envelope> PortQueue::Pop(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !queue_.empty();
+    return !queue_.empty() || !error_.ok();
   };
   if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout)) {
     return absl::DeadlineExceededError(absl::StrCat(
         "no message arrived within ", absl::FormatDuration(timeout)));
   }
+  if (queue_.empty()) return error_;
   v1::Envelope envelope = std::move(queue_.front());
   queue_.pop_front();
   return envelope;
@@ -67,7 +77,8 @@ absl::Duration Now() { return MonotonicClock::Real().Now(); }
 
 }  // namespace
 
-Client::Client() : id_(NewClientId()) {
+Client::Client()
+    : id_(NewClientId()), supervised_(std::make_unique<SupervisionIndex>()) {
   mailbox_ = std::make_unique<Mailbox>(
       "", id_, [this](v1::Envelope& envelope) { return Route(envelope); });
 }
@@ -83,35 +94,35 @@ absl::StatusOr<std::shared_ptr<Client>> Client::Create(Options options) {
     absl::MutexLock lock(&client->mu_);
     client->credentials_ = *std::move(options.credentials);
   }
+  if (options.unreachable_after <= absl::ZeroDuration() ||
+      options.lost_after < absl::ZeroDuration() ||
+      options.heartbeat_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Client::Options: unreachable_after and heartbeat_interval must be > "
+        "0 and lost_after >= 0 (got ",
+        absl::FormatDuration(options.unreachable_after), ", ",
+        absl::FormatDuration(options.heartbeat_interval), " and ",
+        absl::FormatDuration(options.lost_after), ")"));
+  }
+  client->StartHealth(options);
+  // An actor's own word that it ended: made an event on the event thread.
   Client* raw = client.get();
   client->supervisor_port_ =
       client->mailbox_->OpenPort([raw](v1::Envelope envelope) {
         absl::StatusOr<v1::SupervisionEvent> event =
             UnpackPayload<v1::SupervisionEvent>(envelope);
-        if (!event.ok()) return;
-        std::function<void(const v1::SupervisionEvent&)> handler;
-        {
-          absl::MutexLock lock(&raw->mu_);
-          handler = raw->supervision_handler_;
+        if (!event.ok()) {
+          LOG(WARNING) << "client " << raw->id_
+                       << ": a malformed supervision event from "
+                       << envelope.sender() << ": " << event.status();
+          return;
         }
-        if (handler) {
-          handler(*event);
-        } else if (event->actor().status() == v1::FAILED) {
-          LOG(ERROR) << "actor " << event->actor().ref().proc() << "/"
-                     << event->actor().name() << " on host "
-                     << event->actor().ref().host()
-                     << " failed: " << event->actor().reason();
-        }
+        absl::MutexLock lock(&raw->streams_mu_);
+        if (raw->shutting_down_) return;
+        raw->health_loop_->Post([raw, event = *std::move(event)]() mutable {
+          raw->ActorEnded(std::move(event));
+        });
       });
-  if (options.unreachable_after <= absl::ZeroDuration() ||
-      options.lost_after < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Client::Options: unreachable_after must be > 0 and lost_after >= 0 "
-        "(got ",
-        absl::FormatDuration(options.unreachable_after), " and ",
-        absl::FormatDuration(options.lost_after), ")"));
-  }
-  client->StartHealth(options);
   return client;
 }
 
@@ -119,12 +130,159 @@ void Client::StartHealth(const Options& options) {
   health_options_.unreachable_after = options.unreachable_after;
   health_options_.lost_after = options.lost_after;
   on_host_event_ = options.on_host_event;
+  heartbeat_interval_ = options.heartbeat_interval;
+  on_unhandled_failure_ = options.on_unhandled_failure;
   health_tick_ =
       std::clamp(std::min(options.unreachable_after, options.lost_after) / 10,
                  absl::Milliseconds(5), absl::Milliseconds(200));
   health_loop_ = std::make_unique<EventLoop>();
   absl::MutexLock lock(&streams_mu_);
   health_loop_->PostAfter(health_tick_, [this] { HealthTick(); });
+  health_loop_->PostAfter(heartbeat_interval_, [this] { SendHeartbeats(); });
+}
+
+namespace {
+
+v1::RelayFrame ClientHeartbeat(absl::Duration interval) {
+  v1::RelayFrame frame;
+  frame.mutable_heartbeat()->set_interval_ms(static_cast<uint32_t>(
+      std::clamp<int64_t>(absl::ToInt64Milliseconds(interval), 1, 1 << 30)));
+  return frame;
+}
+
+}  // namespace
+
+void Client::SendHeartbeats() {
+  absl::MutexLock lock(&streams_mu_);
+  if (shutting_down_) return;
+  const v1::RelayFrame heartbeat = ClientHeartbeat(heartbeat_interval_);
+  for (auto& [host, entry] : streams_) {
+    if (entry.stream == nullptr) continue;
+    // A full queue misses one: the host hears the frames queued instead.
+    v1::RelayFrame frame = heartbeat;
+    entry.stream->Write(frame).IgnoreError();
+  }
+  health_loop_->PostAfter(heartbeat_interval_, [this] { SendHeartbeats(); });
+}
+
+std::shared_ptr<MeshSupervision> Client::SuperviseMesh(
+    const std::string& name, const std::vector<v1::ActorRef>& actors) {
+  auto mesh = std::make_shared<MeshSupervision>(name, actors.size());
+  supervised_->Add(mesh, actors);
+  return mesh;
+}
+
+void Client::OnMeshFailure(const ActorMesh& mesh,
+                           std::function<void(const absl::Status&)> fail) {
+  if (mesh.supervision_ != nullptr)
+    mesh.supervision_->OnFailure(std::move(fail));
+}
+
+void Client::ActorEnded(v1::SupervisionEvent event) {
+  event.set_cause(v1::SupervisionEvent::ACTOR_ENDED);
+  event.set_failure(event.actor().status() == v1::FAILED);
+  const v1::ActorRef& ref = event.actor().ref();
+  std::vector<SupervisionIndex::Member> members =
+      supervised_->Find(ref.host(), ref.proc(), event.actor().name());
+  if (members.empty()) {
+    // Not an actor of a mesh this client knows (made by hand): as it is.
+    event.set_rank(event.actor().rank());
+    Dispatch(nullptr, 0, std::move(event));
+    return;
+  }
+  for (const SupervisionIndex::Member& member : members) {
+    Dispatch(member.mesh, member.rank, event);
+  }
+}
+
+void Client::ProcEnded(const std::string& host, const v1::MailboxLost& lost,
+                       const absl::Status& why) {
+  std::vector<SupervisionIndex::Member> members =
+      supervised_->Find(host, lost.mailbox());
+  supervised_->RemoveProc(host, lost.mailbox());
+  // A proc nobody asked to stop failed its actors, whatever its exit code.
+  const bool failure = !lost.has_exit() || !lost.exit().requested();
+  for (const SupervisionIndex::Member& member : members) {
+    v1::SupervisionEvent event;
+    event.set_cause(v1::SupervisionEvent::PROC_ENDED);
+    event.set_failure(failure);
+    if (lost.has_exit()) {
+      *event.mutable_proc_exit() = lost.exit();
+    } else {
+      event.mutable_proc_exit()->set_proc(lost.mailbox());
+      event.mutable_proc_exit()->set_host(host);
+      event.mutable_proc_exit()->set_reason(std::string(why.message()));
+    }
+    v1::ActorState* actor = event.mutable_actor();
+    actor->set_name(member.ref.actor());
+    actor->set_rank(member.ref.rank());
+    *actor->mutable_ref() = member.ref;
+    actor->set_status(failure ? v1::FAILED : v1::STOPPED);
+    actor->set_reason(event.proc_exit().reason());
+    Dispatch(member.mesh, member.rank, std::move(event));
+  }
+}
+
+void Client::HostLost(const HostEvent& lost) {
+  for (const std::string& proc : lost.procs) {
+    std::vector<SupervisionIndex::Member> members =
+        supervised_->Find(lost.host, proc);
+    supervised_->RemoveProc(lost.host, proc);
+    for (const SupervisionIndex::Member& member : members) {
+      v1::SupervisionEvent event;
+      event.set_cause(v1::SupervisionEvent::HOST_LOST);
+      event.set_failure(true);
+      event.set_host_reason(lost.reason);
+      v1::ActorState* actor = event.mutable_actor();
+      actor->set_name(member.ref.actor());
+      actor->set_rank(member.ref.rank());
+      *actor->mutable_ref() = member.ref;
+      actor->set_status(v1::FAILED);
+      actor->set_reason(
+          absl::StrCat("host ", lost.host, " is lost: ", lost.reason));
+      Dispatch(member.mesh, member.rank, std::move(event));
+    }
+  }
+}
+
+void Client::Dispatch(const std::shared_ptr<MeshSupervision>& mesh, size_t rank,
+                      v1::SupervisionEvent event) {
+  if (mesh != nullptr) {
+    if (!mesh->MarkEnded(rank)) return;
+    event.set_mesh(mesh->name());
+    event.set_rank(rank);
+  }
+  event.set_message(DescribeEvent(event));
+  // What waits on the mesh fails first, handled or not.
+  if (mesh != nullptr && event.failure()) mesh->Failed(event);
+  SupervisionHandler handler = mesh != nullptr ? mesh->handler() : nullptr;
+  if (!handler) {
+    absl::MutexLock lock(&mu_);
+    handler = supervision_handler_;
+  }
+  if (handler) {
+    handler(event);
+    return;
+  }
+  if (!event.failure()) {
+    VLOG(1) << "client " << id_ << ": " << event.message();
+    return;
+  }
+  if (on_unhandled_failure_ == UnhandledFailure::kExitProcess) {
+    LOG(ERROR) << "client " << id_ << ": unhandled failure, exiting "
+               << "(ClientOptions::on_unhandled_failure): " << event.message();
+    std::fflush(nullptr);
+    std::_Exit(1);
+  }
+  if (mesh == nullptr) {
+    LOG(ERROR) << "client " << id_ << ": " << event.message();
+  } else if (mesh->Poison(event)) {
+    LOG(ERROR) << "client " << id_ << ": actor mesh \"" << mesh->name()
+               << "\" is poisoned (no handler took the failure; calls on it "
+               << "now fail): " << event.message();
+  } else {
+    LOG(WARNING) << "client " << id_ << ": " << event.message();
+  }
 }
 
 HostEvent Client::HostHealth(const std::string& host) const {
@@ -228,6 +386,7 @@ void Client::DeliverHostEvent(const HostEvent& event) {
     mailbox_->ReportLost(event.host, "",
                          absl::UnavailableError(absl::StrCat(
                              "host ", event.host, " is lost: ", event.reason)));
+    HostLost(event);
   }
   if (on_host_event_) {
     on_host_event_(event);
@@ -364,6 +523,7 @@ RelayStream* Client::StreamLocked(const std::string& host) {
   // every stream's on_done has returned. An on_done that runs at once waits
   // for streams_mu_, so it finds this entry filled in.
   entry.serial = serial;
+  v1::RelayFrame heartbeat = ClientHeartbeat(heartbeat_interval_);
   entry.stream = RelayStream::Start(
       Channel(host), std::move(options),
       [this, host, serial](v1::RelayFrame frame) {
@@ -373,6 +533,8 @@ RelayStream* Client::StreamLocked(const std::string& host) {
                            std::vector<v1::RelayFrame> unsent) {
         OnStreamDone(host, serial, status, std::move(unsent));
       });
+  // The host learns this client's heartbeat interval at once.
+  entry.stream->Write(heartbeat).IgnoreError();
   return entry.stream.get();
 }
 
@@ -390,19 +552,18 @@ void Client::OnFrame(const std::string& host, uint64_t serial,
       return;
     case v1::RelayFrame::kLost: {
       const v1::MailboxLost& lost = frame.lost();
-      absl::Status why = FromErrorProto(lost.reason());
-      if (why.ok()) {
-        why = absl::UnavailableError(
-            absl::StrCat(MailboxName(host, lost.mailbox()), " is gone"));
-      }
-      {
-        absl::MutexLock lock(&streams_mu_);
-        if (auto it = hosts_.find(host); it != hosts_.end()) {
-          it->second.procs.erase(lost.mailbox());
-        }
-      }
-      // Keyed by the address this client knows the host by.
+      absl::Status why = ProcEndStatus(
+          lost, absl::StrCat(MailboxName(host, lost.mailbox()), " is gone"));
+      // Keyed by the address this client knows the host by: pending calls
+      // fail now, with the proc's cause.
       mailbox_->ReportLost(host, lost.mailbox(), why);
+      absl::MutexLock lock(&streams_mu_);
+      if (shutting_down_) return;
+      if (auto it = hosts_.find(host); it != hosts_.end()) {
+        it->second.procs.erase(lost.mailbox());
+      }
+      health_loop_->Post(
+          [this, host, lost, why] { ProcEnded(host, lost, why); });
       return;
     }
     case v1::RelayFrame::kHeartbeat: {

@@ -134,6 +134,10 @@ class FakeHost final : public v1::Relay::CallbackService {
 
    private:
     void OnFrame(v1::RelayFrame& frame) override {
+      if (frame.has_heartbeat()) {
+        host_->CountHeartbeat(frame.heartbeat());
+        return;
+      }
       std::vector<v1::RelayFrame> answers;
       if (host_->Answer(frame.envelope(), &answers)) {
         Cancel();
@@ -161,6 +165,26 @@ class FakeHost final : public v1::Relay::CallbackService {
     streams_.erase(stream);
   }
 
+  void CountHeartbeat(const v1::Heartbeat& heartbeat) {
+    absl::MutexLock lock(&mu_);
+    ++heartbeats_;
+    last_heartbeat_ = heartbeat;
+  }
+
+ public:
+  // Waits for `n` heartbeats from clients; the last one.
+  std::optional<v1::Heartbeat> WaitHeartbeats(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return heartbeats_ >= n;
+    };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&enough), kWait)) {
+      return std::nullopt;
+    }
+    return last_heartbeat_;
+  }
+
+ private:
   // The frames that answer `envelope`; true to break the stream instead.
   bool Answer(const v1::Envelope& envelope,
               std::vector<v1::RelayFrame>* answers) {
@@ -225,6 +249,8 @@ class FakeHost final : public v1::Relay::CallbackService {
   bool mute_ ABSL_GUARDED_BY(mu_) = false;
   bool breaking_ ABSL_GUARDED_BY(mu_) = false;
   bool refusing_ ABSL_GUARDED_BY(mu_) = false;
+  size_t heartbeats_ ABSL_GUARDED_BY(mu_) = 0;
+  v1::Heartbeat last_heartbeat_ ABSL_GUARDED_BY(mu_);
 };
 
 std::shared_ptr<Client> NewClient() {
@@ -754,6 +780,250 @@ TEST_CASE("a host that is gone fails a Reduce's ranks on it at once") {
   CHECK(count->failed() == 2);
   CHECK(FromErrorProto(count->first_error()).code() ==
         absl::StatusCode::kUnavailable);
+}
+
+// Supervision: what a client makes of procs' and actors' ends.
+
+// Events as a handler gets them, in order. Thread-safe.
+class Events {
+ public:
+  std::function<void(const v1::SupervisionEvent&)> Handler() {
+    return [this](const v1::SupervisionEvent& event) {
+      absl::MutexLock lock(&mu_);
+      events_.push_back(event);
+    };
+  }
+  // Waits until `n` events came; all of them.
+  std::vector<v1::SupervisionEvent> Wait(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return events_.size() >= n;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&enough), kWait);
+    return events_;
+  }
+  size_t size() {
+    absl::MutexLock lock(&mu_);
+    return events_.size();
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<v1::SupervisionEvent> events_ ABSL_GUARDED_BY(mu_);
+};
+
+// The frame a host sends when proc `proc` was killed by SIGKILL (or, if
+// `requested`, stopped when asked).
+v1::RelayFrame ProcLost(const std::string& host, const std::string& proc,
+                        bool requested = false) {
+  v1::RelayFrame frame;
+  v1::MailboxLost* lost = frame.mutable_lost();
+  lost->set_host(host);
+  lost->set_mailbox(proc);
+  v1::ProcExit* exit = lost->mutable_exit();
+  exit->set_proc(proc);
+  exit->set_host(host);
+  exit->set_pid(4242);
+  exit->set_requested(requested);
+  if (requested) {
+    exit->set_status(v1::STOPPED);
+    exit->set_exit_code(0);
+    exit->set_stopped_by("exited");
+    exit->set_reason(
+        absl::StrCat("proc \"", proc, "\" stopped: exited with code 0"));
+  } else {
+    exit->set_status(v1::FAILED);
+    exit->set_term_signal(9);
+    exit->set_stopped_by("SIGKILL");
+    exit->add_stderr_lines("out of cheese");
+    exit->set_reason(absl::StrCat("proc \"", proc,
+                                  "\" (pid 4242) was killed by SIGKILL "
+                                  "(stderr: \"out of cheese\")"));
+  }
+  *lost->mutable_reason() =
+      ToErrorProto(absl::UnavailableError(exit->reason()));
+  return frame;
+}
+
+// Waits (briefly) until `mesh` is poisoned; its status.
+absl::Status WaitPoisoned(const ActorMesh& mesh) {
+  absl::Time deadline = absl::Now() + kWait;
+  while (mesh.status().ok() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  return mesh.status();
+}
+
+TEST_CASE(
+    "a proc's end becomes one event per actor for the mesh's handler, with "
+    "its signal and stderr, once") {
+  FakeHost host;
+  std::shared_ptr<Client> client = NewClient();
+  ActorMesh mesh = MeshOn(client, {host.address()}, 3);
+  Events events;
+  mesh.OnSupervisionEvent(events.Handler());
+  REQUIRE(client->Connect(host.address()).ok());
+  REQUIRE(host.WaitStreams(1));
+  host.Push(ProcLost(host.address(), "p1"));
+  host.Push(ProcLost(host.address(), "p1"));  // a duplicate: dropped
+  std::vector<v1::SupervisionEvent> got = events.Wait(1);
+  REQUIRE(got.size() == 1);
+  const v1::SupervisionEvent& event = got[0];
+  CHECK(event.cause() == v1::SupervisionEvent::PROC_ENDED);
+  CHECK(event.failure());
+  CHECK(event.mesh() == "a");
+  CHECK(event.rank() == 1);
+  CHECK(event.actor().status() == v1::FAILED);
+  CHECK(event.actor().ref().proc() == "p1");
+  CHECK(event.proc_exit().term_signal() == 9);
+  CHECK(event.proc_exit().stderr_lines(0) == "out of cheese");
+  CHECK(event.message() ==
+        "actor p1/a (rank 1 of actor mesh a) failed: proc \"p1\" (pid 4242) "
+        "was killed by SIGKILL (stderr: \"out of cheese\")");
+  // Handled: the mesh works on; rank 1's calls fail with the proc's cause.
+  CHECK(mesh.status().ok());
+  // A second frame after the first one was handled is not a second event.
+  host.Push(ProcLost(host.address(), "p1"));
+  absl::SleepFor(absl::Milliseconds(100));
+  CHECK(events.size() == 1);
+}
+
+TEST_CASE(
+    "an unhandled failure poisons the mesh: every later Cast, Call and Reduce "
+    "on it or its slices returns the failure") {
+  FakeHost host;
+  std::shared_ptr<Client> client = NewClient();
+  ActorMesh mesh = MeshOn(client, {host.address()}, 3);
+  REQUIRE(client->Connect(host.address()).ok());
+  REQUIRE(host.WaitStreams(1));
+  REQUIRE(mesh.Call<v1::Echo>(v1::Echo(), kWait)[2].ok());
+  host.Push(ProcLost(host.address(), "p2"));
+  absl::Status poisoned = WaitPoisoned(mesh);
+  CHECK(poisoned.code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(std::string(poisoned.message()) ==
+        "actor mesh \"a\" is poisoned by an unhandled failure: actor p2/a "
+        "(rank 2 of actor mesh a) failed: proc \"p2\" (pid 4242) was killed "
+        "by SIGKILL (stderr: \"out of cheese\")");
+  std::optional<v1::SupervisionEvent> event = SupervisionEventOf(poisoned);
+  REQUIRE(event.has_value());
+  CHECK(event->rank() == 2);
+  CHECK(event->proc_exit().term_signal() == 9);
+
+  const size_t received = host.received().size();
+  for (const auto& reply : mesh.Call<v1::Echo>(v1::Echo(), kWait)) {
+    CHECK(reply.status() == poisoned);
+  }
+  CHECK(mesh.Cast(v1::Echo()) == poisoned);
+  CHECK(mesh.Reduce(v1::Echo(), v1::REDUCE_COUNT).status() == poisoned);
+  absl::StatusOr<ActorMesh> first = mesh.Slice("procs", 0);
+  REQUIRE(first.ok());
+  CHECK(first->Cast(v1::Echo()) == poisoned);
+  // Nothing was sent.
+  CHECK(host.received().size() == received);
+}
+
+TEST_CASE("a stop that was asked for is an event but no failure") {
+  FakeHost host;
+  std::shared_ptr<Client> client = NewClient();
+  ActorMesh mesh = MeshOn(client, {host.address()}, 2);
+  Events all;
+  client->OnSupervisionEvent(all.Handler());
+  REQUIRE(client->Connect(host.address()).ok());
+  REQUIRE(host.WaitStreams(1));
+  host.Push(ProcLost(host.address(), "p0", /*requested=*/true));
+  std::vector<v1::SupervisionEvent> got = all.Wait(1);
+  REQUIRE(got.size() == 1);
+  CHECK_FALSE(got[0].failure());
+  CHECK(got[0].actor().status() == v1::STOPPED);
+  CHECK(got[0].message() ==
+        "actor p0/a (rank 0 of actor mesh a) stopped: proc \"p0\" stopped: "
+        "exited with code 0");
+  // No handler on the mesh, but the client-wide one took it; no failure.
+  CHECK(mesh.status().ok());
+}
+
+TEST_CASE(
+    "an actor's own failure reaches its mesh's handler naming its mesh and "
+    "rank") {
+  FakeHost host;
+  std::shared_ptr<Client> client = NewClient();
+  ActorMesh mesh = MeshOn(client, {host.address()}, 3);
+  Events events;
+  mesh.OnSupervisionEvent(events.Handler());
+  REQUIRE(client->Connect(host.address()).ok());
+  REQUIRE(host.WaitStreams(1));
+  v1::SupervisionEvent from_proc;
+  v1::ActorState* actor = from_proc.mutable_actor();
+  actor->set_name("a");
+  actor->set_rank(2);
+  actor->set_status(v1::FAILED);
+  actor->set_reason("INTERNAL: asked to fail: test");
+  actor->mutable_ref()->set_host(host.address());
+  actor->mutable_ref()->set_proc("p2");
+  actor->mutable_ref()->set_actor("a");
+  v1::RelayFrame frame;
+  *frame.mutable_envelope() =
+      EnvelopeToPort(client->supervisor_port(), from_proc);
+  frame.mutable_envelope()->set_to_mailbox(client->id());
+  host.Push(frame);
+  std::vector<v1::SupervisionEvent> got = events.Wait(1);
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].cause() == v1::SupervisionEvent::ACTOR_ENDED);
+  CHECK(got[0].failure());
+  CHECK(got[0].rank() == 2);
+  CHECK(got[0].message() ==
+        "actor p2/a (rank 2 of actor mesh a) failed: INTERNAL: asked to fail: "
+        "test");
+}
+
+TEST_CASE(
+    "a watched port fails at once with the mesh's failure, after what was "
+    "queued") {
+  FakeHost host;
+  std::shared_ptr<Client> client = NewClient();
+  ActorMesh mesh = MeshOn(client, {host.address()}, 2);
+  mesh.OnSupervisionEvent([](const v1::SupervisionEvent&) {});
+  Port<v1::Echo> port = client->OpenPort<v1::Echo>();
+  port.Watch(mesh);
+  REQUIRE(client->Connect(host.address()).ok());
+  REQUIRE(host.WaitStreams(1));
+  v1::Echo queued;
+  queued.set_text("first");
+  v1::RelayFrame frame;
+  *frame.mutable_envelope() = EnvelopeToPort(port.ref(), queued);
+  frame.mutable_envelope()->set_to_mailbox(client->id());
+  host.Push(frame);
+  host.Push(ProcLost(host.address(), "p0"));
+  absl::StatusOr<v1::Echo> first = port.Recv(kWait);
+  REQUIRE(first.ok());
+  CHECK(first->text() == "first");
+  absl::Time start = absl::Now();
+  absl::StatusOr<v1::Echo> failed = port.Recv(absl::Hours(1));
+  CHECK(absl::Now() - start < kWait);
+  CHECK(failed.status().code() == absl::StatusCode::kUnavailable);
+  CHECK(absl::StrContains(failed.status().message(), "killed by SIGKILL"));
+  REQUIRE(SupervisionEventOf(failed.status()).has_value());
+  // A port watched after the failure fails at once too.
+  OncePort<v1::Echo> late = client->OpenOncePort<v1::Echo>();
+  late.Watch(mesh);
+  CHECK(late.Recv(absl::Hours(1)).status().code() ==
+        absl::StatusCode::kUnavailable);
+}
+
+TEST_CASE("a client sends heartbeats on its relay streams") {
+  FakeHost host;
+  Client::Options options;
+  options.heartbeat_interval = absl::Milliseconds(20);
+  absl::StatusOr<std::shared_ptr<Client>> client = Client::Create(options);
+  REQUIRE(client.ok());
+  REQUIRE((*client)->Connect(host.address()).ok());
+  std::optional<v1::Heartbeat> beat = host.WaitHeartbeats(5);
+  REQUIRE(beat.has_value());
+  CHECK(beat->interval_ms() == 20);
+  CHECK(beat->incarnation() == 0);
+  options.heartbeat_interval = absl::ZeroDuration();
+  CHECK(Client::Create(options).status().code() ==
+        absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -295,13 +295,15 @@ const std::shared_ptr<Client>& HostMesh::client() const {
 
 absl::StatusOr<ProcMesh> HostMesh::Spawn(const std::string& name,
                                          const Extent& per_host,
-                                         const v1::ProcSpec& spec) {
-  return Spawn(name, per_host.num_ranks(), spec);
+                                         const v1::ProcSpec& spec,
+                                         const ProcMeshOptions& options) {
+  return Spawn(name, per_host.num_ranks(), spec, options);
 }
 
 absl::StatusOr<ProcMesh> HostMesh::Spawn(const std::string& name,
                                          size_t procs_per_host,
-                                         const v1::ProcSpec& spec) {
+                                         const v1::ProcSpec& spec,
+                                         const ProcMeshOptions& options) {
   RETURN_IF_ERROR(ValidateName(name, "proc mesh name"));
   if (procs_per_host == 0) {
     return absl::InvalidArgumentError("procs_per_host must be at least 1");
@@ -323,6 +325,8 @@ absl::StatusOr<ProcMesh> HostMesh::Spawn(const std::string& name,
     creates[rank].set_name(MemberName(name, rank));
     creates[rank].set_rank(rank);
     *creates[rank].mutable_spec() = spec;
+    // The lease holder: the hosts stop the procs once this client is gone.
+    if (!options.detached) creates[rank].set_client(client.id());
   }
   auto created = internal::ParallelUnary<v1::Host, v1::ProcState>(
       channels, creates, timeout,
@@ -331,9 +335,9 @@ absl::StatusOr<ProcMesh> HostMesh::Spawn(const std::string& name,
                                           std::move(done));
       });
   // Only what this mesh created is its to stop: a refused create (e.g. the
-  // name is someone else's proc) is not.
+  // name is someone else's proc) is not, nor a detached proc.
   for (size_t rank = 0; rank < n; ++rank) {
-    if (created[rank].ok()) {
+    if (created[rank].ok() && !options.detached) {
       impl_->RecordSpawned(rank / procs_per_host, creates[rank].name());
     }
   }

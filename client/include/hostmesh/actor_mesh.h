@@ -14,6 +14,7 @@
 
 #include <google/protobuf/message.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +42,17 @@ class ActorMesh {
     return (*actors_)[view_.base_rank(rank)];
   }
 
+  // Supervision (see Client::OnSupervisionEvent): `handler` gets every
+  // event about this mesh's actors (shared by every copy and slice of the
+  // mesh; the last one set wins), on the client's event thread; it must
+  // not block. A failure it gets is handled: the mesh is not poisoned.
+  void OnSupervisionEvent(
+      std::function<void(const v1::SupervisionEvent&)> handler) const;
+  // OK, or the unhandled failure that poisoned the mesh
+  // (FAILED_PRECONDITION naming the first failing rank and its root cause;
+  // SupervisionEventOf gives the event). Cast, Call and Reduce return it.
+  absl::Status status() const;
+
   // A view of ranks [begin, end) of dimension `label` (or the one index).
   absl::StatusOr<ActorMesh> Slice(const std::string& label, size_t begin,
                                   size_t end) const;
@@ -61,7 +73,8 @@ class ActorMesh {
   // rank whose actor fails, whose proc is gone (UNAVAILABLE naming the rank,
   // proc and host, at once), whose host cannot be reached, or that does not
   // answer within `timeout` (DEADLINE_EXCEEDED) gets an error instead of a
-  // reply; Call never hangs.
+  // reply; Call never hangs. A poisoned mesh (status()) fails every rank
+  // with its failure.
   template <typename Reply>
   std::vector<absl::StatusOr<Reply>> Call(
       const google::protobuf::Message& message,
@@ -120,18 +133,23 @@ class ActorMesh {
 
  private:
   ActorMesh(std::shared_ptr<Client> client, std::string name, std::string type,
-            std::shared_ptr<const std::vector<v1::ActorRef>> actors, View view)
+            std::shared_ptr<const std::vector<v1::ActorRef>> actors, View view,
+            std::shared_ptr<MeshSupervision> supervision)
       : client_(std::move(client)),
         name_(std::move(name)),
         type_(std::move(type)),
         actors_(std::move(actors)),
-        view_(std::move(view)) {}
+        view_(std::move(view)),
+        supervision_(std::move(supervision)) {}
+  friend class Client;
 
   std::shared_ptr<Client> client_;
   std::string name_;
   std::string type_;
   std::shared_ptr<const std::vector<v1::ActorRef>> actors_;  // by mesh rank
   View view_;
+  // Shared by every copy and slice (client.h).
+  std::shared_ptr<MeshSupervision> supervision_;
 };
 
 }  // namespace mesh

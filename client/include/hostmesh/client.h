@@ -66,8 +66,11 @@
 
 namespace mesh {
 
+class ActorMesh;
 class EventLoop;
 class Mailbox;
+class MeshSupervision;
+class SupervisionIndex;
 class RelayStream;
 template <typename T>
 class Port;
@@ -82,12 +85,17 @@ namespace internal {
 class PortQueue {
  public:
   void Push(v1::Envelope envelope);
-  // The next envelope; DEADLINE_EXCEEDED after `timeout`.
+  // From now on, once the queue is empty, Pop returns `error` at once (the
+  // first error given stays).
+  void Fail(absl::Status error);
+  // The next envelope; the failure once empty (see Fail); DEADLINE_EXCEEDED
+  // after `timeout`.
   absl::StatusOr<v1::Envelope> Pop(absl::Duration timeout);
 
  private:
   absl::Mutex mu_;
   std::deque<v1::Envelope> queue_ ABSL_GUARDED_BY(mu_);
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
 };
 
 // Unpacks an envelope's payload (or its error) as T.
@@ -117,6 +125,22 @@ struct HostEvent {
   uint64_t incarnation = 0;
 };
 
+// What a client does with an actor failure that no handler took (no
+// ActorMesh::OnSupervisionEvent on its mesh, no Client::OnSupervisionEvent).
+enum class UnhandledFailure {
+  // Poison the mesh: every later Cast, Call and Reduce on it (and on its
+  // slices) returns the failure (ActorMesh::status()); logged once as an
+  // ERROR.
+  kPoisonMesh,
+  // Log it as an ERROR and exit the process with status 1.
+  kExitProcess,
+};
+
+// The supervision event an error carries (a call on a poisoned mesh, a
+// supervised port that failed), if any.
+std::optional<v1::SupervisionEvent> SupervisionEventOf(
+    const absl::Status& status);
+
 struct ClientOptions {
   // What the client presents to hosts: a token and/or TLS (README
   // "Security"). Unset: ClientCredentials::FromEnv(), i.e. the files named
@@ -135,6 +159,15 @@ struct ClientOptions {
   // must not destroy the Client (capture a weak_ptr). Unset: changes are
   // logged (lost procs as an ERROR).
   std::function<void(const HostEvent&)> on_host_event;
+
+  // See UnhandledFailure.
+  UnhandledFailure on_unhandled_failure = UnhandledFailure::kPoisonMesh;
+  // How often the client sends a heartbeat on each relay stream (> 0). A
+  // host ends a client stream silent for max(3 intervals, 1 s); once the
+  // client has had no stream to a host for that host's --owner-lease, the
+  // procs it spawned there are stopped (a client that reconnects in time
+  // keeps them).
+  absl::Duration heartbeat_interval = absl::Seconds(1);
 };
 
 class Client {
@@ -176,8 +209,17 @@ class Client {
   // comment); kUnknown for a host never heard from.
   HostEvent HostHealth(const std::string& host) const;
 
-  // Supervision events about actors this client spawned (an actor failed or
-  // stopped). Without a handler, a failure is logged as an ERROR.
+  // Supervision: an actor of a mesh this client spawned ended. Its handler
+  // failed (cause ACTOR_ENDED), its proc ended (PROC_ENDED: exit code or
+  // signal and the stderr lines that explain it) or its host was lost
+  // (HOST_LOST); a host merely unreachable ends nothing. The client makes
+  // one v1::SupervisionEvent per actor and end, and gives it, on the
+  // client's event thread (the one of on_host_event, in order), to the
+  // mesh's own handler (ActorMesh::OnSupervisionEvent), else to this
+  // client-wide one; a failure neither takes is unhandled (see
+  // UnhandledFailure). Whatever waits on the actor (a Call's rank, a port
+  // the mesh supervises) fails at once with the same cause, handled or
+  // not. A handler must not block.
   void OnSupervisionEvent(
       std::function<void(const v1::SupervisionEvent&)> handler);
   const v1::PortRef& supervisor_port() const { return supervisor_port_; }
@@ -195,6 +237,14 @@ class Client {
   // Internal: proc `proc` on host `host` is this client's (ProcMesh): it is
   // reported if the host is lost, until the host says the proc ended.
   void TrackProc(const std::string& host, const std::string& proc);
+  // Internal: the supervision state of a new actor mesh, registered so its
+  // actors' ends reach it (kept until the last copy of the mesh is gone).
+  std::shared_ptr<MeshSupervision> SuperviseMesh(
+      const std::string& name, const std::vector<v1::ActorRef>& actors);
+  // Internal: `fail` is called once with the first failure of an actor of
+  // `mesh` (at once if it has failed already). For Port::Watch.
+  void OnMeshFailure(const ActorMesh& mesh,
+                     std::function<void(const absl::Status&)> fail);
   // Internal: sends `envelope` (with to_host set) on the relay stream to its
   // host, from this client's mailbox. Unlike mailbox().Send, a refusal is
   // returned (naming the host) instead of answered to reply_to: a cast to
@@ -231,6 +281,20 @@ class Client {
                            std::vector<HostHealthTracker::Change> changes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_);
   void DeliverHostEvent(const HostEvent& event);
+  // Supervision (see OnSupervisionEvent), on the event thread: a proc's
+  // SupervisionEvent for an actor; proc `lost.mailbox()` of `host` ended;
+  // host `host` was lost with `procs`.
+  void ActorEnded(v1::SupervisionEvent event);
+  void ProcEnded(const std::string& host, const v1::MailboxLost& lost,
+                 const absl::Status& why);
+  void HostLost(const HostEvent& event);
+  // Completes `event` (mesh, rank, message), marks the rank ended and gives
+  // the event to its handler, or treats it as unhandled. Drops a second end
+  // of the same actor.
+  void Dispatch(const std::shared_ptr<MeshSupervision>& mesh, size_t rank,
+                v1::SupervisionEvent event);
+  // Sends a heartbeat on every relay stream; runs on the event loop.
+  void SendHeartbeats();
   void OnStreamDone(const std::string& host, uint64_t serial,
                     const absl::Status& status,
                     std::vector<v1::RelayFrame> unsent);
@@ -267,9 +331,14 @@ class Client {
   std::function<void(const HostEvent&)> on_host_event_;
   // How often HealthTick runs.
   absl::Duration health_tick_ = absl::Milliseconds(200);
-  // Runs HealthTick and delivers host events; made by Create, gone first
-  // when the client is destroyed.
+  // Runs HealthTick, heartbeats, and delivers host and supervision events
+  // (the client's event thread); made by Create, gone first when the client
+  // is destroyed.
   std::unique_ptr<EventLoop> health_loop_;
+  absl::Duration heartbeat_interval_ = absl::Seconds(1);
+  UnhandledFailure on_unhandled_failure_ = UnhandledFailure::kPoisonMesh;
+  // Which mesh and rank each actor of this client is.
+  std::unique_ptr<SupervisionIndex> supervised_;
 
   absl::Mutex mu_;
   ClientCredentials credentials_ ABSL_GUARDED_BY(mu_);
@@ -291,6 +360,15 @@ class Port {
   ~Port() { Close(); }
 
   const v1::PortRef& ref() const { return ref_; }
+  // For a port that actors of `mesh` answer on: once an actor of `mesh`
+  // fails (its handler, its proc, its host), Recv returns that failure at
+  // once after what is queued, instead of waiting out its timeout.
+  void Watch(const ActorMesh& mesh) {
+    std::weak_ptr<internal::PortQueue> queue = queue_;
+    client_->OnMeshFailure(mesh, [queue](const absl::Status& failure) {
+      if (auto alive = queue.lock()) alive->Fail(failure);
+    });
+  }
   // Stops receiving; later messages to ref() are dropped.
   void Close() {
     if (client_ != nullptr) client_->ClosePort(ref_.port());
@@ -330,6 +408,8 @@ class OncePort {
   OncePort& operator=(OncePort&&) = default;
 
   const v1::PortRef& ref() const { return port_.ref(); }
+  // See Port::Watch.
+  void Watch(const ActorMesh& mesh) { port_.Watch(mesh); }
   // The one message (or the sender's error); DEADLINE_EXCEEDED after
   // `timeout`; FAILED_PRECONDITION if it was received already.
   absl::StatusOr<T> Recv(absl::Duration timeout = absl::Seconds(30)) {
@@ -363,6 +443,16 @@ class AccumulatingPort {
   }
 
   const v1::PortRef& ref() const { return ref_; }
+  // See Port::Watch: Wait returns the failure at once.
+  void Watch(const ActorMesh& mesh) {
+    std::weak_ptr<State> state = state_;
+    client_->OnMeshFailure(mesh, [state](const absl::Status& failure) {
+      if (auto alive = state.lock()) {
+        absl::MutexLock lock(&alive->mu);
+        if (alive->error.ok()) alive->error = failure;
+      }
+    });
+  }
 
   // The value once `count` messages were folded in; DEADLINE_EXCEEDED
   // (saying how many arrived) after `timeout`. An error message fails it.

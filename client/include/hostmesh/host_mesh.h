@@ -45,6 +45,15 @@ struct HostMeshOptions {
   absl::Duration timeout = absl::Seconds(30);
 };
 
+struct ProcMeshOptions {
+  // Detached procs are the host's, not this client's: they hold no lease
+  // (they outlive this client) and Shutdown() of an attached mesh leaves
+  // them running. Stop them with ProcMesh::Stop or meshctl. Default: the
+  // procs are this client's, stopped by their hosts once the client has
+  // been gone for the host's --owner-lease.
+  bool detached = false;
+};
+
 class HostMesh {
  public:
   using Options = HostMeshOptions;
@@ -66,13 +75,17 @@ class HostMesh {
   const std::shared_ptr<Client>& client() const;
 
   // Spawns proc mesh `name` with `procs_per_host` procs on every host.
+  // If it fails, the error names every rank that did not start and why,
+  // and the procs that did start are stopped.
   absl::StatusOr<ProcMesh> Spawn(const std::string& name,
                                  size_t procs_per_host = 1,
-                                 const v1::ProcSpec& spec = {});
+                                 const v1::ProcSpec& spec = {},
+                                 const ProcMeshOptions& options = {});
   // The same with the per-host extent (unity = 1 proc per host).
   absl::StatusOr<ProcMesh> Spawn(const std::string& name,
                                  const Extent& per_host,
-                                 const v1::ProcSpec& spec = {});
+                                 const v1::ProcSpec& spec = {},
+                                 const ProcMeshOptions& options = {});
 
   // See the class comment. Idempotent.
   absl::Status Shutdown(absl::Duration grace = absl::Seconds(5));
