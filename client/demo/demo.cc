@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "hostmesh/hostmesh.h"
 #include "proto/actors.pb.h"
@@ -148,7 +149,37 @@ int main(int argc, char** argv) {
       absl::StrFormat("%.1f us per call",
                       absl::ToDoubleMicroseconds(absl::Now() - start) / 1000));
 
-  s.Step("9. hosts.Shutdown(): stop every proc, reap it, stop the host");
+  s.Step(
+      "9. Supervision: kill -9 proc p0_3; the owner's handler hears of its "
+      "actors, a call to rank 3 fails at once");
+  absl::Mutex mu;
+  std::vector<v1::SupervisionEvent> events;
+  auto record = [&mu, &events](const v1::SupervisionEvent& event) {
+    absl::MutexLock lock(&mu);
+    events.push_back(event);
+  };
+  echo->OnSupervisionEvent(record);
+  counters->OnSupervisionEvent(record);
+  const pid_t victim = procs->procs()[3].pid();
+  kill(victim, SIGKILL);
+  auto after = echo->Call<v1::Echo>(hello, absl::Seconds(10));
+  {
+    absl::MutexLock lock(&mu);
+    auto both = [&events]() { return events.size() >= 2; };
+    mu.AwaitWithTimeout(absl::Condition(&both), absl::Seconds(10));
+    s.Done(absl::StrFormat("%d events; the call's rank 3: %s", events.size(),
+                           after[3].status().ToString()));
+    for (const v1::SupervisionEvent& event : events) s.Line(event.message());
+    if (events.size() < 2 || after[3].ok()) {
+      return Fail(absl::InternalError("the owner did not hear of the kill"));
+    }
+  }
+  std::printf(
+      "               (an unhandled failure would poison the mesh: its calls "
+      "would then return it)\n");
+  pids.erase(victim);
+
+  s.Step("10. hosts.Shutdown(): stop every proc, reap it, stop the host");
   if (absl::Status shut = hosts->Shutdown(); !shut.ok()) return Fail(shut);
   int alive = 0;
   for (pid_t pid : pids) alive += Alive(pid) ? 1 : 0;
