@@ -7,3 +7,5 @@ for procs in 16 64; do
   echo "== ${procs} procs =="
   ./bazel-bin/bench/mesh_bench --procs "$procs" --calls 2000
 done
+echo "== failures reach their owner =="
+./bazel-bin/bench/failure_bench --rounds 20

@@ -595,6 +595,10 @@ void Client::OnFrame(const std::string& host, uint64_t serial,
 void Client::OnStreamDone(const std::string& host, uint64_t serial,
                           const absl::Status& status,
                           std::vector<v1::RelayFrame> unsent) {
+  // Heartbeats that did not go out are no loss.
+  std::erase_if(unsent, [](const v1::RelayFrame& frame) {
+    return !frame.has_envelope();
+  });
   bool shutting_down;
   // A host whose health is tracked: the host event tells (and its reason
   // says why better than this stream's end).

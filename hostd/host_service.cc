@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "lib/grpc_status.h"
 #include "lib/names.h"
+#include "lib/resource/status_waiters.h"
 #include "lib/status.h"
 
 namespace mesh {
@@ -41,9 +42,12 @@ void KeepOwned(const Principal& caller,
 }  // namespace
 
 HostService::HostService(ProcManager* manager, const ServerAuth* auth,
-                         Info info, std::function<void()> on_shutdown)
+                         SenderClaims* claims, OwnerLeases* leases, Info info,
+                         std::function<void()> on_shutdown)
     : manager_(manager),
       auth_(auth),
+      claims_(claims),
+      leases_(leases),
       info_(std::move(info)),
       started_at_(absl::Now()),
       on_shutdown_(std::move(on_shutdown)) {}
@@ -94,14 +98,31 @@ grpc::ServerUnaryReactor* HostService::CreateOrUpdateProc(
   }
   v1::CreateOrUpdateProcRequest owned = *request;
   owned.set_owner(caller->identity);
-  if (caller->role == Role::kAdmin) {
-    // An admin re-sending a client's request gets that client's proc (the
-    // same request), not a conflict over whose it is.
-    absl::StatusOr<std::string> owner = manager_->OwnerOf(request->name());
-    if (owner.ok()) owned.set_owner(*owner);
+  absl::StatusOr<v1::ProcState> existing =
+      caller->role == Role::kAdmin ? manager_->GetState(request->name())
+                                   : absl::NotFoundError("not looked up");
+  // An admin re-sending a client's request gets that client's proc (the
+  // same request), not a conflict over whose it is or, while it lives, who
+  // holds its lease.
+  if (existing.ok()) owned.set_owner(existing->owner());
+  if (existing.ok() && !IsTerminal(existing->status())) {
+    owned.set_client(existing->client());
+  } else if (!request->client().empty()) {
+    // The lease holder is one of the caller's own relay ids.
+    absl::Status claimed =
+        ValidateSenderId(request->client(), "client", /*host_too=*/false);
+    if (claimed.ok()) {
+      claimed = claims_->Claim(request->client(), caller->identity, "client");
+    }
+    if (!claimed.ok()) {
+      reactor->Finish(ToGrpcStatus(claimed));
+      return reactor;
+    }
   }
   LOG(INFO) << "CreateOrUpdateProc " << QuoteForError(request->name()) << " by "
-            << caller->ToString();
+            << caller->ToString()
+            << (owned.client().empty() ? std::string(" (detached)")
+                                       : " for " + owned.client());
   manager_->CreateOrUpdate(
       owned, [reactor, response](absl::StatusOr<v1::ProcState> r) {
         FinishWith(reactor, response, std::move(r));
@@ -228,6 +249,22 @@ grpc::ServerUnaryReactor* HostService::ShutdownHost(
                        reactor->Finish(grpc::Status::OK);
                        on_shutdown_();
                      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* HostService::ListOwners(
+    grpc::CallbackServerContext* context, const v1::ListOwnersRequest* request,
+    v1::ListOwnersResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::optional<Principal> caller =
+      Admit(context, reactor, "ListOwners", {Role::kClient});
+  if (!caller.has_value()) return reactor;
+  for (v1::OwnerLease& lease : leases_->List(
+           caller->role == Role::kAdmin ? std::nullopt
+                                        : std::optional(caller->identity))) {
+    *response->add_owners() = std::move(lease);
+  }
+  reactor->Finish(grpc::Status::OK);
   return reactor;
 }
 

@@ -8,6 +8,12 @@
 // its own); an admin on everything, and only an admin may ShutdownHost; a
 // peer may only ask GetHostInfo. Every state-changing verb is logged with
 // the caller's identity.
+//
+// Leases: a CreateOrUpdateProc naming a `client` (the caller's relay id)
+// makes that client the proc's lease holder (hostd/owner_leases.h); the id
+// must belong to the caller's identity by the rule of relay streams
+// (SenderClaims). ListOwners shows the leases: an admin all, a client its
+// identity's.
 #ifndef HOSTMESH_HOSTD_HOST_SERVICE_H_
 #define HOSTMESH_HOSTD_HOST_SERVICE_H_
 
@@ -17,7 +23,9 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "hostd/owner_leases.h"
 #include "hostd/proc_manager.h"
+#include "hostd/sender_claims.h"
 #include "lib/auth/server_auth.h"
 #include "proto/host.grpc.pb.h"
 
@@ -32,9 +40,11 @@ class HostService final : public v1::Host::CallbackService {
     absl::Duration stop_grace = absl::Seconds(5);
   };
 
-  // `manager` outlives the service. `on_shutdown` runs once, after the
-  // ShutdownHost answer has been handed to gRPC.
-  HostService(ProcManager* manager, const ServerAuth* auth, Info info,
+  // `manager`, `auth`, `claims` and `leases` outlive the service.
+  // `on_shutdown` runs once, after the ShutdownHost answer has been handed
+  // to gRPC.
+  HostService(ProcManager* manager, const ServerAuth* auth,
+              SenderClaims* claims, OwnerLeases* leases, Info info,
               std::function<void()> on_shutdown);
 
   // The advertised address, known once the server has bound its port.
@@ -63,6 +73,10 @@ class HostService final : public v1::Host::CallbackService {
   grpc::ServerUnaryReactor* GetHostInfo(grpc::CallbackServerContext* context,
                                         const v1::GetHostInfoRequest* request,
                                         v1::HostInfo* response) override;
+  grpc::ServerUnaryReactor* ListOwners(
+      grpc::CallbackServerContext* context,
+      const v1::ListOwnersRequest* request,
+      v1::ListOwnersResponse* response) override;
 
  private:
   // The caller of `context` if it may run `verb` (one of `roles`, or
@@ -77,6 +91,8 @@ class HostService final : public v1::Host::CallbackService {
 
   ProcManager* const manager_;
   const ServerAuth* const auth_;
+  SenderClaims* const claims_;
+  OwnerLeases* const leases_;
   absl::Mutex mu_;
   Info info_ ABSL_GUARDED_BY(mu_);
   const absl::Time started_at_;

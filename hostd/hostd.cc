@@ -24,12 +24,14 @@
 #include "hostd/command_policy.h"
 #include "hostd/dir_lock.h"
 #include "hostd/host_service.h"
+#include "hostd/owner_leases.h"
 #include "hostd/peer_hosts.h"
 #include "hostd/proc_channels.h"
 #include "hostd/proc_manager.h"
 #include "hostd/proc_service.h"
 #include "hostd/relay_service.h"
 #include "hostd/router.h"
+#include "hostd/sender_claims.h"
 #include "lib/auth/credentials.h"
 #include "lib/auth/server_auth.h"
 #include "lib/bootstrap/parent_channel.h"
@@ -248,6 +250,11 @@ int RunHostd(HostdOptions options) {
   auto channels = std::make_unique<ProcChannels>(channel_options);
   // Other hosts, for envelopes routed through them (set once we listen).
   std::unique_ptr<PeerHosts> peers;
+  // Which relay id belongs to which identity (relay streams, proc leases).
+  SenderClaims claims;
+  // Who holds each proc's lease; outlives the manager, whose hooks tell it
+  // of procs (the manager outlives every lease check).
+  std::unique_ptr<OwnerLeases> leases;
   // Whose each proc is (the manager, created next, outlives routing).
   std::unique_ptr<ProcManager> manager;
   auto router = std::make_unique<Router>(
@@ -267,6 +274,33 @@ int RunHostd(HostdOptions options) {
   manager_options.policy = *policy;
   manager_options.proc_user = proc_user;
   manager_options.log_group = operators_group;
+  // A vanished client's procs are stopped through the manager.
+  OwnerLeases::Options lease_options;
+  lease_options.lease = options.owner_lease;
+  leases = std::make_unique<OwnerLeases>(
+      lease_options,
+      [&manager](const std::string& proc, const std::string& reason) {
+        v1::StopProcRequest stop;
+        stop.set_name(proc);
+        stop.set_reason(reason);
+        manager->Stop(
+            stop, [](absl::StatusOr<v1::ProcState>) {}, "lease");
+      });
+  manager_options.on_created = [&leases](const v1::ProcState& state) {
+    if (!state.client().empty()) {
+      leases->ProcStarted(state.client(), state.owner(), state.name());
+    }
+  };
+  manager_options.on_ended = [&leases](const v1::ProcState& state) {
+    if (!state.client().empty()) {
+      leases->ProcEnded(state.client(), state.name());
+    }
+  };
+  // Told once per proc, after its last frames: its owner's, admins' and
+  // peers' streams, and the host's own folds.
+  manager_options.on_lost = [&router](const v1::ProcExit& exit) {
+    router->ProcLost(exit);
+  };
   manager = std::make_unique<ProcManager>(manager_options, supervisor->get(),
                                           channels.get());
 
@@ -290,10 +324,11 @@ int RunHostd(HostdOptions options) {
   info.stop_grace = options.stop_grace;
   // ShutdownHost stops the procs through the manager itself; the service
   // calls back once its answer is on its way.
-  HostService service(manager.get(), auth.get(), info, [&] {
-    shutdown_started = true;
-    request_exit();
-  });
+  HostService service(manager.get(), auth.get(), &claims, leases.get(), info,
+                      [&] {
+                        shutdown_started = true;
+                        request_exit();
+                      });
   int port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, auth->ServerCredentials(), &port);
@@ -307,7 +342,11 @@ int RunHostd(HostdOptions options) {
   builder.RegisterService(&proc_service);
   RelayService::Options relay_options;
   relay_options.heartbeat_interval = options.heartbeat_interval;
-  RelayService relay_service(router.get(), auth.get(), relay_options);
+  relay_options.ended_procs = [&manager](const std::string& client) {
+    return manager->EndedProcsOf(client);
+  };
+  RelayService relay_service(router.get(), auth.get(), &claims, leases.get(),
+                             relay_options);
   builder.RegisterService(&relay_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   // Read once the server is up: only the same user (and root) can.
@@ -340,18 +379,16 @@ int RunHostd(HostdOptions options) {
       [&router](const v1::Envelope& envelope, const absl::Status& why) {
         router->Bounce(envelope, why);
       });
-  channels->Start(
-      address,
-      [&router](const std::string& proc, v1::Envelope envelope) {
-        router->Route(std::move(envelope), proc);
-      },
-      [&router](const std::string& proc, const absl::Status& why) {
-        router->ProcLost(proc, why);
-      });
+  channels->Start(address,
+                  [&router](const std::string& proc, v1::Envelope envelope) {
+                    router->Route(std::move(envelope), proc);
+                  });
   router->Start(address);
   LOG(INFO) << "hostd listening on " << address << " (state "
             << options.state_dir << ", runtime " << options.runtime_dir
-            << ", procd " << options.procd_path << ")";
+            << ", procd " << options.procd_path << "; a vanished client's "
+            << "procs are stopped after "
+            << absl::FormatDuration(options.owner_lease) << ")";
   LOG(INFO)
       << "procs may run "
       << (policy->allow_any_command()
@@ -399,6 +436,7 @@ int RunHostd(HostdOptions options) {
   peers->Shutdown();
   manager.reset();
   server.reset();
+  leases.reset();
   channels.reset();
   router.reset();
   peers.reset();

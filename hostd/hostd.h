@@ -5,7 +5,8 @@
 // callers may run, --proc-user, --operators-group) and make the state dir
 // private; read every credential (ServerAuth: a non-loopback --listen needs
 // TLS) and choose the advertised address; lock the state and runtime dirs;
-// create the process supervisor, the procs' channels and the proc manager;
+// create the process supervisor, the procs' channels, the owner leases and
+// the proc manager;
 // serve the Host, Proc and Relay APIs on --listen; write the runtime dir's
 // admin.token; print and log the address; if spawned by a parent (a
 // client's process allocator), register back with it over the inherited
@@ -47,6 +48,9 @@ struct HostdOptions {
   absl::Duration orphan_timeout = absl::Seconds(30);
   // How often every relay stream gets a heartbeat (RelayService).
   absl::Duration heartbeat_interval = absl::Milliseconds(500);
+  // How long the procs of a client that has no relay stream to this host
+  // live on (hostd/owner_leases.h); zero: they are stopped at once.
+  absl::Duration owner_lease = absl::Seconds(60);
   // What callers may run, and as whom (hostd/command_policy.h). Besides
   // procd_path: --allow-command files, or dirs written with a trailing '/'.
   std::vector<std::string> allow_commands;

@@ -10,15 +10,19 @@
 
 namespace {
 
-// Parses a flag's duration ("500ms", "10s"); false with a message if bad.
+// Parses a flag's duration ("500ms", "10s"; "0" too if `zero_ok`); false
+// with a message if bad.
 bool ParseFlagDuration(const std::string& flag, const std::string& text,
-                       absl::Duration* out) {
-  if (absl::ParseDuration(text, out) && *out > absl::ZeroDuration())
+                       absl::Duration* out, bool zero_ok = false) {
+  if (absl::ParseDuration(text, out) &&
+      (*out > absl::ZeroDuration() ||
+       (zero_ok && *out == absl::ZeroDuration())) &&
+      *out < absl::InfiniteDuration()) {
     return true;
+  }
   std::fprintf(
-      stderr,
-      "hostd: --%s: \"%s\" is not a positive duration (e.g. 10s, 500ms)\n",
-      flag.c_str(), text.c_str());
+      stderr, "hostd: --%s: \"%s\" is not a %s duration (e.g. 10s, 500ms)\n",
+      flag.c_str(), text.c_str(), zero_ok ? "non-negative" : "positive");
   return false;
 }
 
@@ -33,6 +37,7 @@ int main(int argc, char** argv) {
   std::string stop_grace = "5s";
   std::string orphan_timeout = "30s";
   std::string heartbeat_interval = "500ms";
+  std::string owner_lease = "60s";
   CLI::App app{"hostd: the hostmesh host daemon. Spawns and supervises procs."};
   app.set_config("--config", "", "Config file (key = value lines, flag names)");
   app.add_option("--listen", options.listen,
@@ -61,6 +66,12 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-interval", heartbeat_interval,
                  "How often relay streams get a heartbeat (clients tell a "
                  "silent host from a quiet one)")
+      ->capture_default_str();
+  app.add_option("--owner-lease", owner_lease,
+                 "How long the procs a client spawned live on once it has "
+                 "no relay stream to this host (or its stream went silent); "
+                 "a client that reconnects in time keeps them. 0: stop them "
+                 "at once. Detached procs (meshctl's) never expire")
       ->capture_default_str();
   app.add_option("--orphan-timeout", orphan_timeout,
                  "How long procs outlive a lost channel to this hostd")
@@ -127,7 +138,9 @@ int main(int argc, char** argv) {
       !ParseFlagDuration("orphan-timeout", orphan_timeout,
                          &options.orphan_timeout) ||
       !ParseFlagDuration("heartbeat-interval", heartbeat_interval,
-                         &options.heartbeat_interval)) {
+                         &options.heartbeat_interval) ||
+      !ParseFlagDuration("owner-lease", owner_lease, &options.owner_lease,
+                         /*zero_ok=*/true)) {
     return 2;
   }
   return mesh::RunHostd(options);

@@ -35,6 +35,8 @@ struct ProcChannels::Child {
   bool registered = false;
   bool closed = false;
   bool forgotten = false;
+  // Set by Forget of a registered child still open: runs once it closed.
+  std::function<void()> on_drained;
 };
 
 ProcChannels::ProcChannels(Options options)
@@ -65,12 +67,10 @@ ProcChannels::~ProcChannels() {
   }
 }
 
-void ProcChannels::Start(std::string host_address, EnvelopeSink on_envelope,
-                         LostSink on_lost) {
+void ProcChannels::Start(std::string host_address, EnvelopeSink on_envelope) {
   absl::MutexLock lock(&mu_);
   host_address_ = std::move(host_address);
   on_envelope_ = std::move(on_envelope);
-  on_lost_ = std::move(on_lost);
 }
 
 absl::StatusOr<ProcChannels::Ticket> ProcChannels::Expect(
@@ -138,37 +138,41 @@ absl::StatusOr<ProcChannels::Ticket> ProcChannels::Expect(
   return Ticket{id, fds[1]};
 }
 
-void ProcChannels::Forget(uint64_t id) {
-  std::shared_ptr<Child> child;
+void ProcChannels::Forget(uint64_t id, std::function<void()> on_drained) {
+  std::shared_ptr<Child> child;  // unset: closed and forgotten before
   {
     absl::MutexLock lock(&mu_);
     auto it = children_.find(id);
-    if (it == children_.end()) return;
-    child = it->second;
-    child->forgotten = true;
-    if (child->registered && !child->closed) {
-      // Let its last frames and EOF through; cut it if EOF does not come.
-      loop_->PostAfter(options_.drain_timeout, [this, id] {
-        std::shared_ptr<Child> late;
-        {
-          absl::MutexLock lock(&mu_);
-          auto it = children_.find(id);
-          if (it == children_.end() || it->second->closed) return;
-          late = it->second;
-        }
-        late->channel->Close();  // no on_closed after this: do its work
-        OnClosed(id, absl::DeadlineExceededError(
-                         "the proc exited but its channel stayed open"));
-      });
-      return;
-    }
-    children_.erase(it);
-    auto named = by_name_.find(child->name);
-    if (named != by_name_.end() && named->second == child) {
-      by_name_.erase(named);
+    if (it != children_.end()) {
+      child = it->second;
+      child->forgotten = true;
+      if (child->registered && !child->closed) {
+        // Let its last frames and EOF through (OnClosed runs on_drained);
+        // cut it if EOF does not come.
+        child->on_drained = std::move(on_drained);
+        loop_->PostAfter(options_.drain_timeout, [this, id] {
+          std::shared_ptr<Child> late;
+          {
+            absl::MutexLock lock(&mu_);
+            auto it = children_.find(id);
+            if (it == children_.end() || it->second->closed) return;
+            late = it->second;
+          }
+          late->channel->Close();  // no on_closed after this: do its work
+          OnClosed(id, absl::DeadlineExceededError(
+                           "the proc exited but its channel stayed open"));
+        });
+        return;
+      }
+      children_.erase(it);
+      auto named = by_name_.find(child->name);
+      if (named != by_name_.end() && named->second == child) {
+        by_name_.erase(named);
+      }
     }
   }
-  if (child->channel != nullptr) child->channel->Close();
+  if (child != nullptr && child->channel != nullptr) child->channel->Close();
+  if (on_drained) on_drained();
 }
 
 absl::Status ProcChannels::SendStop(uint64_t id, const std::string& reason,
@@ -396,7 +400,7 @@ std::vector<ProcChannels::ResponseCallback> ProcChannels::TakePendingLocked(
 void ProcChannels::OnClosed(uint64_t id, const absl::Status& status) {
   std::shared_ptr<Child> child;
   std::vector<ResponseCallback> pending;
-  LostSink on_lost;
+  std::function<void()> on_drained;
   bool was_registered = false;
   bool forgotten = false;
   std::string host;
@@ -408,13 +412,14 @@ void ProcChannels::OnClosed(uint64_t id, const absl::Status& status) {
     child->closed = true;
     was_registered = child->registered;
     forgotten = child->forgotten;
+    on_drained = std::move(child->on_drained);
+    child->on_drained = nullptr;
     if (forgotten) children_.erase(it);
     auto named = by_name_.find(child->name);
     if (named != by_name_.end() && named->second == child) {
       by_name_.erase(named);
       pending = TakePendingLocked(child->name);
     }
-    on_lost = on_lost_;
     host = host_address_;
   }
   absl::Status gone = absl::UnavailableError(absl::StrCat(
@@ -422,8 +427,8 @@ void ProcChannels::OnClosed(uint64_t id, const absl::Status& status) {
       status.ok() ? std::string("closed") : std::string(status.message()),
       ")"));
   for (auto& done : pending) done(gone);
+  if (on_drained) on_drained();
   if (!was_registered) return;
-  if (on_lost) on_lost(child->name, gone);
   if (child->callbacks.on_disconnected && !forgotten) {
     child->callbacks.on_disconnected();
   }

@@ -79,9 +79,6 @@ class ProcChannels {
   // Envelopes a registered proc sends (to anywhere), in the order sent.
   using EnvelopeSink =
       std::function<void(const std::string& proc, v1::Envelope)>;
-  // A registered proc's channel closed: its mailbox is gone.
-  using LostSink =
-      std::function<void(const std::string& proc, const absl::Status& why)>;
   using ResponseCallback =
       std::function<void(absl::StatusOr<v1::ProcResponse>)>;
 
@@ -91,17 +88,21 @@ class ProcChannels {
   ProcChannels& operator=(const ProcChannels&) = delete;
 
   // `host_address`: this hostd's advertised host:port (the procs' host).
-  void Start(std::string host_address, EnvelopeSink on_envelope,
-             LostSink on_lost);
+  void Start(std::string host_address, EnvelopeSink on_envelope);
 
   absl::StatusOr<Ticket> Expect(const std::string& name, uint64_t rank,
                                 ChildCallbacks callbacks);
   // Forgets child `id` (its process is gone): no ChildCallbacks of it start
   // after Forget returns (one already running may finish). A registered
   // child's channel first delivers what the proc sent before it went (its
-  // last replies) and then closes as usual (pending requests answered, the
-  // proc reported lost); it is cut after Options.drain_timeout.
-  void Forget(uint64_t id);
+  // last replies) and then closes as usual (pending requests answered); it
+  // is cut after Options.drain_timeout. `on_drained` (optional) runs once
+  // that is done: at once on this thread if the channel is closed already
+  // (or the child never registered), else on the channel's or the
+  // deadline's thread. It does not run if the ProcChannels is destroyed
+  // first. The caller reports the proc gone from there, after its last
+  // replies.
+  void Forget(uint64_t id, std::function<void()> on_drained = nullptr);
   // Asks a registered child to stop gracefully. FAILED_PRECONDITION if it
   // has not registered or its channel is closed; NOT_FOUND if unknown.
   absl::Status SendStop(uint64_t id, const std::string& reason,
@@ -146,7 +147,6 @@ class ProcChannels {
   absl::Mutex mu_;
   std::string host_address_ ABSL_GUARDED_BY(mu_);
   EnvelopeSink on_envelope_ ABSL_GUARDED_BY(mu_);
-  LostSink on_lost_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, std::shared_ptr<Child>> children_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   // Registered procs by name (the current incarnation).

@@ -12,9 +12,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "hostd/sender_claims.h"
 #include "lib/names.h"
+#include "lib/process/exit_cause.h"
 #include "lib/process/signals.h"
 
 namespace mesh {
@@ -27,16 +28,6 @@ constexpr size_t kMaxArgs = 1024;
 constexpr size_t kMaxArgBytes = 64 * 1024;
 constexpr size_t kMaxEnv = 1024;
 
-// The last non-empty line of a stderr tail, for reasons.
-std::string LastLine(const std::string& tail) {
-  std::vector<std::string> lines =
-      absl::StrSplit(tail, '\n', absl::SkipWhitespace());
-  if (lines.empty()) return "";
-  std::string last = lines.back();
-  if (last.size() > 200) last = last.substr(last.size() - 200);
-  return last;
-}
-
 absl::Status NoSuchProc(const std::string& name) {
   return absl::NotFoundError(
       absl::StrCat("no proc named ", QuoteForError(name), " on this host"));
@@ -48,6 +39,11 @@ absl::Status ValidateCreateRequest(
     const v1::CreateOrUpdateProcRequest& request) {
   absl::Status name_status = ValidateName(request.name(), "proc name");
   if (!name_status.ok()) return name_status;
+  if (!request.client().empty()) {
+    absl::Status client = ValidateSenderId(request.client(), "client",
+                                           /*host_too=*/false);
+    if (!client.ok()) return client;
+  }
   const v1::ProcSpec& spec = request.spec();
   if (!spec.command().empty()) {
     if (spec.command()[0] != '/') {
@@ -111,6 +107,9 @@ struct ProcManager::Proc {
   // The proc said Hello over its channel.
   bool registered = false;
   bool stopping = false;
+  // Why it is being stopped, and who asked if not a caller (e.g. "lease").
+  std::string stop_reason;
+  std::string stop_requester;
   // How far a stop has escalated: "exited" (asked), "SIGTERM", "SIGKILL".
   std::string stopped_by;
   // Set when the manager decided the proc failed (e.g. no registration).
@@ -118,6 +117,9 @@ struct ProcManager::Proc {
   EventLoop::TimerId registration_timer = 0;
   EventLoop::TimerId escalation_timer = 0;
   std::vector<StateCallback> stop_waiters;
+  // How it ended, once reaped (or unreachable); reported once (on_lost).
+  v1::ProcExit exit;
+  bool reported = false;
 };
 
 ProcManager::ProcManager(Options options, ProcessSupervisor* supervisor,
@@ -191,6 +193,7 @@ ProcManager::Proc* ProcManager::Find(const std::string& name,
 
 void ProcManager::SetStatus(Proc& proc, v1::Status status,
                             const std::string& reason, Deferred& deferred) {
+  const bool ended = IsTerminal(status) && !IsTerminal(proc.state.status());
   proc.state.set_status(status);
   proc.state.set_reason(reason);
   proc.state.set_generation(proc.state.generation() + 1);
@@ -202,6 +205,11 @@ void ProcManager::SetStatus(Proc& proc, v1::Status status,
           [waiter = std::move(waiter), final_state] { waiter(final_state); });
     }
     proc.stop_waiters.clear();
+  }
+  if (ended && options_.on_ended) {
+    deferred.push_back([on_ended = options_.on_ended, state = proc.state] {
+      on_ended(state);
+    });
   }
   waiters_.Check(deferred);
 }
@@ -243,8 +251,8 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
     } else if (it != procs_.end() &&
                !MessageDifferencer::Equals(it->second->request, request)) {
       answer = absl::FailedPreconditionError(absl::StrFormat(
-          "proc \"%s\" exists with another spec or rank (generation %d, %s); "
-          "stop it and use a new name",
+          "proc \"%s\" exists with another spec, rank or client (generation "
+          "%d, %s); stop it and use a new name",
           name, it->second->state.generation(),
           v1::Status_Name(it->second->state.status())));
     } else if (it != procs_.end() && !IsTerminal(it->second->state.status())) {
@@ -268,11 +276,16 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
       state.set_rank(request.rank());
       *state.mutable_spec() = request.spec();
       state.set_owner(request.owner());
+      state.set_client(request.client());
       state.set_generation(generation);
       state.set_log_dir(absl::StrCat(options_.state_dir, "/procs/", name));
       *state.mutable_created_at() = TimeUtil::GetCurrentTime();
       Proc& stored = *(procs_[name] = std::move(proc));
       SetStatus(stored, v1::INITIALIZING, "spawning", deferred);
+      if (options_.on_created) {
+        deferred.push_back([on_created = options_.on_created,
+                            state = stored.state] { on_created(state); });
+      }
     }
   }
   RunDeferred(deferred);
@@ -343,8 +356,8 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
   callbacks.on_refused = [this, name, incarnation](const std::string& why) {
     OnRefused(name, incarnation, why);
   };
-  callbacks.on_disconnected = [name] {
-    VLOG(1) << "proc " << name << " closed its host channel";
+  callbacks.on_disconnected = [this, name, incarnation] {
+    OnDisconnected(name, incarnation);
   };
   absl::StatusOr<ProcChannels::Ticket> ticket =
       channels_->Expect(name, rank, std::move(callbacks));
@@ -478,7 +491,6 @@ void ProcManager::set_host_address(const std::string& address) {
 
 void ProcManager::OnExit(const std::string& name, uint64_t incarnation,
                          const ExitInfo& info) {
-  uint64_t ticket = 0;
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
@@ -490,7 +502,7 @@ void ProcManager::OnExit(const std::string& name, uint64_t incarnation,
     state.set_stderr_tail(info.stderr_tail);
     if (proc->registration_timer != 0) loop_->Cancel(proc->registration_timer);
     if (proc->escalation_timer != 0) loop_->Cancel(proc->escalation_timer);
-    ticket = proc->ticket_id;
+    const uint64_t ticket = proc->ticket_id;
     proc->ticket_id = 0;
 
     std::string how =
@@ -498,20 +510,26 @@ void ProcManager::OnExit(const std::string& name, uint64_t incarnation,
             ? absl::StrFormat("exited with code %d", *info.exit_code)
             : absl::StrFormat("was killed by %s",
                               SignalName(info.term_signal.value_or(0)));
-    std::string last = LastLine(info.stderr_tail);
+    std::vector<std::string> lines = ExplainingStderrLines(info.stderr_tail);
     std::string stderr_note =
-        last.empty() ? "" : absl::StrFormat(" (last stderr: %s)", last);
+        lines.empty()
+            ? ""
+            : absl::StrCat(" (stderr: ", QuoteStderrLines(lines), ")");
     v1::Status status;
     std::string reason;
+    // Someone asked for this end (StopProc, a lease, the shutdown).
+    const bool requested = proc->stopping && proc->forced_failure.empty();
     if (!proc->forced_failure.empty()) {
       status = v1::FAILED;
-      reason = proc->forced_failure;
+      reason = absl::StrCat(proc->forced_failure, stderr_note);
       state.set_stopped_by(proc->stopped_by);
     } else if (proc->stopping) {
       status = v1::STOPPED;
-      reason = absl::StrFormat("proc \"%s\" stopped: %s", name, how);
-      state.set_stopped_by(proc->stopped_by.empty() ? "exited"
-                                                    : proc->stopped_by);
+      reason = absl::StrFormat("proc \"%s\" stopped: %s (%s)", name, how,
+                               proc->stop_reason);
+      state.set_stopped_by(!proc->stop_requester.empty() ? proc->stop_requester
+                           : proc->stopped_by.empty()    ? "exited"
+                                                         : proc->stopped_by);
     } else if (info.exit_code && *info.exit_code == 0) {
       status = v1::STOPPED;
       reason = absl::StrFormat("proc \"%s\" %s", name, how);
@@ -525,9 +543,86 @@ void ProcManager::OnExit(const std::string& name, uint64_t incarnation,
     }
     LOG(INFO) << reason;
     SetStatus(*proc, status, reason, deferred);
+
+    v1::ProcExit& exit = proc->exit;
+    exit.Clear();
+    exit.set_proc(name);
+    exit.set_host(host_address_);
+    exit.set_pid(info.pid);
+    exit.set_status(status);
+    if (info.exit_code) exit.set_exit_code(*info.exit_code);
+    if (info.term_signal) exit.set_term_signal(*info.term_signal);
+    exit.set_stopped_by(state.stopped_by());
+    exit.set_requested(requested);
+    for (std::string& line : lines) exit.add_stderr_lines(std::move(line));
+    exit.set_reason(reason);
+    ReportLostLocked(*proc, ticket, deferred);
   }
-  if (ticket != 0) channels_->Forget(ticket);
   RunDeferred(deferred);
+}
+
+void ProcManager::ReportLostLocked(Proc& proc, uint64_t ticket,
+                                   Deferred& deferred) {
+  std::function<void()> report;
+  if (!proc.reported && options_.on_lost) {
+    report = [on_lost = options_.on_lost, exit = proc.exit] { on_lost(exit); };
+  }
+  proc.reported = true;
+  if (ticket != 0) {
+    // After the last frames the proc sent (its last replies) were routed.
+    deferred.push_back([this, ticket, report = std::move(report)] {
+      channels_->Forget(ticket, report);
+    });
+  } else if (report) {
+    deferred.push_back(std::move(report));
+  }
+}
+
+void ProcManager::OnDisconnected(const std::string& name,
+                                 uint64_t incarnation) {
+  absl::MutexLock lock(&mu_);
+  Proc* proc = Find(name, incarnation);
+  if (proc == nullptr || IsTerminal(proc->state.status())) return;
+  // Usually the process is gone too and is reaped in a moment.
+  loop_->PostAfter(options_.unreachable_grace, [this, name, incarnation] {
+    Deferred deferred;
+    {
+      absl::MutexLock lock(&mu_);
+      Proc* proc = Find(name, incarnation);
+      // A stopping proc is reaped (and reported) once the stop escalated.
+      if (proc == nullptr || IsTerminal(proc->state.status()) ||
+          proc->stopping || proc->reported) {
+        return;
+      }
+      std::string reason = absl::StrFormat(
+          "proc \"%s\" (pid %d) closed its channel to hostd %s ago and is "
+          "unreachable (still running)",
+          name, proc->state.pid(),
+          absl::FormatDuration(options_.unreachable_grace));
+      LOG(WARNING) << reason;
+      v1::ProcExit& exit = proc->exit;
+      exit.set_proc(name);
+      exit.set_host(host_address_);
+      exit.set_pid(proc->state.pid());
+      // For its owner it failed: it can no longer be reached.
+      exit.set_status(v1::FAILED);
+      exit.set_reason(reason);
+      ReportLostLocked(*proc, /*ticket=*/0, deferred);
+    }
+    RunDeferred(deferred);
+  });
+}
+
+std::vector<v1::ProcExit> ProcManager::EndedProcsOf(const std::string& client) {
+  std::vector<v1::ProcExit> ended;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [name, proc] : procs_) {
+    if (proc->state.client() == client && IsTerminal(proc->state.status()) &&
+        !proc->exit.proc().empty()) {
+      ended.push_back(proc->exit);
+    }
+  }
+  return ended;
 }
 
 absl::StatusOr<std::string> ProcManager::OwnerOf(const std::string& name) {
@@ -555,7 +650,8 @@ absl::StatusOr<v1::ProcState> ProcManager::GetState(const std::string& name) {
   return state;
 }
 
-void ProcManager::Stop(const v1::StopProcRequest& request, StateCallback done) {
+void ProcManager::Stop(const v1::StopProcRequest& request, StateCallback done,
+                       const std::string& stopped_by) {
   absl::Status valid = ValidateName(request.name(), "proc name");
   if (!valid.ok()) {
     done(valid);
@@ -566,14 +662,16 @@ void ProcManager::Stop(const v1::StopProcRequest& request, StateCallback done) {
                              : absl::Milliseconds(request.grace_ms());
   std::string reason =
       request.reason().empty() ? "stop requested" : BoundText(request.reason());
-  loop_->Post([this, name = request.name(), reason, grace,
+  loop_->Post([this, name = request.name(), reason, grace, stopped_by,
                done = std::move(done)]() mutable {
-    StopOnLoop(name, reason, grace, std::move(done));
+    StopOnLoop(name, reason, grace, stopped_by, std::move(done));
   });
 }
 
 void ProcManager::StopOnLoop(const std::string& name, const std::string& reason,
-                             absl::Duration grace, StateCallback done) {
+                             absl::Duration grace,
+                             const std::string& stopped_by,
+                             StateCallback done) {
   Deferred deferred;
   uint64_t ticket = 0;
   pid_t pid = 0;
@@ -591,6 +689,8 @@ void ProcManager::StopOnLoop(const std::string& name, const std::string& reason,
       proc.stop_waiters.push_back(std::move(done));
       if (proc.stopping) return;  // Under way; answered with the others.
       proc.stopping = true;
+      proc.stop_reason = reason;
+      proc.stop_requester = stopped_by;
       incarnation = proc.incarnation;
       pid = proc.state.pid();
       if (proc.registration_timer != 0) loop_->Cancel(proc.registration_timer);

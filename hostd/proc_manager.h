@@ -9,9 +9,12 @@
 // RUNNING once the
 // child says Hello on it, FAILED if it does not within the registration
 // timeout (the child is then killed), and STOPPED/FAILED once the child is
-// reaped (exit code or signal, with its stderr tail). Stop escalates: ask the
-// proc over its channel, SIGTERM to its process group after the grace, then
-// SIGKILL. Waits are answered server-side when statuses change.
+// reaped (exit code or signal, with its stderr tail and the stderr lines
+// that explain a failure). Stop escalates: ask the proc over its channel,
+// SIGTERM to its process group after the grace, then SIGKILL. Waits are
+// answered server-side when statuses change. Each proc's end is reported
+// once (Options::on_lost) with how it ended (v1::ProcExit), after the last
+// frames it sent were routed.
 //
 // Every verb answers through a callback, never by blocking the caller; the
 // blocking work (spawn, signals) runs on the manager's own EventLoop. The
@@ -39,6 +42,7 @@
 #include "lib/process/supervisor.h"
 #include "lib/resource/status_waiters.h"
 #include "proto/host.pb.h"
+#include "proto/mailbox.pb.h"
 
 namespace mesh {
 
@@ -61,6 +65,22 @@ class ProcManager {
     // A group that may read proc logs (--operators-group): log dirs 0750
     // and files 0640 of that group. Unset: 0700 and 0600.
     std::optional<gid_t> log_group;
+    // A registered proc that closes its channel (not while stopping) but
+    // does not exit within this is reported lost anyway (on_lost: FAILED,
+    // no exit code or signal, not reported again when it exits); hostd
+    // leaves it running.
+    absl::Duration unreachable_grace = absl::Seconds(2);
+
+    // Hooks, each optional, called without the manager's lock (the owner
+    // leases and the router follow the procs through them):
+    // a proc was created (INITIALIZING, with its owner and client);
+    std::function<void(const v1::ProcState&)> on_created;
+    // a proc became STOPPED or FAILED;
+    std::function<void(const v1::ProcState&)> on_ended;
+    // a proc is gone, reported once per incarnation: once it was reaped and
+    // its channel delivered the last frames it sent (with how it ended),
+    // or once it was unreachable for unreachable_grace (see above).
+    std::function<void(const v1::ProcExit&)> on_lost;
   };
 
   using StateCallback = std::function<void(absl::StatusOr<v1::ProcState>)>;
@@ -85,8 +105,15 @@ class ProcManager {
   // The identity that created proc `name` (its state's owner); NOT_FOUND
   // if there is none. Cheap: checked for every envelope a client sends.
   absl::StatusOr<std::string> OwnerOf(const std::string& name);
-  // Answers once the proc is stopped (or already was).
-  void Stop(const v1::StopProcRequest& request, StateCallback done);
+  // Answers once the proc is stopped (or already was). `stopped_by`: who
+  // asked, e.g. "lease", recorded as the proc's stopped_by once it ended
+  // (instead of how it went: "exited", "SIGTERM", "SIGKILL"). A stop under
+  // way keeps its own reason.
+  void Stop(const v1::StopProcRequest& request, StateCallback done,
+            const std::string& stopped_by = "");
+  // How each reaped proc leased to `client` ended (its ProcExit), for those
+  // still in the table: what a client that reconnects missed.
+  std::vector<v1::ProcExit> EndedProcsOf(const std::string& client);
   v1::ListProcsResponse List();
   // Answers when every named proc has status >= min_status, or at deadline.
   void Wait(const v1::WaitProcsRequest& request, absl::Time deadline,
@@ -110,7 +137,8 @@ class ProcManager {
 
   void SpawnOnLoop(const std::string& name, uint64_t incarnation);
   void StopOnLoop(const std::string& name, const std::string& reason,
-                  absl::Duration grace, StateCallback done);
+                  absl::Duration grace, const std::string& stopped_by,
+                  StateCallback done);
   void Escalate(const std::string& name, uint64_t incarnation, int signal,
                 absl::Duration next_grace);
   void OnRegistered(const std::string& name, uint64_t incarnation, pid_t pid);
@@ -119,6 +147,12 @@ class ProcManager {
   void OnRegistrationTimeout(const std::string& name, uint64_t incarnation);
   void OnExit(const std::string& name, uint64_t incarnation,
               const ExitInfo& info);
+  // A registered proc closed its channel; not yet reaped.
+  void OnDisconnected(const std::string& name, uint64_t incarnation);
+  // Reports `proc` lost (on_lost) unless it was already: at once, or with
+  // its channel's `ticket` once that delivered its last frames.
+  void ReportLostLocked(Proc& proc, uint64_t ticket, Deferred& deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Changes a proc's status and collects the waiters it satisfies.
   void SetStatus(Proc& proc, v1::Status status, const std::string& reason,

@@ -2,7 +2,8 @@
 
 #include <glog/logging.h>
 
-#include <deque>
+#include <algorithm>
+#include <atomic>
 #include <optional>
 #include <string>
 #include <utility>
@@ -19,24 +20,9 @@
 namespace mesh {
 
 absl::Status ValidateSender(const std::string& sender) {
-  constexpr size_t kMaxSender = 300;
-  bool known = absl::StartsWith(sender, kClientMailboxPrefix) ||
-               absl::StartsWith(sender, "host:");
-  size_t colon = sender.find(':');
-  if (!known || sender.size() > kMaxSender || colon + 1 >= sender.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "metadata \"", kRelaySenderMetadata,
-        "\" must be \"client:<id>\" or \"host:<host:port>\" (at most ",
-        kMaxSender, " characters)"));
-  }
-  for (char c : sender) {
-    if (c <= ' ' || c > '~') {
-      return absl::InvalidArgumentError(
-          absl::StrCat("metadata \"", kRelaySenderMetadata,
-                       "\" must be printable ASCII without spaces"));
-    }
-  }
-  return absl::OkStatus();
+  return ValidateSenderId(
+      sender, absl::StrCat("metadata \"", kRelaySenderMetadata, "\""),
+      /*host_too=*/true);
 }
 
 namespace {
@@ -58,11 +44,14 @@ class RelayStreamReactor final : public RelayServerStream {
  public:
   RelayStreamReactor(RelayService* service,
                      grpc::CallbackServerContext* context, std::string sender,
-                     std::optional<std::string> owner)
+                     std::string identity, std::optional<std::string> owner)
       : RelayServerStream(context, service->options_.max_queued_bytes),
         service_(service),
         sender_(std::move(sender)),
-        owner_(std::move(owner)) {}
+        identity_(std::move(identity)),
+        owner_(std::move(owner)),
+        client_(absl::StartsWith(sender_, kClientMailboxPrefix)),
+        last_frame_ns_(Nanos(service->options_.clock->Now())) {}
 
   void Start() {
     absl::StatusOr<uint64_t> route = service_->router_->AddStream(
@@ -74,23 +63,64 @@ class RelayStreamReactor final : public RelayServerStream {
       return;
     }
     route_id_ = *route;
+    if (client_ && service_->leases_ != nullptr) {
+      service_->leases_->StreamOpened(sender_, identity_);
+      leased_ = true;
+    }
     // The first heartbeat: the sender learns who answers, at once.
     if (service_->options_.heartbeat_interval > absl::ZeroDuration()) {
       Write(service_->HeartbeatFrame(/*closing=*/false)).IgnoreError();
     }
+    // What ended while the client was away (it drops what it knew).
+    if (client_ && service_->options_.ended_procs) {
+      for (const v1::ProcExit& exit : service_->options_.ended_procs(sender_)) {
+        Write(LostFrame(exit)).IgnoreError();
+      }
+    }
     StartReading();
   }
 
+  // Called by the ticker (under the service's lock): cancels a client
+  // stream that announced heartbeats and then went silent. See the class
+  // comment of RelayService.
+  void EndIfSilent(absl::Duration now) {
+    const int64_t interval_ms = heartbeat_ms_.load(std::memory_order_relaxed);
+    if (interval_ms == 0 || ended_silent_) return;
+    const absl::Duration bound =
+        std::max(3 * std::min(absl::Milliseconds(interval_ms),
+                              RelayService::kMaxClientHeartbeat),
+                 RelayService::kMinClientSilence);
+    const absl::Duration silent =
+        now - absl::Nanoseconds(last_frame_ns_.load(std::memory_order_relaxed));
+    if (silent <= bound) return;
+    ended_silent_ = true;
+    LOG(WARNING) << "relay stream of " << sender_ << " (" << identity_
+                 << ") sent nothing for " << absl::FormatDuration(silent)
+                 << " (bound " << absl::FormatDuration(bound)
+                 << ": 3 of its heartbeat intervals of " << interval_ms
+                 << "ms, at least 1s); ending it";
+    Cancel();
+  }
+
  private:
+  static int64_t Nanos(absl::Duration d) { return absl::ToInt64Nanoseconds(d); }
+
   void OnFrame(v1::RelayFrame& frame) override {
+    last_frame_ns_.store(Nanos(service_->options_.clock->Now()),
+                         std::memory_order_relaxed);
     if (frame.has_envelope()) {
       v1::Envelope& envelope = *frame.mutable_envelope();
       service_->router_->Route(std::move(envelope), sender_);
+    } else if (frame.has_heartbeat() && client_) {
+      // Announces the client's interval; from now on silence ends it.
+      heartbeat_ms_.store(std::max<int64_t>(1, frame.heartbeat().interval_ms()),
+                          std::memory_order_relaxed);
     }
   }
 
   void OnStreamDone() override {
     service_->router_->RemoveStream(route_id_);
+    if (leased_) service_->leases_->StreamEnded(sender_);
     service_->Remove(this);
   }
   std::string name() const override {
@@ -99,10 +129,21 @@ class RelayStreamReactor final : public RelayServerStream {
 
   RelayService* const service_;
   const std::string sender_;
+  const std::string identity_;
   // Set for a client (not an admin): the identity whose procs it reaches
   // (the router checks).
   const std::optional<std::string> owner_;
+  // A "client:" stream (of a client or an admin): leases, silence check.
+  const bool client_;
   uint64_t route_id_ = 0;
+  // Told to the leases as open (so told when it ends).
+  bool leased_ = false;
+  // Monotonic time of the last frame read; the client's announced
+  // heartbeat interval (0: none yet).
+  std::atomic<int64_t> last_frame_ns_;
+  std::atomic<int64_t> heartbeat_ms_{0};
+  // Only the ticker reads and writes it (under the service's lock).
+  bool ended_silent_ = false;
 };
 
 // Answers a stream that cannot be served; touches no service state.
@@ -116,19 +157,22 @@ class RejectedStream final
 }  // namespace internal
 
 RelayService::RelayService(Router* router, const ServerAuth* auth,
+                           SenderClaims* claims, OwnerLeases* leases,
                            Options options)
     : router_(router),
       auth_(auth),
-      options_(options),
-      incarnation_(options.incarnation != 0 ? options.incarnation
-                                            : RandomIncarnation()) {
+      claims_(claims),
+      leases_(leases),
+      options_(std::move(options)),
+      incarnation_(options_.incarnation != 0 ? options_.incarnation
+                                             : RandomIncarnation()) {
   if (options_.heartbeat_interval > absl::ZeroDuration()) {
     LOG(INFO) << "relay: incarnation "
               << absl::StrCat(absl::Hex(incarnation_, absl::kZeroPad16))
               << ", heartbeats every "
               << absl::FormatDuration(options_.heartbeat_interval);
-    heartbeats_ = std::thread([this] { SendHeartbeats(); });
   }
+  ticker_ = std::thread([this] { Tick(); });
 }
 
 RelayService::~RelayService() { Shutdown(); }
@@ -149,12 +193,14 @@ grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame>* RelayService::Connect(
             ? Authorize(*caller, "Relay.Connect as a client", {Role::kClient})
             : Authorize(*caller, "Relay.Connect as a host", {Role::kPeer});
   }
-  if (allowed.ok()) allowed = ClaimSender(sender, caller->identity);
+  if (allowed.ok()) {
+    allowed = claims_->Claim(sender, caller->identity, "relay sender");
+  }
   if (!allowed.ok()) {
     return new internal::RejectedStream(ToGrpcStatus(allowed));
   }
   auto* stream = new internal::RelayStreamReactor(
-      this, context, sender,
+      this, context, sender, caller->identity,
       caller->role == Role::kClient ? std::optional(caller->identity)
                                     : std::nullopt);
   if (!Add(stream)) {
@@ -164,24 +210,6 @@ grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame>* RelayService::Connect(
   }
   stream->Start();
   return stream;
-}
-
-absl::Status RelayService::ClaimSender(const std::string& sender,
-                                       const std::string& identity) {
-  absl::MutexLock lock(&mu_);
-  auto [it, inserted] = sender_claims_.try_emplace(sender, identity);
-  if (!inserted) {
-    if (it->second == identity) return absl::OkStatus();
-    return absl::PermissionDeniedError(
-        absl::StrCat("relay sender ", QuoteForError(sender),
-                     " belongs to another identity than ", identity));
-  }
-  claim_order_.push_back(sender);
-  if (claim_order_.size() > kMaxSenderClaims) {
-    sender_claims_.erase(claim_order_.front());
-    claim_order_.pop_front();
-  }
-  return absl::OkStatus();
 }
 
 bool RelayService::Add(internal::RelayStreamReactor* stream) {
@@ -206,15 +234,28 @@ v1::RelayFrame RelayService::HeartbeatFrame(bool closing) const {
   return frame;
 }
 
-void RelayService::SendHeartbeats() {
+void RelayService::Tick() {
+  const absl::Duration interval = options_.heartbeat_interval;
+  const bool beats = interval > absl::ZeroDuration();
+  const absl::Duration tick = beats ? std::min(interval, kTick) : kTick;
   const v1::RelayFrame frame = HeartbeatFrame(/*closing=*/false);
-  absl::MutexLock lock(&mu_);
-  while (!mu_.AwaitWithTimeout(absl::Condition(&shut_down_),
-                               options_.heartbeat_interval)) {
-    // A stream whose queue is full misses one: its sender is not reading.
-    for (internal::RelayStreamReactor* stream : streams_) {
-      stream->Write(frame).IgnoreError();
+  absl::Duration next_beat = options_.clock->Now() + interval;
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&shut_down_), tick)) return;
+      const absl::Duration now = options_.clock->Now();
+      // Half a tick early is on time (a wait may end a little early).
+      const bool beat = beats && now >= next_beat - tick / 2;
+      if (beat) next_beat = now + interval;
+      for (internal::RelayStreamReactor* stream : streams_) {
+        // A stream whose queue is full misses one: its sender is not
+        // reading.
+        if (beat) stream->Write(frame).IgnoreError();
+        stream->EndIfSilent(now);
+      }
     }
+    if (leases_ != nullptr) leases_->Check();
   }
 }
 
@@ -237,9 +278,8 @@ void RelayService::Shutdown() {
     }
     for (internal::RelayStreamReactor* stream : streams_) stream->Cancel();
   }
-  if (heartbeats_.joinable() &&
-      heartbeats_.get_id() != std::this_thread::get_id()) {
-    heartbeats_.join();
+  if (ticker_.joinable() && ticker_.get_id() != std::this_thread::get_id()) {
+    ticker_.join();
   }
 }
 

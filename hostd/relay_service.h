@@ -7,30 +7,47 @@
 // its own.
 //
 // Heartbeats: every stream gets a v1::Heartbeat (proto/mailbox.proto) when
-// it opens and then every heartbeat_interval, from one thread for all
-// streams, carrying this hostd's incarnation (random, chosen when the
-// service is made, i.e. at hostd start). The other end tells a silent host
-// from a quiet one, and a restarted host from one that came back.
+// it opens and then every heartbeat_interval, carrying this hostd's
+// incarnation (random, chosen when the service is made, i.e. at hostd
+// start). The other end tells a silent host from a quiet one, and a
+// restarted host from one that came back.
 //
-// Thread-safe; reactions never block. Shutdown() refuses new streams, sends
-// each open one a closing heartbeat as its last frame, gives them a moment
-// to get it out, then cancels the rest (they would otherwise hold
-// grpc::Server::Shutdown); call it before shutting the server down, after
-// the procs were stopped. The destructor calls it.
+// Clients (streams of "client:<id>"): a client's stream counts for its
+// owner lease (hostd/owner_leases.h) from when the router accepted it until
+// it ends. When it opens, it first gets the MailboxLost of each proc leased
+// to that client that ended while it was away (Options::ended_procs). Once
+// a client sent a heartbeat, its stream is cancelled if nothing at all
+// arrives on it for max(3 x the interval it announced, 1s) (the interval
+// counted at most kMaxClientHeartbeat), so a client that froze loses its
+// stream and its lease starts to run; a stream that never sent a heartbeat
+// is never judged silent.
+//
+// Threads: reactions run on gRPC threads and never block. One ticker thread
+// for all streams sends the heartbeats, ends silent client streams and runs
+// OwnerLeases::Check, every min(heartbeat_interval, kTick).
+//
+// Shutdown() refuses new streams, sends each open one a closing heartbeat
+// as its last frame, gives them a moment to get it out, then cancels the
+// rest (they would otherwise hold grpc::Server::Shutdown), and joins the
+// ticker; call it before shutting the server down, after the procs were
+// stopped, and before the leases or the router go. The destructor calls it.
 #ifndef HOSTMESH_HOSTD_RELAY_SERVICE_H_
 #define HOSTMESH_HOSTD_RELAY_SERVICE_H_
 
 #include <cstdint>
-#include <deque>
 #include <functional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "hostd/owner_leases.h"
 #include "hostd/router.h"
+#include "hostd/sender_claims.h"
 #include "lib/auth/server_auth.h"
+#include "lib/relay/clock.h"
 #include "proto/host.grpc.pb.h"
 
 namespace mesh {
@@ -45,7 +62,16 @@ class RelayStreamReactor;
 
 class RelayService final : public v1::Relay::CallbackService {
  public:
-  static constexpr size_t kMaxSenderClaims = 65536;
+  // The ticker's longest sleep: the granularity of silence and lease checks.
+  static constexpr absl::Duration kTick = absl::Milliseconds(250);
+  // A client stream is silent after 3 of its heartbeat intervals, counted
+  // at most this long each, and at least kMinClientSilence.
+  static constexpr absl::Duration kMaxClientHeartbeat = absl::Minutes(1);
+  static constexpr absl::Duration kMinClientSilence = absl::Seconds(1);
+
+  // How each proc leased to a client ended, for those still remembered.
+  using EndedProcs =
+      std::function<std::vector<v1::ProcExit>(const std::string& client)>;
 
   struct Options {
     // Bytes queued for one stream before frames to it are refused
@@ -56,13 +82,20 @@ class RelayService final : public v1::Relay::CallbackService {
     absl::Duration heartbeat_interval = absl::Milliseconds(500);
     // This host's incarnation; 0: a random one.
     uint64_t incarnation = 0;
+    // What a client's stream gets first (see the class comment); unset:
+    // nothing.
+    EndedProcs ended_procs;
+    const MonotonicClock* clock = &MonotonicClock::Real();
   };
 
-  // `router` outlives the service.
-  // Streams are authorized by lib/auth: a client (or admin) may open one as
-  // "client:<id>", a peer host (or admin) as "host:<address>". A client's
-  // stream is added to the router with its identity as owner.
-  RelayService(Router* router, const ServerAuth* auth, Options options);
+  // `router`, `auth`, `claims` and `leases` (may be null: no leases)
+  // outlive the service. Streams are authorized by lib/auth: a client (or
+  // admin) may open one as "client:<id>", a peer host (or admin) as
+  // "host:<address>", each id belonging to the identity that first used it
+  // (`claims`). A client's (not an admin's) stream is added to the router
+  // with its identity as owner.
+  RelayService(Router* router, const ServerAuth* auth, SenderClaims* claims,
+               OwnerLeases* leases, Options options);
   ~RelayService() override;
 
   grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame>* Connect(
@@ -75,30 +108,23 @@ class RelayService final : public v1::Relay::CallbackService {
  private:
   friend class internal::RelayStreamReactor;
   bool Add(internal::RelayStreamReactor* stream);
-  // A sender id ("client:<id>", "host:<addr>") belongs to the first
-  // identity that streamed as it: another is PERMISSION_DENIED, so no one
-  // takes over a client's replies while its stream reconnects. The last
-  // kMaxSenderClaims ids are remembered.
-  absl::Status ClaimSender(const std::string& sender,
-                           const std::string& identity);
   // Streams call it last (see RelayServerStream::OnStreamDone).
   void Remove(internal::RelayStreamReactor* stream);
   v1::RelayFrame HeartbeatFrame(bool closing) const;
-  // The heartbeat thread: one heartbeat to every stream per interval.
-  void SendHeartbeats();
+  // The ticker thread (see the class comment).
+  void Tick();
 
   Router* const router_;
   const ServerAuth* const auth_;
+  SenderClaims* const claims_;
+  OwnerLeases* const leases_;
   const Options options_;
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<internal::RelayStreamReactor*> streams_
       ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, std::string> sender_claims_
-      ABSL_GUARDED_BY(mu_);
-  std::deque<std::string> claim_order_ ABSL_GUARDED_BY(mu_);
   const uint64_t incarnation_;
-  std::thread heartbeats_;
+  std::thread ticker_;
 };
 
 }  // namespace mesh

@@ -115,14 +115,10 @@ struct Relay {
   explicit Relay(int procs) {
     channels = std::make_unique<ProcChannels>(ProcChannels::Options());
     router = std::make_unique<Router>(channels.get(), nullptr);
-    channels->Start(
-        kHost,
-        [this](const std::string& proc, v1::Envelope envelope) {
-          router->Route(std::move(envelope), proc);
-        },
-        [this](const std::string& proc, const absl::Status& why) {
-          router->ProcLost(proc, why);
-        });
+    channels->Start(kHost,
+                    [this](const std::string& proc, v1::Envelope envelope) {
+                      router->Route(std::move(envelope), proc);
+                    });
     router->Start(kHost);
     stream = *router->AddStream("client:t", [this](v1::RelayFrame frame) {
       client.Add(std::move(frame));
@@ -144,6 +140,19 @@ struct Relay {
     fakes.clear();
     channels.reset();
     router.reset();
+  }
+
+  // Proc `i` ended as the proc manager reports it: its channel is forgotten
+  // and, once drained, the router is told how it ended.
+  void Lose(int i) {
+    v1::ProcExit exit;
+    exit.set_proc(absl::StrCat("p", i));
+    exit.set_host(kHost);
+    exit.set_status(v1::FAILED);
+    exit.set_term_signal(9);
+    exit.add_stderr_lines("out of cheese");
+    exit.set_reason(absl::StrCat("proc \"p", i, "\" was killed by SIGKILL"));
+    channels->Forget(ids[i], [this, exit] { router->ProcLost(exit); });
   }
 
   // An envelope as client:t would write it on its stream.
@@ -266,6 +275,7 @@ TEST_CASE(
   relay.fakes[1]->set_silent(true);
   cast_to_all(v1::REDUCE_FIRST_ERROR);
   relay.fakes[1]->Close();
+  relay.Lose(1);
   REQUIRE(relay.client.WaitFor(3));  // a MailboxLost, then the fold
   v1::Reduced folded;
   bool lost_seen = false;
@@ -274,6 +284,10 @@ TEST_CASE(
       lost_seen = true;
       CHECK(frame.lost().mailbox() == "p1");
       CHECK(frame.lost().host() == kHost);
+      CHECK(frame.lost().reason().code() ==
+            int(absl::StatusCode::kUnavailable));
+      CHECK(frame.lost().exit().term_signal() == 9);
+      CHECK(frame.lost().exit().stderr_lines(0) == "out of cheese");
     } else if (frame.envelope().payload().Is<v1::Reduced>()) {
       frame.envelope().payload().UnpackTo(&folded);
     }
@@ -285,6 +299,34 @@ TEST_CASE(
   CHECK(folded.first_error_rank() == 2);
   CHECK(folded.first_error().code() == int(absl::StatusCode::kUnavailable));
   CHECK(folded.first_error().message().find("p1") != std::string::npos);
+  CHECK(folded.first_error().message().find("SIGKILL") != std::string::npos);
+}
+
+TEST_CASE(
+    "a forgotten proc's last replies reach its caller before the news that "
+    "it is gone") {
+  Relay relay(1);
+  // Its process is gone (Forget) while its channel is still open: what the
+  // proc still sends is routed, and the loss is reported only once the
+  // channel closed.
+  relay.Lose(0);
+  v1::Envelope call = Relay::FromClient(8);
+  call.set_to_mailbox("p0");
+  call.set_actor("a0");
+  PackPayload(v1::GetCount(), &call);
+  relay.router->Route(std::move(call), "client:t");
+  REQUIRE(relay.client.WaitFor(1));
+  absl::SleepFor(absl::Milliseconds(100));
+  CHECK(relay.client.items().size() == 1);
+  relay.fakes[0]->Close();
+  REQUIRE(relay.client.WaitFor(2));
+  std::vector<v1::RelayFrame> frames = relay.client.items();
+  CHECK(frames[0].has_envelope());
+  CHECK(frames[1].has_lost());
+  // Once closed, a later Forget reports at once.
+  absl::Notification drained;
+  relay.channels->Forget(relay.ids[0], [&drained] { drained.Notify(); });
+  CHECK(drained.HasBeenNotified());
 }
 
 TEST_CASE("an envelope to a proc the host does not run gets an error reply") {
@@ -363,7 +405,7 @@ TEST_CASE(
 
 TEST_CASE("a proc of another protocol version is refused naming both") {
   ProcChannels channels{ProcChannels::Options()};
-  channels.Start(kHost, nullptr, nullptr);
+  channels.Start(kHost, nullptr);
   Collected<std::string> refused;
   ProcChannels::ChildCallbacks callbacks;
   callbacks.on_registered = [](pid_t) { FAIL("registered"); };

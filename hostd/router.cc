@@ -419,18 +419,26 @@ void Router::RemoveStream(uint64_t id) {
   streams_.erase(it);
 }
 
-void Router::ProcLost(const std::string& proc, const absl::Status& why) {
+v1::RelayFrame LostFrame(const v1::ProcExit& exit) {
+  v1::RelayFrame frame;
+  v1::MailboxLost* lost = frame.mutable_lost();
+  lost->set_host(exit.host());
+  lost->set_mailbox(exit.proc());
+  *lost->mutable_reason() = ToErrorProto(absl::UnavailableError(exit.reason()));
+  *lost->mutable_exit() = exit;
+  return frame;
+}
+
+void Router::ProcLost(const v1::ProcExit& exit) {
+  const std::string& proc = exit.proc();
   std::string owner;
   if (owner_of_) owner = owner_of_(proc).value_or("");
-  v1::RelayFrame frame;
+  const v1::RelayFrame frame = LostFrame(exit);
   Mailbox* mailbox;
   {
     absl::ReaderMutexLock lock(&mu_);
     if (shut_down_) return;
     mailbox = mailbox_.get();
-    frame.mutable_lost()->set_host(host_address_);
-    frame.mutable_lost()->set_mailbox(proc);
-    *frame.mutable_lost()->mutable_reason() = ToErrorProto(why);
     for (auto& [id, stream] : streams_) {
       // A client hears only of its own procs.
       if (stream.owner.has_value() && *stream.owner != owner) continue;
@@ -439,7 +447,10 @@ void Router::ProcLost(const std::string& proc, const absl::Status& why) {
         VLOG(1) << "lost notice to " << stream.sender << ": " << sent;
     }
   }
-  if (mailbox != nullptr) mailbox->ReportLost(mailbox->host(), proc, why);
+  if (mailbox != nullptr) {
+    mailbox->ReportLost(mailbox->host(), proc,
+                        absl::UnavailableError(exit.reason()));
+  }
 }
 
 }  // namespace mesh

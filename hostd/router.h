@@ -57,6 +57,10 @@
 
 namespace mesh {
 
+// The MailboxLost frame for a proc that ended: its host and name, the reason
+// as UNAVAILABLE, and how it ended.
+v1::RelayFrame LostFrame(const v1::ProcExit& exit);
+
 class Router {
  public:
   static constexpr int kMaxCastTargets = 65536;
@@ -104,10 +108,11 @@ class Router {
       std::optional<std::string> owner = std::nullopt);
   void RemoveStream(uint64_t id);
 
-  // Proc `proc` of this host is gone: every relay stream that may hear of
-  // it (its owner's, admins', peers') is told, so calls pending on it fail
-  // at once, and so are pending folds.
-  void ProcLost(const std::string& proc, const absl::Status& why);
+  // A proc of this host is gone (`exit.proc`, reported once by the proc
+  // manager, with how it ended): every relay stream that may hear of it
+  // (its owner's, admins', peers') gets a MailboxLost (LostFrame), so
+  // calls pending on it fail at once, and so do pending folds.
+  void ProcLost(const v1::ProcExit& exit);
 
  private:
   struct Stream {

@@ -37,6 +37,15 @@ std::string Timestamp(const google::protobuf::Timestamp& ts) {
 
 std::string Number(int64_t n) { return n == 0 ? "" : absl::StrCat(n); }
 
+// The client whose lease keeps the proc alive, or "detached".
+std::string Lease(const v1::ProcState& proc) {
+  return proc.client().empty() ? "detached" : proc.client();
+}
+
+absl::Time ToTime(const google::protobuf::Timestamp& ts) {
+  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
+}
+
 }  // namespace
 
 std::string FormatTable(const std::vector<std::string>& header,
@@ -97,10 +106,12 @@ std::string FormatProcTable(
   for (const v1::ProcState& proc : procs) {
     rows.push_back({proc.name(), absl::StrCat(proc.rank()),
                     v1::Status_Name(proc.status()), Number(proc.pid()),
-                    proc.host(), ExitText(proc), proc.reason()});
+                    proc.host(), ExitText(proc), proc.owner(), Lease(proc),
+                    proc.reason()});
   }
-  return FormatTable(
-      {"NAME", "RANK", "STATUS", "PID", "HOST", "EXIT", "REASON"}, rows);
+  return FormatTable({"NAME", "RANK", "STATUS", "PID", "HOST", "EXIT", "OWNER",
+                      "LEASE", "REASON"},
+                     rows);
 }
 
 std::string FormatProcDetail(const v1::ProcState& proc) {
@@ -124,6 +135,8 @@ std::string FormatProcDetail(const v1::ProcState& proc) {
       {"host", proc.host()},
       {"exit", ExitText(proc)},
       {"stopped by", proc.stopped_by()},
+      {"owner", proc.owner()},
+      {"lease", Lease(proc)},
       {"command", absl::StrJoin(command, " ")},
       {"env", absl::StrJoin(env, " ")},
       {"log dir", proc.log_dir()},
@@ -180,6 +193,30 @@ std::string FormatHostInfo(const v1::HostInfo& info) {
        absl::StrCat(info.num_procs(), " of at most ", info.max_procs())},
       {"state dir", info.state_dir()},
   });
+}
+
+std::string FormatOwnerTable(
+    const google::protobuf::RepeatedPtrField<v1::OwnerLease>& owners,
+    absl::Time now) {
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(owners.size());
+  for (const v1::OwnerLease& owner : owners) {
+    std::string state = owner.connected() ? "connected" : "vanished";
+    std::string expires;
+    if (!owner.connected() && owner.has_expires_at()) {
+      const absl::Duration left = absl::Trunc(ToTime(owner.expires_at()) - now,
+                                              absl::Milliseconds(100));
+      if (left > absl::ZeroDuration()) {
+        expires = absl::StrCat("in ", absl::FormatDuration(left));
+      } else {
+        state = "expired";
+        expires = absl::StrCat(absl::FormatDuration(-left), " ago");
+      }
+    }
+    rows.push_back({owner.client(), owner.identity(), state,
+                    absl::StrCat(owner.procs_size()), expires});
+  }
+  return FormatTable({"CLIENT", "IDENTITY", "STATE", "PROCS", "EXPIRES"}, rows);
 }
 
 namespace {

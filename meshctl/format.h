@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "google/protobuf/any.pb.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/repeated_ptr_field.h"
@@ -32,7 +33,9 @@ std::string FormatFields(
 // it has not ended.
 std::string ExitText(const v1::ProcState& proc);
 
-// NAME RANK STATUS PID HOST EXIT REASON, one row per proc.
+// NAME RANK STATUS PID HOST EXIT OWNER LEASE REASON, one row per proc;
+// OWNER is the identity that created it, LEASE the client whose lease
+// keeps it alive, or "detached".
 std::string FormatProcTable(
     const google::protobuf::RepeatedPtrField<v1::ProcState>& procs);
 // Every field of one proc, then its stderr tail as an indented block.
@@ -44,6 +47,14 @@ std::string FormatActorTable(
 std::string FormatActorDetail(const v1::ActorState& actor);
 
 std::string FormatHostInfo(const v1::HostInfo& info);
+
+// CLIENT IDENTITY STATE PROCS EXPIRES, one row per lease holder: STATE is
+// "connected", "vanished" (its lease runs) or "expired" (its procs are
+// being stopped); EXPIRES is when a vanished client's procs are stopped,
+// relative to `now` ("in 41.2s", "3s ago").
+std::string FormatOwnerTable(
+    const google::protobuf::RepeatedPtrField<v1::OwnerLease>& owners,
+    absl::Time now);
 
 // Pretty-printed JSON with proto field names, every primitive field printed
 // (zeros included) and enums as names. Ends with a newline.

@@ -253,6 +253,7 @@ class Meshctl {
   absl::Status ProcGet();
   absl::Status ProcStop();
   absl::Status ProcWait();
+  absl::Status OwnerList();
   absl::Status ActorSpawn();
   absl::Status ActorList();
   absl::Status ActorGet();
@@ -373,10 +374,13 @@ void Meshctl::Declare(CLI::App& app) {
   // proc ...
   CLI::App* proc = app.add_subcommand("proc", "procs of the host");
   proc->require_subcommand(1);
-  CLI::App* spawn = Leaf(proc, "spawn",
-                         "spawn proc NAME (or NAME_0 ... NAME_{N-1} with "
-                         "--count N), then wait until RUNNING",
-                         &Meshctl::ProcSpawn);
+  CLI::App* spawn =
+      Leaf(proc, "spawn",
+           "spawn proc NAME (or NAME_0 ... NAME_{N-1} with --count N), then "
+           "wait until RUNNING. The procs are detached: they belong to the "
+           "host, hold no client's lease and outlive meshctl; stop them with "
+           "`meshctl proc stop`",
+           &Meshctl::ProcSpawn);
   spawn->add_option("name", flags_.name, "proc name, or mesh name with --count")
       ->required()
       ->check(NameValidator("proc name"));
@@ -415,7 +419,10 @@ void Meshctl::Declare(CLI::App& app) {
       ->type_name("DURATION")
       ->capture_default_str();
 
-  Leaf(proc, "list", "list the host's procs", &Meshctl::ProcList);
+  Leaf(proc, "list",
+       "list the host's procs, with their owner (identity) and lease "
+       "holder (client id, or detached)",
+       &Meshctl::ProcList);
   Leaf(proc, "get", "show one proc in full", &Meshctl::ProcGet)
       ->add_option("name", flags_.name, "proc name")
       ->required()
@@ -451,6 +458,16 @@ void Meshctl::Declare(CLI::App& app) {
       ->check(DurationValidator())
       ->type_name("DURATION")
       ->capture_default_str();
+
+  // owner ...
+  CLI::App* owner = app.add_subcommand(
+      "owner", "clients whose leases keep procs of the host alive");
+  owner->require_subcommand(1);
+  Leaf(owner, "list",
+       "list the clients holding procs: their identity, whether they are "
+       "connected, how many procs, and when a vanished one's procs are "
+       "stopped (hostd --owner-lease)",
+       &Meshctl::OwnerList);
 
   // actor ...  (the host's Proc service, naming the proc)
   CLI::App* actor = app.add_subcommand("actor", "actors of one proc");
@@ -715,6 +732,14 @@ absl::Status Meshctl::ProcWait() {
            absl::StrCat("wait for ", v1::Status_Name(wanted), " ", OnHost())));
   RETURN_IF_ERROR(Print(response, FormatProcTable(response.procs())));
   return CheckProcWait(flags_.names, response, wanted, wait_for, flags_.host);
+}
+
+absl::Status Meshctl::OwnerList() {
+  v1::ListOwnersResponse response;
+  RETURN_IF_ERROR(Call(HostStub(), &v1::Host::Stub::ListOwners,
+                       v1::ListOwnersRequest(), &response, rpc_timeout_,
+                       absl::StrCat("list owners ", OnHost())));
+  return Print(response, FormatOwnerTable(response.owners(), absl::Now()));
 }
 
 absl::Status Meshctl::ActorSpawn() {

@@ -8,13 +8,15 @@
 //                           [--arg A]... [--env K=V]... [--no-wait]
 //   meshctl proc list | get NAME | stop NAME [--grace 5s] [--reason R]
 //   meshctl proc wait NAME... [--status running] [--timeout 10s]
+//   meshctl owner list
 //   meshctl actor spawn PROC NAME --type T [--rank R] [--no-wait]
 //   meshctl actor list PROC | get PROC NAME | stop PROC NAME [--reason R]
 //   meshctl actor send PROC NAME --type mesh.v1.Echo [--json '{"text":"hi"}']
 //
-// Every RPC has a deadline. Exit codes: 0 ok; 1 a call failed, or a wait
-// ended with a resource not in the requested status (one line on `err` of
-// the form "meshctl: <CODE>: <message>"); 2 usage error.
+// Procs meshctl spawns are detached: the host's, held by no client's lease
+// (they outlive meshctl). Every RPC has a deadline. Exit codes: 0 ok; 1 a call
+// failed, or a wait ended with a resource not in the requested status (one line
+// on `err` of the form "meshctl: <CODE>: <message>"); 2 usage error.
 #ifndef HOSTMESH_MESHCTL_MESHCTL_H_
 #define HOSTMESH_MESHCTL_MESHCTL_H_
 

@@ -26,6 +26,7 @@ namespace mesh {
 namespace {
 
 using ::mesh::meshctl::CheckProcWait;
+using ::mesh::meshctl::FormatOwnerTable;
 using ::mesh::meshctl::FormatProcTable;
 using ::mesh::meshctl::FormatReply;
 using ::mesh::meshctl::ParseDuration;
@@ -138,6 +139,20 @@ class FakeHost final : public v1::Host::CallbackService {
     return Finish(context, grpc::Status::OK);
   }
 
+  // What ListOwners answers.
+  void SetOwners(v1::ListOwnersResponse owners) {
+    absl::MutexLock lock(&mu_);
+    owners_ = std::move(owners);
+  }
+
+  grpc::ServerUnaryReactor* ListOwners(
+      grpc::CallbackServerContext* context, const v1::ListOwnersRequest*,
+      v1::ListOwnersResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    *response = owners_;
+    return Finish(context, grpc::Status::OK);
+  }
+
   grpc::ServerUnaryReactor* WaitProcs(
       grpc::CallbackServerContext* context, const v1::WaitProcsRequest* request,
       v1::WaitProcsResponse* response) override {
@@ -171,6 +186,7 @@ class FakeHost final : public v1::Host::CallbackService {
   v1::WaitProcsRequest last_wait_ ABSL_GUARDED_BY(mu_);
   v1::Status wait_status_ ABSL_GUARDED_BY(mu_) = v1::RUNNING;
   std::string wait_reason_ ABSL_GUARDED_BY(mu_);
+  v1::ListOwnersResponse owners_ ABSL_GUARDED_BY(mu_);
 };
 
 // The Proc service of the fake host: it answers for procs the FakeHost
@@ -308,6 +324,8 @@ TEST_CASE("--help prints the usage to out and exits 0") {
   Result r = Run({"proc", "spawn", "--help"});
   CHECK(r.code == 0);
   CHECK_THAT(r.out, Catch::Contains("--count"));
+  // What outlives meshctl is said where it is spawned.
+  CHECK_THAT(r.out, Catch::Contains("detached"));
   CHECK(r.err.empty());
 }
 
@@ -426,21 +444,83 @@ TEST_CASE("a stopped proc can never satisfy a wait for FAILED") {
         absl::StatusCode::kFailedPrecondition);
 }
 
-TEST_CASE("a proc table has aligned columns and one line per proc") {
+TEST_CASE(
+    "a proc table has aligned columns and one line per proc, naming its "
+    "owner and lease holder") {
   v1::ListProcsResponse list;
   v1::ProcState running = Proc("p0_0", v1::RUNNING);
   running.set_pid(4242);
   running.set_host("10.0.0.5:7450");
+  running.set_owner("alice");
+  running.set_client("client:3f2a");
   *list.add_procs() = running;
   v1::ProcState failed = Proc("p0_10", v1::FAILED, "exited\nwith status 3");
   failed.set_rank(10);
   failed.set_exit_code(3);
+  failed.set_owner("ops");
   *list.add_procs() = failed;
   CHECK(FormatProcTable(list.procs()) ==
-        "NAME   RANK  STATUS   PID   HOST           EXIT  REASON\n"
-        "p0_0   0     RUNNING  4242  10.0.0.5:7450  -     -\n"
-        "p0_10  10    FAILED   -     -              3     exited with status "
-        "3\n");
+        "NAME   RANK  STATUS   PID   HOST           EXIT  OWNER  LEASE        "
+        "REASON\n"
+        "p0_0   0     RUNNING  4242  10.0.0.5:7450  -     alice  client:3f2a  "
+        "-\n"
+        "p0_10  10    FAILED   -     -              3     ops    detached     "
+        "exited with status 3\n");
+}
+
+google::protobuf::Timestamp Timestamp(absl::Time time) {
+  google::protobuf::Timestamp ts;
+  ts.set_seconds(absl::ToUnixSeconds(time));
+  return ts;
+}
+
+TEST_CASE(
+    "an owner table shows each lease holder's state and when its procs are "
+    "stopped") {
+  const absl::Time now = absl::FromUnixSeconds(1700000000);
+  v1::ListOwnersResponse owners;
+  v1::OwnerLease* connected = owners.add_owners();
+  connected->set_client("client:aa");
+  connected->set_identity("alice");
+  connected->set_connected(true);
+  connected->add_procs("p_0");
+  connected->add_procs("p_1");
+  v1::OwnerLease* vanished = owners.add_owners();
+  vanished->set_client("client:bb");
+  vanished->set_identity("bob");
+  vanished->add_procs("q_0");
+  *vanished->mutable_vanished_at() = Timestamp(now - absl::Seconds(19));
+  *vanished->mutable_expires_at() = Timestamp(now + absl::Seconds(41));
+  v1::OwnerLease* expired = owners.add_owners();
+  expired->set_client("client:cc");
+  expired->set_identity("carol");
+  expired->add_procs("r_0");
+  *expired->mutable_expires_at() = Timestamp(now - absl::Seconds(3));
+  CHECK(FormatOwnerTable(owners.owners(), now) ==
+        "CLIENT     IDENTITY  STATE      PROCS  EXPIRES\n"
+        "client:aa  alice     connected  2      -\n"
+        "client:bb  bob       vanished   1      in 41s\n"
+        "client:cc  carol     expired    1      3s ago\n");
+}
+
+TEST_CASE("owner list asks the host for its lease holders") {
+  FakeServer server;
+  v1::ListOwnersResponse owners;
+  owners.add_owners()->set_client("client:aa");
+  owners.mutable_owners(0)->set_identity("alice");
+  owners.mutable_owners(0)->set_connected(true);
+  server.host().SetOwners(owners);
+  Result table = Run({"--host", server.address(), "owner", "list"});
+  INFO(table.err);
+  REQUIRE(table.code == 0);
+  CHECK_THAT(table.out, Catch::StartsWith("CLIENT "));
+  CHECK_THAT(table.out, Catch::Contains("client:aa  alice     connected"));
+  Result json =
+      Run({"--host", server.address(), "-o", "json", "owner", "list"});
+  REQUIRE(json.code == 0);
+  v1::ListOwnersResponse printed;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(json.out, &printed).ok());
+  CHECK(printed.owners(0).client() == "client:aa");
 }
 
 TEST_CASE("a proc prints as JSON with proto names and every field") {
@@ -468,6 +548,8 @@ TEST_CASE("proc spawn --count spawns NAME_i of rank i and waits for RUNNING") {
   for (uint64_t i = 0; i < 3; ++i) {
     CHECK(creates[i].name() == absl::StrCat("w_", i));
     CHECK(creates[i].rank() == i);
+    // Detached: no client's lease holds meshctl's procs.
+    CHECK(creates[i].client().empty());
     CHECK(creates[i].spec().command() == "/bin/worker");
     CHECK(creates[i].spec().args().size() == 2);
     CHECK(creates[i].spec().args(1) == "-v");

@@ -2,11 +2,15 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
+#include <functional>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -506,6 +510,325 @@ TEST_CASE(
   v1::HostInfo info;
   REQUIRE(host->stub().GetHostInfo(Context().get(), {}, &info).ok());
   CHECK(info.pid() == host->pid());
+}
+
+// --- Failures reach their owner: MailboxLost with the cause, owner leases.
+
+// A relay stream as a client opens one ("client:<id>" on the test's admin
+// channel), played by the test with raw gRPC. The destructor cancels it if
+// it is still open and waits for its end.
+class RawRelay {
+ public:
+  RawRelay(TestHost& host, const std::string& sender)
+      : stub_(v1::Relay::NewStub(host.channel())),
+        context_(Context(absl::Seconds(120))) {
+    context_->AddMetadata("mesh-sender", sender);
+    stream_ = stub_->Connect(context_.get());
+  }
+  ~RawRelay() {
+    if (!ended_) {
+      context_->TryCancel();
+      End();
+    }
+  }
+
+  bool Read(v1::RelayFrame* frame) { return stream_->Read(frame); }
+  bool Write(const v1::RelayFrame& frame) { return stream_->Write(frame); }
+  // The next MailboxLost about `proc`, skipping other frames; none if the
+  // stream ends first.
+  std::optional<v1::MailboxLost> NextLost(const std::string& proc) {
+    v1::RelayFrame frame;
+    while (Read(&frame)) {
+      if (frame.has_lost() && frame.lost().mailbox() == proc) {
+        return frame.lost();
+      }
+    }
+    return std::nullopt;
+  }
+  // Half-closes (if it can still write), reads what is left and returns how
+  // the stream ended.
+  grpc::Status End() {
+    if (ended_) return status_;
+    stream_->WritesDone();
+    v1::RelayFrame frame;
+    while (Read(&frame)) {
+    }
+    status_ = stream_->Finish();
+    ended_ = true;
+    return status_;
+  }
+
+ private:
+  std::unique_ptr<v1::Relay::Stub> stub_;
+  std::unique_ptr<grpc::ClientContext> context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::RelayFrame, v1::RelayFrame>>
+      stream_;
+  bool ended_ = false;
+  grpc::Status status_;
+};
+
+// CreateOrUpdateProc of a proc leased to `client` (empty: detached).
+grpc::Status CreateLeased(TestHost& host, const std::string& name,
+                          const std::string& client, const v1::ProcSpec& spec,
+                          v1::ProcState* state) {
+  v1::CreateOrUpdateProcRequest request;
+  request.set_name(name);
+  request.set_client(client);
+  *request.mutable_spec() = spec;
+  return host.stub().CreateOrUpdateProc(Context().get(), request, state);
+}
+
+// The lease of `client` as ListOwners shows it to the admin, if any.
+std::optional<v1::OwnerLease> OwnerOf(TestHost& host,
+                                      const std::string& client) {
+  v1::ListOwnersResponse owners;
+  REQUIRE(host.stub().ListOwners(Context().get(), {}, &owners).ok());
+  for (const v1::OwnerLease& owner : owners.owners()) {
+    if (owner.client() == client) return owner;
+  }
+  return std::nullopt;
+}
+
+// True once `condition` holds, checked every 20ms for up to `timeout`.
+bool Eventually(const std::function<bool()>& condition,
+                absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!condition()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return true;
+}
+
+TEST_CASE(
+    "a proc killed by a signal is reported to its client once, with the "
+    "signal and the stderr lines that explain it, and again to the client "
+    "when it reconnects") {
+  auto host = TestHost::Start();
+  REQUIRE(host != nullptr);
+  const std::string client = "client:ear";
+  auto ear = std::make_unique<RawRelay>(*host, client);
+  v1::RelayFrame first;
+  REQUIRE(ear->Read(&first));  // hostd's first heartbeat: the stream is up
+  v1::ProcState created;
+  REQUIRE(CreateLeased(*host, "doomed", client,
+                       Shell("echo 'I1202 16:05:19.123456  1234 x.cc:1] noise' "
+                             ">&2; echo 'cause: the disk is on fire' >&2; "
+                             "exec sleep 1000"),
+                       &created)
+              .ok());
+  CHECK(created.client() == client);
+  REQUIRE(Eventually(
+      [&] {
+        v1::ProcState state;
+        return host->Get("doomed", &state).ok() &&
+               state.stderr_tail().find("on fire") != std::string::npos;
+      },
+      absl::Seconds(20)));
+  REQUIRE(kill(created.pid(), SIGKILL) == 0);
+
+  std::optional<v1::MailboxLost> lost = ear->NextLost("doomed");
+  REQUIRE(lost.has_value());
+  INFO(lost->ShortDebugString());
+  CHECK(lost->host() == host->address());
+  CHECK(lost->reason().code() == int(grpc::StatusCode::UNAVAILABLE));
+  const v1::ProcExit& exit = lost->exit();
+  CHECK(exit.proc() == "doomed");
+  CHECK(exit.host() == host->address());
+  CHECK(exit.pid() == created.pid());
+  CHECK(exit.status() == v1::FAILED);
+  CHECK(exit.term_signal() == SIGKILL);
+  CHECK_FALSE(exit.has_exit_code());
+  CHECK(exit.stopped_by() == "SIGKILL");
+  CHECK_FALSE(exit.requested());
+  // glog's INFO line is not a cause.
+  REQUIRE(exit.stderr_lines_size() == 1);
+  CHECK(exit.stderr_lines(0) == "cause: the disk is on fire");
+  CHECK(exit.reason() == absl::StrCat("proc \"doomed\" (pid ", created.pid(),
+                                      ") was killed by SIGKILL (stderr: "
+                                      "\"cause: the disk is on fire\")"));
+  CHECK(lost->reason().message() == exit.reason());
+  v1::ProcState state;
+  REQUIRE(host->Get("doomed", &state).ok());
+  CHECK(state.reason() == exit.reason());
+
+  // A stop that was asked for is not a failure.
+  REQUIRE(
+      CreateLeased(*host, "asked", client, Shell("exec sleep 1000"), &created)
+          .ok());
+  REQUIRE(host->Stop("asked", &state, absl::Seconds(5)).ok());
+  lost = ear->NextLost("asked");
+  REQUIRE(lost.has_value());
+  CHECK(lost->exit().status() == v1::STOPPED);
+  CHECK(lost->exit().requested());
+
+  // Away and back: the new stream first hears what ended meanwhile (the
+  // client drops what it knew already).
+  CHECK(ear->End().ok());
+  ear.reset();
+  REQUIRE(Eventually([&] { return !OwnerOf(*host, client).has_value(); },
+                     absl::Seconds(20)));
+  RawRelay back(*host, client);
+  std::set<std::string> heard;
+  v1::RelayFrame frame;
+  while (heard.size() < 2 && back.Read(&frame)) {
+    if (frame.has_lost()) heard.insert(frame.lost().mailbox());
+  }
+  CHECK(heard == std::set<std::string>{"asked", "doomed"});
+}
+
+TEST_CASE(
+    "a client's procs are stopped with the lease as the reason once its "
+    "stream has been gone for the lease; detached procs are untouched") {
+  constexpr absl::Duration kLease = absl::Milliseconds(500);
+  auto host = TestHost::Start({"--owner-lease=500ms"});
+  REQUIRE(host != nullptr);
+  const std::string client = "client:gone";
+  auto stream = std::make_unique<RawRelay>(*host, client);
+  v1::RelayFrame first;
+  REQUIRE(stream->Read(&first));
+  v1::ProcState state;
+  for (const char* name : {"leased_0", "leased_1"}) {
+    REQUIRE(CreateLeased(*host, name, client, {}, &state).ok());
+  }
+  REQUIRE(CreateLeased(*host, "free", "", {}, &state).ok());
+  v1::WaitProcsResponse running =
+      host->Wait({"leased_0", "leased_1", "free"}, v1::RUNNING);
+  REQUIRE_FALSE(running.timed_out());
+  const pid_t free_pid = running.procs(2).pid();
+  std::optional<v1::OwnerLease> lease = OwnerOf(*host, client);
+  REQUIRE(lease.has_value());
+  CHECK(lease->identity() == "hostd:parent");
+  CHECK(lease->connected());
+  CHECK(lease->procs_size() == 2);
+  CHECK(lease->lease_ms() == 500);
+
+  const absl::Time ended = absl::Now();
+  CHECK(stream->End().ok());
+  v1::WaitProcsResponse stopped = host->Wait(
+      {"leased_0", "leased_1"}, v1::STOPPED, kLease + absl::Seconds(20));
+  const absl::Duration took = absl::Now() - ended;
+  REQUIRE_FALSE(stopped.timed_out());
+  CHECK(took >= kLease);
+  for (const v1::ProcState& proc : stopped.procs()) {
+    INFO(proc.ShortDebugString());
+    CHECK(proc.status() == v1::STOPPED);
+    CHECK(proc.stopped_by() == "lease");
+    CHECK_THAT(proc.reason(),
+               Catch::Contains("owner client:gone (hostd:parent) vanished: "
+                               "no relay stream for 500ms (--owner-lease)"));
+    CHECK_FALSE(IsAlive(proc.pid()));
+  }
+  // The lease went with its procs; the detached proc runs on.
+  CHECK_FALSE(OwnerOf(*host, client).has_value());
+  REQUIRE(host->Get("free", &state).ok());
+  CHECK(state.status() == v1::RUNNING);
+  CHECK(state.client().empty());
+  CHECK(IsAlive(free_pid));
+}
+
+TEST_CASE("a client that reconnects within its lease keeps its procs") {
+  constexpr absl::Duration kLease = absl::Seconds(2);
+  auto host = TestHost::Start({"--owner-lease=2s"});
+  REQUIRE(host != nullptr);
+  const std::string client = "client:back";
+  auto stream = std::make_unique<RawRelay>(*host, client);
+  v1::RelayFrame first;
+  REQUIRE(stream->Read(&first));
+  v1::ProcState state;
+  REQUIRE(CreateLeased(*host, "kept", client, {}, &state).ok());
+  v1::WaitProcsResponse running = host->Wait({"kept"}, v1::RUNNING);
+  REQUIRE_FALSE(running.timed_out());
+
+  CHECK(stream->End().ok());
+  stream.reset();
+  REQUIRE(Eventually(
+      [&] {
+        std::optional<v1::OwnerLease> lease = OwnerOf(*host, client);
+        return lease.has_value() && !lease->connected();
+      },
+      absl::Seconds(20)));
+  RawRelay again(*host, client);
+  REQUIRE(again.Read(&first));
+  std::optional<v1::OwnerLease> lease = OwnerOf(*host, client);
+  REQUIRE(lease.has_value());
+  CHECK(lease->connected());
+  // Well past the lease the stop would have had.
+  absl::SleepFor(kLease + absl::Milliseconds(1500));
+  REQUIRE(host->Get("kept", &state).ok());
+  INFO(state.ShortDebugString());
+  CHECK(state.status() == v1::RUNNING);
+  CHECK(state.pid() == running.procs(0).pid());
+  CHECK(IsAlive(state.pid()));
+}
+
+TEST_CASE(
+    "hostd ends a client stream that announced heartbeats and then went "
+    "silent; a stream that never announced any stays") {
+  auto host = TestHost::Start();
+  REQUIRE(host != nullptr);
+  RawRelay quiet(*host, "client:quiet");
+  RawRelay silent(*host, "client:silent");
+  v1::RelayFrame frame;
+  REQUIRE(quiet.Read(&frame));
+  REQUIRE(silent.Read(&frame));
+  v1::RelayFrame heartbeat;
+  heartbeat.mutable_heartbeat()->set_interval_ms(100);
+  const absl::Time sent = absl::Now();
+  REQUIRE(silent.Write(heartbeat));
+  // Silent for max(3 x 100ms, 1s): hostd cancels it.
+  while (silent.Read(&frame)) {
+  }
+  const absl::Duration took = absl::Now() - sent;
+  grpc::Status ended = silent.End();
+  CHECK(ended.error_code() == grpc::StatusCode::CANCELLED);
+  CHECK(took >= absl::Milliseconds(900));
+  CHECK(took < absl::Seconds(10));
+  // The quiet one still gets hostd's heartbeats (every 500ms).
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(quiet.Read(&frame));
+    CHECK(frame.has_heartbeat());
+  }
+}
+
+TEST_CASE("a proc's client must be a client id, and one of the caller's own") {
+  testing::TempDir dir;
+  const std::string tokens = dir.path() + "/tokens";
+  std::ofstream(tokens) << "bob client bob-token-0123456789abcdef\n";
+  REQUIRE(chmod(tokens.c_str(), 0600) == 0);
+  auto host = TestHost::Start({"--tokens-file=" + tokens});
+  REQUIRE(host != nullptr);
+  v1::ProcState state;
+  for (const std::string& bad :
+       std::vector<std::string>{"host:1.2.3.4:5", "client:", "nope",
+                                "client:has space", std::string(400, 'c')}) {
+    INFO(bad);
+    grpc::Status status = CreateLeased(*host, "p", bad, {}, &state);
+    CHECK(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(status.error_message(), Catch::Contains("client"));
+  }
+  // The admin used client:mine first: it is the admin's, not bob's.
+  REQUIRE(
+      CreateLeased(*host, "p", "client:mine", Shell("exec sleep 1000"), &state)
+          .ok());
+  ClientCredentials bob;
+  bob.token = "bob-token-0123456789abcdef";
+  auto bob_host = v1::Host::NewStub(NewAuthedChannel(host->address(), bob));
+  v1::CreateOrUpdateProcRequest request;
+  request.set_name("q");
+  request.set_client("client:mine");
+  grpc::Status taken =
+      bob_host->CreateOrUpdateProc(Context().get(), request, &state);
+  CHECK(taken.error_code() == grpc::StatusCode::PERMISSION_DENIED);
+  CHECK_THAT(taken.error_message(), Catch::Contains("another identity"));
+  // Bob sees only his own leases.
+  request.set_client("client:bobs");
+  REQUIRE(bob_host->CreateOrUpdateProc(Context().get(), request, &state).ok());
+  v1::ListOwnersResponse owners;
+  REQUIRE(bob_host->ListOwners(Context().get(), {}, &owners).ok());
+  REQUIRE(owners.owners_size() == 1);
+  CHECK(owners.owners(0).client() == "client:bobs");
+  CHECK(owners.owners(0).identity() == "bob");
 }
 
 }  // namespace

@@ -54,6 +54,16 @@ TEST_CASE(
   v1::ListProcsResponse list;
   REQUIRE(google::protobuf::util::JsonStringToMessage(json.out, &list).ok());
   CHECK(list.procs_size() == 3);
+  // meshctl's procs are detached: created by the test's identity, held by
+  // no client's lease, so no owner lease shows.
+  Result table = Meshctl(*host, {"proc", "list"});
+  REQUIRE(table.code == 0);
+  CHECK(table.out.find("OWNER         LEASE") != std::string::npos);
+  CHECK(table.out.find("hostd:parent  detached") != std::string::npos);
+  Result owners = Meshctl(*host, {"owner", "list"});
+  INFO(owners.out << owners.err);
+  REQUIRE(owners.code == 0);
+  CHECK(owners.out == "CLIENT  IDENTITY  STATE  PROCS  EXPIRES\n");
 
   // Spawning again is the same three procs.
   Result again = Meshctl(*host, {"proc", "spawn", "w", "--count", "3"});
