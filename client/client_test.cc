@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
 #include "client/testing/host_events.h"
+#include "client/testing/supervision_events.h"
 #include "hostmesh/hostmesh.h"
 #include "lib/mailbox/mailbox.h"
 #include "lib/mailbox/reduce.h"
@@ -38,6 +39,7 @@ namespace {
 
 using testing::HostEvents;
 using testing::NewHealthClient;
+using testing::SupervisionEvents;
 
 constexpr absl::Duration kWait = absl::Seconds(30);
 
@@ -784,34 +786,6 @@ TEST_CASE("a host that is gone fails a Reduce's ranks on it at once") {
 
 // Supervision: what a client makes of procs' and actors' ends.
 
-// Events as a handler gets them, in order. Thread-safe.
-class Events {
- public:
-  std::function<void(const v1::SupervisionEvent&)> Handler() {
-    return [this](const v1::SupervisionEvent& event) {
-      absl::MutexLock lock(&mu_);
-      events_.push_back(event);
-    };
-  }
-  // Waits until `n` events came; all of them.
-  std::vector<v1::SupervisionEvent> Wait(size_t n) {
-    absl::MutexLock lock(&mu_);
-    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return events_.size() >= n;
-    };
-    mu_.AwaitWithTimeout(absl::Condition(&enough), kWait);
-    return events_;
-  }
-  size_t size() {
-    absl::MutexLock lock(&mu_);
-    return events_.size();
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<v1::SupervisionEvent> events_ ABSL_GUARDED_BY(mu_);
-};
-
 // The frame a host sends when proc `proc` was killed by SIGKILL (or, if
 // `requested`, stopped when asked).
 v1::RelayFrame ProcLost(const std::string& host, const std::string& proc,
@@ -860,13 +834,13 @@ TEST_CASE(
   FakeHost host;
   std::shared_ptr<Client> client = NewClient();
   ActorMesh mesh = MeshOn(client, {host.address()}, 3);
-  Events events;
+  SupervisionEvents events;
   mesh.OnSupervisionEvent(events.Handler());
   REQUIRE(client->Connect(host.address()).ok());
   REQUIRE(host.WaitStreams(1));
   host.Push(ProcLost(host.address(), "p1"));
   host.Push(ProcLost(host.address(), "p1"));  // a duplicate: dropped
-  std::vector<v1::SupervisionEvent> got = events.Wait(1);
+  std::vector<v1::SupervisionEvent> got = events.WaitFor(1);
   REQUIRE(got.size() == 1);
   const v1::SupervisionEvent& event = got[0];
   CHECK(event.cause() == v1::SupervisionEvent::PROC_ENDED);
@@ -885,7 +859,7 @@ TEST_CASE(
   // A second frame after the first one was handled is not a second event.
   host.Push(ProcLost(host.address(), "p1"));
   absl::SleepFor(absl::Milliseconds(100));
-  CHECK(events.size() == 1);
+  CHECK(events.All().size() == 1);
 }
 
 TEST_CASE(
@@ -926,12 +900,12 @@ TEST_CASE("a stop that was asked for is an event but no failure") {
   FakeHost host;
   std::shared_ptr<Client> client = NewClient();
   ActorMesh mesh = MeshOn(client, {host.address()}, 2);
-  Events all;
+  SupervisionEvents all;
   client->OnSupervisionEvent(all.Handler());
   REQUIRE(client->Connect(host.address()).ok());
   REQUIRE(host.WaitStreams(1));
   host.Push(ProcLost(host.address(), "p0", /*requested=*/true));
-  std::vector<v1::SupervisionEvent> got = all.Wait(1);
+  std::vector<v1::SupervisionEvent> got = all.WaitFor(1);
   REQUIRE(got.size() == 1);
   CHECK_FALSE(got[0].failure());
   CHECK(got[0].actor().status() == v1::STOPPED);
@@ -948,7 +922,7 @@ TEST_CASE(
   FakeHost host;
   std::shared_ptr<Client> client = NewClient();
   ActorMesh mesh = MeshOn(client, {host.address()}, 3);
-  Events events;
+  SupervisionEvents events;
   mesh.OnSupervisionEvent(events.Handler());
   REQUIRE(client->Connect(host.address()).ok());
   REQUIRE(host.WaitStreams(1));
@@ -966,7 +940,7 @@ TEST_CASE(
       EnvelopeToPort(client->supervisor_port(), from_proc);
   frame.mutable_envelope()->set_to_mailbox(client->id());
   host.Push(frame);
-  std::vector<v1::SupervisionEvent> got = events.Wait(1);
+  std::vector<v1::SupervisionEvent> got = events.WaitFor(1);
   REQUIRE(got.size() == 1);
   CHECK(got[0].cause() == v1::SupervisionEvent::ACTOR_ENDED);
   CHECK(got[0].failure());

@@ -28,6 +28,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
+#include "client/testing/supervision_events.h"
 #include "hostmesh/hostmesh.h"
 #include "lib/testing/temp_dir.h"
 #include "proto/actors.pb.h"
@@ -68,35 +69,37 @@ std::shared_ptr<Client> NewClientFor(const TestHost& host) {
   return client;
 }
 
-// Collects supervision events; outlives the client. Thread-safe.
-class Events {
- public:
-  std::function<void(const v1::SupervisionEvent&)> Handler() {
-    return [this](const v1::SupervisionEvent& event) {
-      absl::MutexLock lock(&mu_);
-      events_.push_back(event);
-    };
-  }
-  // Every event so far once there are at least `count` (fewer after
-  // `timeout`).
-  std::vector<v1::SupervisionEvent> WaitFor(size_t count,
-                                            absl::Duration timeout = kSlack) {
-    absl::MutexLock lock(&mu_);
-    auto enough = [this, count]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return events_.size() >= count;
-    };
-    mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
-    return events_;
-  }
-  std::vector<v1::SupervisionEvent> All() {
-    absl::MutexLock lock(&mu_);
-    return events_;
-  }
+using Events = testing::SupervisionEvents;
 
- private:
-  absl::Mutex mu_;
-  std::vector<v1::SupervisionEvent> events_ ABSL_GUARDED_BY(mu_);
+// A test hostd, a client of it (short heartbeats) and `procs_per_host`
+// trouble procds named <name>_<rank>, attached as a host mesh; the mesh is
+// shut down before the host.
+struct TroubleProcs {
+  std::unique_ptr<TestHost> host;
+  std::shared_ptr<Client> client;
+  std::optional<HostMesh> hosts;
+  std::optional<ProcMesh> procs;
+  ~TroubleProcs() {
+    if (hosts.has_value()) hosts->Shutdown().IgnoreError();
+  }
 };
+
+std::unique_ptr<TroubleProcs> StartTroubleProcs(const std::string& name,
+                                                size_t procs_per_host) {
+  auto setup = std::make_unique<TroubleProcs>();
+  setup->host = TestHost::Start(HostdArgs());
+  REQUIRE(setup->host != nullptr);
+  setup->client = NewClientFor(*setup->host);
+  absl::StatusOr<HostMesh> hosts =
+      HostMesh::Attach({setup->host->address()}, WithClient(setup->client));
+  REQUIRE(hosts.ok());
+  setup->hosts = *std::move(hosts);
+  absl::StatusOr<ProcMesh> procs =
+      setup->hosts->Spawn(name, procs_per_host, TroubleSpec());
+  REQUIRE(procs.ok());
+  setup->procs = *std::move(procs);
+  return setup;
+}
 
 bool HasLine(const v1::ProcExit& exit, const std::string& line) {
   for (const std::string& seen : exit.stderr_lines()) {
@@ -151,16 +154,12 @@ TEST_CASE(
     "a proc killed with SIGKILL reaches its owner as one event per actor "
     "with the signal and the stderr line that explains it, and a call "
     "pending on it fails at once with the same cause") {
-  auto host = TestHost::Start(HostdArgs());
-  REQUIRE(host != nullptr);
   Events events;
-  std::shared_ptr<Client> client = NewClientFor(*host);
+  std::unique_ptr<TroubleProcs> setup = StartTroubleProcs("t", 1);
+  std::shared_ptr<Client> client = setup->client;
   client->OnSupervisionEvent(events.Handler());
-  absl::StatusOr<HostMesh> hosts =
-      HostMesh::Attach({host->address()}, WithClient(client));
-  REQUIRE(hosts.ok());
-  absl::StatusOr<ProcMesh> procs = hosts->Spawn("t", 1, TroubleSpec());
-  REQUIRE(procs.ok());
+  std::optional<ProcMesh>& procs = setup->procs;
+  std::optional<HostMesh>& hosts = setup->hosts;
   std::vector<ActorMesh> meshes;
   for (int i = 0; i < 8; ++i) {
     absl::StatusOr<ActorMesh> mesh =
@@ -232,16 +231,12 @@ TEST_CASE(
 TEST_CASE(
     "a proc that aborts, exits with a code or segfaults is reported with "
     "that signal or code and its last words") {
-  auto host = TestHost::Start(HostdArgs());
-  REQUIRE(host != nullptr);
   Events events;
-  std::shared_ptr<Client> client = NewClientFor(*host);
+  std::unique_ptr<TroubleProcs> setup = StartTroubleProcs("c", 3);
+  std::shared_ptr<Client> client = setup->client;
   client->OnSupervisionEvent(events.Handler());
-  absl::StatusOr<HostMesh> hosts =
-      HostMesh::Attach({host->address()}, WithClient(client));
-  REQUIRE(hosts.ok());
-  absl::StatusOr<ProcMesh> procs = hosts->Spawn("c", 3, TroubleSpec());
-  REQUIRE(procs.ok());
+  std::optional<ProcMesh>& procs = setup->procs;
+  std::optional<HostMesh>& hosts = setup->hosts;
   absl::StatusOr<ActorMesh> mesh = procs->Spawn("crashy", "test.trouble");
   REQUIRE(mesh.ok());
 
@@ -302,17 +297,13 @@ TEST_CASE(
 TEST_CASE(
     "an actor whose handler fails reaches its mesh's own handler as a "
     "failure of that rank, and the rest of the mesh keeps working") {
-  auto host = TestHost::Start(HostdArgs());
-  REQUIRE(host != nullptr);
   Events mesh_events;
   Events client_events;
-  std::shared_ptr<Client> client = NewClientFor(*host);
+  std::unique_ptr<TroubleProcs> setup = StartTroubleProcs("h", 2);
+  std::shared_ptr<Client> client = setup->client;
   client->OnSupervisionEvent(client_events.Handler());
-  absl::StatusOr<HostMesh> hosts =
-      HostMesh::Attach({host->address()}, WithClient(client));
-  REQUIRE(hosts.ok());
-  absl::StatusOr<ProcMesh> procs = hosts->Spawn("h", 2, TroubleSpec());
-  REQUIRE(procs.ok());
+  std::optional<ProcMesh>& procs = setup->procs;
+  std::optional<HostMesh>& hosts = setup->hosts;
   absl::StatusOr<ActorMesh> mesh = procs->Spawn("f", "test.trouble");
   REQUIRE(mesh.ok());
   mesh->OnSupervisionEvent(mesh_events.Handler());
@@ -358,15 +349,11 @@ TEST_CASE(
     "a failure that no handler takes poisons the mesh: status, Call, Cast "
     "and Reduce return FAILED_PRECONDITION naming the rank and the cause, "
     "and it is logged once") {
-  auto host = TestHost::Start(HostdArgs());
-  REQUIRE(host != nullptr);
   testing::TempDir dir;
-  std::shared_ptr<Client> client = NewClientFor(*host);  // no handler
-  absl::StatusOr<HostMesh> hosts =
-      HostMesh::Attach({host->address()}, WithClient(client));
-  REQUIRE(hosts.ok());
-  absl::StatusOr<ProcMesh> procs = hosts->Spawn("q", 2, TroubleSpec());
-  REQUIRE(procs.ok());
+  std::unique_ptr<TroubleProcs> setup = StartTroubleProcs("q", 2);
+  std::shared_ptr<Client> client = setup->client;  // no handler
+  std::optional<ProcMesh>& procs = setup->procs;
+  std::optional<HostMesh>& hosts = setup->hosts;
   absl::StatusOr<ActorMesh> mesh = procs->Spawn("p", "test.trouble");
   REQUIRE(mesh.ok());
   REQUIRE(mesh->status().ok());
@@ -454,16 +441,12 @@ TEST_CASE(
 TEST_CASE(
     "a port watched on a mesh fails Recv at once with the cause when the "
     "mesh's proc is killed, and an unwatched one keeps waiting") {
-  auto host = TestHost::Start(HostdArgs());
-  REQUIRE(host != nullptr);
   Events events;
-  std::shared_ptr<Client> client = NewClientFor(*host);
+  std::unique_ptr<TroubleProcs> setup = StartTroubleProcs("w", 1);
+  std::shared_ptr<Client> client = setup->client;
   client->OnSupervisionEvent(events.Handler());
-  absl::StatusOr<HostMesh> hosts =
-      HostMesh::Attach({host->address()}, WithClient(client));
-  REQUIRE(hosts.ok());
-  absl::StatusOr<ProcMesh> procs = hosts->Spawn("w", 1, TroubleSpec());
-  REQUIRE(procs.ok());
+  std::optional<ProcMesh>& procs = setup->procs;
+  std::optional<HostMesh>& hosts = setup->hosts;
   absl::StatusOr<ActorMesh> mesh = procs->Spawn("s", "test.trouble");
   REQUIRE(mesh.ok());
   const std::string cause = "trouble: w_0 ran out of luck";
