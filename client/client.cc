@@ -15,6 +15,7 @@
 #include "hostmesh/actor_mesh.h"
 #include "lib/event/event_loop.h"
 #include "lib/mailbox/mailbox.h"
+#include "lib/names.h"
 #include "lib/net/host_port.h"
 #include "lib/relay/clock.h"
 #include "lib/relay/relay_stream.h"
@@ -105,23 +106,15 @@ absl::StatusOr<std::shared_ptr<Client>> Client::Create(Options options) {
         absl::FormatDuration(options.lost_after), ")"));
   }
   client->StartHealth(options);
-  // An actor's own word that it ended: made an event on the event thread.
+  // A proc's word that an actor ended comes on a host's stream (OnFrame:
+  // SupervisionFrom); the port only gives it an address.
   Client* raw = client.get();
   client->supervisor_port_ =
       client->mailbox_->OpenPort([raw](v1::Envelope envelope) {
-        absl::StatusOr<v1::SupervisionEvent> event =
-            UnpackPayload<v1::SupervisionEvent>(envelope);
-        if (!event.ok()) {
-          LOG(WARNING) << "client " << raw->id_
-                       << ": a malformed supervision event from "
-                       << envelope.sender() << ": " << event.status();
-          return;
-        }
-        absl::MutexLock lock(&raw->streams_mu_);
-        if (raw->shutting_down_) return;
-        raw->health_loop_->Post([raw, event = *std::move(event)]() mutable {
-          raw->ActorEnded(std::move(event));
-        });
+        LOG_EVERY_N(WARNING, 100)
+            << "client " << raw->id_ << ": a supervision event from "
+            << QuoteForError(envelope.sender())
+            << " that no host stream brought; dropped";
       });
   return client;
 }
@@ -136,6 +129,7 @@ void Client::StartHealth(const Options& options) {
       std::clamp(std::min(options.unreachable_after, options.lost_after) / 10,
                  absl::Milliseconds(5), absl::Milliseconds(200));
   health_loop_ = std::make_unique<EventLoop>();
+  event_loop_ = std::make_unique<EventLoop>();
   absl::MutexLock lock(&streams_mu_);
   health_loop_->PostAfter(health_tick_, [this] { HealthTick(); });
   health_loop_->PostAfter(heartbeat_interval_, [this] { SendHeartbeats(); });
@@ -172,18 +166,52 @@ std::shared_ptr<MeshSupervision> Client::SuperviseMesh(
   return mesh;
 }
 
-void Client::OnMeshFailure(const ActorMesh& mesh,
-                           std::function<void(const absl::Status&)> fail) {
-  if (mesh.supervision_ != nullptr)
-    mesh.supervision_->OnFailure(std::move(fail));
+void Client::OnMeshEnd(const ActorMesh& mesh, std::weak_ptr<void> alive,
+                       std::function<void(const absl::Status&)> fail) {
+  if (mesh.supervision_ != nullptr) {
+    mesh.supervision_->OnEnd(std::move(alive), std::move(fail));
+  }
 }
 
-void Client::ActorEnded(v1::SupervisionEvent event) {
+void Client::SupervisionFrom(const std::string& host,
+                             const v1::Envelope& envelope) {
+  absl::StatusOr<v1::SupervisionEvent> event =
+      UnpackPayload<v1::SupervisionEvent>(envelope);
+  // Hosts stamp the sender of what their procs send: only the actor's own
+  // proc speaks for it.
+  const std::string& sender = envelope.sender();
+  const std::string proc = sender.substr(0, sender.find('@'));
+  if (!event.ok() || event->actor().ref().proc() != proc) {
+    LOG_EVERY_N(WARNING, 100)
+        << "client " << id_ << ": dropped a supervision event from "
+        << QuoteForError(sender) << " on host " << host << ": "
+        << (event.ok() ? "it is about another proc's actor"
+                       : event.status().ToString());
+    return;
+  }
+  absl::MutexLock lock(&streams_mu_);
+  if (shutting_down_) return;
+  event_loop_->Post([this, host, event = *std::move(event)]() mutable {
+    ActorEnded(host, std::move(event));
+  });
+}
+
+bool Client::StaleLoss(const std::string& host, const v1::MailboxLost& lost) {
+  if (!lost.has_exit() || lost.exit().pid() == 0) return false;
+  absl::MutexLock lock(&streams_mu_);
+  auto record = hosts_.find(host);
+  if (record == hosts_.end()) return false;
+  auto proc = record->second.procs.find(lost.mailbox());
+  return proc != record->second.procs.end() && proc->second != 0 &&
+         proc->second != lost.exit().pid();
+}
+
+void Client::ActorEnded(const std::string& host, v1::SupervisionEvent event) {
   event.set_cause(v1::SupervisionEvent::ACTOR_ENDED);
   event.set_failure(event.actor().status() == v1::FAILED);
   const v1::ActorRef& ref = event.actor().ref();
   std::vector<SupervisionIndex::Member> members =
-      supervised_->Find(ref.host(), ref.proc(), event.actor().name());
+      supervised_->Find(host, ref.proc(), event.actor().name());
   if (members.empty()) {
     // Not an actor of a mesh this client knows (made by hand): as it is.
     event.set_rank(event.actor().rank());
@@ -253,8 +281,8 @@ void Client::Dispatch(const std::shared_ptr<MeshSupervision>& mesh, size_t rank,
     event.set_rank(rank);
   }
   event.set_message(DescribeEvent(event));
-  // What waits on the mesh fails first, handled or not.
-  if (mesh != nullptr && event.failure()) mesh->Failed(event);
+  // What waits on the mesh fails first, handled or not, failure or not.
+  if (mesh != nullptr) mesh->Ended(event);
   SupervisionHandler handler = mesh != nullptr ? mesh->handler() : nullptr;
   if (!handler) {
     absl::MutexLock lock(&mu_);
@@ -295,15 +323,16 @@ HostEvent Client::HostHealth(const std::string& host) const {
   event.state = record.health.state();
   event.reason = record.health.reason();
   event.incarnation = record.health.incarnation();
-  event.procs.assign(record.procs.begin(), record.procs.end());
+  for (const auto& [proc, pid] : record.procs) event.procs.push_back(proc);
   return event;
 }
 
-void Client::TrackProc(const std::string& host, const std::string& proc) {
+void Client::TrackProc(const std::string& host, const std::string& proc,
+                       int32_t pid) {
   absl::MutexLock lock(&streams_mu_);
   if (shutting_down_) return;
-  hosts_.try_emplace(host, host, health_options_)
-      .first->second.procs.insert(proc);
+  hosts_.try_emplace(host, host, health_options_).first->second.procs[proc] =
+      pid;
 }
 
 void Client::HealthTick() {
@@ -367,14 +396,16 @@ void Client::HealthChangedLocked(
         record.backoff = kFirstBackoff;
         break;
       case HostState::kLost:
-        event.procs.assign(record.procs.begin(), record.procs.end());
+        for (const auto& [proc, pid] : record.procs) {
+          event.procs.push_back(proc);
+        }
         record.procs.clear();
         break;
       case HostState::kReachable:
       case HostState::kUnknown:
         break;
     }
-    health_loop_->Post(
+    event_loop_->Post(
         [this, event = std::move(event)] { DeliverHostEvent(event); });
   }
 }
@@ -445,6 +476,7 @@ Client::~Client() {
   // No more health ticks or host events (nothing posts once shutting_down_
   // is set).
   health_loop_.reset();
+  event_loop_.reset();
   // No more sends, local deliveries or loss reports.
   mailbox_->Shutdown();
   // Let what is queued go out, then cut what is left; wait for every
@@ -542,6 +574,12 @@ void Client::OnFrame(const std::string& host, uint64_t serial,
                      v1::RelayFrame frame) {
   switch (frame.frame_case()) {
     case v1::RelayFrame::kEnvelope:
+      if (frame.envelope().dest_case() == v1::Envelope::kPort &&
+          frame.envelope().port() == supervisor_port_.port() &&
+          frame.envelope().to_mailbox() == id_) {
+        SupervisionFrom(host, frame.envelope());
+        return;
+      }
       if (frame.envelope().to_mailbox() != id_) {
         LOG(WARNING) << "client " << id_ << ": host " << host
                      << " sent an envelope for mailbox \""
@@ -552,6 +590,12 @@ void Client::OnFrame(const std::string& host, uint64_t serial,
       return;
     case v1::RelayFrame::kLost: {
       const v1::MailboxLost& lost = frame.lost();
+      if (StaleLoss(host, lost)) {
+        VLOG(1) << "client " << id_ << ": host " << host
+                << " reports an earlier incarnation of proc " << lost.mailbox()
+                << " ended (pid " << lost.exit().pid() << "); dropped";
+        return;
+      }
       absl::Status why = ProcEndStatus(
           lost, absl::StrCat(MailboxName(host, lost.mailbox()), " is gone"));
       // Keyed by the address this client knows the host by: pending calls
@@ -562,7 +606,7 @@ void Client::OnFrame(const std::string& host, uint64_t serial,
       if (auto it = hosts_.find(host); it != hosts_.end()) {
         it->second.procs.erase(lost.mailbox());
       }
-      health_loop_->Post(
+      event_loop_->Post(
           [this, host, lost, why] { ProcEnded(host, lost, why); });
       return;
     }

@@ -939,6 +939,10 @@ TEST_CASE(
   *frame.mutable_envelope() =
       EnvelopeToPort(client->supervisor_port(), from_proc);
   frame.mutable_envelope()->set_to_mailbox(client->id());
+  // Hosts stamp the sender; only the actor's own proc speaks for it.
+  frame.mutable_envelope()->set_sender(absl::StrCat("p1@", host.address()));
+  host.Push(frame);  // dropped: p1 is not p2
+  frame.mutable_envelope()->set_sender(absl::StrCat("p2@", host.address()));
   host.Push(frame);
   std::vector<v1::SupervisionEvent> got = events.WaitFor(1);
   REQUIRE(got.size() == 1);

@@ -26,7 +26,8 @@ ProcMesh::ProcMesh(std::shared_ptr<Client> client, std::string name,
   if (client_ == nullptr) return;
   const size_t n = std::min(procs_.size(), host_addresses_.size());
   for (size_t rank = 0; rank < n; ++rank) {
-    client_->TrackProc(host_addresses_[rank], procs_[rank].name());
+    client_->TrackProc(host_addresses_[rank], procs_[rank].name(),
+                       procs_[rank].pid());
   }
 }
 

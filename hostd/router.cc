@@ -153,6 +153,14 @@ void Router::Route(v1::Envelope envelope, const std::string& from) {
     if (auto sender = by_sender_.find(from); sender != by_sender_.end()) {
       owner = streams_.at(sender->second).owner;
     }
+    // The sender is who sent it, not what it says: a proc's envelopes (and
+    // this host's own) are stamped here, a client's with its relay id; a
+    // peer host stamped its own procs' before forwarding them.
+    if (!IsRelaySender(from)) {
+      envelope.set_sender(MailboxName(host_address_, from));
+    } else if (absl::StartsWith(from, kClientMailboxPrefix)) {
+      envelope.set_sender(from);
+    }
   }
   if (absl::Status allowed = CheckSender(envelope, from, local, owner);
       !allowed.ok()) {

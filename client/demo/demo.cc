@@ -56,6 +56,10 @@ int main(int argc, char** argv) {
   FLAGS_minloglevel = google::GLOG_WARNING;
   google::InitGoogleLogging(argv[0]);
   Stepper s;
+  // Step 9's supervision events; declared first, so they outlive every
+  // mesh whose handler records into them.
+  absl::Mutex mu;
+  std::vector<v1::SupervisionEvent> events;
   std::printf("hostmesh demo: one client process -> host -> procs -> actors\n");
 
   s.Step(
@@ -152,8 +156,6 @@ int main(int argc, char** argv) {
   s.Step(
       "9. Supervision: kill -9 proc p0_3; the owner's handler hears of its "
       "actors, a call to rank 3 fails at once");
-  absl::Mutex mu;
-  std::vector<v1::SupervisionEvent> events;
   auto record = [&mu, &events](const v1::SupervisionEvent& event) {
     absl::MutexLock lock(&mu);
     events.push_back(event);

@@ -81,18 +81,19 @@ bool MeshSupervision::MarkEnded(size_t rank) {
   return true;
 }
 
-void MeshSupervision::Failed(const v1::SupervisionEvent& event) {
-  std::vector<std::function<void(const absl::Status&)>> watchers;
-  absl::Status failure;
+void MeshSupervision::Ended(const v1::SupervisionEvent& event) {
+  std::vector<Watcher> watchers;
+  absl::Status ended;
   {
     absl::MutexLock lock(&mu_);
-    if (!first_failure_.ok()) return;
-    first_failure_ =
-        SupervisionStatus(absl::StatusCode::kUnavailable, "", event);
-    failure = first_failure_;
+    if (!first_end_.ok()) return;
+    first_end_ = SupervisionStatus(absl::StatusCode::kUnavailable, "", event);
+    ended = first_end_;
     watchers.swap(watchers_);
   }
-  for (auto& fail : watchers) fail(failure);
+  for (Watcher& watcher : watchers) {
+    if (!watcher.alive.expired()) watcher.fail(ended);
+  }
 }
 
 bool MeshSupervision::Poison(const v1::SupervisionEvent& event) {
@@ -111,18 +112,25 @@ absl::Status MeshSupervision::status() const {
   return poison_;
 }
 
-void MeshSupervision::OnFailure(std::function<void(const absl::Status&)> fail) {
-  absl::Status failure;
+void MeshSupervision::OnEnd(std::weak_ptr<void> alive,
+                            std::function<void(const absl::Status&)> fail) {
+  absl::Status ended;
   {
     absl::MutexLock lock(&mu_);
-    if (first_failure_.ok()) {
-      if (watchers_.size() >= kMaxWatchers) watchers_.erase(watchers_.begin());
-      watchers_.push_back(std::move(fail));
+    if (first_end_.ok()) {
+      // Amortized: drop the watchers of closed ports once they doubled.
+      if (watchers_.size() >= 2 * pruned_at_ + 64) {
+        std::erase_if(watchers_, [](const Watcher& watcher) {
+          return watcher.alive.expired();
+        });
+        pruned_at_ = watchers_.size();
+      }
+      watchers_.push_back({std::move(alive), std::move(fail)});
       return;
     }
-    failure = first_failure_;
+    ended = first_end_;
   }
-  fail(failure);
+  fail(ended);
 }
 
 void SupervisionIndex::Add(const std::shared_ptr<MeshSupervision>& mesh,

@@ -43,30 +43,36 @@ class MeshSupervision {
   // a duplicate: one event per actor and end).
   bool MarkEnded(size_t rank);
 
-  // Records failure `event`: every failure watcher runs once, with the
-  // first failure (handled or not).
-  void Failed(const v1::SupervisionEvent& event);
+  // Records that an actor ended with `event` (failed or stopped, handled or
+  // not): every watcher runs once, with the first end.
+  void Ended(const v1::SupervisionEvent& event);
   // Poisons the mesh with `event` (an unhandled failure); true if this is
   // the failure that poisoned it (the first).
   bool Poison(const v1::SupervisionEvent& event);
   // OK, or the poison (FAILED_PRECONDITION, the event as payload).
   absl::Status status() const;
-  // `fail` runs once with the first failure (UNAVAILABLE, the event as
-  // payload): now if there was one, else when it comes. Bounded: a mesh
-  // keeps at most kMaxWatchers waiting (the oldest are dropped).
-  void OnFailure(std::function<void(const absl::Status&)> fail);
-
-  static constexpr size_t kMaxWatchers = 4096;
+  // `fail` runs once with the first end of an actor of the mesh
+  // (UNAVAILABLE, the event as payload): now if there was one, else when it
+  // comes -- unless `alive` has expired by then (the port it is for was
+  // closed). Watchers whose `alive` expired are dropped as new ones come,
+  // so a mesh keeps only live ones.
+  void OnEnd(std::weak_ptr<void> alive,
+             std::function<void(const absl::Status&)> fail);
 
  private:
   const std::string name_;
   mutable absl::Mutex mu_;
   SupervisionHandler handler_ ABSL_GUARDED_BY(mu_);
   std::vector<bool> ended_ ABSL_GUARDED_BY(mu_);
-  absl::Status first_failure_ ABSL_GUARDED_BY(mu_);
+  absl::Status first_end_ ABSL_GUARDED_BY(mu_);
   absl::Status poison_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::function<void(const absl::Status&)>> watchers_
-      ABSL_GUARDED_BY(mu_);
+  struct Watcher {
+    std::weak_ptr<void> alive;
+    std::function<void(const absl::Status&)> fail;
+  };
+  std::vector<Watcher> watchers_ ABSL_GUARDED_BY(mu_);
+  // Live watchers after the last prune; the next prune comes at twice that.
+  size_t pruned_at_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // An event's status: `code` with event.message(), carrying the event as a

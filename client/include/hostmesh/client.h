@@ -155,8 +155,9 @@ struct ClientOptions {
   // ... and one unreachable for this long is lost (>= 0).
   absl::Duration lost_after = absl::Seconds(30);
   // Every change of a host's health, in order, one at a time, on the
-  // client's health thread: it must not block (that delays detection) and
-  // must not destroy the Client (capture a weak_ptr). Unset: changes are
+  // client's event thread (with supervision events): it should not block
+  // (that delays the events after it) and must not destroy the Client
+  // (capture a weak_ptr). Unset: changes are
   // logged (lost procs as an ERROR).
   std::function<void(const HostEvent&)> on_host_event;
 
@@ -219,7 +220,10 @@ class Client {
   // client-wide one; a failure neither takes is unhandled (see
   // UnhandledFailure). Whatever waits on the actor (a Call's rank, a port
   // the mesh supervises) fails at once with the same cause, handled or
-  // not. A handler must not block.
+  // not. A handler should not block (it delays the events after it; the
+  // client's heartbeats run on a thread of their own) and must not hold the
+  // last reference to the Client or to its own mesh (capture weak_ptrs):
+  // the Client cannot be destroyed on its own event thread.
   void OnSupervisionEvent(
       std::function<void(const v1::SupervisionEvent&)> handler);
   const v1::PortRef& supervisor_port() const { return supervisor_port_; }
@@ -234,17 +238,21 @@ class Client {
                           ClientCredentials credentials);
   // What this client presents to host `address`.
   ClientCredentials CredentialsFor(const std::string& address);
-  // Internal: proc `proc` on host `host` is this client's (ProcMesh): it is
-  // reported if the host is lost, until the host says the proc ended.
-  void TrackProc(const std::string& host, const std::string& proc);
+  // Internal: proc `proc` (pid `pid`, 0 if unknown) on host `host` is this
+  // client's (ProcMesh): it is reported if the host is lost, until the host
+  // says the proc ended. A host's word that an older incarnation of it
+  // (another pid) ended is stale and dropped.
+  void TrackProc(const std::string& host, const std::string& proc,
+                 int32_t pid = 0);
   // Internal: the supervision state of a new actor mesh, registered so its
   // actors' ends reach it (kept until the last copy of the mesh is gone).
   std::shared_ptr<MeshSupervision> SuperviseMesh(
       const std::string& name, const std::vector<v1::ActorRef>& actors);
-  // Internal: `fail` is called once with the first failure of an actor of
-  // `mesh` (at once if it has failed already). For Port::Watch.
-  void OnMeshFailure(const ActorMesh& mesh,
-                     std::function<void(const absl::Status&)> fail);
+  // Internal: `fail` is called once with the first end of an actor of
+  // `mesh` (at once if one has ended already), while `alive` lives. For
+  // Port::Watch.
+  void OnMeshEnd(const ActorMesh& mesh, std::weak_ptr<void> alive,
+                 std::function<void(const absl::Status&)> fail);
   // Internal: sends `envelope` (with to_host set) on the relay stream to its
   // host, from this client's mailbox. Unlike mailbox().Send, a refusal is
   // returned (naming the host) instead of answered to reply_to: a cast to
@@ -264,8 +272,9 @@ class Client {
     HostRecord(const std::string& host, HostHealthTracker::Options options)
         : health(host, options) {}
     HostHealthTracker health;
-    // This client's procs there (TrackProc) that have not ended.
-    std::set<std::string> procs;
+    // This client's procs there (TrackProc) that have not ended, with
+    // their pids.
+    std::map<std::string, int32_t> procs;
     // When to try the next reconnect while unreachable, and the wait
     // after it (monotonic clock).
     absl::Duration next_attempt = absl::ZeroDuration();
@@ -284,7 +293,14 @@ class Client {
   // Supervision (see OnSupervisionEvent), on the event thread: a proc's
   // SupervisionEvent for an actor; proc `lost.mailbox()` of `host` ended;
   // host `host` was lost with `procs`.
-  void ActorEnded(v1::SupervisionEvent event);
+  void ActorEnded(const std::string& host, v1::SupervisionEvent event);
+  // A proc's SupervisionEvent envelope that came on the stream of `host`:
+  // checked (its sender, stamped by the host, is the actor's proc) and
+  // handed to ActorEnded on the event thread.
+  void SupervisionFrom(const std::string& host, const v1::Envelope& envelope);
+  // True if `lost` is about an earlier incarnation of a proc this client
+  // tracks (another pid): a late report that must not fail the new one.
+  bool StaleLoss(const std::string& host, const v1::MailboxLost& lost);
   void ProcEnded(const std::string& host, const v1::MailboxLost& lost,
                  const absl::Status& why);
   void HostLost(const HostEvent& event);
@@ -331,10 +347,13 @@ class Client {
   std::function<void(const HostEvent&)> on_host_event_;
   // How often HealthTick runs.
   absl::Duration health_tick_ = absl::Milliseconds(200);
-  // Runs HealthTick, heartbeats, and delivers host and supervision events
-  // (the client's event thread); made by Create, gone first when the client
+  // Runs HealthTick and heartbeats; never user code, so a handler that
+  // blocks delays no heartbeat. Made by Create, gone first when the client
   // is destroyed.
   std::unique_ptr<EventLoop> health_loop_;
+  // The client's event thread: delivers host and supervision events to
+  // their handlers, in order. Gone right after health_loop_.
+  std::unique_ptr<EventLoop> event_loop_;
   absl::Duration heartbeat_interval_ = absl::Seconds(1);
   UnhandledFailure on_unhandled_failure_ = UnhandledFailure::kPoisonMesh;
   // Which mesh and rank each actor of this client is.
@@ -361,12 +380,14 @@ class Port {
 
   const v1::PortRef& ref() const { return ref_; }
   // For a port that actors of `mesh` answer on: once an actor of `mesh`
-  // fails (its handler, its proc, its host), Recv returns that failure at
-  // once after what is queued, instead of waiting out its timeout.
+  // ends (its handler failed, its proc ended, its host was lost, or it was
+  // stopped), Recv returns that end (UNAVAILABLE, with the event:
+  // SupervisionEventOf) at once after what is queued, instead of waiting
+  // out its timeout.
   void Watch(const ActorMesh& mesh) {
     std::weak_ptr<internal::PortQueue> queue = queue_;
-    client_->OnMeshFailure(mesh, [queue](const absl::Status& failure) {
-      if (auto alive = queue.lock()) alive->Fail(failure);
+    client_->OnMeshEnd(mesh, queue, [queue](const absl::Status& ended) {
+      if (auto alive = queue.lock()) alive->Fail(ended);
     });
   }
   // Stops receiving; later messages to ref() are dropped.
@@ -446,10 +467,10 @@ class AccumulatingPort {
   // See Port::Watch: Wait returns the failure at once.
   void Watch(const ActorMesh& mesh) {
     std::weak_ptr<State> state = state_;
-    client_->OnMeshFailure(mesh, [state](const absl::Status& failure) {
+    client_->OnMeshEnd(mesh, state, [state](const absl::Status& ended) {
       if (auto alive = state.lock()) {
         absl::MutexLock lock(&alive->mu);
-        if (alive->error.ok()) alive->error = failure;
+        if (alive->error.ok()) alive->error = ended;
       }
     });
   }
