@@ -200,12 +200,14 @@ absl::StatusOr<v1::ActorState> ProcRuntime::StopActor(
   return state;
 }
 
-std::vector<v1::ActorState> ProcRuntime::StopAll(const std::string& reason) {
+std::vector<v1::ActorState> ProcRuntime::StopAll(const std::string& reason,
+                                                 bool proc_ending) {
   Deferred deferred;
   std::vector<v1::ActorState> states;
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
+    if (proc_ending) proc_ending_ = true;
     for (auto& [name, cell] : actors_) {
       StopCellLocked(cell.get(), reason, &deferred);
       states.push_back(StateLocked(*cell));
@@ -336,7 +338,7 @@ absl::Status ProcRuntime::Deliver(v1::Envelope envelope) {
 
 void ProcRuntime::Shutdown() {
   absl::MutexLock shutdown_lock(&shutdown_mu_);
-  StopAll("proc shutting down");
+  StopAll("proc shutting down", /*proc_ending=*/true);
   // No actor can be added now (stopping_), so this is every thread.
   std::vector<ActorCell*> cells;
   {
@@ -492,7 +494,7 @@ void ProcRuntime::SetStatusLocked(ActorCell* cell, v1::Status status,
     VLOG(1) << "proc " << options_.proc_name << ": actor " << cell->name
             << " is " << v1::Status_Name(status);
   }
-  if (IsTerminal(status) && IsPortSet(cell->supervisor)) {
+  if (IsTerminal(status) && IsPortSet(cell->supervisor) && !proc_ending_) {
     v1::SupervisionEvent event;
     *event.mutable_actor() = StateLocked(*cell);
     deferred->push_back(

@@ -84,8 +84,11 @@ class ProcRuntime {
                                            const std::string& reason);
 
   // Marks the proc stopping (no new actors) and stops every actor; returns
-  // their states at once.
-  std::vector<v1::ActorState> StopAll(const std::string& reason);
+  // their states at once. With `proc_ending` (the proc exits next), the
+  // actors' supervisors get no event of their own: the host reports the
+  // proc's end, with how it ended and who asked, for all of its actors.
+  std::vector<v1::ActorState> StopAll(const std::string& reason,
+                                      bool proc_ending = false);
 
   std::vector<v1::ActorState> ListActors() const;
   v1::ProcInfo GetProcInfo() const;
@@ -151,6 +154,9 @@ class ProcRuntime {
   std::map<std::string, std::unique_ptr<internal::ActorCell>> actors_
       ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Set once the proc is ending (StopAll's proc_ending): no more
+  // supervision events.
+  bool proc_ending_ ABSL_GUARDED_BY(mu_) = false;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   // Runs wait deadlines; stopped in Shutdown, before waiters_ goes.
   std::unique_ptr<EventLoop> loop_;

@@ -284,7 +284,8 @@ void ProcVerbs::StopAll(uint64_t id, const v1::StopAllRequest& request,
   std::shared_ptr<Pending> pending =
       Register(id, done, std::move(after_answer));
   if (pending == nullptr) return;
-  std::vector<v1::ActorState> states = runtime_->StopAll(reason);
+  std::vector<v1::ActorState> states =
+      runtime_->StopAll(reason, /*proc_ending=*/request.exit_proc());
   std::vector<std::string> names;
   names.reserve(states.size());
   for (const v1::ActorState& state : states) names.push_back(state.name());

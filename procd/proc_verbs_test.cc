@@ -262,6 +262,12 @@ class Proc {
     return {got.begin(), got.begin() + n};
   }
 
+  // What the proc sent to `port` so far.
+  std::vector<v1::Envelope> Sent(const v1::PortRef& port) {
+    absl::MutexLock lock(&mu_);
+    return sent_[port.port()];
+  }
+
   // Delivers `message` to actor `actor` as the host would, from the fake
   // client, and returns the reply.
   v1::Envelope Ask(const std::string& actor,
@@ -582,6 +588,29 @@ TEST_CASE("StopAll with exit_proc asks the proc to exit once it answered") {
   CHECK(answered_first);
   CHECK(answered->response().id() == 7);
   CHECK(answered->response().stop_all().stopped_size() == 1);
+}
+
+TEST_CASE(
+    "StopAll tells each actor's supervisor, unless the proc ends with it: "
+    "then its host reports the proc's end for all of them") {
+  Proc proc;
+  v1::PortRef supervisor = proc.OpenPort();
+  REQUIRE(proc.Create("a0", "mesh.echo", 0, &supervisor).has_actor());
+  v1::ProcRequest stop_all;
+  stop_all.mutable_stop_all()->set_reason("tidy up");
+  REQUIRE(proc.Call(stop_all).stop_all().stopped_size() == 1);
+  absl::StatusOr<v1::SupervisionEvent> event =
+      UnpackPayload<v1::SupervisionEvent>(proc.WaitEnvelopes(supervisor, 1)[0]);
+  REQUIRE(event.ok());
+  CHECK(event->actor().status() == v1::STOPPED);
+
+  Proc ending;
+  v1::PortRef quiet = ending.OpenPort();
+  REQUIRE(ending.Create("a0", "mesh.echo", 0, &quiet).has_actor());
+  stop_all.mutable_stop_all()->set_exit_proc(true);
+  REQUIRE(ending.Call(stop_all).stop_all().stopped_size() == 1);
+  absl::SleepFor(absl::Milliseconds(200));
+  CHECK(ending.Sent(quiet).empty());
 }
 
 TEST_CASE("GetProcInfo describes the proc") {
