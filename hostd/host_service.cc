@@ -105,26 +105,34 @@ grpc::ServerUnaryReactor* HostService::CreateOrUpdateProc(
   // same request), not a conflict over whose it is or, while it lives, who
   // holds its lease.
   if (existing.ok()) owned.set_owner(existing->owner());
-  if (existing.ok() && !IsTerminal(existing->status())) {
-    owned.set_client(existing->client());
-  } else if (!request->client().empty()) {
-    // The lease holder is one of the caller's own relay ids.
-    absl::Status claimed =
-        ValidateSenderId(request->client(), "client", /*host_too=*/false);
-    if (claimed.ok()) {
-      claimed = claims_->Claim(request->client(), caller->identity, "client");
+  const bool live = existing.ok() && !IsTerminal(existing->status());
+  if (live) owned.set_client(existing->client());
+  const bool claim = !live && !owned.client().empty();
+  // Valid and allowed before the client id is claimed: a refused request
+  // claims nothing.
+  absl::Status admitted = manager_->Admissible(owned);
+  if (admitted.ok() && claim) {
+    // The lease holder is one of the owner's own relay ids, pinned while
+    // the proc is created (its lease then pins it).
+    admitted = leases_->MayHold(owned.client(), owned.owner());
+    if (admitted.ok()) {
+      admitted =
+          claims_->Claim(owned.client(), owned.owner(), "client", /*pin=*/true);
     }
-    if (!claimed.ok()) {
-      reactor->Finish(ToGrpcStatus(claimed));
-      return reactor;
-    }
+  }
+  if (!admitted.ok()) {
+    reactor->Finish(ToGrpcStatus(admitted));
+    return reactor;
   }
   LOG(INFO) << "CreateOrUpdateProc " << QuoteForError(request->name()) << " by "
             << caller->ToString()
             << (owned.client().empty() ? std::string(" (detached)")
                                        : " for " + owned.client());
   manager_->CreateOrUpdate(
-      owned, [reactor, response](absl::StatusOr<v1::ProcState> r) {
+      owned, [this, reactor, response,
+              pinned = claim ? owned.client()
+                             : std::string()](absl::StatusOr<v1::ProcState> r) {
+        if (!pinned.empty()) claims_->Unpin(pinned);
         FinishWith(reactor, response, std::move(r));
       });
   return reactor;
@@ -161,10 +169,12 @@ grpc::ServerUnaryReactor* HostService::StopProc(
   }
   LOG(INFO) << "StopProc " << QuoteForError(request->name()) << " by "
             << caller->ToString();
-  manager_->Stop(*request,
-                 [reactor, response](absl::StatusOr<v1::ProcState> r) {
-                   FinishWith(reactor, response, std::move(r));
-                 });
+  manager_->Stop(
+      *request,
+      [reactor, response](absl::StatusOr<v1::ProcState> r) {
+        FinishWith(reactor, response, std::move(r));
+      },
+      ProcManager::StopBy{.identity = caller->identity});
   return reactor;
 }
 
@@ -243,7 +253,7 @@ grpc::ServerUnaryReactor* HostService::ShutdownHost(
   }
   std::string reason =
       request->reason().empty() ? "host shutdown requested" : request->reason();
-  manager_->Shutdown(reason, grace,
+  manager_->Shutdown(reason, grace, caller->identity,
                      [this, reactor, response](v1::ShutdownHostResponse r) {
                        *response = std::move(r);
                        reactor->Finish(grpc::Status::OK);

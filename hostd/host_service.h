@@ -12,8 +12,12 @@
 // Leases: a CreateOrUpdateProc naming a `client` (the caller's relay id)
 // makes that client the proc's lease holder (hostd/owner_leases.h); the id
 // must belong to the caller's identity by the rule of relay streams
-// (SenderClaims). ListOwners shows the leases: an admin all, a client its
-// identity's.
+// (SenderClaims), and is claimed only once the request passed validation
+// and the run policy (a refused request claims nothing), pinned until the
+// create is answered (the lease pins it from then on). StopProc and
+// ShutdownHost pass the caller's identity: a proc's end is `requested`
+// only if its owner asked. ListOwners shows the leases: an admin all, a
+// client its identity's.
 #ifndef HOSTMESH_HOSTD_HOST_SERVICE_H_
 #define HOSTMESH_HOSTD_HOST_SERVICE_H_
 

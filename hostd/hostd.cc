@@ -24,6 +24,7 @@
 #include "hostd/command_policy.h"
 #include "hostd/dir_lock.h"
 #include "hostd/host_service.h"
+#include "hostd/missed_ends.h"
 #include "hostd/owner_leases.h"
 #include "hostd/peer_hosts.h"
 #include "hostd/proc_channels.h"
@@ -255,6 +256,9 @@ int RunHostd(HostdOptions options) {
   // Who holds each proc's lease; outlives the manager, whose hooks tell it
   // of procs (the manager outlives every lease check).
   std::unique_ptr<OwnerLeases> leases;
+  // What each client missed; outlives the channels, whose threads report
+  // procs gone (the manager's on_lost), and the router reports through.
+  std::unique_ptr<MissedEnds> missed;
   // Whose each proc is (the manager, created next, outlives routing).
   std::unique_ptr<ProcManager> manager;
   auto router = std::make_unique<Router>(
@@ -277,29 +281,45 @@ int RunHostd(HostdOptions options) {
   // A vanished client's procs are stopped through the manager.
   OwnerLeases::Options lease_options;
   lease_options.lease = options.owner_lease;
-  leases = std::make_unique<OwnerLeases>(
-      lease_options,
-      [&manager](const std::string& proc, const std::string& reason) {
-        v1::StopProcRequest stop;
-        stop.set_name(proc);
-        stop.set_reason(reason);
-        manager->Stop(
-            stop, [](absl::StatusOr<v1::ProcState>) {}, "lease");
-      });
-  manager_options.on_created = [&leases](const v1::ProcState& state) {
-    if (!state.client().empty()) {
-      leases->ProcStarted(state.client(), state.owner(), state.name());
+  lease_options.claims = &claims;
+  // Stops one incarnation of a proc as "lease" (hostd asks, not its owner:
+  // its end is not requested).
+  auto lease_stop = [&manager](const std::string& proc, uint64_t incarnation,
+                               const std::string& reason) {
+    v1::StopProcRequest stop;
+    stop.set_name(proc);
+    stop.set_reason(reason);
+    manager->Stop(
+        stop, [](absl::StatusOr<v1::ProcState>) {},
+        ProcManager::StopBy{.label = "lease", .incarnation = incarnation});
+  };
+  leases = std::make_unique<OwnerLeases>(lease_options, lease_stop);
+  manager_options.on_created = [&leases, lease_stop](const v1::ProcState& state,
+                                                     uint64_t incarnation) {
+    if (state.client().empty()) return;
+    absl::Status leased = leases->ProcStarted(state.client(), state.owner(),
+                                              state.name(), incarnation);
+    if (!leased.ok()) {
+      // HostService checked first; a proc nobody may hold goes at once.
+      LOG(ERROR) << "proc " << state.name() << " has no lease: " << leased;
+      lease_stop(state.name(), incarnation,
+                 absl::StrCat("no lease: ", leased.message()));
     }
   };
-  manager_options.on_ended = [&leases](const v1::ProcState& state) {
+  manager_options.on_ended = [&leases](const v1::ProcState& state,
+                                       uint64_t incarnation) {
     if (!state.client().empty()) {
-      leases->ProcEnded(state.client(), state.name());
+      leases->ProcEnded(state.client(), state.name(), incarnation);
     }
   };
   // Told once per proc, after its last frames: its owner's, admins' and
-  // peers' streams, and the host's own folds.
-  manager_options.on_lost = [&router](const v1::ProcExit& exit) {
-    router->ProcLost(exit);
+  // peers' streams, and the host's own folds; kept for its client if that
+  // has no stream.
+  missed = std::make_unique<MissedEnds>(
+      [&router](const v1::ProcExit& exit) { router->ProcLost(exit); });
+  manager_options.on_lost = [&missed](const v1::ProcState& state,
+                                      const v1::ProcExit& exit) {
+    missed->Report(state.client(), state.owner(), exit);
   };
   manager = std::make_unique<ProcManager>(manager_options, supervisor->get(),
                                           channels.get());
@@ -312,10 +332,12 @@ int RunHostd(HostdOptions options) {
   // Shuts down once, whichever of signal or parent asks first: stops every
   // proc, then lets main return.
   std::atomic<bool> shutdown_started{false};
-  auto shutdown = [&](const std::string& reason) {
+  // `requester`: the identity that asked ("" : hostd itself; see
+  // ProcManager::StopBy).
+  auto shutdown = [&](const std::string& reason, const std::string& requester) {
     if (shutdown_started.exchange(true)) return;
     sd_notify(0, "STOPPING=1");
-    manager->Shutdown(reason, options.stop_grace,
+    manager->Shutdown(reason, options.stop_grace, requester,
                       [&](v1::ShutdownHostResponse) { request_exit(); });
   };
   HostService::Info info;
@@ -342,9 +364,7 @@ int RunHostd(HostdOptions options) {
   builder.RegisterService(&proc_service);
   RelayService::Options relay_options;
   relay_options.heartbeat_interval = options.heartbeat_interval;
-  relay_options.ended_procs = [&manager](const std::string& client) {
-    return manager->EndedProcsOf(client);
-  };
+  relay_options.missed_ends = missed.get();
   RelayService relay_service(router.get(), auth.get(), &claims, leases.get(),
                              relay_options);
   builder.RegisterService(&relay_service);
@@ -407,9 +427,10 @@ int RunHostd(HostdOptions options) {
   if (bootstrap->has_value()) {
     ParentChannel::Callbacks callbacks;
     callbacks.on_stop = [&](const std::string& reason, absl::Duration) {
-      shutdown(absl::StrCat("parent asked: ", reason));
+      // The parent (a client that started this hostd) asks for its procs.
+      shutdown(absl::StrCat("parent asked: ", reason), kParentIdentity);
     };
-    callbacks.on_orphaned = [&] { shutdown("parent is gone"); };
+    callbacks.on_orphaned = [&] { shutdown("parent is gone", ""); };
     absl::StatusOr<std::unique_ptr<ParentChannel>> channel =
         ParentChannel::Register(std::move(**bootstrap), address,
                                 std::move(callbacks));
@@ -423,7 +444,7 @@ int RunHostd(HostdOptions options) {
 
   auto signals = std::make_unique<StopSignals>([&](const std::string& name) {
     LOG(INFO) << "received " << name << "; shutting down";
-    shutdown(absl::StrCat("hostd received ", name));
+    shutdown(absl::StrCat("hostd received ", name), "");
   });
 
   exit_requested.WaitForNotification();
@@ -434,10 +455,14 @@ int RunHostd(HostdOptions options) {
   signals.reset();
   parent.reset();
   peers->Shutdown();
+  // No proc end is reported (through the router, which asks the manager
+  // whose each proc is) once the manager goes.
+  missed->Close();
   manager.reset();
   server.reset();
   leases.reset();
   channels.reset();
+  missed.reset();
   router.reset();
   peers.reset();
   supervisor->reset();

@@ -71,7 +71,8 @@ int main(int argc, char** argv) {
                  "How long the procs a client spawned live on once it has "
                  "no relay stream to this host (or its stream went silent); "
                  "a client that reconnects in time keeps them. 0: stop them "
-                 "at once. Detached procs (meshctl's) never expire")
+                 "at once. A client gets at least 5s for its first stream. "
+                 "Detached procs (meshctl's) never expire")
       ->capture_default_str();
   app.add_option("--orphan-timeout", orphan_timeout,
                  "How long procs outlive a lost channel to this hostd")

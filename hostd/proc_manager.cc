@@ -107,9 +107,13 @@ struct ProcManager::Proc {
   // The proc said Hello over its channel.
   bool registered = false;
   bool stopping = false;
-  // Why it is being stopped, and who asked if not a caller (e.g. "lease").
+  // Why it is being stopped, and its label if a caller gave one (e.g.
+  // "lease").
   std::string stop_reason;
-  std::string stop_requester;
+  std::string stop_label;
+  // Its owner asked for the stop (StopProc, ShutdownHost): its end is
+  // requested.
+  bool owner_asked = false;
   // How far a stop has escalated: "exited" (asked), "SIGTERM", "SIGKILL".
   std::string stopped_by;
   // Set when the manager decided the proc failed (e.g. no registration).
@@ -160,6 +164,7 @@ ProcManager::~ProcManager() {
     // terminal; only then may the manager go.
     absl::MutexLock lock(&mu_);
     auto all_reaped = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if (busy_ > 0) return false;
       for (const Proc* proc : LiveLocked()) {
         if (proc->state.pid() != 0) return false;
       }
@@ -198,6 +203,13 @@ void ProcManager::SetStatus(Proc& proc, v1::Status status,
   proc.state.set_reason(reason);
   proc.state.set_generation(proc.state.generation() + 1);
   *proc.state.mutable_updated_at() = TimeUtil::GetCurrentTime();
+  // The hook first: the leases forget the proc before a caller that waited
+  // for its end can create the name again.
+  if (ended && options_.on_ended) {
+    deferred.push_back(
+        [on_ended = options_.on_ended, state = proc.state,
+         incarnation = proc.incarnation] { on_ended(state, incarnation); });
+  }
   if (IsTerminal(status)) {
     v1::ProcState final_state = proc.state;
     for (auto& waiter : proc.stop_waiters) {
@@ -206,21 +218,13 @@ void ProcManager::SetStatus(Proc& proc, v1::Status status,
     }
     proc.stop_waiters.clear();
   }
-  if (ended && options_.on_ended) {
-    deferred.push_back([on_ended = options_.on_ended, state = proc.state] {
-      on_ended(state);
-    });
-  }
   waiters_.Check(deferred);
 }
 
-void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
-                                 StateCallback done) {
+absl::StatusOr<std::string> ProcManager::CheckRequest(
+    const v1::CreateOrUpdateProcRequest& request) const {
   absl::Status valid = ValidateCreateRequest(request);
-  if (!valid.ok()) {
-    done(valid);
-    return;
-  }
+  if (!valid.ok()) return valid;
   // The run policy, before anything is stored, created or spawned.
   const v1::ProcSpec& spec = request.spec();
   absl::StatusOr<std::string> command = options_.policy.CheckCommand(
@@ -234,7 +238,21 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
   if (!allowed.ok()) {
     LOG(WARNING) << "refused proc " << QuoteForError(request.name()) << ": "
                  << allowed.message();
-    done(allowed);
+    return allowed;
+  }
+  return command;
+}
+
+absl::Status ProcManager::Admissible(
+    const v1::CreateOrUpdateProcRequest& request) const {
+  return CheckRequest(request).status();
+}
+
+void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
+                                 StateCallback done) {
+  absl::StatusOr<std::string> command = CheckRequest(request);
+  if (!command.ok()) {
+    done(command.status());
     return;
   }
   const std::string& name = request.name();
@@ -284,7 +302,8 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
       SetStatus(stored, v1::INITIALIZING, "spawning", deferred);
       if (options_.on_created) {
         deferred.push_back([on_created = options_.on_created,
-                            state = stored.state] { on_created(state); });
+                            state = stored.state,
+                            incarnation] { on_created(state, incarnation); });
       }
     }
   }
@@ -326,6 +345,7 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
           absl::StrFormat("proc \"%s\" was stopped before it started", name),
           deferred);
     } else {
+      ++busy_;  // Until its pid is recorded (the destructor waits).
       const v1::ProcSpec& spec = proc->request.spec();
       rank = proc->request.rank();
       command = proc->command;
@@ -379,6 +399,7 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
   bool kill = false;
   {
     absl::MutexLock lock(&mu_);
+    --busy_;
     Proc* proc = Find(name, incarnation);
     if (!pid.ok()) {
       if (proc != nullptr) {
@@ -496,6 +517,9 @@ void ProcManager::OnExit(const std::string& name, uint64_t incarnation,
     absl::MutexLock lock(&mu_);
     Proc* proc = Find(name, incarnation);
     if (proc == nullptr) return;
+    // Until its deferred work ran: the destructor waits (that work may
+    // touch the manager and what outlives it only as long as it does).
+    ++busy_;
     v1::ProcState& state = proc->state;
     if (info.exit_code) state.set_exit_code(*info.exit_code);
     if (info.term_signal) state.set_term_signal(*info.term_signal);
@@ -517,8 +541,9 @@ void ProcManager::OnExit(const std::string& name, uint64_t incarnation,
             : absl::StrCat(" (stderr: ", QuoteStderrLines(lines), ")");
     v1::Status status;
     std::string reason;
-    // Someone asked for this end (StopProc, a lease, the shutdown).
-    const bool requested = proc->stopping && proc->forced_failure.empty();
+    // Its owner asked for this end (StopProc, ShutdownHost); a lease, an
+    // admin's stop of another's proc, hostd's own shutdown are not.
+    const bool requested = proc->owner_asked && proc->forced_failure.empty();
     if (!proc->forced_failure.empty()) {
       status = v1::FAILED;
       reason = absl::StrCat(proc->forced_failure, stderr_note);
@@ -527,9 +552,9 @@ void ProcManager::OnExit(const std::string& name, uint64_t incarnation,
       status = v1::STOPPED;
       reason = absl::StrFormat("proc \"%s\" stopped: %s (%s)", name, how,
                                proc->stop_reason);
-      state.set_stopped_by(!proc->stop_requester.empty() ? proc->stop_requester
-                           : proc->stopped_by.empty()    ? "exited"
-                                                         : proc->stopped_by);
+      state.set_stopped_by(!proc->stop_label.empty()  ? proc->stop_label
+                           : proc->stopped_by.empty() ? "exited"
+                                                      : proc->stopped_by);
     } else if (info.exit_code && *info.exit_code == 0) {
       status = v1::STOPPED;
       reason = absl::StrFormat("proc \"%s\" %s", name, how);
@@ -559,20 +584,26 @@ void ProcManager::OnExit(const std::string& name, uint64_t incarnation,
     ReportLostLocked(*proc, ticket, deferred);
   }
   RunDeferred(deferred);
+  absl::MutexLock lock(&mu_);
+  --busy_;
 }
 
 void ProcManager::ReportLostLocked(Proc& proc, uint64_t ticket,
                                    Deferred& deferred) {
   std::function<void()> report;
   if (!proc.reported && options_.on_lost) {
-    report = [on_lost = options_.on_lost, exit = proc.exit] { on_lost(exit); };
+    report = [on_lost = options_.on_lost, state = proc.state,
+              exit = proc.exit] { on_lost(state, exit); };
   }
   proc.reported = true;
   if (ticket != 0) {
     // After the last frames the proc sent (its last replies) were routed.
-    deferred.push_back([this, ticket, report = std::move(report)] {
-      channels_->Forget(ticket, report);
-    });
+    // Nothing of the manager is captured: the report may run later, on
+    // the channels' thread.
+    deferred.push_back(
+        [channels = channels_, ticket, report = std::move(report)] {
+          channels->Forget(ticket, report);
+        });
   } else if (report) {
     deferred.push_back(std::move(report));
   }
@@ -613,18 +644,6 @@ void ProcManager::OnDisconnected(const std::string& name,
   });
 }
 
-std::vector<v1::ProcExit> ProcManager::EndedProcsOf(const std::string& client) {
-  std::vector<v1::ProcExit> ended;
-  absl::MutexLock lock(&mu_);
-  for (const auto& [name, proc] : procs_) {
-    if (proc->state.client() == client && IsTerminal(proc->state.status()) &&
-        !proc->exit.proc().empty()) {
-      ended.push_back(proc->exit);
-    }
-  }
-  return ended;
-}
-
 absl::StatusOr<std::string> ProcManager::OwnerOf(const std::string& name) {
   absl::MutexLock lock(&mu_);
   auto it = procs_.find(name);
@@ -651,7 +670,7 @@ absl::StatusOr<v1::ProcState> ProcManager::GetState(const std::string& name) {
 }
 
 void ProcManager::Stop(const v1::StopProcRequest& request, StateCallback done,
-                       const std::string& stopped_by) {
+                       StopBy by) {
   absl::Status valid = ValidateName(request.name(), "proc name");
   if (!valid.ok()) {
     done(valid);
@@ -662,15 +681,14 @@ void ProcManager::Stop(const v1::StopProcRequest& request, StateCallback done,
                              : absl::Milliseconds(request.grace_ms());
   std::string reason =
       request.reason().empty() ? "stop requested" : BoundText(request.reason());
-  loop_->Post([this, name = request.name(), reason, grace, stopped_by,
+  loop_->Post([this, name = request.name(), reason, grace, by = std::move(by),
                done = std::move(done)]() mutable {
-    StopOnLoop(name, reason, grace, stopped_by, std::move(done));
+    StopOnLoop(name, reason, grace, by, std::move(done));
   });
 }
 
 void ProcManager::StopOnLoop(const std::string& name, const std::string& reason,
-                             absl::Duration grace,
-                             const std::string& stopped_by,
+                             absl::Duration grace, const StopBy& by,
                              StateCallback done) {
   Deferred deferred;
   uint64_t ticket = 0;
@@ -680,17 +698,21 @@ void ProcManager::StopOnLoop(const std::string& name, const std::string& reason,
   {
     absl::MutexLock lock(&mu_);
     auto it = procs_.find(name);
-    if (it == procs_.end()) {
+    if (it == procs_.end() ||
+        (by.incarnation != 0 && it->second->incarnation != by.incarnation)) {
       answer = NoSuchProc(name);
     } else if (IsTerminal(it->second->state.status())) {
       answer = it->second->state;  // Stopping a stopped proc changes nothing.
     } else {
       Proc& proc = *it->second;
       proc.stop_waiters.push_back(std::move(done));
+      if (!by.identity.empty() && by.identity == proc.state.owner()) {
+        proc.owner_asked = true;
+      }
       if (proc.stopping) return;  // Under way; answered with the others.
       proc.stopping = true;
       proc.stop_reason = reason;
-      proc.stop_requester = stopped_by;
+      proc.stop_label = by.label;
       incarnation = proc.incarnation;
       pid = proc.state.pid();
       if (proc.registration_timer != 0) loop_->Cancel(proc.registration_timer);
@@ -790,6 +812,7 @@ void ProcManager::AnswerAllWaits() {
 }
 
 void ProcManager::Shutdown(const std::string& reason, absl::Duration grace,
+                           const std::string& requester,
                            ShutdownCallback done) {
   std::vector<std::string> live;
   {
@@ -818,22 +841,25 @@ void ProcManager::Shutdown(const std::string& reason, absl::Duration grace,
     stop.set_name(name);
     stop.set_reason(reason);
     stop.set_grace_ms(absl::ToInt64Milliseconds(grace));
-    Stop(stop, [gather](absl::StatusOr<v1::ProcState> state) {
-      bool last = false;
-      {
-        absl::MutexLock lock(&gather->mu);
-        if (state.ok()) *gather->response.add_stopped() = *state;
-        last = --gather->remaining == 0;
-      }
-      if (last) {
-        v1::ShutdownHostResponse response;
-        {
-          absl::MutexLock lock(&gather->mu);
-          response = gather->response;
-        }
-        gather->done(std::move(response));
-      }
-    });
+    Stop(
+        stop,
+        [gather](absl::StatusOr<v1::ProcState> state) {
+          bool last = false;
+          {
+            absl::MutexLock lock(&gather->mu);
+            if (state.ok()) *gather->response.add_stopped() = *state;
+            last = --gather->remaining == 0;
+          }
+          if (last) {
+            v1::ShutdownHostResponse response;
+            {
+              absl::MutexLock lock(&gather->mu);
+              response = gather->response;
+            }
+            gather->done(std::move(response));
+          }
+        },
+        StopBy{.identity = requester});
   }
 }
 

@@ -72,15 +72,22 @@ class ProcManager {
     absl::Duration unreachable_grace = absl::Seconds(2);
 
     // Hooks, each optional, called without the manager's lock (the owner
-    // leases and the router follow the procs through them):
-    // a proc was created (INITIALIZING, with its owner and client);
-    std::function<void(const v1::ProcState&)> on_created;
-    // a proc became STOPPED or FAILED;
-    std::function<void(const v1::ProcState&)> on_ended;
+    // leases and the router follow the procs through them). `incarnation`
+    // tells spawns of one name apart (it rises with each): a hook of an
+    // older spawn may run after one of a newer, so match on it.
+    // A proc was created (INITIALIZING, with its owner and client);
+    std::function<void(const v1::ProcState&, uint64_t incarnation)> on_created;
+    // a proc became STOPPED or FAILED (before the Stop callers and waiters
+    // that this answers are told);
+    std::function<void(const v1::ProcState&, uint64_t incarnation)> on_ended;
     // a proc is gone, reported once per incarnation: once it was reaped and
     // its channel delivered the last frames it sent (with how it ended),
-    // or once it was unreachable for unreachable_grace (see above).
-    std::function<void(const v1::ProcExit&)> on_lost;
+    // or once it was unreachable for unreachable_grace (see above). `state`
+    // is the proc's then (its owner and client). It may run after the
+    // manager is destroyed (on the channels' thread), until the channels
+    // are.
+    std::function<void(const v1::ProcState& state, const v1::ProcExit&)>
+        on_lost;
   };
 
   using StateCallback = std::function<void(absl::StatusOr<v1::ProcState>)>;
@@ -89,13 +96,17 @@ class ProcManager {
 
   ProcManager(Options options, ProcessSupervisor* supervisor,
               ProcChannels* channels);
-  // SIGKILLs every proc still alive and waits until each is reaped (so no
-  // supervisor callback outlives the manager), then answers every pending
-  // waiter with the states as they are.
+  // SIGKILLs every proc still alive and waits until each is reaped and
+  // every supervisor callback (spawn, OnExit) has finished (so none
+  // outlives the manager), then answers every pending waiter with the
+  // states as they are.
   ~ProcManager();
   ProcManager(const ProcManager&) = delete;
   ProcManager& operator=(const ProcManager&) = delete;
 
+  // OK if `request` is valid (ValidateCreateRequest) and the run policy
+  // allows its command and environment; what CreateOrUpdate checks first.
+  absl::Status Admissible(const v1::CreateOrUpdateProcRequest& request) const;
   // Spawns the proc, or answers with the existing one if the request is the
   // same (a stopped or failed one is spawned again, as a new incarnation).
   // Answers once the child is started (INITIALIZING, with its pid).
@@ -105,23 +116,33 @@ class ProcManager {
   // The identity that created proc `name` (its state's owner); NOT_FOUND
   // if there is none. Cheap: checked for every envelope a client sends.
   absl::StatusOr<std::string> OwnerOf(const std::string& name);
-  // Answers once the proc is stopped (or already was). `stopped_by`: who
-  // asked, e.g. "lease", recorded as the proc's stopped_by once it ended
-  // (instead of how it went: "exited", "SIGTERM", "SIGKILL"). A stop under
-  // way keeps its own reason.
-  void Stop(const v1::StopProcRequest& request, StateCallback done,
-            const std::string& stopped_by = "");
-  // How each reaped proc leased to `client` ended (its ProcExit), for those
-  // still in the table: what a client that reconnects missed.
-  std::vector<v1::ProcExit> EndedProcsOf(const std::string& client);
+
+  // Who asks for a stop.
+  struct StopBy {
+    // The identity that asked; "" for hostd itself (a lease, SIGTERM, a
+    // parent that is gone). The proc's end is `requested` (v1::ProcExit)
+    // only if this is its owner (ProcState.owner).
+    std::string identity;
+    // Recorded as the proc's stopped_by once it ended, e.g. "lease"; empty:
+    // how it went ("exited", "SIGTERM", "SIGKILL").
+    std::string label;
+    // Only this spawn of the name (0: whichever is there): a later one is
+    // answered NOT_FOUND and left alone.
+    uint64_t incarnation = 0;
+  };
+  // Answers once the proc is stopped (or already was). A stop under way
+  // keeps its own reason and label; a later one by the owner still makes
+  // the end requested.
+  void Stop(const v1::StopProcRequest& request, StateCallback done, StopBy by);
   v1::ListProcsResponse List();
   // Answers when every named proc has status >= min_status, or at deadline.
   void Wait(const v1::WaitProcsRequest& request, absl::Time deadline,
             WaitCallback done);
   // Refuses new procs, stops every live proc in parallel and answers once
-  // all are reaped, listing each with how it ended.
+  // all are reaped, listing each with how it ended. `requester`: the
+  // identity that asked ("" : hostd itself, e.g. on SIGTERM); see StopBy.
   void Shutdown(const std::string& reason, absl::Duration grace,
-                ShutdownCallback done);
+                const std::string& requester, ShutdownCallback done);
   // Answers every pending Wait now, with the states as they are, and every
   // later one at once (the host is going away).
   void AnswerAllWaits();
@@ -137,8 +158,7 @@ class ProcManager {
 
   void SpawnOnLoop(const std::string& name, uint64_t incarnation);
   void StopOnLoop(const std::string& name, const std::string& reason,
-                  absl::Duration grace, const std::string& stopped_by,
-                  StateCallback done);
+                  absl::Duration grace, const StopBy& by, StateCallback done);
   void Escalate(const std::string& name, uint64_t incarnation, int signal,
                 absl::Duration next_grace);
   void OnRegistered(const std::string& name, uint64_t incarnation, pid_t pid);
@@ -157,6 +177,9 @@ class ProcManager {
   // Changes a proc's status and collects the waiters it satisfies.
   void SetStatus(Proc& proc, v1::Status status, const std::string& reason,
                  Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Admissible, and the command to run (as the run policy resolved it).
+  absl::StatusOr<std::string> CheckRequest(
+      const v1::CreateOrUpdateProcRequest& request) const;
   // Procs not yet STOPPED or FAILED.
   std::vector<const Proc*> LiveLocked() const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -173,6 +196,10 @@ class ProcManager {
   std::string host_address_ ABSL_GUARDED_BY(mu_);
   // Set by the destructor: nothing more is spawned.
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  // Supervisor work under way outside mu_ that the destructor waits for: a
+  // spawn whose pid is not recorded yet, an OnExit running its deferred
+  // work (hooks, answers).
+  int busy_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_incarnation_ ABSL_GUARDED_BY(mu_) = 1;
 
   // Runs spawns, signals and every deadline. Destroyed before waiters_ (see

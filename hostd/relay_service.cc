@@ -54,6 +54,16 @@ class RelayStreamReactor final : public RelayServerStream {
         last_frame_ns_(Nanos(service->options_.clock->Now())) {}
 
   void Start() {
+    // The lease first: a client id whose lease is another identity's is
+    // refused before it can hear anything.
+    if (client_ && service_->leases_ != nullptr) {
+      absl::Status opened = service_->leases_->StreamOpened(sender_, identity_);
+      if (!opened.ok()) {
+        Refuse(ToGrpcStatus(opened));
+        return;
+      }
+      leased_ = true;
+    }
     absl::StatusOr<uint64_t> route = service_->router_->AddStream(
         sender_,
         [this](v1::RelayFrame frame) { return Write(std::move(frame)); },
@@ -63,18 +73,28 @@ class RelayStreamReactor final : public RelayServerStream {
       return;
     }
     route_id_ = *route;
-    if (client_ && service_->leases_ != nullptr) {
-      service_->leases_->StreamOpened(sender_, identity_);
-      leased_ = true;
-    }
     // The first heartbeat: the sender learns who answers, at once.
     if (service_->options_.heartbeat_interval > absl::ZeroDuration()) {
       Write(service_->HeartbeatFrame(/*closing=*/false)).IgnoreError();
     }
-    // What ended while the client was away (it drops what it knew).
-    if (client_ && service_->options_.ended_procs) {
-      for (const v1::ProcExit& exit : service_->options_.ended_procs(sender_)) {
-        Write(LostFrame(exit)).IgnoreError();
+    // What ended while the client was away, and from now on nothing more.
+    MissedEnds* missed = service_->options_.missed_ends;
+    if (client_ && missed != nullptr) {
+      std::vector<v1::ProcExit> ends = missed->StreamRouted(sender_, identity_);
+      routed_ = true;
+      size_t refused = 0;
+      absl::Status why;
+      for (const v1::ProcExit& exit : ends) {
+        absl::Status queued = Write(LostFrame(exit));
+        if (!queued.ok()) {
+          ++refused;
+          why = queued;
+        }
+      }
+      if (refused > 0) {
+        LOG(WARNING) << "relay stream of " << sender_ << " (" << identity_
+                     << "): " << refused << " of the " << ends.size()
+                     << " proc ends it missed could not be queued: " << why;
       }
     }
     StartReading();
@@ -119,8 +139,11 @@ class RelayStreamReactor final : public RelayServerStream {
   }
 
   void OnStreamDone() override {
+    // Told before the router forgets it (see hostd/missed_ends.h).
+    if (routed_) service_->options_.missed_ends->StreamEnded(sender_);
     service_->router_->RemoveStream(route_id_);
     if (leased_) service_->leases_->StreamEnded(sender_);
+    service_->claims_->Unpin(sender_);
     service_->Remove(this);
   }
   std::string name() const override {
@@ -136,8 +159,10 @@ class RelayStreamReactor final : public RelayServerStream {
   // A "client:" stream (of a client or an admin): leases, silence check.
   const bool client_;
   uint64_t route_id_ = 0;
-  // Told to the leases as open (so told when it ends).
+  // Told to the leases as open / to the missed ends as routed (so told
+  // when it ends).
   bool leased_ = false;
+  bool routed_ = false;
   // Monotonic time of the last frame read; the client's announced
   // heartbeat interval (0: none yet).
   std::atomic<int64_t> last_frame_ns_;
@@ -194,7 +219,9 @@ grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame>* RelayService::Connect(
             : Authorize(*caller, "Relay.Connect as a host", {Role::kPeer});
   }
   if (allowed.ok()) {
-    allowed = claims_->Claim(sender, caller->identity, "relay sender");
+    // Pinned while the stream lives (unpinned by OnStreamDone).
+    allowed = claims_->Claim(sender, caller->identity, "relay sender",
+                             /*pin=*/true);
   }
   if (!allowed.ok()) {
     return new internal::RejectedStream(ToGrpcStatus(allowed));
@@ -205,6 +232,7 @@ grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame>* RelayService::Connect(
                                     : std::nullopt);
   if (!Add(stream)) {
     delete stream;
+    claims_->Unpin(sender);
     return new internal::RejectedStream(
         grpc::Status(grpc::StatusCode::UNAVAILABLE, "hostd is shutting down"));
   }

@@ -13,14 +13,16 @@
 // restarted host from one that came back.
 //
 // Clients (streams of "client:<id>"): a client's stream counts for its
-// owner lease (hostd/owner_leases.h) from when the router accepted it until
-// it ends. When it opens, it first gets the MailboxLost of each proc leased
-// to that client that ended while it was away (Options::ended_procs). Once
-// a client sent a heartbeat, its stream is cancelled if nothing at all
-// arrives on it for max(3 x the interval it announced, 1s) (the interval
-// counted at most kMaxClientHeartbeat), so a client that froze loses its
-// stream and its lease starts to run; a stream that never sent a heartbeat
-// is never judged silent.
+// owner lease (hostd/owner_leases.h) from when it opens until it ends; a
+// stream of a client id whose lease is another identity's is refused
+// (PERMISSION_DENIED). Once the router has it, it first gets the
+// MailboxLost of each proc leased to that client that ended while it had
+// no stream here (hostd/missed_ends.h; a frame that cannot be queued is
+// logged). Once a client sent a heartbeat, its stream is cancelled if
+// nothing at all arrives on it for max(3 x the interval it announced, 1s)
+// (the interval counted at most kMaxClientHeartbeat), so a client that
+// froze loses its stream and its lease starts to run; a stream that never
+// sent a heartbeat is never judged silent.
 //
 // Threads: reactions run on gRPC threads and never block. One ticker thread
 // for all streams sends the heartbeats, ends silent client streams and runs
@@ -43,6 +45,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "hostd/missed_ends.h"
 #include "hostd/owner_leases.h"
 #include "hostd/router.h"
 #include "hostd/sender_claims.h"
@@ -69,10 +72,6 @@ class RelayService final : public v1::Relay::CallbackService {
   static constexpr absl::Duration kMaxClientHeartbeat = absl::Minutes(1);
   static constexpr absl::Duration kMinClientSilence = absl::Seconds(1);
 
-  // How each proc leased to a client ended, for those still remembered.
-  using EndedProcs =
-      std::function<std::vector<v1::ProcExit>(const std::string& client)>;
-
   struct Options {
     // Bytes queued for one stream before frames to it are refused
     // (RESOURCE_EXHAUSTED: the sender is not reading).
@@ -82,9 +81,9 @@ class RelayService final : public v1::Relay::CallbackService {
     absl::Duration heartbeat_interval = absl::Milliseconds(500);
     // This host's incarnation; 0: a random one.
     uint64_t incarnation = 0;
-    // What a client's stream gets first (see the class comment); unset:
-    // nothing.
-    EndedProcs ended_procs;
+    // What a client's stream gets first (see the class comment); null:
+    // nothing. Outlives the service.
+    MissedEnds* missed_ends = nullptr;
     const MonotonicClock* clock = &MonotonicClock::Real();
   };
 
@@ -92,8 +91,8 @@ class RelayService final : public v1::Relay::CallbackService {
   // outlive the service. Streams are authorized by lib/auth: a client (or
   // admin) may open one as "client:<id>", a peer host (or admin) as
   // "host:<address>", each id belonging to the identity that first used it
-  // (`claims`). A client's (not an admin's) stream is added to the router
-  // with its identity as owner.
+  // (`claims`, where it is pinned while the stream lives). A client's (not
+  // an admin's) stream is added to the router with its identity as owner.
   RelayService(Router* router, const ServerAuth* auth, SenderClaims* claims,
                OwnerLeases* leases, Options options);
   ~RelayService() override;

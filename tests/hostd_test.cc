@@ -515,12 +515,14 @@ TEST_CASE(
 // --- Failures reach their owner: MailboxLost with the cause, owner leases.
 
 // A relay stream as a client opens one ("client:<id>" on the test's admin
-// channel), played by the test with raw gRPC. The destructor cancels it if
-// it is still open and waits for its end.
+// channel, or on `channel`), played by the test with raw gRPC. The
+// destructor cancels it if it is still open and waits for its end.
 class RawRelay {
  public:
-  RawRelay(TestHost& host, const std::string& sender)
-      : stub_(v1::Relay::NewStub(host.channel())),
+  RawRelay(TestHost& host, const std::string& sender,
+           std::shared_ptr<grpc::Channel> channel = nullptr)
+      : stub_(
+            v1::Relay::NewStub(channel != nullptr ? channel : host.channel())),
         context_(Context(absl::Seconds(120))) {
     context_->AddMetadata("mesh-sender", sender);
     stream_ = stub_->Connect(context_.get());
@@ -544,6 +546,17 @@ class RawRelay {
       }
     }
     return std::nullopt;
+  }
+  // The MailboxLost frames that come before the `heartbeats`-th heartbeat
+  // (the first is hostd's greeting; what a stream missed follows it).
+  std::vector<v1::MailboxLost> LostBeforeHeartbeat(int heartbeats) {
+    std::vector<v1::MailboxLost> lost;
+    v1::RelayFrame frame;
+    while (heartbeats > 0 && Read(&frame)) {
+      if (frame.has_heartbeat()) --heartbeats;
+      if (frame.has_lost()) lost.push_back(frame.lost());
+    }
+    return lost;
   }
   // Half-closes (if it can still write), reads what is left and returns how
   // the stream ended.
@@ -602,8 +615,8 @@ bool Eventually(const std::function<bool()>& condition,
 
 TEST_CASE(
     "a proc killed by a signal is reported to its client once, with the "
-    "signal and the stderr lines that explain it, and again to the client "
-    "when it reconnects") {
+    "signal and the stderr lines that explain it; a client that reconnects "
+    "hears what ended while it was away, and only that") {
   auto host = TestHost::Start();
   REQUIRE(host != nullptr);
   const std::string client = "client:ear";
@@ -662,19 +675,77 @@ TEST_CASE(
   CHECK(lost->exit().status() == v1::STOPPED);
   CHECK(lost->exit().requested());
 
-  // Away and back: the new stream first hears what ended meanwhile (the
-  // client drops what it knew already).
+  // Away and back: the new stream first hears what ended meanwhile, not
+  // what the client heard already.
+  REQUIRE(
+      CreateLeased(*host, "away", client, Shell("exec sleep 1000"), &created)
+          .ok());
   CHECK(ear->End().ok());
   ear.reset();
+  REQUIRE(Eventually(
+      [&] {
+        std::optional<v1::OwnerLease> lease = OwnerOf(*host, client);
+        return lease.has_value() && !lease->connected();
+      },
+      absl::Seconds(20)));
+  REQUIRE(kill(created.pid(), SIGKILL) == 0);
+  REQUIRE_FALSE(host->Wait({"away"}, v1::STOPPED).timed_out());
   REQUIRE(Eventually([&] { return !OwnerOf(*host, client).has_value(); },
                      absl::Seconds(20)));
   RawRelay back(*host, client);
-  std::set<std::string> heard;
-  v1::RelayFrame frame;
-  while (heard.size() < 2 && back.Read(&frame)) {
-    if (frame.has_lost()) heard.insert(frame.lost().mailbox());
+  std::vector<v1::MailboxLost> heard = back.LostBeforeHeartbeat(2);
+  REQUIRE(heard.size() == 1);
+  CHECK(heard[0].mailbox() == "away");
+  CHECK(heard[0].exit().term_signal() == SIGKILL);
+  CHECK_FALSE(heard[0].exit().requested());
+  // Heard: a stream after that hears nothing again.
+  CHECK(back.End().ok());
+  RawRelay again(*host, client);
+  CHECK(again.LostBeforeHeartbeat(2).empty());
+}
+
+TEST_CASE(
+    "a proc's end is requested only if its owner asked for it, not when an "
+    "admin stops another's proc") {
+  testing::TempDir dir;
+  const std::string tokens = dir.path() + "/tokens";
+  std::ofstream(tokens) << "bob client bob-token-0123456789abcdef\n";
+  REQUIRE(chmod(tokens.c_str(), 0600) == 0);
+  auto host = TestHost::Start({"--tokens-file=" + tokens});
+  REQUIRE(host != nullptr);
+  ClientCredentials bob;
+  bob.token = "bob-token-0123456789abcdef";
+  std::shared_ptr<grpc::Channel> bob_channel =
+      NewAuthedChannel(host->address(), bob);
+  auto bob_host = v1::Host::NewStub(bob_channel);
+  RawRelay ear(*host, "client:bob", bob_channel);
+  v1::RelayFrame first;
+  REQUIRE(ear.Read(&first));
+  for (const char* name : {"by_bob", "by_admin"}) {
+    v1::CreateOrUpdateProcRequest request;
+    request.set_name(name);
+    request.set_client("client:bob");
+    *request.mutable_spec() = Shell("exec sleep 1000");
+    v1::ProcState state;
+    REQUIRE(
+        bob_host->CreateOrUpdateProc(Context().get(), request, &state).ok());
   }
-  CHECK(heard == std::set<std::string>{"asked", "doomed"});
+  v1::StopProcRequest stop;
+  stop.set_name("by_bob");
+  stop.set_grace_ms(2000);
+  v1::ProcState state;
+  REQUIRE(bob_host->StopProc(Context().get(), stop, &state).ok());
+  std::optional<v1::MailboxLost> lost = ear.NextLost("by_bob");
+  REQUIRE(lost.has_value());
+  CHECK(lost->exit().status() == v1::STOPPED);
+  CHECK(lost->exit().requested());
+
+  REQUIRE(host->Stop("by_admin", &state, absl::Seconds(2)).ok());
+  lost = ear.NextLost("by_admin");
+  REQUIRE(lost.has_value());
+  INFO(lost->ShortDebugString());
+  CHECK(lost->exit().status() == v1::STOPPED);
+  CHECK_FALSE(lost->exit().requested());
 }
 
 TEST_CASE(
@@ -720,11 +791,44 @@ TEST_CASE(
     CHECK_FALSE(IsAlive(proc.pid()));
   }
   // The lease went with its procs; the detached proc runs on.
-  CHECK_FALSE(OwnerOf(*host, client).has_value());
+  REQUIRE(Eventually([&] { return !OwnerOf(*host, client).has_value(); },
+                     absl::Seconds(20)));
   REQUIRE(host->Get("free", &state).ok());
   CHECK(state.status() == v1::RUNNING);
   CHECK(state.client().empty());
   CHECK(IsAlive(free_pid));
+  // Back too late: it hears that they ended, stopped by hostd (not asked
+  // for by their owner: a failure to the client).
+  RawRelay back(*host, client);
+  std::vector<v1::MailboxLost> heard = back.LostBeforeHeartbeat(2);
+  REQUIRE(heard.size() == 2);
+  for (const v1::MailboxLost& lost : heard) {
+    INFO(lost.ShortDebugString());
+    CHECK(lost.exit().stopped_by() == "lease");
+    CHECK_FALSE(lost.exit().requested());
+  }
+}
+
+TEST_CASE(
+    "with a zero lease, procs a client creates before its first stream "
+    "live until it had one, and go as soon as it has none") {
+  auto host = TestHost::Start({"--owner-lease=0s"});
+  REQUIRE(host != nullptr);
+  const std::string client = "client:slow";
+  v1::ProcState state;
+  REQUIRE(CreateLeased(*host, "early", client, {}, &state).ok());
+  REQUIRE_FALSE(host->Wait({"early"}, v1::RUNNING).timed_out());
+  absl::SleepFor(absl::Seconds(1));  // Lease checks run every 250ms.
+  REQUIRE(host->Get("early", &state).ok());
+  CHECK(state.status() == v1::RUNNING);
+
+  RawRelay stream(*host, client);
+  v1::RelayFrame first;
+  REQUIRE(stream.Read(&first));
+  CHECK(stream.End().ok());
+  v1::WaitProcsResponse stopped = host->Wait({"early"}, v1::STOPPED);
+  REQUIRE_FALSE(stopped.timed_out());
+  CHECK(stopped.procs(0).stopped_by() == "lease");
 }
 
 TEST_CASE("a client that reconnects within its lease keeps its procs") {
@@ -821,6 +925,15 @@ TEST_CASE("a proc's client must be a client id, and one of the caller's own") {
       bob_host->CreateOrUpdateProc(Context().get(), request, &state);
   CHECK(taken.error_code() == grpc::StatusCode::PERMISSION_DENIED);
   CHECK_THAT(taken.error_message(), Catch::Contains("another identity"));
+  // A request refused (invalid, or by the run policy) claims nothing.
+  request.set_client("client:unclaimed");
+  request.mutable_spec()->set_command("relative/path");
+  CHECK(bob_host->CreateOrUpdateProc(Context().get(), request, &state)
+            .error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  request.mutable_spec()->clear_command();
+  REQUIRE(CreateLeased(*host, "r", "client:unclaimed", Shell("exec sleep 1000"),
+                       &state)
+              .ok());
   // Bob sees only his own leases.
   request.set_client("client:bobs");
   REQUIRE(bob_host->CreateOrUpdateProc(Context().get(), request, &state).ok());

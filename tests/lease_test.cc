@@ -1,13 +1,15 @@
 // Owner leases (issue 8), end to end: a client's procs live as long as the
 // client keeps a relay stream to their host, plus hostd's --owner-lease.
 // Clients run as processes of their own (tests/testing/spawn_client) that
-// the test kills at random points of a mesh spawn, or stops (SIGSTOP) past
-// hostd's silence bound, shorter or longer than the lease. Detached procs
+// the test kills at random points inside a mesh spawn, stops (SIGSTOP)
+// past hostd's silence bound, shorter or longer than the lease, or that
+// re-create their procs under the same names. Detached procs
 // (no lease holder) are never touched. Bounds are short; what is checked is
 // a generous multiple (2-core CI runs tests in parallel).
 #include <signal.h>
 #include <sys/types.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <fstream>
 #include <memory>
@@ -110,13 +112,26 @@ class ClientProcess {
         if (absl::StartsWith(lines[i], prefix)) return lines[i];
       }
       if (absl::Now() >= deadline || exited()) return std::nullopt;
-      absl::SleepFor(absl::Milliseconds(5));
+      absl::SleepFor(absl::Milliseconds(1));
     }
   }
-  // The pids of its "spawned" line.
-  std::vector<pid_t> Spawned(absl::Duration timeout) const {
+  // Whether a line starts with `prefix` now.
+  bool HasLine(const std::string& prefix) const {
+    return WaitLine(prefix, absl::ZeroDuration()).has_value();
+  }
+  // The lines starting with `prefix` now.
+  std::vector<std::string> LinesWith(const std::string& prefix) const {
+    std::vector<std::string> found;
+    for (std::string& line : Lines()) {
+      if (absl::StartsWith(line, prefix)) found.push_back(std::move(line));
+    }
+    return found;
+  }
+  // The pids of its "spawned" line (`prefix`: of that line instead).
+  std::vector<pid_t> Spawned(absl::Duration timeout,
+                             const std::string& prefix = "spawned ") const {
     std::vector<pid_t> pids;
-    std::optional<std::string> line = WaitLine("spawned", timeout);
+    std::optional<std::string> line = WaitLine(prefix, timeout);
     if (!line.has_value()) return pids;
     for (absl::string_view word : absl::StrSplit(*line, ' ')) {
       pid_t pid = 0;
@@ -204,11 +219,14 @@ struct Continue {
 };
 
 TEST_CASE(
-    "clients killed at random points of a mesh spawn leave no proc of "
+    "clients killed at random points inside a mesh spawn leave no proc of "
     "theirs alive once the lease has run out, and detached procs keep "
     "running") {
   constexpr absl::Duration kLease = absl::Milliseconds(500);
-  constexpr int kKills = 24;
+  // Kills that must land between a client's "creating" and "spawned"
+  // lines (inside HostMesh::Spawn), and how many clients may be tried.
+  constexpr int kInside = 20;
+  constexpr int kMaxClients = 60;
   auto host = TestHost::Start({"--heartbeat-interval=100ms",
                                "--owner-lease=500ms", "--orphan-timeout=2s"});
   REQUIRE(host != nullptr);
@@ -232,36 +250,52 @@ TEST_CASE(
   REQUIRE(host->Get("lone", &lone).ok());
   detached_pids.push_back(lone.pid());
 
-  // A whole spawn, to learn how long one takes here.
-  absl::Time launched = absl::Now();
-  absl::Duration typical;
-  {
-    ClientProcess first(*supervisor, *host, dir.path() + "/k0",
-                        {"--name", "k0", "--procs", "2"});
-    REQUIRE(first.Spawned(kSlack).size() == 2);
-    typical = absl::Now() - launched;
+  // Whole spawns, to learn how long HostMesh::Spawn takes here (from the
+  // "creating" line to the "spawned" one, as this test sees them).
+  std::vector<absl::Duration> windows;
+  for (const char* name : {"k0", "k1"}) {
+    ClientProcess whole(*supervisor, *host, dir.path() + "/" + name,
+                        {"--name", name, "--procs", "2"});
+    REQUIRE(whole.WaitLine("creating", kSlack).has_value());
+    const absl::Time creating = absl::Now();
+    REQUIRE(whole.Spawned(kSlack).size() == 2);
+    windows.push_back(absl::Now() - creating);
   }
+  const absl::Duration window = std::min(windows[0], windows[1]);
   const uint32_t seed = std::random_device()();
   std::mt19937 random(seed);
   std::uniform_int_distribution<int64_t> delay_us(
-      0, absl::ToInt64Microseconds(typical));
-  int spawned = 0;
+      0, absl::ToInt64Microseconds(window));
+  int inside = 0;
+  int before = 0;
+  int after = 0;
+  int tried = 2;
   absl::Time last_kill;
-  for (int i = 1; i < kKills; ++i) {
-    const std::string name = absl::StrCat("k", i);
+  while (inside < kInside && tried < kMaxClients) {
+    const std::string name = absl::StrCat("k", tried++);
     ClientProcess client(*supervisor, *host, dir.path() + "/" + name,
                          {"--name", name, "--procs", "2"});
-    absl::SleepFor(absl::Microseconds(delay_us(random)));
+    if (client.WaitLine("creating", kSlack).has_value()) {
+      absl::SleepFor(absl::Microseconds(delay_us(random)));
+    }
     client.Kill();
     last_kill = absl::Now();
-    if (client.WaitLine("spawned", absl::ZeroDuration()).has_value()) {
-      ++spawned;
+    // Where the kill landed, from what the client printed before it died.
+    if (!client.HasLine("creating")) {
+      ++before;
+    } else if (client.HasLine("spawned")) {
+      ++after;
+    } else {
+      ++inside;
     }
   }
-  WARN("a spawn takes " << absl::FormatDuration(typical) << "; " << spawned
-                        << " of " << kKills - 1
-                        << " killed clients got to the end (seed " << seed
-                        << ")");
+  WARN("a spawn takes " << absl::FormatDuration(windows[0]) << ", "
+                        << absl::FormatDuration(windows[1]) << "; of "
+                        << tried - 2 << " clients killed " << inside
+                        << " died inside HostMesh::Spawn, " << after
+                        << " after it, " << before << " before it (seed "
+                        << seed << ")");
+  CHECK(inside >= kInside);
 
   // Every proc those clients created ends within the lease plus slack.
   auto leased = [&host] {
@@ -332,16 +366,18 @@ TEST_CASE(
 
 TEST_CASE(
     "a client stopped past the silence bound but within its lease keeps its "
-    "procs when it continues, and loses them once stopped past the lease") {
+    "procs when it continues, and once stopped past the lease loses them and "
+    "hears, when it continues, of a failure that fails its watched port") {
   constexpr absl::Duration kLease = absl::Seconds(2);
   auto host = TestHost::Start({"--heartbeat-interval=100ms", "--owner-lease=2s",
                                "--orphan-timeout=2s"});
   REQUIRE(host != nullptr);
   testing::TempDir dir;
   std::unique_ptr<ProcessSupervisor> supervisor = NewSupervisor();
-  ClientProcess client(*supervisor, *host, dir.path() + "/sp",
-                       {"--name", "sp", "--procs", "2", "--lease-probe",
-                        "--heartbeat-interval", "100ms"});
+  ClientProcess client(
+      *supervisor, *host, dir.path() + "/sp",
+      {"--name", "sp", "--procs", "2", "--lease-probe", "--report-events",
+       "--watch", "--heartbeat-interval", "100ms"});
   const std::string id = client.ClientId(kSlack);
   REQUIRE(absl::StartsWith(id, "client:"));
   const std::vector<pid_t> pids = client.Spawned(kSlack);
@@ -395,6 +431,9 @@ TEST_CASE(
   }
   const size_t lines_later = client.Lines().size();
   CHECK(client.WaitLine("probe ok", kSlack, lines_later).has_value());
+  // Nothing ended: no event, the watched port still waits.
+  CHECK(client.LinesWith("event").empty());
+  CHECK(client.LinesWith("watch failed").empty());
   WARN("SIGSTOP to stream cut: " << absl::FormatDuration(cut)
                                  << "; SIGCONT to connected again: "
                                  << absl::FormatDuration(back));
@@ -420,13 +459,92 @@ TEST_CASE(
   // The lease is gone with its procs; the client, continued, finds them
   // gone.
   REQUIRE(kill(client.pid(), SIGCONT) == 0);
+  const absl::Time continued_again = absl::Now();
   const size_t lines_stopped = client.Lines().size();
   CHECK(client.WaitLine("probe failed", kSlack, lines_stopped).has_value());
-  WARN("SIGSTOP to procs stopped: " << absl::FormatDuration(gone) << " (bound "
-                                    << absl::FormatDuration(kSilenceBound)
-                                    << " + lease "
-                                    << absl::FormatDuration(kLease) << ")");
+  // The stop it did not ask for reaches it, once back, as a failure of each
+  // actor, and its watched port fails with it (long before its 1 h).
+  std::optional<std::string> watch_failed =
+      client.WaitLine("watch failed", kSlack);
+  const absl::Duration watch_after = absl::Now() - continued_again;
+  REQUIRE(watch_failed.has_value());
+  CHECK_THAT(*watch_failed,
+             Catch::Contains("UNAVAILABLE") && Catch::Contains("vanished"));
+  CHECK(Eventually([&] { return client.LinesWith("event").size() >= 2; },
+                   kSlack));
+  std::set<std::string> ended;
+  for (const std::string& line : client.LinesWith("event")) {
+    INFO(line);
+    CHECK(absl::StartsWith(line, "event failure=1 cause=PROC_ENDED proc=sp_"));
+    CHECK_THAT(line, Catch::Contains("vanished"));
+    for (absl::string_view word : absl::StrSplit(line, ' ')) {
+      if (absl::StartsWith(word, "proc=")) ended.insert(std::string(word));
+    }
+  }
+  CHECK(client.LinesWith("event").size() == 2);
+  CHECK(ended == std::set<std::string>{"proc=sp_0", "proc=sp_1"});
+  WARN("SIGSTOP to procs stopped: "
+       << absl::FormatDuration(gone) << " (bound "
+       << absl::FormatDuration(kSilenceBound) << " + lease "
+       << absl::FormatDuration(kLease)
+       << "); SIGCONT to the watched port failing: "
+       << absl::FormatDuration(watch_after));
   client.Kill();
+}
+
+TEST_CASE(
+    "a mesh stopped and spawned again at once under the same proc names is "
+    "not ended by its old incarnation, and its new procs are still leased "
+    "to their client") {
+  constexpr absl::Duration kLease = absl::Milliseconds(500);
+  auto host = TestHost::Start({"--heartbeat-interval=100ms",
+                               "--owner-lease=500ms", "--orphan-timeout=2s"});
+  REQUIRE(host != nullptr);
+  testing::TempDir dir;
+  std::unique_ptr<ProcessSupervisor> supervisor = NewSupervisor();
+  ClientProcess client(*supervisor, *host, dir.path() + "/r",
+                       {"--name", "r", "--procs", "2", "--respawn"});
+  const std::string id = client.ClientId(kSlack);
+  REQUIRE(absl::StartsWith(id, "client:"));
+  const std::vector<pid_t> first = client.Spawned(kSlack);
+  REQUIRE(first.size() == 2);
+  const std::vector<pid_t> second = client.Spawned(kSlack, "respawned ");
+  REQUIRE(second.size() == 2);
+  for (pid_t pid : second) {
+    CHECK(std::find(first.begin(), first.end(), pid) == first.end());
+  }
+  // Calls work for 1.5 s, the mesh is not poisoned and a port watched on
+  // it has not failed (its old incarnation's end was not taken for it).
+  std::optional<std::string> checked = client.WaitLine("respawn ", kSlack);
+  REQUIRE(checked.has_value());
+  CHECK(*checked == "respawn ok");
+  for (size_t rank = 0; rank < 2; ++rank) {
+    v1::ProcState state;
+    REQUIRE(host->Get(absl::StrCat("r_", rank), &state).ok());
+    INFO(state.ShortDebugString());
+    CHECK(state.status() == v1::RUNNING);
+    CHECK(state.pid() == second[rank]);
+    CHECK(state.client() == id);
+  }
+
+  // The client vanishes: the new procs are stopped after the lease.
+  client.Kill();
+  const absl::Time killed = absl::Now();
+  v1::WaitProcsResponse waited =
+      host->Wait({"r_0", "r_1"}, v1::STOPPED, kLease + kSlack);
+  const absl::Duration gone = absl::Now() - killed;
+  CHECK_FALSE(waited.timed_out());
+  for (const v1::ProcState& state : waited.procs()) {
+    INFO(state.ShortDebugString());
+    CHECK(state.status() == v1::STOPPED);
+    CHECK(state.stopped_by() == "lease");
+    CHECK_THAT(state.reason(), Catch::Contains(id));
+  }
+  for (pid_t pid : second) CHECK_FALSE(IsAlive(pid));
+  CHECK(gone >= kLease - absl::Milliseconds(100));
+  WARN("client killed to its respawned procs stopped: "
+       << absl::FormatDuration(gone) << " (lease "
+       << absl::FormatDuration(kLease) << ")");
 }
 
 }  // namespace

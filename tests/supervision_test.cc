@@ -4,19 +4,27 @@
 // with the signal or exit code and the stderr lines that explain it; a
 // failing handler reaches its mesh's handler; with no handler the mesh is
 // poisoned, or (kExitProcess) the client exits; calls and watched ports
-// waiting on a dead actor fail at once with the cause. Bounds are checked
-// against a generous multiple (2-core CI runs tests in parallel).
+// waiting on a dead actor fail at once with the cause. A host killed is lost
+// (one HOST_LOST event per actor); a host stopped shortly is only
+// unreachable (calls fail, nothing is reported dead). An owner with a
+// client-role identity hears of its procs and another identity does not; a
+// stop the owner did not ask for is a failure, one it asked for is not.
+// Bounds are checked against a generous multiple (2-core CI runs tests in
+// parallel).
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
 #include <future>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -28,8 +36,10 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
+#include "client/testing/host_events.h"
 #include "client/testing/supervision_events.h"
 #include "hostmesh/hostmesh.h"
+#include "lib/auth/credentials.h"
 #include "lib/testing/temp_dir.h"
 #include "proto/actors.pb.h"
 #include "proto/host.grpc.pb.h"
@@ -492,6 +502,563 @@ TEST_CASE(
         absl::StatusCode::kDeadlineExceeded);
   WARN("SIGKILL to watched Recv failing: " << absl::FormatDuration(took));
   CHECK(hosts->Shutdown().ok());
+}
+
+// ---------------------------------------------------------------------------
+// Hosts lost and hosts merely unreachable.
+
+// SIGCONTs a stopped process however the test ends.
+struct Continue {
+  pid_t pid;
+  ~Continue() {
+    if (testing::IsAlive(pid)) kill(pid, SIGCONT);
+  }
+};
+
+// Procs whose hostd was killed exit by themselves after hostd's orphan
+// timeout; any still there after a while are killed (each leads its group).
+void AwaitOrphans(const std::vector<pid_t>& pids) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  for (pid_t pid : pids) {
+    while (testing::IsAlive(pid) && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    if (testing::IsAlive(pid)) {
+      FAIL_CHECK("orphaned proc " << pid << " did not exit by itself");
+      kill(-pid, SIGKILL);
+    }
+  }
+}
+
+// A client with short heartbeats and the given host health bounds, using
+// `host`'s admin credentials; its host events go to `host_events`.
+std::shared_ptr<Client> NewHealthClientFor(const TestHost& host,
+                                           testing::HostEvents& host_events,
+                                           absl::Duration unreachable_after,
+                                           absl::Duration lost_after) {
+  Client::Options options;
+  options.heartbeat_interval = absl::Milliseconds(100);
+  options.unreachable_after = unreachable_after;
+  options.lost_after = lost_after;
+  options.on_host_event = host_events.Handler();
+  std::shared_ptr<Client> client = testing::NewClient(std::move(options));
+  client->SetHostCredentials(host.address(), host.credentials());
+  return client;
+}
+
+std::vector<pid_t> PidsOf(const ProcMesh& procs) {
+  std::vector<pid_t> pids;
+  for (const v1::ProcState& proc : procs.procs()) pids.push_back(proc.pid());
+  return pids;
+}
+
+// A call every test.trouble actor answers at once.
+test::Sleep Nap() {
+  test::Sleep nap;
+  nap.set_ms(1);
+  return nap;
+}
+
+// Each reply failed with UNAVAILABLE naming `host` as unreachable or lost.
+template <typename T>
+void CheckHostFailed(const std::vector<absl::StatusOr<T>>& replies,
+                     const std::string& host) {
+  for (const auto& reply : replies) {
+    INFO(reply.status().ToString());
+    CHECK(reply.status().code() == absl::StatusCode::kUnavailable);
+    CHECK_THAT(std::string(reply.status().message()),
+               Catch::Contains(absl::StrCat("host ", host, " is")));
+  }
+}
+
+TEST_CASE(
+    "a host killed with SIGKILL is lost after lost_after: one HOST_LOST "
+    "event per actor reaches its mesh's handler, and calls pending on it "
+    "fail at once") {
+  constexpr absl::Duration kUnreachableAfter = absl::Milliseconds(300);
+  constexpr absl::Duration kLostAfter = absl::Seconds(1);
+  testing::HostEvents host_events;
+  Events events;
+  auto host = TestHost::Start(HostdArgs());
+  REQUIRE(host != nullptr);
+  std::shared_ptr<Client> client =
+      NewHealthClientFor(*host, host_events, kUnreachableAfter, kLostAfter);
+  absl::StatusOr<HostMesh> hosts = HostMesh::Attach(
+      {host->address()}, WithClient(client, absl::Seconds(10)));
+  REQUIRE(hosts.ok());
+  absl::StatusOr<ProcMesh> procs = hosts->Spawn("hl", 2, TroubleSpec());
+  REQUIRE(procs.ok());
+  const std::vector<pid_t> pids = PidsOf(*procs);
+  std::vector<ActorMesh> meshes;
+  for (const char* name : {"m0", "m1"}) {
+    absl::StatusOr<ActorMesh> mesh = procs->Spawn(name, "test.trouble");
+    REQUIRE(mesh.ok());
+    mesh->OnSupervisionEvent(events.Handler());
+    meshes.push_back(*std::move(mesh));
+  }
+  std::optional<HostEvent> reachable = host_events.Next(host->address());
+  REQUIRE(reachable.has_value());
+  REQUIRE(reachable->state == HostState::kReachable);
+
+  test::Sleep sleep;
+  sleep.set_ms(600000);
+  auto pending = std::async(std::launch::async, [&meshes, &sleep] {
+    return meshes[0].Call<test::Slept>(sleep, kLongCall);
+  });
+  absl::SleepFor(absl::Milliseconds(200));  // the Sleeps are on their way
+  REQUIRE(kill(host->pid(), SIGKILL) == 0);
+  const absl::Time killed = absl::Now();
+
+  std::vector<absl::StatusOr<test::Slept>> slept = pending.get();
+  const absl::Duration call_failed = absl::Now() - killed;
+  CHECK(slept.size() == 2);
+  CheckHostFailed(slept, host->address());
+  CHECK(call_failed < kUnreachableAfter + kSlack);
+
+  std::vector<v1::SupervisionEvent> got = events.WaitFor(4, kLongCall);
+  const absl::Duration delivered = absl::Now() - killed;
+  CHECK(got.size() == 4);
+  CHECK(delivered >= kLostAfter - absl::Milliseconds(100));
+  CHECK(delivered < kLostAfter + kSlack);
+  std::set<std::pair<std::string, uint64_t>> actors;
+  for (const v1::SupervisionEvent& event : got) {
+    INFO(event.ShortDebugString());
+    actors.insert({event.mesh(), event.rank()});
+    CHECK(event.cause() == v1::SupervisionEvent::HOST_LOST);
+    CHECK(event.failure());
+    CHECK(event.actor().status() == v1::FAILED);
+    CHECK(event.actor().ref().proc() == absl::StrCat("hl_", event.rank()));
+    CHECK_FALSE(event.host_reason().empty());
+    CHECK_THAT(event.message(),
+               Catch::Contains("is lost") &&
+                   Catch::Contains(absl::StrCat("rank ", event.rank())));
+  }
+  CHECK(actors == std::set<std::pair<std::string, uint64_t>>{
+                      {"m0", 0}, {"m0", 1}, {"m1", 0}, {"m1", 1}});
+  // One event per actor: nothing more comes; handled, nothing is poisoned.
+  absl::SleepFor(absl::Milliseconds(300));
+  CHECK(events.All().size() == 4);
+  for (const ActorMesh& mesh : meshes) CHECK(mesh.status().ok());
+  // A later call does not wait either.
+  const absl::Time called = absl::Now();
+  for (const auto& reply : meshes[1].Call<test::Slept>(Nap(), kLongCall)) {
+    INFO(reply.status().ToString());
+    CHECK_FALSE(reply.ok());
+    CHECK(reply.status().code() != absl::StatusCode::kDeadlineExceeded);
+  }
+  CHECK(absl::Now() - called < kSlack);
+  WARN("SIGKILL to hostd: pending calls failed after "
+       << absl::FormatDuration(call_failed) << ", 4 HOST_LOST events after "
+       << absl::FormatDuration(delivered) << " (unreachable after "
+       << absl::FormatDuration(kUnreachableAfter) << ", lost after "
+       << absl::FormatDuration(kLostAfter) << ")");
+  hosts->Shutdown().IgnoreError();  // its hostd is gone
+  AwaitOrphans(pids);
+}
+
+TEST_CASE(
+    "a host stopped for less than lost_after is only unreachable: calls fail "
+    "with UNAVAILABLE naming it, no event arrives, no mesh is poisoned, and "
+    "calls work again once it continues") {
+  constexpr absl::Duration kUnreachableAfter = absl::Milliseconds(300);
+  constexpr absl::Duration kStoppedFor = absl::Milliseconds(1500);
+  testing::HostEvents host_events;
+  Events events;
+  // A long lease and orphan timeout: nothing ends while hostd is stopped.
+  auto host = TestHost::Start({"--heartbeat-interval=100ms",
+                               "--owner-lease=60s", "--orphan-timeout=30s"});
+  REQUIRE(host != nullptr);
+  std::shared_ptr<Client> client = NewHealthClientFor(
+      *host, host_events, kUnreachableAfter, absl::Seconds(60));
+  absl::StatusOr<HostMesh> hosts =
+      HostMesh::Attach({host->address()}, WithClient(client));
+  REQUIRE(hosts.ok());
+  absl::StatusOr<ProcMesh> procs = hosts->Spawn("hu", 2, TroubleSpec());
+  REQUIRE(procs.ok());
+  // "handled" reports to a handler; "bare" has none (a failure would
+  // poison it).
+  absl::StatusOr<ActorMesh> handled = procs->Spawn("handled", "test.trouble");
+  REQUIRE(handled.ok());
+  handled->OnSupervisionEvent(events.Handler());
+  absl::StatusOr<ActorMesh> bare = procs->Spawn("bare", "test.trouble");
+  REQUIRE(bare.ok());
+  std::optional<HostEvent> event = host_events.Next(host->address());
+  REQUIRE(event.has_value());
+  REQUIRE(event->state == HostState::kReachable);
+
+  test::Sleep sleep;
+  sleep.set_ms(1000);
+  auto pending = std::async(std::launch::async, [&bare, &sleep] {
+    return bare->Call<test::Slept>(sleep, kLongCall);
+  });
+  absl::SleepFor(absl::Milliseconds(200));  // the Sleeps are on their way
+  Continue resume{host->pid()};
+  REQUIRE(kill(host->pid(), SIGSTOP) == 0);
+  const absl::Time stopped = absl::Now();
+
+  event = host_events.Next(host->address(), kSlack);
+  REQUIRE(event.has_value());
+  CHECK(event->state == HostState::kUnreachable);
+  std::vector<absl::StatusOr<test::Slept>> slept = pending.get();
+  const absl::Duration pending_failed = absl::Now() - stopped;
+  CHECK(slept.size() == 2);
+  CheckHostFailed(slept, host->address());
+  CHECK(pending_failed < kUnreachableAfter + kSlack);
+  // A new call fails at once, naming the host.
+  const absl::Time called = absl::Now();
+  CheckHostFailed(handled->Call<test::Slept>(Nap(), absl::Hours(1)),
+                  host->address());
+  CHECK(absl::Now() - called < absl::Seconds(1));
+  absl::SleepFor(stopped + kStoppedFor - absl::Now());
+  CHECK(client->HostHealth(host->address()).state == HostState::kUnreachable);
+  CHECK(events.All().empty());
+  CHECK(handled->status().ok());
+  CHECK(bare->status().ok());
+
+  REQUIRE(kill(host->pid(), SIGCONT) == 0);
+  const absl::Time continued = absl::Now();
+  event = host_events.Next(host->address(), kSlack);
+  REQUIRE(event.has_value());
+  CHECK(event->state == HostState::kReachable);
+  const absl::Duration back = absl::Now() - continued;
+  for (const ActorMesh* mesh : {&*handled, &*bare}) {
+    for (const auto& reply :
+         mesh->Call<test::Slept>(Nap(), absl::Seconds(10))) {
+      INFO(reply.status().ToString());
+      CHECK(reply.ok());
+    }
+  }
+  absl::SleepFor(absl::Milliseconds(300));
+  CHECK(events.All().empty());
+  CHECK(handled->status().ok());
+  CHECK(bare->status().ok());
+  for (const HostEvent& seen : host_events.All()) {
+    CHECK(seen.state != HostState::kLost);
+  }
+  WARN("SIGSTOP to hostd: pending calls failed after "
+       << absl::FormatDuration(pending_failed)
+       << "; SIGCONT to reachable: " << absl::FormatDuration(back));
+  CHECK(hosts->Shutdown().ok());
+}
+
+// ---------------------------------------------------------------------------
+// Owners that are not admins; stops asked for or not.
+
+constexpr char kAliceToken[] = "alice-token-0123456789abcdef";
+constexpr char kBobToken[] = "bob-token-0123456789abcdef";
+
+// A host (HostdArgs) with two client identities, alice and bob, besides the
+// test's admin token.
+std::unique_ptr<TestHost> HostWithClients(const testing::TempDir& dir) {
+  const std::string tokens = dir.path() + "/tokens";
+  std::ofstream(tokens) << "# identity role token\n"
+                        << "alice client " << kAliceToken << "\n"
+                        << "bob client " << kBobToken << "\n";
+  REQUIRE(chmod(tokens.c_str(), 0600) == 0);
+  std::vector<std::string> args = HostdArgs();
+  args.push_back("--tokens-file=" + tokens);
+  return TestHost::Start(args);
+}
+
+ClientCredentials Token(const std::string& token) {
+  ClientCredentials credentials;
+  credentials.token = token;
+  return credentials;
+}
+
+// A client presenting `token`, with short heartbeats.
+std::shared_ptr<Client> NewClientAs(const std::string& token) {
+  Client::Options options;
+  options.credentials = Token(token);
+  options.heartbeat_interval = absl::Milliseconds(100);
+  return testing::NewClient(std::move(options));
+}
+
+// A raw relay stream to `host` as client id `id` presenting `token`: every
+// frame it receives is kept (reading until Stop).
+class RawRelay {
+ public:
+  RawRelay(const std::string& host, const std::string& token,
+           const std::string& id)
+      : stub_(v1::Relay::NewStub(NewAuthedChannel(host, Token(token)))) {
+    context_.AddMetadata("mesh-sender", id);
+    stream_ = stub_->Connect(&context_);
+    reader_ = std::thread([this] {
+      v1::RelayFrame frame;
+      while (stream_->Read(&frame)) {
+        absl::MutexLock lock(&mu_);
+        frames_.push_back(frame);
+      }
+    });
+  }
+  ~RawRelay() {
+    context_.TryCancel();
+    reader_.join();
+    stream_->Finish().IgnoreError();
+  }
+  // The MailboxLost frames received so far.
+  std::vector<v1::MailboxLost> Lost() {
+    absl::MutexLock lock(&mu_);
+    std::vector<v1::MailboxLost> lost;
+    for (const v1::RelayFrame& frame : frames_) {
+      if (frame.has_lost()) lost.push_back(frame.lost());
+    }
+    return lost;
+  }
+  // Whether a heartbeat came (the stream is open).
+  bool Heard() {
+    absl::MutexLock lock(&mu_);
+    return !frames_.empty();
+  }
+
+ private:
+  std::unique_ptr<v1::Relay::Stub> stub_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::RelayFrame, v1::RelayFrame>>
+      stream_;
+  std::thread reader_;
+  absl::Mutex mu_;
+  std::vector<v1::RelayFrame> frames_ ABSL_GUARDED_BY(mu_);
+};
+
+bool HasLostOf(const std::vector<v1::MailboxLost>& lost,
+               const std::string& proc) {
+  for (const v1::MailboxLost& one : lost) {
+    if (one.mailbox() == proc) return true;
+  }
+  return false;
+}
+
+// Polls until `done` holds or `timeout` passes; whether it held.
+template <typename F>
+bool Eventually(F done, absl::Duration timeout = kSlack) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!done()) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return true;
+}
+
+TEST_CASE(
+    "a client-role owner gets its killed proc's end with the stderr line "
+    "and holds its procs' lease, and another client identity on the same "
+    "host hears nothing of it") {
+  testing::TempDir dir;
+  auto host = HostWithClients(dir);
+  REQUIRE(host != nullptr);
+  Events alice_events;
+  Events bob_events;
+  std::shared_ptr<Client> alice = NewClientAs(kAliceToken);
+  alice->OnSupervisionEvent(alice_events.Handler());
+  std::shared_ptr<Client> bob = NewClientAs(kBobToken);
+  bob->OnSupervisionEvent(bob_events.Handler());
+
+  absl::StatusOr<HostMesh> alice_hosts =
+      HostMesh::Attach({host->address()}, WithClient(alice));
+  REQUIRE(alice_hosts.ok());
+  absl::StatusOr<ProcMesh> alice_procs =
+      alice_hosts->Spawn("al", 2, TroubleSpec());
+  REQUIRE(alice_procs.ok());
+  absl::StatusOr<ActorMesh> alice_mesh =
+      alice_procs->Spawn("am", "test.trouble");
+  REQUIRE(alice_mesh.ok());
+  absl::StatusOr<HostMesh> bob_hosts =
+      HostMesh::Attach({host->address()}, WithClient(bob));
+  REQUIRE(bob_hosts.ok());
+  absl::StatusOr<ProcMesh> bob_procs = bob_hosts->Spawn("bo", 1, TroubleSpec());
+  REQUIRE(bob_procs.ok());
+  absl::StatusOr<ActorMesh> bob_mesh = bob_procs->Spawn("bm", "test.trouble");
+  REQUIRE(bob_mesh.ok());
+  // Bob also listens on a raw relay stream of his own.
+  RawRelay bob_relay(host->address(), kBobToken, "client:00000000000b0b01");
+  REQUIRE(Eventually([&] { return bob_relay.Heard(); }));
+
+  // Alice's procs are hers: her identity, her client as lease holder.
+  auto alice_stub =
+      v1::Host::NewStub(NewAuthedChannel(host->address(), Token(kAliceToken)));
+  for (const v1::ProcState& spawned : alice_procs->procs()) {
+    v1::GetProcStateRequest get;
+    get.set_name(spawned.name());
+    v1::ProcState state;
+    REQUIRE(
+        alice_stub->GetProcState(testing::Context().get(), get, &state).ok());
+    INFO(state.ShortDebugString());
+    CHECK(state.owner() == "alice");
+    CHECK(state.client() == alice->id());
+  }
+  v1::ProcState bob_state;
+  REQUIRE(host->Get("bo_0", &bob_state).ok());
+  CHECK(bob_state.owner() == "bob");
+  CHECK(bob_state.client() == bob->id());
+
+  const std::string cause = "trouble: alice's al_0 hit a wall";
+  absl::StatusOr<ActorMesh> rank0 = alice_mesh->Slice("procs", 0);
+  REQUIRE(rank0.ok());
+  test::Say say;
+  say.set_text(cause);
+  auto said = rank0->Call<test::Said>(say);
+  REQUIRE(said.size() == 1);
+  REQUIRE(said[0].ok());
+  REQUIRE(kill(alice_procs->procs()[0].pid(), SIGKILL) == 0);
+
+  std::vector<v1::SupervisionEvent> got = alice_events.WaitFor(1);
+  REQUIRE(got.size() == 1);
+  {
+    const v1::SupervisionEvent& event = got[0];
+    INFO(event.ShortDebugString());
+    CHECK(event.cause() == v1::SupervisionEvent::PROC_ENDED);
+    CHECK(event.failure());
+    CHECK(event.mesh() == "am");
+    CHECK(event.rank() == 0);
+    CHECK(event.proc_exit().proc() == "al_0");
+    CHECK(event.proc_exit().term_signal() == SIGKILL);
+    CHECK(HasLine(event.proc_exit(), cause));
+    CHECK_THAT(event.message(), Catch::Contains(cause));
+  }
+  // Bob hears nothing of it: no event, no MailboxLost on any of his
+  // streams.
+  absl::SleepFor(absl::Seconds(1));
+  CHECK(bob_events.All().empty());
+  CHECK(bob_mesh->status().ok());
+  CHECK_FALSE(HasLostOf(bob_relay.Lost(), "al_0"));
+
+  // ... while he does hear of his own (the streams were listening).
+  REQUIRE(kill(bob_procs->procs()[0].pid(), SIGKILL) == 0);
+  std::vector<v1::SupervisionEvent> bobs = bob_events.WaitFor(1);
+  REQUIRE(bobs.size() == 1);
+  CHECK(bobs[0].proc_exit().proc() == "bo_0");
+  CHECK(Eventually([&] { return HasLostOf(bob_relay.Lost(), "bo_0"); }));
+  CHECK_FALSE(HasLostOf(bob_relay.Lost(), "al_0"));
+  absl::SleepFor(absl::Milliseconds(300));
+  CHECK(alice_events.All().size() == 1);
+  CHECK(bob_events.All().size() == 1);
+  CHECK(alice_hosts->Shutdown().ok());
+  CHECK(bob_hosts->Shutdown().ok());
+}
+
+TEST_CASE(
+    "a stop the owner did not ask for is a failure and fails a watched port "
+    "at once; a stop the owner asked for is no failure and poisons nothing, "
+    "but still fails a watched port at once") {
+  testing::TempDir dir;
+  auto host = HostWithClients(dir);
+  REQUIRE(host != nullptr);
+  std::shared_ptr<Client> alice = NewClientAs(kAliceToken);  // no handler
+  absl::StatusOr<HostMesh> hosts =
+      HostMesh::Attach({host->address()}, WithClient(alice));
+  REQUIRE(hosts.ok());
+
+  SECTION("an admin stops the proc") {
+    Events events;
+    absl::StatusOr<ProcMesh> procs = hosts->Spawn("as", 1, TroubleSpec());
+    REQUIRE(procs.ok());
+    absl::StatusOr<ActorMesh> mesh = procs->Spawn("x", "test.trouble");
+    REQUIRE(mesh.ok());
+    mesh->OnSupervisionEvent(events.Handler());
+    Port<test::Slept> watched = alice->OpenPort<test::Slept>();
+    watched.Watch(*mesh);
+
+    v1::ProcState state;
+    const absl::Time stopping = absl::Now();
+    REQUIRE(host->Stop("as_0", &state).ok());
+    absl::StatusOr<test::Slept> failed = watched.Recv(kLongCall);
+    const absl::Duration took = absl::Now() - stopping;
+    INFO(failed.status().ToString());
+    CHECK(failed.status().code() == absl::StatusCode::kUnavailable);
+    CHECK(took < kSlack);
+    std::optional<v1::SupervisionEvent> carried =
+        SupervisionEventOf(failed.status());
+    REQUIRE(carried.has_value());
+    CHECK(carried->failure());
+
+    // One event (however the actor's end is told), a failure.
+    std::vector<v1::SupervisionEvent> got = events.WaitFor(1);
+    absl::SleepFor(absl::Milliseconds(300));
+    REQUIRE(events.All().size() == 1);
+    INFO(got[0].ShortDebugString());
+    CHECK(got[0].failure());
+    CHECK(got[0].actor().status() == v1::FAILED);
+    CHECK(got[0].actor().ref().proc() == "as_0");
+    CHECK_THAT(got[0].message(), Catch::Contains("as_0"));
+  }
+
+  SECTION("the owner stops its proc mesh") {
+    Events events;
+    absl::StatusOr<ProcMesh> procs = hosts->Spawn("os", 1, TroubleSpec());
+    REQUIRE(procs.ok());
+    // "told" reports to a handler; "bare" has none.
+    absl::StatusOr<ActorMesh> told = procs->Spawn("told", "test.trouble");
+    REQUIRE(told.ok());
+    told->OnSupervisionEvent(events.Handler());
+    absl::StatusOr<ActorMesh> bare = procs->Spawn("bare", "test.trouble");
+    REQUIRE(bare.ok());
+    Port<test::Slept> told_port = alice->OpenPort<test::Slept>();
+    told_port.Watch(*told);
+    Port<test::Slept> bare_port = alice->OpenPort<test::Slept>();
+    bare_port.Watch(*bare);
+
+    const absl::Time stopping = absl::Now();
+    REQUIRE(procs->Stop().ok());
+    for (Port<test::Slept>* port : {&told_port, &bare_port}) {
+      absl::StatusOr<test::Slept> failed = port->Recv(kLongCall);
+      INFO(failed.status().ToString());
+      CHECK(failed.status().code() == absl::StatusCode::kUnavailable);
+      std::optional<v1::SupervisionEvent> carried =
+          SupervisionEventOf(failed.status());
+      REQUIRE(carried.has_value());
+      CHECK_FALSE(carried->failure());
+    }
+    CHECK(absl::Now() - stopping < kSlack);
+
+    std::vector<v1::SupervisionEvent> got = events.WaitFor(1);
+    absl::SleepFor(absl::Milliseconds(300));
+    REQUIRE(events.All().size() == 1);
+    INFO(got[0].ShortDebugString());
+    CHECK_FALSE(got[0].failure());
+    CHECK(got[0].actor().status() == v1::STOPPED);
+    CHECK(got[0].actor().ref().proc() == "os_0");
+    CHECK(told->status().ok());
+    CHECK(bare->status().ok());
+  }
+  CHECK(hosts->Shutdown().ok());
+}
+
+TEST_CASE(
+    "a long-lived port watched on a mesh still fails at once when its proc "
+    "is killed after 5000 other watched ports came and went") {
+  Events events;
+  std::unique_ptr<TroubleProcs> setup = StartTroubleProcs("mw", 1);
+  std::shared_ptr<Client> client = setup->client;
+  client->OnSupervisionEvent(events.Handler());
+  absl::StatusOr<ActorMesh> mesh = setup->procs->Spawn("s", "test.trouble");
+  REQUIRE(mesh.ok());
+
+  Port<test::Slept> kept = client->OpenPort<test::Slept>();
+  kept.Watch(*mesh);
+  const absl::Time opening = absl::Now();
+  for (int i = 0; i < 5000; ++i) {
+    OncePort<test::Slept> once = client->OpenOncePort<test::Slept>();
+    once.Watch(*mesh);
+  }
+  const absl::Duration churn = absl::Now() - opening;
+
+  REQUIRE(kill(setup->procs->procs()[0].pid(), SIGKILL) == 0);
+  const absl::Time killed = absl::Now();
+  absl::StatusOr<test::Slept> failed = kept.Recv(kLongCall);
+  const absl::Duration took = absl::Now() - killed;
+  INFO(failed.status().ToString());
+  CHECK(failed.status().code() == absl::StatusCode::kUnavailable);
+  CHECK(took < kSlack);
+  std::optional<v1::SupervisionEvent> event =
+      SupervisionEventOf(failed.status());
+  REQUIRE(event.has_value());
+  CHECK(event->cause() == v1::SupervisionEvent::PROC_ENDED);
+  CHECK(event->mesh() == "s");
+  WARN("5000 watched once ports opened and dropped in "
+       << absl::FormatDuration(churn)
+       << "; SIGKILL to the kept one failing: " << absl::FormatDuration(took));
+  CHECK(setup->hosts->Shutdown().ok());
 }
 
 }  // namespace
