@@ -294,8 +294,10 @@ int RunHostd(HostdOptions options) {
         ProcManager::StopBy{.label = "lease", .incarnation = incarnation});
   };
   leases = std::make_unique<OwnerLeases>(lease_options, lease_stop);
-  manager_options.on_created = [&leases, lease_stop](const v1::ProcState& state,
-                                                     uint64_t incarnation) {
+  manager_options.on_created = [&leases, &router, lease_stop](
+                                   const v1::ProcState& state,
+                                   uint64_t incarnation) {
+    router->ProcCreated(state.name());
     if (state.client().empty()) return;
     absl::Status leased = leases->ProcStarted(state.client(), state.owner(),
                                               state.name(), incarnation);

@@ -246,8 +246,61 @@ void Router::RouteLocal(v1::Envelope& envelope) {
     if (!sent.ok()) Bounce(envelope, sent);
     return;
   }
-  absl::Status sent = procs_->SendEnvelope(mailbox, envelope);
-  if (!sent.ok()) Bounce(envelope, sent);
+  SendToProc(mailbox, envelope);
+}
+
+void Router::SendToProc(const std::string& proc, v1::Envelope& envelope) {
+  absl::Status sent = procs_->SendEnvelope(proc, envelope);
+  if (sent.ok()) return;
+  // Asked outside held_mu_: the manager's hooks call ProcCreated under its
+  // own lock.
+  const bool known = owner_of_ && owner_of_(proc).ok();
+  bool held = false;
+  bool start_timer = false;
+  {
+    absl::MutexLock lock(&held_mu_);
+    if (auto ended = ended_.find(proc); ended != ended_.end()) {
+      sent = absl::UnavailableError(ended->second);
+    } else if (known && num_held_ < kMaxHeld) {
+      // Its channel is gone and its end not reported yet: wait for it.
+      auto [it, first] = held_.try_emplace(proc);
+      if (first) it->second.error = sent;
+      start_timer = first;
+      it->second.envelopes.push_back(std::move(envelope));
+      ++num_held_;
+      held = true;
+    }
+  }
+  if (!held) {
+    Bounce(envelope, sent);
+    return;
+  }
+  if (start_timer) {
+    absl::ReaderMutexLock lock(&mu_);
+    if (loop_ != nullptr) {
+      loop_->PostAfter(kHoldFor,
+                       [this, proc] { ReleaseHeld(proc, absl::Status()); });
+    }
+  }
+}
+
+void Router::ReleaseHeld(const std::string& proc, const absl::Status& why) {
+  Held held;
+  {
+    absl::MutexLock lock(&held_mu_);
+    auto it = held_.find(proc);
+    if (it == held_.end()) return;
+    held = std::move(it->second);
+    held_.erase(it);
+    num_held_ -= held.envelopes.size();
+  }
+  const absl::Status& answer = why.ok() ? held.error : why;
+  for (const v1::Envelope& envelope : held.envelopes) Bounce(envelope, answer);
+}
+
+void Router::ProcCreated(const std::string& proc) {
+  absl::MutexLock lock(&held_mu_);
+  ended_.erase(proc);  // its entry in ended_order_ goes when it comes up
 }
 
 void Router::FanOut(v1::Envelope& envelope) {
@@ -459,6 +512,23 @@ void Router::ProcLost(const v1::ProcExit& exit) {
     mailbox->ReportLost(mailbox->host(), proc,
                         absl::UnavailableError(exit.reason()));
   }
+  {
+    absl::MutexLock lock(&held_mu_);
+    if (ended_.insert_or_assign(proc, exit.reason()).second) {
+      ended_order_.push_back(proc);
+    }
+    while (ended_order_.size() > kMaxEndsKnown) {
+      // A name may come up twice (erased by ProcCreated, then ended again):
+      // the older entry goes, its name's latest end stays known.
+      const std::string oldest = std::move(ended_order_.front());
+      ended_order_.pop_front();
+      if (std::find(ended_order_.begin(), ended_order_.end(), oldest) ==
+          ended_order_.end()) {
+        ended_.erase(oldest);
+      }
+    }
+  }
+  ReleaseHeld(proc, absl::UnavailableError(exit.reason()));
 }
 
 }  // namespace mesh

@@ -39,6 +39,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -99,6 +100,19 @@ class Router {
   // Answers `envelope`'s reply_to (if any) with `why`.
   void Bounce(const v1::Envelope& envelope, const absl::Status& why);
 
+  // A new incarnation of proc `proc` was created: what the router knows of
+  // an earlier one's end no longer speaks for it.
+  void ProcCreated(const std::string& proc);
+
+  // Envelopes for a proc that cannot take them (its channel is gone) while
+  // its end is not reported yet wait, at most kHoldFor and kMaxHeld of
+  // them, so that their senders hear how the proc ended (ProcLost answers
+  // them with its reason) rather than "channel closed". Once its end is
+  // reported, later ones are answered with that reason at once.
+  static constexpr absl::Duration kHoldFor = absl::Seconds(3);
+  static constexpr size_t kMaxHeld = 1024;
+  static constexpr size_t kMaxEndsKnown = 4096;
+
   // A relay stream from `sender` ("client:<hex>" or "host:<addr>");
   // ALREADY_EXISTS while another stream of that sender is live. `owner`:
   // set for a client (not an admin), whose stream hears only of the procs
@@ -137,6 +151,10 @@ class Router {
   void RouteLocal(v1::Envelope& envelope);
   void FanOut(v1::Envelope& envelope);
   void StartFold(v1::Envelope& envelope);
+  // Sends `envelope` to its proc, or holds or bounces it (see kHoldFor).
+  void SendToProc(const std::string& proc, v1::Envelope& envelope);
+  // Answers the envelopes held for `proc` with `why`.
+  void ReleaseHeld(const std::string& proc, const absl::Status& why);
 
   ProcChannels* const procs_;
   const PeerSender peers_;
@@ -158,6 +176,19 @@ class Router {
   std::unique_ptr<Mailbox> mailbox_;
   // Fold deadlines.
   std::unique_ptr<EventLoop> loop_;
+
+  // Procs that ended (see kHoldFor): the reason of each reported end (the
+  // last kMaxEndsKnown, oldest forgotten first), and what waits for an end.
+  absl::Mutex held_mu_;
+  absl::flat_hash_map<std::string, std::string> ended_
+      ABSL_GUARDED_BY(held_mu_);
+  std::deque<std::string> ended_order_ ABSL_GUARDED_BY(held_mu_);
+  struct Held {
+    std::vector<v1::Envelope> envelopes;
+    absl::Status error;  // the send's own, for the timeout
+  };
+  absl::flat_hash_map<std::string, Held> held_ ABSL_GUARDED_BY(held_mu_);
+  size_t num_held_ ABSL_GUARDED_BY(held_mu_) = 0;
 };
 
 }  // namespace mesh

@@ -184,6 +184,8 @@ TEST_CASE(
   REQUIRE(procs.ok());
   absl::StatusOr<ActorMesh> actors = procs->Spawn("a0", "mesh.echo");
   REQUIRE(actors.ok());
+  // Handled, so the mesh is not poisoned and later calls go out too.
+  actors->OnSupervisionEvent([](const v1::SupervisionEvent&) {});
   REQUIRE(kill(procs->procs()[1].pid(), SIGKILL) == 0);
   auto replies =
       actors->Call<v1::ActorIdReply>(v1::GetActorId(), absl::Seconds(60));
@@ -193,6 +195,17 @@ TEST_CASE(
   REQUIRE_FALSE(replies[1].ok());
   CHECK(replies[1].status().code() == absl::StatusCode::kUnavailable);
   CHECK(replies[1].status().message().find("p0_1") != absl::string_view::npos);
+  // With the cause, whether the call met the proc dying (its host holds
+  // what it cannot deliver until the proc is reaped) or already gone.
+  CHECK(replies[1].status().message().find("killed by SIGKILL") !=
+        absl::string_view::npos);
+  for (int i = 0; i < 3; ++i) {
+    auto again =
+        actors->Call<v1::ActorIdReply>(v1::GetActorId(), absl::Seconds(60));
+    CHECK(again[1].status().code() == absl::StatusCode::kUnavailable);
+    CHECK(again[1].status().message().find("killed by SIGKILL") !=
+          absl::string_view::npos);
+  }
   CHECK(hosts->Shutdown().ok());
 }
 
