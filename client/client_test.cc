@@ -942,6 +942,8 @@ TEST_CASE(
   // Hosts stamp the sender; only the actor's own proc speaks for it.
   frame.mutable_envelope()->set_sender(absl::StrCat("p1@", host.address()));
   host.Push(frame);  // dropped: p1 is not p2
+  absl::SleepFor(absl::Milliseconds(200));
+  CHECK(events.All().empty());
   frame.mutable_envelope()->set_sender(absl::StrCat("p2@", host.address()));
   host.Push(frame);
   std::vector<v1::SupervisionEvent> got = events.WaitFor(1);

@@ -669,6 +669,16 @@ absl::StatusOr<v1::ProcState> ProcManager::GetState(const std::string& name) {
   return state;
 }
 
+void ProcManager::OwnerAskedToExit(const std::string& name,
+                                   const std::string& identity) {
+  absl::MutexLock lock(&mu_);
+  auto it = procs_.find(name);
+  if (it == procs_.end() || IsTerminal(it->second->state.status())) return;
+  if (!identity.empty() && identity == it->second->state.owner()) {
+    it->second->owner_asked = true;
+  }
+}
+
 void ProcManager::Stop(const v1::StopProcRequest& request, StateCallback done,
                        StopBy by) {
   absl::Status valid = ValidateName(request.name(), "proc name");

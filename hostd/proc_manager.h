@@ -134,6 +134,10 @@ class ProcManager {
   // keeps its own reason and label; a later one by the owner still makes
   // the end requested.
   void Stop(const v1::StopProcRequest& request, StateCallback done, StopBy by);
+  // `identity` asked live proc `name` to exit by itself (StopAll with
+  // exit_proc): if it is the proc's owner, the proc's end counts as asked
+  // for (ProcExit.requested).
+  void OwnerAskedToExit(const std::string& name, const std::string& identity);
   v1::ListProcsResponse List();
   // Answers when every named proc has status >= min_status, or at deadline.
   void Wait(const v1::WaitProcsRequest& request, absl::Time deadline,

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -81,6 +82,13 @@ grpc::ServerUnaryReactor* ProcService::Relay(
   if (absl::Status may = AuthorizeOwner(*caller, verb, proc, state->owner());
       !may.ok()) {
     return Refuse(context, may);
+  }
+  if constexpr (std::is_same_v<Request, v1::StopAllRequest>) {
+    // The proc exits next: its end is one its owner asked for, if it is
+    // the owner asking.
+    if (request.exit_proc()) {
+      manager_->OwnerAskedToExit(proc, caller->identity);
+    }
   }
   if (verb == "CreateOrUpdateActor" || verb == "StopActor" ||
       verb == "StopAll") {

@@ -249,25 +249,36 @@ void Router::RouteLocal(v1::Envelope& envelope) {
   SendToProc(mailbox, envelope);
 }
 
-void Router::SendToProc(const std::string& proc, v1::Envelope& envelope) {
+void Router::SendToProc(std::string proc, v1::Envelope& envelope) {
   absl::Status sent = procs_->SendEnvelope(proc, envelope);
   if (sent.ok()) return;
+  // Only a channel that is gone (NOT_FOUND: closed; UNAVAILABLE: broken) is
+  // worth waiting on; a full queue or an oversize frame is answered now.
+  const bool gone = sent.code() == absl::StatusCode::kNotFound ||
+                    sent.code() == absl::StatusCode::kUnavailable;
   // Asked outside held_mu_: the manager's hooks call ProcCreated under its
   // own lock.
-  const bool known = owner_of_ && owner_of_(proc).ok();
+  const bool known = gone && owner_of_ && owner_of_(proc).ok();
+  const size_t bytes = envelope.ByteSizeLong();
   bool held = false;
-  bool start_timer = false;
+  uint64_t start_timer = 0;
   {
     absl::MutexLock lock(&held_mu_);
-    if (auto ended = ended_.find(proc); ended != ended_.end()) {
+    if (auto ended = ended_.find(proc); gone && ended != ended_.end()) {
       sent = absl::UnavailableError(ended->second);
-    } else if (known && num_held_ < kMaxHeld) {
+    } else if (known && num_held_ < kMaxHeld &&
+               held_bytes_ + bytes <= kMaxHeldBytes) {
       // Its channel is gone and its end not reported yet: wait for it.
       auto [it, first] = held_.try_emplace(proc);
-      if (first) it->second.error = sent;
-      start_timer = first;
+      if (first) {
+        it->second.error = sent;
+        it->second.generation = next_generation_++;
+        start_timer = it->second.generation;
+      }
       it->second.envelopes.push_back(std::move(envelope));
+      it->second.bytes += bytes;
       ++num_held_;
+      held_bytes_ += bytes;
       held = true;
     }
   }
@@ -275,24 +286,28 @@ void Router::SendToProc(const std::string& proc, v1::Envelope& envelope) {
     Bounce(envelope, sent);
     return;
   }
-  if (start_timer) {
+  if (start_timer != 0) {
     absl::ReaderMutexLock lock(&mu_);
     if (loop_ != nullptr) {
-      loop_->PostAfter(kHoldFor,
-                       [this, proc] { ReleaseHeld(proc, absl::Status()); });
+      loop_->PostAfter(kHoldFor, [this, proc, start_timer] {
+        ReleaseHeld(proc, absl::Status(), start_timer);
+      });
     }
   }
 }
 
-void Router::ReleaseHeld(const std::string& proc, const absl::Status& why) {
+void Router::ReleaseHeld(const std::string& proc, const absl::Status& why,
+                         uint64_t generation) {
   Held held;
   {
     absl::MutexLock lock(&held_mu_);
     auto it = held_.find(proc);
     if (it == held_.end()) return;
+    if (generation != 0 && it->second.generation != generation) return;
     held = std::move(it->second);
     held_.erase(it);
     num_held_ -= held.envelopes.size();
+    held_bytes_ -= held.bytes;
   }
   const absl::Status& answer = why.ok() ? held.error : why;
   for (const v1::Envelope& envelope : held.envelopes) Bounce(envelope, answer);

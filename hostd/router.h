@@ -111,6 +111,7 @@ class Router {
   // reported, later ones are answered with that reason at once.
   static constexpr absl::Duration kHoldFor = absl::Seconds(3);
   static constexpr size_t kMaxHeld = 1024;
+  static constexpr size_t kMaxHeldBytes = 16 << 20;
   static constexpr size_t kMaxEndsKnown = 4096;
 
   // A relay stream from `sender` ("client:<hex>" or "host:<addr>");
@@ -152,9 +153,11 @@ class Router {
   void FanOut(v1::Envelope& envelope);
   void StartFold(v1::Envelope& envelope);
   // Sends `envelope` to its proc, or holds or bounces it (see kHoldFor).
-  void SendToProc(const std::string& proc, v1::Envelope& envelope);
-  // Answers the envelopes held for `proc` with `why`.
-  void ReleaseHeld(const std::string& proc, const absl::Status& why);
+  void SendToProc(std::string proc, v1::Envelope& envelope);
+  // Answers the envelopes held for `proc` with `why` (OK: with the send's
+  // own error), if they are hold `generation` (0: whichever).
+  void ReleaseHeld(const std::string& proc, const absl::Status& why,
+                   uint64_t generation = 0);
 
   ProcChannels* const procs_;
   const PeerSender peers_;
@@ -185,10 +188,14 @@ class Router {
   std::deque<std::string> ended_order_ ABSL_GUARDED_BY(held_mu_);
   struct Held {
     std::vector<v1::Envelope> envelopes;
-    absl::Status error;  // the send's own, for the timeout
+    size_t bytes = 0;
+    absl::Status error;       // the send's own, for the timeout
+    uint64_t generation = 0;  // its timer's
   };
   absl::flat_hash_map<std::string, Held> held_ ABSL_GUARDED_BY(held_mu_);
   size_t num_held_ ABSL_GUARDED_BY(held_mu_) = 0;
+  size_t held_bytes_ ABSL_GUARDED_BY(held_mu_) = 0;
+  uint64_t next_generation_ ABSL_GUARDED_BY(held_mu_) = 1;
 };
 
 }  // namespace mesh

@@ -705,6 +705,31 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "a proc its owner asked to exit (StopAll with exit_proc) ends as "
+    "requested") {
+  auto host = TestHost::Start();
+  REQUIRE(host != nullptr);
+  const std::string client = "client:quitter";
+  RawRelay ear(*host, client);
+  v1::RelayFrame first;
+  REQUIRE(ear.Read(&first));  // hostd's first heartbeat: the stream is up
+  v1::ProcState created;
+  REQUIRE(CreateLeased(*host, "quits", client, v1::ProcSpec(), &created).ok());
+  REQUIRE_FALSE(host->Wait({"quits"}, v1::RUNNING).timed_out());
+  auto procs = v1::Proc::NewStub(host->channel());
+  v1::StopAllRequest stop_all;
+  stop_all.set_proc("quits");
+  stop_all.set_exit_proc(true);
+  v1::StopAllResponse stopped;
+  REQUIRE(procs->StopAll(Context().get(), stop_all, &stopped).ok());
+  std::optional<v1::MailboxLost> lost = ear.NextLost("quits");
+  REQUIRE(lost.has_value());
+  INFO(lost->ShortDebugString());
+  CHECK(lost->exit().status() == v1::STOPPED);
+  CHECK(lost->exit().requested());
+}
+
+TEST_CASE(
     "a proc's end is requested only if its owner asked for it, not when an "
     "admin stops another's proc") {
   testing::TempDir dir;
