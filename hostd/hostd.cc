@@ -267,7 +267,8 @@ int RunHostd(HostdOptions options) {
         return peers->Send(host, e);
       },
       options.max_message_bytes,
-      [&manager](const std::string& proc) { return manager->OwnerOf(proc); });
+      [&manager](const std::string& proc) { return manager->OwnerOf(proc); },
+      [&manager](const std::string& proc) { return manager->EndOf(proc); });
 
   ProcManager::Options manager_options;
   manager_options.procd_path = options.procd_path;
@@ -294,10 +295,8 @@ int RunHostd(HostdOptions options) {
         ProcManager::StopBy{.label = "lease", .incarnation = incarnation});
   };
   leases = std::make_unique<OwnerLeases>(lease_options, lease_stop);
-  manager_options.on_created = [&leases, &router, lease_stop](
-                                   const v1::ProcState& state,
-                                   uint64_t incarnation) {
-    router->ProcCreated(state.name());
+  manager_options.on_created = [&leases, lease_stop](const v1::ProcState& state,
+                                                     uint64_t incarnation) {
     if (state.client().empty()) return;
     absl::Status leased = leases->ProcStarted(state.client(), state.owner(),
                                               state.name(), incarnation);

@@ -644,6 +644,16 @@ void ProcManager::OnDisconnected(const std::string& name,
   });
 }
 
+absl::StatusOr<std::optional<std::string>> ProcManager::EndOf(
+    const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  auto it = procs_.find(name);
+  if (it == procs_.end()) return NoSuchProc(name);
+  const v1::ProcState& state = it->second->state;
+  if (!IsTerminal(state.status())) return std::nullopt;
+  return state.reason();
+}
+
 absl::StatusOr<std::string> ProcManager::OwnerOf(const std::string& name) {
   absl::MutexLock lock(&mu_);
   auto it = procs_.find(name);

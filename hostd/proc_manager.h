@@ -113,6 +113,9 @@ class ProcManager {
   void CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
                       StateCallback done);
   absl::StatusOr<v1::ProcState> GetState(const std::string& name);
+  // How proc `name` ended: its reason once its current incarnation is
+  // STOPPED or FAILED, nullopt while it lives; NOT_FOUND if there is none.
+  absl::StatusOr<std::optional<std::string>> EndOf(const std::string& name);
   // The identity that created proc `name` (its state's owner); NOT_FOUND
   // if there is none. Cheap: checked for every envelope a client sends.
   absl::StatusOr<std::string> OwnerOf(const std::string& name);

@@ -112,9 +112,10 @@ class FakeProc {
 // A host's relay core with fake procs p0..p{n-1} and one fake client
 // stream "client:t".
 struct Relay {
-  explicit Relay(int procs) {
+  explicit Relay(int procs, Router::EndLookup end_of = nullptr) {
     channels = std::make_unique<ProcChannels>(ProcChannels::Options());
-    router = std::make_unique<Router>(channels.get(), nullptr);
+    router = std::make_unique<Router>(channels.get(), nullptr, 4 << 20, nullptr,
+                                      std::move(end_of));
     channels->Start(kHost,
                     [this](const std::string& proc, v1::Envelope envelope) {
                       router->Route(std::move(envelope), proc);
@@ -327,6 +328,83 @@ TEST_CASE(
   absl::Notification drained;
   relay.channels->Forget(relay.ids[0], [&drained] { drained.Notify(); });
   CHECK(drained.HasBeenNotified());
+}
+
+TEST_CASE(
+    "the host stamps who sent an envelope: neither a proc nor a client can "
+    "name itself another") {
+  Relay relay(2);
+  v1::Envelope from_proc;
+  from_proc.set_to_mailbox("client:t");
+  from_proc.set_port(5);
+  from_proc.set_sender(absl::StrCat("p1@", kHost));  // a lie
+  PackPayload(v1::Echo(), &from_proc);
+  relay.router->Route(std::move(from_proc), "p0");
+  REQUIRE(relay.client.WaitFor(1));
+  CHECK(relay.client.items()[0].envelope().sender() ==
+        absl::StrCat("p0@", kHost));
+
+  v1::Envelope from_client = Relay::FromClient(6);
+  from_client.set_to_mailbox("p1");
+  from_client.set_actor("a0");
+  from_client.set_sender(absl::StrCat("p0@", kHost));  // a lie
+  PackPayload(v1::Echo(), &from_client);
+  relay.router->Route(std::move(from_client), "client:t");
+  REQUIRE(relay.fakes[1]->received().WaitFor(2));  // Welcome, then it
+  CHECK(relay.fakes[1]->received().items()[1].envelope().sender() ==
+        "client:t");
+}
+
+TEST_CASE(
+    "a message for a proc whose channel is gone waits for its end and is "
+    "answered with how it ended; once it ended, at once") {
+  absl::Mutex mu;
+  bool ended = false;
+  const std::string reason = "proc \"p0\" was killed by SIGKILL";
+  Relay relay(
+      1, [&](const std::string&) -> absl::StatusOr<std::optional<std::string>> {
+        absl::MutexLock lock(&mu);
+        if (!ended) return std::nullopt;
+        return reason;
+      });
+  relay.fakes[0]->Close();  // dead, not yet reaped
+  auto call = [&relay](uint64_t port) {
+    v1::Envelope envelope = Relay::FromClient(port);
+    envelope.set_to_mailbox("p0");
+    envelope.set_actor("a0");
+    PackPayload(v1::Echo(), &envelope);
+    relay.router->Route(std::move(envelope), "client:t");
+  };
+  // Wait until the channel's close was seen (the send fails and is held).
+  absl::SleepFor(absl::Milliseconds(100));
+  call(7);
+  absl::SleepFor(absl::Milliseconds(200));
+  CHECK(relay.client.items().empty());
+  {
+    absl::MutexLock lock(&mu);
+    ended = true;
+  }
+  v1::ProcExit exit;
+  exit.set_proc("p0");
+  exit.set_host(kHost);
+  exit.set_reason(reason);
+  relay.router->ProcLost(exit);
+  REQUIRE(relay.client.WaitFor(2));  // the loss and the answer
+  call(8);
+  REQUIRE(relay.client.WaitFor(3));
+  std::vector<v1::RelayFrame> frames = relay.client.items();
+  for (uint64_t port : {7, 8}) {
+    INFO(port);
+    bool answered = false;
+    for (const v1::RelayFrame& frame : frames) {
+      if (!frame.has_envelope() || frame.envelope().port() != port) continue;
+      answered = true;
+      CHECK(frame.envelope().error().code() ==
+            int(absl::StatusCode::kUnavailable));
+      CHECK(frame.envelope().error().message() == reason);
+    }
+    CHECK(answered);
+  }
 }
 
 TEST_CASE("an envelope to a proc the host does not run gets an error reply") {

@@ -36,11 +36,12 @@ struct Router::Fold {
 };
 
 Router::Router(ProcChannels* procs, PeerSender peers, size_t max_envelope_bytes,
-               OwnerLookup owner_of)
+               OwnerLookup owner_of, EndLookup end_of)
     : procs_(procs),
       peers_(std::move(peers)),
       max_envelope_bytes_(max_envelope_bytes),
-      owner_of_(std::move(owner_of)) {}
+      owner_of_(std::move(owner_of)),
+      end_of_(std::move(end_of)) {}
 
 namespace {
 
@@ -155,10 +156,15 @@ void Router::Route(v1::Envelope envelope, const std::string& from) {
     }
     // The sender is who sent it, not what it says: a proc's envelopes (and
     // this host's own) are stamped here, a client's with its relay id; a
-    // peer host stamped its own procs' before forwarding them.
+    // peer host stamped its own procs' before forwarding them. An honest
+    // sender already named itself so (its mailbox does): checked in place,
+    // rewritten only if it lied.
     if (!IsRelaySender(from)) {
-      envelope.set_sender(MailboxName(host_address_, from));
-    } else if (absl::StartsWith(from, kClientMailboxPrefix)) {
+      if (!IsMailboxName(envelope.sender(), host_address_, from)) {
+        envelope.set_sender(MailboxName(host_address_, from));
+      }
+    } else if (absl::StartsWith(from, kClientMailboxPrefix) &&
+               envelope.sender() != from) {
       envelope.set_sender(from);
     }
   }
@@ -256,19 +262,22 @@ void Router::SendToProc(std::string proc, v1::Envelope& envelope) {
   // worth waiting on; a full queue or an oversize frame is answered now.
   const bool gone = sent.code() == absl::StatusCode::kNotFound ||
                     sent.code() == absl::StatusCode::kUnavailable;
-  // Asked outside held_mu_: the manager's hooks call ProcCreated under its
-  // own lock.
-  const bool known = gone && owner_of_ && owner_of_(proc).ok();
+  // The proc ended: say how. It lives on the manager's books but its
+  // channel is gone: it is dying, wait for its end. Asked outside held_mu_
+  // (the manager takes its own lock).
+  bool dying = false;
+  if (gone && end_of_) {
+    absl::StatusOr<std::optional<std::string>> end = end_of_(proc);
+    if (end.ok() && end->has_value()) sent = absl::UnavailableError(**end);
+    dying = end.ok() && !end->has_value();
+  }
   const size_t bytes = envelope.ByteSizeLong();
   bool held = false;
   uint64_t start_timer = 0;
   {
     absl::MutexLock lock(&held_mu_);
-    if (auto ended = ended_.find(proc); gone && ended != ended_.end()) {
-      sent = absl::UnavailableError(ended->second);
-    } else if (known && num_held_ < kMaxHeld &&
-               held_bytes_ + bytes <= kMaxHeldBytes) {
-      // Its channel is gone and its end not reported yet: wait for it.
+    if (dying && num_held_ < kMaxHeld && held_bytes_ + bytes <= kMaxHeldBytes) {
+      // Answered by ProcLost, or by the timer.
       auto [it, first] = held_.try_emplace(proc);
       if (first) {
         it->second.error = sent;
@@ -311,11 +320,6 @@ void Router::ReleaseHeld(const std::string& proc, const absl::Status& why,
   }
   const absl::Status& answer = why.ok() ? held.error : why;
   for (const v1::Envelope& envelope : held.envelopes) Bounce(envelope, answer);
-}
-
-void Router::ProcCreated(const std::string& proc) {
-  absl::MutexLock lock(&held_mu_);
-  ended_.erase(proc);  // its entry in ended_order_ goes when it comes up
 }
 
 void Router::FanOut(v1::Envelope& envelope) {
@@ -526,22 +530,6 @@ void Router::ProcLost(const v1::ProcExit& exit) {
   if (mailbox != nullptr) {
     mailbox->ReportLost(mailbox->host(), proc,
                         absl::UnavailableError(exit.reason()));
-  }
-  {
-    absl::MutexLock lock(&held_mu_);
-    if (ended_.insert_or_assign(proc, exit.reason()).second) {
-      ended_order_.push_back(proc);
-    }
-    while (ended_order_.size() > kMaxEndsKnown) {
-      // A name may come up twice (erased by ProcCreated, then ended again):
-      // the older entry goes, its name's latest end stays known.
-      const std::string oldest = std::move(ended_order_.front());
-      ended_order_.pop_front();
-      if (std::find(ended_order_.begin(), ended_order_.end(), oldest) ==
-          ended_order_.end()) {
-        ended_.erase(oldest);
-      }
-    }
   }
   ReleaseHeld(proc, absl::UnavailableError(exit.reason()));
 }

@@ -39,7 +39,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -77,12 +76,19 @@ class Router {
   // The identity that owns proc `proc` of this host; NOT_FOUND if none.
   using OwnerLookup =
       std::function<absl::StatusOr<std::string>(const std::string& proc)>;
+  // How proc `proc` of this host ended: NOT_FOUND if there is no such proc,
+  // nullopt while its current incarnation lives, else its reason.
+  using EndLookup = std::function<absl::StatusOr<std::optional<std::string>>(
+      const std::string& proc)>;
 
   // `procs` outlives the router. `max_envelope_bytes`: the largest envelope
   // sent on a relay stream (the gRPC message limit). `owner_of` (may be
   // null: no proc has an owner) is called without the router's lock.
+  // `end_of` (may be null: nothing is held, see kHoldFor) is called
+  // without the router's locks.
   Router(ProcChannels* procs, PeerSender peers,
-         size_t max_envelope_bytes = 4 << 20, OwnerLookup owner_of = nullptr);
+         size_t max_envelope_bytes = 4 << 20, OwnerLookup owner_of = nullptr,
+         EndLookup end_of = nullptr);
   ~Router();
   Router(const Router&) = delete;
   Router& operator=(const Router&) = delete;
@@ -100,19 +106,14 @@ class Router {
   // Answers `envelope`'s reply_to (if any) with `why`.
   void Bounce(const v1::Envelope& envelope, const absl::Status& why);
 
-  // A new incarnation of proc `proc` was created: what the router knows of
-  // an earlier one's end no longer speaks for it.
-  void ProcCreated(const std::string& proc);
-
   // Envelopes for a proc that cannot take them (its channel is gone) while
   // its end is not reported yet wait, at most kHoldFor and kMaxHeld of
   // them, so that their senders hear how the proc ended (ProcLost answers
-  // them with its reason) rather than "channel closed". Once its end is
-  // reported, later ones are answered with that reason at once.
+  // them with its reason) rather than "channel closed". Once the proc has
+  // ended (EndLookup), later ones are answered with that reason at once.
   static constexpr absl::Duration kHoldFor = absl::Seconds(3);
   static constexpr size_t kMaxHeld = 1024;
   static constexpr size_t kMaxHeldBytes = 16 << 20;
-  static constexpr size_t kMaxEndsKnown = 4096;
 
   // A relay stream from `sender` ("client:<hex>" or "host:<addr>");
   // ALREADY_EXISTS while another stream of that sender is live. `owner`:
@@ -163,6 +164,7 @@ class Router {
   const PeerSender peers_;
   const size_t max_envelope_bytes_;
   const OwnerLookup owner_of_;
+  const EndLookup end_of_;
   std::atomic<size_t> folds_{0};
 
   mutable absl::Mutex mu_;
@@ -180,12 +182,8 @@ class Router {
   // Fold deadlines.
   std::unique_ptr<EventLoop> loop_;
 
-  // Procs that ended (see kHoldFor): the reason of each reported end (the
-  // last kMaxEndsKnown, oldest forgotten first), and what waits for an end.
+  // What waits for a proc's end (see kHoldFor).
   absl::Mutex held_mu_;
-  absl::flat_hash_map<std::string, std::string> ended_
-      ABSL_GUARDED_BY(held_mu_);
-  std::deque<std::string> ended_order_ ABSL_GUARDED_BY(held_mu_);
   struct Held {
     std::vector<v1::Envelope> envelopes;
     size_t bytes = 0;

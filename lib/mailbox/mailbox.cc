@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "lib/names.h"
 #include "lib/status.h"
@@ -241,6 +242,15 @@ v1::Envelope EnvelopeToActor(const v1::ActorRef& actor,
 std::string MailboxName(const std::string& host, const std::string& mailbox) {
   if (host.empty()) return mailbox;
   return absl::StrCat(mailbox.empty() ? "host" : mailbox, "@", host);
+}
+
+bool IsMailboxName(absl::string_view name, absl::string_view host,
+                   absl::string_view mailbox) {
+  if (host.empty()) return name == mailbox;
+  absl::string_view id = mailbox.empty() ? "host" : mailbox;
+  return name.size() == id.size() + 1 + host.size() &&
+         absl::StartsWith(name, id) && name[id.size()] == '@' &&
+         absl::EndsWith(name, host);
 }
 
 }  // namespace mesh

@@ -40,6 +40,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/message.h"
 #include "proto/mailbox.pb.h"
@@ -197,6 +198,9 @@ v1::Envelope EnvelopeToActor(const v1::ActorRef& actor,
 
 // "<mailbox>@<host>" (or "<mailbox>" if the host is empty), for messages.
 std::string MailboxName(const std::string& host, const std::string& mailbox);
+// True if `name` is MailboxName(host, mailbox), without building it.
+bool IsMailboxName(absl::string_view name, absl::string_view host,
+                   absl::string_view mailbox);
 
 }  // namespace mesh
 

@@ -177,6 +177,13 @@ TEST_CASE("envelopes for elsewhere go to the Outbound with the sender set") {
   CHECK(sent[0].sender() == "client:0123456789abcdef");
   CHECK(MailboxName("h1:7450", "p0_0") == "p0_0@h1:7450");
   CHECK(MailboxName("h1:7450", "") == "host@h1:7450");
+  CHECK(IsMailboxName("p0_0@h1:7450", "h1:7450", "p0_0"));
+  CHECK(IsMailboxName("host@h1:7450", "h1:7450", ""));
+  CHECK(IsMailboxName("client:1", "", "client:1"));
+  CHECK_FALSE(IsMailboxName("p0_1@h1:7450", "h1:7450", "p0_0"));
+  CHECK_FALSE(IsMailboxName("p0_0@h1:7451", "h1:7450", "p0_0"));
+  CHECK_FALSE(IsMailboxName("p0_0#h1:7450", "h1:7450", "p0_0"));
+  CHECK_FALSE(IsMailboxName("p0_0@h1:74500", "h1:7450", "p0_0"));
 }
 
 TEST_CASE("an envelope the Outbound refuses gets an error reply") {

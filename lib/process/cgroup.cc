@@ -453,18 +453,24 @@ absl::StatusOr<std::vector<pid_t>> ProcCgroup::Procs() const {
   return pids;
 }
 
-absl::StatusOr<bool> ProcCgroup::Empty() const {
-  std::string events;
-  int err = ReadFileAt(dir_fd_, "cgroup.events", &events);
+absl::StatusOr<std::string> ProcCgroup::Read(const std::string& name) const {
+  std::string text;
+  int err = ReadFileAt(dir_fd_, name, &text);
   if (err == ENOENT || err == ENODEV) {
     return absl::NotFoundError(
         absl::StrCat("cgroup ", Quote(dir_), " is gone"));
   }
   if (err != 0) {
-    return absl::ErrnoToStatus(
-        err, absl::StrCat("cannot read ", dir_, "/cgroup.events"));
+    return absl::ErrnoToStatus(err,
+                               absl::StrCat("cannot read ", dir_, "/", name));
   }
-  std::optional<bool> populated = Populated(events);
+  return text;
+}
+
+absl::StatusOr<bool> ProcCgroup::Empty() const {
+  absl::StatusOr<std::string> events = Read("cgroup.events");
+  if (!events.ok()) return events.status();
+  std::optional<bool> populated = Populated(*events);
   if (!populated.has_value()) {
     return absl::InternalError(
         absl::StrCat("no \"populated\" in ", dir_, "/cgroup.events"));
@@ -616,32 +622,20 @@ absl::Status ProcCgroup::Remove(absl::Duration timeout) const {
 }
 
 absl::StatusOr<std::vector<std::string>> ProcCgroup::Controllers() const {
-  std::string text;
-  int err = ReadFileAt(dir_fd_, "cgroup.controllers", &text);
-  if (err == ENOENT || err == ENODEV) {
-    return absl::NotFoundError(
-        absl::StrCat("cgroup ", Quote(dir_), " is gone"));
-  }
-  if (err != 0) {
-    return absl::ErrnoToStatus(
-        err, absl::StrCat("cannot read ", dir_, "/cgroup.controllers"));
-  }
-  return std::vector<std::string>(
-      absl::StrSplit(absl::StripAsciiWhitespace(text), ' ', absl::SkipEmpty()));
+  absl::StatusOr<std::string> text = Read("cgroup.controllers");
+  if (!text.ok()) return text.status();
+  return std::vector<std::string>(absl::StrSplit(
+      absl::StripAsciiWhitespace(*text), ' ', absl::SkipEmpty()));
 }
 
 absl::StatusOr<CgroupMemoryEvents> ProcCgroup::MemoryEvents() const {
   std::string text;
   int err = ReadFileAt(dir_fd_, "memory.events", &text);
   if (err == ENOENT) {
-    std::string controllers;
-    int cerr = ReadFileAt(dir_fd_, "cgroup.controllers", &controllers);
-    if (cerr == ENOENT || cerr == ENODEV) {
-      return absl::NotFoundError(
-          absl::StrCat("cgroup ", Quote(dir_), " is gone"));
-    }
+    absl::StatusOr<std::string> controllers = Read("cgroup.controllers");
+    if (!controllers.ok()) return controllers.status();
     return MissingControllers({"memory"}, "read memory.events of", dir_,
-                              controllers);
+                              *controllers);
   }
   if (err == ENODEV) {
     return absl::NotFoundError(
@@ -689,25 +683,17 @@ absl::Status ProcCgroup::SetLimits(const CgroupLimits& limits) const {
           absl::StrCat(w.file, " must not be negative (", w.value, ")"));
     }
   }
-  std::string controllers;
-  int err = ReadFileAt(dir_fd_, "cgroup.controllers", &controllers);
-  if (err == ENOENT || err == ENODEV) {
-    return absl::NotFoundError(
-        absl::StrCat("cgroup ", Quote(dir_), " is gone"));
-  }
-  if (err != 0) {
-    return absl::ErrnoToStatus(
-        err, absl::StrCat("cannot read ", dir_, "/cgroup.controllers"));
-  }
+  absl::StatusOr<std::string> controllers = Read("cgroup.controllers");
+  if (!controllers.ok()) return controllers.status();
   std::set<absl::string_view> have = absl::StrSplit(
-      absl::StripAsciiWhitespace(controllers), ' ', absl::SkipEmpty());
+      absl::StripAsciiWhitespace(*controllers), ' ', absl::SkipEmpty());
   for (const Wanted& w : wanted) {
     if (!have.contains(w.controller)) missing.push_back(w.controller);
   }
   if (!missing.empty()) {
     return MissingControllers(
         missing, absl::StrCat("set ", absl::StrJoin(files, " and "), " of"),
-        dir_, controllers);
+        dir_, *controllers);
   }
   for (const Wanted& w : wanted) {
     if (int werr = WriteFileAt(dir_fd_, w.file, absl::StrCat(w.value))) {

@@ -179,6 +179,9 @@ class ProcCgroup {
  private:
   ProcCgroup(std::string dir, int dir_fd)
       : dir_(std::move(dir)), dir_fd_(dir_fd) {}
+  // The text of the leaf's file `name`; NOT_FOUND "is gone" once the leaf
+  // was removed.
+  absl::StatusOr<std::string> Read(const std::string& name) const;
 
   std::string dir_;
   int dir_fd_ = -1;
