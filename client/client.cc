@@ -225,51 +225,44 @@ void Client::ActorEnded(const std::string& host, v1::SupervisionEvent event) {
 
 void Client::ProcEnded(const std::string& host, const v1::MailboxLost& lost,
                        const absl::Status& why) {
-  std::vector<SupervisionIndex::Member> members =
-      supervised_->Find(host, lost.mailbox());
-  supervised_->RemoveProc(host, lost.mailbox());
+  v1::SupervisionEvent event;
+  event.set_cause(v1::SupervisionEvent::PROC_ENDED);
   // A proc nobody asked to stop failed its actors, whatever its exit code.
-  const bool failure = !lost.has_exit() || !lost.exit().requested();
-  for (const SupervisionIndex::Member& member : members) {
-    v1::SupervisionEvent event;
-    event.set_cause(v1::SupervisionEvent::PROC_ENDED);
-    event.set_failure(failure);
-    if (lost.has_exit()) {
-      *event.mutable_proc_exit() = lost.exit();
-    } else {
-      event.mutable_proc_exit()->set_proc(lost.mailbox());
-      event.mutable_proc_exit()->set_host(host);
-      event.mutable_proc_exit()->set_reason(std::string(why.message()));
-    }
+  event.set_failure(!lost.has_exit() || !lost.exit().requested());
+  if (lost.has_exit()) {
+    *event.mutable_proc_exit() = lost.exit();
+  } else {
+    event.mutable_proc_exit()->set_proc(lost.mailbox());
+    event.mutable_proc_exit()->set_host(host);
+    event.mutable_proc_exit()->set_reason(std::string(why.message()));
+  }
+  event.mutable_actor()->set_status(event.failure() ? v1::FAILED : v1::STOPPED);
+  event.mutable_actor()->set_reason(event.proc_exit().reason());
+  EndActorsOf(host, lost.mailbox(), event);
+}
+
+void Client::HostLost(const HostEvent& lost) {
+  v1::SupervisionEvent event;
+  event.set_cause(v1::SupervisionEvent::HOST_LOST);
+  event.set_failure(true);
+  event.set_host_reason(lost.reason);
+  event.mutable_actor()->set_status(v1::FAILED);
+  event.mutable_actor()->set_reason(
+      absl::StrCat("host ", lost.host, " is lost: ", lost.reason));
+  for (const std::string& proc : lost.procs) {
+    EndActorsOf(lost.host, proc, event);
+  }
+}
+
+void Client::EndActorsOf(const std::string& host, const std::string& proc,
+                         const v1::SupervisionEvent& prototype) {
+  for (const SupervisionIndex::Member& member : supervised_->Take(host, proc)) {
+    v1::SupervisionEvent event = prototype;
     v1::ActorState* actor = event.mutable_actor();
     actor->set_name(member.ref.actor());
     actor->set_rank(member.ref.rank());
     *actor->mutable_ref() = member.ref;
-    actor->set_status(failure ? v1::FAILED : v1::STOPPED);
-    actor->set_reason(event.proc_exit().reason());
     Dispatch(member.mesh, member.rank, std::move(event));
-  }
-}
-
-void Client::HostLost(const HostEvent& lost) {
-  for (const std::string& proc : lost.procs) {
-    std::vector<SupervisionIndex::Member> members =
-        supervised_->Find(lost.host, proc);
-    supervised_->RemoveProc(lost.host, proc);
-    for (const SupervisionIndex::Member& member : members) {
-      v1::SupervisionEvent event;
-      event.set_cause(v1::SupervisionEvent::HOST_LOST);
-      event.set_failure(true);
-      event.set_host_reason(lost.reason);
-      v1::ActorState* actor = event.mutable_actor();
-      actor->set_name(member.ref.actor());
-      actor->set_rank(member.ref.rank());
-      *actor->mutable_ref() = member.ref;
-      actor->set_status(v1::FAILED);
-      actor->set_reason(
-          absl::StrCat("host ", lost.host, " is lost: ", lost.reason));
-      Dispatch(member.mesh, member.rank, std::move(event));
-    }
   }
 }
 

@@ -185,16 +185,21 @@ std::vector<SupervisionIndex::Member> SupervisionIndex::Find(
   return members;
 }
 
-void SupervisionIndex::RemoveProc(const std::string& host,
-                                  const std::string& proc) {
+std::vector<SupervisionIndex::Member> SupervisionIndex::Take(
+    const std::string& host, const std::string& proc) {
+  std::vector<Member> members;
   absl::MutexLock lock(&mu_);
   std::vector<Entry*> matched = MatchLocked(host, proc);
-  if (matched.empty()) return;
+  if (matched.empty()) return members;
   std::set<Entry*> gone(matched.begin(), matched.end());
   std::vector<Entry>& entries = by_proc_[proc];
   std::vector<Entry> kept;
   for (Entry& entry : entries) {
-    if (!gone.contains(&entry)) kept.push_back(std::move(entry));
+    if (!gone.contains(&entry)) {
+      kept.push_back(std::move(entry));
+    } else if (std::shared_ptr<MeshSupervision> mesh = entry.mesh.lock()) {
+      members.push_back({std::move(mesh), entry.rank, entry.ref});
+    }
   }
   entries_ -= entries.size() - kept.size();
   if (kept.empty()) {
@@ -202,6 +207,7 @@ void SupervisionIndex::RemoveProc(const std::string& host,
   } else {
     entries = std::move(kept);
   }
+  return members;
 }
 
 }  // namespace mesh

@@ -102,8 +102,9 @@ class SupervisionIndex {
   // client does: the proc's members if they are all on one host.
   std::vector<Member> Find(const std::string& host, const std::string& proc,
                            const std::string& actor = "");
-  // Drops every member of proc `proc` on `host` (it ended).
-  void RemoveProc(const std::string& host, const std::string& proc);
+  // The live members on proc `proc` of `host` (as Find), dropped from the
+  // index: the proc ended.
+  std::vector<Member> Take(const std::string& host, const std::string& proc);
 
  private:
   struct Entry {

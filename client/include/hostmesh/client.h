@@ -304,6 +304,10 @@ class Client {
   void ProcEnded(const std::string& host, const v1::MailboxLost& lost,
                  const absl::Status& why);
   void HostLost(const HostEvent& event);
+  // One event per actor of proc `proc` of `host` (which ended): `prototype`
+  // with the actor filled in.
+  void EndActorsOf(const std::string& host, const std::string& proc,
+                   const v1::SupervisionEvent& prototype);
   // Completes `event` (mesh, rank, message), marks the rank ended and gives
   // the event to its handler, or treats it as unhandled. Drops a second end
   // of the same actor.
