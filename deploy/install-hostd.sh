@@ -312,7 +312,8 @@ else
   fi
   if systemctl is-active --quiet hostd.service; then
     echo "install-hostd: hostd is running the old files until: systemctl restart hostd"
-    echo "install-hostd: (a restart stops every proc on this machine)"
+    echo "install-hostd: (a restart keeps this machine's procs: the new hostd re-adopts them;"
+    echo "install-hostd:  a changed hostd.conf or tokens file alone: systemctl reload hostd)"
   else
     echo "install-hostd: to start now and at boot: systemctl enable --now hostd"
   fi

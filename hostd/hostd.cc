@@ -18,7 +18,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "hostd/command_policy.h"
@@ -31,16 +34,20 @@
 #include "hostd/proc_manager.h"
 #include "hostd/proc_service.h"
 #include "hostd/relay_service.h"
+#include "hostd/reload.h"
 #include "hostd/router.h"
 #include "hostd/sender_claims.h"
 #include "lib/auth/credentials.h"
 #include "lib/auth/server_auth.h"
+#include "lib/auth/sha256.h"
 #include "lib/bootstrap/parent_channel.h"
 #include "lib/mailbox/mailbox.h"
 #include "lib/net/address.h"
 #include "lib/net/host_port.h"
+#include "lib/process/cgroup.h"
 #include "lib/process/signals.h"
 #include "lib/process/supervisor.h"
+#include "lib/store/durable_file.h"
 #include "proto/actors.pb.h"
 
 namespace mesh {
@@ -89,6 +96,58 @@ absl::Status WriteAdminTokenFile(const std::string& runtime_dir,
   return absl::OkStatus();
 }
 
+// --test-crash-at "<point>:<n>" (tests only): SIGKILLs hostd itself the n-th
+// time a proc table write reaches <point> (hostd/flags.h validated it).
+DurableFile::CrashHook CrashHookFromFlag(const std::string& flag) {
+  if (flag.empty()) return nullptr;
+  const std::vector<std::string> parts = absl::StrSplit(flag, ':');
+  int n = 0;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &n) || n < 1) {
+    return nullptr;
+  }
+  const std::string point = absl::StrReplaceAll(parts[0], {{"-", " "}});
+  auto count = std::make_shared<std::atomic<int>>(0);
+  return [point, n, count](CrashPoint at) {
+    if (CrashPointName(at) != point || ++*count != n) return;
+    LOG(WARNING) << "--test-crash-at: killing hostd " << point
+                 << " of proc table write " << n;
+    google::FlushLogFiles(google::INFO);
+    kill(getpid(), SIGKILL);
+  };
+}
+
+// Where each proc's cgroup v2 leaf goes (--cgroup, hostd/options.h): a
+// directory, "" (none: process groups only) if the flag says "none" or, for
+// the automatic default, the machine has no writable cgroup v2.
+absl::StatusOr<std::string> ProcCgroupParent(const std::string& flag,
+                                             const std::string& state_dir) {
+  if (flag == "none") return std::string();
+  absl::StatusOr<CgroupRoot> root = CgroupRoot::Find();
+  absl::StatusOr<std::string> dir = root.status();
+  if (root.ok()) {
+    std::error_code error;
+    std::string canonical =
+        std::filesystem::weakly_canonical(state_dir, error).string();
+    if (error) canonical = state_dir;
+    // One subtree per state dir (one hostd each): a restarted hostd finds
+    // its procs' leaves where it left them.
+    dir = root->Create(
+        flag.empty()
+            ? absl::StrCat(
+                  "hostmesh-",
+                  absl::BytesToHexString(Sha256(canonical)).substr(0, 16))
+            : flag);
+  }
+  if (!dir.ok() && flag.empty()) {
+    LOG(WARNING) << "procs are tracked by process group only (a proc's "
+                    "descendants that leave its group escape Stop): no "
+                    "cgroup v2 subtree: "
+                 << dir.status().message();
+    return std::string();
+  }
+  return dir;
+}
+
 }  // namespace
 
 int RunHostd(HostdOptions options) {
@@ -100,8 +159,9 @@ int RunHostd(HostdOptions options) {
     LOG(ERROR) << "cannot protect hostd from its procs: " << protect;
     return 1;
   }
-  // Before any thread starts: SIGTERM/SIGINT go to one thread (below).
-  StopSignals::Block();
+  // Before any thread starts: SIGTERM/SIGINT (stop), SIGUSR2 (restart) and
+  // SIGHUP (reload) go to one thread (below).
+  HostSignals::Block();
   // Also before any thread starts: takes the channel to a parent that
   // spawned us (unsetting its variable; the fd becomes close-on-exec).
   absl::StatusOr<std::optional<ParentChannel::Inherited>> bootstrap =
@@ -116,17 +176,9 @@ int RunHostd(HostdOptions options) {
   (void)v1::Count::descriptor();
   if (options.procd_path.empty()) options.procd_path = DefaultProcdPath();
   // What callers may run, and as whom (hostd/command_policy.h).
-  CommandPolicy::Options policy_options;
-  if (!options.procd_path.empty() && options.procd_path[0] == '/') {
-    policy_options.allow_commands.push_back(options.procd_path);
-  }
-  policy_options.allow_commands.insert(policy_options.allow_commands.end(),
-                                       options.allow_commands.begin(),
-                                       options.allow_commands.end());
-  policy_options.allow_env = options.allow_env;
-  policy_options.allow_any_command = options.allow_any_command;
+  // (SIGHUP makes them again from the config: hostd/reload.h.)
   absl::StatusOr<CommandPolicy> policy =
-      CommandPolicy::Create(std::move(policy_options));
+      CommandPolicy::Create(PolicyOptionsFor(options));
   if (!policy.ok()) {
     LOG(ERROR) << policy.status().message();
     return 2;
@@ -217,8 +269,10 @@ int RunHostd(HostdOptions options) {
     if (!info.peer_token().empty()) auth->SetPeerToken(info.peer_token());
   }
 
+  // A subreaper: a proc's descendants that leave it are reparented to hostd
+  // and reaped (not left to an init that may never reap them).
   absl::StatusOr<std::unique_ptr<ProcessSupervisor>> supervisor =
-      ProcessSupervisor::Create();
+      ProcessSupervisor::Create(ProcessSupervisor::Options{.subreaper = true});
   if (!supervisor.ok()) {
     LOG(ERROR) << "cannot start the process supervisor: "
                << supervisor.status();
@@ -322,8 +376,28 @@ int RunHostd(HostdOptions options) {
                                       const v1::ProcExit& exit) {
     missed->Report(state.client(), state.owner(), exit);
   };
+  manager_options.table_path =
+      (std::filesystem::path(options.state_dir) / "procs.table").string();
+  manager_options.table_crash_hook = CrashHookFromFlag(options.test_crash_at);
+  absl::StatusOr<std::string> cgroup_parent =
+      ProcCgroupParent(options.cgroup, options.state_dir);
+  if (!cgroup_parent.ok()) {
+    LOG(ERROR) << "--cgroup=" << options.cgroup << ": "
+               << cgroup_parent.status().message();
+    return 1;
+  }
+  manager_options.cgroup_parent = *cgroup_parent;
+  LOG_IF(INFO, !cgroup_parent->empty())
+      << "each proc runs in its own cgroup under " << *cgroup_parent;
   manager = std::make_unique<ProcManager>(manager_options, supervisor->get(),
                                           channels.get());
+  // Before anything is served: the procs an earlier hostd left are known
+  // (and their names taken) before any CreateOrUpdate.
+  if (absl::Status recovered = manager->Recover(); !recovered.ok()) {
+    LOG(ERROR) << "cannot take over the procs of an earlier hostd: "
+               << recovered.message();
+    return 1;
+  }
 
   absl::Notification exit_requested;
   std::once_flag exit_once;
@@ -405,6 +479,24 @@ int RunHostd(HostdOptions options) {
                     router->Route(std::move(envelope), proc);
                   });
   router->Start(address);
+  // Procs of an earlier hostd (and this one's, after a restart) dial back
+  // here. With --proc-user they run as another user: the runtime dir lets
+  // it through (0711: admin.token stays 0600) and the socket is its group's.
+  const std::string rejoin_socket =
+      (std::filesystem::path(options.runtime_dir) / "procs.sock").string();
+  if (proc_user.has_value()) chmod(options.runtime_dir.c_str(), 0711);
+  absl::Status listening = channels->Listen(
+      rejoin_socket, proc_user.has_value() ? 0660 : 0600,
+      proc_user.has_value() ? std::optional<gid_t>(proc_user->gid)
+                            : std::nullopt,
+      [&manager](ProcChannels::RejoinRequest request) {
+        manager->OnRejoin(std::move(request));
+      });
+  if (!listening.ok()) {
+    LOG(ERROR) << "cannot listen for rejoining procs on " << rejoin_socket
+               << ": " << listening.message();
+    return 1;
+  }
   LOG(INFO) << "hostd listening on " << address << " (state "
             << options.state_dir << ", runtime " << options.runtime_dir
             << ", procd " << options.procd_path << "; a vanished client's "
@@ -443,10 +535,44 @@ int RunHostd(HostdOptions options) {
   }
   sd_notify(0, "READY=1");
 
-  auto signals = std::make_unique<StopSignals>([&](const std::string& name) {
+  // SIGHUP (systemctl reload): re-read the config and apply what can change
+  // while hostd runs -- tokens file, allow rules, log levels -- and name the
+  // rest as needing a restart (hostd/reload.h). On the signal thread.
+  HostdReloader::Options reload_options;
+  reload_options.running = options;
+  reload_options.default_procd_path = DefaultProcdPath();
+  reload_options.auth = auth.get();
+  reload_options.set_policy = [&manager](CommandPolicy policy) {
+    manager->SetPolicy(std::move(policy));
+  };
+  HostdReloader reloader(std::move(reload_options));
+  // SIGUSR2 (systemctl restart: the unit's RestartKillSignal): exit 0 at
+  // once, stopping no proc; the next hostd re-adopts them. On the signal
+  // thread; a stop already under way wins (and a stop signal after this
+  // one finds shutdown_started set and does nothing).
+  // RESTART HOOK: what hostd does to keep its procs before it exits.
+  auto restart_keeping_procs = [&] {
+    if (shutdown_started.exchange(true)) {
+      LOG(INFO) << "received SIGUSR2 while shutting down; the shutdown goes on";
+      return;
+    }
+    LOG(INFO) << "received SIGUSR2; exiting and keeping procs for the next "
+                 "hostd";
+    sd_notify(0, "STOPPING=1");
+    // The table is durable and no deadline or exit acts on a proc now.
+    manager->Release();
+    (*supervisor)->Release();
+    request_exit();
+  };
+  HostSignals::Callbacks signal_callbacks;
+  // SIGTERM/SIGINT (systemctl stop): stop every proc, then exit 0.
+  signal_callbacks.on_stop = [&](const std::string& name) {
     LOG(INFO) << "received " << name << "; shutting down";
     shutdown(absl::StrCat("hostd received ", name), "");
-  });
+  };
+  signal_callbacks.on_restart = restart_keeping_procs;
+  signal_callbacks.on_reload = [&reloader] { reloader.Reload(); };
+  auto signals = std::make_unique<HostSignals>(std::move(signal_callbacks));
 
   exit_requested.WaitForNotification();
   manager->AnswerAllWaits();

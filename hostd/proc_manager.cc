@@ -3,20 +3,27 @@
 #include <glog/logging.h>
 #include <google/protobuf/util/message_differencer.h>
 #include <google/protobuf/util/time_util.h>
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <optional>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "hostd/sender_claims.h"
 #include "lib/names.h"
+#include "lib/process/cgroup.h"
 #include "lib/process/exit_cause.h"
+#include "lib/process/process_identity.h"
 #include "lib/process/signals.h"
+#include "proto/proc_table.pb.h"
 
 namespace mesh {
 namespace {
@@ -27,6 +34,10 @@ using google::protobuf::util::TimeUtil;
 constexpr size_t kMaxArgs = 1024;
 constexpr size_t kMaxArgBytes = 64 * 1024;
 constexpr size_t kMaxEnv = 1024;
+
+// How a proc that was not this hostd's child ended: its parent (init or
+// systemd) reaped it.
+constexpr char kStatusUnknown[] = "ended: exit status unknown (re-adopted)";
 
 absl::Status NoSuchProc(const std::string& name) {
   return absl::NotFoundError(
@@ -124,6 +135,19 @@ struct ProcManager::Proc {
   // How it ended, once reaped (or unreachable); reported once (on_lost).
   v1::ProcExit exit;
   bool reported = false;
+
+  // What re-adoption needs (kept in the table, proc_table.proto).
+  int32_t registered_pid = 0;
+  uint64_t start_time = 0;
+  std::string verifier;
+  std::string previous_verifier;
+  std::string cgroup;
+  bool accepted = false;
+  uint64_t stderr_offset = 0;
+  // Recovered from an earlier hostd's table, waiting for its Rejoin.
+  bool awaiting_rejoin = false;
+  // Recovered: not this hostd's child (its exit status is unknown).
+  bool adopted = false;
 };
 
 ProcManager::ProcManager(Options options, ProcessSupervisor* supervisor,
@@ -131,6 +155,7 @@ ProcManager::ProcManager(Options options, ProcessSupervisor* supervisor,
     : options_(std::move(options)),
       supervisor_(supervisor),
       channels_(channels),
+      policy_(std::make_shared<const CommandPolicy>(options_.policy)),
       loop_(std::make_unique<EventLoop>()),
       waiters_(
           "proc", &mu_, loop_.get(),
@@ -150,21 +175,26 @@ ProcManager::ProcManager(Options options, ProcessSupervisor* supervisor,
 
 ProcManager::~ProcManager() {
   std::vector<pid_t> alive;
+  bool released;
   {
     absl::MutexLock lock(&mu_);
     closing_ = true;
     shutting_down_ = true;
+    released = released_;
     for (const Proc* proc : LiveLocked()) {
-      if (proc->state.pid() != 0) alive.push_back(proc->state.pid());
+      if (proc->state.pid() != 0 && !released) {
+        alive.push_back(proc->state.pid());
+      }
     }
   }
   for (pid_t pid : alive) supervisor_->SignalGroup(pid, SIGKILL).IgnoreError();
   {
     // Each is reaped by the supervisor, whose callback (OnExit) makes it
-    // terminal; only then may the manager go.
+    // terminal; only then may the manager go. Released procs live on.
     absl::MutexLock lock(&mu_);
-    auto all_reaped = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto all_reaped = [this, released]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       if (busy_ > 0) return false;
+      if (released) return true;
       for (const Proc* proc : LiveLocked()) {
         if (proc->state.pid() != 0) return false;
       }
@@ -177,6 +207,9 @@ ProcManager::~ProcManager() {
   }
   AnswerAllWaits();
   loop_.reset();
+  // The last state of every proc is written (and its callbacks run) before
+  // the channels are forgotten.
+  table_.reset();
   std::vector<uint64_t> tickets;
   {
     absl::MutexLock lock(&mu_);
@@ -203,6 +236,7 @@ void ProcManager::SetStatus(Proc& proc, v1::Status status,
   proc.state.set_reason(reason);
   proc.state.set_generation(proc.state.generation() + 1);
   *proc.state.mutable_updated_at() = TimeUtil::GetCurrentTime();
+  SaveTableLocked();
   // The hook first: the leases forget the proc before a caller that waited
   // for its end can create the name again.
   if (ended && options_.on_ended) {
@@ -227,13 +261,14 @@ absl::StatusOr<std::string> ProcManager::CheckRequest(
   if (!valid.ok()) return valid;
   // The run policy, before anything is stored, created or spawned.
   const v1::ProcSpec& spec = request.spec();
-  absl::StatusOr<std::string> command = options_.policy.CheckCommand(
+  const std::shared_ptr<const CommandPolicy> policy = this->policy();
+  absl::StatusOr<std::string> command = policy->CheckCommand(
       spec.command().empty() ? options_.procd_path : spec.command());
   absl::Status allowed = command.status();
   if (allowed.ok()) {
     std::vector<std::string> env_names;
     for (const auto& [key, value] : spec.env()) env_names.push_back(key);
-    allowed = options_.policy.CheckEnv(std::move(env_names));
+    allowed = policy->CheckEnv(std::move(env_names));
   }
   if (!allowed.ok()) {
     LOG(WARNING) << "refused proc " << QuoteForError(request.name()) << ": "
@@ -354,6 +389,18 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
       spawn.env.insert(spec.env().begin(), spec.env().end());
       spawn.log_dir = proc->state.log_dir();
       spawn.log_group = options_.log_group;
+      // Its own stderr starts where the file ends now (a name's logs are
+      // shared by its incarnations).
+      struct stat st;
+      const std::string stderr_log = absl::StrCat(spawn.log_dir, "/stderr.log");
+      proc->stderr_offset = stat(stderr_log.c_str(), &st) == 0 ? st.st_size : 0;
+      if (!options_.cgroup_parent.empty()) {
+        // A leaf per spawn: an earlier incarnation's may still be going.
+        spawn.cgroup_parent = options_.cgroup_parent;
+        spawn.cgroup_name = absl::StrCat("proc-", name, "-", incarnation);
+        proc->cgroup =
+            absl::StrCat(options_.cgroup_parent, "/", spawn.cgroup_name);
+      }
       if (options_.proc_user.has_value()) {
         const ProcUser& user = *options_.proc_user;
         spawn.args = WrapForProcUser(user, spawn.path, spawn.args);
@@ -369,18 +416,8 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
     RunDeferred(deferred);
     return;
   }
-  ProcChannels::ChildCallbacks callbacks;
-  callbacks.on_registered = [this, name, incarnation](pid_t pid) {
-    OnRegistered(name, incarnation, pid);
-  };
-  callbacks.on_refused = [this, name, incarnation](const std::string& why) {
-    OnRefused(name, incarnation, why);
-  };
-  callbacks.on_disconnected = [this, name, incarnation] {
-    OnDisconnected(name, incarnation);
-  };
-  absl::StatusOr<ProcChannels::Ticket> ticket =
-      channels_->Expect(name, rank, std::move(callbacks));
+  absl::StatusOr<ProcChannels::Ticket> ticket = channels_->Expect(
+      name, rank, incarnation, CallbacksFor(name, incarnation));
   absl::StatusOr<pid_t> pid = absl::UnknownError("not spawned");
   if (!ticket.ok()) {
     pid = ticket.status();
@@ -417,6 +454,10 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
     } else {
       proc->ticket_id = ticket->id;
       proc->state.set_pid(*pid);
+      // Fixed at fork: with the pid it names this process for re-adoption.
+      absl::StatusOr<uint64_t> started = ProcessStartTime(*pid);
+      if (started.ok()) proc->start_time = *started;
+      SaveTableLocked();
       LOG(INFO) << "proc " << name << " spawned: pid " << *pid << " ("
                 << QuoteForError(command)
                 << (options_.proc_user.has_value()
@@ -443,6 +484,52 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
   RunDeferred(deferred);
 }
 
+ProcChannels::ChildCallbacks ProcManager::CallbacksFor(const std::string& name,
+                                                       uint64_t incarnation) {
+  ProcChannels::ChildCallbacks callbacks;
+  callbacks.on_hello = [this, name, incarnation](pid_t pid,
+                                                 std::string verifier,
+                                                 std::function<void()> accept) {
+    OnHello(name, incarnation, pid, std::move(verifier), std::move(accept));
+  };
+  callbacks.on_registered = [this, name, incarnation](pid_t pid) {
+    OnRegistered(name, incarnation, pid);
+  };
+  callbacks.on_refused = [this, name, incarnation](const std::string& why) {
+    OnRefused(name, incarnation, why);
+  };
+  callbacks.on_disconnected = [this, name, incarnation] {
+    OnDisconnected(name, incarnation);
+  };
+  return callbacks;
+}
+
+void ProcManager::OnHello(const std::string& name, uint64_t incarnation,
+                          pid_t pid, std::string verifier,
+                          std::function<void()> accept) {
+  absl::MutexLock lock(&mu_);
+  Proc* proc = Find(name, incarnation);
+  if (proc == nullptr || IsTerminal(proc->state.status())) return;
+  if (proc->registered_pid != pid) {
+    proc->registered_pid = pid;
+    // A bootstrap command may have forked the proc that says Hello.
+    absl::StatusOr<uint64_t> started = ProcessStartTime(pid);
+    proc->start_time = started.ok() ? *started : 0;
+  }
+  proc->verifier = std::move(verifier);
+  proc->accepted = true;
+  // The proc learns it was accepted only once a restarted hostd could
+  // verify it: its secret's verifier is on disk first.
+  SaveTableLocked([accept = std::move(accept), name](const absl::Status& s) {
+    LOG_IF(ERROR, !s.ok()) << "proc " << name
+                           << " accepted although the proc table could not "
+                              "be written (it cannot rejoin a restarted "
+                              "hostd): "
+                           << s;
+    accept();
+  });
+}
+
 void ProcManager::OnRegistered(const std::string& name, uint64_t incarnation,
                                pid_t pid) {
   Deferred deferred;
@@ -453,6 +540,11 @@ void ProcManager::OnRegistered(const std::string& name, uint64_t incarnation,
     proc->registered = true;
     proc->state.set_host(host_address_);
     if (proc->registration_timer != 0) loop_->Cancel(proc->registration_timer);
+    if (!proc->previous_verifier.empty()) {
+      // A rejoined proc holds its new secret: the old one is no use now.
+      proc->previous_verifier.clear();
+      SaveTableLocked();
+    }
     if (proc->state.status() != v1::INITIALIZING) return;
     // The secret proves who called; a different pid is only worth a warning
     // (a bootstrap command may exec or fork the real proc).
@@ -473,7 +565,7 @@ void ProcManager::OnRegistrationTimeout(const std::string& name,
   {
     absl::MutexLock lock(&mu_);
     Proc* proc = Find(name, incarnation);
-    if (proc == nullptr || proc->registered ||
+    if (proc == nullptr || proc->registered || released_ ||
         proc->state.status() != v1::INITIALIZING) {
       return;
     }
@@ -530,10 +622,17 @@ void ProcManager::OnExit(const std::string& name, uint64_t incarnation,
     proc->ticket_id = 0;
 
     std::string how =
-        info.exit_code
+        info.status_unknown ? std::string(kStatusUnknown)
+        : info.exit_code
             ? absl::StrFormat("exited with code %d", *info.exit_code)
             : absl::StrFormat("was killed by %s",
                               SignalName(info.term_signal.value_or(0)));
+    if (info.oom_kills.value_or(0) > 0) {
+      absl::StrAppend(
+          &how, absl::StrFormat(" (the OOM killer killed %d process(es) of "
+                                "its cgroup)",
+                                *info.oom_kills));
+    }
     std::vector<std::string> lines = ExplainingStderrLines(info.stderr_tail);
     std::string stderr_note =
         lines.empty()
@@ -563,8 +662,8 @@ void ProcManager::OnExit(const std::string& name, uint64_t incarnation,
       status = v1::FAILED;
       reason = absl::StrFormat("proc \"%s\" (pid %d) %s%s", name, info.pid, how,
                                stderr_note);
-      state.set_stopped_by(info.exit_code ? "exited"
-                                          : SignalName(*info.term_signal));
+      state.set_stopped_by(info.term_signal ? SignalName(*info.term_signal)
+                                            : "exited");
     }
     LOG(INFO) << reason;
     SetStatus(*proc, status, reason, deferred);
@@ -721,8 +820,10 @@ void ProcManager::StopOnLoop(const std::string& name, const std::string& reason,
     if (it == procs_.end() ||
         (by.incarnation != 0 && it->second->incarnation != by.incarnation)) {
       answer = NoSuchProc(name);
-    } else if (IsTerminal(it->second->state.status())) {
-      answer = it->second->state;  // Stopping a stopped proc changes nothing.
+    } else if (IsTerminal(it->second->state.status()) || released_) {
+      // Stopping a stopped proc changes nothing; a released one is the
+      // next hostd's.
+      answer = it->second->state;
     } else {
       Proc& proc = *it->second;
       proc.stop_waiters.push_back(std::move(done));
@@ -772,7 +873,9 @@ void ProcManager::Escalate(const std::string& name, uint64_t incarnation,
   {
     absl::MutexLock lock(&mu_);
     Proc* proc = Find(name, incarnation);
-    if (proc == nullptr || IsTerminal(proc->state.status())) return;
+    if (proc == nullptr || released_ || IsTerminal(proc->state.status())) {
+      return;
+    }
     proc->stopped_by = SignalName(signal);
     pid = proc->state.pid();
     if (signal != SIGKILL) {
@@ -894,6 +997,382 @@ std::vector<const ProcManager::Proc*> ProcManager::LiveLocked() const {
 int ProcManager::LiveProcs() {
   absl::MutexLock lock(&mu_);
   return static_cast<int>(LiveLocked().size());
+}
+
+std::shared_ptr<const CommandPolicy> ProcManager::policy() const {
+  absl::MutexLock lock(&policy_mu_);
+  return policy_;
+}
+
+void ProcManager::SetPolicy(CommandPolicy policy) {
+  auto next = std::make_shared<const CommandPolicy>(std::move(policy));
+  absl::MutexLock lock(&policy_mu_);
+  policy_ = std::move(next);
+}
+
+void ProcManager::SaveTableLocked(
+    DurableFile::Writer::DurableCallback durable) {
+  if (table_ == nullptr) {
+    // Nothing to wait for; never run a callback under mu_.
+    if (durable) {
+      loop_->Post(
+          [durable = std::move(durable)] { durable(absl::OkStatus()); });
+    }
+    return;
+  }
+  v1::ProcTable table;
+  table.set_version(v1::PROC_TABLE_VERSION_CURRENT);
+  table.set_boot_id(boot_id_);
+  table.set_next_incarnation(next_incarnation_);
+  table.set_host(host_address_.empty() ? table_host_ : host_address_);
+  for (const auto& [name, proc] : procs_) {
+    v1::ProcRecord& record = *table.add_procs();
+    *record.mutable_request() = proc->request;
+    record.set_command(proc->command);
+    record.set_incarnation(proc->incarnation);
+    *record.mutable_state() = proc->state;
+    record.set_registered_pid(proc->registered_pid);
+    record.set_start_time(proc->start_time);
+    record.set_verifier(proc->verifier);
+    record.set_previous_verifier(proc->previous_verifier);
+    record.set_cgroup(proc->cgroup);
+    record.set_protocol_version(v1::PROC_CHANNEL_VERSION_CURRENT);
+    record.set_accepted(proc->accepted);
+    record.set_stderr_offset(proc->stderr_offset);
+  }
+  table_->Save(table.SerializeAsString(), std::move(durable));
+}
+
+absl::Status ProcManager::Recover() {
+  absl::StatusOr<std::string> boot = BootId();
+  LOG_IF(WARNING, !boot.ok())
+      << "cannot read this boot's id (" << boot.status()
+      << "); procs of an earlier hostd are taken as gone";
+  {
+    absl::MutexLock lock(&mu_);
+    boot_id_ = boot.ok() ? *boot : "";
+  }
+  if (options_.table_path.empty()) return absl::OkStatus();
+  DurableFile file(options_.table_path, options_.table_crash_hook);
+  absl::StatusOr<std::string> payload = file.Load();
+  if (!payload.ok() && !absl::IsNotFound(payload.status())) {
+    return absl::Status(
+        payload.status().code(),
+        absl::StrCat(payload.status().message(),
+                     "; procs an earlier hostd ran may still be running: "
+                     "stop them, then move the file aside to start afresh"));
+  }
+  v1::ProcTable table;
+  if (payload.ok()) {
+    if (!table.ParseFromString(*payload)) {
+      return absl::DataLossError(absl::StrCat(
+          "proc table ", options_.table_path,
+          " passed its checksum but does not parse as a proc table"));
+    }
+    if (table.version() > v1::PROC_TABLE_VERSION_CURRENT) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "proc table %s is of version %d; this hostd reads up to version %d "
+          "(a newer hostd wrote it)",
+          options_.table_path, table.version(),
+          v1::PROC_TABLE_VERSION_CURRENT));
+    }
+  }
+  table_ = std::make_unique<DurableFile::Writer>(std::move(file));
+
+  // Procs whose process may still run: watched again outside mu_ (the
+  // supervisor's callbacks take it).
+  struct Candidate {
+    std::string name;
+    uint64_t incarnation;
+    AdoptOptions adopt;
+  };
+  std::vector<Candidate> candidates;
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    table_host_ = table.host();
+    next_incarnation_ =
+        std::max<uint64_t>(next_incarnation_, table.next_incarnation());
+    const bool same_boot = !boot_id_.empty() && table.boot_id() == boot_id_;
+    for (const v1::ProcRecord& record : table.procs()) {
+      const std::string& name = record.state().name();
+      if (!ValidateName(name, "proc name").ok()) {
+        LOG(WARNING) << "proc table: skipping a record with a bad name";
+        continue;
+      }
+      next_incarnation_ =
+          std::max<uint64_t>(next_incarnation_, record.incarnation() + 1);
+      auto proc = std::make_unique<Proc>();
+      proc->request = record.request();
+      proc->command = record.command();
+      proc->incarnation = record.incarnation();
+      proc->state = record.state();
+      proc->registered_pid = record.registered_pid();
+      proc->start_time = record.start_time();
+      proc->verifier = record.verifier();
+      proc->previous_verifier = record.previous_verifier();
+      proc->cgroup = record.cgroup();
+      proc->accepted = record.accepted();
+      proc->stderr_offset = record.stderr_offset();
+      Proc& stored = *(procs_[name] = std::move(proc));
+      if (IsTerminal(stored.state.status())) {
+        stored.reported = true;  // Its end was told by the earlier hostd.
+        continue;
+      }
+      const pid_t pid = stored.registered_pid != 0 ? stored.registered_pid
+                                                   : stored.state.pid();
+      std::string gone;
+      if (pid == 0) {
+        gone = "hostd restarted before it was spawned";
+      } else if (!same_boot) {
+        gone = "the machine rebooted since hostd last ran";
+      } else if (stored.start_time == 0) {
+        gone = "its start time was never recorded, so it cannot be verified";
+      }
+      if (!gone.empty()) {
+        stored.state.set_pid(pid);
+        stored.forced_failure =
+            absl::StrFormat("proc \"%s\" %s: %s", name, kStatusUnknown, gone);
+        continue;
+      }
+      AdoptOptions adopt;
+      adopt.pid = pid;
+      adopt.start_time = stored.start_time;
+      adopt.cgroup_dir = stored.cgroup;
+      adopt.log_dir = stored.state.log_dir();
+      adopt.stderr_offset = stored.stderr_offset;
+      candidates.push_back({name, stored.incarnation, std::move(adopt)});
+    }
+  }
+
+  for (Candidate& candidate : candidates) {
+    const std::string name = candidate.name;
+    const uint64_t incarnation = candidate.incarnation;
+    absl::Status adopted = supervisor_->Adopt(
+        candidate.adopt, [this, name, incarnation](const ExitInfo& info) {
+          OnExit(name, incarnation, info);
+        });
+    absl::MutexLock lock(&mu_);
+    Proc* proc = Find(name, incarnation);
+    if (proc == nullptr || IsTerminal(proc->state.status())) continue;
+    if (!adopted.ok()) {
+      proc->forced_failure = absl::StrFormat(
+          "proc \"%s\" (pid %d) %s while hostd was down (%s)", name,
+          candidate.adopt.pid, kStatusUnknown, adopted.message());
+      continue;
+    }
+    proc->adopted = true;
+    if (!proc->accepted) {
+      // Its channel broke before it was accepted: it cannot rejoin.
+      proc->forced_failure = absl::StrFormat(
+          "proc \"%s\" was not yet accepted when hostd restarted; killed",
+          name);
+      proc->stopped_by = "SIGKILL";
+      loop_->Post([this, name, incarnation] {
+        Escalate(name, incarnation, SIGKILL, absl::ZeroDuration());
+      });
+    } else if (proc->state.status() == v1::STOPPING) {
+      // A stop was under way: finish it by signal.
+      proc->stopping = true;
+      proc->stop_reason = "stop under way when hostd restarted";
+      loop_->Post([this, name, incarnation, grace = options_.stop_grace] {
+        Escalate(name, incarnation, SIGTERM, grace);
+      });
+    } else {
+      proc->awaiting_rejoin = true;
+      proc->state.set_reason(
+          absl::StrFormat("re-adopting: waiting up to %s for pid %d to rejoin",
+                          absl::FormatDuration(options_.registration_timeout),
+                          candidate.adopt.pid));
+      proc->registration_timer = loop_->PostAfter(
+          options_.registration_timeout,
+          [this, name, incarnation] { OnRejoinTimeout(name, incarnation); });
+    }
+    if (options_.on_created && !proc->state.client().empty()) {
+      // Its client's lease holds it again (the client reconnects in time).
+      deferred.push_back([on_created = options_.on_created, state = proc->state,
+                          incarnation] { on_created(state, incarnation); });
+    }
+  }
+
+  // What is gone is FAILED now, with what can be known; its leaf (and any
+  // descendant left in it) goes too.
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [name, proc] : procs_) {
+      if (IsTerminal(proc->state.status()) || proc->adopted ||
+          proc->forced_failure.empty()) {
+        continue;
+      }
+      std::string reason = proc->forced_failure;
+      if (!proc->cgroup.empty()) {
+        absl::StatusOr<ProcCgroup> leaf = ProcCgroup::Open(proc->cgroup);
+        if (leaf.ok()) {
+          absl::StatusOr<CgroupMemoryEvents> events = leaf->MemoryEvents();
+          if (events.ok() && events->oom_kill > 0) {
+            absl::StrAppend(&reason,
+                            "; the OOM killer killed a process of its cgroup");
+          }
+          absl::Status killed = leaf->Kill(absl::Seconds(5));
+          absl::Status removed =
+              killed.ok() ? leaf->Remove(absl::Seconds(5)) : killed;
+          LOG_IF(WARNING, !removed.ok())
+              << "proc " << name << ": cannot remove its cgroup: " << removed;
+        }
+      }
+      LOG(WARNING) << reason;
+      SetStatus(*proc, v1::FAILED, reason, deferred);
+      v1::ProcExit& exit = proc->exit;
+      exit.set_proc(name);
+      exit.set_host(table_host_);
+      exit.set_pid(proc->state.pid());
+      exit.set_status(v1::FAILED);
+      exit.set_reason(reason);
+      ReportLostLocked(*proc, /*ticket=*/0, deferred);
+    }
+    SaveTableLocked();
+    LOG(INFO) << "proc table " << options_.table_path << ": "
+              << candidates.size() << " procs of an earlier hostd to re-adopt";
+  }
+  RunDeferred(deferred);
+  return absl::OkStatus();
+}
+
+absl::Status ProcManager::CheckRejoinLocked(
+    const Proc& proc, const ProcChannels::RejoinRequest& request) {
+  const v1::Rejoin& rejoin = request.rejoin;
+  const std::string& name = rejoin.name();
+  if (proc.incarnation != rejoin.incarnation()) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("proc \"%s\" here is incarnation %d, not %d", name,
+                        proc.incarnation, rejoin.incarnation()));
+  }
+  if (!proc.awaiting_rejoin) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("proc \"%s\" is not waiting to rejoin (%s)", name,
+                        v1::Status_Name(proc.state.status())));
+  }
+  const pid_t pid =
+      proc.registered_pid != 0 ? proc.registered_pid : proc.state.pid();
+  if (request.peer_pid != pid || rejoin.pid() != pid) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "proc \"%s\" is pid %d; the connection is from pid %d (claiming %d)",
+        name, pid, request.peer_pid, rejoin.pid()));
+  }
+  auto same = [](const std::string& a, const std::string& b) {
+    return !a.empty() && a.size() == b.size() &&
+           CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+  };
+  if (!same(proc.verifier, request.presented_verifier) &&
+      !same(proc.previous_verifier, request.presented_verifier)) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "proc \"%s\" (pid %d) presented a wrong secret", name, pid));
+  }
+  absl::StatusOr<uint64_t> started = ProcessStartTime(pid);
+  if (!started.ok() || *started != proc.start_time) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "pid %d is not the process proc \"%s\" was (start time differs)", pid,
+        name));
+  }
+  if (!proc.cgroup.empty()) {
+    absl::StatusOr<std::string> cgroup = CgroupOfPid(pid);
+    if (!cgroup.ok() || cgroup->empty() ||
+        !absl::EndsWith(proc.cgroup, *cgroup)) {
+      return absl::PermissionDeniedError(absl::StrFormat(
+          "pid %d is not in proc \"%s\"'s cgroup %s", pid, name, proc.cgroup));
+    }
+  }
+  if (!table_host_.empty() && table_host_ != host_address_) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "this hostd advertises %s, but proc \"%s\"'s actors are named by %s",
+        host_address_, name, table_host_));
+  }
+  return absl::OkStatus();
+}
+
+void ProcManager::OnRejoin(ProcChannels::RejoinRequest request) {
+  const std::string name = request.rejoin.name();
+  absl::Status allowed;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = procs_.find(name);
+    allowed = it == procs_.end() ? NoSuchProc(name)
+                                 : CheckRejoinLocked(*it->second, request);
+    if (allowed.ok()) {
+      Proc& proc = *it->second;
+      proc.previous_verifier = proc.verifier;
+      proc.verifier = request.next_verifier;
+      proc.awaiting_rejoin = false;
+      proc.ticket_id = request.id;
+      if (proc.registration_timer != 0) loop_->Cancel(proc.registration_timer);
+      proc.registration_timer = 0;
+      proc.state.set_reason(absl::StrFormat(
+          "re-adopted after a hostd restart (pid %d)", request.peer_pid));
+      LOG(INFO) << "proc " << name << " rejoined (pid " << request.peer_pid
+                << ")";
+      // It gets its new secret once the verifier is on disk.
+      SaveTableLocked([channels = channels_, id = request.id, name,
+                       rank = proc.request.rank(),
+                       callbacks = CallbacksFor(name, proc.incarnation)](
+                          const absl::Status&) {
+        channels->AcceptRejoin(id, name, rank, callbacks);
+      });
+    }
+  }
+  if (!allowed.ok()) {
+    LOG(WARNING) << "refused a rejoin as proc " << QuoteForError(name) << ": "
+                 << allowed.message();
+    channels_->RefuseRejoin(request.id, std::string(allowed.message()));
+  }
+}
+
+void ProcManager::OnRejoinTimeout(const std::string& name,
+                                  uint64_t incarnation) {
+  pid_t pid = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    Proc* proc = Find(name, incarnation);
+    if (proc == nullptr || !proc->awaiting_rejoin || released_ ||
+        IsTerminal(proc->state.status())) {
+      return;
+    }
+    proc->awaiting_rejoin = false;
+    proc->forced_failure = absl::StrFormat(
+        "proc \"%s\" did not rejoin within %s after hostd restarted; killed",
+        name, absl::FormatDuration(options_.registration_timeout));
+    proc->stopped_by = "SIGKILL";
+    pid = proc->state.pid();
+    LOG(WARNING) << proc->forced_failure;
+  }
+  absl::Status signalled = supervisor_->SignalGroup(pid, SIGKILL);
+  LOG_IF(WARNING, !signalled.ok())
+      << "SIGKILL of proc " << name << ": " << signalled;
+}
+
+void ProcManager::Release() {
+  {
+    absl::MutexLock lock(&mu_);
+    released_ = true;
+    closing_ = true;
+    shutting_down_ = true;
+    for (auto& [name, proc] : procs_) {
+      // No deadline acts on a proc the next hostd owns.
+      for (EventLoop::TimerId* timer :
+           {&proc->registration_timer, &proc->escalation_timer}) {
+        if (*timer != 0) loop_->Cancel(*timer);
+        *timer = 0;
+      }
+    }
+    SaveTableLocked();
+  }
+  if (table_ != nullptr) {
+    absl::Status flushed = table_->Flush();
+    LOG_IF(ERROR, !flushed.ok())
+        << "the proc table is not durable; the next hostd may not re-adopt "
+           "every proc: "
+        << flushed;
+  }
+  LOG(INFO) << "released every proc to the next hostd";
 }
 
 }  // namespace mesh

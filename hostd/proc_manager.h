@@ -16,6 +16,21 @@
 // once (Options::on_lost) with how it ended (v1::ProcExit), after the last
 // frames it sent were routed.
 //
+// Restart without loss: with Options::table_path the table is kept on disk
+// (proto/proc_table.proto, crash-consistent, writes grouped) after every
+// change. A proc is accepted only once the verifier (SHA-256) of its secret
+// is durable, and RUNNING only once the proc confirmed it was accepted
+// (Ready), so every RUNNING proc can rejoin a restarted hostd. Recover()
+// (before serving) reads the table of an earlier hostd: a proc of this boot
+// whose process is still the one it spawned (pidfd, start time; never the
+// pid alone) is watched again (ProcessSupervisor::Adopt) and waits up to
+// the registration timeout for its Rejoin, which OnRejoin verifies (pid,
+// start time, cgroup, secret) before the proc gets a new secret; one that
+// is gone is FAILED "exit status unknown (re-adopted)"; one that does not
+// rejoin is killed. Incarnations and generations never go backwards.
+// Release() (the restart signal) leaves every proc running for the next
+// hostd.
+//
 // Every verb answers through a callback, never by blocking the caller; the
 // blocking work (spawn, signals) runs on the manager's own EventLoop. The
 // supervisor and the channels must outlive the manager. Thread-safe.
@@ -41,6 +56,7 @@
 #include "lib/event/event_loop.h"
 #include "lib/process/supervisor.h"
 #include "lib/resource/status_waiters.h"
+#include "lib/store/durable_file.h"
 #include "proto/host.pb.h"
 #include "proto/mailbox.pb.h"
 
@@ -70,6 +86,15 @@ class ProcManager {
     // no exit code or signal, not reported again when it exits); hostd
     // leaves it running.
     absl::Duration unreachable_grace = absl::Seconds(2);
+    // The proc table on disk (<state_dir>/procs.table); empty: kept in
+    // memory only (nothing survives a restart).
+    std::string table_path;
+    // Tests only: called at each step of every table write (see
+    // DurableFile::CrashHook).
+    DurableFile::CrashHook table_crash_hook;
+    // A cgroup v2 directory (hostd's delegated subtree) in which each proc
+    // gets its own leaf; empty: procs are tracked by process group.
+    std::string cgroup_parent;
 
     // Hooks, each optional, called without the manager's lock (the owner
     // leases and the router follow the procs through them). `incarnation`
@@ -100,9 +125,27 @@ class ProcManager {
   // every supervisor callback (spawn, OnExit) has finished (so none
   // outlives the manager), then answers every pending waiter with the
   // states as they are.
+  // With Release() first: kills nothing, leaves every proc to a later hostd.
   ~ProcManager();
   ProcManager(const ProcManager&) = delete;
   ProcManager& operator=(const ProcManager&) = delete;
+
+  // Reads the table an earlier hostd left (if any) and takes over its procs
+  // (see the class comment). Call once, before serving and before the
+  // channels listen for rejoins. Errors (a corrupt table, one of a newer
+  // format) name the path: hostd must not start and run procs beside
+  // unmanaged ones.
+  absl::Status Recover();
+  // A proc dialled the rejoin socket (ProcChannels::Listen): accepts it
+  // (new secret, durable first) if it is a proc this manager waits for
+  // and every check passes, else refuses it naming why.
+  void OnRejoin(ProcChannels::RejoinRequest request);
+  // The restart signal: hostd exits and its procs live on for the next
+  // one. Refuses new procs, stops every timer, writes the table and waits
+  // until it is durable. Call before ProcessSupervisor::Release().
+  void Release();
+  // Replaces the run policy (SIGHUP). Procs already running are left alone.
+  void SetPolicy(CommandPolicy policy);
 
   // OK if `request` is valid (ValidateCreateRequest) and the run policy
   // allows its command and environment; what CreateOrUpdate checks first.
@@ -168,7 +211,23 @@ class ProcManager {
                   absl::Duration grace, const StopBy& by, StateCallback done);
   void Escalate(const std::string& name, uint64_t incarnation, int signal,
                 absl::Duration next_grace);
+  // The proc said Hello: store its secret's verifier durably, then accept.
+  void OnHello(const std::string& name, uint64_t incarnation, pid_t pid,
+               std::string verifier, std::function<void()> accept);
   void OnRegistered(const std::string& name, uint64_t incarnation, pid_t pid);
+  // Callbacks of a proc's channel (spawned or rejoined).
+  ProcChannels::ChildCallbacks CallbacksFor(const std::string& name,
+                                            uint64_t incarnation);
+  // A recovered proc did not rejoin in time: killed.
+  void OnRejoinTimeout(const std::string& name, uint64_t incarnation);
+  // Why `request` cannot be the rejoin of `proc`; OK if it can.
+  absl::Status CheckRejoinLocked(const Proc& proc,
+                                 const ProcChannels::RejoinRequest& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues the table for writing; `durable` runs once it is on disk.
+  void SaveTableLocked(DurableFile::Writer::DurableCallback durable = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::shared_ptr<const CommandPolicy> policy() const;
   void OnRefused(const std::string& name, uint64_t incarnation,
                  const std::string& why);
   void OnRegistrationTimeout(const std::string& name, uint64_t incarnation);
@@ -208,6 +267,18 @@ class ProcManager {
   // work (hooks, answers).
   int busy_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_incarnation_ ABSL_GUARDED_BY(mu_) = 1;
+  // Set by Release(): the destructor kills nothing.
+  bool released_ ABSL_GUARDED_BY(mu_) = false;
+  // This boot (procs of another boot are gone), and the address the table
+  // was written with (rejoining procs' actors are named by it).
+  std::string boot_id_ ABSL_GUARDED_BY(mu_);
+  std::string table_host_ ABSL_GUARDED_BY(mu_);
+  // The table on disk; null without Options::table_path. Destroyed (its
+  // last write done, its callbacks run) before the loop and the procs.
+  std::unique_ptr<DurableFile::Writer> table_;
+
+  mutable absl::Mutex policy_mu_;
+  std::shared_ptr<const CommandPolicy> policy_ ABSL_GUARDED_BY(policy_mu_);
 
   // Runs spawns, signals and every deadline. Destroyed before waiters_ (see
   // the destructor), so no deadline runs on a dead manager.

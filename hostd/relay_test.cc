@@ -84,6 +84,8 @@ class FakeProc {
       name_ = frame.welcome().name();
       out.mutable_hello()->set_protocol_version(version_);
       out.mutable_hello()->set_pid(getpid());
+    } else if (frame.has_accepted()) {
+      out.mutable_ready();
     } else if (frame.has_request()) {
       out.mutable_response()->set_id(frame.request().id());
       if (frame.request().has_wait_actors()) return;  // answers never
@@ -129,7 +131,7 @@ struct Relay {
       ProcChannels::ChildCallbacks callbacks;
       callbacks.on_registered = [this](pid_t) { registered.Add(1); };
       auto ticket =
-          channels->Expect(absl::StrCat("p", i), i, std::move(callbacks));
+          channels->Expect(absl::StrCat("p", i), i, 1, std::move(callbacks));
       REQUIRE(ticket.ok());
       ids.push_back(ticket->id);
       fakes.push_back(std::make_unique<FakeProc>(ticket->child_fd));
@@ -208,7 +210,7 @@ TEST_CASE(
     });
   }
   for (auto& thread : senders) thread.join();
-  REQUIRE(relay.fakes[0]->received().WaitFor(1 + 2 * kPerSender));
+  REQUIRE(relay.fakes[0]->received().WaitFor(2 + 2 * kPerSender));
   std::map<std::string, int64_t> last;
   int out_of_order = 0;
   for (const v1::HostFrame& frame : relay.fakes[0]->received().items()) {
@@ -350,8 +352,8 @@ TEST_CASE(
   from_client.set_sender(absl::StrCat("p0@", kHost));  // a lie
   PackPayload(v1::Echo(), &from_client);
   relay.router->Route(std::move(from_client), "client:t");
-  REQUIRE(relay.fakes[1]->received().WaitFor(2));  // Welcome, then it
-  CHECK(relay.fakes[1]->received().items()[1].envelope().sender() ==
+  REQUIRE(relay.fakes[1]->received().WaitFor(3));  // Welcome, Accepted, it
+  CHECK(relay.fakes[1]->received().items()[2].envelope().sender() ==
         "client:t");
 }
 
@@ -464,10 +466,10 @@ TEST_CASE(
   CHECK(answers.items()[2].status().code() == absl::StatusCode::kCancelled);
   // The proc was told to drop it.
   // The proc was told to drop both the timed-out and the cancelled one.
-  REQUIRE(relay.fakes[0]->received().WaitFor(6));
+  REQUIRE(relay.fakes[0]->received().WaitFor(7));
   std::vector<v1::HostFrame> seen = relay.fakes[0]->received().items();
-  CHECK(seen[3].has_cancel());
-  CHECK(seen[5].cancel().id() == id);
+  CHECK(seen[4].has_cancel());
+  CHECK(seen[6].cancel().id() == id);
 
   relay.channels->Request("p1", wait, absl::Now() + absl::Seconds(60), record);
   relay.fakes[1]->Close();
@@ -490,11 +492,11 @@ TEST_CASE("a proc of another protocol version is refused naming both") {
   callbacks.on_refused = [&refused](const std::string& why) {
     refused.Add(why);
   };
-  auto ticket = channels.Expect("old", 0, std::move(callbacks));
+  auto ticket = channels.Expect("old", 0, 1, std::move(callbacks));
   REQUIRE(ticket.ok());
   FakeProc old(ticket->child_fd, 7);
   REQUIRE(refused.WaitFor(1));
-  CHECK(refused.items()[0].find("version 7, this hostd version 1") !=
+  CHECK(refused.items()[0].find("version 7, this hostd version 2") !=
         std::string::npos);
   REQUIRE(old.received().WaitFor(2));
   CHECK(old.received().items()[1].refused().reason() == refused.items()[0]);
@@ -538,8 +540,8 @@ TEST_CASE(
   }
   CHECK(relay.client.items().size() == 2);
   CHECK(other.items().empty());
-  // Only the Welcome reached the proc.
-  CHECK(relay.fakes[0]->received().items().size() == 1);
+  // Only the Welcome and Accepted reached the proc.
+  CHECK(relay.fakes[0]->received().items().size() == 2);
 }
 
 TEST_CASE("an oversized or over-wide cast is refused, not fanned out") {
@@ -554,7 +556,7 @@ TEST_CASE("an oversized or over-wide cast is refused, not fanned out") {
   REQUIRE(relay.client.WaitFor(1));
   CHECK(relay.client.items()[0].envelope().error().code() ==
         int(absl::StatusCode::kResourceExhausted));
-  CHECK(relay.fakes[0]->received().items().size() == 1);
+  CHECK(relay.fakes[0]->received().items().size() == 2);
 }
 
 }  // namespace

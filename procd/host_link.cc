@@ -2,16 +2,22 @@
 
 #include <fcntl.h>
 #include <glog/logging.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <random>
 #include <utility>
 
 #include "absl/memory/memory.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 
 namespace mesh {
 namespace {
@@ -19,6 +25,41 @@ namespace {
 constexpr uint32_t kVersion = v1::PROC_CHANNEL_VERSION_CURRENT;
 // How long a proc that refuses hostd's version tries to get its Hello out.
 constexpr absl::Duration kMismatchFlush = absl::Seconds(1);
+// Redial backoff: the first wait, doubled after each failed dial up to the
+// last; each wait is jittered down to half of it.
+constexpr absl::Duration kFirstBackoff = absl::Milliseconds(20);
+constexpr absl::Duration kMaxBackoff = absl::Seconds(1);
+
+constexpr char kNotAccepted[] = "hostd went away before accepting this proc";
+
+// Overwrites a secret before its memory is reused or freed.
+void Wipe(std::string& secret) {
+  explicit_bzero(secret.data(), secret.size());
+  secret.clear();
+}
+
+// A connected, non-blocking AF_UNIX stream socket to `path`.
+absl::StatusOr<int> DialUnix(const std::string& path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(address.sun_path)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("socket path is ", path.size(), " bytes, at most ",
+                     sizeof(address.sun_path) - 1, " fit"));
+  }
+  std::memcpy(address.sun_path, path.data(), path.size());
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "socket(AF_UNIX)");
+  // Non-blocking: a Unix socket connects at once or fails (EAGAIN when the
+  // listener's backlog is full); the dial never blocks the link thread.
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&address),
+              sizeof(address)) != 0) {
+    const int error = errno;
+    close(fd);
+    return absl::ErrnoToStatus(error, "connect");
+  }
+  return fd;
+}
 
 }  // namespace
 
@@ -44,21 +85,17 @@ absl::StatusOr<std::unique_ptr<HostLink>> HostLink::Connect(
     int fd, absl::Duration timeout) {
   auto link = absl::WrapUnique(new HostLink());
   HostLink* raw = link.get();
-  FrameChannel::Options options;
-  options.name = "proc channel to hostd";
-  FrameChannel::Callbacks callbacks;
-  callbacks.on_frame = [raw](std::string_view frame) { raw->OnFrame(frame); };
-  callbacks.on_closed = [raw](const absl::Status& status) {
-    raw->OnClosed(status);
-  };
-  absl::StatusOr<std::unique_ptr<FrameChannel>> channel =
-      FrameChannel::Create(fd, std::move(options), std::move(callbacks));
-  if (!channel.ok()) return channel.status();
-  link->channel_ = *std::move(channel);
-
   {
+    // Held while the channel starts, so that its first callbacks see it.
     absl::MutexLock lock(&link->dispatch_mu_);
-    link->channel_for_callbacks_ = link->channel_.get();
+    const uint64_t id = link->next_conn_id_++;
+    absl::StatusOr<std::shared_ptr<FrameChannel>> channel =
+        link->MakeChannel(fd, id, "proc channel to hostd");
+    if (!channel.ok()) return channel.status();
+    link->conn_ = *channel;
+    link->conn_id_ = id;
+    link->SetLive(*channel,
+                  absl::UnavailableError("the channel to hostd is closed"));
     auto arrived = [raw]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
       return raw->got_welcome_.has_value() || raw->handshake_error_.has_value();
     };
@@ -86,46 +123,58 @@ absl::StatusOr<std::unique_ptr<HostLink>> HostLink::Connect(
 }
 
 HostLink::~HostLink() {
-  {
-    absl::MutexLock lock(&orphan_mu_);
-    destroying_ = true;
-  }
-  // Closes the channel and joins its thread: no callback runs after this.
-  channel_.reset();
-  std::thread orphan;
+  std::thread link_thread;
   {
     absl::MutexLock lock(&dispatch_mu_);
-    orphan = std::move(orphan_thread_);
+    destroying_ = true;
+    link_thread = std::move(link_thread_);
   }
-  if (orphan.joinable()) orphan.join();
+  // Ends its waits at once; no link thread starts after destroying_.
+  if (link_thread.joinable()) link_thread.join();
+  std::shared_ptr<FrameChannel> conn;
+  {
+    absl::MutexLock lock(&dispatch_mu_);
+    conn = std::move(conn_);
+    conn_id_ = 0;  // Whatever a channel still says is stale.
+    Wipe(secret_);
+  }
+  SetLive(nullptr, absl::UnavailableError("the link to hostd is shut down"));
+  conn.reset();
+  // Closes and joins every channel: no callback runs after this.
+  BuryChannels();
 }
 
 void HostLink::Start(Callbacks callbacks, StartOptions options) {
   v1::ProcFrame hello;
   hello.mutable_hello()->set_protocol_version(kVersion);
   hello.mutable_hello()->set_pid(getpid());
-  for (std::string& type : options.actor_types) {
-    hello.mutable_hello()->add_actor_types(std::move(type));
+  for (const std::string& type : options.actor_types) {
+    hello.mutable_hello()->add_actor_types(type);
   }
   absl::MutexLock lock(&dispatch_mu_);
   CHECK(!started_) << "HostLink::Start called twice";
   callbacks_ = std::move(callbacks);
+  actor_types_ = std::move(options.actor_types);
   orphan_timeout_ = options.orphan_timeout.value_or(
       absl::Milliseconds(welcome_.orphan_timeout_ms()));
+  rejoin_answer_timeout_ = options.rejoin_answer_timeout;
   started_ = true;
-  // Hello first, so that hostd hears nothing from a proc it has not marked
-  // RUNNING; then what came meanwhile, before any later frame (the channel
+  // Hello first, so that hostd hears nothing from a proc it has not
+  // accepted; then what came meanwhile, before any later frame (the channel
   // thread waits for the lock).
   if (absl::Status sent = SendFrame(hello); !sent.ok()) {
     LOG(ERROR) << "proc " << welcome_.name()
                << ": cannot send Hello to hostd: " << sent;
   }
-  while (!early_.empty()) {
+  while (!early_.empty() && phase_ != Phase::kEnded) {
     v1::HostFrame frame = std::move(early_.front());
     early_.pop_front();
     DispatchLocked(std::move(frame));
   }
-  if (ended_) OnEndedLocked();
+  early_.clear();
+  if (ended_before_start_.has_value()) {
+    OnConnectionEndedLocked(*ended_before_start_);
+  }
 }
 
 absl::Status HostLink::SendEnvelope(v1::Envelope& envelope) {
@@ -144,16 +193,67 @@ absl::Status HostLink::SendResponse(v1::ProcResponse response) {
 }
 
 bool HostLink::Flush(absl::Duration timeout) {
-  return channel_->Flush(timeout);
+  std::shared_ptr<FrameChannel> live;
+  {
+    absl::MutexLock lock(&send_mu_);
+    live = live_;
+  }
+  return live != nullptr && live->Flush(timeout);
 }
 
 absl::Status HostLink::SendFrame(const v1::ProcFrame& frame) {
-  return channel_->Send(frame);
+  absl::MutexLock lock(&send_mu_);
+  if (live_ == nullptr) return down_;
+  absl::Status sent = live_->Send(frame);
+  // The connection ended and the link has not heard yet: say so as it will.
+  if (!sent.ok() && live_->closed()) return down_;
+  return sent;
 }
 
-void HostLink::OnFrame(std::string_view bytes) {
+void HostLink::SetLive(std::shared_ptr<FrameChannel> live, absl::Status down) {
+  absl::MutexLock lock(&send_mu_);
+  live_ = std::move(live);
+  down_ = std::move(down);
+}
+
+absl::StatusOr<std::shared_ptr<FrameChannel>> HostLink::MakeChannel(
+    int fd, uint64_t id, std::string name) {
+  FrameChannel::Options options;
+  options.name = std::move(name);
+  FrameChannel::Callbacks callbacks;
+  callbacks.on_frame = [this, id](std::string_view frame) {
+    OnFrame(id, frame);
+  };
+  callbacks.on_closed = [this, id](const absl::Status& status) {
+    OnClosed(id, status);
+  };
+  absl::StatusOr<std::unique_ptr<FrameChannel>> channel =
+      FrameChannel::Create(fd, std::move(options), std::move(callbacks));
+  if (!channel.ok()) return channel.status();
+  // The last reference may go on the channel's own thread (in its
+  // on_closed): the channel is deleted later, by BuryChannels.
+  return std::shared_ptr<FrameChannel>(channel->release(),
+                                       [this](FrameChannel* unused) {
+                                         absl::MutexLock lock(&grave_mu_);
+                                         graveyard_.push_back(unused);
+                                       });
+}
+
+void HostLink::BuryChannels() {
+  while (true) {
+    std::vector<FrameChannel*> dead;
+    {
+      absl::MutexLock lock(&grave_mu_);
+      dead.swap(graveyard_);
+    }
+    if (dead.empty()) return;
+    for (FrameChannel* channel : dead) delete channel;
+  }
+}
+
+void HostLink::OnFrame(uint64_t id, std::string_view bytes) {
   absl::MutexLock lock(&dispatch_mu_);
-  if (ended_) return;
+  if (id != conn_id_) return;
   v1::HostFrame frame;
   if (!frame.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     EndOnErrorLocked(absl::DataLossError(absl::StrCat(
@@ -174,17 +274,31 @@ void HostLink::OnFrame(std::string_view bytes) {
     }
     return;
   }
-  if (!started_) {
-    if (early_.size() >= kMaxEarlyFrames) {
-      EndOnErrorLocked(absl::ResourceExhaustedError(
-          absl::StrCat("hostd sent more than ", kMaxEarlyFrames,
-                       " frames before the proc said Hello")));
+  switch (phase_) {
+    case Phase::kUnaccepted:
+    case Phase::kAccepted:
+      OnLiveFrameLocked(std::move(frame));
       return;
-    }
-    early_.push_back(std::move(frame));
+    case Phase::kReconnecting:
+      OnRejoinAnswerLocked(std::move(frame));
+      return;
+    case Phase::kEnded:
+      return;
+  }
+}
+
+void HostLink::OnLiveFrameLocked(v1::HostFrame frame) {
+  if (started_) {
+    DispatchLocked(std::move(frame));
     return;
   }
-  DispatchLocked(std::move(frame));
+  if (early_.size() >= kMaxEarlyFrames) {
+    EndOnErrorLocked(absl::ResourceExhaustedError(
+        absl::StrCat("hostd sent more than ", kMaxEarlyFrames,
+                     " frames before the proc said Hello")));
+    return;
+  }
+  early_.push_back(std::move(frame));
 }
 
 void HostLink::DispatchLocked(v1::HostFrame frame) {
@@ -210,10 +324,14 @@ void HostLink::DispatchLocked(v1::HostFrame frame) {
                            absl::Milliseconds(frame.stop().grace_ms()));
       }
       return;
+    case v1::HostFrame::kAccepted:
+      OnAcceptedLocked(frame);
+      return;
     case v1::HostFrame::kRefused:
       LOG(ERROR) << "proc " << welcome_.name()
                  << ": hostd refused this proc: " << frame.refused().reason();
-      refused_ = true;
+      EndLocked(absl::UnavailableError(
+          absl::StrCat("hostd refused this proc: ", frame.refused().reason())));
       if (callbacks_.on_refused) {
         callbacks_.on_refused(frame.refused().reason());
       }
@@ -221,6 +339,11 @@ void HostLink::DispatchLocked(v1::HostFrame frame) {
     case v1::HostFrame::kWelcome:
       LOG(WARNING) << "proc " << welcome_.name()
                    << ": ignoring a second Welcome from hostd";
+      return;
+    case v1::HostFrame::kRejoined:
+      LOG(WARNING) << "proc " << welcome_.name()
+                   << ": ignoring a Rejoined from hostd on a connection that "
+                      "did not rejoin";
       return;
     case v1::HostFrame::FRAME_NOT_SET:
       break;
@@ -230,10 +353,116 @@ void HostLink::DispatchLocked(v1::HostFrame frame) {
                   "not know";
 }
 
-void HostLink::OnClosed(const absl::Status& status) {
+void HostLink::OnAcceptedLocked(v1::HostFrame& frame) {
+  std::string* secret = frame.mutable_accepted()->mutable_secret();
+  if (phase_ != Phase::kUnaccepted) {
+    LOG(WARNING) << "proc " << welcome_.name()
+                 << ": ignoring a second Accepted from hostd";
+    Wipe(*secret);
+    return;
+  }
+  LOG_IF(WARNING, secret->empty())
+      << "proc " << welcome_.name()
+      << ": hostd accepted this proc without a secret; it cannot rejoin";
+  Wipe(secret_);
+  secret_.swap(*secret);
+  Wipe(*secret);
+  phase_ = Phase::kAccepted;
+  const std::string& socket = welcome_.rejoin_socket();
+  v1::ProcFrame ready;
+  ready.mutable_ready();
+  absl::Status sent;
+  {
+    absl::MutexLock lock(&send_mu_);
+    // If the channel turns out closed before OnClosed ran, Send* say what
+    // the link will do about it.
+    down_ = absl::UnavailableError(
+        socket.empty()
+            ? "hostd is gone and this proc cannot rejoin (no rejoin socket)"
+            : absl::StrCat("hostd is gone; reconnecting to ", socket));
+    sent = live_ != nullptr ? live_->Send(ready) : down_;
+  }
+  if (!sent.ok()) {
+    // The channel is ending; its end starts the reconnection.
+    LOG(WARNING) << "proc " << welcome_.name()
+                 << ": cannot send Ready to hostd: " << sent;
+    return;
+  }
+  LOG(INFO) << "proc " << welcome_.name() << ": accepted by hostd "
+            << welcome_.host() << " (incarnation " << welcome_.incarnation()
+            << ")";
+}
+
+void HostLink::OnRejoinAnswerLocked(v1::HostFrame frame) {
+  if (!rejoin_waiting_) return;
+  const std::string& socket = welcome_.rejoin_socket();
+  switch (frame.frame_case()) {
+    case v1::HostFrame::kRejoined: {
+      rejoin_waiting_ = false;
+      std::string* secret = frame.mutable_rejoined()->mutable_secret();
+      Wipe(secret_);
+      secret_.swap(*secret);
+      Wipe(*secret);
+      LOG_IF(WARNING, secret_.empty())
+          << "proc " << welcome_.name()
+          << ": hostd re-adopted this proc without a secret; it cannot "
+             "rejoin again";
+      if (frame.rejoined().host() != welcome_.host()) {
+        LOG(WARNING) << "proc " << welcome_.name()
+                     << ": the hostd that re-adopted it is reached at \""
+                     << frame.rejoined().host() << "\", not \""
+                     << welcome_.host()
+                     << "\" as its Welcome said; keeping going (its actors' "
+                        "refs still name the old address)";
+      }
+      phase_ = Phase::kAccepted;
+      v1::ProcFrame ready;
+      ready.mutable_ready();
+      absl::Status sent;
+      {
+        // Ready before anything else goes out on the new connection.
+        absl::MutexLock lock(&send_mu_);
+        sent = conn_->Send(ready);
+        live_ = conn_;
+        down_ = absl::UnavailableError(
+            absl::StrCat("hostd is gone; reconnecting to ", socket));
+      }
+      if (!sent.ok()) {
+        LOG(WARNING) << "proc " << welcome_.name()
+                     << ": cannot send Ready to hostd: " << sent;
+        return;
+      }
+      LOG(INFO) << "proc " << welcome_.name() << ": re-adopted by hostd "
+                << frame.rejoined().host() << " through " << socket << " after "
+                << absl::Now() - outage_start_;
+      return;
+    }
+    case v1::HostFrame::kRefused: {
+      const std::string reason = frame.refused().reason();
+      LOG(ERROR) << "proc " << welcome_.name()
+                 << ": hostd refused to re-adopt this proc: " << reason;
+      EndLocked(absl::UnavailableError(
+          absl::StrCat("hostd refused this proc: ", reason)));
+      conn_->Close();
+      conn_.reset();
+      conn_id_ = 0;
+      if (callbacks_.on_refused) callbacks_.on_refused(reason);
+      return;
+    }
+    default:
+      EndOnErrorLocked(absl::InvalidArgumentError(absl::StrCat(
+          "hostd's first frame on a rejoin connection is not Rejoined or "
+          "Refused but frame #",
+          static_cast<int>(frame.frame_case()))));
+      return;
+  }
+}
+
+void HostLink::OnClosed(uint64_t id, const absl::Status& status) {
   absl::MutexLock lock(&dispatch_mu_);
-  if (ended_) return;
-  ended_ = true;
+  if (id != conn_id_) return;
+  conn_.reset();
+  conn_id_ = 0;
   if (!got_welcome_.has_value()) {
     if (!handshake_error_.has_value()) {
       handshake_error_ = absl::UnavailableError(absl::StrCat(
@@ -248,42 +477,194 @@ void HostLink::OnClosed(const absl::Status& status) {
     LOG(WARNING) << "proc " << welcome_.name()
                  << ": the channel to hostd broke: " << status;
   }
-  if (started_) OnEndedLocked();
+  if (!started_) {
+    ended_before_start_ = status;
+    return;
+  }
+  OnConnectionEndedLocked(status);
 }
 
 void HostLink::EndOnErrorLocked(const absl::Status& error) {
   LOG(ERROR) << "proc " << welcome_.name()
              << ": ending the channel to hostd: " << error;
-  ended_ = true;
   if (!got_welcome_.has_value() && !handshake_error_.has_value()) {
     handshake_error_ = error;
   }
-  if (channel_for_callbacks_ != nullptr) channel_for_callbacks_->Close();
-  if (started_) OnEndedLocked();
+  if (conn_ != nullptr) conn_->Close();  // No on_closed after this.
+  conn_.reset();
+  conn_id_ = 0;
+  if (!got_welcome_.has_value()) return;
+  if (!started_) {
+    ended_before_start_ = error;
+    return;
+  }
+  OnConnectionEndedLocked(error);
 }
 
-void HostLink::OnEndedLocked() {
-  if (refused_ || orphan_thread_.joinable()) return;
-  orphan_thread_ =
-      std::thread([this, timeout = orphan_timeout_,
-                   on_orphaned = callbacks_.on_orphaned]() mutable {
-        WaitOrphaned(timeout, std::move(on_orphaned));
-      });
-}
-
-void HostLink::WaitOrphaned(absl::Duration timeout,
-                            std::function<void()> on_orphaned) {
-  LOG(WARNING) << "proc " << welcome_.name() << ": orphaned in " << timeout
-               << " unless stopped first";
-  {
-    absl::MutexLock lock(&orphan_mu_);
-    if (orphan_mu_.AwaitWithTimeout(absl::Condition(&destroying_), timeout)) {
+void HostLink::OnConnectionEndedLocked(const absl::Status& status) {
+  switch (phase_) {
+    case Phase::kUnaccepted: {
+      LOG(ERROR) << "proc " << welcome_.name() << ": " << kNotAccepted
+                 << "; ending at once";
+      EndLocked(absl::UnavailableError(kNotAccepted));
+      if (callbacks_.on_not_accepted) {
+        callbacks_.on_not_accepted(kNotAccepted);
+      } else if (callbacks_.on_refused) {
+        callbacks_.on_refused(kNotAccepted);
+      }
       return;
     }
+    case Phase::kAccepted: {
+      phase_ = Phase::kReconnecting;
+      outage_start_ = absl::Now();
+      const std::string& socket = welcome_.rejoin_socket();
+      if (socket.empty()) {
+        SetLive(nullptr, absl::UnavailableError(
+                             "hostd is gone and this proc cannot rejoin (no "
+                             "rejoin socket)"));
+        LOG(WARNING) << "proc " << welcome_.name() << ": orphaned in "
+                     << orphan_timeout_
+                     << " unless stopped first (no rejoin socket)";
+      } else {
+        SetLive(nullptr, absl::UnavailableError(absl::StrCat(
+                             "hostd is gone; reconnecting to ", socket)));
+        LOG(WARNING) << "proc " << welcome_.name() << ": redialling hostd at "
+                     << socket << "; orphaned in " << orphan_timeout_
+                     << " unless re-adopted or stopped first";
+      }
+      if (!link_thread_.joinable() && !destroying_) {
+        link_thread_ = std::thread([this] { RunLink(); });
+      }
+      return;
+    }
+    case Phase::kReconnecting:
+      // A rejoin connection ended unanswered: the link thread redials.
+      VLOG(1) << "proc " << welcome_.name()
+              << ": rejoin connection ended: " << status;
+      rejoin_waiting_ = false;
+      return;
+    case Phase::kEnded:
+      return;
   }
-  LOG(WARNING) << "proc " << welcome_.name()
-               << " is orphaned: its hostd is gone";
-  if (on_orphaned) on_orphaned();
+}
+
+void HostLink::EndLocked(absl::Status why) {
+  phase_ = Phase::kEnded;
+  rejoin_waiting_ = false;
+  SetLive(nullptr, std::move(why));
+}
+
+void HostLink::RunLink() {
+  while (true) {
+    // Without dispatch_mu_: a dying channel's thread may wait for it.
+    BuryChannels();
+    absl::MutexLock lock(&dispatch_mu_);
+    auto outage = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return destroying_ || phase_ == Phase::kReconnecting;
+    };
+    dispatch_mu_.Await(absl::Condition(&outage));
+    if (destroying_) return;
+    ReconnectLocked();
+    if (destroying_ || phase_ == Phase::kEnded) return;
+  }
+}
+
+void HostLink::ReconnectLocked() {
+  const absl::Time deadline = outage_start_ + orphan_timeout_;
+  const bool can_rejoin = !welcome_.rejoin_socket().empty();
+  std::mt19937_64 random(std::random_device{}());
+  std::uniform_real_distribution<double> jitter(0.5, 1.0);
+  absl::Duration backoff = kFirstBackoff;
+  while (!destroying_ && phase_ == Phase::kReconnecting) {
+    if (absl::Now() >= deadline) {
+      LOG(WARNING) << "proc " << welcome_.name()
+                   << " is orphaned: its hostd is gone and none re-adopted "
+                      "it within "
+                   << orphan_timeout_;
+      EndLocked(absl::UnavailableError(absl::StrCat(
+          "hostd is gone: this proc is orphaned (no hostd re-adopted it "
+          "within ",
+          absl::FormatDuration(orphan_timeout_), ")")));
+      std::function<void()> on_orphaned = callbacks_.on_orphaned;
+      dispatch_mu_.Unlock();
+      if (on_orphaned) on_orphaned();
+      dispatch_mu_.Lock();
+      return;
+    }
+    absl::Duration wait = deadline - absl::Now();
+    if (can_rejoin) {
+      dispatch_mu_.Unlock();
+      BuryChannels();
+      dispatch_mu_.Lock();
+      if (destroying_ || phase_ != Phase::kReconnecting) return;
+      TryRejoinLocked(deadline);
+      if (destroying_ || phase_ != Phase::kReconnecting) return;
+      wait = std::min(wait, backoff * jitter(random));
+      backoff = std::min(backoff * 2, kMaxBackoff);
+    }
+    dispatch_mu_.AwaitWithTimeout(absl::Condition(&destroying_),
+                                  std::max(wait, absl::ZeroDuration()));
+  }
+}
+
+void HostLink::TryRejoinLocked(absl::Time deadline) {
+  const std::string& socket = welcome_.rejoin_socket();
+  absl::StatusOr<int> fd = DialUnix(socket);
+  if (!fd.ok()) {
+    VLOG(1) << "proc " << welcome_.name() << ": cannot reach hostd at "
+            << socket << ": " << fd.status();
+    return;
+  }
+  const uint64_t id = next_conn_id_++;
+  absl::StatusOr<std::shared_ptr<FrameChannel>> channel =
+      MakeChannel(*fd, id, absl::StrCat("rejoin connection to ", socket));
+  if (!channel.ok()) {
+    LOG(WARNING) << "proc " << welcome_.name() << ": " << channel.status();
+    return;
+  }
+  conn_ = *std::move(channel);
+  conn_id_ = id;
+  rejoin_waiting_ = true;
+  // Carries the secret: never logged, wiped once serialized.
+  v1::ProcFrame rejoin = RejoinFrameLocked();
+  absl::Status sent = conn_->Send(rejoin);
+  Wipe(*rejoin.mutable_rejoin()->mutable_secret());
+  if (!sent.ok()) {
+    VLOG(1) << "proc " << welcome_.name() << ": cannot send Rejoin to "
+            << socket << ": " << sent;
+    conn_->Close();
+    conn_.reset();
+    conn_id_ = 0;
+    rejoin_waiting_ = false;
+    return;
+  }
+  LOG(INFO) << "proc " << welcome_.name() << ": connected to " << socket
+            << ", asked to rejoin";
+  auto answered = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return destroying_ || !rejoin_waiting_;
+  };
+  const absl::Duration wait =
+      std::min(rejoin_answer_timeout_, deadline - absl::Now());
+  if (!dispatch_mu_.AwaitWithTimeout(absl::Condition(&answered), wait)) {
+    LOG(WARNING) << "proc " << welcome_.name() << ": no answer to Rejoin from "
+                 << socket << " within " << wait << "; redialling";
+    conn_->Close();
+    conn_.reset();
+    conn_id_ = 0;
+    rejoin_waiting_ = false;
+  }
+}
+
+v1::ProcFrame HostLink::RejoinFrameLocked() const {
+  v1::ProcFrame frame;
+  v1::Rejoin* rejoin = frame.mutable_rejoin();
+  rejoin->set_protocol_version(kVersion);
+  rejoin->set_name(welcome_.name());
+  rejoin->set_incarnation(welcome_.incarnation());
+  rejoin->set_pid(getpid());
+  rejoin->set_secret(secret_);
+  for (const std::string& type : actor_types_) rejoin->add_actor_types(type);
+  return frame;
 }
 
 }  // namespace mesh

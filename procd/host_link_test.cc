@@ -1,8 +1,10 @@
 // HostLink over a socketpair in one process; the test plays hostd on the
-// other end with a FrameChannel of its own.
+// other end with a FrameChannel of its own, and a restarted hostd on a real
+// listening Unix socket in a temporary directory (RejoinListener).
 #include "procd/host_link.h"
 
 #include <fcntl.h>
+#include <glog/logging.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,12 +20,19 @@
 #include "absl/time/clock.h"
 #include "catch2/catch.hpp"
 #include "lib/channel/frame_channel.h"
+#include "lib/testing/temp_dir.h"
+#include "procd/testing/rejoin_listener.h"
 #include "proto/proc_channel.pb.h"
 
 namespace mesh {
 namespace {
 
 constexpr absl::Duration kTimeout = absl::Seconds(30);
+// 32 bytes each, printable so that a log line holding one is easy to find.
+constexpr char kSecret1[] = "SECRET-one-0123456789abcdefghijk";
+constexpr char kSecret2[] = "SECRET-two-0123456789abcdefghijk";
+
+using testing::RejoinListener;
 
 v1::Welcome MakeWelcome(uint32_t version = v1::PROC_CHANNEL_VERSION_CURRENT) {
   v1::Welcome welcome;
@@ -32,6 +41,7 @@ v1::Welcome MakeWelcome(uint32_t version = v1::PROC_CHANNEL_VERSION_CURRENT) {
   welcome.set_rank(4);
   welcome.set_host("h1:7450");
   welcome.set_orphan_timeout_ms(30000);
+  welcome.set_incarnation(3);
   return welcome;
 }
 
@@ -61,6 +71,10 @@ class HostEnd {
 
   void Send(const v1::HostFrame& frame) { REQUIRE(channel_->Send(frame).ok()); }
   void Close() { channel_->Close(); }
+  size_t frames() {
+    absl::MutexLock lock(&mu_);
+    return frames_.size();
+  }
 
   // Waits for the `n`th frame (1-based) from the proc and returns it.
   v1::ProcFrame WaitFrame(size_t n) {
@@ -82,6 +96,20 @@ class HostEnd {
 v1::HostFrame WelcomeFrame(const v1::Welcome& welcome) {
   v1::HostFrame frame;
   *frame.mutable_welcome() = welcome;
+  return frame;
+}
+
+v1::HostFrame AcceptedFrame(const std::string& secret) {
+  v1::HostFrame frame;
+  frame.mutable_accepted()->set_secret(secret);
+  return frame;
+}
+
+v1::HostFrame RejoinedFrame(const std::string& secret,
+                            const std::string& host = "h1:7450") {
+  v1::HostFrame frame;
+  frame.mutable_rejoined()->set_secret(secret);
+  frame.mutable_rejoined()->set_host(host);
   return frame;
 }
 
@@ -203,7 +231,7 @@ TEST_CASE(
       HostLink::Connect(host.proc_fd(), kTimeout);
   CHECK(link.status().code() == absl::StatusCode::kFailedPrecondition);
   CHECK(link.status().message() ==
-        "hostd speaks proc channel protocol v7, this proc v1");
+        "hostd speaks proc channel protocol v7, this proc v2");
   v1::ProcFrame hello = host.WaitFrame(1);
   CHECK(hello.hello().protocol_version() == v1::PROC_CHANNEL_VERSION_CURRENT);
 }
@@ -258,7 +286,9 @@ TEST_CASE("a link refused after its Hello hears the reason") {
   CHECK(reason == "proc speaks v1, hostd v2");
 }
 
-TEST_CASE("a link whose channel closed is orphaned after the orphan timeout") {
+TEST_CASE(
+    "an accepted link without a rejoin socket is orphaned after the orphan "
+    "timeout") {
   HostEnd host;
   v1::Welcome welcome = MakeWelcome();
   welcome.set_orphan_timeout_ms(600000);
@@ -272,24 +302,361 @@ TEST_CASE("a link whose channel closed is orphaned after the orphan timeout") {
   // The start option overrides the Welcome's ten minutes.
   (*link)->Start(std::move(callbacks),
                  HostLink::StartOptions{{}, absl::Milliseconds(50)});
+  REQUIRE(host.WaitFrame(1).has_hello());
+  host.Send(AcceptedFrame(kSecret1));
+  REQUIRE(host.WaitFrame(2).has_ready());
   host.Close();
   CHECK(orphaned.WaitForNotificationWithTimeout(kTimeout));
   CHECK((*link)->SendResponse(v1::ProcResponse()).code() !=
         absl::StatusCode::kOk);
 }
 
-TEST_CASE(
-    "a link destroyed while it waits out the orphan timeout ends at once") {
-  HostEnd host;
-  host.Send(WelcomeFrame(MakeWelcome()));  // 30 s orphan timeout.
+// Collects every glog message while it lives.
+class LogCapture : public google::LogSink {
+ public:
+  LogCapture() { google::AddLogSink(this); }
+  ~LogCapture() override { google::RemoveLogSink(this); }
+
+  void send(google::LogSeverity, const char*, const char*, int,
+            const google::LogMessageTime&, const char* message,
+            size_t length) override {
+    absl::MutexLock lock(&mu_);
+    text_.append(message, length);
+    text_.push_back('\n');
+  }
+
+  std::string text() {
+    absl::MutexLock lock(&mu_);
+    return text_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::string text_ ABSL_GUARDED_BY(mu_);
+};
+
+// What a test's callbacks saw. Thread-safe.
+struct Seen {
+  absl::Mutex mu;
+  std::vector<uint64_t> requests ABSL_GUARDED_BY(mu);
+  absl::Notification refused;
+  std::string refused_reason;
+  absl::Notification not_accepted;
+  std::string not_accepted_reason;
+  absl::Notification orphaned;
+  absl::Time orphaned_at;
+
+  HostLink::Callbacks Callbacks() {
+    HostLink::Callbacks callbacks;
+    callbacks.on_request = [this](v1::ProcRequest request) {
+      absl::MutexLock lock(&mu);
+      requests.push_back(request.id());
+    };
+    callbacks.on_refused = [this](const std::string& reason) {
+      refused_reason = reason;
+      refused.Notify();
+    };
+    callbacks.on_not_accepted = [this](const std::string& reason) {
+      not_accepted_reason = reason;
+      not_accepted.Notify();
+    };
+    callbacks.on_orphaned = [this] {
+      orphaned_at = absl::Now();
+      orphaned.Notify();
+    };
+    return callbacks;
+  }
+
+  size_t requests_seen() {
+    absl::MutexLock lock(&mu);
+    return requests.size();
+  }
+};
+
+// A link over `host` to the rejoin socket `socket`, started and accepted
+// with kSecret1 (hostd has its Hello and Ready).
+std::unique_ptr<HostLink> StartAccepted(HostEnd& host,
+                                        const std::string& socket,
+                                        HostLink::Callbacks callbacks,
+                                        HostLink::StartOptions options = {}) {
+  v1::Welcome welcome = MakeWelcome();
+  welcome.set_rejoin_socket(socket);
+  host.Send(WelcomeFrame(welcome));
   absl::StatusOr<std::unique_ptr<HostLink>> link =
       HostLink::Connect(host.proc_fd(), kTimeout);
   REQUIRE(link.ok());
-  (*link)->Start({}, {});
+  (*link)->Start(std::move(callbacks), std::move(options));
+  REQUIRE(host.WaitFrame(1).has_hello());
+  host.Send(AcceptedFrame(kSecret1));
+  REQUIRE(host.WaitFrame(2).has_ready());
+  return *std::move(link);
+}
+
+std::unique_ptr<RejoinListener> Listen(const std::string& path,
+                                       RejoinListener::Options options = {}) {
+  absl::StatusOr<std::unique_ptr<RejoinListener>> listener =
+      RejoinListener::Listen(path, options);
+  INFO(listener.status().ToString());
+  REQUIRE(listener.ok());
+  return *std::move(listener);
+}
+
+v1::ProcFrame Frame(RejoinListener& listener, size_t connection, size_t k) {
+  absl::StatusOr<v1::ProcFrame> frame = listener.WaitFrame(connection, k);
+  INFO(frame.status().ToString());
+  REQUIRE(frame.ok());
+  return *std::move(frame);
+}
+
+// Sends responses until one fails (the link noticed the channel closed).
+absl::Status SendUntilRefused(HostLink& link) {
+  const absl::Time deadline = absl::Now() + kTimeout;
+  while (absl::Now() < deadline) {
+    absl::Status sent = link.SendResponse(v1::ProcResponse());
+    if (!sent.ok()) return sent;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return absl::OkStatus();
+}
+
+TEST_CASE(
+    "an accepted link whose channel closes redials the rejoin socket and "
+    "presents its name, incarnation, pid, secret and actor types") {
+  testing::TempDir dir;
+  const std::string socket = dir.path() + "/rejoin.sock";
+  std::unique_ptr<RejoinListener> listener = Listen(socket);
+  HostEnd host;
+  Seen seen;
+  std::unique_ptr<HostLink> link =
+      StartAccepted(host, socket, seen.Callbacks(),
+                    HostLink::StartOptions{{"mesh.echo", "t.x"}, std::nullopt});
+  CHECK(listener->connections() == 0);  // Nothing dialled while connected.
   host.Close();
+  v1::ProcFrame rejoin = Frame(*listener, 1, 1);
+  REQUIRE(rejoin.has_rejoin());
+  CHECK(rejoin.rejoin().protocol_version() == v1::PROC_CHANNEL_VERSION_CURRENT);
+  CHECK(rejoin.rejoin().name() == "p1");
+  CHECK(rejoin.rejoin().incarnation() == 3);
+  CHECK(rejoin.rejoin().pid() == getpid());
+  CHECK(rejoin.rejoin().secret() == kSecret1);
+  CHECK(std::vector<std::string>(rejoin.rejoin().actor_types().begin(),
+                                 rejoin.rejoin().actor_types().end()) ==
+        std::vector<std::string>{"mesh.echo", "t.x"});
+  CHECK_FALSE(seen.orphaned.HasBeenNotified());
+}
+
+TEST_CASE(
+    "a link re-adopted with Rejoined answers Ready, carries frames with the "
+    "same callbacks and presents the new secret next time, never logging "
+    "either") {
+  LogCapture logs;
+  FLAGS_v = 2;
+  testing::TempDir dir;
+  const std::string socket = dir.path() + "/rejoin.sock";
+  std::unique_ptr<RejoinListener> listener = Listen(socket);
+  HostEnd host;
+  Seen seen;
+  std::unique_ptr<HostLink> link =
+      StartAccepted(host, socket, seen.Callbacks());
+  host.Send(RequestFrame(1));
+  host.Close();
+  REQUIRE(Frame(*listener, 1, 1).rejoin().secret() == kSecret1);
+  // Another address than the Welcome's: a warning, not an end.
+  REQUIRE(listener->Send(1, RejoinedFrame(kSecret2, "h1-new:7450")).ok());
+  CHECK(Frame(*listener, 1, 2).has_ready());
+
+  REQUIRE(listener->Send(1, RequestFrame(2)).ok());
+  v1::ProcResponse response;
+  response.set_id(2);
+  // The request's answer goes out on the new connection once it is seen.
+  const absl::Time deadline = absl::Now() + kTimeout;
+  while (seen.requests_seen() < 2 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  {
+    absl::MutexLock lock(&seen.mu);
+    CHECK(seen.requests == std::vector<uint64_t>{1, 2});
+  }
+  REQUIRE(link->SendResponse(response).ok());
+  CHECK(Frame(*listener, 1, 3).response().id() == 2);
+
+  // hostd goes away again: the next Rejoin presents the new secret.
+  listener->Close(1);
+  v1::ProcFrame again = Frame(*listener, 2, 1);
+  CHECK(again.rejoin().secret() == kSecret2);
+  CHECK_FALSE(seen.orphaned.HasBeenNotified());
+  CHECK_FALSE(seen.refused.HasBeenNotified());
+  link.reset();
+  FLAGS_v = 0;
+  const std::string logged = logs.text();
+  CHECK(absl::StrContains(logged, "re-adopted"));
+  CHECK_FALSE(absl::StrContains(logged, "SECRET"));
+}
+
+TEST_CASE(
+    "a link whose channel closes before Accepted ends at once and does not "
+    "redial") {
+  testing::TempDir dir;
+  const std::string socket = dir.path() + "/rejoin.sock";
+  std::unique_ptr<RejoinListener> listener = Listen(socket);
+  HostEnd host;
+  v1::Welcome welcome = MakeWelcome();
+  welcome.set_rejoin_socket(socket);
+  welcome.set_orphan_timeout_ms(600000);
+  host.Send(WelcomeFrame(welcome));
+  absl::StatusOr<std::unique_ptr<HostLink>> link =
+      HostLink::Connect(host.proc_fd(), kTimeout);
+  REQUIRE(link.ok());
+  Seen seen;
+  HostLink::Callbacks callbacks = seen.Callbacks();
+  const bool fallback = GENERATE(false, true);
+  if (fallback) callbacks.on_not_accepted = nullptr;
+  (*link)->Start(std::move(callbacks), {});
+  REQUIRE(host.WaitFrame(1).has_hello());
+  host.Close();
+  absl::Notification& ended = fallback ? seen.refused : seen.not_accepted;
+  REQUIRE(ended.WaitForNotificationWithTimeout(kTimeout));
+  CHECK((fallback ? seen.refused_reason : seen.not_accepted_reason) ==
+        "hostd went away before accepting this proc");
+  absl::Status sent = (*link)->SendResponse(v1::ProcResponse());
+  CHECK(sent.code() == absl::StatusCode::kUnavailable);
+  absl::SleepFor(absl::Milliseconds(200));
+  CHECK(listener->connections() == 0);
+  CHECK_FALSE(seen.orphaned.HasBeenNotified());
+}
+
+TEST_CASE(
+    "a link nobody re-adopts is orphaned when the orphan timeout passes, not "
+    "before") {
+  testing::TempDir dir;
+  // Nobody listens there.
+  const std::string socket = dir.path() + "/rejoin.sock";
+  HostEnd host;
+  Seen seen;
+  constexpr absl::Duration kOrphan = absl::Milliseconds(400);
+  std::unique_ptr<HostLink> link = StartAccepted(
+      host, socket, seen.Callbacks(), HostLink::StartOptions{{}, kOrphan});
+  const absl::Time closed = absl::Now();
+  host.Close();
+  REQUIRE(seen.orphaned.WaitForNotificationWithTimeout(kTimeout));
+  CHECK(seen.orphaned_at - closed >= kOrphan);
+  CHECK(absl::StrContains(link->SendResponse(v1::ProcResponse()).message(),
+                          "orphaned"));
+}
+
+TEST_CASE(
+    "a link refused at its Rejoin hears the reason and stops redialling") {
+  testing::TempDir dir;
+  const std::string socket = dir.path() + "/rejoin.sock";
+  std::unique_ptr<RejoinListener> listener = Listen(socket);
+  HostEnd host;
+  Seen seen;
+  std::unique_ptr<HostLink> link =
+      StartAccepted(host, socket, seen.Callbacks());
+  host.Close();
+  REQUIRE(Frame(*listener, 1, 1).has_rejoin());
+  v1::HostFrame refused;
+  refused.mutable_refused()->set_reason("secret does not match");
+  REQUIRE(listener->Send(1, refused).ok());
+  REQUIRE(seen.refused.WaitForNotificationWithTimeout(kTimeout));
+  CHECK(seen.refused_reason == "secret does not match");
+  CHECK(listener->WaitClosed(1));
+  absl::SleepFor(absl::Milliseconds(300));
+  CHECK(listener->connections() == 1);
+  CHECK_FALSE(seen.orphaned.HasBeenNotified());
+  CHECK(link->SendResponse(v1::ProcResponse()).code() ==
+        absl::StatusCode::kUnavailable);
+}
+
+TEST_CASE(
+    "while a link reconnects its sends fail UNAVAILABLE naming the rejoin "
+    "socket and leave the envelope with the caller") {
+  testing::TempDir dir;
+  const std::string socket = dir.path() + "/rejoin.sock";
+  HostEnd host;
+  Seen seen;
+  std::unique_ptr<HostLink> link =
+      StartAccepted(host, socket, seen.Callbacks());
+  host.Close();
+  absl::Status refused = SendUntilRefused(*link);
+  CHECK(refused.code() == absl::StatusCode::kUnavailable);
+  CHECK(refused.message() == "hostd is gone; reconnecting to " + socket);
+  v1::Envelope envelope;
+  envelope.set_to_mailbox("client:x");
+  envelope.set_port(9);
+  absl::Status sent = link->SendEnvelope(envelope);
+  CHECK(sent.code() == absl::StatusCode::kUnavailable);
+  CHECK(absl::StrContains(sent.message(), socket));
+  CHECK(envelope.port() == 9);
+  CHECK(envelope.to_mailbox() == "client:x");
+  const size_t frames = host.frames();  // Hello, Ready.
+
+  // A hostd comes back: sends work again, on the new connection only.
+  std::unique_ptr<RejoinListener> listener = Listen(socket);
+  REQUIRE(Frame(*listener, 1, 1).has_rejoin());
+  REQUIRE(listener->Send(1, RejoinedFrame(kSecret2)).ok());
+  REQUIRE(Frame(*listener, 1, 2).has_ready());
+  const absl::Time deadline = absl::Now() + kTimeout;
+  while (!link->SendEnvelope(envelope).ok() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  CHECK(Frame(*listener, 1, 3).envelope().port() == 9);
+  CHECK(host.frames() == frames);
+}
+
+TEST_CASE(
+    "a Rejoin nobody answers is closed at the answer timeout and dialled "
+    "again") {
+  testing::TempDir dir;
+  const std::string socket = dir.path() + "/rejoin.sock";
+  std::unique_ptr<RejoinListener> listener = Listen(socket);
+  HostEnd host;
+  Seen seen;
+  HostLink::StartOptions options;
+  options.rejoin_answer_timeout = absl::Milliseconds(200);
+  std::unique_ptr<HostLink> link =
+      StartAccepted(host, socket, seen.Callbacks(), options);
+  host.Close();
+  REQUIRE(Frame(*listener, 1, 1).has_rejoin());
+  CHECK(listener->WaitClosed(1));
+  CHECK(Frame(*listener, 2, 1).rejoin().secret() == kSecret1);
+}
+
+TEST_CASE("a link redials with a growing backoff, not in a tight loop") {
+  testing::TempDir dir;
+  const std::string socket = dir.path() + "/rejoin.sock";
+  RejoinListener::Options hang_up;
+  hang_up.hang_up = true;
+  std::unique_ptr<RejoinListener> listener = Listen(socket, hang_up);
+  HostEnd host;
+  Seen seen;
+  std::unique_ptr<HostLink> link =
+      StartAccepted(host, socket, seen.Callbacks());
+  host.Close();
+  REQUIRE(listener->WaitConnections(1));
+  absl::SleepFor(absl::Milliseconds(1500));
+  // 20 ms doubling to 1 s, jittered to half: some 6 to 9 dials in 1.5 s
+  // (a fixed 20 ms would make ~75, no backoff thousands).
+  const size_t dials = listener->connections();
+  INFO(dials << " dials");
+  CHECK(dials >= 3);
+  CHECK(dials <= 15);
+}
+
+TEST_CASE("a link destroyed while it redials ends at once") {
+  testing::TempDir dir;
+  HostEnd host;
+  Seen seen;
+  // 30 s orphan timeout; nobody listens.
+  std::unique_ptr<HostLink> link =
+      StartAccepted(host, dir.path() + "/rejoin.sock", seen.Callbacks());
+  host.Close();
+  CHECK(SendUntilRefused(*link).code() == absl::StatusCode::kUnavailable);
+  absl::SleepFor(absl::Milliseconds(100));  // Past a few dials.
   const absl::Time start = absl::Now();
-  link->reset();  // Ends the orphan wait (if it began) without waiting it out.
-  CHECK(absl::Now() - start < absl::Seconds(20));
+  link.reset();
+  CHECK(absl::Now() - start < absl::Seconds(5));
+  CHECK_FALSE(seen.orphaned.HasBeenNotified());
 }
 
 }  // namespace

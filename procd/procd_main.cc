@@ -8,12 +8,19 @@
 //   3. take the channel fd from HOSTMESH_CHANNEL_FD (and unset it);
 //   4. connect: wait for hostd's Welcome (name, rank, host) and check its
 //      protocol version;
-//   5. build the mailbox (its outbound is the channel), the runtime and the
-//      verbs; start the link (it says Hello, and hostd marks us RUNNING);
-//   6. wait for a stop: hostd's StopProc, StopAll with exit_proc,
-//      SIGTERM/SIGINT, a refusal, or the channel gone past the orphan
-//      timeout;
-//   7. within the grace: stop every actor, flush the channel so the last
+//   5. build the mailbox (its outbound is the link), the runtime and the
+//      verbs; start the link: it says Hello, hostd stores the verifier of a
+//      fresh secret and answers Accepted, the link answers Ready, and only
+//      then does hostd mark us RUNNING;
+//   6. serve. If the channel closes before Accepted, stop at once (exit 1:
+//      no hostd will re-adopt us). If it closes after, the link redials
+//      hostd's rejoin socket until a hostd re-adopts us (Rejoined: we go on
+//      serving, actors untouched) or the orphan timeout passes; meanwhile
+//      what actors send fails UNAVAILABLE (error replies to reply_to);
+//   7. wait for a stop: hostd's StopProc, StopAll with exit_proc,
+//      SIGTERM/SIGINT, a refusal (also of a Rejoin; exit 1), not accepted
+//      (exit 1), or no hostd back within the orphan timeout (exit 0);
+//   8. within the grace: stop every actor, flush the channel so the last
 //      answers go out, shut the mailbox down, close the channel.
 #include <glog/logging.h>
 #include <unistd.h>
@@ -191,8 +198,14 @@ int ProcdMain(int argc, char** argv, ActorRegistry registry) {
     stop.Request(absl::StrCat("hostd refused this proc: ", BoundText(reason)),
                  kDefaultGrace, /*exit_code=*/1);
   };
+  callbacks.on_not_accepted = [&stop](const std::string& reason) {
+    stop.Request(reason, kDefaultGrace, /*exit_code=*/1);
+  };
   callbacks.on_orphaned = [&stop] {
-    stop.Request("orphaned: the channel to hostd is gone", kDefaultGrace);
+    stop.Request(
+        "orphaned: hostd is gone and none re-adopted this proc within the "
+        "orphan timeout",
+        kDefaultGrace);
   };
   link->Start(std::move(callbacks),
               HostLink::StartOptions{actor_types, orphan_timeout});

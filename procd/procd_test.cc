@@ -31,7 +31,9 @@
 #include "catch2/catch.hpp"
 #include "lib/mailbox/mailbox.h"
 #include "lib/testing/sockets.h"
+#include "lib/testing/temp_dir.h"
 #include "procd/testing/fake_host.h"
+#include "procd/testing/rejoin_listener.h"
 #include "proto/actors.pb.h"
 #include "proto/proc.pb.h"
 #include "proto/proc_channel.pb.h"
@@ -40,6 +42,7 @@ namespace mesh {
 namespace {
 
 using testing::FakeHost;
+using testing::RejoinListener;
 
 std::string ProcdPath() {
   const char* srcdir = std::getenv("TEST_SRCDIR");
@@ -68,6 +71,8 @@ std::unique_ptr<FakeHost> StartRunning(
   absl::StatusOr<v1::Hello> hello = host->WaitHello();
   INFO(host->Output());
   REQUIRE(hello.ok());
+  // Accepted (by the FakeHost, at the Hello): the proc knows it.
+  REQUIRE(host->WaitReady());
   return host;
 }
 
@@ -321,7 +326,7 @@ TEST_CASE(
     "a procd welcomed with another protocol version says Hello with its own "
     "and exits 1 naming both") {
   v1::Welcome welcome = FakeHost::DefaultWelcome();
-  welcome.set_protocol_version(2);
+  welcome.set_protocol_version(1);
   FakeHost::Options options;
   options.welcome = welcome;
   std::unique_ptr<FakeHost> host = StartProcd(std::move(options));
@@ -330,7 +335,7 @@ TEST_CASE(
   CHECK(hello->protocol_version() == v1::PROC_CHANNEL_VERSION_CURRENT);
   RequireExit(*host, 1);
   CHECK(absl::StrContains(
-      host->Output(), "hostd speaks proc channel protocol v2, this proc v1"));
+      host->Output(), "hostd speaks proc channel protocol v1, this proc v2"));
 }
 
 TEST_CASE(
@@ -404,6 +409,85 @@ TEST_CASE("a procd whose channel closed exits 0 after the orphan timeout") {
   host->CloseChannel();
   RequireExit(*host, 0);
   // It cannot have left before its timer ran out.
+  CHECK(absl::Now() - closed >= absl::Milliseconds(300));
+  CHECK(absl::StrContains(host->Output(), "orphaned"));
+}
+
+TEST_CASE(
+    "a procd whose channel closes before its host accepted it exits 1 at "
+    "once") {
+  v1::Welcome welcome = FakeHost::DefaultWelcome();
+  welcome.set_orphan_timeout_ms(600000);
+  FakeHost::Options options;
+  options.welcome = welcome;
+  options.accept = false;
+  std::unique_ptr<FakeHost> host = StartProcd(std::move(options));
+  REQUIRE(host->WaitHello().ok());
+  const absl::Time closed = absl::Now();
+  host->CloseChannel();
+  RequireExit(*host, 1);
+  CHECK(absl::Now() - closed < absl::Seconds(20));
+  CHECK(absl::StrContains(host->Output(),
+                          "hostd went away before accepting this proc"));
+}
+
+TEST_CASE(
+    "a procd cut off from its host rejoins through the rejoin socket and "
+    "serves on with its actors' state") {
+  testing::TempDir dir;
+  const std::string socket = dir.path() + "/rejoin.sock";
+  absl::StatusOr<std::unique_ptr<RejoinListener>> listener =
+      RejoinListener::Listen(socket);
+  REQUIRE(listener.ok());
+  v1::Welcome welcome = FakeHost::DefaultWelcome();
+  welcome.set_rejoin_socket(socket);
+  welcome.set_incarnation(5);
+  std::unique_ptr<FakeHost> host = StartRunning(welcome);
+  REQUIRE(Create(*host, "a0", "mesh.echo").has_actor());
+  host->CloseChannel();
+
+  absl::StatusOr<v1::ProcFrame> rejoin = (*listener)->WaitFrame(1, 1);
+  REQUIRE(rejoin.ok());
+  CHECK(rejoin->rejoin().name() == "p0");
+  CHECK(rejoin->rejoin().incarnation() == 5);
+  CHECK(rejoin->rejoin().pid() == host->pid());
+  CHECK(rejoin->rejoin().secret() == FakeHost::kSecret);
+  v1::HostFrame rejoined;
+  rejoined.mutable_rejoined()->set_secret("another secret");
+  rejoined.mutable_rejoined()->set_host("fakehost:7450");
+  REQUIRE((*listener)->Send(1, rejoined).ok());
+  absl::StatusOr<v1::ProcFrame> ready = (*listener)->WaitFrame(1, 2);
+  REQUIRE(ready.ok());
+  CHECK(ready->has_ready());
+
+  // The new connection carries the verbs; the actor is still there.
+  v1::HostFrame list;
+  list.mutable_request()->set_id(77);
+  list.mutable_request()->mutable_list_actors();
+  REQUIRE((*listener)->Send(1, list).ok());
+  absl::StatusOr<v1::ProcFrame> listed = (*listener)->WaitFrame(1, 3);
+  REQUIRE(listed.ok());
+  REQUIRE(listed->response().id() == 77);
+  REQUIRE(listed->response().list_actors().actors_size() == 1);
+  CHECK(listed->response().list_actors().actors(0).name() == "a0");
+
+  v1::HostFrame stop;
+  stop.mutable_stop()->set_reason("test is done");
+  REQUIRE((*listener)->Send(1, stop).ok());
+  RequireExit(*host, 0);
+}
+
+TEST_CASE(
+    "a procd cut off from its host with nobody at the rejoin socket exits 0 "
+    "at the orphan timeout") {
+  testing::TempDir dir;
+  v1::Welcome welcome = FakeHost::DefaultWelcome();
+  welcome.set_rejoin_socket(dir.path() + "/rejoin.sock");
+  welcome.set_orphan_timeout_ms(300);
+  std::unique_ptr<FakeHost> host = StartRunning(welcome);
+  const absl::Time closed = absl::Now();
+  host->CloseChannel();
+  RequireExit(*host, 0);
   CHECK(absl::Now() - closed >= absl::Milliseconds(300));
   CHECK(absl::StrContains(host->Output(), "orphaned"));
 }

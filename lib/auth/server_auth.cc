@@ -13,21 +13,12 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "lib/auth/sha256.h"
 
 namespace mesh {
 namespace {
 
 constexpr size_t kMinTokenLength = 16;
-
-std::string Sha256(absl::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  if (EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(),
-                 nullptr) != 1) {
-    std::abort();  // A broken libcrypto is not something to run on.
-  }
-  return std::string(reinterpret_cast<const char*>(digest), length);
-}
 
 // 1..256 printable characters, no spaces, not in hostd's own namespace.
 bool IsPrintableIdentity(absl::string_view identity) {
@@ -135,10 +126,11 @@ absl::StatusOr<std::unique_ptr<ServerAuth>> ServerAuth::Create(
     auth->peer_.tls_key_pem = auth->tls_key_pem_;
   }
   if (!options.tokens_file.empty()) {
-    if (absl::Status loaded = auth->LoadTokensFile(options.tokens_file);
-        !loaded.ok()) {
-      return loaded;
-    }
+    absl::StatusOr<std::vector<Token>> tokens =
+        ReadTokensFile(options.tokens_file);
+    if (!tokens.ok()) return tokens.status();
+    absl::MutexLock lock(&auth->tokens_mu_);
+    auth->file_tokens_ = *std::move(tokens);
   }
   if (!options.peer_token_file.empty()) {
     absl::StatusOr<ClientCredentials> peer =
@@ -170,9 +162,11 @@ absl::StatusOr<std::unique_ptr<ServerAuth>> ServerAuth::Create(
   return auth;
 }
 
-absl::Status ServerAuth::LoadTokensFile(const std::string& path) {
+absl::StatusOr<std::vector<ServerAuth::Token>> ServerAuth::ReadTokensFile(
+    const std::string& path) {
   absl::StatusOr<std::string> text = ReadSecretFile(path, "--tokens-file");
   if (!text.ok()) return text.status();
+  std::vector<Token> tokens;
   int line_number = 0;
   for (absl::string_view line : absl::StrSplit(*text, '\n')) {
     ++line_number;
@@ -196,14 +190,27 @@ absl::Status ServerAuth::LoadTokensFile(const std::string& path) {
       return bad(absl::StrCat("a token has at least ", kMinTokenLength,
                               " characters"));
     }
-    AddToken(std::string(fields[0]), *role, std::string(fields[2]));
+    tokens.push_back(Token{std::string(fields[0]), *role, Sha256(fields[2])});
   }
-  return absl::OkStatus();
+  return tokens;
+}
+
+absl::StatusOr<size_t> ServerAuth::ReloadTokens() {
+  if (options_.tokens_file.empty()) return 0;
+  // Read (and checked) entirely before anything changes.
+  absl::StatusOr<std::vector<Token>> tokens =
+      ReadTokensFile(options_.tokens_file);
+  if (!tokens.ok()) return tokens.status();
+  const size_t count = tokens->size();
+  absl::MutexLock lock(&tokens_mu_);
+  file_tokens_ = *std::move(tokens);
+  return count;
 }
 
 void ServerAuth::AddToken(const std::string& identity, Role role,
                           const std::string& token) {
-  tokens_.push_back(Token{identity, role, Sha256(token)});
+  absl::MutexLock lock(&tokens_mu_);
+  builtin_tokens_.push_back(Token{identity, role, Sha256(token)});
 }
 
 void ServerAuth::SetPeerToken(const std::string& token) {
@@ -247,12 +254,15 @@ absl::StatusOr<Principal> ServerAuth::Authenticate(
           "the authorization header is not \"Bearer <token>\"");
     }
     const std::string digest = Sha256(value);
+    absl::ReaderMutexLock lock(&tokens_mu_);
     const Token* match = nullptr;
     // Every token is compared, in constant time, whatever matched before.
-    for (const Token& token : tokens_) {
-      if (CRYPTO_memcmp(token.digest.data(), digest.data(), digest.size()) ==
-          0) {
-        match = &token;
+    for (const std::vector<Token>* tokens : {&builtin_tokens_, &file_tokens_}) {
+      for (const Token& token : *tokens) {
+        if (CRYPTO_memcmp(token.digest.data(), digest.data(), digest.size()) ==
+            0) {
+          match = &token;
+        }
       }
     }
     if (match == nullptr) {

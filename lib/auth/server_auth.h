@@ -22,7 +22,8 @@
 // Server credentials: TLS (--tls-cert/--tls-key, client certs requested and
 // verified against --tls-ca, or required) or, on a loopback listen without
 // TLS, gRPC's local credentials (which refuse non-loopback peers).
-// Immutable after Create except AddToken (call before serving). Thread-safe.
+// Tokens may change while serving (AddToken, ReloadTokens: SIGHUP); the
+// rest is immutable after Create. Thread-safe.
 #ifndef HOSTMESH_LIB_AUTH_SERVER_AUTH_H_
 #define HOSTMESH_LIB_AUTH_SERVER_AUTH_H_
 
@@ -36,6 +37,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "lib/auth/credentials.h"
 
 namespace mesh {
@@ -84,9 +86,18 @@ class ServerAuth {
   static absl::StatusOr<std::unique_ptr<ServerAuth>> Create(
       ServerAuthOptions options, bool listen_is_loopback);
 
-  // Accepts `token` as `identity` with `role`. Before the server starts.
+  // Accepts `token` as `identity` with `role` from now on: a built-in token
+  // (the runtime dir's admin token, a parent's), kept across ReloadTokens.
   void AddToken(const std::string& identity, Role role,
                 const std::string& token);
+  // Reads the --tokens-file given to Create again, with the same checks:
+  // its tokens replace the ones read from it before, at once for every
+  // later call (calls authenticating meanwhile see the old set or the new
+  // one, never a mix); built-in tokens stay. On an error (unreadable file,
+  // wrong mode, a bad line) nothing changes and the error names the file
+  // and line. The number of tokens the file holds now; 0 without a tokens
+  // file.
+  absl::StatusOr<size_t> ReloadTokens();
   // Shares `token` among the hosts of one mesh: accepted as identity "peer"
   // (role peer) and presented when this hostd dials its peers. Before the
   // server starts.
@@ -120,14 +131,20 @@ class ServerAuth {
   class Processor;
 
   ServerAuth() = default;
-  absl::Status LoadTokensFile(const std::string& path);
+  // The tokens of a tokens file, or why it is refused.
+  static absl::StatusOr<std::vector<Token>> ReadTokensFile(
+      const std::string& path);
   Role RoleOfCert(const std::string& identity) const;
 
   ServerAuthOptions options_;
   std::string tls_cert_pem_;
   std::string tls_key_pem_;
   std::string tls_ca_pem_;
-  std::vector<Token> tokens_;
+  mutable absl::Mutex tokens_mu_;
+  // AddToken's and SetPeerToken's: kept across ReloadTokens.
+  std::vector<Token> builtin_tokens_ ABSL_GUARDED_BY(tokens_mu_);
+  // The tokens file's, as last read.
+  std::vector<Token> file_tokens_ ABSL_GUARDED_BY(tokens_mu_);
   std::set<std::string> admins_;
   std::set<std::string> peers_;
   ClientCredentials peer_;

@@ -4,13 +4,18 @@
 
 #include <grpcpp/grpcpp.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "catch2/catch.hpp"
 #include "lib/auth/credentials.h"
 #include "lib/testing/temp_dir.h"
@@ -192,6 +197,139 @@ TEST_CASE(
   CHECK_FALSE(ServerAuth::Create(options, true).ok());
   WriteFile(tokens, "ops admin short\n", 0600);
   CHECK_FALSE(ServerAuth::Create(options, true).ok());
+}
+
+constexpr char kBobToken[] = "bob-0123456789abcdef";
+constexpr char kLocalToken[] = "local-0123456789abcdef";
+
+TEST_CASE(
+    "ReloadTokens: a token added to the tokens file is accepted, a removed "
+    "one refused, and built-in tokens stay") {
+  testing::TempDir dir;
+  std::unique_ptr<ServerAuth> owned = LocalAuth(dir);
+  ServerAuth* auth = owned.get();
+  auth->AddToken(kLocalIdentity, Role::kAdmin, kLocalToken);
+  Server server(std::move(owned));
+  v1::HostInfo info;
+  REQUIRE(WhoIs(server.address(), Token(kAliceToken), &info).ok());
+  REQUIRE(WhoIs(server.address(), Token(kBobToken), &info).error_code() ==
+          grpc::StatusCode::UNAUTHENTICATED);
+
+  WriteFile(
+      dir.path() + "/tokens",
+      absl::StrCat("ops admin ", kOpsToken, "\nbob client ", kBobToken, "\n"),
+      0600);
+  absl::StatusOr<size_t> reloaded = auth->ReloadTokens();
+  REQUIRE(reloaded.ok());
+  CHECK(*reloaded == 2);
+  REQUIRE(WhoIs(server.address(), Token(kBobToken), &info).ok());
+  CHECK(info.hostname() == "bob");
+  CHECK(info.version() == "client");
+  grpc::Status alice = WhoIs(server.address(), Token(kAliceToken), &info);
+  CHECK(alice.error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  CHECK_THAT(alice.error_message(), Catch::Contains("not valid"));
+  REQUIRE(WhoIs(server.address(), Token(kOpsToken), &info).ok());
+  CHECK(info.hostname() == "ops");
+  REQUIRE(WhoIs(server.address(), Token(kLocalToken), &info).ok());
+  CHECK(info.hostname() == kLocalIdentity);
+  CHECK(info.version() == "admin");
+}
+
+TEST_CASE(
+    "ReloadTokens of a bad tokens file changes nothing and says why, naming "
+    "the file") {
+  testing::TempDir dir;
+  const std::string tokens = dir.path() + "/tokens";
+  std::unique_ptr<ServerAuth> owned = LocalAuth(dir);
+  ServerAuth* auth = owned.get();
+  Server server(std::move(owned));
+  v1::HostInfo info;
+
+  // A bad line after a good one: not even the good line is taken.
+  WriteFile(tokens,
+            absl::StrCat("bob client ", kBobToken, "\nops superuser ",
+                         kOpsToken, "\n"),
+            0600);
+  absl::StatusOr<size_t> bad_line = auth->ReloadTokens();
+  REQUIRE_FALSE(bad_line.ok());
+  CHECK_THAT(std::string(bad_line.status().message()),
+             Catch::Contains(tokens) && Catch::Contains("line 2") &&
+                 !Catch::Contains(kOpsToken));
+  // Others may read it: refused too.
+  WriteFile(tokens, absl::StrCat("bob client ", kBobToken, "\n"), 0644);
+  absl::StatusOr<size_t> open = auth->ReloadTokens();
+  REQUIRE_FALSE(open.ok());
+  CHECK_THAT(std::string(open.status().message()), Catch::Contains("0644"));
+  // Gone.
+  REQUIRE(unlink(tokens.c_str()) == 0);
+  CHECK_FALSE(auth->ReloadTokens().ok());
+
+  // The tokens of the last good read still work; the bad files' do not.
+  REQUIRE(WhoIs(server.address(), Token(kAliceToken), &info).ok());
+  CHECK(info.hostname() == "alice");
+  REQUIRE(WhoIs(server.address(), Token(kOpsToken), &info).ok());
+  CHECK(info.version() == "admin");
+  CHECK(WhoIs(server.address(), Token(kBobToken), &info).error_code() ==
+        grpc::StatusCode::UNAUTHENTICATED);
+}
+
+// The auth context of a call without TLS (a token call never looks further).
+class NoTlsContext final : public grpc::AuthContext {
+ public:
+  bool IsPeerAuthenticated() const override { return false; }
+  std::vector<grpc::string_ref> GetPeerIdentity() const override { return {}; }
+  std::string GetPeerIdentityPropertyName() const override { return ""; }
+  std::vector<grpc::string_ref> FindPropertyValues(
+      const std::string&) const override {
+    return {};
+  }
+  grpc::AuthPropertyIterator begin() const override { return Iterator(); }
+  grpc::AuthPropertyIterator end() const override { return Iterator(); }
+  void AddProperty(const std::string&, const grpc::string_ref&) override {}
+  bool SetPeerIdentityPropertyName(const std::string&) override {
+    return false;
+  }
+
+ private:
+  struct Iterator : grpc::AuthPropertyIterator {};
+};
+
+TEST_CASE(
+    "calls authenticating while the tokens file is reloaded always find a "
+    "token that every version of the file holds") {
+  testing::TempDir dir;
+  const std::string tokens = dir.path() + "/tokens";
+  std::unique_ptr<ServerAuth> auth = LocalAuth(dir);
+  const NoTlsContext context;
+  const std::vector<std::string> ops = {absl::StrCat("Bearer ", kOpsToken)};
+  std::atomic<bool> done{false};
+  std::atomic<int> failures{0};
+  std::atomic<int> calls{0};
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 4; ++i) {
+    callers.emplace_back([&] {
+      while (!done.load()) {
+        absl::StatusOr<Principal> caller = auth->Authenticate(ops, context);
+        if (!caller.ok() || caller->identity != "ops") ++failures;
+        ++calls;
+      }
+    });
+  }
+  // ops is in every version of the file, first or last; alice and bob take
+  // turns.
+  for (int round = 0; round < 300; ++round) {
+    const std::string ops_line = absl::StrCat("ops admin ", kOpsToken, "\n");
+    const std::string other =
+        round % 2 == 0 ? absl::StrCat("bob client ", kBobToken, "\n")
+                       : absl::StrCat("alice client ", kAliceToken, "\n");
+    WriteFile(tokens, round % 3 == 0 ? ops_line + other : other + ops_line,
+              0600);
+    REQUIRE(auth->ReloadTokens().ok());
+  }
+  while (calls.load() < 1000) absl::SleepFor(absl::Milliseconds(1));
+  done = true;
+  for (std::thread& caller : callers) caller.join();
+  CHECK(failures.load() == 0);
 }
 
 TEST_CASE(

@@ -233,6 +233,22 @@ int RemoveBelow(int dirfd, int depth) {
   return first_err;
 }
 
+// The process group of a live pid (field 5 of /proc/<pid>/stat); -1 if
+// unknown.
+pid_t PgrpOf(pid_t pid) {
+  std::string stat;
+  if (ReadFileAt(AT_FDCWD, absl::StrCat("/proc/", pid, "/stat"), &stat) != 0) {
+    return -1;
+  }
+  size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return -1;
+  std::vector<absl::string_view> fields = absl::StrSplit(
+      absl::string_view(stat).substr(paren + 1), ' ', absl::SkipWhitespace());
+  int pgrp;
+  if (fields.size() < 3 || !absl::SimpleAtoi(fields[2], &pgrp)) return -1;
+  return pgrp;
+}
+
 // "populated N" of a cgroup.events text; nullopt if absent.
 std::optional<bool> Populated(absl::string_view events) {
   for (absl::string_view line : absl::StrSplit(events, '\n')) {
@@ -592,6 +608,51 @@ absl::Status ProcCgroup::KillBySignals(absl::Duration timeout) const {
       LOG(WARNING) << "cannot thaw " << dir_ << ": " << std::strerror(err);
     }
   }
+  return result;
+}
+
+absl::Status ProcCgroup::StartKill() const {
+  if (!Exists(dir_fd_, "cgroup.procs")) {
+    return absl::NotFoundError(
+        absl::StrCat("cgroup ", Quote(dir_), " is gone"));
+  }
+  if (!Exists(dir_fd_, "cgroup.kill")) return Signal(SIGKILL);
+  if (int err = WriteFileAt(dir_fd_, "cgroup.kill", "1")) {
+    return absl::ErrnoToStatus(
+        err, absl::StrCat("cannot write 1 to ", dir_, "/cgroup.kill"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ProcCgroup::Signal(int sig, pid_t except_pgrp) const {
+  absl::StatusOr<std::vector<pid_t>> before = Procs();
+  if (!before.ok()) return before.status();
+  std::vector<std::pair<pid_t, int>> pidfds;
+  for (pid_t pid : *before) {
+    int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    if (pidfd >= 0) pidfds.emplace_back(pid, pidfd);
+  }
+  absl::StatusOr<std::vector<pid_t>> after = Procs();
+  absl::Status result = after.status();
+  if (after.ok()) {
+    std::set<pid_t> still(after->begin(), after->end());
+    for (auto [pid, pidfd] : pidfds) {
+      if (!still.contains(pid)) continue;
+      if (except_pgrp > 0 && PgrpOf(pid) == except_pgrp) continue;
+      if (syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0) != 0 &&
+          errno != ESRCH) {
+        int err = errno;
+        LOG(WARNING) << "cannot send signal " << sig << " to pid " << pid
+                     << " in " << dir_ << ": " << std::strerror(err);
+        if (result.ok()) {
+          result = absl::ErrnoToStatus(
+              err, absl::StrCat("cannot send signal ", sig, " to pid ", pid,
+                                " in cgroup ", Quote(dir_)));
+        }
+      }
+    }
+  }
+  for (auto [pid, pidfd] : pidfds) close(pidfd);
   return result;
 }
 

@@ -4,7 +4,8 @@
 // single instruction outside it), and a kill that takes the whole leaf,
 // descendants that called setsid and ignore SIGTERM included.
 //
-// Not wired into ProcessSupervisor or hostd yet. Layout it is meant for:
+// ProcessSupervisor starts children in leaves (SpawnOptions.cgroup_parent).
+// Layout it is meant for:
 //
 //   <this process's cgroup>/hostmesh-<name>/   CgroupRoot::Create: the
 //                                               daemon's delegated subtree
@@ -155,6 +156,16 @@ class ProcCgroup {
   // each through a pidfd, only if the pid is still in the leaf after the
   // pidfd was opened (never a reused pid), until empty; then thaws it.
   absl::Status KillBySignals(absl::Duration timeout = absl::Seconds(10)) const;
+  // SIGKILLs everything in the leaf and below without waiting for it to
+  // empty: "1" to cgroup.kill, or where the kernel lacks it one pass of
+  // Signal(SIGKILL). NOT_FOUND if the leaf is gone.
+  absl::Status StartKill() const;
+  // Sends `sig` to every process in the leaf and below, each through a pidfd
+  // and only if it is still in the leaf after its pidfd was opened (never a
+  // reused pid), except processes of process group `except_pgrp` (> 0; the
+  // caller signalled that group itself). Does not wait. NOT_FOUND if the
+  // leaf is gone.
+  absl::Status Signal(int sig, pid_t except_pgrp = 0) const;
 
   // rmdir the leaf and any cgroups below it once they are empty, waiting up
   // to `timeout` for the last processes to go (it never kills: call Kill

@@ -18,6 +18,14 @@ sigset_t StopSet() {
   return set;
 }
 
+// StopSet plus hostd's restart (SIGUSR2) and reload (SIGHUP) signals.
+sigset_t HostSet() {
+  sigset_t set = StopSet();
+  sigaddset(&set, SIGUSR2);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
+
 }  // namespace
 
 std::string SignalName(int sig) {
@@ -45,6 +53,41 @@ StopSignals::StopSignals(std::function<void(const std::string& name)> on_signal)
 }
 
 StopSignals::~StopSignals() {
+  // Wake the thread with a signal aimed at it alone; it sees exiting_.
+  exiting_.store(true);
+  pthread_kill(thread_.native_handle(), SIGTERM);
+  thread_.join();
+}
+
+void HostSignals::Block() {
+  sigset_t set = HostSet();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+HostSignals::HostSignals(Callbacks callbacks)
+    : callbacks_(std::move(callbacks)) {
+  thread_ = std::thread([this] {
+    sigset_t set = HostSet();
+    while (true) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0 || exiting_.load()) return;
+      switch (sig) {
+        case SIGHUP:
+          if (callbacks_.on_reload) callbacks_.on_reload();
+          break;
+        case SIGUSR2:
+          if (callbacks_.on_restart) callbacks_.on_restart();
+          break;
+        default:  // SIGTERM, SIGINT
+          if (callbacks_.on_stop) callbacks_.on_stop(SignalName(sig));
+          break;
+      }
+    }
+  });
+}
+
+HostSignals::~HostSignals() {
   // Wake the thread with a signal aimed at it alone; it sees exiting_.
   exiting_.store(true);
   pthread_kill(thread_.native_handle(), SIGTERM);

@@ -1,5 +1,6 @@
 // Signals for the daemons and tools: readable names, and the one way hostd
-// and procd take SIGTERM/SIGINT.
+// and procd take the signals they act on (SIGTERM/SIGINT; hostd also SIGHUP
+// and SIGUSR2).
 #ifndef HOSTMESH_LIB_PROCESS_SIGNALS_H_
 #define HOSTMESH_LIB_PROCESS_SIGNALS_H_
 
@@ -19,7 +20,8 @@ std::string SignalName(int sig);
 // by a handler, each handed to `on_signal` (with the signal's name) on that
 // thread. Call Block() first thing in main, before any thread starts: the
 // mask is inherited, so no other thread ever sees these signals. Also
-// ignores SIGPIPE. The destructor ends the signal thread.
+// ignores SIGPIPE. The destructor ends the signal thread. (procd's: SIGHUP
+// and SIGUSR2 keep their default action, ending the process.)
 class StopSignals {
  public:
   static void Block();
@@ -32,6 +34,40 @@ class StopSignals {
  private:
   std::atomic<bool> exiting_{false};
   std::function<void(const std::string&)> on_signal_;
+  std::thread thread_;
+};
+
+// HostSignals: hostd's signals, all taken by one thread with sigwait (never
+// by a handler), each handed to its callback on that thread, one at a time
+// (a callback that blocks delays the next signal; none is lost, though
+// signals of one kind that arrive meanwhile merge into one):
+//   SIGTERM, SIGINT  on_stop(name): stop every proc and exit (systemctl stop)
+//   SIGUSR2          on_restart(): exit keeping the procs for the next hostd
+//                    (the unit's RestartKillSignal: systemctl restart)
+//   SIGHUP           on_reload(): reload what can be reloaded; never exits
+//                    (the unit's ExecReload: systemctl reload)
+// Call Block() first thing, before any thread starts (as for StopSignals;
+// it also ignores SIGPIPE). A callback left empty ignores its signal. The
+// destructor ends the signal thread; signals arriving after that stay
+// blocked and pending (they neither kill nor reach anyone).
+class HostSignals {
+ public:
+  struct Callbacks {
+    std::function<void(const std::string& name)> on_stop;
+    std::function<void()> on_restart;
+    std::function<void()> on_reload;
+  };
+
+  static void Block();
+
+  explicit HostSignals(Callbacks callbacks);
+  ~HostSignals();
+  HostSignals(const HostSignals&) = delete;
+  HostSignals& operator=(const HostSignals&) = delete;
+
+ private:
+  std::atomic<bool> exiting_{false};
+  Callbacks callbacks_;
   std::thread thread_;
 };
 

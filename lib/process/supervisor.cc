@@ -1,5 +1,6 @@
 #include "lib/process/supervisor.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -7,6 +8,7 @@
 #include <spawn.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -16,7 +18,12 @@
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <fstream>
+#include <functional>
+#include <iterator>
 #include <map>
+#include <optional>
+#include <set>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -28,6 +35,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "glog/logging.h"
+#include "lib/process/cgroup.h"
+#include "lib/process/process_identity.h"
 
 extern char** environ;
 
@@ -269,80 +278,249 @@ uint64_t WatchKey(WatchKind kind, pid_t pid) {
   return (static_cast<uint64_t>(kind) << 32) | static_cast<uint32_t>(pid);
 }
 
+// How long a leaf may take to empty after its leader ended and it was
+// killed, and to be removed after that.
+constexpr absl::Duration kLeafEmptyTimeout = absl::Seconds(5);
+constexpr absl::Duration kLeafRemoveTimeout = absl::Seconds(1);
+// How often a subreaper looks for untracked zombie children.
+constexpr absl::Duration kReapInterval = absl::Seconds(1);
+
+// What every ProcessSupervisor of this process shares: the pids each
+// tracks (a subreaper never reaps another supervisor's child) and who
+// asked for the process-wide subreaper flag.
+struct Registry {
+  absl::Mutex mu;
+  std::multiset<pid_t> tracked ABSL_GUARDED_BY(mu);
+  int subreaper_users ABSL_GUARDED_BY(mu) = 0;
+  // The flag was set before the first user set it (then it stays set).
+  bool subreaper_was_set ABSL_GUARDED_BY(mu) = false;
+};
+
+Registry& GlobalRegistry() {
+  static Registry* registry = new Registry;
+  return *registry;
+}
+
+void Register(pid_t pid) {
+  Registry& r = GlobalRegistry();
+  absl::MutexLock lock(&r.mu);
+  r.tracked.insert(pid);
+}
+
+void Unregister(pid_t pid) {
+  Registry& r = GlobalRegistry();
+  absl::MutexLock lock(&r.mu);
+  auto it = r.tracked.find(pid);
+  if (it != r.tracked.end()) r.tracked.erase(it);
+}
+
+bool TrackedByAnySupervisor(pid_t pid) {
+  Registry& r = GlobalRegistry();
+  absl::MutexLock lock(&r.mu);
+  return r.tracked.contains(pid);
+}
+
+absl::Status AcquireSubreaper() {
+  Registry& r = GlobalRegistry();
+  absl::MutexLock lock(&r.mu);
+  if (r.subreaper_users == 0) {
+    int was = 0;
+    if (prctl(PR_GET_CHILD_SUBREAPER, &was, 0, 0, 0) != 0) was = 0;
+    if (!was && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) {
+      return ErrnoStatus(errno, "prctl(PR_SET_CHILD_SUBREAPER)");
+    }
+    r.subreaper_was_set = was != 0;
+  }
+  ++r.subreaper_users;
+  return absl::OkStatus();
+}
+
+void ReleaseSubreaper() {
+  Registry& r = GlobalRegistry();
+  absl::MutexLock lock(&r.mu);
+  if (--r.subreaper_users > 0 || r.subreaper_was_set) return;
+  if (prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) != 0) {
+    LOG(WARNING) << "prctl(PR_SET_CHILD_SUBREAPER, 0) failed: "
+                 << ErrnoText(errno);
+  }
+}
+
+// True once the process behind `pidfd` has exited.
+bool PidfdExited(int pidfd) {
+  struct pollfd p = {pidfd, POLLIN, 0};
+  int ready;
+  while ((ready = poll(&p, 1, 0)) < 0 && errno == EINTR) {
+  }
+  return ready > 0;
+}
+
+// The last `limit` bytes of the file behind `fd` from `offset` on (from 0
+// if the file is shorter than `offset` now: it was truncated).
+std::string ReadFileTail(int fd, uint64_t offset, size_t limit) {
+  struct stat st;
+  if (fd < 0 || limit == 0 || fstat(fd, &st) != 0) return "";
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  uint64_t from = size < offset ? 0 : offset;
+  if (size - from > limit) from = size - limit;
+  std::string out(static_cast<size_t>(size - from), '\0');
+  size_t got = 0;
+  while (got < out.size()) {
+    ssize_t n = pread(fd, out.data() + got, out.size() - got,
+                      static_cast<off_t>(from + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  out.resize(got);
+  return out;
+}
+
+// Pids of this process's children (of every thread), from
+// /proc/self/task/*/children.
+std::vector<pid_t> OwnChildren() {
+  std::vector<pid_t> out;
+  DIR* tasks = opendir("/proc/self/task");
+  if (tasks == nullptr) return out;
+  while (struct dirent* e = readdir(tasks)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream in(absl::StrCat("/proc/self/task/", e->d_name, "/children"));
+    for (pid_t pid; in >> pid;) out.push_back(pid);
+  }
+  closedir(tasks);
+  return out;
+}
+
+// The state letter of /proc/<pid>/stat ('?' if unknown).
+char ProcessState(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  size_t paren = stat.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= stat.size()) return '?';
+  return stat[paren + 2];
+}
+
+// Status `status` with " (<context>)" added to its message.
+absl::Status WithContext(const absl::Status& status,
+                         const std::string& context) {
+  return absl::Status(status.code(),
+                      absl::StrCat(status.message(), " (", context, ")"));
+}
+
 }  // namespace
 
-// The supervisor thread owns the epoll set, every pipe and log descriptor
-// and every pidfd; other threads only queue spawn requests and read or
-// signal children under mutex_.
+// The supervisor thread owns the epoll set, every pipe, log and pidfd
+// descriptor and every leaf; other threads only queue work for it and read
+// or signal tracked processes under mutex_.
 class ProcessSupervisor::Impl {
  public:
-  Impl() = default;
+  explicit Impl(const Options& options) : options_(options) {}
   ~Impl();
 
   absl::Status Start();
   absl::StatusOr<pid_t> Spawn(const SpawnOptions& options,
                               ExitCallback on_exit);
+  absl::Status Adopt(const AdoptOptions& options, ExitCallback on_exit);
+  std::optional<AdoptOptions> AdoptOptionsFor(pid_t pid);
+  void Release();
   absl::Status SignalGroup(pid_t pid, int sig);
   std::string StderrTail(pid_t pid);
   std::vector<pid_t> LivePids();
 
  private:
-  // A Spawn() call waiting for the supervisor thread.
+  // Work a caller waits for, run on the supervisor thread.
   struct Request {
-    const SpawnOptions* options;
-    ExitCallback on_exit;
+    std::function<absl::StatusOr<pid_t>()> work;
     absl::StatusOr<pid_t> result = absl::UnknownError("not run");
     absl::Notification done;
   };
 
-  // One tracked child. Descriptors and log state are touched only by the
-  // supervisor thread, except that SignalGroup reads `pidfd` under mutex_
-  // while `reaped` is false (it is closed only after). `tail` and `reaped`
-  // are guarded by Impl::mutex_.
+  // One tracked process: a child or an adopted one. Descriptors are
+  // touched only by the supervisor thread, except that SignalGroup uses
+  // `pidfd` and `leaf`, and StderrTail `tail_file`, under mutex_ while the
+  // process is in children_ and not `ended` (pidfd) / at all (tail_file,
+  // closed under mutex_). `tail` and `ended` are guarded by Impl::mutex_.
   struct Child {
     pid_t pid = 0;
     int pidfd = -1;
-    int out_fd = -1;  // Read end of the stdout pipe.
-    int err_fd = -1;  // Read end of the stderr pipe.
-    int out_log = -1;
-    int err_log = -1;
-    bool out_log_failed = false;
-    bool err_log_failed = false;
+    bool adopted = false;
+    uint64_t start_time = 0;
+    // Without a log_dir: read ends of the stdout/stderr pipes.
+    int out_fd = -1;
+    int err_fd = -1;
+    // With a log_dir: stderr.log opened for reading; its tail starts at
+    // stderr_offset.
+    std::string log_dir;
+    int tail_file = -1;
+    uint64_t stderr_offset = 0;
     size_t tail_limit = 0;
+    std::optional<ProcCgroup> leaf;
     ExitCallback on_exit;
-    std::string tail;     // Guarded by Impl::mutex_.
-    bool reaped = false;  // Guarded by Impl::mutex_.
+    std::string tail;    // Pipe mode. Guarded by Impl::mutex_.
+    bool ended = false;  // Guarded by Impl::mutex_.
   };
 
   void Run();
   void ServeRequests();
-  // Runs on the supervisor thread: spawns and starts watching a child.
+  // Queues `work` for the supervisor thread and waits for its result.
+  absl::StatusOr<pid_t> RunOnThread(
+      const char* what, std::function<absl::StatusOr<pid_t>()> work);
+  // On the supervisor thread: spawns / adopts and starts watching.
   absl::StatusOr<pid_t> DoSpawn(const SpawnOptions& options,
                                 ExitCallback on_exit);
+  absl::StatusOr<pid_t> DoAdopt(const AdoptOptions& options,
+                                ExitCallback on_exit);
+  // Starts watching a set-up process (its pidfd and pipes) and tracks it.
+  absl::Status Track(std::unique_ptr<Child> child);
   // Kills and synchronously reaps a child that could not be set up.
-  void AbortChild(pid_t pid, int pidfd);
+  void AbortChild(pid_t pid, int pidfd, const ProcCgroup* leaf);
   // Reads what is available on one pipe; returns false at EOF or error (the
   // fd is then closed and unwatched). With `drain`, reads until EAGAIN
   // (bounded by kDrainReads).
   bool ReadPipe(Child& child, bool is_stderr, bool drain);
-  // Kills the rest of the group, reaps, drains the pipes, calls on_exit.
+  // The leader ended: kills the rest of its group and leaf, reaps a child,
+  // drains, calls on_exit.
   void HandleExit(pid_t pid);
+  // Sends `sig` to what `child` leads (see SignalGroup).
+  absl::Status SignalLocked(Child& child, int sig)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  std::string TailLocked(const Child& child)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Stops watching everything (Release).
+  void DropAll();
+  // Reaps zombie children no supervisor tracks (subreaper).
+  void ReapOrphans();
   void Unwatch(int fd);
   Child* FindChild(pid_t pid) ABSL_LOCKS_EXCLUDED(mutex_);
 
+  const Options options_;
+  bool subreaper_acquired_ = false;
   int epoll_fd_ = -1;
   int wakeup_fd_ = -1;
   std::thread thread_;
   std::thread::id thread_id_;
   std::vector<char> buffer_ = std::vector<char>(kReadChunk);
+  // Supervisor thread only: untracked zombie children seen by the last
+  // scan, and when it ran.
+  std::set<pid_t> zombies_seen_;
+  absl::Time last_reap_scan_ = absl::InfinitePast();
 
   absl::Mutex mutex_;
   bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
+  // Release was called; drop_pending_: the drop is still to be done (a
+  // Release from a callback).
+  bool released_ ABSL_GUARDED_BY(mutex_) = false;
+  bool drop_pending_ ABSL_GUARDED_BY(mutex_) = false;
   std::deque<Request*> pending_ ABSL_GUARDED_BY(mutex_);
   std::map<pid_t, std::unique_ptr<Child>> children_ ABSL_GUARDED_BY(mutex_);
 };
 
 absl::Status ProcessSupervisor::Impl::Start() {
+  if (options_.subreaper) {
+    absl::Status acquired = AcquireSubreaper();
+    if (!acquired.ok()) return acquired;
+    subreaper_acquired_ = true;
+  }
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0) return ErrnoStatus(errno, "epoll_create1");
   wakeup_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -380,17 +558,17 @@ ProcessSupervisor::Impl::~Impl() {
   }
   CloseFd(wakeup_fd_);
   CloseFd(epoll_fd_);
+  if (subreaper_acquired_) ReleaseSubreaper();
 }
 
-absl::StatusOr<pid_t> ProcessSupervisor::Impl::Spawn(
-    const SpawnOptions& options, ExitCallback on_exit) {
+absl::StatusOr<pid_t> ProcessSupervisor::Impl::RunOnThread(
+    const char* what, std::function<absl::StatusOr<pid_t>()> work) {
   if (std::this_thread::get_id() == thread_id_) {
     return absl::FailedPreconditionError(
-        "Spawn called from a supervisor callback");
+        absl::StrCat(what, " called from a supervisor callback"));
   }
   Request request;
-  request.options = &options;
-  request.on_exit = std::move(on_exit);
+  request.work = std::move(work);
   {
     absl::MutexLock lock(&mutex_);
     if (stopping_) {
@@ -416,39 +594,117 @@ absl::StatusOr<pid_t> ProcessSupervisor::Impl::Spawn(
   return std::move(request.result);
 }
 
+absl::StatusOr<pid_t> ProcessSupervisor::Impl::Spawn(
+    const SpawnOptions& options, ExitCallback on_exit) {
+  return RunOnThread(
+      "Spawn", [&]() mutable { return DoSpawn(options, std::move(on_exit)); });
+}
+
+absl::Status ProcessSupervisor::Impl::Adopt(const AdoptOptions& options,
+                                            ExitCallback on_exit) {
+  return RunOnThread(
+             "Adopt",
+             [&]() mutable { return DoAdopt(options, std::move(on_exit)); })
+      .status();
+}
+
+void ProcessSupervisor::Impl::Release() {
+  if (std::this_thread::get_id() == thread_id_) {
+    // From a callback: the loop drops everything once it returns.
+    absl::MutexLock lock(&mutex_);
+    released_ = true;
+    drop_pending_ = true;
+    return;
+  }
+  absl::StatusOr<pid_t> done = RunOnThread("Release", [this] {
+    {
+      absl::MutexLock lock(&mutex_);
+      released_ = true;
+    }
+    DropAll();
+    return absl::StatusOr<pid_t>(0);
+  });
+  if (!done.ok()) {
+    // Shutting down: the destructor runs; mark it released anyway.
+    absl::MutexLock lock(&mutex_);
+    released_ = true;
+  }
+}
+
+std::optional<AdoptOptions> ProcessSupervisor::Impl::AdoptOptionsFor(
+    pid_t pid) {
+  absl::MutexLock lock(&mutex_);
+  auto it = children_.find(pid);
+  if (it == children_.end()) return std::nullopt;
+  const Child& child = *it->second;
+  AdoptOptions out;
+  out.pid = pid;
+  out.start_time = child.start_time;
+  if (child.leaf.has_value()) out.cgroup_dir = child.leaf->dir();
+  out.log_dir = child.log_dir;
+  out.stderr_offset = child.stderr_offset;
+  out.stderr_tail_bytes = child.tail_limit;
+  return out;
+}
+
+absl::Status ProcessSupervisor::Impl::SignalLocked(Child& child, int sig) {
+  const pid_t pid = child.pid;
+  absl::Status result;
+  // A child's pid (and so pgid) is not reused before it is reaped; an
+  // adopted process's only while it is alive.
+  if (!child.adopted || !PidfdExited(child.pidfd)) {
+    if (kill(-pid, sig) != 0) {
+      int err = errno;
+      if (err == ESRCH) {
+        // The leader moved to another group (or an adopted one just
+        // ended): signal at least the leader.
+        err = syscall(SYS_pidfd_send_signal, child.pidfd, sig, nullptr, 0) == 0
+                  ? 0
+                  : errno;
+      }
+      if (err != 0 && !(err == ESRCH && child.adopted)) {
+        result = ErrnoStatus(err, absl::StrCat("kill(-", pid, ", ", sig, ")"));
+      }
+    }
+  }
+  if (child.leaf.has_value()) {
+    absl::Status leaf =
+        sig == SIGKILL ? child.leaf->StartKill() : child.leaf->Signal(sig, pid);
+    if (!leaf.ok() && !absl::IsNotFound(leaf) && result.ok()) result = leaf;
+  }
+  return result;
+}
+
 absl::Status ProcessSupervisor::Impl::SignalGroup(pid_t pid, int sig) {
   // Holding the lock keeps the supervisor thread from reaping `pid` (and so
   // freeing its pid and pgid for reuse) while we signal it.
   absl::MutexLock lock(&mutex_);
   auto it = children_.find(pid);
-  if (it == children_.end() || it->second->reaped) {
+  if (it == children_.end() || it->second->ended) {
     return absl::NotFoundError(absl::StrCat("no live child with pid ", pid));
   }
-  if (kill(-pid, sig) == 0) return absl::OkStatus();
-  int err = errno;
-  if (err == ESRCH) {
-    // The leader moved to another group; signal at least the leader.
-    if (syscall(SYS_pidfd_send_signal, it->second->pidfd, sig, nullptr, 0) ==
-        0) {
-      return absl::OkStatus();
-    }
-    err = errno;
+  return SignalLocked(*it->second, sig);
+}
+
+std::string ProcessSupervisor::Impl::TailLocked(const Child& child) {
+  if (child.tail_file >= 0) {
+    return ReadFileTail(child.tail_file, child.stderr_offset, child.tail_limit);
   }
-  return ErrnoStatus(err, absl::StrCat("kill(-", pid, ", ", sig, ")"));
+  return child.tail;
 }
 
 std::string ProcessSupervisor::Impl::StderrTail(pid_t pid) {
   absl::MutexLock lock(&mutex_);
   auto it = children_.find(pid);
   if (it == children_.end()) return "";
-  return it->second->tail;
+  return TailLocked(*it->second);
 }
 
 std::vector<pid_t> ProcessSupervisor::Impl::LivePids() {
   absl::MutexLock lock(&mutex_);
   std::vector<pid_t> pids;
   for (const auto& [pid, child] : children_) {
-    if (!child->reaped) pids.push_back(pid);
+    if (!child->ended) pids.push_back(pid);
   }
   return pids;
 }
@@ -463,7 +719,16 @@ void ProcessSupervisor::Impl::Run() {
   constexpr int kMaxEvents = 64;
   struct epoll_event events[kMaxEvents];
   bool killed_all = false;
+  auto drop_if_released = [this] {
+    bool drop;
+    {
+      absl::MutexLock lock(&mutex_);
+      drop = std::exchange(drop_pending_, false);
+    }
+    if (drop) DropAll();
+  };
   for (;;) {
+    drop_if_released();
     bool stopping;
     bool empty;
     {
@@ -477,25 +742,31 @@ void ProcessSupervisor::Impl::Run() {
       if (!killed_all) {
         absl::MutexLock lock(&mutex_);
         for (const auto& [pid, child] : children_) {
-          if (child->reaped) continue;
-          if (kill(-pid, SIGKILL) != 0 && errno != ESRCH) {
-            LOG(WARNING) << "kill(-" << pid
-                         << ", SIGKILL) failed: " << ErrnoText(errno);
+          if (child->ended) continue;
+          absl::Status killed = SignalLocked(*child, SIGKILL);
+          if (!killed.ok()) {
+            LOG(WARNING) << "cannot kill pid " << pid << ": " << killed;
           }
         }
         killed_all = true;
       }
     }
-    int n = epoll_wait(epoll_fd_, events, kMaxEvents, stopping ? 5000 : -1);
+    int timeout_ms = -1;
+    if (options_.subreaper) {
+      absl::Duration until_scan = last_reap_scan_ + kReapInterval - absl::Now();
+      timeout_ms = static_cast<int>(std::clamp<int64_t>(
+          absl::ToInt64Milliseconds(until_scan) + 1, 0, 1000));
+    }
+    if (stopping && (timeout_ms < 0 || timeout_ms > 5000)) timeout_ms = 5000;
+    int n = epoll_wait(epoll_fd_, events, kMaxEvents, timeout_ms);
     if (n < 0) {
       if (errno == EINTR) continue;
       LOG(ERROR) << "epoll_wait failed: " << ErrnoText(errno);
       absl::SleepFor(absl::Milliseconds(100));
       continue;
     }
-    if (n == 0 && stopping) {
+    if (n == 0 && stopping && !options_.subreaper) {
       LOG(WARNING) << "children still not reaped after SIGKILL; waiting";
-      continue;
     }
     for (int i = 0; i < n; ++i) {
       uint64_t key = events[i].data.u64;
@@ -523,6 +794,10 @@ void ProcessSupervisor::Impl::Run() {
           break;
         }
       }
+      drop_if_released();
+    }
+    if (options_.subreaper && absl::Now() >= last_reap_scan_ + kReapInterval) {
+      ReapOrphans();
     }
   }
 }
@@ -542,7 +817,7 @@ void ProcessSupervisor::Impl::ServeRequests() {
       request->result =
           absl::FailedPreconditionError("supervisor is shutting down");
     } else {
-      request->result = DoSpawn(*request->options, std::move(request->on_exit));
+      request->result = request->work();
     }
     request->done.Notify();
   }
@@ -550,19 +825,35 @@ void ProcessSupervisor::Impl::ServeRequests() {
 
 absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoSpawn(
     const SpawnOptions& options, ExitCallback on_exit) {
+  {
+    absl::MutexLock lock(&mutex_);
+    if (released_) {
+      return absl::FailedPreconditionError(
+          "the supervisor was released (hostd is restarting)");
+    }
+  }
   const std::string& path = options.path;
   absl::StatusOr<int> max_dst_or = CheckOptions(options);
   if (!max_dst_or.ok()) return max_dst_or.status();
   const int max_dst = *max_dst_or;
+  const bool in_leaf = !options.cgroup_parent.empty();
+  if (in_leaf != !options.cgroup_name.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cgroup_parent \"", options.cgroup_parent, "\" and cgroup_name \"",
+        options.cgroup_name, "\" must be set together"));
+  }
   std::vector<std::string> env_strings = Environment(options.env);
-  std::vector<char*> envp = CStrings(env_strings);
   std::vector<std::string> argv_strings = {path};
   argv_strings.insert(argv_strings.end(), options.args.begin(),
                       options.args.end());
-  std::vector<char*> argv = CStrings(argv_strings);
 
-  // Log files.
-  ScopedFd out_log, err_log;
+  auto child = std::make_unique<Child>();
+  child->tail_limit = options.stderr_tail_bytes;
+  child->on_exit = std::move(on_exit);
+
+  // stdout/stderr: the log files themselves, or pipes whose read ends stay
+  // here (non-blocking) and whose write ends go to the child.
+  ScopedFd out_write, err_write, out_read, err_read, tail_file;
   if (!options.log_dir.empty()) {
     const std::optional<gid_t> group = options.log_group;
     const mode_t dir_mode = group.has_value() ? 0750 : 0700;
@@ -572,117 +863,198 @@ absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoSpawn(
     auto out =
         OpenLog(absl::StrCat(options.log_dir, "/stdout.log"), file_mode, group);
     if (!out.ok()) return out.status();
-    out_log.reset(*out);
-    auto err =
-        OpenLog(absl::StrCat(options.log_dir, "/stderr.log"), file_mode, group);
+    out_write.reset(*out);
+    const std::string err_path = absl::StrCat(options.log_dir, "/stderr.log");
+    auto err = OpenLog(err_path, file_mode, group);
     if (!err.ok()) return err.status();
-    err_log.reset(*err);
-  }
-
-  // Pipes: read ends stay here (non-blocking), write ends go to the child.
-  int out_pipe[2], err_pipe[2];
-  if (pipe2(out_pipe, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe2");
-  ScopedFd out_read(out_pipe[0]), out_write(out_pipe[1]);
-  if (pipe2(err_pipe, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe2");
-  ScopedFd err_read(err_pipe[0]), err_write(err_pipe[1]);
-  for (int fd : {out_read.get(), err_read.get()}) {
-    int flags = fcntl(fd, F_GETFL);
-    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
-      return ErrnoStatus(errno, "fcntl(O_NONBLOCK)");
+    err_write.reset(*err);
+    struct stat st;
+    if (fstat(err_write.get(), &st) != 0) {
+      return ErrnoStatus(errno, absl::StrCat("cannot stat \"", err_path, "\""));
     }
-  }
-
-  // Every source is first duplicated (close-on-exec) above every
-  // destination, so no dup2 in the child clobbers a later source, and each
-  // dup2 has src != dst and so clears close-on-exec on the destination.
-  std::vector<std::pair<int, int>> moves = {{out_write.get(), 1},
-                                            {err_write.get(), 2}};
-  moves.insert(moves.end(), options.inherit_fds.begin(),
-               options.inherit_fds.end());
-  std::vector<std::unique_ptr<ScopedFd>> temps;
-  for (auto& [src, dst] : moves) {
-    int tmp = fcntl(src, F_DUPFD_CLOEXEC, max_dst + 1);
-    if (tmp < 0) {
-      return ErrnoStatus(errno,
-                         absl::StrCat("fcntl(F_DUPFD_CLOEXEC, ", src, ")"));
+    child->stderr_offset = static_cast<uint64_t>(st.st_size);
+    tail_file.reset(
+        open(err_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY));
+    if (tail_file.get() < 0) {
+      return ErrnoStatus(
+          errno, absl::StrCat("cannot open \"", err_path, "\" to read"));
     }
-    temps.push_back(std::make_unique<ScopedFd>(tmp));
-    src = tmp;
-  }
-
-  SpawnArgs spawn;
-  int rc = posix_spawnattr_init(&spawn.attr);
-  if (rc != 0) return ErrnoStatus(rc, "posix_spawnattr_init");
-  spawn.attr_init = true;
-  rc = posix_spawn_file_actions_init(&spawn.actions);
-  if (rc != 0) return ErrnoStatus(rc, "posix_spawn_file_actions_init");
-  spawn.actions_init = true;
-  sigset_t empty_mask, all_signals;
-  sigemptyset(&empty_mask);
-  sigfillset(&all_signals);
-  short flags =
-      POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
-  if ((rc = posix_spawnattr_setflags(&spawn.attr, flags)) != 0 ||
-      (rc = posix_spawnattr_setpgroup(&spawn.attr, 0)) != 0 ||
-      (rc = posix_spawnattr_setsigmask(&spawn.attr, &empty_mask)) != 0 ||
-      (rc = posix_spawnattr_setsigdefault(&spawn.attr, &all_signals)) != 0) {
-    return ErrnoStatus(rc, "posix_spawnattr");
-  }
-  for (const auto& [src, dst] : moves) {
-    rc = posix_spawn_file_actions_adddup2(&spawn.actions, src, dst);
-    if (rc != 0) return ErrnoStatus(rc, "posix_spawn_file_actions_adddup2");
-  }
-  rc = posix_spawn_file_actions_addopen(&spawn.actions, 0, "/dev/null",
-                                        O_RDONLY, 0);
-  if (rc != 0) return ErrnoStatus(rc, "posix_spawn_file_actions_addopen");
-  // Close everything else the child would inherit, including descriptors
-  // other code in this process opened without close-on-exec.
-  for (int fd = 3; fd <= max_dst; ++fd) {
-    bool wanted = false;
-    for (const auto& [src, dst] : options.inherit_fds) wanted |= dst == fd;
-    if (wanted) continue;
-    rc = posix_spawn_file_actions_addclose(&spawn.actions, fd);
-    if (rc != 0) return ErrnoStatus(rc, "posix_spawn_file_actions_addclose");
-  }
-  rc = posix_spawn_file_actions_addclosefrom_np(&spawn.actions, max_dst + 1);
-  if (rc != 0) {
-    return ErrnoStatus(rc, "posix_spawn_file_actions_addclosefrom_np");
+    child->log_dir = options.log_dir;
+  } else {
+    int out_pipe[2], err_pipe[2];
+    if (pipe2(out_pipe, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe2");
+    out_read.reset(out_pipe[0]);
+    out_write.reset(out_pipe[1]);
+    if (pipe2(err_pipe, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe2");
+    err_read.reset(err_pipe[0]);
+    err_write.reset(err_pipe[1]);
+    for (int fd : {out_read.get(), err_read.get()}) {
+      int flags = fcntl(fd, F_GETFL);
+      if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+        return ErrnoStatus(errno, "fcntl(O_NONBLOCK)");
+      }
+    }
   }
 
   pid_t pid = 0;
-  rc = posix_spawn(&pid, path.c_str(), &spawn.actions, &spawn.attr, argv.data(),
-                   envp.data());
-  if (rc != 0) {
-    return ErrnoStatus(rc, absl::StrCat("cannot execute \"", path, "\""));
-  }
-  // Until it is reaped, `pid` and its pgid cannot be reused.
-  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-  if (pidfd < 0) {
-    int err = errno;
-    LOG(WARNING) << "pidfd_open(" << pid << ") failed: " << ErrnoText(err);
-    if (kill(-pid, SIGKILL) != 0 && errno != ESRCH) {
-      LOG(WARNING) << "kill(-" << pid << ") failed: " << ErrnoText(errno);
+  int pidfd = -1;
+  if (in_leaf) {
+    absl::StatusOr<ProcCgroup> leaf =
+        ProcCgroup::Create(options.cgroup_parent, options.cgroup_name);
+    if (absl::IsAlreadyExists(leaf.status())) {
+      // A leftover of an earlier proc of that name: reused if empty.
+      const std::string dir =
+          absl::StrCat(options.cgroup_parent, "/", options.cgroup_name);
+      leaf = ProcCgroup::Open(dir);
+      if (leaf.ok()) {
+        absl::StatusOr<bool> empty = leaf->Empty();
+        if (!empty.ok()) {
+          leaf = empty.status();
+        } else if (!*empty) {
+          leaf = absl::AlreadyExistsError(absl::StrCat(
+              "cgroup leaf \"", dir, "\" exists and holds processes"));
+        }
+      }
     }
-    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    if (!leaf.ok()) {
+      return WithContext(
+          leaf.status(),
+          absl::StrCat("cannot make the cgroup leaf for \"", path, "\""));
     }
-    return ErrnoStatus(err, absl::StrCat("pidfd_open for \"", path, "\""));
+    ScopedFd devnull(open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (devnull.get() < 0) return ErrnoStatus(errno, "open(/dev/null)");
+    CgroupSpawnOptions spawn;
+    spawn.path = path;
+    spawn.argv = argv_strings;
+    spawn.envp = env_strings;
+    spawn.fds = {
+        {devnull.get(), 0}, {out_write.get(), 1}, {err_write.get(), 2}};
+    spawn.fds.insert(spawn.fds.end(), options.inherit_fds.begin(),
+                     options.inherit_fds.end());
+    spawn.new_process_group = true;
+    absl::StatusOr<CgroupChild> started = SpawnIntoCgroup(*leaf, spawn);
+    if (!started.ok()) {
+      absl::Status removed = leaf->Remove(kLeafRemoveTimeout);
+      if (!removed.ok()) LOG(WARNING) << removed;
+      return WithContext(started.status(),
+                         absl::StrCat("in cgroup leaf \"", leaf->dir(), "\""));
+    }
+    pid = started->pid;
+    pidfd = started->pidfd;
+    child->leaf = std::move(*leaf);
+  } else {
+    std::vector<char*> envp = CStrings(env_strings);
+    std::vector<char*> argv = CStrings(argv_strings);
+    // Every source is first duplicated (close-on-exec) above every
+    // destination, so no dup2 in the child clobbers a later source, and
+    // each dup2 has src != dst and so clears close-on-exec on the
+    // destination.
+    std::vector<std::pair<int, int>> moves = {{out_write.get(), 1},
+                                              {err_write.get(), 2}};
+    moves.insert(moves.end(), options.inherit_fds.begin(),
+                 options.inherit_fds.end());
+    std::vector<std::unique_ptr<ScopedFd>> temps;
+    for (auto& [src, dst] : moves) {
+      int tmp = fcntl(src, F_DUPFD_CLOEXEC, max_dst + 1);
+      if (tmp < 0) {
+        return ErrnoStatus(errno,
+                           absl::StrCat("fcntl(F_DUPFD_CLOEXEC, ", src, ")"));
+      }
+      temps.push_back(std::make_unique<ScopedFd>(tmp));
+      src = tmp;
+    }
+
+    SpawnArgs spawn;
+    int rc = posix_spawnattr_init(&spawn.attr);
+    if (rc != 0) return ErrnoStatus(rc, "posix_spawnattr_init");
+    spawn.attr_init = true;
+    rc = posix_spawn_file_actions_init(&spawn.actions);
+    if (rc != 0) return ErrnoStatus(rc, "posix_spawn_file_actions_init");
+    spawn.actions_init = true;
+    sigset_t empty_mask, all_signals;
+    sigemptyset(&empty_mask);
+    sigfillset(&all_signals);
+    short flags =
+        POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+    if ((rc = posix_spawnattr_setflags(&spawn.attr, flags)) != 0 ||
+        (rc = posix_spawnattr_setpgroup(&spawn.attr, 0)) != 0 ||
+        (rc = posix_spawnattr_setsigmask(&spawn.attr, &empty_mask)) != 0 ||
+        (rc = posix_spawnattr_setsigdefault(&spawn.attr, &all_signals)) != 0) {
+      return ErrnoStatus(rc, "posix_spawnattr");
+    }
+    for (const auto& [src, dst] : moves) {
+      rc = posix_spawn_file_actions_adddup2(&spawn.actions, src, dst);
+      if (rc != 0) return ErrnoStatus(rc, "posix_spawn_file_actions_adddup2");
+    }
+    rc = posix_spawn_file_actions_addopen(&spawn.actions, 0, "/dev/null",
+                                          O_RDONLY, 0);
+    if (rc != 0) return ErrnoStatus(rc, "posix_spawn_file_actions_addopen");
+    // Close everything else the child would inherit, including descriptors
+    // other code in this process opened without close-on-exec.
+    for (int fd = 3; fd <= max_dst; ++fd) {
+      bool wanted = false;
+      for (const auto& [src, dst] : options.inherit_fds) wanted |= dst == fd;
+      if (wanted) continue;
+      rc = posix_spawn_file_actions_addclose(&spawn.actions, fd);
+      if (rc != 0) return ErrnoStatus(rc, "posix_spawn_file_actions_addclose");
+    }
+    rc = posix_spawn_file_actions_addclosefrom_np(&spawn.actions, max_dst + 1);
+    if (rc != 0) {
+      return ErrnoStatus(rc, "posix_spawn_file_actions_addclosefrom_np");
+    }
+    rc = posix_spawn(&pid, path.c_str(), &spawn.actions, &spawn.attr,
+                     argv.data(), envp.data());
+    if (rc != 0) {
+      return ErrnoStatus(rc, absl::StrCat("cannot execute \"", path, "\""));
+    }
+    // Until it is reaped, `pid` and its pgid cannot be reused.
+    pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    if (pidfd < 0) {
+      int err = errno;
+      LOG(WARNING) << "pidfd_open(" << pid << ") failed: " << ErrnoText(err);
+      if (kill(-pid, SIGKILL) != 0 && errno != ESRCH) {
+        LOG(WARNING) << "kill(-" << pid << ") failed: " << ErrnoText(errno);
+      }
+      while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+      }
+      return ErrnoStatus(err, absl::StrCat("pidfd_open for \"", path, "\""));
+    }
   }
-  temps.clear();
+  // The child holds its own copies now.
   out_write.reset(-1);
   err_write.reset(-1);
 
-  auto child = std::make_unique<Child>();
   child->pid = pid;
   child->pidfd = pidfd;
-  child->tail_limit = options.stderr_tail_bytes;
-  child->on_exit = std::move(on_exit);
+  // Not reaped yet, so /proc/<pid> is this child (exec keeps it).
+  absl::StatusOr<uint64_t> start_time = ProcessStartTime(pid);
+  if (start_time.ok()) {
+    child->start_time = *start_time;
+  } else {
+    LOG(WARNING) << "no start time for pid " << pid << ": "
+                 << start_time.status();
+  }
+  child->out_fd = out_read.release();
+  child->err_fd = err_read.release();
+  child->tail_file = tail_file.release();
+  absl::Status tracked = Track(std::move(child));
+  if (!tracked.ok()) {
+    return WithContext(tracked, absl::StrCat("cannot watch \"", path, "\""));
+  }
+  return pid;
+}
+
+absl::Status ProcessSupervisor::Impl::Track(std::unique_ptr<Child> child) {
+  const pid_t pid = child->pid;
   struct Watch {
     int fd;
     WatchKind kind;
   };
-  for (Watch w : {Watch{pidfd, WatchKind::kPidfd},
-                  Watch{out_read.get(), WatchKind::kStdout},
-                  Watch{err_read.get(), WatchKind::kStderr}}) {
+  std::vector<int> added;
+  for (Watch w : {Watch{child->pidfd, WatchKind::kPidfd},
+                  Watch{child->out_fd, WatchKind::kStdout},
+                  Watch{child->err_fd, WatchKind::kStderr}}) {
+    if (w.fd < 0) continue;
     struct epoll_event ev = {};
     ev.events = EPOLLIN;
     ev.data.u64 = WatchKey(w.kind, pid);
@@ -690,25 +1062,99 @@ absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoSpawn(
       int err = errno;
       LOG(WARNING) << "epoll_ctl(ADD) for pid " << pid
                    << " failed: " << ErrnoText(err);
-      Unwatch(pidfd);
-      Unwatch(out_read.get());
-      Unwatch(err_read.get());
-      AbortChild(pid, pidfd);
-      return ErrnoStatus(err, absl::StrCat("cannot watch \"", path, "\""));
+      for (int fd : added) Unwatch(fd);
+      if (!child->adopted) {
+        AbortChild(pid, child->pidfd,
+                   child->leaf.has_value() ? &*child->leaf : nullptr);
+      } else {
+        CloseFd(child->pidfd);
+      }
+      CloseFd(child->out_fd);
+      CloseFd(child->err_fd);
+      CloseFd(child->tail_file);
+      return ErrnoStatus(err, "epoll_ctl");
     }
+    added.push_back(w.fd);
   }
-  child->out_fd = out_read.release();
-  child->err_fd = err_read.release();
-  child->out_log = out_log.release();
-  child->err_log = err_log.release();
+  Register(pid);
+  absl::MutexLock lock(&mutex_);
+  children_[pid] = std::move(child);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoAdopt(
+    const AdoptOptions& options, ExitCallback on_exit) {
+  const pid_t pid = options.pid;
   {
     absl::MutexLock lock(&mutex_);
-    children_[pid] = std::move(child);
+    if (released_) {
+      return absl::FailedPreconditionError(
+          "the supervisor was released (hostd is restarting)");
+    }
+    if (children_.contains(pid)) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("pid ", pid, " is tracked already"));
+    }
+  }
+  absl::StatusOr<int> pidfd_or = OpenPidfdIfSame(pid, options.start_time);
+  if (!pidfd_or.ok()) return pidfd_or.status();
+  ScopedFd pidfd(*pidfd_or);
+  auto child = std::make_unique<Child>();
+  child->pid = pid;
+  child->adopted = true;
+  child->start_time = options.start_time;
+  child->tail_limit = options.stderr_tail_bytes;
+  child->on_exit = std::move(on_exit);
+  if (!options.cgroup_dir.empty()) {
+    absl::StatusOr<ProcCgroup> leaf = ProcCgroup::Open(options.cgroup_dir);
+    if (!leaf.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("pid ", pid, " is not in cgroup \"", options.cgroup_dir,
+                       "\": ", leaf.status().message()));
+    }
+    absl::StatusOr<std::vector<pid_t>> procs = leaf->Procs();
+    if (!procs.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("pid ", pid, " is not in cgroup \"", options.cgroup_dir,
+                       "\": ", procs.status().message()));
+    }
+    if (std::find(procs->begin(), procs->end(), pid) == procs->end()) {
+      if (PidfdExited(pidfd.get())) {
+        return absl::NotFoundError(absl::StrCat("pid ", pid, " is gone"));
+      }
+      absl::StatusOr<std::string> actual = CgroupOfPid(pid);
+      return absl::FailedPreconditionError(
+          absl::StrCat("pid ", pid, " is not in cgroup \"", options.cgroup_dir,
+                       "\" (it is in ",
+                       actual.ok() ? absl::StrCat("\"", *actual, "\"")
+                                   : actual.status().ToString(),
+                       ")"));
+    }
+    child->leaf = std::move(*leaf);
+  }
+  if (!options.log_dir.empty()) {
+    const std::string err_path = absl::StrCat(options.log_dir, "/stderr.log");
+    int fd =
+        open(err_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+    if (fd < 0) {
+      LOG(WARNING) << "adopting pid " << pid << " without its stderr tail: "
+                   << "cannot open \"" << err_path
+                   << "\": " << ErrnoText(errno);
+    }
+    child->tail_file = fd;
+    child->log_dir = options.log_dir;
+    child->stderr_offset = options.stderr_offset;
+  }
+  child->pidfd = pidfd.release();
+  absl::Status tracked = Track(std::move(child));
+  if (!tracked.ok()) {
+    return WithContext(tracked, absl::StrCat("cannot watch pid ", pid));
   }
   return pid;
 }
 
-void ProcessSupervisor::Impl::AbortChild(pid_t pid, int pidfd) {
+void ProcessSupervisor::Impl::AbortChild(pid_t pid, int pidfd,
+                                         const ProcCgroup* leaf) {
   if (kill(-pid, SIGKILL) != 0 && errno != ESRCH) {
     LOG(WARNING) << "kill(-" << pid
                  << ", SIGKILL) failed: " << ErrnoText(errno);
@@ -720,6 +1166,12 @@ void ProcessSupervisor::Impl::AbortChild(pid_t pid, int pidfd) {
     break;
   }
   CloseFd(pidfd);
+  if (leaf != nullptr) {
+    absl::Status killed = leaf->Kill(kLeafEmptyTimeout);
+    if (!killed.ok()) LOG(WARNING) << killed;
+    absl::Status removed = leaf->Remove(kLeafRemoveTimeout);
+    if (!removed.ok()) LOG(WARNING) << removed;
+  }
 }
 
 void ProcessSupervisor::Impl::Unwatch(int fd) {
@@ -733,8 +1185,6 @@ void ProcessSupervisor::Impl::Unwatch(int fd) {
 bool ProcessSupervisor::Impl::ReadPipe(Child& child, bool is_stderr,
                                        bool drain) {
   int& fd = is_stderr ? child.err_fd : child.out_fd;
-  int& log = is_stderr ? child.err_log : child.out_log;
-  bool& log_failed = is_stderr ? child.err_log_failed : child.out_log_failed;
   if (fd < 0) return false;
   const int max_reads = drain ? kDrainReads : kReadsPerEvent;
   for (int reads = 0; reads < max_reads; ++reads) {
@@ -754,22 +1204,6 @@ bool ProcessSupervisor::Impl::ReadPipe(Child& child, bool is_stderr,
     }
     const char* data = buffer_.data();
     size_t size = static_cast<size_t>(n);
-    if (log >= 0 && !log_failed) {
-      size_t written = 0;
-      while (written < size) {
-        ssize_t w = write(log, data + written, size - written);
-        if (w < 0) {
-          if (errno == EINTR) continue;
-          LOG(WARNING) << "writing the " << (is_stderr ? "stderr" : "stdout")
-                       << " log of pid " << child.pid
-                       << " failed: " << ErrnoText(errno)
-                       << "; dropping further output";
-          log_failed = true;
-          break;
-        }
-        written += static_cast<size_t>(w);
-      }
-    }
     if (is_stderr && child.tail_limit > 0) {
       absl::MutexLock lock(&mutex_);
       std::string& tail = child.tail;
@@ -791,43 +1225,58 @@ void ProcessSupervisor::Impl::HandleExit(pid_t pid) {
   {
     absl::MutexLock lock(&mutex_);
     auto it = children_.find(pid);
-    if (it == children_.end() || it->second->reaped) return;
+    if (it == children_.end() || it->second->ended) return;
     child = it->second.get();
-    // Guard against a stale event for an earlier child with the same pid:
-    // act only if this child's pidfd says it exited.
-    struct pollfd p = {child->pidfd, POLLIN, 0};
-    int ready;
-    while ((ready = poll(&p, 1, 0)) < 0 && errno == EINTR) {
-    }
-    if (ready <= 0) return;
-    // The leader is a zombie now, so its pgid cannot have been reused: kill
+    // Guard against a stale event for an earlier process with the same pid:
+    // act only if this one's pidfd says it exited.
+    if (!PidfdExited(child->pidfd)) return;
+    // A child is a zombie now, so its pgid cannot have been reused: kill
     // what is left of the group before reaping frees the id. Holding the
     // lock orders this against SignalGroup.
-    if (kill(-pid, SIGKILL) != 0 && errno != ESRCH) {
+    if (!child->adopted && kill(-pid, SIGKILL) != 0 && errno != ESRCH) {
       LOG(WARNING) << "kill(-" << pid
                    << ", SIGKILL) failed: " << ErrnoText(errno);
     }
-    child->reaped = true;
+    child->ended = true;
   }
   ExitInfo info;
   info.pid = pid;
-  siginfo_t si = {};
-  int rc;
-  while ((rc = waitid(static_cast<idtype_t>(P_PIDFD), child->pidfd, &si,
-                      WEXITED)) != 0 &&
-         errno == EINTR) {
-  }
-  if (rc != 0) {
-    // Someone else reaped it (e.g. SIGCHLD ignored); the status is lost.
-    LOG(WARNING) << "waitid for pid " << pid << " failed: " << ErrnoText(errno);
-    info.exit_code = -1;
-  } else if (si.si_code == CLD_EXITED) {
-    info.exit_code = si.si_status;
+  if (child->adopted) {
+    info.status_unknown = true;
   } else {
-    info.term_signal = si.si_status;
+    siginfo_t si = {};
+    int rc;
+    while ((rc = waitid(static_cast<idtype_t>(P_PIDFD), child->pidfd, &si,
+                        WEXITED)) != 0 &&
+           errno == EINTR) {
+    }
+    if (rc != 0) {
+      // Someone else reaped it (e.g. SIGCHLD ignored); the status is lost.
+      LOG(WARNING) << "waitid for pid " << pid
+                   << " failed: " << ErrnoText(errno);
+      info.exit_code = -1;
+    } else if (si.si_code == CLD_EXITED) {
+      info.exit_code = si.si_status;
+    } else {
+      info.term_signal = si.si_status;
+    }
   }
   Unwatch(child->pidfd);
   CloseFd(child->pidfd);
+  if (child->leaf.has_value()) {
+    // Nothing of the proc may outlive its on_exit: escapees included.
+    const ProcCgroup& leaf = *child->leaf;
+    absl::Status killed = leaf.Kill(kLeafEmptyTimeout);
+    if (!killed.ok() && !absl::IsNotFound(killed)) {
+      LOG(WARNING) << "the leaf of pid " << pid << ": " << killed;
+    }
+    absl::StatusOr<CgroupMemoryEvents> events = leaf.MemoryEvents();
+    if (events.ok()) info.oom_kills = events->oom_kill;
+    absl::Status removed = leaf.Remove(kLeafRemoveTimeout);
+    if (!removed.ok()) {
+      LOG(WARNING) << "the leaf of pid " << pid << ": " << removed;
+    }
+  }
   // Drain what the pipes hold; a writer that escaped the group kill may
   // keep them open, so stop at EAGAIN instead of waiting for EOF.
   ReadPipe(*child, /*is_stderr=*/false, /*drain=*/true);
@@ -836,19 +1285,74 @@ void ProcessSupervisor::Impl::HandleExit(pid_t pid) {
     Unwatch(*fd);
     CloseFd(*fd);
   }
-  CloseFd(child->out_log);
-  CloseFd(child->err_log);
   {
     absl::MutexLock lock(&mutex_);
-    info.stderr_tail = child->tail;
+    info.stderr_tail = TailLocked(*child);
   }
   if (child->on_exit) child->on_exit(info);
-  absl::MutexLock lock(&mutex_);
-  children_.erase(pid);
+  std::unique_ptr<Child> done;
+  {
+    absl::MutexLock lock(&mutex_);
+    auto it = children_.find(pid);
+    if (it == children_.end()) return;
+    done = std::move(it->second);
+    children_.erase(it);
+    CloseFd(done->tail_file);
+  }
+  Unregister(pid);
+}
+
+void ProcessSupervisor::Impl::DropAll() {
+  std::map<pid_t, std::unique_ptr<Child>> dropped;
+  {
+    absl::MutexLock lock(&mutex_);
+    dropped.swap(children_);
+  }
+  for (auto& [pid, child] : dropped) {
+    for (int* fd : {&child->pidfd, &child->out_fd, &child->err_fd}) {
+      Unwatch(*fd);
+      CloseFd(*fd);
+    }
+    CloseFd(child->tail_file);
+    Unregister(pid);
+  }
+  if (!dropped.empty()) {
+    LOG(INFO) << "released " << dropped.size()
+              << " processes without signalling them";
+  }
+}
+
+void ProcessSupervisor::Impl::ReapOrphans() {
+  last_reap_scan_ = absl::Now();
+  std::set<pid_t> zombies;
+  for (pid_t pid : OwnChildren()) {
+    if (TrackedByAnySupervisor(pid)) continue;
+    if (ProcessState(pid) != 'Z') continue;
+    // Seen as a zombie by the last scan too: whoever else in this process
+    // might wait for it (code that forked it) had a second to do so.
+    if (!zombies_seen_.contains(pid)) {
+      zombies.insert(pid);
+      continue;
+    }
+    int status = 0;
+    pid_t reaped;
+    while ((reaped = waitpid(pid, &status, WNOHANG)) < 0 && errno == EINTR) {
+    }
+    if (reaped == pid) {
+      VLOG(1) << "reaped orphaned descendant " << pid << " (status " << status
+              << ")";
+    }
+  }
+  zombies_seen_ = std::move(zombies);
 }
 
 absl::StatusOr<std::unique_ptr<ProcessSupervisor>> ProcessSupervisor::Create() {
-  auto impl = std::make_unique<Impl>();
+  return Create(Options());
+}
+
+absl::StatusOr<std::unique_ptr<ProcessSupervisor>> ProcessSupervisor::Create(
+    const Options& options) {
+  auto impl = std::make_unique<Impl>(options);
   absl::Status status = impl->Start();
   if (!status.ok()) return status;
   return std::unique_ptr<ProcessSupervisor>(
@@ -864,6 +1368,17 @@ absl::StatusOr<pid_t> ProcessSupervisor::Spawn(const SpawnOptions& options,
                                                ExitCallback on_exit) {
   return impl_->Spawn(options, std::move(on_exit));
 }
+
+absl::Status ProcessSupervisor::Adopt(const AdoptOptions& options,
+                                      ExitCallback on_exit) {
+  return impl_->Adopt(options, std::move(on_exit));
+}
+
+std::optional<AdoptOptions> ProcessSupervisor::AdoptOptionsFor(pid_t pid) {
+  return impl_->AdoptOptionsFor(pid);
+}
+
+void ProcessSupervisor::Release() { impl_->Release(); }
 
 absl::Status ProcessSupervisor::SignalGroup(pid_t pid, int sig) {
   return impl_->SignalGroup(pid, sig);

@@ -1,28 +1,63 @@
-// ProcessSupervisor: starts child processes and watches them until reaped.
+// ProcessSupervisor: starts child processes (or adopts live processes an
+// earlier supervisor started) and watches them until they end.
 //
 // Promises:
-//  - Children are started with posix_spawn (vfork-style clone: no copy of
-//    this multithreaded process) on the supervisor's own thread, never on
-//    the caller's, each in its own process group (pgid = pid).
-//  - Each child is tracked by a pidfd (immune to pid reuse) and reaped by
-//    the supervisor thread: no zombies. When a child exits, the rest of its
-//    process group is SIGKILLed, so no grandchild outlives it.
-//  - stdout/stderr go through pipes that the supervisor thread drains into
-//    <log_dir>/stdout.log and <log_dir>/stderr.log, so a child never blocks
-//    on a full pipe; the last bytes of stderr are kept as a tail. The logs
-//    are the supervisor's user's alone (dirs 0700, files 0600; with a
-//    log_group, 0750 and 0640 and of that group), whatever the umask, even
-//    if they existed before with other modes; the child gets only the pipes.
-//  - The destructor SIGKILLs every remaining group and reaps it; their
-//    on_exit callbacks still run (on the supervisor thread) before it returns.
+//  - Children are started on the supervisor's own thread, never on the
+//    caller's, each in its own process group (pgid = pid): with posix_spawn
+//    (vfork-style clone: no copy of this multithreaded process), or, with
+//    SpawnOptions.cgroup_parent, inside a new cgroup v2 leaf from their
+//    first instruction (clone3 with CLONE_INTO_CGROUP | CLONE_PIDFD).
+//  - Each tracked process is watched through a pidfd (immune to pid reuse);
+//    children are reaped by the supervisor thread: no zombies. When one
+//    ends, the rest of its process group is SIGKILLed (children only: an
+//    adopted process's pid may be reused by then), and its leaf, if any, is
+//    killed (cgroup.kill), waited for until empty (at most ~5 s) and
+//    removed; only then does on_exit run. So an on_exit for a process with
+//    a leaf means no descendant of it is left, setsid escapees that ignore
+//    SIGTERM included.
+//  - With a log_dir, the child's stdout and stderr ARE <log_dir>/stdout.log
+//    and stderr.log, opened for appending: no pipe, so its output keeps
+//    landing in the files while no supervisor runs (hostd restarting). The
+//    stderr tail is read back from stderr.log: the last bytes written since
+//    the spawn. Without one, stdout/stderr are pipes the supervisor thread
+//    drains and drops, keeping the stderr tail. The logs are the
+//    supervisor's user's alone (dirs 0700, files 0600; with a log_group,
+//    0750 and 0640 and of that group), whatever the umask, even if they
+//    existed before with other modes; the child gets only the two open
+//    files (or the pipes).
+//  - Adopt watches a live process this supervisor did not start (a proc of
+//    an earlier hostd), verified by pidfd, start time and leaf; its end is
+//    seen through the pidfd and reported with status_unknown (only its
+//    parent could know the status).
+//  - Release stops watching everything without signalling anything (hostd
+//    exits for a restart; the next one adopts the processes).
+//  - With Options.subreaper, this process is a child subreaper: orphaned
+//    descendants are reparented to it and the supervisor thread reaps every
+//    zombie child it does not track (checked about once a second; never
+//    waitpid(-1), which could take a tracked child's status, and never a
+//    process another ProcessSupervisor of this process tracks).
+//
+// Threads and owners: one supervisor thread per instance owns the epoll
+// set, every pipe, log and pidfd descriptor and every leaf; it spawns,
+// adopts, releases, reaps and runs every on_exit. Other threads queue work
+// for it (Spawn, Adopt, Release wait for their answer) or read/signal
+// tracked processes under a mutex.
+//
+// Shutdown: Release() (optional) drops everything without a signal; the
+// destructor then SIGKILLs every process (and leaf) still tracked, waits
+// until each has ended (their on_exit still runs, on the supervisor thread,
+// before it returns) and clears the subreaper flag it set.
+//
 // Thread-safe. Callbacks run on the supervisor thread: they must not block
-// and must not call back into the supervisor synchronously (Spawn/Wait).
+// and must not call Spawn or Adopt (which fail there); Release may be called
+// there (it then takes effect once the callback returns).
 #ifndef HOSTMESH_LIB_PROCESS_SUPERVISOR_H_
 #define HOSTMESH_LIB_PROCESS_SUPERVISOR_H_
 
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -56,6 +91,28 @@ struct SpawnOptions {
   std::vector<std::pair<int, int>> inherit_fds;
   // How many trailing bytes of stderr to keep for ExitInfo::stderr_tail.
   size_t stderr_tail_bytes = 4096;
+  // A cgroup v2 directory (e.g. CgroupRoot::Create's subtree) and one path
+  // component: the child runs in the new leaf <cgroup_parent>/<cgroup_name>
+  // from its first instruction (a leftover empty leaf of that name is
+  // reused). Errors creating or entering the leaf are Spawn errors naming
+  // it. Empty cgroup_parent: a process group only.
+  std::string cgroup_parent;
+  std::string cgroup_name;
+};
+
+// What identifies a tracked process to a later supervisor (Adopt), e.g.
+// after hostd restarted. AdoptOptionsFor returns it for a tracked process.
+struct AdoptOptions {
+  pid_t pid = 0;
+  // /proc/<pid>/stat field 22 (ProcessStartTime).
+  uint64_t start_time = 0;
+  // Its cgroup v2 leaf; empty: none (process group only).
+  std::string cgroup_dir;
+  // Where its stdout.log and stderr.log are; empty: no tail.
+  std::string log_dir;
+  // Size of stderr.log when it was spawned: its stderr starts there.
+  uint64_t stderr_offset = 0;
+  size_t stderr_tail_bytes = 4096;
 };
 
 struct ExitInfo {
@@ -65,13 +122,28 @@ struct ExitInfo {
   std::optional<int> exit_code;
   std::optional<int> term_signal;
   std::string stderr_tail;
+  // An adopted process (not our child): its status is not knowable, and
+  // exit_code and term_signal are both unset.
+  bool status_unknown = false;
+  // How many processes the OOM killer took in its leaf (memory.events
+  // oom_kill), where a leaf with the memory controller was readable.
+  std::optional<uint64_t> oom_kills;
 };
 
 class ProcessSupervisor {
  public:
   using ExitCallback = std::function<void(const ExitInfo&)>;
 
+  struct Options {
+    // prctl(PR_SET_CHILD_SUBREAPER) and reap untracked zombie children (see
+    // above). The flag is process-wide; the destructor clears it again if
+    // this supervisor set it.
+    bool subreaper = false;
+  };
+
   static absl::StatusOr<std::unique_ptr<ProcessSupervisor>> Create();
+  static absl::StatusOr<std::unique_ptr<ProcessSupervisor>> Create(
+      const Options& options);
   ~ProcessSupervisor();
   ProcessSupervisor(const ProcessSupervisor&) = delete;
   ProcessSupervisor& operator=(const ProcessSupervisor&) = delete;
@@ -81,17 +153,42 @@ class ProcessSupervisor {
   // an error here, not an exit). `on_exit` runs once, after it is reaped.
   // Blocks the caller for the spawn itself (well under a millisecond of
   // work); never call it from a gRPC reaction.
+  // FAILED_PRECONDITION after Release or from a callback.
   absl::StatusOr<pid_t> Spawn(const SpawnOptions& options,
                               ExitCallback on_exit);
 
-  // Sends `sig` to the child's whole process group. NOT_FOUND if `pid` is
-  // not a live child of this supervisor.
+  // Watches a live process this supervisor did not start (a proc of an
+  // earlier hostd), as if it were a child: SignalGroup, StderrTail and
+  // LivePids work for it, its leaf is handled as a child's. Verified first:
+  // a pidfd opened, then its start time equal, then (with cgroup_dir) it is
+  // in that leaf. NOT_FOUND if it is gone (a zombie included: pid 1 may not
+  // reap); FAILED_PRECONDITION naming the mismatch (another process has
+  // the pid, or it is not in the leaf), after Release or from a callback;
+  // ALREADY_EXISTS if the pid is tracked already. `on_exit` runs once when
+  // it ends, with status_unknown and the tail read from its stderr.log.
+  absl::Status Adopt(const AdoptOptions& options, ExitCallback on_exit);
+
+  // What a later supervisor needs to Adopt a tracked (spawned or adopted)
+  // process; nullopt if `pid` is not tracked.
+  std::optional<AdoptOptions> AdoptOptionsFor(pid_t pid);
+
+  // Stops watching every child and adopted process WITHOUT signalling any
+  // (hostd exits for a restart; a later hostd adopts them). Their leaves
+  // and log files stay; children are not reaped. No on_exit runs after it
+  // returns (called from a callback: after that callback); later Spawn and
+  // Adopt fail FAILED_PRECONDITION; the destructor then kills nothing.
+  void Release();
+
+  // Sends `sig` to the process's whole process group and, with a leaf, to
+  // every process in it (each once; SIGKILL through cgroup.kill, not
+  // waiting for it to empty). NOT_FOUND if `pid` is not a live tracked
+  // process of this supervisor.
   absl::Status SignalGroup(pid_t pid, int sig);
 
-  // The current stderr tail of a live or exited-but-unreported child.
+  // The current stderr tail of a live or ended-but-unreported process.
   std::string StderrTail(pid_t pid);
 
-  // Pids of children not yet reaped.
+  // Pids of tracked processes that have not ended.
   std::vector<pid_t> LivePids();
 
  private:

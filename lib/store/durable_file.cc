@@ -251,11 +251,12 @@ DurableFile::Writer::~Writer() {
   thread_.join();
 }
 
-void DurableFile::Writer::Save(std::string payload) {
+void DurableFile::Writer::Save(std::string payload, DurableCallback durable) {
   absl::MutexLock lock(&mu_);
   pending_ = std::move(payload);
   ++saved_;
   ++stats_.saves;
+  if (durable) callbacks_.emplace_back(saved_, std::move(durable));
 }
 
 absl::Status DurableFile::Writer::Flush() {
@@ -293,6 +294,20 @@ void DurableFile::Writer::Run() {
     last_status_ = status;
     ++stats_.writes;
     if (!status.ok()) ++stats_.failed_writes;
+    // Callbacks are queued in sequence order: those this write covered
+    // come first.
+    std::vector<DurableCallback> covered;
+    auto keep = callbacks_.begin();
+    while (keep != callbacks_.end() && keep->first <= sequence) {
+      covered.push_back(std::move(keep->second));
+      ++keep;
+    }
+    callbacks_.erase(callbacks_.begin(), keep);
+    if (!covered.empty()) {
+      mu_.Unlock();
+      for (DurableCallback& callback : covered) callback(status);
+      mu_.Lock();
+    }
   }
 }
 

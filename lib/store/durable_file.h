@@ -26,6 +26,8 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -116,8 +118,16 @@ class DurableFile::Writer {
 
   const DurableFile& file() const { return file_; }
 
+  // Runs once a saved payload is durable, with the status of the write that
+  // covered it (that payload's, or a newer one's).
+  using DurableCallback = std::function<void(const absl::Status&)>;
+
   // Queues `payload` to replace the file's content and returns at once.
-  void Save(std::string payload);
+  // `durable` (optional) runs on the writer's thread once the payload (or a
+  // newer one) was written, without the writer's lock held; it must not
+  // call Flush or destroy the Writer. Callbacks still queued when the
+  // Writer is destroyed run from the destructor (after its final write).
+  void Save(std::string payload, DurableCallback durable = nullptr);
 
   // Waits until everything saved before the call is durable (written, or
   // replaced by a newer payload that was written) and returns the status
@@ -140,6 +150,9 @@ class DurableFile::Writer {
   // The sequence number of the payload of the last write that finished.
   int64_t written_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status last_status_ ABSL_GUARDED_BY(mu_);
+  // Callbacks of saved payloads not yet written, by sequence number.
+  std::vector<std::pair<int64_t, DurableCallback>> callbacks_
+      ABSL_GUARDED_BY(mu_);
   Stats stats_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 

@@ -350,6 +350,46 @@ TEST_CASE("64 saves while a write is in flight cost one more write") {
   CHECK(*file.Load() == Table(64));
 }
 
+TEST_CASE(
+    "a save's durable callback runs once its payload or a newer one is on "
+    "disk") {
+  testing::TempDir dir;
+  absl::Notification writing;
+  absl::Notification release;
+  DurableFile file(dir.path() + "/procs", [&](CrashPoint point) {
+    if (point != CrashPoint::kAfterTempWrite || writing.HasBeenNotified()) {
+      return;
+    }
+    writing.Notify();
+    release.WaitForNotificationWithTimeout(kDeadline);
+  });
+  DurableFile::Writer writer(file);
+  // What each callback saw on disk when it ran (on the writing thread).
+  std::vector<std::string> seen(3);
+  absl::Notification all_ran;
+  std::atomic<int> ran{0};
+  auto record = [&](int i) {
+    return [&, i](const absl::Status& status) {
+      absl::StatusOr<std::string> loaded = file.Load();
+      seen[i] = status.ok() && loaded.ok() ? *loaded : "error";
+      if (++ran == 3) all_ran.Notify();
+    };
+  };
+  writer.Save(Table(1), record(0));
+  REQUIRE(writing.WaitForNotificationWithTimeout(kDeadline));
+  // Not yet: the first write is held before its fsync.
+  CHECK(ran == 0);
+  writer.Save(Table(2), record(1));
+  writer.Save(Table(3), record(2));
+  release.Notify();
+  REQUIRE(all_ran.WaitForNotificationWithTimeout(kDeadline));
+  CHECK(seen[0] == Table(1));
+  // Both later saves were covered by one write of the newest.
+  CHECK(seen[1] == Table(3));
+  CHECK(seen[2] == Table(3));
+  CHECK(writer.stats().writes == 2);
+}
+
 TEST_CASE("a burst of 64 saves then Flush is far fewer than 64 writes") {
   testing::TempDir dir;
   FsyncCounter counter;

@@ -66,6 +66,7 @@ v1::Welcome FakeHost::DefaultWelcome() {
 absl::StatusOr<std::unique_ptr<FakeHost>> FakeHost::Start(Options options) {
   auto host = absl::WrapUnique(new FakeHost());
   host->welcome_ = options.welcome;
+  host->accept_ = options.accept;
 
   std::string output_path = OutputPathTemplate();
   int output_fd = mkostemp(output_path.data(), O_CLOEXEC);
@@ -190,6 +191,14 @@ absl::StatusOr<v1::Hello> FakeHost::WaitHello(absl::Duration timeout) {
   }
   return absl::DeadlineExceededError(absl::StrCat(
       "no Hello from the proc within ", absl::FormatDuration(timeout)));
+}
+
+bool FakeHost::WaitReady(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto ready = [this]()
+                   ABSL_NO_THREAD_SAFETY_ANALYSIS { return ready_ || closed_; };
+  mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+  return ready_;
 }
 
 absl::StatusOr<v1::ProcResponse> FakeHost::Request(v1::ProcRequest request,
@@ -372,10 +381,28 @@ void FakeHost::OnFrame(std::string_view bytes) {
   if (!frame.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     return;
   }
+  if (frame.has_hello() && accept_) {
+    // On the channel's thread, before any later frame of the proc.
+    bool first = false;
+    {
+      absl::MutexLock lock(&mu_);
+      first = !hello_.has_value();
+    }
+    if (first) {
+      v1::HostFrame accepted;
+      accepted.mutable_accepted()->set_secret(kSecret);
+      (void)SendFrame(accepted);
+    }
+  }
   absl::MutexLock lock(&mu_);
   switch (frame.frame_case()) {
     case v1::ProcFrame::kHello:
       if (!hello_.has_value()) hello_ = std::move(*frame.mutable_hello());
+      return;
+    case v1::ProcFrame::kReady:
+      ready_ = true;
+      return;
+    case v1::ProcFrame::kRejoin:
       return;
     case v1::ProcFrame::kResponse:
       if (collected_ >= kMaxCollected) return;

@@ -1,7 +1,8 @@
 // FakeHost: plays hostd for one real proc binary in tests. It spawns the
 // proc with one end of a socketpair as fd 3 (HOSTMESH_CHANNEL_FD=3), in a
 // process group of its own, with stdout and stderr in a file; writes the
-// Welcome; and then speaks proc_channel.proto on the other end: requests
+// Welcome; accepts the proc's Hello (Accepted, then the proc's Ready) unless
+// told not to; and then speaks proc_channel.proto on the other end: requests
 // and their responses, envelopes both ways, stop, cancel, refusal. The
 // proc's envelopes to the fake client mailbox ("client:fake", host "") are
 // collected per port. Test-only.
@@ -53,7 +54,14 @@ class FakeHost {
     bool give_channel = true;
     // The first frame written; nullopt: none.
     std::optional<v1::Welcome> welcome = DefaultWelcome();
+    // Answer the proc's Hello with Accepted{kSecret}, as hostd does once it
+    // stored the verifier (the proc then answers Ready). Without it the
+    // proc is never accepted.
+    bool accept = true;
   };
+
+  // The secret the fake host hands out in Accepted.
+  static constexpr char kSecret[] = "fake-host-secret-0123456789abcde";
 
   static absl::StatusOr<std::unique_ptr<FakeHost>> Start(Options options);
   ~FakeHost();
@@ -64,6 +72,10 @@ class FakeHost {
 
   // The proc's Hello (the first one), or DEADLINE_EXCEEDED.
   absl::StatusOr<v1::Hello> WaitHello(absl::Duration timeout = kTimeout);
+
+  // Waits for the proc's Ready (it knows it was accepted); false at the
+  // timeout or if the channel closed first.
+  bool WaitReady(absl::Duration timeout = kTimeout);
 
   // Sends `request` (an id is assigned if it has none) and waits for the
   // response with its id: DEADLINE_EXCEEDED at the timeout, UNAVAILABLE if
@@ -126,7 +138,9 @@ class FakeHost {
   std::unique_ptr<FrameChannel> channel_;
 
   mutable absl::Mutex mu_;
+  bool accept_ = true;
   std::optional<v1::Hello> hello_ ABSL_GUARDED_BY(mu_);
+  bool ready_ ABSL_GUARDED_BY(mu_) = false;
   std::map<uint64_t, v1::ProcResponse> responses_ ABSL_GUARDED_BY(mu_);
   // Envelopes to the fake client mailbox, by port.
   std::map<uint64_t, std::vector<v1::Envelope>> envelopes_ ABSL_GUARDED_BY(mu_);

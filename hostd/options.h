@@ -1,0 +1,78 @@
+// HostdOptions: everything hostd runs with (its flags, hostd/flags.h).
+#ifndef HOSTMESH_HOSTD_OPTIONS_H_
+#define HOSTMESH_HOSTD_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "lib/auth/server_auth.h"
+
+namespace mesh {
+
+struct HostdOptions {
+  // host:port to bind; port 0 picks a free one.
+  std::string listen = "127.0.0.1:7450";
+  // Host to advertise (the address is it and the bound port); empty:
+  // listen's host, or this machine's hostname if listen binds every
+  // interface and the name reaches this machine. Checked at start by
+  // ChooseAdvertisedHost (lib/net/address.h).
+  std::string advertise;
+  // Advertise a host that is not (or not here resolved to) an address of
+  // this machine: a NAT address, a DNS name only others resolve.
+  bool advertise_unchecked = false;
+  std::string state_dir = "/var/lib/hostmesh";
+  std::string runtime_dir = "/run/hostmesh";
+  // Default bootstrap command; empty: procd next to this binary.
+  std::string procd_path;
+  absl::Duration registration_timeout = absl::Seconds(10);
+  absl::Duration stop_grace = absl::Seconds(5);
+  int max_procs = 256;
+  int max_message_bytes = 4 << 20;
+  // How long procs live on after this hostd's channel to them breaks.
+  absl::Duration orphan_timeout = absl::Seconds(30);
+  // How often every relay stream gets a heartbeat (RelayService).
+  absl::Duration heartbeat_interval = absl::Milliseconds(500);
+  // How long the procs of a client that has no relay stream to this host
+  // live on (hostd/owner_leases.h); zero: they are stopped at once.
+  absl::Duration owner_lease = absl::Seconds(60);
+  // What callers may run, and as whom (hostd/command_policy.h). Besides
+  // procd_path: --allow-command files, or dirs written with a trailing '/'.
+  std::vector<std::string> allow_commands;
+  // --allow-env: variables a spec may set although they change what code
+  // runs (LD_PRELOAD, PYTHONPATH, ...).
+  std::vector<std::string> allow_env;
+  // Any command, any env: a host a client starts for itself.
+  bool allow_any_command = false;
+  // Procs run as this user (its uid and primary gid); empty: as hostd's.
+  std::string proc_user;
+  // Group that may read the state dir and proc logs besides hostd's user;
+  // empty: hostd's user alone.
+  std::string operators_group;
+  // Who may call, and how they prove it (lib/auth/server_auth.h).
+  ServerAuthOptions auth;
+  // --cgroup: where each proc's cgroup v2 leaf goes. "": auto, a subtree
+  // "hostmesh-<16 hex of sha256(state_dir)>" of hostd's own cgroup; "none":
+  // process groups only, no cgroups; else a cgroup directory (absolute) or
+  // the name of a subtree of hostd's cgroup.
+  std::string cgroup;
+  // --v and --log-level: glog's verbosity (FLAGS_v) and least severity
+  // logged ("INFO", "WARNING", "ERROR": FLAGS_minloglevel). main() applies
+  // them (ApplyLogLevels, hostd/flags.h); SIGHUP applies them again.
+  int v = 0;
+  std::string log_level = "INFO";
+  // --test-crash-at "<point>:<n>" (tests only; hostd/flags.h lists the
+  // points): hostd exits at once the n-th time its proc table write reaches
+  // <point>. Empty: never.
+  std::string test_crash_at;
+  // The command line these options came from (argv, argv[0] first; set by
+  // ParseHostdFlags): SIGHUP parses it again, re-reading its --config file
+  // (hostd/reload.h). Empty (options made in code): SIGHUP re-reads the
+  // tokens file and re-applies these options.
+  std::vector<std::string> command_line;
+};
+
+}  // namespace mesh
+
+#endif  // HOSTMESH_HOSTD_OPTIONS_H_

@@ -1,0 +1,186 @@
+#include "lib/process/process_identity.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdint>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "catch2/catch.hpp"
+#include "lib/process/pid_decoy_testing.h"
+#include "lib/testing/skip.h"
+
+extern char** environ;
+
+namespace mesh {
+namespace {
+
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Kills and reaps a child of this test when the scope ends, however the test
+// ends (through a pidfd opened while it was unreaped: never a reused pid).
+// Harmless if the child was reaped already.
+class ChildGuard {
+ public:
+  explicit ChildGuard(pid_t pid)
+      : pidfd_(static_cast<int>(syscall(SYS_pidfd_open, pid, 0))) {}
+  static ChildGuard OfPidfd(int pidfd) { return ChildGuard(pidfd, true); }
+  ChildGuard(ChildGuard&& other) noexcept
+      : pidfd_(std::exchange(other.pidfd_, -1)) {}
+  ChildGuard(const ChildGuard&) = delete;
+  ChildGuard& operator=(const ChildGuard&) = delete;
+  ~ChildGuard() {
+    if (pidfd_ < 0) return;
+    syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
+    siginfo_t info = {};
+    while (waitid(P_PIDFD, static_cast<id_t>(pidfd_), &info, WEXITED) != 0 &&
+           errno == EINTR) {
+    }
+    close(pidfd_);
+  }
+
+ private:
+  ChildGuard(int pidfd, bool) : pidfd_(pidfd) {}
+  int pidfd_;
+};
+
+// A `sleep 1000` child of this process; the test kills and reaps it.
+pid_t StartSleeper() {
+  pid_t pid = 0;
+  char arg0[] = "sleep";
+  char arg1[] = "1000";
+  char* argv[] = {arg0, arg1, nullptr};
+  REQUIRE(posix_spawn(&pid, "/bin/sleep", nullptr, nullptr, argv, environ) ==
+          0);
+  return pid;
+}
+
+void KillAndReap(pid_t pid) {
+  kill(pid, SIGKILL);
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+}
+
+bool Readable(int pidfd) {
+  struct pollfd p = {pidfd, POLLIN, 0};
+  return poll(&p, 1, 0) == 1;
+}
+
+TEST_CASE("the start time is field 22, after the last parenthesis") {
+  // A command name may hold spaces and ")".
+  std::string stat = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560";
+  for (int field = 10; field <= 21; ++field) absl::StrAppend(&stat, " 0");
+  absl::StrAppend(&stat, " 987654321 1000 200\n");
+  auto start = StartTimeFromStat(stat);
+  REQUIRE(start.ok());
+  CHECK(*start == 987654321);
+  CHECK(absl::IsInternal(StartTimeFromStat("4242 (short) S 1 2").status()));
+  CHECK(absl::IsInternal(StartTimeFromStat("no parenthesis").status()));
+}
+
+TEST_CASE("ProcessStartTime reads /proc and says NOT_FOUND for no process") {
+  auto own = ProcessStartTime(getpid());
+  REQUIRE(own.ok());
+  CHECK(*own > 0);
+  pid_t child = StartSleeper();
+  ChildGuard guard(child);
+  auto child_start = ProcessStartTime(child);
+  KillAndReap(child);
+  REQUIRE(child_start.ok());
+  CHECK(*child_start >= *own);  // Started later.
+  auto none = ProcessStartTime(INT_MAX);
+  CHECK(absl::IsNotFound(none.status()));
+  CHECK_THAT(std::string(none.status().message()), Catch::Contains("gone"));
+}
+
+TEST_CASE("BootId is this boot's id, trimmed") {
+  auto id = BootId();
+  REQUIRE(id.ok());
+  CHECK(id->size() == 36);
+  CHECK(*id + "\n" == ReadText("/proc/sys/kernel/random/boot_id"));
+  CHECK(BootId().value_or("") == *id);
+}
+
+TEST_CASE("OpenPidfdIfSame opens the process that started at that time") {
+  pid_t pid = StartSleeper();
+  ChildGuard guard(pid);
+  auto start = ProcessStartTime(pid);
+  REQUIRE(start.ok());
+
+  SECTION("the right start time gives a pidfd of that process") {
+    auto pidfd = OpenPidfdIfSame(pid, *start);
+    REQUIRE(pidfd.ok());
+    CHECK_FALSE(Readable(*pidfd));
+    REQUIRE(syscall(SYS_pidfd_send_signal, *pidfd, SIGKILL, nullptr, 0) == 0);
+    int status;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFSIGNALED(status));
+    CHECK(Readable(*pidfd));
+    close(*pidfd);
+  }
+  SECTION("another start time is another process") {
+    auto pidfd = OpenPidfdIfSame(pid, *start + 1);
+    REQUIRE(absl::IsFailedPrecondition(pidfd.status()));
+    CHECK(std::string(pidfd.status().message()) ==
+          absl::StrCat("pid ", pid, " is another process (started at ", *start,
+                       ", not ", *start + 1, ")"));
+    KillAndReap(pid);
+  }
+  SECTION("a zombie is gone, even unreaped") {
+    REQUIRE(kill(pid, SIGKILL) == 0);
+    siginfo_t info = {};
+    REQUIRE(waitid(P_PID, pid, &info, WEXITED | WNOWAIT) == 0);
+    auto pidfd = OpenPidfdIfSame(pid, *start);
+    CHECK(absl::IsNotFound(pidfd.status()));
+    KillAndReap(pid);
+    CHECK(absl::IsNotFound(OpenPidfdIfSame(pid, *start).status()));
+  }
+}
+
+TEST_CASE("a decoy given a dead process's pid is refused") {
+  if (geteuid() != 0) {
+    HOSTMESH_SKIP("clone3 set_tid needs root (euid " << geteuid() << ")");
+  }
+  pid_t pid = StartSleeper();
+  auto start = ProcessStartTime(pid);
+  KillAndReap(pid);
+  REQUIRE(start.ok());
+  // A clock tick (at most 10 ms) later, so the start times differ.
+  absl::SleepFor(absl::Milliseconds(30));
+  int decoy = testing::SpawnDecoyWithPid(pid);
+  if (decoy == -EPERM) {
+    HOSTMESH_SKIP("clone3 set_tid is not allowed here (EPERM)");
+  }
+  REQUIRE(decoy >= 0);
+  ChildGuard decoy_guard = ChildGuard::OfPidfd(decoy);
+  auto decoy_start = ProcessStartTime(pid);
+  auto pidfd = OpenPidfdIfSame(pid, *start);
+  CHECK(absl::IsFailedPrecondition(pidfd.status()));
+  CHECK_THAT(std::string(pidfd.status().message()),
+             Catch::Contains(absl::StrCat("pid ", pid, " is another process")));
+  REQUIRE(decoy_start.ok());
+  CHECK(*decoy_start != *start);
+  CHECK(OpenPidfdIfSame(pid, *decoy_start).ok());  // It is itself.
+  CHECK_FALSE(Readable(decoy));
+}
+
+}  // namespace
+}  // namespace mesh
