@@ -123,8 +123,10 @@ absl::StatusOr<std::string> ProcCgroupParent(const std::string& flag,
                                              const std::string& state_dir) {
   if (flag == "none") return std::string();
   absl::StatusOr<CgroupRoot> root = CgroupRoot::Find();
-  absl::StatusOr<std::string> dir = root.status();
-  if (root.ok()) {
+  absl::StatusOr<std::string> dir = absl::UnknownError("no cgroup root");
+  if (!root.ok()) {
+    dir = root.status();
+  } else {
     std::error_code error;
     std::string canonical =
         std::filesystem::weakly_canonical(state_dir, error).string();
@@ -489,8 +491,13 @@ int RunHostd(HostdOptions options) {
       rejoin_socket, proc_user.has_value() ? 0660 : 0600,
       proc_user.has_value() ? std::optional<gid_t>(proc_user->gid)
                             : std::nullopt,
-      [&manager](ProcChannels::RejoinRequest request) {
-        manager->OnRejoin(std::move(request));
+      [&manager, &channels](ProcChannels::RejoinRequest request) {
+        // The manager goes before the channels at exit.
+        if (ProcManager* m = manager.get()) {
+          m->OnRejoin(std::move(request));
+        } else {
+          channels->RefuseRejoin(request.id, "hostd is exiting");
+        }
       });
   if (!listening.ok()) {
     LOG(ERROR) << "cannot listen for rejoining procs on " << rejoin_socket

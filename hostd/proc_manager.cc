@@ -37,7 +37,18 @@ constexpr size_t kMaxEnv = 1024;
 
 // How a proc that was not this hostd's child ended: its parent (init or
 // systemd) reaped it.
+// Generations reserved ahead in the table (see SetStatus).
+constexpr uint64_t kGenerationBlock = 4096;
+
 constexpr char kStatusUnknown[] = "ended: exit status unknown (re-adopted)";
+
+// True if `pid` is in the cgroup directory `leaf` (exactly).
+bool InLeaf(pid_t pid, const std::string& leaf) {
+  if (leaf.empty()) return false;
+  absl::StatusOr<std::string> cgroup = CgroupOfPid(pid);
+  absl::StatusOr<CgroupRoot> root = CgroupRoot::Find();
+  return cgroup.ok() && root.ok() && root->DirOf(*cgroup) == leaf;
+}
 
 absl::Status NoSuchProc(const std::string& name) {
   return absl::NotFoundError(
@@ -234,7 +245,13 @@ void ProcManager::SetStatus(Proc& proc, v1::Status status,
   const bool ended = IsTerminal(status) && !IsTerminal(proc.state.status());
   proc.state.set_status(status);
   proc.state.set_reason(reason);
-  proc.state.set_generation(proc.state.generation() + 1);
+  // Host-wide and rising; the table reserves a block ahead, so no
+  // generation is ever handed out twice, a crash between writes included.
+  last_generation_ = std::max(last_generation_, proc.state.generation()) + 1;
+  if (last_generation_ + kGenerationBlock / 2 >= generation_limit_) {
+    generation_limit_ = last_generation_ + kGenerationBlock;
+  }
+  proc.state.set_generation(last_generation_);
   *proc.state.mutable_updated_at() = TimeUtil::GetCurrentTime();
   SaveTableLocked();
   // The hook first: the leases forget the proc before a caller that waited
@@ -510,6 +527,15 @@ void ProcManager::OnHello(const std::string& name, uint64_t incarnation,
   absl::MutexLock lock(&mu_);
   Proc* proc = Find(name, incarnation);
   if (proc == nullptr || IsTerminal(proc->state.status())) return;
+  if (pid != proc->state.pid() && !InLeaf(pid, proc->cgroup)) {
+    // Only the spawned process, or one in its leaf, is the proc: a Hello
+    // could name any pid, and the next hostd would adopt that process.
+    LOG(WARNING) << "proc " << name << " said Hello as pid " << pid
+                 << ", not its spawned pid " << proc->state.pid()
+                 << " or a process of its cgroup; tracking pid "
+                 << proc->state.pid();
+    pid = proc->state.pid();
+  }
   if (proc->registered_pid != pid) {
     proc->registered_pid = pid;
     // A bootstrap command may have forked the proc that says Hello.
@@ -538,6 +564,7 @@ void ProcManager::OnRegistered(const std::string& name, uint64_t incarnation,
     Proc* proc = Find(name, incarnation);
     if (proc == nullptr) return;
     proc->registered = true;
+    proc->awaiting_rejoin = false;
     proc->state.set_host(host_address_);
     if (proc->registration_timer != 0) loop_->Cancel(proc->registration_timer);
     if (!proc->previous_verifier.empty()) {
@@ -1025,6 +1052,7 @@ void ProcManager::SaveTableLocked(
   table.set_boot_id(boot_id_);
   table.set_next_incarnation(next_incarnation_);
   table.set_host(host_address_.empty() ? table_host_ : host_address_);
+  table.set_generation_limit(generation_limit_);
   for (const auto& [name, proc] : procs_) {
     v1::ProcRecord& record = *table.add_procs();
     *record.mutable_request() = proc->request;
@@ -1093,6 +1121,9 @@ absl::Status ProcManager::Recover() {
     table_host_ = table.host();
     next_incarnation_ =
         std::max<uint64_t>(next_incarnation_, table.next_incarnation());
+    // Past anything the earlier hostd may have handed out.
+    last_generation_ = std::max(last_generation_, table.generation_limit());
+    generation_limit_ = last_generation_ + kGenerationBlock;
     const bool same_boot = !boot_id_.empty() && table.boot_id() == boot_id_;
     for (const v1::ProcRecord& record : table.procs()) {
       const std::string& name = record.state().name();
@@ -1102,6 +1133,8 @@ absl::Status ProcManager::Recover() {
       }
       next_incarnation_ =
           std::max<uint64_t>(next_incarnation_, record.incarnation() + 1);
+      last_generation_ =
+          std::max<uint64_t>(last_generation_, record.state().generation());
       auto proc = std::make_unique<Proc>();
       proc->request = record.request();
       proc->command = record.command();
@@ -1162,6 +1195,8 @@ absl::Status ProcManager::Recover() {
       continue;
     }
     proc->adopted = true;
+    // Signals and reports name the process that is tracked.
+    proc->state.set_pid(candidate.adopt.pid);
     if (!proc->accepted) {
       // Its channel broke before it was accepted: it cannot rejoin.
       proc->forced_failure = absl::StrFormat(
@@ -1221,14 +1256,24 @@ absl::Status ProcManager::Recover() {
         }
       }
       LOG(WARNING) << reason;
-      SetStatus(*proc, v1::FAILED, reason, deferred);
+      // A proc asked to stop that ended meanwhile did what it was asked.
+      const v1::Status status =
+          proc->state.status() == v1::STOPPING ? v1::STOPPED : v1::FAILED;
+      SetStatus(*proc, status, reason, deferred);
       v1::ProcExit& exit = proc->exit;
       exit.set_proc(name);
       exit.set_host(table_host_);
       exit.set_pid(proc->state.pid());
-      exit.set_status(v1::FAILED);
+      exit.set_status(status);
       exit.set_reason(reason);
       ReportLostLocked(*proc, /*ticket=*/0, deferred);
+    }
+    // Every proc taken over gets a generation past any the earlier hostd
+    // handed out (one a client saw may not have reached the table).
+    for (auto& [name, proc] : procs_) {
+      if (proc->adopted && !IsTerminal(proc->state.status())) {
+        proc->state.set_generation(++last_generation_);
+      }
     }
     SaveTableLocked();
     LOG(INFO) << "proc table " << options_.table_path << ": "
@@ -1275,9 +1320,7 @@ absl::Status ProcManager::CheckRejoinLocked(
         name));
   }
   if (!proc.cgroup.empty()) {
-    absl::StatusOr<std::string> cgroup = CgroupOfPid(pid);
-    if (!cgroup.ok() || cgroup->empty() ||
-        !absl::EndsWith(proc.cgroup, *cgroup)) {
+    if (!InLeaf(pid, proc.cgroup)) {
       return absl::PermissionDeniedError(absl::StrFormat(
           "pid %d is not in proc \"%s\"'s cgroup %s", pid, name, proc.cgroup));
     }
@@ -1296,16 +1339,19 @@ void ProcManager::OnRejoin(ProcChannels::RejoinRequest request) {
   {
     absl::MutexLock lock(&mu_);
     auto it = procs_.find(name);
-    allowed = it == procs_.end() ? NoSuchProc(name)
-                                 : CheckRejoinLocked(*it->second, request);
+    allowed = closing_             ? absl::UnavailableError("hostd is exiting")
+              : it == procs_.end() ? NoSuchProc(name)
+                                   : CheckRejoinLocked(*it->second, request);
     if (allowed.ok()) {
       Proc& proc = *it->second;
-      proc.previous_verifier = proc.verifier;
+      // The secret the proc confirmed stays valid until it confirms the
+      // new one (Ready): a rejoin cut short may be tried again. It waits
+      // (and its deadline runs) until then.
+      if (proc.previous_verifier.empty()) {
+        proc.previous_verifier = proc.verifier;
+      }
       proc.verifier = request.next_verifier;
-      proc.awaiting_rejoin = false;
       proc.ticket_id = request.id;
-      if (proc.registration_timer != 0) loop_->Cancel(proc.registration_timer);
-      proc.registration_timer = 0;
       proc.state.set_reason(absl::StrFormat(
           "re-adopted after a hostd restart (pid %d)", request.peer_pid));
       LOG(INFO) << "proc " << name << " rejoined (pid " << request.peer_pid
@@ -1350,12 +1396,22 @@ void ProcManager::OnRejoinTimeout(const std::string& name,
 }
 
 void ProcManager::Release() {
+  Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
     released_ = true;
     closing_ = true;
     shutting_down_ = true;
     for (auto& [name, proc] : procs_) {
+      // A stop under way is the next hostd's to finish (it signals a
+      // proc that was STOPPING); its callers hear so now.
+      for (StateCallback& waiter : proc->stop_waiters) {
+        deferred.push_back([waiter = std::move(waiter)] {
+          waiter(absl::UnavailableError(
+              "hostd is restarting; the next hostd finishes this stop"));
+        });
+      }
+      proc->stop_waiters.clear();
       // No deadline acts on a proc the next hostd owns.
       for (EventLoop::TimerId* timer :
            {&proc->registration_timer, &proc->escalation_timer}) {
@@ -1365,6 +1421,7 @@ void ProcManager::Release() {
     }
     SaveTableLocked();
   }
+  RunDeferred(deferred);
   if (table_ != nullptr) {
     absl::Status flushed = table_->Flush();
     LOG_IF(ERROR, !flushed.ok())

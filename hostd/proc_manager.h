@@ -267,6 +267,11 @@ class ProcManager {
   // work (hooks, answers).
   int busy_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_incarnation_ ABSL_GUARDED_BY(mu_) = 1;
+  // The last generation handed out (host-wide, so a name's generations
+  // keep rising across incarnations and restarts) and the limit the table
+  // reserves (see proc_table.proto).
+  uint64_t last_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t generation_limit_ ABSL_GUARDED_BY(mu_) = 0;
   // Set by Release(): the destructor kills nothing.
   bool released_ ABSL_GUARDED_BY(mu_) = false;
   // This boot (procs of another boot are gone), and the address the table

@@ -354,7 +354,7 @@ TEST_CASE(
   const v1::ProcState& state = waited.procs(0);
   INFO(state.DebugString());
   CHECK(state.status() == v1::FAILED);
-  CHECK(state.reason().find("protocol version 999, this hostd version 1") !=
+  CHECK(state.reason().find("protocol version 999, this hostd version 2") !=
         std::string::npos);
   // The proc was told the same before its channel closed.
   CHECK(state.stderr_tail().find("refused: ") != std::string::npos);
