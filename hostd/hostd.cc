@@ -483,14 +483,14 @@ int RunHostd(HostdOptions options) {
   router->Start(address);
   // Procs of an earlier hostd (and this one's, after a restart) dial back
   // here. With --proc-user they run as another user: the runtime dir lets
-  // it through (0711: admin.token stays 0600) and the socket is its group's.
+  // it through (0711: admin.token stays 0600) and anyone may connect to the
+  // socket (hostd may not chown it), but a rejoin must come from the
+  // recorded pid and present that proc's secret.
   const std::string rejoin_socket =
       (std::filesystem::path(options.runtime_dir) / "procs.sock").string();
   if (proc_user.has_value()) chmod(options.runtime_dir.c_str(), 0711);
   absl::Status listening = channels->Listen(
-      rejoin_socket, proc_user.has_value() ? 0660 : 0600,
-      proc_user.has_value() ? std::optional<gid_t>(proc_user->gid)
-                            : std::nullopt,
+      rejoin_socket, proc_user.has_value() ? 0666 : 0600, std::nullopt,
       [&manager, &channels](ProcChannels::RejoinRequest request) {
         // The manager goes before the channels at exit.
         if (ProcManager* m = manager.get()) {
