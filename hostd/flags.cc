@@ -52,25 +52,32 @@ std::string DefaultLogLevel() {
   return kLogLevels[level >= 2 ? 2 : 1];
 }
 
-// "<point>:<n>", a point of kTestCrashPoints and n >= 1; or "" (off).
-absl::Status CheckTestCrashAt(const std::string& text) {
-  if (text.empty()) return absl::OkStatus();
+}  // namespace
+
+absl::StatusOr<std::optional<TestCrashAt>> ParseTestCrashAt(
+    const std::string& text) {
+  if (text.empty()) return std::nullopt;
   const size_t colon = text.rfind(':');
-  uint64_t n = 0;
-  bool known = false;
-  if (colon != std::string::npos) {
-    for (const char* point : kTestCrashPoints) {
-      if (text.compare(0, colon, point) == 0) known = true;
+  int n = 0;
+  if (colon != std::string::npos &&
+      absl::SimpleAtoi(text.substr(colon + 1), &n) && n >= 1) {
+    for (CrashPoint point : kCrashPoints) {
+      if (absl::string_view(text).substr(0, colon) == CrashPointName(point)) {
+        return TestCrashAt{point, n};
+      }
     }
   }
-  if (known && absl::SimpleAtoi(text.substr(colon + 1), &n) && n >= 1) {
-    return absl::OkStatus();
+  std::vector<std::string> names;
+  for (CrashPoint point : kCrashPoints) {
+    names.emplace_back(CrashPointName(point));
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("--test-crash-at: \"", text.substr(0, 64),
-                   "\" is not <point>:<n> (n >= 1; points: ",
-                   absl::StrJoin(kTestCrashPoints, ", "), ")"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--test-crash-at: \"", text.substr(0, 64),
+      "\" is not <point>:<n> (n >= 1; points: ", absl::StrJoin(names, ", "),
+      ")"));
 }
+
+namespace {
 
 // Every flag of hostd over one HostdOptions (durations as text until
 // Finish). One per parse.
@@ -211,7 +218,7 @@ class HostdFlags {
                             &options_.heartbeat_interval),
           ParseFlagDuration("owner-lease", owner_lease_, &options_.owner_lease,
                             /*zero_ok=*/true),
-          CheckTestCrashAt(options_.test_crash_at)}) {
+          ParseTestCrashAt(options_.test_crash_at).status()}) {
       if (!status.ok()) return status;
     }
     options_.command_line = std::move(args);

@@ -12,12 +12,19 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "hostd/options.h"
+#include "lib/store/durable_file.h"
 
 namespace mesh {
 
-// The points --test-crash-at may name (hostd's proc table writes).
-inline constexpr const char* kTestCrashPoints[] = {
-    "after-temp-write", "after-temp-fsync", "after-rename", "before-dir-fsync"};
+// --test-crash-at "<point>:<n>": hostd kills itself the n-th time a proc
+// table write reaches <point> (CrashPointName; tests only).
+struct TestCrashAt {
+  CrashPoint point;
+  int n = 0;
+};
+// nullopt for "" (off); INVALID_ARGUMENT naming the points if malformed.
+absl::StatusOr<std::optional<TestCrashAt>> ParseTestCrashAt(
+    const std::string& text);
 
 // Parses `args` (args[0] is the program; then flags, --config FILE among
 // them: a flag on the command line wins over the file's key) into

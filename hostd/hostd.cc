@@ -19,13 +19,12 @@
 #include <vector>
 
 #include "absl/strings/escaping.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "hostd/command_policy.h"
 #include "hostd/dir_lock.h"
+#include "hostd/flags.h"
 #include "hostd/host_service.h"
 #include "hostd/missed_ends.h"
 #include "hostd/owner_leases.h"
@@ -96,21 +95,17 @@ absl::Status WriteAdminTokenFile(const std::string& runtime_dir,
   return absl::OkStatus();
 }
 
-// --test-crash-at "<point>:<n>" (tests only): SIGKILLs hostd itself the n-th
-// time a proc table write reaches <point> (hostd/flags.h validated it).
+// --test-crash-at (tests only): SIGKILLs hostd itself the n-th time a proc
+// table write reaches the point (hostd/flags.h parsed and checked it).
 DurableFile::CrashHook CrashHookFromFlag(const std::string& flag) {
-  if (flag.empty()) return nullptr;
-  const std::vector<std::string> parts = absl::StrSplit(flag, ':');
-  int n = 0;
-  if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &n) || n < 1) {
-    return nullptr;
-  }
-  const std::string point = absl::StrReplaceAll(parts[0], {{"-", " "}});
+  absl::StatusOr<std::optional<TestCrashAt>> crash = ParseTestCrashAt(flag);
+  if (!crash.ok() || !crash->has_value()) return nullptr;
+  const TestCrashAt at = **crash;
   auto count = std::make_shared<std::atomic<int>>(0);
-  return [point, n, count](CrashPoint at) {
-    if (CrashPointName(at) != point || ++*count != n) return;
-    LOG(WARNING) << "--test-crash-at: killing hostd " << point
-                 << " of proc table write " << n;
+  return [at, count](CrashPoint point) {
+    if (point != at.point || ++*count != at.n) return;
+    LOG(WARNING) << "--test-crash-at: killing hostd " << CrashPointName(point)
+                 << " of proc table write " << at.n;
     google::FlushLogFiles(google::INFO);
     kill(getpid(), SIGKILL);
   };
@@ -490,7 +485,7 @@ int RunHostd(HostdOptions options) {
       (std::filesystem::path(options.runtime_dir) / "procs.sock").string();
   if (proc_user.has_value()) chmod(options.runtime_dir.c_str(), 0711);
   absl::Status listening = channels->Listen(
-      rejoin_socket, proc_user.has_value() ? 0666 : 0600, std::nullopt,
+      rejoin_socket, proc_user.has_value() ? 0666 : 0600,
       [&manager, &channels](ProcChannels::RejoinRequest request) {
         // The manager goes before the channels at exit.
         if (ProcManager* m = manager.get()) {

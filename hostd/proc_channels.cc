@@ -6,7 +6,6 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -21,6 +20,7 @@
 #include "absl/synchronization/notification.h"
 #include "lib/auth/sha256.h"
 #include "lib/channel/frame_channel.h"
+#include "lib/channel/unix_socket.h"
 #include "lib/status.h"
 
 namespace mesh {
@@ -73,20 +73,19 @@ struct ProcChannels::Child {
     kDone,
   };
 
-  // The channel is closed here and destroyed on `loop` (never on its own
-  // thread, where the last reference may drop); ~ProcChannels destroys the
-  // remaining ones itself before the loop goes.
+  // The channel is closed here and handed to its owner, which destroys it
+  // elsewhere (never on its own thread, where the last reference may drop:
+  // that would join the thread from itself).
   ~Child() {
     if (channel == nullptr) return;
-    FrameChannel* raw = channel.release();
-    raw->Close();
-    loop->Post([raw] { delete raw; });
+    channel->Close();
+    owner->Bury(std::move(channel));
   }
 
   uint64_t id = 0;
   // A connection to the rejoin socket (not a spawned child's socketpair).
   bool rejoin = false;
-  EventLoop* loop = nullptr;
+  ProcChannels* owner = nullptr;
   // Set before any callback of the channel runs (they wait for it), then
   // only read; ~ProcChannels resets it.
   std::unique_ptr<FrameChannel> channel;
@@ -159,10 +158,54 @@ ProcChannels::~ProcChannels() {
     pending_.clear();
   }
   for (auto& child : children) child->channel.reset();  // joins its thread
+  children.clear();
+  {
+    // A channel thread still in a callback (e.g. one whose child was
+    // forgotten, holding its last reference) finishes before the loop goes.
+    absl::MutexLock lock(&mu_);
+    auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return active_callbacks_ == 0;
+    };
+    mu_.Await(absl::Condition(&idle));
+  }
+  {
+    absl::MutexLock lock(&graveyard_mu_);
+    loop_closed_ = true;
+  }
   loop_.reset();
+  BuryAll();  // what the loop had not destroyed yet
   for (auto& done : pending) {
     done(absl::UnavailableError("hostd is shutting down"));
   }
+}
+
+ProcChannels::InCallback::InCallback(ProcChannels* channels)
+    : channels_(channels) {
+  absl::MutexLock lock(&channels_->mu_);
+  ++channels_->active_callbacks_;
+}
+
+ProcChannels::InCallback::~InCallback() {
+  absl::MutexLock lock(&channels_->mu_);
+  --channels_->active_callbacks_;
+}
+
+void ProcChannels::Bury(std::unique_ptr<FrameChannel> channel) {
+  absl::MutexLock lock(&graveyard_mu_);
+  graveyard_.push_back(std::move(channel));
+  if (loop_closed_ || bury_posted_) return;
+  bury_posted_ = true;
+  loop_->Post([this] { BuryAll(); });
+}
+
+void ProcChannels::BuryAll() {
+  std::vector<std::unique_ptr<FrameChannel>> dead;
+  {
+    absl::MutexLock lock(&graveyard_mu_);
+    dead.swap(graveyard_);
+    bury_posted_ = false;
+  }
+  dead.clear();  // joins their threads (never from their own)
 }
 
 void ProcChannels::Start(std::string host_address, EnvelopeSink on_envelope) {
@@ -183,11 +226,13 @@ absl::Status ProcChannels::Attach(const std::shared_ptr<Child>& child, int fd,
   FrameChannel::Callbacks channel_callbacks;
   channel_callbacks.on_frame = [this, id, attached](std::string_view frame) {
     attached->WaitForNotification();
+    InCallback counted(this);
     OnFrame(id, frame);
   };
   channel_callbacks.on_closed = [this, id,
                                  attached](const absl::Status& status) {
     attached->WaitForNotification();
+    InCallback counted(this);
     OnClosed(id, status);
   };
   absl::StatusOr<std::unique_ptr<FrameChannel>> channel = FrameChannel::Create(
@@ -219,7 +264,7 @@ absl::StatusOr<ProcChannels::Ticket> ProcChannels::Expect(
   }
   auto child = std::make_shared<Child>();
   child->name = name;
-  child->loop = loop_.get();
+  child->owner = this;
   child->callbacks = std::move(callbacks);
   v1::HostFrame welcome;
   {
@@ -256,7 +301,6 @@ absl::StatusOr<ProcChannels::Ticket> ProcChannels::Expect(
 }
 
 absl::Status ProcChannels::Listen(const std::string& socket_path, mode_t mode,
-                                  std::optional<gid_t> group,
                                   RejoinHandler handler) {
   if (!handler) return absl::InvalidArgumentError("Listen needs a handler");
   std::error_code error;
@@ -265,15 +309,6 @@ absl::Status ProcChannels::Listen(const std::string& socket_path, mode_t mode,
     return absl::InvalidArgumentError(
         absl::StrCat("bad rejoin socket path \"", socket_path, "\""));
   }
-  struct sockaddr_un address = {};
-  address.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(address.sun_path)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("rejoin socket path ", path, " is too long (", path.size(),
-                     " bytes; a Unix socket path has at most ",
-                     sizeof(address.sun_path) - 1, ")"));
-  }
-  std::memcpy(address.sun_path, path.data(), path.size());
   {
     absl::MutexLock lock(&mu_);
     if (listening_ || closing_) {
@@ -302,36 +337,20 @@ absl::Status ProcChannels::Listen(const std::string& socket_path, mode_t mode,
   } else if (errno != ENOENT) {
     return fail(absl::ErrnoToStatus(errno, absl::StrCat("lstat ", path)));
   }
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) {
-    return fail(absl::ErrnoToStatus(errno, "socket for the rejoin socket"));
+  absl::StatusOr<int> listening = ListenUnix(path, mode);
+  if (!listening.ok()) {
+    return fail(absl::Status(
+        listening.status().code(),
+        absl::StrCat("rejoin socket: ", listening.status().message())));
   }
+  const int fd = *listening;
   auto fail_bound = [&](absl::Status status) {
     close(fd);
     unlink(path.c_str());
     return fail(std::move(status));
   };
-  if (bind(fd, reinterpret_cast<const struct sockaddr*>(&address),
-           sizeof(address)) != 0) {
-    int saved = errno;
-    close(fd);
-    return fail(absl::ErrnoToStatus(
-        saved, absl::StrCat("binding rejoin socket ", path)));
-  }
-  if (chmod(path.c_str(), mode) != 0) {
-    return fail_bound(absl::ErrnoToStatus(errno, absl::StrCat("chmod ", path)));
-  }
-  if (group.has_value() &&
-      chown(path.c_str(), static_cast<uid_t>(-1), *group) != 0) {
-    return fail_bound(absl::ErrnoToStatus(
-        errno, absl::StrCat("chown ", path, " to group ", *group)));
-  }
   if (lstat(path.c_str(), &st) != 0) {
     return fail_bound(absl::ErrnoToStatus(errno, absl::StrCat("lstat ", path)));
-  }
-  if (listen(fd, SOMAXCONN) != 0) {
-    return fail_bound(
-        absl::ErrnoToStatus(errno, absl::StrCat("listen on ", path)));
   }
   int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake < 0) {
@@ -391,7 +410,7 @@ void ProcChannels::AddRejoinConnection(int fd) {
   }
   auto child = std::make_shared<Child>();
   child->rejoin = true;
-  child->loop = loop_.get();
+  child->owner = this;
   child->stage = Child::Stage::kRejoinFirst;
   child->pid = peer.pid;
   child->peer_uid = peer.uid;

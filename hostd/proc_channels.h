@@ -62,6 +62,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lib/channel/frame_channel.h"
 #include "lib/channel/proc_channel.h"
 #include "lib/event/event_loop.h"
 #include "proto/proc_channel.pb.h"
@@ -158,14 +159,14 @@ class ProcChannels {
 
   // Serves the rejoin socket at `socket_path` (made absolute; a stale
   // socket there is unlinked; anything else there is FAILED_PRECONDITION):
-  // bound with permissions `mode` and, if given, group `group`. Welcomes
+  // bound with permissions `mode` (ListenUnix). Welcomes
   // sent from now on name it. Each connection's first frame must be a
   // Rejoin within Options.rejoin_first_frame_timeout, else it is closed; a
   // Rejoin of another protocol version is refused naming both versions.
   // For a Rejoin the channels make the next secret and run `handler` on the
   // connection's thread. FAILED_PRECONDITION if already listening.
   absl::Status Listen(const std::string& socket_path, mode_t mode,
-                      std::optional<gid_t> group, RejoinHandler handler);
+                      RejoinHandler handler);
 
   // Accepts rejoin `id` as proc `name` (rank `rank`): sends Rejoined{next
   // secret, host}; on the proc's Ready, callbacks.on_registered(peer pid)
@@ -256,9 +257,31 @@ class ProcChannels {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Finish(uint64_t request_id, absl::StatusOr<v1::ProcResponse> result);
 
+  // Counts a channel callback under way (the destructor waits for none).
+  class InCallback {
+   public:
+    explicit InCallback(ProcChannels* channels);
+    ~InCallback();
+
+   private:
+    ProcChannels* const channels_;
+  };
+  // Takes a closed channel whose child is gone; it is destroyed on the loop
+  // (BuryAll), or by the destructor once the loop is gone.
+  void Bury(std::unique_ptr<FrameChannel> channel);
+  void BuryAll();
+
   const Options options_;
   std::unique_ptr<EventLoop> loop_;
   const std::shared_ptr<Alive> alive_;
+
+  // Closed channels waiting to be destroyed. Its own lock: a child may go
+  // (and bury its channel) while mu_ is held.
+  absl::Mutex graveyard_mu_;
+  std::vector<std::unique_ptr<FrameChannel>> graveyard_
+      ABSL_GUARDED_BY(graveyard_mu_);
+  bool bury_posted_ ABSL_GUARDED_BY(graveyard_mu_) = false;
+  bool loop_closed_ ABSL_GUARDED_BY(graveyard_mu_) = false;
 
   absl::Mutex mu_;
   std::string host_address_ ABSL_GUARDED_BY(mu_);
@@ -271,6 +294,8 @@ class ProcChannels {
   std::map<uint64_t, Pending> pending_ ABSL_GUARDED_BY(mu_);
   uint64_t next_request_ ABSL_GUARDED_BY(mu_) = 1;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  // Channel callbacks running now (InCallback).
+  int active_callbacks_ ABSL_GUARDED_BY(mu_) = 0;
   // The rejoin socket (Listen): its absolute path ("" until Listen).
   std::string rejoin_socket_ ABSL_GUARDED_BY(mu_);
   RejoinHandler on_rejoin_ ABSL_GUARDED_BY(mu_);

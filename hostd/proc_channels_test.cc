@@ -6,7 +6,6 @@
 
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -22,6 +21,8 @@
 #include "catch2/catch.hpp"
 #include "lib/auth/sha256.h"
 #include "lib/channel/frame_channel.h"
+#include "lib/channel/unix_socket.h"
+#include "lib/testing/collected.h"
 #include "lib/testing/temp_dir.h"
 #include "proto/proc_channel.pb.h"
 
@@ -33,35 +34,7 @@ constexpr uint32_t kVersion = v1::PROC_CHANNEL_VERSION_CURRENT;
 // How long "nothing happens" is watched for.
 constexpr absl::Duration kQuiet = absl::Milliseconds(200);
 
-// Collects what arrives, in order. Thread-safe.
-template <typename T>
-class Collected {
- public:
-  void Add(T item) {
-    absl::MutexLock lock(&mu_);
-    items_.push_back(std::move(item));
-  }
-  // True once at least `n` arrived.
-  bool WaitFor(size_t n, absl::Duration timeout = absl::Seconds(20)) {
-    absl::MutexLock lock(&mu_);
-    auto ready = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return items_.size() >= n;
-    };
-    return mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
-  }
-  std::vector<T> items() {
-    absl::MutexLock lock(&mu_);
-    return items_;
-  }
-  size_t size() {
-    absl::MutexLock lock(&mu_);
-    return items_.size();
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<T> items_ ABSL_GUARDED_BY(mu_);
-};
+using testing::Collected;
 
 // The proc side of one channel: records every HostFrame and sends what the
 // test tells it to.
@@ -82,15 +55,9 @@ class FakeProc {
 
   // Connects to the rejoin socket at `path`.
   static std::unique_ptr<FakeProc> Dial(const std::string& path) {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd >= 0);
-    struct sockaddr_un address = {};
-    address.sun_family = AF_UNIX;
-    REQUIRE(path.size() < sizeof(address.sun_path));
-    std::memcpy(address.sun_path, path.data(), path.size());
-    REQUIRE(connect(fd, reinterpret_cast<struct sockaddr*>(&address),
-                    sizeof(address)) == 0);
-    return std::make_unique<FakeProc>(fd);
+    absl::StatusOr<int> fd = DialUnix(path);
+    REQUIRE(fd.ok());
+    return std::make_unique<FakeProc>(*fd);
   }
 
   void Send(const v1::ProcFrame& frame) { REQUIRE(channel_->Send(frame).ok()); }
@@ -166,9 +133,9 @@ struct Host {
     });
     socket = dir.path() + "/procs.sock";
   }
-  void Listen(mode_t mode = 0600, std::optional<gid_t> group = std::nullopt) {
+  void Listen(mode_t mode = 0600) {
     REQUIRE(channels
-                ->Listen(socket, mode, group,
+                ->Listen(socket, mode,
                          [this](ProcChannels::RejoinRequest request) {
                            rejoins.Add(std::move(request));
                          })
@@ -303,35 +270,30 @@ TEST_CASE("a spawned proc of another protocol version is refused naming both") {
 }
 
 TEST_CASE(
-    "Listen binds the rejoin socket with the given mode and group, replaces "
+    "Listen binds the rejoin socket with the given mode, replaces "
     "a stale one, refuses a non-socket and unlinks its own at the end") {
   testing::TempDir dir;
   const std::string path = dir.path() + "/procs.sock";
   {
     ProcChannels stale{ProcChannels::Options()};
     stale.Start(kHost, nullptr);
-    REQUIRE(stale.Listen(path, 0600, std::nullopt, [](auto) {}).ok());
-    CHECK(stale.Listen(path, 0600, std::nullopt, [](auto) {}).code() ==
+    REQUIRE(stale.Listen(path, 0600, [](auto) {}).ok());
+    CHECK(stale.Listen(path, 0600, [](auto) {}).code() ==
           absl::StatusCode::kFailedPrecondition);
   }
   struct stat st;
   CHECK(lstat(path.c_str(), &st) != 0);  // unlinked with its ProcChannels
   // A socket left behind (as by a hostd killed with -9) is replaced.
-  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-  struct sockaddr_un address = {};
-  address.sun_family = AF_UNIX;
-  std::memcpy(address.sun_path, path.data(), path.size());
-  REQUIRE(bind(fd, reinterpret_cast<struct sockaddr*>(&address),
-               sizeof(address)) == 0);
-  close(fd);
+  absl::StatusOr<int> stale = ListenUnix(path, 0600);
+  REQUIRE(stale.ok());
+  close(*stale);
   {
     ProcChannels channels{ProcChannels::Options()};
     channels.Start(kHost, nullptr);
-    REQUIRE(channels.Listen(path, 0640, getgid(), [](auto) {}).ok());
+    REQUIRE(channels.Listen(path, 0640, [](auto) {}).ok());
     REQUIRE(lstat(path.c_str(), &st) == 0);
     CHECK(S_ISSOCK(st.st_mode));
     CHECK((st.st_mode & 0777) == 0640);
-    CHECK(st.st_gid == getgid());
     auto proc = FakeProc::Dial(path);  // it accepts
   }
   const std::string file = dir.path() + "/file";
@@ -340,7 +302,7 @@ TEST_CASE(
   fclose(f);
   ProcChannels channels{ProcChannels::Options()};
   channels.Start(kHost, nullptr);
-  absl::Status status = channels.Listen(file, 0600, std::nullopt, [](auto) {});
+  absl::Status status = channels.Listen(file, 0600, [](auto) {});
   CHECK(status.code() == absl::StatusCode::kFailedPrecondition);
   CHECK(lstat(file.c_str(), &st) == 0);  // not removed
 }

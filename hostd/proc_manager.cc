@@ -6,7 +6,6 @@
 #include <openssl/crypto.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,7 +22,6 @@
 #include "lib/process/exit_cause.h"
 #include "lib/process/process_identity.h"
 #include "lib/process/signals.h"
-#include "proto/proc_table.pb.h"
 
 namespace mesh {
 namespace {
@@ -35,11 +33,11 @@ constexpr size_t kMaxArgs = 1024;
 constexpr size_t kMaxArgBytes = 64 * 1024;
 constexpr size_t kMaxEnv = 1024;
 
-// How a proc that was not this hostd's child ended: its parent (init or
-// systemd) reaped it.
 // Generations reserved ahead in the table (see SetStatus).
 constexpr uint64_t kGenerationBlock = 4096;
 
+// How a proc that was not this hostd's child ended: its parent (init or
+// systemd) reaped it.
 constexpr char kStatusUnknown[] = "ended: exit status unknown (re-adopted)";
 
 // True if `pid` is in the cgroup directory `leaf` (exactly).
@@ -148,6 +146,9 @@ struct ProcManager::Proc {
   bool reported = false;
 
   // What re-adoption needs (kept in the table, proc_table.proto).
+  // The process that said Hello if a bootstrap command forked it (in the
+  // proc's leaf); 0: the spawned one (see TrackedPid). start_time is
+  // TrackedPid's.
   int32_t registered_pid = 0;
   uint64_t start_time = 0;
   std::string verifier;
@@ -229,6 +230,10 @@ ProcManager::~ProcManager() {
     }
   }
   for (uint64_t id : tickets) channels_->Forget(id);
+}
+
+pid_t ProcManager::TrackedPid(const Proc& proc) {
+  return proc.registered_pid != 0 ? proc.registered_pid : proc.state.pid();
 }
 
 ProcManager::Proc* ProcManager::Find(const std::string& name,
@@ -406,11 +411,6 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
       spawn.env.insert(spec.env().begin(), spec.env().end());
       spawn.log_dir = proc->state.log_dir();
       spawn.log_group = options_.log_group;
-      // Its own stderr starts where the file ends now (a name's logs are
-      // shared by its incarnations).
-      struct stat st;
-      const std::string stderr_log = absl::StrCat(spawn.log_dir, "/stderr.log");
-      proc->stderr_offset = stat(stderr_log.c_str(), &st) == 0 ? st.st_size : 0;
       if (!options_.cgroup_parent.empty()) {
         // A leaf per spawn: an earlier incarnation's may still be going.
         spawn.cgroup_parent = options_.cgroup_parent;
@@ -471,9 +471,13 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
     } else {
       proc->ticket_id = ticket->id;
       proc->state.set_pid(*pid);
-      // Fixed at fork: with the pid it names this process for re-adoption.
-      absl::StatusOr<uint64_t> started = ProcessStartTime(*pid);
-      if (started.ok()) proc->start_time = *started;
+      // What names this process to a later hostd, as the supervisor
+      // recorded it at the spawn (start time, where its own stderr begins).
+      if (std::optional<AdoptOptions> identity =
+              supervisor_->AdoptOptionsFor(*pid)) {
+        if (proc->registered_pid == 0) proc->start_time = identity->start_time;
+        proc->stderr_offset = identity->stderr_offset;
+      }
       SaveTableLocked();
       LOG(INFO) << "proc " << name << " spawned: pid " << *pid << " ("
                 << QuoteForError(command)
@@ -527,20 +531,22 @@ void ProcManager::OnHello(const std::string& name, uint64_t incarnation,
   absl::MutexLock lock(&mu_);
   Proc* proc = Find(name, incarnation);
   if (proc == nullptr || IsTerminal(proc->state.status())) return;
-  if (pid != proc->state.pid() && !InLeaf(pid, proc->cgroup)) {
-    // Only the spawned process, or one in its leaf, is the proc: a Hello
-    // could name any pid, and the next hostd would adopt that process.
-    LOG(WARNING) << "proc " << name << " said Hello as pid " << pid
-                 << ", not its spawned pid " << proc->state.pid()
-                 << " or a process of its cgroup; tracking pid "
-                 << proc->state.pid();
-    pid = proc->state.pid();
-  }
-  if (proc->registered_pid != pid) {
-    proc->registered_pid = pid;
-    // A bootstrap command may have forked the proc that says Hello.
-    absl::StatusOr<uint64_t> started = ProcessStartTime(pid);
-    proc->start_time = started.ok() ? *started : 0;
+  if (pid != proc->state.pid()) {
+    if (InLeaf(pid, proc->cgroup)) {
+      // A bootstrap command forked the proc that says Hello: that process
+      // is the one a later hostd re-adopts.
+      proc->registered_pid = pid;
+      absl::StatusOr<uint64_t> started = ProcessStartTime(pid);
+      proc->start_time = started.ok() ? *started : 0;
+    } else if (proc->state.pid() != 0) {
+      // A Hello could name any pid, and the next hostd would adopt that
+      // process: only the spawned one, or one in its leaf, is the proc.
+      LOG(WARNING) << "proc " << name << " said Hello as pid " << pid
+                   << ", not its spawned pid " << proc->state.pid()
+                   << " or a process of its cgroup; tracking pid "
+                   << proc->state.pid();
+    }
+    // Else the spawn is not recorded yet: the spawned process it is.
   }
   proc->verifier = std::move(verifier);
   proc->accepted = true;
@@ -1037,16 +1043,7 @@ void ProcManager::SetPolicy(CommandPolicy policy) {
   policy_ = std::move(next);
 }
 
-void ProcManager::SaveTableLocked(
-    DurableFile::Writer::DurableCallback durable) {
-  if (table_ == nullptr) {
-    // Nothing to wait for; never run a callback under mu_.
-    if (durable) {
-      loop_->Post(
-          [durable = std::move(durable)] { durable(absl::OkStatus()); });
-    }
-    return;
-  }
+v1::ProcTable ProcManager::TableLocked() const {
   v1::ProcTable table;
   table.set_version(v1::PROC_TABLE_VERSION_CURRENT);
   table.set_boot_id(boot_id_);
@@ -1064,11 +1061,30 @@ void ProcManager::SaveTableLocked(
     record.set_verifier(proc->verifier);
     record.set_previous_verifier(proc->previous_verifier);
     record.set_cgroup(proc->cgroup);
-    record.set_protocol_version(v1::PROC_CHANNEL_VERSION_CURRENT);
     record.set_accepted(proc->accepted);
     record.set_stderr_offset(proc->stderr_offset);
   }
-  table_->Save(table.SerializeAsString(), std::move(durable));
+  return table;
+}
+
+void ProcManager::SaveTableLocked(
+    DurableFile::Writer::DurableCallback durable) {
+  if (table_ == nullptr) {
+    // Nothing to wait for; never run a callback under mu_.
+    if (durable) {
+      loop_->Post(
+          [durable = std::move(durable)] { durable(absl::OkStatus()); });
+    }
+    return;
+  }
+  // Serialized once per write, when it starts (not once per change): a
+  // burst of spawns costs a few snapshots of the table, not one each.
+  table_->SaveLatest(
+      [this] {
+        absl::MutexLock lock(&mu_);
+        return TableLocked().SerializeAsString();
+      },
+      std::move(durable));
 }
 
 absl::Status ProcManager::Recover() {
@@ -1152,8 +1168,7 @@ absl::Status ProcManager::Recover() {
         stored.reported = true;  // Its end was told by the earlier hostd.
         continue;
       }
-      const pid_t pid = stored.registered_pid != 0 ? stored.registered_pid
-                                                   : stored.state.pid();
+      const pid_t pid = TrackedPid(stored);
       std::string gone;
       if (pid == 0) {
         gone = "hostd restarted before it was spawned";
@@ -1297,8 +1312,7 @@ absl::Status ProcManager::CheckRejoinLocked(
         absl::StrFormat("proc \"%s\" is not waiting to rejoin (%s)", name,
                         v1::Status_Name(proc.state.status())));
   }
-  const pid_t pid =
-      proc.registered_pid != 0 ? proc.registered_pid : proc.state.pid();
+  const pid_t pid = TrackedPid(proc);
   if (request.peer_pid != pid || rejoin.pid() != pid) {
     return absl::PermissionDeniedError(absl::StrFormat(
         "proc \"%s\" is pid %d; the connection is from pid %d (claiming %d)",

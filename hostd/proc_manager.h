@@ -59,6 +59,7 @@
 #include "lib/store/durable_file.h"
 #include "proto/host.pb.h"
 #include "proto/mailbox.pb.h"
+#include "proto/proc_table.pb.h"
 
 namespace mesh {
 
@@ -224,6 +225,8 @@ class ProcManager {
   absl::Status CheckRejoinLocked(const Proc& proc,
                                  const ProcChannels::RejoinRequest& request)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The table as it is now (what goes on disk).
+  v1::ProcTable TableLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Queues the table for writing; `durable` runs once it is on disk.
   void SaveTableLocked(DurableFile::Writer::DurableCallback durable = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -249,6 +252,9 @@ class ProcManager {
   // Procs not yet STOPPED or FAILED.
   std::vector<const Proc*> LiveLocked() const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The process that is the proc: the one that said Hello if a bootstrap
+  // command forked it, else the spawned one.
+  static pid_t TrackedPid(const Proc& proc);
   Proc* Find(const std::string& name, uint64_t incarnation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <glog/logging.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "lib/channel/unix_socket.h"
 
 namespace mesh {
 namespace {
@@ -36,29 +36,6 @@ constexpr char kNotAccepted[] = "hostd went away before accepting this proc";
 void Wipe(std::string& secret) {
   explicit_bzero(secret.data(), secret.size());
   secret.clear();
-}
-
-// A connected, non-blocking AF_UNIX stream socket to `path`.
-absl::StatusOr<int> DialUnix(const std::string& path) {
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(address.sun_path)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("socket path is ", path.size(), " bytes, at most ",
-                     sizeof(address.sun_path) - 1, " fit"));
-  }
-  std::memcpy(address.sun_path, path.data(), path.size());
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return absl::ErrnoToStatus(errno, "socket(AF_UNIX)");
-  // Non-blocking: a Unix socket connects at once or fails (EAGAIN when the
-  // listener's backlog is full); the dial never blocks the link thread.
-  if (connect(fd, reinterpret_cast<const sockaddr*>(&address),
-              sizeof(address)) != 0) {
-    const int error = errno;
-    close(fd);
-    return absl::ErrnoToStatus(error, "connect");
-  }
-  return fd;
 }
 
 }  // namespace

@@ -40,7 +40,9 @@
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
 #include "lib/auth/credentials.h"
+#include "lib/process/process_identity.h"
 #include "lib/process/supervisor.h"
+#include "lib/process/testing.h"
 #include "lib/testing/skip.h"
 #include "proto/actors.pb.h"
 #include "proto/host.grpc.pb.h"
@@ -443,33 +445,23 @@ TEST_CASE(
 
   const std::string decoy_dir = host->dir() + "/decoy";
   REQUIRE(mkdir(decoy_dir.c_str(), 0700) == 0);
-  SpawnOptions spawn;
-  spawn.path = BinaryPath("decoy");
-  spawn.args = {absl::StrCat(target), decoy_dir};
-  auto launcher_exit = std::make_shared<ExitInfo>();
-  auto launcher_done = std::make_shared<absl::Notification>();
-  absl::StatusOr<pid_t> launcher = host->supervisor().Spawn(
-      spawn, [launcher_exit, launcher_done](const ExitInfo& exit) {
-        *launcher_exit = exit;
-        launcher_done->Notify();
-      });
-  REQUIRE(launcher.ok());
+  const int decoy =
+      testing::SpawnWithPid(target, {BinaryPath("decoy"), decoy_dir});
+  if (decoy == -EPERM) {
+    HOSTMESH_SKIP("clone3 with set_tid is not permitted here");
+  }
+  INFO("SpawnWithPid: " << (decoy < 0 ? strerror(-decoy) : "ok"));
+  REQUIRE(decoy >= 0);
+  // The decoy is the test's child: killed and reaped whatever happens.
+  testing::ChildGuard decoy_guard = testing::ChildGuard::OfPidfd(decoy);
   const absl::Time wait_until = absl::Now() + kSlack;
   while (access((decoy_dir + "/ready").c_str(), F_OK) != 0 &&
-         !launcher_done->HasBeenNotified() && absl::Now() < wait_until) {
+         absl::Now() < wait_until) {
     absl::SleepFor(absl::Milliseconds(10));
   }
-  if (launcher_done->HasBeenNotified() &&
-      launcher_exit->exit_code == std::optional<int>(3)) {
-    HOSTMESH_SKIP("clone3 with set_tid is not permitted here: "
-                  << launcher_exit->stderr_tail);
-  }
-  INFO("decoy launcher: " << (launcher_done->HasBeenNotified()
-                                  ? launcher_exit->stderr_tail
-                                  : std::string("running")));
   REQUIRE(ReadPid(decoy_dir + "/ready") == target);
   REQUIRE(host->Track(target));
-  const uint64_t decoy_start = testing::StartTimeOf(target);
+  const uint64_t decoy_start = ProcessStartTime(target).value_or(0);
 
   REQUIRE(host->Restart().ok());
   v1::WaitProcsResponse ended =
@@ -491,8 +483,10 @@ TEST_CASE(
   CHECK_FALSE(IsAlive(pids["bystander"]));
 
   CHECK(IsAlive(target));
-  CHECK(testing::StartTimeOf(target) == decoy_start);
-  CHECK(testing::StateOf(target) != 'T');
+  absl::StatusOr<ProcStat> decoy_stat = ReadProcStat(target);
+  REQUIRE(decoy_stat.ok());
+  CHECK(decoy_stat->start_time == decoy_start);
+  CHECK(decoy_stat->state != 'T');
   CHECK(ReadText(decoy_dir + "/signals") == "");
 }
 

@@ -27,6 +27,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "glog/logging.h"
+#include "lib/process/process_identity.h"
 
 extern char** environ;
 
@@ -155,6 +156,26 @@ absl::StatusOr<std::string> UnifiedPath(absl::string_view proc_cgroup,
       where, " has no cgroup v2 path (no \"0::\" line in its cgroup file)"));
 }
 
+// The names of the directories (child cgroups) in `dirfd`. 0 or an errno.
+int ListSubdirs(int dirfd, std::vector<std::string>* out) {
+  int list_fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (list_fd < 0) return errno;
+  DIR* d = fdopendir(list_fd);
+  if (d == nullptr) {
+    int err = errno;
+    close(list_fd);
+    return err;
+  }
+  while (struct dirent* e = readdir(d)) {
+    if (e->d_type != DT_DIR) continue;
+    absl::string_view name(e->d_name);
+    if (name == "." || name == "..") continue;
+    out->emplace_back(name);
+  }
+  closedir(d);
+  return 0;
+}
+
 // Pids listed in `dirfd`'s cgroup.procs and, recursively, in cgroups below.
 absl::Status CollectProcs(int dirfd, const std::string& dir, int depth,
                           std::vector<pid_t>* out) {
@@ -173,21 +194,8 @@ absl::Status CollectProcs(int dirfd, const std::string& dir, int depth,
     if (absl::SimpleAtoi(line, &pid) && pid > 0) out->push_back(pid);
   }
   if (depth >= kMaxDepth) return absl::OkStatus();
-  int list_fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (list_fd < 0) return absl::OkStatus();
-  DIR* d = fdopendir(list_fd);
-  if (d == nullptr) {
-    close(list_fd);
-    return absl::OkStatus();
-  }
   std::vector<std::string> subdirs;
-  while (struct dirent* e = readdir(d)) {
-    if (e->d_type != DT_DIR) continue;
-    absl::string_view name(e->d_name);
-    if (name == "." || name == "..") continue;
-    subdirs.emplace_back(name);
-  }
-  closedir(d);
+  if (ListSubdirs(dirfd, &subdirs) != 0) return absl::OkStatus();
   for (const std::string& name : subdirs) {
     Fd sub(openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (sub.get() < 0) continue;
@@ -202,22 +210,10 @@ absl::Status CollectProcs(int dirfd, const std::string& dir, int depth,
 // errno other than ENOENT.
 int RemoveBelow(int dirfd, int depth) {
   if (depth >= kMaxDepth) return EBUSY;
-  int list_fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (list_fd < 0) return errno == ENOENT ? 0 : errno;
-  DIR* d = fdopendir(list_fd);
-  if (d == nullptr) {
-    int err = errno;
-    close(list_fd);
-    return err;
-  }
   std::vector<std::string> subdirs;
-  while (struct dirent* e = readdir(d)) {
-    if (e->d_type != DT_DIR) continue;
-    absl::string_view name(e->d_name);
-    if (name == "." || name == "..") continue;
-    subdirs.emplace_back(name);
+  if (int err = ListSubdirs(dirfd, &subdirs); err != 0) {
+    return err == ENOENT ? 0 : err;
   }
-  closedir(d);
   int first_err = 0;
   for (const std::string& name : subdirs) {
     Fd sub(openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -231,22 +227,6 @@ int RemoveBelow(int dirfd, int depth) {
     }
   }
   return first_err;
-}
-
-// The process group of a live pid (field 5 of /proc/<pid>/stat); -1 if
-// unknown.
-pid_t PgrpOf(pid_t pid) {
-  std::string stat;
-  if (ReadFileAt(AT_FDCWD, absl::StrCat("/proc/", pid, "/stat"), &stat) != 0) {
-    return -1;
-  }
-  size_t paren = stat.rfind(')');
-  if (paren == std::string::npos) return -1;
-  std::vector<absl::string_view> fields = absl::StrSplit(
-      absl::string_view(stat).substr(paren + 1), ' ', absl::SkipWhitespace());
-  int pgrp;
-  if (fields.size() < 3 || !absl::SimpleAtoi(fields[2], &pgrp)) return -1;
-  return pgrp;
 }
 
 // "populated N" of a cgroup.events text; nullopt if absent.
@@ -638,7 +618,10 @@ absl::Status ProcCgroup::Signal(int sig, pid_t except_pgrp) const {
     std::set<pid_t> still(after->begin(), after->end());
     for (auto [pid, pidfd] : pidfds) {
       if (!still.contains(pid)) continue;
-      if (except_pgrp > 0 && PgrpOf(pid) == except_pgrp) continue;
+      if (except_pgrp > 0) {
+        absl::StatusOr<ProcStat> stat = ReadProcStat(pid);
+        if (stat.ok() && stat->pgrp == except_pgrp) continue;
+      }
       if (syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0) != 0 &&
           errno != ESRCH) {
         int err = errno;

@@ -1,197 +1,43 @@
 #include "lib/process/cgroup.h"
 
-#include <dirent.h>
-#include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdio>
-#include <cstring>
-#include <fstream>
-#include <functional>
-#include <iostream>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
+#include "lib/process/process_identity.h"
+#include "lib/process/testing.h"
 #include "lib/testing/skip.h"
 
 namespace mesh {
 namespace {
 
-std::string ReadText(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using testing::Eventually;
+using testing::IgnoresSigterm;
+using testing::PathExists;
+using testing::PidfdExited;
+using testing::PidfdOpen;
+using testing::ReadFile;
+using testing::SessionOf;
+using testing::SubtreeGuard;
+using testing::UniqueName;
 
-bool PathExists(const std::string& path) {
-  struct stat st;
-  return stat(path.c_str(), &st) == 0;
-}
-
-bool Eventually(const std::function<bool()>& done, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() > deadline) return false;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return true;
-}
-
-// Removes a test's cgroup subtree and every process in it whatever the test
-// did, with plain syscalls (not the code under test): cgroup.kill or SIGKILL
-// to every pid listed, reaps the direct children, rmdir deepest first.
-class SubtreeGuard {
- public:
-  explicit SubtreeGuard(std::string dir) : dir_(std::move(dir)) {}
-  ~SubtreeGuard() {
-    KillTree(dir_, 0);
-    bool empty = Eventually(
-        [&] {
-          std::string events = ReadText(dir_ + "/cgroup.events");
-          return events.empty() ||
-                 events.find("populated 0") != std::string::npos;
-        },
-        absl::Seconds(10));
-    if (!empty) std::cerr << "guard: " << dir_ << " still populated\n";
-    for (int pidfd : pidfds_) {
-      siginfo_t info;
-      Eventually(
-          [&] {
-            std::memset(&info, 0, sizeof(info));
-            int rc = waitid(P_PIDFD, static_cast<id_t>(pidfd), &info,
-                            WEXITED | WNOHANG);
-            return rc != 0 || info.si_pid != 0;  // Reaped, or not ours.
-          },
-          absl::Seconds(5));
-      close(pidfd);
-    }
-    bool removed = Eventually(
-        [&] {
-          RemoveTree(dir_, 0);
-          return !PathExists(dir_);
-        },
-        absl::Seconds(5));
-    if (!removed) std::cerr << "guard: cannot remove " << dir_ << "\n";
-  }
-  SubtreeGuard(const SubtreeGuard&) = delete;
-  SubtreeGuard& operator=(const SubtreeGuard&) = delete;
-
-  const std::string& dir() const { return dir_; }
-  // A direct child's pidfd: reaped (if still ours) and closed at the end.
-  void Adopt(int pidfd) { pidfds_.push_back(pidfd); }
-
- private:
-  static std::vector<std::string> Subdirs(const std::string& dir) {
-    std::vector<std::string> out;
-    if (DIR* d = opendir(dir.c_str())) {
-      while (struct dirent* e = readdir(d)) {
-        std::string name = e->d_name;
-        if (e->d_type == DT_DIR && name != "." && name != "..") {
-          out.push_back(dir + "/" + name);
-        }
-      }
-      closedir(d);
-    }
-    return out;
-  }
-  static void KillTree(const std::string& dir, int depth) {
-    if (depth > 16 || !PathExists(dir)) return;
-    if (PathExists(dir + "/cgroup.kill")) {
-      std::ofstream(dir + "/cgroup.kill") << "1";
-    } else {
-      std::istringstream procs(ReadText(dir + "/cgroup.procs"));
-      for (pid_t pid; procs >> pid;) kill(pid, SIGKILL);
-    }
-    for (const std::string& sub : Subdirs(dir)) KillTree(sub, depth + 1);
-  }
-  static void RemoveTree(const std::string& dir, int depth) {
-    if (depth > 16) return;
-    for (const std::string& sub : Subdirs(dir)) RemoveTree(sub, depth + 1);
-    rmdir(dir.c_str());
-  }
-
-  std::string dir_;
-  std::vector<int> pidfds_;
-};
-
-std::string UniqueName(const std::string& what) {
-  static int counter = 0;
-  return absl::StrCat("hostmesh-test-", getpid(), "-", what, "-", counter++);
-}
-
-// The session id and the ignored-signal mask of a live pid.
-pid_t SessionOf(pid_t pid) {
-  std::string stat = ReadText(absl::StrCat("/proc/", pid, "/stat"));
-  size_t paren = stat.rfind(')');
-  if (paren == std::string::npos) return -1;
-  std::istringstream rest(stat.substr(paren + 1));
-  std::string state;
-  pid_t ppid, pgrp, session;
-  if (!(rest >> state >> ppid >> pgrp >> session)) return -1;
-  return session;
-}
+// The process group of a live pid, or -1.
 pid_t PgrpOf(pid_t pid) {
-  std::string stat = ReadText(absl::StrCat("/proc/", pid, "/stat"));
-  size_t paren = stat.rfind(')');
-  if (paren == std::string::npos) return -1;
-  std::istringstream rest(stat.substr(paren + 1));
-  std::string state;
-  pid_t ppid, pgrp;
-  if (!(rest >> state >> ppid >> pgrp)) return -1;
-  return pgrp;
+  absl::StatusOr<ProcStat> stat = ReadProcStat(pid);
+  return stat.ok() ? stat->pgrp : -1;
 }
-bool IgnoresSigterm(pid_t pid) {
-  std::istringstream status(ReadText(absl::StrCat("/proc/", pid, "/status")));
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind("SigIgn:", 0) != 0) continue;
-    uint64_t mask = std::stoull(line.substr(7), nullptr, 16);
-    return (mask >> (SIGTERM - 1)) & 1;
-  }
-  return false;
-}
-
-// True once the process behind `pidfd` has exited.
-bool Exited(int pidfd, absl::Duration wait) {
-  struct pollfd p = {pidfd, POLLIN, 0};
-  return poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(wait))) == 1;
-}
-
-int PidfdOpen(pid_t pid) {
-  return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-}
-
-// The reason a test cannot run here, or "".
-std::string CannotRun() {
-  if (geteuid() != 0) {
-    return absl::StrCat("needs root to create cgroups (euid ", geteuid(), ")");
-  }
-  absl::StatusOr<CgroupRoot> root = CgroupRoot::Find();
-  if (!root.ok())
-    return absl::StrCat("no usable cgroup v2: ", root.status().ToString());
-  return "";
-}
-
-#define REQUIRE_CGROUPS()                               \
-  do {                                                  \
-    std::string cannot_run = CannotRun();               \
-    if (!cannot_run.empty()) HOSTMESH_SKIP(cannot_run); \
-  } while (false)
 
 const std::vector<std::string> kEnv = {"PATH=/usr/local/bin:/usr/bin:/bin"};
 
@@ -262,7 +108,7 @@ TEST_CASE("CgroupRoot finds the cgroup2 mount and this process's cgroup") {
 }
 
 TEST_CASE("CgroupRoot::Create makes the daemon's subtree, clear refusals") {
-  REQUIRE_CGROUPS();
+  HOSTMESH_REQUIRE_CGROUPS();
   auto root = CgroupRoot::Find();
   REQUIRE(root.ok());
   const std::string name = UniqueName("root");
@@ -322,7 +168,7 @@ TEST_CASE("CgroupRoot::Create makes the daemon's subtree, clear refusals") {
 }
 
 TEST_CASE("a child spawned into a leaf runs in it from its first instruction") {
-  REQUIRE_CGROUPS();
+  HOSTMESH_REQUIRE_CGROUPS();
   auto root = CgroupRoot::Find();
   REQUIRE(root.ok());
   SubtreeGuard guard(root->own_dir() + "/" + UniqueName("spawn"));
@@ -385,7 +231,7 @@ TEST_CASE("a child spawned into a leaf runs in it from its first instruction") {
 }
 
 TEST_CASE("SpawnIntoCgroup passes fds and environment, nothing else") {
-  REQUIRE_CGROUPS();
+  HOSTMESH_REQUIRE_CGROUPS();
   auto root = CgroupRoot::Find();
   REQUIRE(root.ok());
   SubtreeGuard guard(root->own_dir() + "/" + UniqueName("fds"));
@@ -508,8 +354,7 @@ void KillsTheEscapee(bool by_signals) {
   }
   absl::SleepFor(absl::Milliseconds(200));
   int survivors = 0;
-  for (int pidfd : pidfds)
-    survivors += Exited(pidfd, absl::ZeroDuration()) ? 0 : 1;
+  for (int pidfd : pidfds) survivors += PidfdExited(pidfd) ? 0 : 1;
   CHECK(survivors == 2);
   CHECK(leaf->Procs().value_or(std::vector<pid_t>{}).size() == 2);
   CHECK_FALSE(leaf->Empty().value_or(true));
@@ -520,7 +365,7 @@ void KillsTheEscapee(bool by_signals) {
   CHECK(leaf->Procs().value_or(std::vector<pid_t>{1}).empty());
   for (size_t i = 0; i < pidfds.size(); ++i) {
     INFO("pid " << before[i]);
-    CHECK(Exited(pidfds[i], absl::Seconds(5)));
+    CHECK(PidfdExited(pidfds[i], absl::Seconds(5)));
     close(pidfds[i]);
   }
   REQUIRE(leaf->Remove().ok());
@@ -528,17 +373,17 @@ void KillsTheEscapee(bool by_signals) {
 }
 
 TEST_CASE("Kill takes a setsid escapee that ignores SIGTERM (cgroup.kill)") {
-  REQUIRE_CGROUPS();
+  HOSTMESH_REQUIRE_CGROUPS();
   KillsTheEscapee(/*by_signals=*/false);
 }
 
 TEST_CASE("the fallback kill (freeze, pidfd SIGKILLs) takes it too") {
-  REQUIRE_CGROUPS();
+  HOSTMESH_REQUIRE_CGROUPS();
   KillsTheEscapee(/*by_signals=*/true);
 }
 
 TEST_CASE("Remove waits for a leaf to empty and refuses a busy one") {
-  REQUIRE_CGROUPS();
+  HOSTMESH_REQUIRE_CGROUPS();
   auto root = CgroupRoot::Find();
   REQUIRE(root.ok());
   SubtreeGuard guard(root->own_dir() + "/" + UniqueName("remove"));
@@ -570,7 +415,7 @@ TEST_CASE("Remove waits for a leaf to empty and refuses a busy one") {
 }
 
 TEST_CASE("limits and OOM counts need their controllers, or say which") {
-  REQUIRE_CGROUPS();
+  HOSTMESH_REQUIRE_CGROUPS();
   auto root = CgroupRoot::Find();
   REQUIRE(root.ok());
   SubtreeGuard guard(root->own_dir() + "/" + UniqueName("limits"));
@@ -581,7 +426,7 @@ TEST_CASE("limits and OOM counts need their controllers, or say which") {
   auto controllers = leaf->Controllers();
   REQUIRE(controllers.ok());
   std::set<std::string> have(controllers->begin(), controllers->end());
-  const std::string listed = ReadText(leaf->dir() + "/cgroup.controllers");
+  const std::string listed = ReadFile(leaf->dir() + "/cgroup.controllers");
   INFO("the leaf's cgroup.controllers: \"" << listed << "\"");
 
   CHECK(leaf->SetLimits({}).ok());
@@ -600,7 +445,7 @@ TEST_CASE("limits and OOM counts need their controllers, or say which") {
                Catch::Contains("memory controller"));
   } else {
     REQUIRE(memory.ok());
-    CHECK(ReadText(leaf->dir() + "/memory.max") == "67108864\n");
+    CHECK(ReadFile(leaf->dir() + "/memory.max") == "67108864\n");
     REQUIRE(events.ok());
     CHECK(events->oom_kill == 0);
   }

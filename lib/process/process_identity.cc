@@ -43,20 +43,31 @@ absl::Status Gone(pid_t pid) {
   return absl::NotFoundError(absl::StrCat("pid ", pid, " is gone"));
 }
 
-// The fields of /proc/<pid>/stat after the command name: index 0 is field 3
-// (state).
-absl::StatusOr<std::vector<absl::string_view>> FieldsAfterComm(
-    absl::string_view stat) {
+}  // namespace
+
+absl::StatusOr<ProcStat> ParseProcStat(absl::string_view stat) {
   size_t paren = stat.rfind(')');
   if (paren == absl::string_view::npos) {
     return absl::InternalError("no ')' in a /proc/<pid>/stat");
   }
-  return std::vector<absl::string_view>(
-      absl::StrSplit(stat.substr(paren + 1), ' ', absl::SkipWhitespace()));
+  // Index 0 is field 3 (state): field N is at N - 3.
+  std::vector<absl::string_view> fields =
+      absl::StrSplit(stat.substr(paren + 1), ' ', absl::SkipWhitespace());
+  ProcStat out;
+  if (fields.size() <= 22 - 3 || fields[0].empty() ||
+      !absl::SimpleAtoi(fields[4 - 3], &out.ppid) ||
+      !absl::SimpleAtoi(fields[5 - 3], &out.pgrp) ||
+      !absl::SimpleAtoi(fields[6 - 3], &out.session) ||
+      !absl::SimpleAtoi(fields[22 - 3], &out.start_time)) {
+    return absl::InternalError(absl::StrCat("cannot parse /proc/<pid>/stat \"",
+                                            stat.substr(0, 200), "\""));
+  }
+  out.state = fields[0][0];
+  return out;
 }
 
-// State (field 3) and start time (field 22) of a live /proc/<pid>/stat.
-absl::Status ReadStat(pid_t pid, char* state, uint64_t* start_time) {
+absl::StatusOr<ProcStat> ReadProcStat(pid_t pid) {
+  if (pid <= 0) return Gone(pid);
   std::string text;
   int err = ReadSmallFile(absl::StrCat("/proc/", pid, "/stat"), &text);
   if (err == ENOENT || err == ESRCH) return Gone(pid);
@@ -64,37 +75,13 @@ absl::Status ReadStat(pid_t pid, char* state, uint64_t* start_time) {
     return absl::ErrnoToStatus(
         err, absl::StrCat("cannot read /proc/", pid, "/stat"));
   }
-  absl::StatusOr<uint64_t> start = StartTimeFromStat(text);
-  if (!start.ok()) return start.status();
-  *start_time = *start;
-  *state = (*FieldsAfterComm(text))[0][0];
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-absl::StatusOr<uint64_t> StartTimeFromStat(absl::string_view stat) {
-  absl::StatusOr<std::vector<absl::string_view>> fields = FieldsAfterComm(stat);
-  if (!fields.ok()) return fields.status();
-  // Field 22 is the 20th after the command name (fields 3, 4, ... 22).
-  constexpr size_t kStartTime = 22 - 3;
-  uint64_t value = 0;
-  if (fields->size() <= kStartTime || (*fields)[0].empty() ||
-      !absl::SimpleAtoi((*fields)[kStartTime], &value)) {
-    return absl::InternalError(
-        absl::StrCat("no start time (field 22) in /proc/<pid>/stat \"",
-                     stat.substr(0, 200), "\""));
-  }
-  return value;
+  return ParseProcStat(text);
 }
 
 absl::StatusOr<uint64_t> ProcessStartTime(pid_t pid) {
-  if (pid <= 0) return Gone(pid);
-  char state;
-  uint64_t start_time;
-  absl::Status read = ReadStat(pid, &state, &start_time);
-  if (!read.ok()) return read;
-  return start_time;
+  absl::StatusOr<ProcStat> stat = ReadProcStat(pid);
+  if (!stat.ok()) return stat.status();
+  return stat->start_time;
 }
 
 absl::StatusOr<std::string> BootId() {
@@ -125,9 +112,10 @@ absl::StatusOr<int> OpenPidfdIfSame(pid_t pid, uint64_t start_time) {
     }
     return ready > 0;
   };
-  char state = '?';
-  uint64_t actual = 0;
-  absl::Status read = ReadStat(pid, &state, &actual);
+  absl::StatusOr<ProcStat> stat = ReadProcStat(pid);
+  absl::Status read = stat.status();
+  const uint64_t actual = stat.ok() ? stat->start_time : 0;
+  const char state = stat.ok() ? stat->state : '?';
   if (read.ok() && actual != start_time) {
     // The pidfd's process may have died and its pid been reused since.
     read = exited() ? Gone(pid)

@@ -17,13 +17,25 @@
 
 namespace mesh {
 
-// Field 22 (starttime) of /proc/<pid>/stat, parsed after the last ')' (a
-// command name may hold spaces and parentheses). NOT_FOUND "pid N is gone"
-// if there is no such process; INTERNAL if the file does not parse.
-absl::StatusOr<uint64_t> ProcessStartTime(pid_t pid);
+// What /proc/<pid>/stat says of a process (the fields this project reads).
+struct ProcStat {
+  char state = '?';         // field 3: R, S, D, Z (zombie), X (dead), ...
+  pid_t ppid = 0;           // field 4
+  pid_t pgrp = 0;           // field 5
+  pid_t session = 0;        // field 6
+  uint64_t start_time = 0;  // field 22: clock ticks after boot
+};
+
+// /proc/<pid>/stat, parsed after the last ')' (a command name may hold
+// spaces and parentheses). NOT_FOUND "pid N is gone" if there is no such
+// process; INTERNAL if the file does not parse. The one reader of that file.
+absl::StatusOr<ProcStat> ReadProcStat(pid_t pid);
 
 // The same from the text of a /proc/<pid>/stat (for tests).
-absl::StatusOr<uint64_t> StartTimeFromStat(absl::string_view stat);
+absl::StatusOr<ProcStat> ParseProcStat(absl::string_view stat);
+
+// ReadProcStat(pid).start_time.
+absl::StatusOr<uint64_t> ProcessStartTime(pid_t pid);
 
 // /proc/sys/kernel/random/boot_id, whitespace trimmed: a record of another
 // boot names no live process.

@@ -1,99 +1,47 @@
 #include "lib/process/process_identity.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <climits>
 #include <cstdint>
-#include <fstream>
-#include <sstream>
 #include <string>
-#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
-#include "lib/process/pid_decoy_testing.h"
+#include "lib/process/testing.h"
 #include "lib/testing/skip.h"
-
-extern char** environ;
 
 namespace mesh {
 namespace {
 
-std::string ReadText(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using testing::ChildGuard;
+using testing::KillAndReap;
+using testing::PidfdExited;
+using testing::ReadFile;
+using testing::StartSleeper;
 
-// Kills and reaps a child of this test when the scope ends, however the test
-// ends (through a pidfd opened while it was unreaped: never a reused pid).
-// Harmless if the child was reaped already.
-class ChildGuard {
- public:
-  explicit ChildGuard(pid_t pid)
-      : pidfd_(static_cast<int>(syscall(SYS_pidfd_open, pid, 0))) {}
-  static ChildGuard OfPidfd(int pidfd) { return ChildGuard(pidfd, true); }
-  ChildGuard(ChildGuard&& other) noexcept
-      : pidfd_(std::exchange(other.pidfd_, -1)) {}
-  ChildGuard(const ChildGuard&) = delete;
-  ChildGuard& operator=(const ChildGuard&) = delete;
-  ~ChildGuard() {
-    if (pidfd_ < 0) return;
-    syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
-    siginfo_t info = {};
-    while (waitid(P_PIDFD, static_cast<id_t>(pidfd_), &info, WEXITED) != 0 &&
-           errno == EINTR) {
-    }
-    close(pidfd_);
-  }
-
- private:
-  ChildGuard(int pidfd, bool) : pidfd_(pidfd) {}
-  int pidfd_;
-};
-
-// A `sleep 1000` child of this process; the test kills and reaps it.
-pid_t StartSleeper() {
-  pid_t pid = 0;
-  char arg0[] = "sleep";
-  char arg1[] = "1000";
-  char* argv[] = {arg0, arg1, nullptr};
-  REQUIRE(posix_spawn(&pid, "/bin/sleep", nullptr, nullptr, argv, environ) ==
-          0);
-  return pid;
-}
-
-void KillAndReap(pid_t pid) {
-  kill(pid, SIGKILL);
-  int status;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-}
-
-bool Readable(int pidfd) {
-  struct pollfd p = {pidfd, POLLIN, 0};
-  return poll(&p, 1, 0) == 1;
-}
-
-TEST_CASE("the start time is field 22, after the last parenthesis") {
+TEST_CASE(
+    "/proc/<pid>/stat is read after the last parenthesis: state, parent, "
+    "group, session and the start time (field 22)") {
   // A command name may hold spaces and ")".
-  std::string stat = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560";
+  std::string stat = "4242 (a) b (c)) S 17 4243 4244 0 -1 4194560";
   for (int field = 10; field <= 21; ++field) absl::StrAppend(&stat, " 0");
   absl::StrAppend(&stat, " 987654321 1000 200\n");
-  auto start = StartTimeFromStat(stat);
-  REQUIRE(start.ok());
-  CHECK(*start == 987654321);
-  CHECK(absl::IsInternal(StartTimeFromStat("4242 (short) S 1 2").status()));
-  CHECK(absl::IsInternal(StartTimeFromStat("no parenthesis").status()));
+  absl::StatusOr<ProcStat> parsed = ParseProcStat(stat);
+  REQUIRE(parsed.ok());
+  CHECK(parsed->state == 'S');
+  CHECK(parsed->ppid == 17);
+  CHECK(parsed->pgrp == 4243);
+  CHECK(parsed->session == 4244);
+  CHECK(parsed->start_time == 987654321);
+  CHECK(absl::IsInternal(ParseProcStat("4242 (short) S 1 2").status()));
+  CHECK(absl::IsInternal(ParseProcStat("no parenthesis").status()));
 }
 
 TEST_CASE("ProcessStartTime reads /proc and says NOT_FOUND for no process") {
@@ -115,7 +63,7 @@ TEST_CASE("BootId is this boot's id, trimmed") {
   auto id = BootId();
   REQUIRE(id.ok());
   CHECK(id->size() == 36);
-  CHECK(*id + "\n" == ReadText("/proc/sys/kernel/random/boot_id"));
+  CHECK(*id + "\n" == ReadFile("/proc/sys/kernel/random/boot_id"));
   CHECK(BootId().value_or("") == *id);
 }
 
@@ -128,12 +76,12 @@ TEST_CASE("OpenPidfdIfSame opens the process that started at that time") {
   SECTION("the right start time gives a pidfd of that process") {
     auto pidfd = OpenPidfdIfSame(pid, *start);
     REQUIRE(pidfd.ok());
-    CHECK_FALSE(Readable(*pidfd));
+    CHECK_FALSE(PidfdExited(*pidfd));
     REQUIRE(syscall(SYS_pidfd_send_signal, *pidfd, SIGKILL, nullptr, 0) == 0);
     int status;
     REQUIRE(waitpid(pid, &status, 0) == pid);
     CHECK(WIFSIGNALED(status));
-    CHECK(Readable(*pidfd));
+    CHECK(PidfdExited(*pidfd));
     close(*pidfd);
   }
   SECTION("another start time is another process") {
@@ -179,7 +127,7 @@ TEST_CASE("a decoy given a dead process's pid is refused") {
   REQUIRE(decoy_start.ok());
   CHECK(*decoy_start != *start);
   CHECK(OpenPidfdIfSame(pid, *decoy_start).ok());  // It is itself.
-  CHECK_FALSE(Readable(decoy));
+  CHECK_FALSE(PidfdExited(decoy));
 }
 
 }  // namespace

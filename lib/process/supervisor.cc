@@ -390,16 +390,6 @@ std::vector<pid_t> OwnChildren() {
   return out;
 }
 
-// The state letter of /proc/<pid>/stat ('?' if unknown).
-char ProcessState(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
-  std::string stat((std::istreambuf_iterator<char>(in)),
-                   std::istreambuf_iterator<char>());
-  size_t paren = stat.rfind(')');
-  if (paren == std::string::npos || paren + 2 >= stat.size()) return '?';
-  return stat[paren + 2];
-}
-
 // Status `status` with " (<context>)" added to its message.
 absl::Status WithContext(const absl::Status& status,
                          const std::string& context) {
@@ -1327,7 +1317,8 @@ void ProcessSupervisor::Impl::ReapOrphans() {
   std::set<pid_t> zombies;
   for (pid_t pid : OwnChildren()) {
     if (TrackedByAnySupervisor(pid)) continue;
-    if (ProcessState(pid) != 'Z') continue;
+    absl::StatusOr<ProcStat> stat = ReadProcStat(pid);
+    if (!stat.ok() || stat->state != 'Z') continue;
     // Seen as a zombie by the last scan too: whoever else in this process
     // might wait for it (code that forked it) had a second to do so.
     if (!zombies_seen_.contains(pid)) {

@@ -3,23 +3,18 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
-#include <functional>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
@@ -34,15 +29,27 @@
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
 #include "lib/process/cgroup.h"
-#include "lib/process/pid_decoy_testing.h"
 #include "lib/process/process_identity.h"
+#include "lib/process/testing.h"
 #include "lib/testing/skip.h"
 #include "lib/testing/temp_dir.h"
 
-extern char** environ;
-
 namespace mesh {
 namespace {
+
+using testing::ChildGuard;
+using testing::Eventually;
+using testing::IgnoresSigterm;
+using testing::KillAndReap;
+using testing::PathExists;
+using testing::PidfdExited;
+using testing::PidfdOpen;
+using testing::PidsIn;
+using testing::ReadFile;
+using testing::SessionOf;
+using testing::StartSleeper;
+using testing::SubtreeGuard;
+using testing::UniqueName;
 
 constexpr absl::Duration kDeadline = absl::Seconds(30);
 
@@ -67,13 +74,6 @@ std::unique_ptr<ProcessSupervisor> NewSupervisor() {
   return std::move(*supervisor);
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 SpawnOptions Shell(const std::string& script) {
   SpawnOptions options;
   options.path = "/bin/sh";
@@ -84,20 +84,13 @@ SpawnOptions Shell(const std::string& script) {
 // True once `pid` no longer exists or is only a zombie (which init reaps).
 bool ProcessGone(pid_t pid) {
   if (kill(pid, 0) != 0 && errno == ESRCH) return true;
-  std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
-  if (stat.empty()) return true;
-  size_t paren = stat.rfind(')');
-  return paren != std::string::npos && paren + 2 < stat.size() &&
-         (stat[paren + 2] == 'Z' || stat[paren + 2] == 'X');
+  absl::StatusOr<ProcStat> stat = ReadProcStat(pid);
+  if (absl::IsNotFound(stat.status())) return true;
+  return stat.ok() && (stat->state == 'Z' || stat->state == 'X');
 }
 
 bool EventuallyGone(pid_t pid) {
-  absl::Time deadline = absl::Now() + kDeadline;
-  while (!ProcessGone(pid)) {
-    if (absl::Now() > deadline) return false;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return true;
+  return Eventually([&] { return ProcessGone(pid); }, kDeadline);
 }
 
 // Waits until `pid`'s stderr tail is non-empty and returns it.
@@ -550,76 +543,10 @@ TEST_CASE("no descriptor leaks after children with logs and a destructor") {
 // ---------------------------------------------------------------------------
 // Restart without loss (issue 9): files, Release, Adopt, leaves, subreaper.
 
-bool Eventually(const std::function<bool()>& done,
-                absl::Duration timeout = kDeadline) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() > deadline) return false;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return true;
-}
-
-bool PathExists(const std::string& path) {
-  struct stat st;
-  return lstat(path.c_str(), &st) == 0;
-}
-
 std::string ReadLink(const std::string& path) {
   char buf[4096];
   ssize_t n = readlink(path.c_str(), buf, sizeof(buf));
   return n < 0 ? "" : std::string(buf, static_cast<size_t>(n));
-}
-
-// True once the process behind `pidfd` has exited.
-bool PidfdExited(int pidfd) {
-  struct pollfd p = {pidfd, POLLIN, 0};
-  return poll(&p, 1, 0) == 1;
-}
-
-// Reaps `pid` if it is (still) a child of this process, waiting for it.
-void ReapIfChild(pid_t pid) {
-  int status;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-}
-
-// Kills and reaps a child of this test when the scope ends, however the test
-// ends (through a pidfd opened while it was unreaped: never a reused pid).
-// Harmless if the child was reaped already.
-class ChildGuard {
- public:
-  explicit ChildGuard(pid_t pid)
-      : pidfd_(static_cast<int>(syscall(SYS_pidfd_open, pid, 0))) {}
-  static ChildGuard OfPidfd(int pidfd) { return ChildGuard(pidfd, true); }
-  ChildGuard(ChildGuard&& other) noexcept
-      : pidfd_(std::exchange(other.pidfd_, -1)) {}
-  ChildGuard(const ChildGuard&) = delete;
-  ChildGuard& operator=(const ChildGuard&) = delete;
-  ~ChildGuard() {
-    if (pidfd_ < 0) return;
-    syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
-    siginfo_t info = {};
-    while (waitid(P_PIDFD, static_cast<id_t>(pidfd_), &info, WEXITED) != 0 &&
-           errno == EINTR) {
-    }
-    close(pidfd_);
-  }
-
- private:
-  ChildGuard(int pidfd, bool) : pidfd_(pidfd) {}
-  int pidfd_;
-};
-
-// A `sleep 1000` child of this test, outside any supervisor.
-pid_t StartSleeper() {
-  pid_t pid = 0;
-  char arg0[] = "sleep";
-  char arg1[] = "1000";
-  char* argv[] = {arg0, arg1, nullptr};
-  REQUIRE(posix_spawn(&pid, "/bin/sleep", nullptr, nullptr, argv, environ) ==
-          0);
-  return pid;
 }
 
 TEST_CASE(
@@ -696,7 +623,7 @@ TEST_CASE("Release kills nothing, also when called from an exit callback") {
                       })
               .ok());
   REQUIRE(released.WaitForNotificationWithTimeout(kDeadline));
-  CHECK(Eventually([&] { return supervisor->LivePids().empty(); }));
+  CHECK(Eventually([&] { return supervisor->LivePids().empty(); }, kDeadline));
   spawn_after = supervisor->Spawn(sleeper, nullptr).status().code();
   CHECK(spawn_after == absl::StatusCode::kFailedPrecondition);
   supervisor.reset();
@@ -778,7 +705,7 @@ TEST_CASE(
   siginfo_t info = {};
   REQUIRE(waitid(P_PID, pid, &info, WEXITED | WNOWAIT) == 0);
   CHECK(absl::IsNotFound(supervisor->Adopt(options, nullptr)));  // A zombie.
-  ReapIfChild(pid);
+  KillAndReap(pid);
   CHECK(absl::IsNotFound(supervisor->Adopt(options, nullptr)));
   CHECK(supervisor->LivePids().empty());
 }
@@ -846,7 +773,8 @@ TEST_CASE("a subreaper reaps an orphaned grandchild, and only that") {
   REQUIRE(grandchild > 0);
   // Reaped: not even a zombie is left.
   CHECK(Eventually(
-      [&] { return !PathExists(absl::StrCat("/proc/", grandchild)); }));
+      [&] { return !PathExists(absl::StrCat("/proc/", grandchild)); },
+      kDeadline));
   supervisor.reset();
   REQUIRE(prctl(PR_GET_CHILD_SUBREAPER, &is, 0, 0, 0) == 0);
   CHECK(is == 0);  // Cleared again.
@@ -856,109 +784,6 @@ TEST_CASE("a subreaper reaps an orphaned grandchild, and only that") {
 
 // ---------------------------------------------------------------------------
 // Leaves (root and cgroup v2; under CI these fail instead of skipping).
-
-// The reason a leaf test cannot run here, or "".
-std::string CannotRunCgroups() {
-  if (geteuid() != 0) {
-    return absl::StrCat("needs root to create cgroups (euid ", geteuid(), ")");
-  }
-  absl::StatusOr<CgroupRoot> root = CgroupRoot::Find();
-  if (!root.ok()) {
-    return absl::StrCat("no usable cgroup v2: ", root.status().ToString());
-  }
-  return "";
-}
-
-#define REQUIRE_CGROUPS()                               \
-  do {                                                  \
-    std::string cannot_run = CannotRunCgroups();        \
-    if (!cannot_run.empty()) HOSTMESH_SKIP(cannot_run); \
-  } while (false)
-
-std::vector<std::string> Subdirs(const std::string& dir) {
-  std::vector<std::string> out;
-  if (DIR* d = opendir(dir.c_str())) {
-    while (struct dirent* e = readdir(d)) {
-      std::string name = e->d_name;
-      if (e->d_type == DT_DIR && name != "." && name != "..") {
-        out.push_back(dir + "/" + name);
-      }
-    }
-    closedir(d);
-  }
-  return out;
-}
-
-std::vector<pid_t> PidsIn(const std::string& dir) {
-  std::vector<pid_t> pids;
-  std::istringstream procs(ReadFile(dir + "/cgroup.procs"));
-  for (pid_t pid; procs >> pid;) pids.push_back(pid);
-  return pids;
-}
-
-// Removes a test's cgroup subtree and whatever runs in it, with plain
-// syscalls (not the code under test).
-class SubtreeGuard {
- public:
-  explicit SubtreeGuard(std::string dir) : dir_(std::move(dir)) {}
-  ~SubtreeGuard() {
-    Kill(dir_, 0);
-    Eventually(
-        [&] {
-          std::string events = ReadFile(dir_ + "/cgroup.events");
-          return events.empty() ||
-                 events.find("populated 0") != std::string::npos;
-        },
-        absl::Seconds(10));
-    Eventually(
-        [&] {
-          Remove(dir_, 0);
-          return !PathExists(dir_);
-        },
-        absl::Seconds(5));
-  }
-  const std::string& dir() const { return dir_; }
-
- private:
-  static void Kill(const std::string& dir, int depth) {
-    if (depth > 16 || !PathExists(dir)) return;
-    std::ofstream(dir + "/cgroup.kill") << "1";
-    for (const std::string& sub : Subdirs(dir)) Kill(sub, depth + 1);
-  }
-  static void Remove(const std::string& dir, int depth) {
-    if (depth > 16) return;
-    for (const std::string& sub : Subdirs(dir)) Remove(sub, depth + 1);
-    rmdir(dir.c_str());
-  }
-  std::string dir_;
-};
-
-std::string UniqueName(const std::string& what) {
-  static int counter = 0;
-  return absl::StrCat("hostmesh-supervisor-test-", getpid(), "-", what, "-",
-                      counter++);
-}
-
-pid_t SessionOf(pid_t pid) {
-  std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
-  size_t paren = stat.rfind(')');
-  if (paren == std::string::npos) return -1;
-  std::istringstream rest(stat.substr(paren + 1));
-  std::string state;
-  pid_t ppid, pgrp, session;
-  if (!(rest >> state >> ppid >> pgrp >> session)) return -1;
-  return session;
-}
-
-bool IgnoresSigterm(pid_t pid) {
-  std::istringstream status(ReadFile(absl::StrCat("/proc/", pid, "/status")));
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind("SigIgn:", 0) != 0) continue;
-    uint64_t mask = std::stoull(line.substr(7), nullptr, 16);
-    return (mask >> (SIGTERM - 1)) & 1;
-  }
-  return false;
-}
 
 std::unique_ptr<ProcessSupervisor> NewSubreaper() {
   auto supervisor =
@@ -970,7 +795,7 @@ std::unique_ptr<ProcessSupervisor> NewSubreaper() {
 TEST_CASE(
     "in a cgroup leaf, a setsid escapee that ignores SIGTERM is gone when "
     "on_exit runs") {
-  REQUIRE_CGROUPS();
+  HOSTMESH_REQUIRE_CGROUPS();
   auto root = CgroupRoot::Find();
   REQUIRE(root.ok());
   SubtreeGuard guard(root->own_dir() + "/" + UniqueName("escapee"));
@@ -1001,18 +826,20 @@ TEST_CASE(
   REQUIRE(pid.ok());
   CHECK(CgroupOfPid(*pid).value_or("") == root->PathOf(leaf_dir));
   std::vector<pid_t> pids;
-  REQUIRE(Eventually([&] {
-    pids = PidsIn(leaf_dir);
-    if (pids.size() != 4) return false;
-    int escaped = 0;
-    for (pid_t p : pids) {
-      if (SessionOf(p) != *pid && IgnoresSigterm(p)) ++escaped;
-    }
-    return escaped == 2;
-  }));
+  REQUIRE(Eventually(
+      [&] {
+        pids = PidsIn(leaf_dir);
+        if (pids.size() != 4) return false;
+        int escaped = 0;
+        for (pid_t p : pids) {
+          if (SessionOf(p) != *pid && IgnoresSigterm(p)) ++escaped;
+        }
+        return escaped == 2;
+      },
+      kDeadline));
   INFO("pids in the leaf: " << absl::StrJoin(pids, " "));
   for (pid_t p : pids) {
-    int pidfd = static_cast<int>(syscall(SYS_pidfd_open, p, 0));
+    int pidfd = PidfdOpen(p);
     REQUIRE(pidfd >= 0);
     pidfds.push_back(pidfd);
   }
@@ -1067,7 +894,7 @@ TEST_CASE(
 TEST_CASE(
     "with a leaf, a signal reaches a setsid escapee too, and SIGKILL takes "
     "the leaf") {
-  REQUIRE_CGROUPS();
+  HOSTMESH_REQUIRE_CGROUPS();
   auto root = CgroupRoot::Find();
   REQUIRE(root.ok());
   SubtreeGuard guard(root->own_dir() + "/" + UniqueName("signal"));
@@ -1089,13 +916,15 @@ TEST_CASE(
   auto pid = supervisor->Spawn(options, waiter.Callback());
   REQUIRE(pid.ok());
   std::vector<pid_t> escapees;
-  REQUIRE(Eventually([&] {
-    escapees.clear();
-    for (pid_t p : PidsIn(*parent + "/p")) {
-      if (SessionOf(p) != *pid && SessionOf(p) > 0) escapees.push_back(p);
-    }
-    return !escapees.empty();
-  }));
+  REQUIRE(Eventually(
+      [&] {
+        escapees.clear();
+        for (pid_t p : PidsIn(*parent + "/p")) {
+          if (SessionOf(p) != *pid && SessionOf(p) > 0) escapees.push_back(p);
+        }
+        return !escapees.empty();
+      },
+      kDeadline));
   absl::SleepFor(absl::Milliseconds(100));  // Its trap is set.
   REQUIRE(supervisor->SignalGroup(*pid, SIGUSR1).ok());
   CHECK(Eventually(
@@ -1109,7 +938,7 @@ TEST_CASE(
   std::vector<pid_t> pids = PidsIn(*parent + "/p");
   std::vector<int> pidfds;
   for (pid_t p : pids) {
-    int pidfd = static_cast<int>(syscall(SYS_pidfd_open, p, 0));
+    int pidfd = PidfdOpen(p);
     if (pidfd >= 0) pidfds.push_back(pidfd);
   }
   REQUIRE(supervisor->SignalGroup(*pid, SIGKILL).ok());
@@ -1128,7 +957,7 @@ TEST_CASE(
 }
 
 TEST_CASE("Spawn errors in a leaf name it and leave no leaf behind") {
-  REQUIRE_CGROUPS();
+  HOSTMESH_REQUIRE_CGROUPS();
   auto root = CgroupRoot::Find();
   REQUIRE(root.ok());
   SubtreeGuard guard(root->own_dir() + "/" + UniqueName("errors"));

@@ -143,13 +143,13 @@ absl::Status WriteTemp(const std::string& temp, absl::string_view contents,
 absl::string_view CrashPointName(CrashPoint point) {
   switch (point) {
     case CrashPoint::kAfterTempWrite:
-      return "after temp write";
+      return "after-temp-write";
     case CrashPoint::kAfterTempFsync:
-      return "after temp fsync";
+      return "after-temp-fsync";
     case CrashPoint::kAfterRename:
-      return "after rename";
+      return "after-rename";
     case CrashPoint::kBeforeDirFsync:
-      return "before dir fsync";
+      return "before-dir-fsync";
   }
   return "unknown crash point";
 }
@@ -252,8 +252,14 @@ DurableFile::Writer::~Writer() {
 }
 
 void DurableFile::Writer::Save(std::string payload, DurableCallback durable) {
+  SaveLatest(
+      [payload = std::move(payload)]() mutable { return std::move(payload); },
+      std::move(durable));
+}
+
+void DurableFile::Writer::SaveLatest(Produce produce, DurableCallback durable) {
   absl::MutexLock lock(&mu_);
-  pending_ = std::move(payload);
+  pending_ = std::move(produce);
   ++saved_;
   ++stats_.saves;
   if (durable) callbacks_.emplace_back(saved_, std::move(durable));
@@ -282,12 +288,13 @@ void DurableFile::Writer::Run() {
   while (true) {
     mu_.Await(absl::Condition(&has_work));
     if (!pending_.has_value()) return;  // stopping, nothing left to write
-    std::string payload = std::move(*pending_);
+    Produce produce = std::move(*pending_);
     pending_.reset();
+    // Made after this is read: it holds every change saved up to here.
     const int64_t sequence = saved_;
 
     mu_.Unlock();
-    absl::Status status = file_.Write(payload);
+    absl::Status status = file_.Write(produce());
     mu_.Lock();
 
     written_ = sequence;

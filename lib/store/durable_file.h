@@ -45,7 +45,13 @@ enum class CrashPoint {
   kBeforeDirFsync,  // directory open, not yet fsynced
 };
 
-// "after temp write", "after temp fsync", "after rename", "before dir fsync".
+// Every CrashPoint, in the order a write reaches them.
+inline constexpr CrashPoint kCrashPoints[] = {
+    CrashPoint::kAfterTempWrite, CrashPoint::kAfterTempFsync,
+    CrashPoint::kAfterRename, CrashPoint::kBeforeDirFsync};
+
+// "after-temp-write", "after-temp-fsync", "after-rename", "before-dir-fsync"
+// (as hostd's --test-crash-at names them).
 absl::string_view CrashPointName(CrashPoint point);
 
 class DurableFile {
@@ -93,7 +99,9 @@ class DurableFile {
 // Threads: Save, Flush and stats may be called from any thread. Writes run
 // on one thread the Writer owns, one at a time. While a write is in flight
 // later payloads replace each other: only the newest is written next, so a
-// burst of Saves costs about two writes, not one per Save.
+// burst of Saves costs about two writes, not one per Save. With SaveLatest
+// the payload is not even made per change: the writer asks for it once,
+// when the write starts.
 //
 // Owner: one Writer per path (in hostd, the proc table's owner), which has
 // it write nothing else. Construction removes a stale <path>.tmp, so Load
@@ -129,6 +137,16 @@ class DurableFile::Writer {
   // Writer is destroyed run from the destructor (after its final write).
   void Save(std::string payload, DurableCallback durable = nullptr);
 
+  // Makes the payload at once.
+  using Produce = std::function<std::string()>;
+  // Like Save, but the payload is made by `produce` on the writer's thread
+  // when the next write starts (without the writer's lock held): it must
+  // return the content as of then, so a burst of changes costs one
+  // serialization per write, not one per change. `produce` must stay
+  // callable until the Writer is destroyed (the destructor's last write may
+  // call it).
+  void SaveLatest(Produce produce, DurableCallback durable = nullptr);
+
   // Waits until everything saved before the call is durable (written, or
   // replaced by a newer payload that was written) and returns the status
   // of the last write that finished: OK, or the error that left the file
@@ -144,7 +162,7 @@ class DurableFile::Writer {
 
   mutable absl::Mutex mu_;
   // The newest payload not yet taken by the writing thread.
-  std::optional<std::string> pending_ ABSL_GUARDED_BY(mu_);
+  std::optional<Produce> pending_ ABSL_GUARDED_BY(mu_);
   // Save calls so far; the sequence number of the newest payload.
   int64_t saved_ ABSL_GUARDED_BY(mu_) = 0;
   // The sequence number of the payload of the last write that finished.

@@ -18,6 +18,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
@@ -388,6 +389,47 @@ TEST_CASE(
   CHECK(seen[1] == Table(3));
   CHECK(seen[2] == Table(3));
   CHECK(writer.stats().writes == 2);
+}
+
+TEST_CASE(
+    "SaveLatest makes the payload once per write, when the write starts, "
+    "however many changes came meanwhile") {
+  testing::TempDir dir;
+  absl::Notification writing;
+  absl::Notification release;
+  DurableFile file(dir.path() + "/procs", [&](CrashPoint point) {
+    if (point != CrashPoint::kAfterTempWrite || writing.HasBeenNotified()) {
+      return;
+    }
+    writing.Notify();
+    release.WaitForNotificationWithTimeout(kDeadline);
+  });
+  absl::Mutex mu;
+  int state = 0;     // What the payload describes; guarded by mu.
+  int produced = 0;  // produce calls; guarded by mu.
+  auto produce = [&] {
+    absl::MutexLock lock(&mu);
+    ++produced;
+    return Table(state);
+  };
+  DurableFile::Writer writer(file);
+  {
+    absl::MutexLock lock(&mu);
+    state = 1;
+  }
+  writer.SaveLatest(produce);
+  REQUIRE(writing.WaitForNotificationWithTimeout(kDeadline));
+  for (int i = 2; i <= 64; ++i) {
+    absl::MutexLock lock(&mu);
+    state = i;
+    writer.SaveLatest(produce);
+  }
+  release.Notify();
+  REQUIRE(writer.Flush().ok());
+  CHECK(*file.Load() == Table(64));
+  CHECK(writer.stats().writes == 2);
+  absl::MutexLock lock(&mu);
+  CHECK(produced == 2);
 }
 
 TEST_CASE("a burst of 64 saves then Flush is far fewer than 64 writes") {

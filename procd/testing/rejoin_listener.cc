@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,30 +10,18 @@
 
 #include "absl/memory/memory.h"
 #include "absl/strings/str_cat.h"
+#include "lib/channel/unix_socket.h"
 
 namespace mesh::testing {
 
 absl::StatusOr<std::unique_ptr<RejoinListener>> RejoinListener::Listen(
     std::string path, Options options) {
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(address.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("path too long: ", path));
-  }
-  std::memcpy(address.sun_path, path.data(), path.size());
   auto listener = absl::WrapUnique(new RejoinListener());
+  absl::StatusOr<int> fd = ListenUnix(path, 0600);
+  if (!fd.ok()) return fd.status();
   listener->path_ = std::move(path);
   listener->options_ = options;
-  listener->listen_fd_ =
-      socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (listener->listen_fd_ < 0) return absl::ErrnoToStatus(errno, "socket");
-  if (bind(listener->listen_fd_, reinterpret_cast<sockaddr*>(&address),
-           sizeof(address)) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("bind ", listener->path_));
-  }
-  if (listen(listener->listen_fd_, 64) != 0) {
-    return absl::ErrnoToStatus(errno, "listen");
-  }
+  listener->listen_fd_ = *fd;
   RejoinListener* raw = listener.get();
   listener->accept_thread_ = std::thread([raw] { raw->AcceptLoop(); });
   return listener;

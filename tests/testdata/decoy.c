@@ -1,33 +1,23 @@
-// decoy: a process that takes a given pid, for tests that a restarted hostd
-// never signals a process merely because it has a dead proc's pid (issue 9,
-// "tracking that cannot be fooled"). Usage:
+// decoy: a process that records every signal it gets, for tests that a
+// restarted hostd never signals a process merely because it has a dead
+// proc's pid (issue 9, "tracking that cannot be fooled"). The test starts it
+// with that pid (SpawnWithPid, lib/process/testing.h: clone3 with set_tid).
+// Usage:
 //
-//   decoy <pid> <dir>
+//   decoy <dir>
 //
-// Forks a child with exactly pid <pid> (clone3 with set_tid: needs
-// CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE, i.e. root, and the pid free: a
-// dead process's pid must have been reaped). The child makes itself a
-// process group leader (pgid = pid, as the proc was, so even a signal to the
-// proc's process group would reach it), catches every catchable signal but
-// SIGCHLD, appending "<signo>\n" to <dir>/signals for each, writes
-// "<pid>\n" to <dir>/ready (temp file + rename) and waits until SIGKILLed.
-// The parent waits for the child and then exits 0.
-//
-// Exit codes: 0 the decoy ran (and was killed); 3 not permitted (EPERM: not
-// root); 4 the pid is taken (EEXIST); 5 another clone3 error (named on
-// stderr); 2 usage.
+// Makes itself a process group leader (pgid = pid, as the proc was, so even
+// a signal to the proc's process group would reach it), catches every
+// catchable signal but SIGCHLD, appending "<signo>\n" to <dir>/signals for
+// each, writes "<pid>\n" to <dir>/ready (temp file + rename) and waits
+// until SIGKILLed. Exit 2: usage; 1: cannot write <dir>/ready.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/sched.h>
 #include <signal.h>
-#include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 static char signals_path[4096];
@@ -81,30 +71,9 @@ static void Decoy(const char* dir) {
 }
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: decoy <pid> <dir>\n");
+  if (argc != 2) {
+    fprintf(stderr, "usage: decoy <dir>\n");
     return 2;
   }
-  pid_t wanted = (pid_t)atoi(argv[1]);
-  if (wanted <= 1) {
-    fprintf(stderr, "decoy: bad pid %s\n", argv[1]);
-    return 2;
-  }
-  struct clone_args args;
-  memset(&args, 0, sizeof(args));
-  args.exit_signal = SIGCHLD;
-  args.set_tid = (uint64_t)(uintptr_t)&wanted;
-  args.set_tid_size = 1;
-  long child = syscall(SYS_clone3, &args, sizeof(args));
-  if (child < 0) {
-    int error = errno;
-    fprintf(stderr, "decoy: clone3 with set_tid=%d: %s\n", (int)wanted,
-            strerror(error));
-    return error == EPERM ? 3 : error == EEXIST ? 4 : 5;
-  }
-  if (child == 0) Decoy(argv[2]);
-  int status = 0;
-  while (waitpid((pid_t)child, &status, 0) < 0 && errno == EINTR) {
-  }
-  return 0;
+  Decoy(argv[1]);
 }

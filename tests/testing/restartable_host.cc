@@ -26,6 +26,7 @@
 #include "absl/synchronization/notification.h"
 #include "catch2/catch.hpp"
 #include "lib/process/cgroup.h"
+#include "lib/process/process_identity.h"
 #include "lib/testing/sockets.h"
 #include "tests/testing/test_host.h"
 
@@ -39,22 +40,6 @@ struct RestartableHost::Run {
 };
 
 namespace {
-
-// The fields of /proc/<pid>/stat after the command name, split.
-std::vector<std::string> StatFields(pid_t pid) {
-  std::string line = ReadText(absl::StrCat("/proc/", pid, "/stat"));
-  size_t close = line.rfind(')');
-  if (close == std::string::npos || close + 2 > line.size()) return {};
-  return absl::StrSplit(absl::StripAsciiWhitespace(line.substr(close + 2)), ' ',
-                        absl::SkipEmpty());
-}
-
-pid_t ParentOf(pid_t pid) {
-  std::vector<std::string> fields = StatFields(pid);
-  pid_t ppid = 0;
-  if (fields.size() < 2 || !absl::SimpleAtoi(fields[1], &ppid)) return 0;
-  return ppid;
-}
 
 int PidfdOpen(pid_t pid) {
   return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
@@ -77,24 +62,6 @@ bool WriteFile(const std::string& path, const std::string& text, mode_t mode) {
   return close(fd) == 0 && ok;
 }
 
-// Every directory under `dir` (itself included), deepest first.
-void DirsDeepestFirst(const std::string& dir, std::vector<std::string>* out) {
-  if (DIR* d = opendir(dir.c_str())) {
-    while (dirent* entry = readdir(d)) {
-      std::string name = entry->d_name;
-      if (name == "." || name == ".." || entry->d_type != DT_DIR) continue;
-      DirsDeepestFirst(dir + "/" + name, out);
-    }
-    closedir(d);
-    out->push_back(dir);
-  }
-}
-
-bool Populated(const std::string& cgroup_dir) {
-  return absl::StrContains(ReadText(cgroup_dir + "/cgroup.events"),
-                           "populated 1");
-}
-
 }  // namespace
 
 std::string ReadText(const std::string& path) {
@@ -102,19 +69,6 @@ std::string ReadText(const std::string& path) {
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
-}
-
-uint64_t StartTimeOf(pid_t pid) {
-  std::vector<std::string> fields = StatFields(pid);
-  uint64_t start = 0;
-  // Field 22 overall is the 20th after the command name (state is 3rd).
-  if (fields.size() < 20 || !absl::SimpleAtoi(fields[19], &start)) return 0;
-  return start;
-}
-
-char StateOf(pid_t pid) {
-  std::vector<std::string> fields = StatFields(pid);
-  return fields.empty() || fields[0].empty() ? 0 : fields[0][0];
 }
 
 bool WaitGone(pid_t pid, absl::Duration timeout) {
@@ -140,11 +94,8 @@ std::unique_ptr<RestartableHost> RestartableHost::Create(Options options) {
   host->runtime_dir_ = host->dir_.path() + "/run";
   host->address_ = ClosedLoopbackAddress();
   auto hostds = ProcessSupervisor::Create();
-  auto helpers = ProcessSupervisor::Create();
   REQUIRE(hostds.ok());
-  REQUIRE(helpers.ok());
   host->hostds_ = *std::move(hostds);
-  host->helpers_ = *std::move(helpers);
   if (host->options_.cgroup) {
     absl::StatusOr<CgroupRoot> root = CgroupRoot::Find();
     if (root.ok() &&
@@ -379,16 +330,15 @@ v1::WaitProcsResponse RestartableHost::Wait(
 }
 
 bool RestartableHost::Track(pid_t pid) {
-  uint64_t start = StartTimeOf(pid);
-  if (start == 0) return false;
-  tracked_.emplace_back(pid, start);
+  absl::StatusOr<uint64_t> start = ProcessStartTime(pid);
+  if (!start.ok()) return false;
+  tracked_.emplace_back(pid, *start);
   return true;
 }
 
 bool RestartableHost::Reap(pid_t pid) {
-  for (ProcessSupervisor* supervisor : {hostds_.get(), helpers_.get()}) {
-    if (supervisor == nullptr) continue;
-    std::vector<pid_t> live = supervisor->LivePids();
+  if (hostds_ != nullptr) {
+    std::vector<pid_t> live = hostds_->LivePids();
     if (std::find(live.begin(), live.end(), pid) != live.end()) return false;
   }
   int status = 0;
@@ -398,9 +348,8 @@ bool RestartableHost::Reap(pid_t pid) {
 
 void RestartableHost::ReapOrphans() {
   std::set<pid_t> supervised;
-  for (ProcessSupervisor* supervisor : {hostds_.get(), helpers_.get()}) {
-    if (supervisor == nullptr) continue;
-    for (pid_t pid : supervisor->LivePids()) supervised.insert(pid);
+  if (hostds_ != nullptr) {
+    for (pid_t pid : hostds_->LivePids()) supervised.insert(pid);
   }
   const pid_t self = getpid();
   DIR* dir = opendir("/proc");
@@ -410,7 +359,8 @@ void RestartableHost::ReapOrphans() {
     if (!absl::SimpleAtoi(entry->d_name, &pid) || supervised.count(pid)) {
       continue;
     }
-    if (StateOf(pid) == 'Z' && ParentOf(pid) == self) {
+    absl::StatusOr<ProcStat> stat = ReadProcStat(pid);
+    if (stat.ok() && stat->state == 'Z' && stat->ppid == self) {
       waitpid(pid, nullptr, WNOHANG);
     }
   }
@@ -418,18 +368,11 @@ void RestartableHost::ReapOrphans() {
 }
 
 std::vector<pid_t> RestartableHost::CgroupPids() const {
-  std::vector<pid_t> pids;
-  if (cgroup_dir_.empty()) return pids;
-  std::vector<std::string> dirs;
-  DirsDeepestFirst(cgroup_dir_, &dirs);
-  for (const std::string& dir : dirs) {
-    for (absl::string_view line :
-         absl::StrSplit(ReadText(dir + "/cgroup.procs"), '\n')) {
-      pid_t pid = 0;
-      if (absl::SimpleAtoi(line, &pid)) pids.push_back(pid);
-    }
-  }
-  return pids;
+  if (cgroup_dir_.empty()) return {};
+  absl::StatusOr<ProcCgroup> subtree = ProcCgroup::Open(cgroup_dir_);
+  absl::StatusOr<std::vector<pid_t>> pids =
+      subtree.ok() ? subtree->Procs() : subtree.status();
+  return pids.ok() ? *pids : std::vector<pid_t>();
 }
 
 void RestartableHost::Cleanup() {
@@ -450,40 +393,29 @@ void RestartableHost::Cleanup() {
   for (const auto& [pid, start] : tracked_) {
     int fd = PidfdOpen(pid);
     if (fd < 0) continue;
-    if (StartTimeOf(pid) == start) {
+    if (ProcessStartTime(pid).value_or(0) == start) {
       syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0);
     }
     close(fd);
   }
-  // Everything in the subtree given to hostd (setsid escapees included).
+  // Everything in the subtree given to hostd (setsid escapees included):
+  // cgroup.kill (or a frozen leaf and pidfds), then every cgroup in it.
   if (!cgroup_dir_.empty() && access(cgroup_dir_.c_str(), F_OK) == 0) {
-    if (!WriteFile(cgroup_dir_ + "/cgroup.kill", "1", 0644)) {
-      for (pid_t pid : CgroupPids()) {
-        int fd = PidfdOpen(pid);
-        if (fd < 0) continue;
-        syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0);
-        close(fd);
-      }
+    absl::StatusOr<ProcCgroup> subtree = ProcCgroup::Open(cgroup_dir_);
+    absl::Status removed = subtree.status();
+    if (subtree.ok()) {
+      removed = subtree->Kill(absl::Seconds(10));
+      if (removed.ok()) removed = subtree->Remove(absl::Seconds(10));
     }
-    absl::Time deadline = absl::Now() + absl::Seconds(10);
-    while (Populated(cgroup_dir_) && absl::Now() < deadline) {
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    std::vector<std::string> dirs;
-    DirsDeepestFirst(cgroup_dir_, &dirs);
-    for (const std::string& dir : dirs) {
-      if (rmdir(dir.c_str()) != 0) {
-        fprintf(stderr, "restartable_host: cannot remove cgroup %s: %s\n",
-                dir.c_str(), strerror(errno));
-      }
+    if (!removed.ok()) {
+      fprintf(stderr, "restartable_host: cannot remove cgroup %s: %s\n",
+              cgroup_dir_.c_str(), std::string(removed.message()).c_str());
     }
   }
   for (const auto& [pid, start] : tracked_) {
     WaitGone(pid, absl::Seconds(5));
     Reap(pid);
   }
-  // Helpers (decoy launchers) go with their process groups.
-  helpers_.reset();
   ReapOrphans();
   hostds_.reset();
 }

@@ -21,8 +21,8 @@
 // (ShutdownHost if it serves, then SIGKILL by pid), every pid the test
 // Track()ed (SIGKILL through a pidfd, only if it is still the process of the
 // recorded start time), everything in the fixture's cgroup subtree
-// (cgroup.kill, then the dirs are removed), helpers the test spawned with
-// supervisor(), and reaps the zombies among its children.
+// (cgroup.kill, then the dirs are removed), and reaps the zombies among its
+// children.
 //
 // Not thread-safe: one test thread drives it (RPC helpers may be called from
 // many threads while no Start/Kill9/Signal runs).
@@ -138,10 +138,6 @@ class RestartableHost {
                              v1::Status min_status,
                              absl::Duration timeout = absl::Seconds(30));
 
-  // A supervisor for helpers the test starts (decoys); its children are
-  // SIGKILLed (by process group) and reaped when the fixture goes.
-  ProcessSupervisor& supervisor() { return *helpers_; }
-
   // Remembers `pid` (with its start time now) as a process of this test:
   // killed at cleanup if still the same process. False if it is gone.
   bool Track(pid_t pid);
@@ -168,7 +164,6 @@ class RestartableHost {
   std::string cgroup_dir_;
   std::string address_;
   std::unique_ptr<ProcessSupervisor> hostds_;
-  std::unique_ptr<ProcessSupervisor> helpers_;
   std::shared_ptr<Run> run_;
   int starts_ = 0;
   bool served_ = false;  // Some start served (the port is ours).
@@ -181,12 +176,6 @@ class RestartableHost {
   std::vector<std::pair<pid_t, uint64_t>> tracked_;  // pid, start time
 };
 
-// Field 22 of /proc/<pid>/stat (start time in clock ticks after boot); 0 if
-// the process is gone.
-uint64_t StartTimeOf(pid_t pid);
-// The process state letter of /proc/<pid>/stat ('R', 'S', 'Z', ...); 0 if
-// gone.
-char StateOf(pid_t pid);
 // Waits until `pid` is gone or a zombie (pidfd, no polling of /proc);
 // false if it still lives after `timeout`.
 bool WaitGone(pid_t pid, absl::Duration timeout);

@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "catch2/catch.hpp"
+#include "lib/process/process_identity.h"
 
 namespace mesh::testing {
 
@@ -163,28 +164,9 @@ v1::WaitProcsResponse TestHost::Wait(const std::vector<std::string>& names,
   return response;
 }
 
-namespace {
-
-// Fields of /proc/<pid>/stat after the command name: state, ppid, pgrp.
-bool ReadStat(pid_t pid, char* state, pid_t* pgrp) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
-  std::string line;
-  if (!std::getline(in, line)) return false;
-  size_t close = line.rfind(')');
-  if (close == std::string::npos) return false;
-  std::istringstream rest(line.substr(close + 2));
-  pid_t ppid = 0;
-  rest >> *state >> ppid >> *pgrp;
-  return static_cast<bool>(rest);
-}
-
-}  // namespace
-
 bool IsAlive(pid_t pid) {
-  char state = 0;
-  pid_t pgrp = 0;
-  return pid > 0 && ReadStat(pid, &state, &pgrp) && state != 'Z' &&
-         state != 'X';
+  absl::StatusOr<ProcStat> stat = ReadProcStat(pid);
+  return stat.ok() && stat->state != 'Z' && stat->state != 'X';
 }
 
 std::vector<pid_t> LiveInGroups(const std::set<pid_t>& pgids) {
@@ -194,9 +176,8 @@ std::vector<pid_t> LiveInGroups(const std::set<pid_t>& pgids) {
   while (dirent* entry = readdir(dir)) {
     pid_t pid = 0;
     if (!absl::SimpleAtoi(entry->d_name, &pid)) continue;
-    char state = 0;
-    pid_t pgrp = 0;
-    if (ReadStat(pid, &state, &pgrp) && state != 'Z' && pgids.count(pgrp)) {
+    absl::StatusOr<ProcStat> stat = ReadProcStat(pid);
+    if (stat.ok() && stat->state != 'Z' && pgids.count(stat->pgrp)) {
       found.push_back(pid);
     }
   }
