@@ -745,7 +745,12 @@ TEST_CASE(
   REQUIRE(host->Signal(SIGHUP).ok());
   absl::SleepFor(absl::Seconds(1));
   CHECK(host->running());
-  CHECK(HostInfoWith(*host, late_token).ok());
+  {
+    grpc::Status kept = HostInfoWith(*host, late_token);
+    INFO(kept.error_code() << " " << kept.error_message() << "\n"
+                           << host->HostdLog());
+    CHECK(kept.ok());
+  }
   CHECK(HostInfoWith(*host, host->credentials().token).ok());
   CHECK(host->pid() == hostd);
   for (int i = 0; i < 4; ++i) {

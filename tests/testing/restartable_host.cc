@@ -144,9 +144,10 @@ std::string RestartableHost::HostdLog() const {
 std::shared_ptr<grpc::Channel> RestartableHost::ChannelWith(
     const ClientCredentials& credentials) const {
   grpc::ChannelArguments args;
-  // A restarted hostd is reached at once, not after a long backoff.
+  // A restarted hostd is reached at once, not after a long backoff. (Not
+  // GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: gRPC uses it as the connect timeout,
+  // and 100 ms to a SETTINGS frame fails calls to a busy hostd.)
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
   return NewAuthedChannel(address_, credentials, args);
 }
