@@ -4,10 +4,12 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -635,9 +637,36 @@ TEST_CASE("a channel may be destroyed from its own callbacks") {
   REQUIRE(holder->destroyed.WaitForNotificationWithTimeout(kWait));
 }
 
+// Runs `fn` in a forked child, which has one thread (ReadFromEnv refuses to
+// touch the environment while a second thread runs), and returns what it
+// returned.
+std::string InSingleThreadedChild(const std::function<std::string()>& fn) {
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return "pipe failed";
+  pid_t child = fork();
+  if (child == 0) {
+    close(out[0]);
+    std::string result = fn();
+    WriteAll(out[1], result);
+    _exit(0);
+  }
+  close(out[1]);
+  std::string result;
+  char buffer[256];
+  ssize_t n;
+  while ((n = read(out[0], buffer, sizeof(buffer))) > 0) {
+    result.append(buffer, n);
+  }
+  close(out[0]);
+  int status = 0;
+  waitpid(child, &status, 0);
+  return result;
+}
+
 TEST_CASE(
     "ReadFromEnv takes the fd and unsets the variable, is nullopt without "
-    "it, and INVALID_ARGUMENT for garbage") {
+    "it, INVALID_ARGUMENT for garbage, and FAILED_PRECONDITION while other "
+    "threads run") {
   ParentSide parent;
   auto registrar = MakeRegistrar();
   absl::StatusOr<Registrar::Ticket> ticket =
@@ -646,38 +675,53 @@ TEST_CASE(
   REQUIRE(setenv(kBootstrapFdEnv, std::to_string(ticket->child_fd).c_str(),
                  1) == 0);
   CHECK(std::string(kBootstrapFdEnv) == "HOSTMESH_PARENT_FD");
-  {
-    absl::StatusOr<std::optional<ParentChannel::Inherited>> inherited =
-        ParentChannel::ReadFromEnv();
-    REQUIRE(inherited.ok());
-    REQUIRE(inherited->has_value());
-    CHECK((*inherited)->info().name() == "h7");
-    CHECK((*inherited)->info().rank() == 7);
-    CHECK(getenv(kBootstrapFdEnv) == nullptr);
-  }
-  // Dropping the Inherited closed the fd.
-  CHECK(fcntl(ticket->child_fd, F_GETFD) == -1);
+  // This process runs the registrar's threads: the variable stays.
+  CHECK(ParentChannel::ReadFromEnv().status().code() ==
+        absl::StatusCode::kFailedPrecondition);
+  CHECK(getenv(kBootstrapFdEnv) != nullptr);
 
-  absl::StatusOr<std::optional<ParentChannel::Inherited>> none =
-      ParentChannel::ReadFromEnv();
-  REQUIRE(none.ok());
-  CHECK_FALSE(none->has_value());
-
-  for (const char* value : {"not-a-number", "1", "-4"}) {
-    INFO(kBootstrapFdEnv << "=" << value);
-    setenv(kBootstrapFdEnv, value, 1);
-    CHECK(ParentChannel::ReadFromEnv().status().code() ==
-          absl::StatusCode::kInvalidArgument);
-    CHECK(getenv(kBootstrapFdEnv) == nullptr);
-  }
+  const int child_fd = ticket->child_fd;
+  CHECK(InSingleThreadedChild([child_fd] {
+          std::string out;
+          {
+            absl::StatusOr<std::optional<ParentChannel::Inherited>> inherited =
+                ParentChannel::ReadFromEnv();
+            if (!inherited.ok()) return inherited.status().ToString();
+            if (!inherited->has_value()) return std::string("none");
+            absl::StrAppend(
+                &out, (*inherited)->info().name(), " ",
+                (*inherited)->info().rank(), " ",
+                getenv(kBootstrapFdEnv) == nullptr ? "unset" : "set");
+          }
+          // Dropping the Inherited closed the fd.
+          absl::StrAppend(&out,
+                          fcntl(child_fd, F_GETFD) == -1 ? " closed" : " open");
+          absl::StatusOr<std::optional<ParentChannel::Inherited>> none =
+              ParentChannel::ReadFromEnv();
+          absl::StrAppend(&out,
+                          none.ok() && !none->has_value() ? " none" : " some");
+          for (const char* value : {"not-a-number", "1", "-4"}) {
+            setenv(kBootstrapFdEnv, value, 1);
+            absl::Status status = ParentChannel::ReadFromEnv().status();
+            absl::StrAppend(
+                &out, " ", value, ":", absl::StatusCodeToString(status.code()),
+                getenv(kBootstrapFdEnv) == nullptr ? ",unset" : ",set");
+          }
+          int pipe_fds[2];
+          if (pipe(pipe_fds) != 0) return out + " pipe failed";
+          close(pipe_fds[1]);  // Not a socket.
+          setenv(kBootstrapFdEnv, std::to_string(pipe_fds[0]).c_str(), 1);
+          absl::StrAppend(&out, " pipe:",
+                          absl::StatusCodeToString(
+                              ParentChannel::ReadFromEnv().status().code()));
+          return out;
+        }) ==
+        "h7 7 unset closed none not-a-number:INVALID_ARGUMENT,unset "
+        "1:INVALID_ARGUMENT,unset -4:INVALID_ARGUMENT,unset "
+        "pipe:INVALID_ARGUMENT");
+  unsetenv(kBootstrapFdEnv);
 
   int fds[2];
-  REQUIRE(pipe(fds) == 0);  // Not a socket.
-  close(fds[1]);
-  setenv(kBootstrapFdEnv, std::to_string(fds[0]).c_str(), 1);
-  CHECK(ParentChannel::ReadFromEnv().status().code() ==
-        absl::StatusCode::kInvalidArgument);
-
   REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
   WriteAll(fds[0], std::string("\x09\x00\x00\x00\xff\xff garbage", 13));
   CHECK(ParentChannel::ReadFromFd(fds[1]).status().code() ==

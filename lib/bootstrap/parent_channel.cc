@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "lib/bootstrap/registrar.h"
 #include "lib/channel/frame_channel.h"
+#include "lib/process/env.h"
 #include "lib/status.h"
 
 namespace mesh {
@@ -301,10 +302,10 @@ absl::StatusOr<ParentChannel::Inherited> ParentChannel::ReadFromFd(
 
 absl::StatusOr<std::optional<ParentChannel::Inherited>>
 ParentChannel::ReadFromEnv(absl::Duration timeout) {
-  const char* value = getenv(kBootstrapFdEnv);
-  if (value == nullptr) return std::optional<Inherited>();
-  const std::string fd_string = value;
-  unsetenv(kBootstrapFdEnv);
+  absl::StatusOr<std::optional<std::string>> taken = TakeEnv(kBootstrapFdEnv);
+  if (!taken.ok()) return taken.status();
+  if (!taken->has_value()) return std::optional<Inherited>();
+  const std::string& fd_string = **taken;
   int fd = -1;
   if (!absl::SimpleAtoi(fd_string, &fd) || fd <= STDERR_FILENO) {
     return absl::InvalidArgumentError(

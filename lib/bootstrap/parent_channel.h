@@ -62,8 +62,8 @@ class ParentChannel {
     v1::BootstrapInfo info_;
   };
 
-  // Takes the fd named in env kBootstrapFdEnv, unsets the variable (first
-  // thing, so call it before starting threads) and reads the BootstrapInfo
+  // Takes the fd named in env kBootstrapFdEnv, unsets the variable (TakeEnv:
+  // FAILED_PRECONDITION once a second thread runs) and reads the BootstrapInfo
   // like ReadFromFd. std::nullopt if the variable is not set (the process
   // was not spawned by a parent). INVALID_ARGUMENT if it is not an fd number.
   static absl::StatusOr<std::optional<Inherited>> ReadFromEnv(

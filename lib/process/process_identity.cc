@@ -58,6 +58,7 @@ absl::StatusOr<ProcStat> ParseProcStat(absl::string_view stat) {
       !absl::SimpleAtoi(fields[4 - 3], &out.ppid) ||
       !absl::SimpleAtoi(fields[5 - 3], &out.pgrp) ||
       !absl::SimpleAtoi(fields[6 - 3], &out.session) ||
+      !absl::SimpleAtoi(fields[20 - 3], &out.num_threads) ||
       !absl::SimpleAtoi(fields[22 - 3], &out.start_time)) {
     return absl::InternalError(absl::StrCat("cannot parse /proc/<pid>/stat \"",
                                             stat.substr(0, 200), "\""));

@@ -23,6 +23,7 @@ struct ProcStat {
   pid_t ppid = 0;           // field 4
   pid_t pgrp = 0;           // field 5
   pid_t session = 0;        // field 6
+  int64_t num_threads = 0;  // field 20
   uint64_t start_time = 0;  // field 22: clock ticks after boot
 };
 

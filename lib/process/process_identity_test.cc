@@ -28,10 +28,12 @@ using testing::StartSleeper;
 
 TEST_CASE(
     "/proc/<pid>/stat is read after the last parenthesis: state, parent, "
-    "group, session and the start time (field 22)") {
+    "group, session, threads (field 20) and the start time (field 22)") {
   // A command name may hold spaces and ")".
   std::string stat = "4242 (a) b (c)) S 17 4243 4244 0 -1 4194560";
-  for (int field = 10; field <= 21; ++field) absl::StrAppend(&stat, " 0");
+  for (int field = 10; field <= 21; ++field) {
+    absl::StrAppend(&stat, field == 20 ? " 3" : " 0");
+  }
   absl::StrAppend(&stat, " 987654321 1000 200\n");
   absl::StatusOr<ProcStat> parsed = ParseProcStat(stat);
   REQUIRE(parsed.ok());
@@ -39,6 +41,7 @@ TEST_CASE(
   CHECK(parsed->ppid == 17);
   CHECK(parsed->pgrp == 4243);
   CHECK(parsed->session == 4244);
+  CHECK(parsed->num_threads == 3);
   CHECK(parsed->start_time == 987654321);
   CHECK(absl::IsInternal(ParseProcStat("4242 (short) S 1 2").status()));
   CHECK(absl::IsInternal(ParseProcStat("no parenthesis").status()));
