@@ -14,13 +14,30 @@
 # still shows up counts as failed.
 #
 # Exits non-zero if anything failed. With HOSTMESH_TEST_SUMMARY set (.ci/run),
-# the closing line is also written to that file.
+# the closing line is also appended to that file.
 set -uo pipefail
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
-testlogs=$(bazel info bazel-testlogs 2>/dev/null || echo bazel-testlogs)
+# Where the test logs are: `info` with the same Bazel, startup options (an
+# --output_base) and --config / --compilation_mode as the test command.
+info=()
+for ((i = 1; i <= $#; i++)); do
+  if [ "${!i}" = test ]; then
+    info=("${@:1:i-1}" info)
+    for arg in "${@:i+1}"; do
+      case "$arg" in
+        --) break ;;
+        --config=* | --compilation_mode=* | -c=*) info+=("$arg") ;;
+      esac
+    done
+    break
+  fi
+done
+testlogs=""
+[ ${#info[@]} -gt 0 ] && testlogs=$("${info[@]}" bazel-testlogs 2>/dev/null)
+[ -n "$testlogs" ] || testlogs=bazel-testlogs
 
 in_ci=0
 case "${CI:-}" in "" | 0 | false) ;; *) in_ci=1 ;; esac
@@ -75,5 +92,5 @@ if [ ${#skip_lines[@]} -gt 0 ]; then
   printf '  %s\n' "${skip_lines[@]}"
 fi
 echo "${passed} passed, ${failed} failed, ${skipped} skipped" |
-  tee ${HOSTMESH_TEST_SUMMARY:+"$HOSTMESH_TEST_SUMMARY"}
+  tee -a ${HOSTMESH_TEST_SUMMARY:+"$HOSTMESH_TEST_SUMMARY"}
 [ "$rc" -eq 0 ] && [ "$failed" -eq 0 ]

@@ -17,9 +17,9 @@
 #include "lib/mailbox/mailbox.h"
 #include "lib/names.h"
 #include "lib/net/host_port.h"
-#include "lib/relay/clock.h"
 #include "lib/relay/relay_stream.h"
 #include "lib/status.h"
+#include "lib/time/clock.h"
 
 namespace mesh {
 namespace internal {
@@ -187,6 +187,11 @@ void Client::SupervisionFrom(const std::string& host,
         << QuoteForError(sender) << " on host " << host << ": "
         << (event.ok() ? "it is about another proc's actor"
                        : event.status().ToString());
+    return;
+  }
+  if (event->cause() == v1::SupervisionEvent::MESSAGE_REFUSED) {
+    // Not an end: a full actor queue dropped a message of ours.
+    LOG_EVERY_N(WARNING, 100) << "client " << id_ << ": " << event->message();
     return;
   }
   absl::MutexLock lock(&streams_mu_);

@@ -5,6 +5,9 @@ set -euo pipefail
 
 PACKAGES=(
   bazel-bootstrap bazel-platforms g++ make
+  # `make check-clang` (clang's -Wthread-safety). `make test-asan` uses g++'s
+  # own sanitizer runtimes (libasan8, libubsan1: dependencies of gcc).
+  clang
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libgoogle-glog-dev libgflags-dev libsystemd-dev
   catch2 libcli11-dev libbenchmark-dev

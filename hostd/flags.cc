@@ -130,8 +130,16 @@ class HostdFlags {
     app.add_option("--max-procs", options_.max_procs, "Live procs at most")
         ->capture_default_str()
         ->check(CLI::PositiveNumber);
+    app.add_option("--max-finished-procs", options_.max_finished_procs,
+                   "Stopped or failed procs remembered at most (in memory "
+                   "and the proc table); the earliest to end is forgotten "
+                   "first")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
     app.add_option("--max-message-bytes", options_.max_message_bytes,
-                   "Largest gRPC message accepted")
+                   "Largest control message: a gRPC request hostd accepts "
+                   "(or an answer it sends), and a frame on a proc's channel "
+                   "either way (plus a little for the frame itself)")
         ->capture_default_str()
         ->check(CLI::PositiveNumber);
     app.add_option("--cgroup", options_.cgroup,

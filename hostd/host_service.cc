@@ -2,9 +2,11 @@
 
 #include <glog/logging.h>
 #include <google/protobuf/util/time_util.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -12,13 +14,13 @@
 #include "lib/names.h"
 #include "lib/resource/status_waiters.h"
 #include "lib/status.h"
+#include "lib/time/clock.h"
+#include "lib/verb_timeouts.h"
 
 namespace mesh {
 namespace {
 
 using google::protobuf::util::TimeUtil;
-
-constexpr absl::Duration kDefaultWait = absl::Seconds(30);
 
 // Finishes `reactor` with `result`, copying the value into `response`.
 template <typename T>
@@ -39,12 +41,84 @@ void KeepOwned(const Principal& caller,
                procs->end());
 }
 
+// One WaitProcs call. A wait the caller cancels (or whose connection goes)
+// is dropped from the manager at once, freeing the call, instead of being
+// held until its own deadline. Finish runs exactly once: from the wait's
+// answer, or from OnCancel if that dropped the wait unanswered. Deletes
+// itself in OnDone, once the handler has let go of it too.
+class WaitCall final : public grpc::ServerUnaryReactor {
+ public:
+  explicit WaitCall(ProcManager* manager) : manager_(manager) {}
+
+  // The manager's id of the wait (ProcManager::Wait's; 0: none, the call
+  // was refused), once it is known; cancels it at once if the call was
+  // cancelled meanwhile. Then the handler lets go of the call.
+  void Started(uint64_t wait_id) {
+    bool cancel;
+    {
+      absl::MutexLock lock(&mu_);
+      wait_id_ = wait_id;
+      cancel = cancelled_;
+    }
+    if (cancel && wait_id != 0) DropWait(wait_id);
+    Unref();
+  }
+
+  void OnCancel() override {
+    uint64_t id;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      id = wait_id_;
+    }
+    if (id != 0) DropWait(id);
+  }
+  void OnDone() override { Unref(); }
+
+ private:
+  void DropWait(uint64_t id) {
+    // False: the answer is on its way and finishes the call.
+    if (manager_->CancelWait(id)) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED,
+                          "the caller cancelled the wait"));
+    }
+  }
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+  ProcManager* const manager_;
+  // The handler's and gRPC's (until OnDone).
+  std::atomic<int> refs_{2};
+  absl::Mutex mu_;
+  uint64_t wait_id_ ABSL_GUARDED_BY(mu_) = 0;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// malloc's count of bytes in use (glibc mallinfo2). It walks every arena
+// under that arena's lock, so it runs at most 4 times a second whoever asks.
+uint64_t HeapBytes() {
+  static absl::Mutex mu(absl::kConstInit);
+  static absl::Duration read_at ABSL_GUARDED_BY(mu) = -absl::InfiniteDuration();
+  static uint64_t bytes ABSL_GUARDED_BY(mu) = 0;
+  absl::MutexLock lock(&mu);
+  const absl::Duration now = MonotonicClock::Real().Now();
+  if (now - read_at >= absl::Milliseconds(250)) {
+    const struct mallinfo2 heap = mallinfo2();
+    bytes = heap.uordblks + heap.hblkhd;
+    read_at = now;
+  }
+  return bytes;
+}
+
 }  // namespace
 
-HostService::HostService(ProcManager* manager, const ServerAuth* auth,
-                         SenderClaims* claims, OwnerLeases* leases, Info info,
+HostService::HostService(ProcManager* manager, const ProcChannels* channels,
+                         const ServerAuth* auth, SenderClaims* claims,
+                         OwnerLeases* leases, Info info,
                          std::function<void()> on_shutdown)
     : manager_(manager),
+      channels_(channels),
       auth_(auth),
       claims_(claims),
       leases_(leases),
@@ -194,47 +268,46 @@ grpc::ServerUnaryReactor* HostService::ListProcs(
 grpc::ServerUnaryReactor* HostService::WaitProcs(
     grpc::CallbackServerContext* context, const v1::WaitProcsRequest* request,
     v1::WaitProcsResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto* call = new WaitCall(manager_);
   std::optional<Principal> caller =
-      Admit(context, reactor, "WaitProcs", {Role::kClient});
-  if (!caller.has_value()) return reactor;
-  for (const std::string& name : request->names()) {
-    absl::Status valid = ValidateName(name, "proc name");
+      Admit(context, call, "WaitProcs", {Role::kClient});
+  absl::Status valid = absl::OkStatus();
+  for (int i = 0; caller.has_value() && valid.ok() && i < request->names_size();
+       ++i) {
+    const std::string& name = request->names(i);
+    valid = ValidateName(name, "proc name");
     if (valid.ok()) valid = MayActOn(*caller, "WaitProcs", name);
-    if (!valid.ok()) {
-      reactor->Finish(ToGrpcStatus(valid));
-      return reactor;
-    }
   }
-  absl::Duration timeout = request->timeout_ms() == 0
-                               ? kDefaultWait
-                               : absl::Milliseconds(request->timeout_ms());
-  absl::Time deadline = absl::Now() + timeout;
-  // Answer a little before the caller's own deadline, so it gets the states.
-  absl::Time call_deadline =
-      absl::FromChrono(context->deadline()) - absl::Milliseconds(50);
-  if (call_deadline < deadline) deadline = call_deadline;
+  if (!caller.has_value() || !valid.ok()) {
+    if (!valid.ok()) call->Finish(ToGrpcStatus(valid));
+    call->Started(0);
+    return call;
+  }
+  const absl::Duration timeout = WaitBudget(
+      *context, TimeoutOr(request->timeout_ms(), kDefaultWaitTimeout));
   // A proc created by another owner while this waited is not shown: a named
   // one refuses the wait, an unnamed one (waiting on all) is left out.
   const bool named = request->names_size() > 0;
-  manager_->Wait(*request, deadline,
-                 [reactor, response, named,
-                  caller = *std::move(caller)](v1::WaitProcsResponse r) {
-                   if (named) {
-                     for (const v1::ProcState& state : r.procs()) {
-                       absl::Status may = AuthorizeOwner(
-                           caller, "WaitProcs", state.name(), state.owner());
-                       if (!may.ok()) {
-                         reactor->Finish(ToGrpcStatus(may));
-                         return;
-                       }
-                     }
-                   }
-                   KeepOwned(caller, r.mutable_procs());
-                   *response = std::move(r);
-                   reactor->Finish(grpc::Status::OK);
-                 });
-  return reactor;
+  uint64_t wait_id = manager_->Wait(
+      *request, timeout,
+      [call, response, named,
+       caller = *std::move(caller)](v1::WaitProcsResponse r) {
+        if (named) {
+          for (const v1::ProcState& state : r.procs()) {
+            absl::Status may = AuthorizeOwner(caller, "WaitProcs", state.name(),
+                                              state.owner());
+            if (!may.ok()) {
+              call->Finish(ToGrpcStatus(may));
+              return;
+            }
+          }
+        }
+        KeepOwned(caller, r.mutable_procs());
+        *response = std::move(r);
+        call->Finish(grpc::Status::OK);
+      });
+  call->Started(wait_id);
+  return call;
 }
 
 grpc::ServerUnaryReactor* HostService::ShutdownHost(
@@ -298,6 +371,10 @@ grpc::ServerUnaryReactor* HostService::GetHostInfo(
   response->set_max_procs(info_.max_procs);
   response->set_state_dir(info_.state_dir);
   response->set_version("0.1.0");
+  response->set_held_waits(static_cast<uint32_t>(manager_->HeldWaits()));
+  response->set_relayed_calls(
+      static_cast<uint32_t>(channels_->PendingRequests()));
+  response->set_heap_bytes(HeapBytes());
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -1,6 +1,8 @@
 // HostService: the mesh.v1.Host gRPC service, a thin adapter over
 // ProcManager. Every method answers through a callback reactor and never
-// blocks a gRPC thread. ShutdownHost's answer is sent before the host is
+// blocks a gRPC thread; a WaitProcs whose caller cancels (or goes away) ends
+// then, CANCELLED, and the manager drops its wait (nothing is held until
+// the wait's own timeout). ShutdownHost's answer is sent before the host is
 // told to exit (through `on_shutdown`). Thread-safe.
 //
 // Authorization (lib/auth): every call names its caller. A client acts on
@@ -28,6 +30,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "hostd/owner_leases.h"
+#include "hostd/proc_channels.h"
 #include "hostd/proc_manager.h"
 #include "hostd/sender_claims.h"
 #include "lib/auth/server_auth.h"
@@ -44,12 +47,13 @@ class HostService final : public v1::Host::CallbackService {
     absl::Duration stop_grace = absl::Seconds(5);
   };
 
-  // `manager`, `auth`, `claims` and `leases` outlive the service.
+  // `manager`, `channels`, `auth`, `claims` and `leases` outlive the
+  // service.
   // `on_shutdown` runs once, after the ShutdownHost answer has been handed
   // to gRPC.
-  HostService(ProcManager* manager, const ServerAuth* auth,
-              SenderClaims* claims, OwnerLeases* leases, Info info,
-              std::function<void()> on_shutdown);
+  HostService(ProcManager* manager, const ProcChannels* channels,
+              const ServerAuth* auth, SenderClaims* claims, OwnerLeases* leases,
+              Info info, std::function<void()> on_shutdown);
 
   // The advertised address, known once the server has bound its port.
   void set_address(const std::string& address);
@@ -94,6 +98,7 @@ class HostService final : public v1::Host::CallbackService {
                         const std::string& name);
 
   ProcManager* const manager_;
+  const ProcChannels* const channels_;
   const ServerAuth* const auth_;
   SenderClaims* const claims_;
   OwnerLeases* const leases_;

@@ -298,7 +298,10 @@ int RunHostd(HostdOptions options) {
   // Each proc's local channel; envelopes from procs go to the router.
   ProcChannels::Options channel_options;
   channel_options.orphan_timeout = options.orphan_timeout;
-  channel_options.max_frame_bytes = kMaxMessageBytes;
+  // The control message cap, for frames either way (the Welcome tells the
+  // proc).
+  channel_options.max_frame_bytes =
+      FrameBytesFor(static_cast<size_t>(options.max_message_bytes));
   auto channels = std::make_unique<ProcChannels>(channel_options);
   // Other hosts, for envelopes routed through them (set once we listen).
   std::unique_ptr<PeerHosts> peers;
@@ -327,6 +330,7 @@ int RunHostd(HostdOptions options) {
   manager_options.registration_timeout = options.registration_timeout;
   manager_options.stop_grace = options.stop_grace;
   manager_options.max_procs = options.max_procs;
+  manager_options.max_finished_procs = options.max_finished_procs;
   manager_options.policy = *policy;
   manager_options.proc_user = proc_user;
   manager_options.log_group = operators_group;
@@ -418,8 +422,8 @@ int RunHostd(HostdOptions options) {
   info.stop_grace = options.stop_grace;
   // ShutdownHost stops the procs through the manager itself; the service
   // calls back once its answer is on its way.
-  HostService service(manager.get(), auth.get(), &claims, leases.get(), info,
-                      [&] {
+  HostService service(manager.get(), channels.get(), auth.get(), &claims,
+                      leases.get(), info, [&] {
                         shutdown_started = true;
                         request_exit();
                       });

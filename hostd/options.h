@@ -29,6 +29,13 @@ struct HostdOptions {
   absl::Duration registration_timeout = absl::Seconds(10);
   absl::Duration stop_grace = absl::Seconds(5);
   int max_procs = 256;
+  // Finished (stopped or failed) procs remembered at most; the earliest to
+  // end is forgotten first (ProcManager::Options).
+  int max_finished_procs = 1024;
+  // The control message cap (gRPC's default): gRPC requests hostd accepts
+  // and answers it sends, envelopes on relay streams, and frames on proc
+  // channels either way (FrameBytesFor, lib/channel/proc_channel.h; procd is
+  // told).
   int max_message_bytes = 4 << 20;
   // How long procs live on after this hostd's channel to them breaks.
   absl::Duration orphan_timeout = absl::Seconds(30);

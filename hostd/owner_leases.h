@@ -30,7 +30,7 @@
 // of an older incarnation than the one held changes nothing, and an end
 // forgets the proc only if it is of the incarnation held.
 //
-// Times come from a MonotonicClock (lib/relay/clock.h; a FakeClock in
+// Times come from a MonotonicClock (lib/time/clock.h; a FakeClock in
 // tests). Thread-safe; `stop` is called without the lock, on the thread of
 // the call that found the lease run out (Check, or StreamEnded/ProcStarted
 // with a zero lease), and must not block. Lock order: this, then `claims`.
@@ -50,7 +50,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "hostd/sender_claims.h"
-#include "lib/relay/clock.h"
+#include "lib/time/clock.h"
 #include "proto/host.pb.h"
 
 namespace mesh {

@@ -11,7 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "catch2/catch.hpp"
 #include "hostd/sender_claims.h"
-#include "lib/relay/clock.h"
+#include "lib/time/clock.h"
 
 namespace mesh {
 namespace {

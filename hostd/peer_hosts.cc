@@ -9,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "lib/mailbox/mailbox.h"
-#include "lib/relay/clock.h"
+#include "lib/time/clock.h"
 
 namespace mesh {
 

@@ -284,6 +284,7 @@ absl::StatusOr<ProcChannels::Ticket> ProcChannels::Expect(
         absl::ToInt64Milliseconds(options_.orphan_timeout)));
     w->set_rejoin_socket(rejoin_socket_);
     w->set_incarnation(incarnation);
+    w->set_max_frame_bytes(options_.max_frame_bytes);
   }
   const uint64_t id = child->id;
   if (absl::Status attached =
@@ -578,6 +579,7 @@ void ProcChannels::AcceptRejoin(uint64_t id, const std::string& name,
     frame.mutable_rejoined()->set_secret(std::move(child->secret));
     child->secret.clear();
     frame.mutable_rejoined()->set_host(host_address_);
+    frame.mutable_rejoined()->set_max_frame_bytes(options_.max_frame_bytes);
   }
   LOG(INFO) << "proc \"" << name << "\" (rank " << rank << ", pid "
             << child->pid << ") rejoined; waiting for its Ready";
@@ -653,7 +655,8 @@ uint64_t ProcChannels::Request(const std::string& proc, v1::ProcRequest request,
     Pending& pending = pending_[id];
     pending.proc = proc;
     pending.done = std::move(done);
-    pending.timer = loop_->PostAt(deadline, [this, id, proc] {
+    // The caller's wall-clock deadline, read once; the timer is monotonic.
+    pending.timer = loop_->PostAfter(deadline - absl::Now(), [this, id, proc] {
       SendCancel(proc, id);
       Finish(id, absl::DeadlineExceededError(absl::StrCat(
                      "proc \"", proc, "\" did not answer in time")));
@@ -677,6 +680,11 @@ void ProcChannels::Cancel(uint64_t id) {
   if (proc.empty()) return;
   Finish(id, absl::CancelledError("the caller is gone"));
   SendCancel(proc, id);
+}
+
+size_t ProcChannels::PendingRequests() const {
+  absl::MutexLock lock(&mu_);
+  return pending_.size();
 }
 
 void ProcChannels::SendCancel(const std::string& proc, uint64_t id) {

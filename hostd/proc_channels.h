@@ -74,10 +74,14 @@ class ProcChannels {
   struct Options {
     // How long a proc whose channel broke lives on (sent in the Welcome).
     absl::Duration orphan_timeout = absl::Seconds(30);
-    // Largest frame either way.
-    size_t max_frame_bytes = 64 << 20;
+    // Largest frame either way (sent in the Welcome, so the proc applies
+    // it too): FrameBytesFor(the control message cap). A larger incoming
+    // frame ends its channel; sending one is INVALID_ARGUMENT, both naming
+    // the cap.
+    size_t max_frame_bytes = kDefaultMaxFrameBytes;
     // Bytes queued for a proc that is not reading before sends to it are
-    // RESOURCE_EXHAUSTED.
+    // RESOURCE_EXHAUSTED (the router answers the envelope's port; nothing
+    // waits).
     size_t max_pending_bytes = 64 << 20;
     // After a registered proc's process is gone (Forget), how long its
     // channel may take to deliver its last frames and EOF before it is cut.
@@ -212,6 +216,8 @@ class ProcChannels {
   // The caller is gone: answers request `id` with CANCELLED (if still
   // pending) and tells the proc to drop it.
   void Cancel(uint64_t id);
+  // Requests relayed and not yet answered.
+  size_t PendingRequests() const;
 
  private:
   struct Child;
@@ -283,7 +289,7 @@ class ProcChannels {
   bool bury_posted_ ABSL_GUARDED_BY(graveyard_mu_) = false;
   bool loop_closed_ ABSL_GUARDED_BY(graveyard_mu_) = false;
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::string host_address_ ABSL_GUARDED_BY(mu_);
   EnvelopeSink on_envelope_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, std::shared_ptr<Child>> children_ ABSL_GUARDED_BY(mu_);

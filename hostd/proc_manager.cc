@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <list>
 #include <optional>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -25,6 +27,16 @@
 
 namespace mesh {
 namespace {
+
+// A proc as a list shows it (ListProcs, a wait on every proc): without its
+// stderr tail (up to 4 KiB each), so the whole history (--max-finished-procs,
+// 1024) and the live procs fit in one message under the 4 MiB cap.
+// GetProcState and a wait that names the proc have the tail.
+v1::ProcState ListedState(const v1::ProcState& state) {
+  v1::ProcState listed = state;
+  listed.clear_stderr_tail();
+  return listed;
+}
 
 using google::protobuf::util::MessageDifferencer;
 using google::protobuf::util::TimeUtil;
@@ -160,15 +172,30 @@ struct ProcManager::Proc {
   bool awaiting_rejoin = false;
   // Recovered: not this hostd's child (its exit status is unknown).
   bool adopted = false;
+  // Terminal: its entry in finished_.
+  bool finished = false;
+  std::list<std::string>::iterator finished_at;
 };
 
 ProcManager::ProcManager(Options options, ProcessSupervisor* supervisor,
                          ProcChannels* channels)
+    : ProcManager(std::move(options),
+                  std::make_unique<SupervisorLauncher>(supervisor), nullptr,
+                  channels) {}
+
+ProcManager::ProcManager(Options options, ProcLauncher* launcher,
+                         ProcChannels* channels)
+    : ProcManager(std::move(options), nullptr, launcher, channels) {}
+
+ProcManager::ProcManager(Options options,
+                         std::unique_ptr<SupervisorLauncher> own,
+                         ProcLauncher* launcher, ProcChannels* channels)
     : options_(std::move(options)),
-      supervisor_(supervisor),
+      own_launcher_(std::move(own)),
+      launcher_(launcher != nullptr ? launcher : own_launcher_.get()),
       channels_(channels),
       policy_(std::make_shared<const CommandPolicy>(options_.policy)),
-      loop_(std::make_unique<EventLoop>()),
+      loop_(std::make_unique<EventLoop>(*options_.clock)),
       waiters_(
           "proc", &mu_, loop_.get(),
           [this](const std::string& name)
@@ -180,7 +207,7 @@ ProcManager::ProcManager(Options options, ProcessSupervisor* supervisor,
           [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
             std::vector<v1::ProcState> states;
             for (const auto& [name, proc] : procs_) {
-              states.push_back(proc->state);
+              states.push_back(ListedState(proc->state));
             }
             return states;
           }) {}
@@ -199,7 +226,7 @@ ProcManager::~ProcManager() {
       }
     }
   }
-  for (pid_t pid : alive) supervisor_->SignalGroup(pid, SIGKILL).IgnoreError();
+  for (pid_t pid : alive) launcher_->SignalGroup(pid, SIGKILL).IgnoreError();
   {
     // Each is reaped by the supervisor, whose callback (OnExit) makes it
     // terminal; only then may the manager go. Released procs live on.
@@ -258,7 +285,6 @@ void ProcManager::SetStatus(Proc& proc, v1::Status status,
   }
   proc.state.set_generation(last_generation_);
   *proc.state.mutable_updated_at() = TimeUtil::GetCurrentTime();
-  SaveTableLocked();
   // The hook first: the leases forget the proc before a caller that waited
   // for its end can create the name again.
   if (ended && options_.on_ended) {
@@ -266,15 +292,46 @@ void ProcManager::SetStatus(Proc& proc, v1::Status status,
         [on_ended = options_.on_ended, state = proc.state,
          incarnation = proc.incarnation] { on_ended(state, incarnation); });
   }
-  if (IsTerminal(status)) {
-    v1::ProcState final_state = proc.state;
-    for (auto& waiter : proc.stop_waiters) {
-      deferred.push_back(
-          [waiter = std::move(waiter), final_state] { waiter(final_state); });
-    }
+  if (ended) AddFinishedLocked(proc, deferred);
+  if (IsTerminal(status) && !proc.stop_waiters.empty()) {
+    // A Stop is answered once its end is in the table: a hostd killed
+    // after the answer restarts knowing the proc STOPPED, not finding it
+    // gone and calling it FAILED.
+    SaveTableLocked([waiters = std::move(proc.stop_waiters),
+                     final_state = proc.state](const absl::Status& saved) {
+      LOG_IF(WARNING, !saved.ok())
+          << "proc " << final_state.name() << " "
+          << v1::Status_Name(final_state.status())
+          << " but the proc table was not written: " << saved;
+      for (const StateCallback& waiter : waiters) waiter(final_state);
+    });
     proc.stop_waiters.clear();
+  } else {
+    SaveTableLocked();
   }
   waiters_.Check(deferred);
+}
+
+void ProcManager::AddFinishedLocked(Proc& proc, Deferred& deferred) {
+  if (proc.finished) return;
+  proc.finished = true;
+  proc.finished_at = finished_.insert(finished_.end(), proc.state.name());
+  const size_t keep =
+      static_cast<size_t>(std::max(1, options_.max_finished_procs));
+  while (finished_.size() > keep) {
+    auto it = procs_.find(finished_.front());
+    finished_.pop_front();
+    // Only a proc that ended (a name re-created since is another proc).
+    if (it == procs_.end() || !it->second->finished) continue;
+    VLOG(1) << "forgetting finished proc " << it->first << " ("
+            << finished_.size() << " finished procs kept)";
+    if (it->second->ticket_id != 0) {
+      deferred.push_back([channels = channels_, id = it->second->ticket_id] {
+        channels->Forget(id);
+      });
+    }
+    procs_.erase(it);
+  }
 }
 
 absl::StatusOr<std::string> ProcManager::CheckRequest(
@@ -355,6 +412,9 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
       state.set_generation(generation);
       state.set_log_dir(absl::StrCat(options_.state_dir, "/procs/", name));
       *state.mutable_created_at() = TimeUtil::GetCurrentTime();
+      if (it != procs_.end() && it->second->finished) {
+        finished_.erase(it->second->finished_at);  // replaced: not kept
+      }
       Proc& stored = *(procs_[name] = std::move(proc));
       SetStatus(stored, v1::INITIALIZING, "spawning", deferred);
       if (options_.on_created) {
@@ -441,10 +501,10 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
   } else {
     spawn.env[kChannelFdEnv] = absl::StrCat(kChannelChildFd);
     spawn.inherit_fds.emplace_back(ticket->child_fd, kChannelChildFd);
-    pid = supervisor_->Spawn(spawn,
-                             [this, name, incarnation](const ExitInfo& info) {
-                               OnExit(name, incarnation, info);
-                             });
+    pid = launcher_->Spawn(spawn,
+                           [this, name, incarnation](const ExitInfo& info) {
+                             OnExit(name, incarnation, info);
+                           });
     close(ticket->child_fd);
   }
 
@@ -474,7 +534,7 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
       // What names this process to a later hostd, as the supervisor
       // recorded it at the spawn (start time, where its own stderr begins).
       if (std::optional<AdoptOptions> identity =
-              supervisor_->AdoptOptionsFor(*pid)) {
+              launcher_->AdoptOptionsFor(*pid)) {
         if (proc->registered_pid == 0) proc->start_time = identity->start_time;
         proc->stderr_offset = identity->stderr_offset;
       }
@@ -501,7 +561,7 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
     }
   }
   if (forget) channels_->Forget(ticket->id);
-  if (kill) supervisor_->SignalGroup(*pid, SIGKILL).IgnoreError();
+  if (kill) launcher_->SignalGroup(*pid, SIGKILL).IgnoreError();
   RunDeferred(deferred);
 }
 
@@ -609,7 +669,7 @@ void ProcManager::OnRegistrationTimeout(const std::string& name,
     pid = proc->state.pid();
     LOG(WARNING) << proc->forced_failure;
   }
-  absl::Status signalled = supervisor_->SignalGroup(pid, SIGKILL);
+  absl::Status signalled = launcher_->SignalGroup(pid, SIGKILL);
   if (!signalled.ok()) VLOG(1) << "SIGKILL of " << name << ": " << signalled;
 }
 
@@ -806,7 +866,7 @@ absl::StatusOr<v1::ProcState> ProcManager::GetState(const std::string& name) {
     state = it->second->state;
   }
   if (!IsTerminal(state.status()) && state.pid() != 0) {
-    state.set_stderr_tail(supervisor_->StderrTail(state.pid()));
+    state.set_stderr_tail(launcher_->StderrTail(state.pid()));
   }
   return state;
 }
@@ -920,26 +980,29 @@ void ProcManager::Escalate(const std::string& name, uint64_t incarnation,
   }
   LOG(INFO) << "sending " << SignalName(signal) << " to proc " << name
             << " (process group " << pid << ")";
-  absl::Status sent = supervisor_->SignalGroup(pid, signal);
+  absl::Status sent = launcher_->SignalGroup(pid, signal);
   if (!sent.ok()) VLOG(1) << "signal to " << name << ": " << sent;
 }
 
 v1::ListProcsResponse ProcManager::List() {
   v1::ListProcsResponse response;
   absl::MutexLock lock(&mu_);
-  for (const auto& [name, proc] : procs_) *response.add_procs() = proc->state;
+  for (const auto& [name, proc] : procs_) {
+    *response.add_procs() = ListedState(proc->state);
+  }
   return response;
 }
 
-void ProcManager::Wait(const v1::WaitProcsRequest& request, absl::Time deadline,
-                       WaitCallback done) {
+uint64_t ProcManager::Wait(const v1::WaitProcsRequest& request,
+                           absl::Duration timeout, WaitCallback done) {
   Deferred deferred;
+  uint64_t id;
   {
     absl::MutexLock lock(&mu_);
-    waiters_.Add(
+    id = waiters_.Add(
         std::vector<std::string>(request.names().begin(),
                                  request.names().end()),
-        request.min_status(), deadline,
+        request.min_status(), timeout,
         [done = std::move(done)](
             absl::StatusOr<StatusWaitResult<v1::ProcState>> result) {
           v1::WaitProcsResponse response;
@@ -954,6 +1017,12 @@ void ProcManager::Wait(const v1::WaitProcsRequest& request, absl::Time deadline,
         deferred);
   }
   RunDeferred(deferred);
+  return id;
+}
+
+bool ProcManager::CancelWait(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  return waiters_.Cancel(id);
 }
 
 void ProcManager::AnswerAllWaits() {
@@ -984,14 +1053,15 @@ void ProcManager::Shutdown(const std::string& reason, absl::Duration grace,
   }
   // Gathers the stops; the last one to finish answers.
   struct Gather {
+    // Set before the stops share it, so without the lock.
+    Gather(size_t remaining, ShutdownCallback done)
+        : remaining(remaining), done(std::move(done)) {}
     absl::Mutex mu;
     v1::ShutdownHostResponse response ABSL_GUARDED_BY(mu);
     size_t remaining ABSL_GUARDED_BY(mu);
     ShutdownCallback done;
   };
-  auto gather = std::make_shared<Gather>();
-  gather->remaining = live.size();
-  gather->done = std::move(done);
+  auto gather = std::make_shared<Gather>(live.size(), std::move(done));
   for (const std::string& name : live) {
     v1::StopProcRequest stop;
     stop.set_name(name);
@@ -1031,6 +1101,13 @@ int ProcManager::LiveProcs() {
   absl::MutexLock lock(&mu_);
   return static_cast<int>(LiveLocked().size());
 }
+
+int ProcManager::HeldWaits() {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(waiters_.pending());
+}
+
+void ProcManager::RunDueTimers() { loop_->RunDue(); }
 
 std::shared_ptr<const CommandPolicy> ProcManager::policy() const {
   absl::MutexLock lock(&policy_mu_);
@@ -1132,6 +1209,8 @@ absl::Status ProcManager::Recover() {
   };
   std::vector<Candidate> candidates;
   Deferred deferred;
+  // Terminal records (generation, name, incarnation), kept as finished below.
+  std::vector<std::tuple<uint64_t, std::string, uint64_t>> ended;
   {
     absl::MutexLock lock(&mu_);
     table_host_ = table.host();
@@ -1166,6 +1245,7 @@ absl::Status ProcManager::Recover() {
       Proc& stored = *(procs_[name] = std::move(proc));
       if (IsTerminal(stored.state.status())) {
         stored.reported = true;  // Its end was told by the earlier hostd.
+        ended.emplace_back(stored.state.generation(), name, stored.incarnation);
         continue;
       }
       const pid_t pid = TrackedPid(stored);
@@ -1191,12 +1271,18 @@ absl::Status ProcManager::Recover() {
       adopt.stderr_offset = stored.stderr_offset;
       candidates.push_back({name, stored.incarnation, std::move(adopt)});
     }
+    // The generation rose with each change: the last change is the end.
+    std::sort(ended.begin(), ended.end());
+    for (const auto& [generation, name, incarnation] : ended) {
+      Proc* proc = Find(name, incarnation);
+      if (proc != nullptr) AddFinishedLocked(*proc, deferred);
+    }
   }
 
   for (Candidate& candidate : candidates) {
     const std::string name = candidate.name;
     const uint64_t incarnation = candidate.incarnation;
-    absl::Status adopted = supervisor_->Adopt(
+    absl::Status adopted = launcher_->Adopt(
         candidate.adopt, [this, name, incarnation](const ExitInfo& info) {
           OnExit(name, incarnation, info);
         });
@@ -1404,7 +1490,7 @@ void ProcManager::OnRejoinTimeout(const std::string& name,
     pid = proc->state.pid();
     LOG(WARNING) << proc->forced_failure;
   }
-  absl::Status signalled = supervisor_->SignalGroup(pid, SIGKILL);
+  absl::Status signalled = launcher_->SignalGroup(pid, SIGKILL);
   LOG_IF(WARNING, !signalled.ok())
       << "SIGKILL of proc " << name << ": " << signalled;
 }

@@ -31,9 +31,20 @@
 // Release() (the restart signal) leaves every proc running for the next
 // hostd.
 //
+// Finished procs: at most Options::max_finished_procs STOPPED or FAILED
+// records are kept (in memory and in the table); the one that ended first
+// goes first, and its name is then NOT_FOUND (and free to create again).
+//
+// Seams: processes are started, signalled and watched through a
+// ProcLauncher (the ProcessSupervisor in hostd, a fake in tests), and every
+// deadline (registration, stop escalation, waits) runs on Options::clock,
+// a MonotonicClock, so proc_manager_test drives the lifecycle with a
+// FakeClock in milliseconds.
+//
 // Every verb answers through a callback, never by blocking the caller; the
 // blocking work (spawn, signals) runs on the manager's own EventLoop. The
-// supervisor and the channels must outlive the manager. Thread-safe.
+// launcher (supervisor), the clock and the channels must outlive the
+// manager. Thread-safe.
 #ifndef HOSTMESH_HOSTD_PROC_MANAGER_H_
 #define HOSTMESH_HOSTD_PROC_MANAGER_H_
 
@@ -41,6 +52,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -57,11 +69,56 @@
 #include "lib/process/supervisor.h"
 #include "lib/resource/status_waiters.h"
 #include "lib/store/durable_file.h"
+#include "lib/time/clock.h"
 #include "proto/host.pb.h"
 #include "proto/mailbox.pb.h"
 #include "proto/proc_table.pb.h"
 
 namespace mesh {
+
+// What ProcManager needs of a process supervisor: start, adopt, signal and
+// watch its procs. Each call promises what ProcessSupervisor's of the same
+// name does (lib/process/supervisor.h): `on_exit` runs once per process, on
+// another thread than the caller's and never under the caller's locks.
+class ProcLauncher {
+ public:
+  using ExitCallback = std::function<void(const ExitInfo&)>;
+  virtual ~ProcLauncher() = default;
+  virtual absl::StatusOr<pid_t> Spawn(const SpawnOptions& options,
+                                      ExitCallback on_exit) = 0;
+  virtual absl::Status Adopt(const AdoptOptions& options,
+                             ExitCallback on_exit) = 0;
+  virtual std::optional<AdoptOptions> AdoptOptionsFor(pid_t pid) = 0;
+  virtual absl::Status SignalGroup(pid_t pid, int sig) = 0;
+  virtual std::string StderrTail(pid_t pid) = 0;
+};
+
+// The real launcher: a ProcessSupervisor (not owned).
+class SupervisorLauncher final : public ProcLauncher {
+ public:
+  explicit SupervisorLauncher(ProcessSupervisor* supervisor)
+      : supervisor_(supervisor) {}
+  absl::StatusOr<pid_t> Spawn(const SpawnOptions& options,
+                              ExitCallback on_exit) override {
+    return supervisor_->Spawn(options, std::move(on_exit));
+  }
+  absl::Status Adopt(const AdoptOptions& options,
+                     ExitCallback on_exit) override {
+    return supervisor_->Adopt(options, std::move(on_exit));
+  }
+  std::optional<AdoptOptions> AdoptOptionsFor(pid_t pid) override {
+    return supervisor_->AdoptOptionsFor(pid);
+  }
+  absl::Status SignalGroup(pid_t pid, int sig) override {
+    return supervisor_->SignalGroup(pid, sig);
+  }
+  std::string StderrTail(pid_t pid) override {
+    return supervisor_->StderrTail(pid);
+  }
+
+ private:
+  ProcessSupervisor* const supervisor_;
+};
 
 class ProcManager {
  public:
@@ -74,6 +131,13 @@ class ProcManager {
     absl::Duration stop_grace = absl::Seconds(5);
     // Live (not yet stopped or failed) procs at most.
     int max_procs = 256;
+    // Finished (STOPPED or FAILED) procs kept at most, in memory and in the
+    // table (--max-finished-procs); the earliest to end is dropped first.
+    // At least 1.
+    int max_finished_procs = 1024;
+    // Every deadline and timer runs on this clock (not owned; a FakeClock
+    // in tests). Wall time is only for the timestamps in ProcState.
+    const MonotonicClock* clock = &MonotonicClock::Real();
     // What callers may run (command_policy.h); checked before anything is
     // spawned or created. The default allows nothing.
     CommandPolicy policy;
@@ -122,6 +186,8 @@ class ProcManager {
 
   ProcManager(Options options, ProcessSupervisor* supervisor,
               ProcChannels* channels);
+  // With any launcher (a fake in tests); `launcher` is not owned.
+  ProcManager(Options options, ProcLauncher* launcher, ProcChannels* channels);
   // SIGKILLs every proc still alive and waits until each is reaped and
   // every supervisor callback (spawn, OnExit) has finished (so none
   // outlives the manager), then answers every pending waiter with the
@@ -186,9 +252,13 @@ class ProcManager {
   // for (ProcExit.requested).
   void OwnerAskedToExit(const std::string& name, const std::string& identity);
   v1::ListProcsResponse List();
-  // Answers when every named proc has status >= min_status, or at deadline.
-  void Wait(const v1::WaitProcsRequest& request, absl::Time deadline,
-            WaitCallback done);
+  // Answers when every named proc has status >= min_status, or `timeout`
+  // from now (on the manager's clock). Returns an id for CancelWait.
+  uint64_t Wait(const v1::WaitProcsRequest& request, absl::Duration timeout,
+                WaitCallback done);
+  // The waiter is gone: drops wait `id` unanswered (its callback never
+  // runs). False if it was answered already (its callback runs or ran).
+  bool CancelWait(uint64_t id);
   // Refuses new procs, stops every live proc in parallel and answers once
   // all are reaped, listing each with how it ended. `requester`: the
   // identity that asked ("" : hostd itself, e.g. on SIGTERM); see StopBy.
@@ -199,6 +269,12 @@ class ProcManager {
   void AnswerAllWaits();
 
   int LiveProcs();
+  // WaitProcs calls held now (answered, timed out or cancelled ones are not).
+  int HeldWaits();
+
+  // Tests: returns once every deadline due by now on Options::clock (and
+  // all work posted before) has run on the manager's loop.
+  void RunDueTimers();
 
   // This hostd's advertised host:port, put into each proc's state (a proc
   // is reached through its host). Set once the server listens.
@@ -206,6 +282,9 @@ class ProcManager {
 
  private:
   struct Proc;
+
+  ProcManager(Options options, std::unique_ptr<SupervisorLauncher> own,
+              ProcLauncher* launcher, ProcChannels* channels);
 
   void SpawnOnLoop(const std::string& name, uint64_t incarnation);
   void StopOnLoop(const std::string& name, const std::string& reason,
@@ -243,9 +322,17 @@ class ProcManager {
   void ReportLostLocked(Proc& proc, uint64_t ticket, Deferred& deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // Changes a proc's status and collects the waiters it satisfies.
+  // Changes a proc's status, saves the table and collects the waiters it
+  // satisfies; the Stop callers of a proc that ended are answered once that
+  // save is durable. A proc that ends is recorded as finished, which may
+  // drop the earliest finished one (never `proc` itself).
   void SetStatus(Proc& proc, v1::Status status, const std::string& reason,
                  Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records terminal `proc` as the latest to finish, then drops the
+  // earliest finished procs beyond Options::max_finished_procs. The caller
+  // saves the table.
+  void AddFinishedLocked(Proc& proc, Deferred& deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Admissible, and the command to run (as the run policy resolved it).
   absl::StatusOr<std::string> CheckRequest(
       const v1::CreateOrUpdateProcRequest& request) const;
@@ -259,11 +346,15 @@ class ProcManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
-  ProcessSupervisor* const supervisor_;
+  // Set by the ProcessSupervisor constructor: the adapter launcher_ uses.
+  std::unique_ptr<SupervisorLauncher> own_launcher_;
+  ProcLauncher* const launcher_;
   ProcChannels* const channels_;
 
   absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Proc>> procs_ ABSL_GUARDED_BY(mu_);
+  // Names of the terminal procs in procs_, the earliest to end first.
+  std::list<std::string> finished_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   std::string host_address_ ABSL_GUARDED_BY(mu_);
   // Set by the destructor: nothing more is spawned.

@@ -11,6 +11,7 @@
 #include "absl/strings/strip.h"
 #include "lib/grpc_status.h"
 #include "lib/names.h"
+#include "lib/verb_timeouts.h"
 
 namespace mesh {
 namespace {
@@ -18,12 +19,6 @@ namespace {
 // How long a verb that does not wait may take at the proc; waits add their
 // own timeout to it.
 constexpr absl::Duration kVerbBound = absl::Seconds(30);
-constexpr absl::Duration kDefaultWait = absl::Seconds(30);
-constexpr absl::Duration kDefaultCall = absl::Seconds(10);
-
-absl::Duration TimeoutOr(uint32_t ms, absl::Duration fallback) {
-  return ms == 0 ? fallback : absl::Milliseconds(ms);
-}
 
 // One relayed call. Deletes itself in OnDone; Finish runs once, from the
 // ProcChannels callback (which always runs: response, deadline, cancel,
@@ -102,12 +97,19 @@ grpc::ServerUnaryReactor* ProcService::Relay(
                                ? absl::UnavailableError(why)
                                : absl::FailedPreconditionError(why));
   }
+  v1::ProcRequest relayed;
+  Request* relayed_request = (relayed.*put)();
+  *relayed_request = request;
+  // A verb that waits (WaitActors, CallActor) is told to answer before the
+  // call's deadline, with what it has; the relay itself gives up at it.
+  if constexpr (requires { relayed_request->set_timeout_ms(1u); }) {
+    wait = WaitBudget(*context, wait);
+    relayed_request->set_timeout_ms(
+        static_cast<uint32_t>(absl::ToInt64Milliseconds(wait)));
+  }
   absl::Time deadline = absl::Now() + wait + kVerbBound;
   absl::Time call_deadline = absl::FromChrono(context->deadline());
   if (call_deadline < deadline) deadline = call_deadline;
-
-  v1::ProcRequest relayed;
-  *(relayed.*put)() = request;
   auto* reactor = new RelayedCall(channels_);
   uint64_t id = channels_->Request(
       proc, std::move(relayed), deadline,
@@ -174,7 +176,7 @@ grpc::ServerUnaryReactor* ProcService::WaitActors(
   return Relay(context, *request, &v1::ProcRequest::mutable_wait_actors,
                &v1::ProcResponse::has_wait_actors,
                &v1::ProcResponse::mutable_wait_actors,
-               TimeoutOr(request->timeout_ms(), kDefaultWait), response);
+               TimeoutOr(request->timeout_ms(), kDefaultWaitTimeout), response);
 }
 
 grpc::ServerUnaryReactor* ProcService::GetProcInfo(
@@ -191,7 +193,7 @@ grpc::ServerUnaryReactor* ProcService::CallActor(
   return Relay(context, *request, &v1::ProcRequest::mutable_call_actor,
                &v1::ProcResponse::has_call_actor,
                &v1::ProcResponse::mutable_call_actor,
-               TimeoutOr(request->timeout_ms(), kDefaultCall), response);
+               TimeoutOr(request->timeout_ms(), kDefaultCallTimeout), response);
 }
 
 }  // namespace mesh

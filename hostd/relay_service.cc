@@ -269,9 +269,12 @@ void RelayService::Tick() {
   const v1::RelayFrame frame = HeartbeatFrame(/*closing=*/false);
   absl::Duration next_beat = options_.clock->Now() + interval;
   for (;;) {
+    // On the monotonic clock: a wall clock stepped back must not stop the
+    // heartbeats (which clients judge this host by).
+    if (ticker_stop_.SleepFor(tick)) return;
     {
       absl::MutexLock lock(&mu_);
-      if (mu_.AwaitWithTimeout(absl::Condition(&shut_down_), tick)) return;
+      if (shut_down_) return;
       const absl::Duration now = options_.clock->Now();
       // Half a tick early is on time (a wait may end a little early).
       const bool beat = beats && now >= next_beat - tick / 2;
@@ -294,6 +297,7 @@ void RelayService::Shutdown() {
     absl::MutexLock lock(&mu_);
     if (!shut_down_) {
       shut_down_ = true;
+      ticker_stop_.Stop();
       if (options_.heartbeat_interval > absl::ZeroDuration()) {
         for (internal::RelayStreamReactor* stream : streams_) {
           stream->WriteLast(HeartbeatFrame(/*closing=*/true));

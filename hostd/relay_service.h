@@ -50,7 +50,8 @@
 #include "hostd/router.h"
 #include "hostd/sender_claims.h"
 #include "lib/auth/server_auth.h"
-#include "lib/relay/clock.h"
+#include "lib/time/clock.h"
+#include "lib/time/sleeper.h"
 #include "proto/host.grpc.pb.h"
 
 namespace mesh {
@@ -123,6 +124,8 @@ class RelayService final : public v1::Relay::CallbackService {
   absl::flat_hash_set<internal::RelayStreamReactor*> streams_
       ABSL_GUARDED_BY(mu_);
   const uint64_t incarnation_;
+  // Ends the ticker's sleep (Shutdown).
+  Sleeper ticker_stop_;
   std::thread ticker_;
 };
 

@@ -47,6 +47,7 @@ std::vector<std::string> ChangesNeedingRestart(const HostdOptions& running,
   check("--orphan-timeout", a.orphan_timeout == b.orphan_timeout);
   check("--max-procs", a.max_procs == b.max_procs);
   check("--max-message-bytes", a.max_message_bytes == b.max_message_bytes);
+  check("--max-finished-procs", a.max_finished_procs == b.max_finished_procs);
   check("--cgroup", a.cgroup == b.cgroup);
   check("--tls-cert", a.auth.tls_cert_file == b.auth.tls_cert_file);
   check("--tls-key", a.auth.tls_key_file == b.auth.tls_key_file);

@@ -192,6 +192,9 @@ std::string FormatHostInfo(const v1::HostInfo& info) {
       {"procs",
        absl::StrCat(info.num_procs(), " of at most ", info.max_procs())},
       {"state dir", info.state_dir()},
+      {"held calls", absl::StrCat(info.held_waits(), " waits, ",
+                                  info.relayed_calls(), " relayed to procs")},
+      {"heap", absl::StrCat(info.heap_bytes() >> 10, " KiB")},
   });
 }
 

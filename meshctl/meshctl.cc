@@ -227,7 +227,7 @@ struct Flags {
 // thread-safe; lives for one RunMeshctl call.
 class Meshctl {
  public:
-  Meshctl(std::ostream& out, std::ostream& err) : out_(out), err_(err) {}
+  explicit Meshctl(std::ostream& out) : out_(out) {}
   Meshctl(const Meshctl&) = delete;
   Meshctl& operator=(const Meshctl&) = delete;
 
@@ -302,7 +302,6 @@ class Meshctl {
                      const std::string& table);
 
   std::ostream& out_;
-  std::ostream& err_;
   Flags flags_;
   std::vector<std::pair<CLI::App*, Command>> commands_;
   // Set by Run from flags_.
@@ -874,7 +873,7 @@ absl::Status CheckProcWait(const std::vector<std::string>& names,
 }  // namespace meshctl
 
 int RunMeshctl(int argc, char** argv, std::ostream& out, std::ostream& err) {
-  meshctl::Meshctl meshctl(out, err);
+  meshctl::Meshctl meshctl(out);
   CLI::App app("meshctl: operate hostmesh hosts, their procs and actors",
                "meshctl");
   meshctl.Declare(app);

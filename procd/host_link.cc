@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "lib/channel/unix_socket.h"
+#include "lib/process/env.h"
 
 namespace mesh {
 namespace {
@@ -41,10 +42,10 @@ void Wipe(std::string& secret) {
 }  // namespace
 
 absl::StatusOr<std::optional<int>> HostLink::ChannelFdFromEnv() {
-  const char* value = std::getenv(kChannelFdEnv);
-  if (value == nullptr) return std::nullopt;
-  const std::string text = value;
-  unsetenv(kChannelFdEnv);
+  absl::StatusOr<std::optional<std::string>> taken = TakeEnv(kChannelFdEnv);
+  if (!taken.ok()) return taken.status();
+  if (!taken->has_value()) return std::nullopt;
+  const std::string& text = **taken;
   int fd = -1;
   if (!absl::SimpleAtoi(text, &fd) || fd < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -106,6 +107,7 @@ HostLink::~HostLink() {
     destroying_ = true;
     link_thread = std::move(link_thread_);
   }
+  destroy_wake_.Stop();
   // Ends its waits at once; no link thread starts after destroying_.
   if (link_thread.joinable()) link_thread.join();
   std::shared_ptr<FrameChannel> conn;
@@ -197,6 +199,7 @@ absl::StatusOr<std::shared_ptr<FrameChannel>> HostLink::MakeChannel(
     int fd, uint64_t id, std::string name) {
   FrameChannel::Options options;
   options.name = std::move(name);
+  options.max_frame_bytes = max_frame_bytes_;
   FrameChannel::Callbacks callbacks;
   callbacks.on_frame = [this, id](std::string_view frame) {
     OnFrame(id, frame);
@@ -241,6 +244,12 @@ void HostLink::OnFrame(uint64_t id, std::string_view bytes) {
     if (handshake_error_.has_value()) return;
     if (frame.has_welcome()) {
       got_welcome_ = std::move(*frame.mutable_welcome());
+      if (absl::Status set =
+              TakeFrameCapLocked(got_welcome_->max_frame_bytes());
+          !set.ok()) {
+        handshake_error_ = absl::InvalidArgumentError(
+            absl::StrCat("hostd's Welcome: ", set.message()));
+      }
     } else if (frame.has_refused()) {
       handshake_error_ = absl::FailedPreconditionError(
           absl::StrCat("hostd refused this proc: ", frame.refused().reason()));
@@ -370,6 +379,13 @@ void HostLink::OnAcceptedLocked(v1::HostFrame& frame) {
             << ")";
 }
 
+absl::Status HostLink::TakeFrameCapLocked(uint64_t max_frame_bytes) {
+  if (max_frame_bytes == 0) return absl::OkStatus();
+  absl::Status set = conn_->SetMaxFrameBytes(max_frame_bytes);
+  if (set.ok()) max_frame_bytes_ = max_frame_bytes;
+  return set;
+}
+
 void HostLink::OnRejoinAnswerLocked(v1::HostFrame frame) {
   if (!rejoin_waiting_) return;
   const std::string& socket = welcome_.rejoin_socket();
@@ -384,6 +400,13 @@ void HostLink::OnRejoinAnswerLocked(v1::HostFrame frame) {
           << "proc " << welcome_.name()
           << ": hostd re-adopted this proc without a secret; it cannot "
              "rejoin again";
+      if (absl::Status set =
+              TakeFrameCapLocked(frame.rejoined().max_frame_bytes());
+          !set.ok()) {
+        LOG(WARNING) << "proc " << welcome_.name()
+                     << ": keeping its frame cap of " << max_frame_bytes_
+                     << " bytes; hostd's Rejoined: " << set;
+      }
       if (frame.rejoined().host() != welcome_.host()) {
         LOG(WARNING) << "proc " << welcome_.name()
                      << ": the hostd that re-adopted it is reached at \""
@@ -411,7 +434,7 @@ void HostLink::OnRejoinAnswerLocked(v1::HostFrame frame) {
       }
       LOG(INFO) << "proc " << welcome_.name() << ": re-adopted by hostd "
                 << frame.rejoined().host() << " through " << socket << " after "
-                << absl::Now() - outage_start_;
+                << MonotonicClock::Real().Now() - outage_start_;
       return;
     }
     case v1::HostFrame::kRefused: {
@@ -493,7 +516,7 @@ void HostLink::OnConnectionEndedLocked(const absl::Status& status) {
     }
     case Phase::kAccepted: {
       phase_ = Phase::kReconnecting;
-      outage_start_ = absl::Now();
+      outage_start_ = MonotonicClock::Real().Now();
       const std::string& socket = welcome_.rejoin_socket();
       if (socket.empty()) {
         SetLive(nullptr, absl::UnavailableError(
@@ -547,13 +570,14 @@ void HostLink::RunLink() {
 }
 
 void HostLink::ReconnectLocked() {
-  const absl::Time deadline = outage_start_ + orphan_timeout_;
+  const MonotonicClock& clock = MonotonicClock::Real();
+  const absl::Duration deadline = outage_start_ + orphan_timeout_;
   const bool can_rejoin = !welcome_.rejoin_socket().empty();
   std::mt19937_64 random(std::random_device{}());
   std::uniform_real_distribution<double> jitter(0.5, 1.0);
   absl::Duration backoff = kFirstBackoff;
   while (!destroying_ && phase_ == Phase::kReconnecting) {
-    if (absl::Now() >= deadline) {
+    if (clock.Now() >= deadline) {
       LOG(WARNING) << "proc " << welcome_.name()
                    << " is orphaned: its hostd is gone and none re-adopted "
                       "it within "
@@ -568,7 +592,7 @@ void HostLink::ReconnectLocked() {
       dispatch_mu_.Lock();
       return;
     }
-    absl::Duration wait = deadline - absl::Now();
+    absl::Duration wait = deadline - clock.Now();
     if (can_rejoin) {
       dispatch_mu_.Unlock();
       BuryChannels();
@@ -579,12 +603,14 @@ void HostLink::ReconnectLocked() {
       wait = std::min(wait, backoff * jitter(random));
       backoff = std::min(backoff * 2, kMaxBackoff);
     }
-    dispatch_mu_.AwaitWithTimeout(absl::Condition(&destroying_),
-                                  std::max(wait, absl::ZeroDuration()));
+    // The backoff, on the monotonic clock; the destructor ends it.
+    dispatch_mu_.Unlock();
+    destroy_wake_.SleepFor(wait);
+    dispatch_mu_.Lock();
   }
 }
 
-void HostLink::TryRejoinLocked(absl::Time deadline) {
+void HostLink::TryRejoinLocked(absl::Duration deadline) {
   const std::string& socket = welcome_.rejoin_socket();
   absl::StatusOr<int> fd = DialUnix(socket);
   if (!fd.ok()) {
@@ -621,7 +647,7 @@ void HostLink::TryRejoinLocked(absl::Time deadline) {
     return destroying_ || !rejoin_waiting_;
   };
   const absl::Duration wait =
-      std::min(rejoin_answer_timeout_, deadline - absl::Now());
+      std::min(rejoin_answer_timeout_, deadline - MonotonicClock::Real().Now());
   if (!dispatch_mu_.AwaitWithTimeout(absl::Condition(&answered), wait)) {
     LOG(WARNING) << "proc " << welcome_.name() << ": no answer to Rejoin from "
                  << socket << " within " << wait << "; redialling";

@@ -24,6 +24,8 @@
 #include "absl/time/time.h"
 #include "lib/channel/frame_channel.h"
 #include "lib/channel/proc_channel.h"
+#include "lib/time/clock.h"
+#include "lib/time/sleeper.h"
 #include "proto/proc_channel.pb.h"
 
 namespace mesh {
@@ -114,7 +116,7 @@ class HostLink {
   };
 
   // Reads the fd named by env HOSTMESH_CHANNEL_FD and unsets the variable
-  // (call it before any thread starts: setenv/unsetenv are not thread-safe).
+  // (TakeEnv: FAILED_PRECONDITION once a second thread runs).
   // std::nullopt if it is not set; INVALID_ARGUMENT if it is not a number or
   // names no open fd.
   static absl::StatusOr<std::optional<int>> ChannelFdFromEnv();
@@ -164,13 +166,18 @@ class HostLink {
   absl::Status SendFrame(const v1::ProcFrame& frame);
   // Wraps `fd` in a channel whose callbacks name connection `id`.
   absl::StatusOr<std::shared_ptr<FrameChannel>> MakeChannel(int fd, uint64_t id,
-                                                            std::string name);
+                                                            std::string name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(dispatch_mu_);
   // The channels' callbacks, for connection `id` (stale ones are ignored).
   void OnFrame(uint64_t id, std::string_view bytes);
   void OnClosed(uint64_t id, const absl::Status& status);
   // A frame on the spawn channel before Start, or on an accepted
   // connection.
   void OnLiveFrameLocked(v1::HostFrame frame)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(dispatch_mu_);
+  // hostd's frame cap (from a Welcome or Rejoined; 0: keep the one there
+  // is), on this connection and the later ones.
+  absl::Status TakeFrameCapLocked(uint64_t max_frame_bytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(dispatch_mu_);
   // The first frame on a rejoin connection: Rejoined or Refused.
   void OnRejoinAnswerLocked(v1::HostFrame frame)
@@ -198,7 +205,7 @@ class HostLink {
   // One outage, from reconnecting to accepted or ended (or destroying_).
   void ReconnectLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(dispatch_mu_);
   // One dial and Rejoin; returns when it was answered, failed or timed out.
-  void TryRejoinLocked(absl::Time deadline)
+  void TryRejoinLocked(absl::Duration deadline)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(dispatch_mu_);
   v1::ProcFrame RejoinFrameLocked() const
       ABSL_SHARED_LOCKS_REQUIRED(dispatch_mu_);
@@ -224,6 +231,9 @@ class HostLink {
   uint64_t next_conn_id_ ABSL_GUARDED_BY(dispatch_mu_) = 1;
   // Connect's handshake: the Welcome or why there is none.
   std::optional<v1::Welcome> got_welcome_ ABSL_GUARDED_BY(dispatch_mu_);
+  // Every connection's frame cap: kDefaultMaxFrameBytes, then the
+  // Welcome's max_frame_bytes.
+  size_t max_frame_bytes_ ABSL_GUARDED_BY(dispatch_mu_) = kDefaultMaxFrameBytes;
   std::optional<absl::Status> handshake_error_ ABSL_GUARDED_BY(dispatch_mu_);
   bool started_ ABSL_GUARDED_BY(dispatch_mu_) = false;
   // The spawn channel ended before Start (Start handles it).
@@ -237,7 +247,10 @@ class HostLink {
   // From Accepted or the last Rejoined. Never logged.
   std::string secret_ ABSL_GUARDED_BY(dispatch_mu_);
   // When the current outage began (reconnecting).
-  absl::Time outage_start_ ABSL_GUARDED_BY(dispatch_mu_);
+  // Ends the reconnect backoff's sleep (the destructor).
+  Sleeper destroy_wake_;
+  // On MonotonicClock::Real(), as every deadline here.
+  absl::Duration outage_start_ ABSL_GUARDED_BY(dispatch_mu_);
   // A rejoin connection sent Rejoin and waits for the answer.
   bool rejoin_waiting_ ABSL_GUARDED_BY(dispatch_mu_) = false;
   bool destroying_ ABSL_GUARDED_BY(dispatch_mu_) = false;

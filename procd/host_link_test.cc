@@ -236,6 +236,49 @@ TEST_CASE(
   CHECK(hello.hello().protocol_version() == v1::PROC_CHANNEL_VERSION_CURRENT);
 }
 
+TEST_CASE("a link applies the Welcome's frame cap both ways") {
+  HostEnd host;
+  v1::Welcome welcome = MakeWelcome();
+  welcome.set_max_frame_bytes(4096);
+  host.Send(WelcomeFrame(welcome));
+  absl::StatusOr<std::unique_ptr<HostLink>> link =
+      HostLink::Connect(host.proc_fd(), kTimeout);
+  REQUIRE(link.ok());
+  absl::Mutex mu;
+  std::vector<uint64_t> requests;
+  absl::Notification ended;
+  HostLink::Callbacks callbacks;
+  callbacks.on_request = [&](v1::ProcRequest request) {
+    absl::MutexLock lock(&mu);
+    requests.push_back(request.id());
+  };
+  callbacks.on_not_accepted = [&](const std::string&) { ended.Notify(); };
+  (*link)->Start(std::move(callbacks), HostLink::StartOptions{});
+  REQUIRE(host.WaitFrame(1).has_hello());
+
+  v1::Envelope small;
+  small.set_to_mailbox("client:x");
+  small.set_port(1);
+  CHECK((*link)->SendEnvelope(small).ok());
+  v1::Envelope big = small;
+  big.mutable_payload()->set_value(std::string(5000, 'x'));
+  absl::Status refused = (*link)->SendEnvelope(big);
+  CHECK(refused.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(absl::StrContains(refused.message(), "max_frame_bytes 4096"));
+  // Not sent: the caller keeps it.
+  CHECK(big.payload().value().size() == 5000);
+
+  host.Send(RequestFrame(1));
+  v1::HostFrame oversized = RequestFrame(2);
+  oversized.mutable_request()->mutable_get_info()->set_proc(
+      std::string(5000, 'p'));
+  host.Send(oversized);
+  // The oversized frame ends the channel (here before Accepted).
+  REQUIRE(ended.WaitForNotificationWithTimeout(kTimeout));
+  absl::MutexLock lock(&mu);
+  CHECK(requests == std::vector<uint64_t>{1});
+}
+
 TEST_CASE("a link whose channel closes before the Welcome fails UNAVAILABLE") {
   HostEnd host;
   host.Close();
@@ -446,9 +489,9 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "a link re-adopted with Rejoined answers Ready, carries frames with the "
-    "same callbacks and presents the new secret next time, never logging "
-    "either") {
+    "a link re-adopted with Rejoined answers Ready, takes the new frame cap, "
+    "carries frames with the same callbacks and presents the new secret "
+    "next time, never logging either") {
   LogCapture logs;
   FLAGS_v = 2;
   testing::TempDir dir;
@@ -461,9 +504,19 @@ TEST_CASE(
   host.Send(RequestFrame(1));
   host.Close();
   REQUIRE(Frame(*listener, 1, 1).rejoin().secret() == kSecret1);
-  // Another address than the Welcome's: a warning, not an end.
-  REQUIRE(listener->Send(1, RejoinedFrame(kSecret2, "h1-new:7450")).ok());
+  // Another address than the Welcome's: a warning, not an end. And this
+  // hostd's frame cap, which the link takes from now on.
+  v1::HostFrame rejoined = RejoinedFrame(kSecret2, "h1-new:7450");
+  rejoined.mutable_rejoined()->set_max_frame_bytes(4096);
+  REQUIRE(listener->Send(1, rejoined).ok());
   CHECK(Frame(*listener, 1, 2).has_ready());
+  v1::Envelope big;
+  big.set_to_mailbox("client:x");
+  big.set_port(1);
+  big.mutable_payload()->set_value(std::string(5000, 'x'));
+  absl::Status refused = link->SendEnvelope(big);
+  CHECK(refused.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(absl::StrContains(refused.message(), "max_frame_bytes 4096"));
 
   REQUIRE(listener->Send(1, RequestFrame(2)).ok());
   v1::ProcResponse response;

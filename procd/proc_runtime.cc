@@ -38,13 +38,21 @@ struct ActorCell {
 
   std::atomic<uint64_t> messages_handled{0};
 
+  // Runs ProcRuntime::RunActor. Guarded by ProcRuntime::mu_: moved to
+  // ProcRuntime::exited_ when it ends (or taken by Shutdown) and joined.
+  std::thread thread;
+  // Guarded by ProcRuntime::mu_: set when the thread no longer touches the
+  // cell, which may then be forgotten.
+  bool thread_done = false;
+
   absl::Mutex mu;
   absl::CondVar cv;
   std::deque<v1::Envelope> queue ABSL_GUARDED_BY(mu);
   bool stop ABSL_GUARDED_BY(mu) = false;
-
-  // Runs ProcRuntime::RunActor; joined by ProcRuntime::Shutdown.
-  std::thread thread;
+  // Set when the full queue refused an envelope whose sender was told (one
+  // supervision event per time the queue fills up); cleared when the actor
+  // takes the next envelope.
+  bool told_full ABSL_GUARDED_BY(mu) = false;
 };
 
 }  // namespace internal
@@ -67,7 +75,7 @@ bool Accepting(v1::Status status) {
 ProcRuntime::ProcRuntime(Options options, Mailbox* mailbox)
     : options_(std::move(options)),
       mailbox_(mailbox),
-      loop_(std::make_unique<EventLoop>()),
+      loop_(std::make_unique<EventLoop>(*options_.clock)),
       waiters_(
           "actor", &mu_, loop_.get(),
           [this](const std::string& name)
@@ -131,10 +139,10 @@ absl::StatusOr<v1::ActorState> ProcRuntime::CreateOrUpdateActor(
           absl::StrCat("proc \"", options_.proc_name,
                        "\" is stopping; not creating actor \"", name, "\""));
     }
-    if (actors_.size() >= options_.max_actors) {
+    if (live_ >= options_.max_actors) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "proc \"", options_.proc_name, "\" has ", actors_.size(),
-          " actors, its limit; not creating actor \"", name, "\""));
+          "proc \"", options_.proc_name, "\" has ", live_,
+          " live actors, its limit; not creating actor \"", name, "\""));
     }
     auto owned = std::make_unique<ActorCell>();
     ActorCell* cell = owned.get();
@@ -149,12 +157,14 @@ absl::StatusOr<v1::ActorState> ProcRuntime::CreateOrUpdateActor(
     cell->ref.set_rank(request.rank());
     cell->created_at = cell->updated_at = absl::Now();
     actors_.emplace(name, std::move(owned));
+    ++live_;
     // The only exception our code catches: a thread the system cannot make
     // must not leave an actor without one behind.
     try {
       cell->thread = std::thread([this, cell] { RunActor(cell); });
     } catch (const std::system_error& error) {
       actors_.erase(name);
+      --live_;
       return absl::ResourceExhaustedError(absl::StrCat(
           "proc \"", options_.proc_name,
           "\" cannot start a thread for actor \"", name, "\": ", error.what()));
@@ -249,12 +259,17 @@ v1::ProcInfo ProcRuntime::GetProcInfo() const {
     info.add_actor_types(type);
   }
   absl::ReaderMutexLock lock(&mu_);
-  info.set_num_actors(actors_.size());
+  info.set_num_actors(live_);
   return info;
 }
 
+size_t ProcRuntime::live_actors() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return live_;
+}
+
 uint64_t ProcRuntime::WaitActors(std::vector<std::string> names,
-                                 v1::Status min_status, absl::Time deadline,
+                                 v1::Status min_status, absl::Duration timeout,
                                  WaitCallback done) {
   auto answer = [done = std::move(done)](
                     absl::StatusOr<StatusWaitResult<v1::ActorState>> result) {
@@ -272,7 +287,7 @@ uint64_t ProcRuntime::WaitActors(std::vector<std::string> names,
   uint64_t id = 0;
   {
     absl::MutexLock lock(&mu_);
-    id = waiters_.Add(std::move(names), min_status, deadline, std::move(answer),
+    id = waiters_.Add(std::move(names), min_status, timeout, std::move(answer),
                       deferred);
   }
   RunDeferred(deferred);
@@ -284,7 +299,7 @@ bool ProcRuntime::CancelWait(uint64_t id) {
   return waiters_.Cancel(id);
 }
 
-uint64_t ProcRuntime::After(absl::Time deadline,
+uint64_t ProcRuntime::After(absl::Duration timeout,
                             std::function<void(absl::Status)> fire) {
   uint64_t id = 0;
   {
@@ -293,7 +308,7 @@ uint64_t ProcRuntime::After(absl::Time deadline,
     if (!shut_down_) {
       Timer& timer = timers_[id];
       timer.fire = std::move(fire);
-      timer.loop_timer = loop_->PostAt(deadline, [this, id] {
+      timer.loop_timer = loop_->PostAfter(timeout, [this, id] {
         std::function<void(absl::Status)> due;
         {
           absl::MutexLock lock(&mu_);
@@ -321,35 +336,79 @@ bool ProcRuntime::CancelTimer(uint64_t id) {
 }
 
 absl::Status ProcRuntime::Deliver(v1::Envelope envelope) {
-  absl::ReaderMutexLock lock(&mu_);
-  auto it = actors_.find(envelope.actor());
-  if (it == actors_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("no actor ", QuoteForError(envelope.actor()),
-                     " on proc \"", options_.proc_name, "\""));
+  RETURN_IF_ERROR(ValidateName(envelope.actor(), "actor name"));
+  Deferred deferred;
+  absl::Status refused;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    auto it = actors_.find(envelope.actor());
+    if (it == actors_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("no actor ", QuoteForError(envelope.actor()),
+                       " on proc \"", options_.proc_name, "\""));
+    }
+    ActorCell* cell = it->second.get();
+    if (!Accepting(cell->status)) return NotAcceptingError(*cell);
+    absl::MutexLock cell_lock(&cell->mu);
+    if (cell->queue.size() < options_.max_queued_messages) {
+      cell->queue.push_back(std::move(envelope));
+      cell->cv.Signal();
+      return absl::OkStatus();
+    }
+    refused = absl::ResourceExhaustedError(absl::StrCat(
+        "actor \"", cell->name, "\" on proc \"", options_.proc_name, "\" has ",
+        cell->queue.size(), " queued messages, its limit"));
+    // Without a reply_to nobody hears of the refusal from the mailbox: the
+    // sender does by a supervision event, once per time the queue fills up
+    // (again once it has drained to half),
+    // if it supervises the actor (its supervisor port is how it is reached).
+    if (!envelope.has_reply_to() && !cell->told_full &&
+        IsPortSet(cell->supervisor) &&
+        IsMailboxName(envelope.sender(), cell->supervisor.host(),
+                      cell->supervisor.mailbox())) {
+      cell->told_full = true;
+      v1::SupervisionEvent event;
+      *event.mutable_actor() = StateLocked(*cell);
+      event.set_cause(v1::SupervisionEvent::MESSAGE_REFUSED);
+      event.set_message(absl::StrCat(
+          std::string(refused.message()), "; dropped a message from ",
+          QuoteForError(envelope.sender()),
+          " (and the next ones until it catches up)"));
+      deferred.push_back(
+          [this, supervisor = cell->supervisor, event = std::move(event)] {
+            mailbox_->Send(EnvelopeToPort(supervisor, event));
+          });
+    }
   }
-  ActorCell* cell = it->second.get();
-  if (!Accepting(cell->status)) return NotAcceptingError(*cell);
-  absl::MutexLock cell_lock(&cell->mu);
-  cell->queue.push_back(std::move(envelope));
-  cell->cv.Signal();
-  return absl::OkStatus();
+  if (!envelope.has_reply_to()) {
+    LOG_EVERY_N(WARNING, 1000)
+        << "proc " << options_.proc_name << ": " << refused.message()
+        << "; dropped a message from " << QuoteForError(envelope.sender())
+        << " that has no reply_to (" << google::COUNTER << " so far)";
+  }
+  RunDeferred(deferred);
+  return refused;
 }
 
 void ProcRuntime::Shutdown() {
   absl::MutexLock shutdown_lock(&shutdown_mu_);
   StopAll("proc shutting down", /*proc_ending=*/true);
-  // No actor can be added now (stopping_), so this is every thread.
-  std::vector<ActorCell*> cells;
+  // No actor can be added now (stopping_), so this is every thread: those of
+  // running actors and those of ended ones not joined yet.
+  std::vector<std::thread> threads;
   {
-    absl::ReaderMutexLock lock(&mu_);
-    for (auto& [name, cell] : actors_) cells.push_back(cell.get());
-  }
-  for (ActorCell* cell : cells) {
-    if (cell->thread.joinable() &&
-        cell->thread.get_id() != std::this_thread::get_id()) {
-      cell->thread.join();
+    absl::MutexLock lock(&mu_);
+    for (auto& [name, cell] : actors_) {
+      if (cell->thread.joinable()) threads.push_back(std::move(cell->thread));
     }
+    for (std::thread& thread : exited_) threads.push_back(std::move(thread));
+    exited_.clear();
+  }
+  for (std::thread& thread : threads) {
+    // An actor's thread would outlive the runtime it touches as it ends.
+    CHECK(thread.get_id() != std::this_thread::get_id())
+        << "ProcRuntime::Shutdown called from an actor's own thread";
+    thread.join();
   }
   Deferred abandoned;
   {
@@ -366,21 +425,36 @@ void ProcRuntime::Shutdown() {
     timers_.clear();
   }
   RunDeferred(abandoned);
+  // Finishes a join under way; later ones were taken above.
   loop_.reset();
+}
+
+void ProcRuntime::JoinExited() {
+  std::vector<std::thread> exited;
+  {
+    absl::MutexLock lock(&mu_);
+    exited.swap(exited_);
+  }
+  for (std::thread& thread : exited) {
+    if (thread.joinable()) thread.join();
+  }
 }
 
 void ProcRuntime::RunActor(ActorCell* cell) {
   const std::string no_sender;
   std::unique_ptr<Actor> actor = options_.registry.Create(cell->type);
+  bool failed = false;
   if (actor == nullptr) {
     Fail(cell,
          absl::InternalError(absl::StrCat("the factory of actor type \"",
                                           cell->type, "\" returned no actor")));
+    failed = true;
   } else {
     ActorContext ctx(*mailbox_, cell->ref, /*cast_rank=*/0, no_sender);
     absl::Status init = actor->Init(cell->params, ctx);
     if (!init.ok()) {
       Fail(cell, Annotate(init, "Init"));
+      failed = true;
     } else {
       Deferred deferred;
       {
@@ -393,7 +467,8 @@ void ProcRuntime::RunActor(ActorCell* cell) {
     }
   }
 
-  while (true) {
+  // A failed actor takes no more messages: its thread ends at once.
+  while (!failed) {
     v1::Envelope envelope;
     {
       absl::MutexLock lock(&cell->mu);
@@ -401,30 +476,54 @@ void ProcRuntime::RunActor(ActorCell* cell) {
       if (cell->stop) break;
       envelope = std::move(cell->queue.front());
       cell->queue.pop_front();
+      // Told again only once it has caught up (half the queue free), not
+      // after every message it takes from a queue kept full.
+      if (cell->queue.size() <= options_.max_queued_messages / 2) {
+        cell->told_full = false;
+      }
     }
-    HandleEnvelope(cell, actor.get(), std::move(envelope));
+    failed = !HandleEnvelope(cell, actor.get(), std::move(envelope));
   }
 
   actor.reset();  // The user's destructor runs on the actor's thread.
+  FinishActor(cell);
+}
+
+void ProcRuntime::FinishActor(ActorCell* cell) {
+  const std::string name = cell->name;
   std::deque<v1::Envelope> leftover;
-  {
-    absl::MutexLock lock(&cell->mu);
-    leftover.swap(cell->queue);
-  }
   Deferred deferred;
   absl::Status refusal;
   {
     absl::MutexLock lock(&mu_);
     SetStatusLocked(cell, v1::STOPPED, cell->reason, &deferred);
     refusal = NotAcceptingError(*cell);
+    {
+      // Deliver queues nothing more: the actor is STOPPED or FAILED.
+      absl::MutexLock cell_lock(&cell->mu);
+      leftover.swap(cell->queue);
+    }
+    // From here on this thread does not touch the cell.
+    cell->thread_done = true;
+    if (cell->thread.joinable()) {
+      exited_.push_back(std::move(cell->thread));
+      if (!shut_down_) loop_->Post([this] { JoinExited(); });
+    }
+    finished_.push_back(cell);
+    while (finished_.size() > options_.max_finished_actors) {
+      ActorCell* oldest = finished_.front();
+      finished_.pop_front();
+      auto it = actors_.find(oldest->name);
+      if (it != actors_.end() && it->second.get() == oldest) actors_.erase(it);
+    }
   }
   for (const v1::Envelope& envelope : leftover) ReplyError(envelope, refusal);
   RunDeferred(deferred);
-  VLOG(1) << "proc " << options_.proc_name << ": actor " << cell->name
+  VLOG(1) << "proc " << options_.proc_name << ": actor " << name
           << " thread done";
 }
 
-void ProcRuntime::HandleEnvelope(ActorCell* cell, Actor* actor,
+bool ProcRuntime::HandleEnvelope(ActorCell* cell, Actor* actor,
                                  v1::Envelope envelope) {
   absl::Status refusal;
   {
@@ -433,7 +532,7 @@ void ProcRuntime::HandleEnvelope(ActorCell* cell, Actor* actor,
   }
   if (!refusal.ok()) {
     ReplyError(envelope, refusal);
-    return;
+    return false;
   }
   // A message the actor cannot take (no handler for its type, or a payload
   // that does not parse) is the sender's mistake: refused with
@@ -443,7 +542,7 @@ void ProcRuntime::HandleEnvelope(ActorCell* cell, Actor* actor,
                                        envelope.payload());
   if (!request.ok()) {
     ReplyError(envelope, request.status());
-    return;
+    return true;
   }
   ActorContext ctx(*mailbox_, cell->ref, envelope.cast_rank(),
                    envelope.sender());
@@ -458,13 +557,14 @@ void ProcRuntime::HandleEnvelope(ActorCell* cell, Actor* actor,
       PackPayload(**result, &reply);
       mailbox_->Send(std::move(reply));
     }
-    return;
+    return true;
   }
   ReplyError(envelope,
              Annotate(result.status(),
                       absl::StrCat("actor \"", cell->name, "\" on proc \"",
                                    options_.proc_name, "\"")));
   Fail(cell, result.status());
+  return false;
 }
 
 void ProcRuntime::Fail(ActorCell* cell, const absl::Status& error) {
@@ -483,6 +583,7 @@ void ProcRuntime::SetStatusLocked(ActorCell* cell, v1::Status status,
                                   const std::string& reason,
                                   Deferred* deferred) {
   if (IsTerminal(cell->status) || cell->status == status) return;
+  if (IsTerminal(status)) --live_;
   cell->status = status;
   cell->reason = reason;
   ++cell->generation;

@@ -14,12 +14,10 @@
 #include "lib/mailbox/mailbox.h"
 #include "lib/names.h"
 #include "lib/status.h"
+#include "lib/verb_timeouts.h"
 
 namespace mesh {
 namespace {
-
-// How long CallActor waits for the reply when the request does not say.
-constexpr absl::Duration kDefaultCallTimeout = absl::Seconds(10);
 
 v1::ProcResponse ErrorResponse(const absl::Status& error) {
   v1::ProcResponse response;
@@ -189,9 +187,9 @@ std::shared_ptr<ProcVerbs::Pending> ProcVerbs::Register(
 
 void ProcVerbs::StartWait(const std::shared_ptr<Pending>& pending,
                           std::vector<std::string> names, v1::Status min_status,
-                          absl::Time deadline, Fill fill) {
+                          absl::Duration timeout, Fill fill) {
   uint64_t wait = runtime_->WaitActors(
-      std::move(names), min_status, deadline,
+      std::move(names), min_status, timeout,
       [pending, fill = std::move(fill)](WaitResult result) {
         v1::ProcResponse response;
         fill(std::move(result), &response);
@@ -260,8 +258,7 @@ void ProcVerbs::StopActor(uint64_t id, const v1::StopActorRequest& request,
     pending->Answer(ErrorResponse(state.status()));
     return;
   }
-  StartWait(pending, {request.name()}, v1::STOPPED,
-            absl::Now() + options_.stop_wait,
+  StartWait(pending, {request.name()}, v1::STOPPED, options_.stop_wait,
             [initial = *std::move(state)](WaitResult result,
                                           v1::ProcResponse* response) {
               if (result.ok() && result->actors_size() == 1) {
@@ -291,17 +288,17 @@ void ProcVerbs::StopAll(uint64_t id, const v1::StopAllRequest& request,
   for (const v1::ActorState& state : states) names.push_back(state.name());
   // With no actors, names is empty and the wait answers at once (every one
   // of zero actors is stopped).
-  StartWait(
-      pending, std::move(names), v1::STOPPED, absl::Now() + options_.stop_wait,
-      [states = std::move(states)](WaitResult result,
-                                   v1::ProcResponse* response) {
-        auto* stopped = response->mutable_stop_all()->mutable_stopped();
-        if (result.ok()) {
-          stopped->Assign(result->actors().begin(), result->actors().end());
-        } else {
-          stopped->Assign(states.begin(), states.end());
-        }
-      });
+  StartWait(pending, std::move(names), v1::STOPPED, options_.stop_wait,
+            [states = std::move(states)](WaitResult result,
+                                         v1::ProcResponse* response) {
+              auto* stopped = response->mutable_stop_all()->mutable_stopped();
+              if (result.ok()) {
+                stopped->Assign(result->actors().begin(),
+                                result->actors().end());
+              } else {
+                stopped->Assign(states.begin(), states.end());
+              }
+            });
 }
 
 void ProcVerbs::WaitActors(uint64_t id, const v1::WaitActorsRequest& request,
@@ -318,7 +315,7 @@ void ProcVerbs::WaitActors(uint64_t id, const v1::WaitActorsRequest& request,
   if (pending == nullptr) return;
   StartWait(pending, {request.names().begin(), request.names().end()},
             request.min_status(),
-            absl::Now() + absl::Milliseconds(request.timeout_ms()),
+            TimeoutOr(request.timeout_ms(), kDefaultWaitTimeout),
             [](WaitResult result, v1::ProcResponse* response) {
               if (!result.ok()) {
                 *response = ErrorResponse(result.status());
@@ -365,14 +362,12 @@ void ProcVerbs::CallActor(uint64_t id, const v1::CallActorRequest& request,
     mailbox->ClosePort(port.port());
     return;
   }
-  const absl::Duration timeout = request.timeout_ms() > 0
-                                     ? absl::Milliseconds(request.timeout_ms())
-                                     : kDefaultCallTimeout;
+  const absl::Duration timeout =
+      TimeoutOr(request.timeout_ms(), kDefaultCallTimeout);
   // The reply's deadline, which the proc's shutdown ends early.
-  uint64_t timer =
-      runtime_->After(absl::Now() + timeout, [pending, actor = request.actor(),
-                                              proc = runtime_->proc_name(),
-                                              timeout](absl::Status status) {
+  uint64_t timer = runtime_->After(
+      timeout, [pending, actor = request.actor(), proc = runtime_->proc_name(),
+                timeout](absl::Status status) {
         if (status.ok()) {
           status = absl::DeadlineExceededError(absl::StrCat(
               "actor \"", actor, "\" on proc \"", proc,

@@ -77,7 +77,7 @@ class ProcVerbs {
   // Answers `pending` when the runtime's wait ends, through `fill`.
   void StartWait(const std::shared_ptr<Pending>& pending,
                  std::vector<std::string> names, v1::Status min_status,
-                 absl::Time deadline, Fill fill);
+                 absl::Duration timeout, Fill fill);
   void StopActor(uint64_t id, const v1::StopActorRequest& request, Done done);
   void StopAll(uint64_t id, const v1::StopAllRequest& request, Done done);
   void WaitActors(uint64_t id, const v1::WaitActorsRequest& request, Done done);

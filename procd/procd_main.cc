@@ -35,13 +35,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "hostmesh/procd.h"
 #include "lib/mailbox/mailbox.h"
 #include "lib/names.h"
 #include "lib/process/signals.h"
+#include "lib/time/clock.h"
+#include "lib/time/sleeper.h"
 #include "procd/host_link.h"
 #include "procd/proc_runtime.h"
 #include "procd/proc_verbs.h"
@@ -96,12 +97,18 @@ int ProcdMain(int argc, char** argv, ActorRegistry registry) {
   StopSignals::Block();
 
   std::string orphan_timeout_flag;
+  size_t max_queued_messages = ProcRuntime::Options().max_queued_messages;
   CLI::App app{
       "procd: a hostmesh proc, an actor runtime; started by a hostd and "
       "reached only through it"};
   app.add_option("--orphan-timeout", orphan_timeout_flag,
                  "How long to outlive a broken channel to hostd, e.g. 30s "
                  "(default: what hostd says)");
+  app.add_option("--max-queued-messages", max_queued_messages,
+                 "Messages queued for one actor at most; more are refused "
+                 "with RESOURCE_EXHAUSTED")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -160,9 +167,12 @@ int ProcdMain(int argc, char** argv, ActorRegistry registry) {
   Mailbox mailbox(welcome.host(), name, [link_ptr](v1::Envelope& envelope) {
     return link_ptr->SendEnvelope(envelope);
   });
-  ProcRuntime runtime(
-      ProcRuntime::Options{name, welcome.rank(), std::move(registry)},
-      &mailbox);
+  ProcRuntime::Options runtime_options;
+  runtime_options.proc_name = name;
+  runtime_options.rank = welcome.rank();
+  runtime_options.registry = std::move(registry);
+  runtime_options.max_queued_messages = max_queued_messages;
+  ProcRuntime runtime(std::move(runtime_options), &mailbox);
   ProcVerbs::Options verbs_options;
   verbs_options.on_exit_requested = [&stop] {
     stop.Request("StopAll with exit_proc", kDefaultGrace);
@@ -215,23 +225,24 @@ int ProcdMain(int argc, char** argv, ActorRegistry registry) {
   const StopRequest::Stop requested = stop.Wait();
   LOG(INFO) << "procd " << name << " stopping (" << requested.reason
             << "), grace " << requested.grace;
-  const absl::Time deadline = absl::Now() + requested.grace;
-  absl::Notification stopped;
+  const MonotonicClock& clock = MonotonicClock::Real();
+  const absl::Duration deadline = clock.Now() + requested.grace;
+  Sleeper stopped;  // monotonic: a clock step neither hastens nor stalls it
   std::thread watchdog([&stopped, grace = requested.grace, name] {
-    if (!stopped.WaitForNotificationWithTimeout(grace)) {
+    if (!stopped.SleepFor(grace)) {
       LOG(ERROR) << "procd " << name << " did not stop within " << grace
                  << "; exiting now";
       _exit(1);
     }
   });
   runtime.Shutdown();  // Stops actors; their last replies and answers go out.
-  if (!link->Flush(deadline - absl::Now())) {
+  if (!link->Flush(deadline - clock.Now())) {
     LOG(WARNING) << "procd " << name
                  << ": not every last message reached hostd";
   }
   mailbox.Shutdown();
   link.reset();  // hostd sees the channel close; no callback runs after.
-  stopped.Notify();
+  stopped.Stop();
   watchdog.join();
   signals.reset();
   LOG(INFO) << "procd " << name << " stopped";

@@ -102,6 +102,7 @@ absl::StatusOr<std::unique_ptr<FrameChannel>> FrameChannel::Create(
 FrameChannel::FrameChannel(int fd, int wake_fd, Options options,
                            Callbacks callbacks)
     : options_(std::move(options)),
+      max_frame_bytes_(options_.max_frame_bytes),
       callbacks_(std::move(callbacks)),
       fd_(fd),
       wake_fd_(wake_fd) {}
@@ -122,16 +123,27 @@ void FrameChannel::Wake() {
   (void)n;  // EAGAIN only if the counter is full: the thread is woken anyway
 }
 
+absl::Status FrameChannel::SetMaxFrameBytes(size_t max_frame_bytes) {
+  if (max_frame_bytes > std::numeric_limits<uint32_t>::max()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("channel \"", options_.name, "\": max_frame_bytes ",
+                     max_frame_bytes, " does not fit the 4-byte frame length"));
+  }
+  max_frame_bytes_.store(max_frame_bytes, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
 bool FrameChannel::closed() const {
   absl::MutexLock lock(&mu_);
   return ended_;
 }
 
 absl::Status FrameChannel::SendFrame(std::string_view frame) {
-  if (frame.size() > options_.max_frame_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "channel \"", options_.name, "\": frame of ", frame.size(),
-        " bytes is over max_frame_bytes ", options_.max_frame_bytes));
+  const size_t max_frame_bytes = this->max_frame_bytes();
+  if (frame.size() > max_frame_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("channel \"", options_.name, "\": frame of ", frame.size(),
+                     " bytes is over max_frame_bytes ", max_frame_bytes));
   }
   char header[kHeaderBytes];
   EncodeLength(static_cast<uint32_t>(frame.size()), header);
@@ -144,11 +156,12 @@ absl::Status FrameChannel::SendFrame(std::string_view frame) {
 absl::Status FrameChannel::Send(const google::protobuf::MessageLite& message) {
   const size_t size = message.ByteSizeLong();
   // Protobuf itself serializes at most 2 GiB.
-  if (size > options_.max_frame_bytes ||
+  const size_t max_frame_bytes = this->max_frame_bytes();
+  if (size > max_frame_bytes ||
       size > static_cast<size_t>(std::numeric_limits<int>::max())) {
     return absl::InvalidArgumentError(absl::StrCat(
         "channel \"", options_.name, "\": ", message.GetTypeName(), " of ",
-        size, " bytes is over max_frame_bytes ", options_.max_frame_bytes));
+        size, " bytes is over max_frame_bytes ", max_frame_bytes));
   }
   std::string buffer(kHeaderBytes + size, '\0');
   EncodeLength(static_cast<uint32_t>(size), buffer.data());
@@ -463,10 +476,11 @@ std::optional<absl::Status> FrameChannel::ReadAvailable(bool drain) {
 std::optional<absl::Status> FrameChannel::DeliverFrames() {
   while (in_end_ - in_begin_ >= kHeaderBytes) {
     const uint32_t length = DecodeLength(in_.get() + in_begin_);
-    if (length > options_.max_frame_bytes) {
+    const size_t max_frame_bytes = this->max_frame_bytes();
+    if (length > max_frame_bytes) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "channel \"", options_.name, "\": incoming frame of ", length,
-          " bytes is over max_frame_bytes ", options_.max_frame_bytes));
+          " bytes is over max_frame_bytes ", max_frame_bytes));
     }
     if (in_end_ - in_begin_ - kHeaderBytes < length) break;
     if (closing_.load(std::memory_order_acquire)) return std::nullopt;

@@ -108,6 +108,14 @@ class FrameChannel {
   // Idempotent.
   void Close();
 
+  // Changes max_frame_bytes, both ways, from the next frame on (e.g. once
+  // the peer said its cap). Thread-safe; may be called from a callback.
+  // INVALID_ARGUMENT if it does not fit the 4-byte length.
+  absl::Status SetMaxFrameBytes(size_t max_frame_bytes);
+  size_t max_frame_bytes() const {
+    return max_frame_bytes_.load(std::memory_order_relaxed);
+  }
+
   // True once Close() was called or the channel ended by itself.
   bool closed() const;
   const std::string& name() const { return options_.name; }
@@ -150,6 +158,8 @@ class FrameChannel {
   std::optional<absl::Status> DeliverFrames();
 
   const Options options_;
+  // options_.max_frame_bytes until SetMaxFrameBytes.
+  std::atomic<size_t> max_frame_bytes_;
   const Callbacks callbacks_;
   // The socket. The channel thread reads it and closes it as it ends; other
   // threads write it (or shut it down) only under mu_ while it is open.

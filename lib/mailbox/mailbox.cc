@@ -11,11 +11,13 @@
 
 namespace mesh {
 
-Mailbox::Mailbox(std::string host, std::string id, Outbound outbound)
+Mailbox::Mailbox(std::string host, std::string id, Outbound outbound,
+                 size_t max_local_queue)
     : host_(std::move(host)),
       id_(std::move(id)),
       sender_(MailboxName(host_, id_)),
-      outbound_(std::move(outbound)) {
+      outbound_(std::move(outbound)),
+      max_local_queue_(max_local_queue) {
   local_thread_ = std::thread([this] { LocalLoop(); });
 }
 
@@ -29,8 +31,24 @@ bool Mailbox::IsLocal(const v1::Envelope& envelope) const {
 void Mailbox::Send(v1::Envelope envelope) {
   envelope.set_sender(sender_);
   if (IsLocal(envelope)) {
-    absl::MutexLock lock(&mu_);
-    if (!shutdown_) local_queue_.push_back(std::move(envelope));
+    size_t queued = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      if (shutdown_) return;
+      queued = local_queue_.size();
+      const size_t cap =
+          CarriesError(envelope) ? 2 * max_local_queue_ : max_local_queue_;
+      if (queued < cap) {
+        local_queue_.push_back(std::move(envelope));
+        return;
+      }
+    }
+    absl::Status refused = absl::ResourceExhaustedError(
+        absl::StrCat("mailbox ", sender_, " has ", queued,
+                     " envelopes queued for local delivery, its limit"));
+    LOG_EVERY_N(WARNING, 1000)
+        << refused.message() << " (" << google::COUNTER << " refused so far)";
+    ReplyWithError(envelope, refused);
     return;
   }
   {

@@ -50,6 +50,10 @@ namespace mesh {
 // Largest message a mailbox channel sends or receives.
 inline constexpr int kMaxMessageBytes = 64 << 20;
 
+// Envelopes waiting for local delivery (a mailbox's sends to itself) at
+// most, by default.
+inline constexpr size_t kDefaultMaxLocalQueue = 4096;
+
 // The prefix of a client's mailbox id; proc names cannot contain ':'.
 inline constexpr char kClientMailboxPrefix[] = "client:";
 
@@ -60,7 +64,10 @@ class Mailbox {
   // answers its reply_to with that error). Must not block.
   using Outbound = std::function<absl::Status(v1::Envelope& envelope)>;
 
-  Mailbox(std::string host, std::string id, Outbound outbound);
+  // `max_local_queue`: envelopes to this mailbox itself waiting in its local
+  // FIFO at most (see Send).
+  Mailbox(std::string host, std::string id, Outbound outbound,
+          size_t max_local_queue = kDefaultMaxLocalQueue);
   // Calls Shutdown().
   ~Mailbox();
   Mailbox(const Mailbox&) = delete;
@@ -76,8 +83,10 @@ class Mailbox {
 
   // Sets envelope.sender and sends it: to this mailbox through the local
   // FIFO, elsewhere through the Outbound. Never blocks. An envelope that
-  // cannot go gets an error reply to its reply_to (if any). After
-  // Shutdown() Send drops everything.
+  // cannot go gets an error reply to its reply_to (if any): from a full
+  // local FIFO (max_local_queue envelopes), RESOURCE_EXHAUSTED. Error
+  // replies may fill the FIFO up to twice that, so that what it refused
+  // still hears why. After Shutdown() Send drops everything.
   void Send(v1::Envelope envelope);
 
   // An envelope the transport received for this mailbox: handed to its port
@@ -137,6 +146,7 @@ class Mailbox {
   const std::string id_;
   const std::string sender_;
   const Outbound outbound_;
+  const size_t max_local_queue_;
 
   mutable absl::Mutex mu_;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;

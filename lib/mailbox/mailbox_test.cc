@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
 #include "lib/mailbox/testing.h"
@@ -148,6 +149,49 @@ TEST_CASE("envelopes to our own mailbox are delivered locally, in order") {
     CHECK(UnpackPayload<v1::Seq>(got[i])->n() == static_cast<uint64_t>(i + 1));
   }
   CHECK(outbound.sent().empty());
+}
+
+TEST_CASE(
+    "a full local queue refuses with RESOURCE_EXHAUSTED and the refused hear "
+    "why") {
+  FakeOutbound outbound;
+  Mailbox a("h1:1", "a", outbound.Get(), /*max_local_queue=*/4);
+  // A port whose handler holds the local-delivery thread until released.
+  absl::Notification entered;
+  absl::Notification release;
+  Inbox held;
+  auto hold = held.Handler();
+  v1::PortRef slow = a.OpenPort([&](v1::Envelope envelope) {
+    if (!entered.HasBeenNotified()) entered.Notify();
+    release.WaitForNotificationWithTimeout(kWait);
+    hold(std::move(envelope));
+  });
+  Inbox errors;
+  v1::PortRef error_port = a.OpenPort(errors.Handler());
+
+  a.Send(EnvelopeToPort(slow, MakeSeq("a", 0)));
+  REQUIRE(entered.WaitForNotificationWithTimeout(kWait));
+  for (int i = 1; i <= 4; ++i) a.Send(EnvelopeToPort(slow, MakeSeq("a", i)));
+  // The fifth waiting one is refused; its error reply still gets in.
+  v1::Envelope refused = EnvelopeToPort(slow, MakeSeq("a", 5));
+  *refused.mutable_reply_to() = error_port;
+  refused.set_correlation(77);
+  a.Send(std::move(refused));
+  release.Notify();
+
+  REQUIRE(errors.WaitFor(1));
+  v1::Envelope error = errors.envelopes()[0];
+  CHECK(error.correlation() == 77);
+  absl::Status status = UnpackPayload<v1::Seq>(error).status();
+  CHECK(status.code() == absl::StatusCode::kResourceExhausted);
+  CHECK(status.message() ==
+        "mailbox a@h1:1 has 4 envelopes queued for local delivery, its limit");
+  REQUIRE(held.WaitFor(5));
+  CHECK(held.size() == 5);
+  // Room again once delivered.
+  a.Send(EnvelopeToPort(slow, MakeSeq("a", 6)));
+  REQUIRE(held.WaitFor(6));
+  CHECK(errors.size() == 1);
 }
 
 TEST_CASE("envelopes for elsewhere go to the Outbound with the sender set") {

@@ -54,12 +54,14 @@ absl::StatusOr<ProcStat> ParseProcStat(absl::string_view stat) {
   std::vector<absl::string_view> fields =
       absl::StrSplit(stat.substr(paren + 1), ' ', absl::SkipWhitespace());
   ProcStat out;
-  if (fields.size() <= 22 - 3 || fields[0].empty() ||
+  if (fields.size() <= 24 - 3 || fields[0].empty() ||
       !absl::SimpleAtoi(fields[4 - 3], &out.ppid) ||
       !absl::SimpleAtoi(fields[5 - 3], &out.pgrp) ||
       !absl::SimpleAtoi(fields[6 - 3], &out.session) ||
       !absl::SimpleAtoi(fields[20 - 3], &out.num_threads) ||
-      !absl::SimpleAtoi(fields[22 - 3], &out.start_time)) {
+      !absl::SimpleAtoi(fields[22 - 3], &out.start_time) ||
+      !absl::SimpleAtoi(fields[23 - 3], &out.virtual_bytes) ||
+      !absl::SimpleAtoi(fields[24 - 3], &out.resident_pages)) {
     return absl::InternalError(absl::StrCat("cannot parse /proc/<pid>/stat \"",
                                             stat.substr(0, 200), "\""));
   }

@@ -19,12 +19,14 @@ namespace mesh {
 
 // What /proc/<pid>/stat says of a process (the fields this project reads).
 struct ProcStat {
-  char state = '?';         // field 3: R, S, D, Z (zombie), X (dead), ...
-  pid_t ppid = 0;           // field 4
-  pid_t pgrp = 0;           // field 5
-  pid_t session = 0;        // field 6
-  int64_t num_threads = 0;  // field 20
-  uint64_t start_time = 0;  // field 22: clock ticks after boot
+  char state = '?';            // field 3: R, S, D, Z (zombie), X (dead), ...
+  pid_t ppid = 0;              // field 4
+  pid_t pgrp = 0;              // field 5
+  pid_t session = 0;           // field 6
+  int64_t num_threads = 0;     // field 20
+  uint64_t start_time = 0;     // field 22: clock ticks after boot
+  uint64_t virtual_bytes = 0;  // field 23 (vsize)
+  int64_t resident_pages = 0;  // field 24 (rss), pages of sysconf(_SC_PAGESIZE)
 };
 
 // /proc/<pid>/stat, parsed after the last ')' (a command name may hold

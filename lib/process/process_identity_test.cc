@@ -28,7 +28,8 @@ using testing::StartSleeper;
 
 TEST_CASE(
     "/proc/<pid>/stat is read after the last parenthesis: state, parent, "
-    "group, session, threads (field 20) and the start time (field 22)") {
+    "group, session, threads (field 20), the start time (field 22) and "
+    "memory (fields 23 and 24)") {
   // A command name may hold spaces and ")".
   std::string stat = "4242 (a) b (c)) S 17 4243 4244 0 -1 4194560";
   for (int field = 10; field <= 21; ++field) {
@@ -43,6 +44,8 @@ TEST_CASE(
   CHECK(parsed->session == 4244);
   CHECK(parsed->num_threads == 3);
   CHECK(parsed->start_time == 987654321);
+  CHECK(parsed->virtual_bytes == 1000);
+  CHECK(parsed->resident_pages == 200);
   CHECK(absl::IsInternal(ParseProcStat("4242 (short) S 1 2").status()));
   CHECK(absl::IsInternal(ParseProcStat("no parenthesis").status()));
 }

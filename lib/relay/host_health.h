@@ -20,7 +20,7 @@
 //   kLost ──heartbeat──▶ kReachable
 //
 // The owner feeds it what its stream shows and the time (a monotonic clock,
-// lib/relay/clock.h) and gets back the changes, in order. Not thread-safe:
+// lib/time/clock.h) and gets back the changes, in order. Not thread-safe:
 // the owner serializes calls.
 #ifndef HOSTMESH_LIB_RELAY_HOST_HEALTH_H_
 #define HOSTMESH_LIB_RELAY_HOST_HEALTH_H_

@@ -8,7 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "catch2/catch.hpp"
-#include "lib/relay/clock.h"
+#include "lib/time/clock.h"
 
 namespace mesh {
 namespace {

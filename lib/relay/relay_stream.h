@@ -44,7 +44,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "lib/auth/credentials.h"
-#include "lib/relay/clock.h"
+#include "lib/time/clock.h"
 #include "proto/mailbox.pb.h"
 
 namespace mesh {

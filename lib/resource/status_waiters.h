@@ -5,10 +5,10 @@
 //
 // The owner keeps its resources under its own mutex and calls every method
 // here with that mutex held; deadlines run on the owner's EventLoop, which
-// takes the same mutex. Answers never run under the mutex: they are appended
-// to a Deferred list that the caller runs after unlocking. Statuses are
-// ordered (resource.proto), so a wait for RUNNING is also answered by
-// STOPPED or FAILED: neither will ever become RUNNING.
+// takes the same mutex, on the loop's (monotonic) clock. Answers never run
+// under the mutex: they are appended to a Deferred list that the caller runs
+// after unlocking. Statuses are ordered (resource.proto), so a wait for RUNNING
+// is also answered by STOPPED or FAILED: neither will ever become RUNNING.
 //
 // Lifetime: the owner's EventLoop must be destroyed (joined) before this
 // object, so no deadline runs on a dead one; answer pending waits first with
@@ -75,10 +75,11 @@ class StatusWaiters {
   StatusWaiters(const StatusWaiters&) = delete;
   StatusWaiters& operator=(const StatusWaiters&) = delete;
 
-  // Adds a wait. If it is satisfied already (or the deadline has passed),
+  // Adds a wait that times out `timeout` from now on the loop's clock
+  // (monotonic). If it is satisfied already (or `timeout` is not positive),
   // its answer goes to `deferred` at once. Returns an id for Cancel.
   uint64_t Add(std::vector<std::string> names, v1::Status min_status,
-               absl::Time deadline, Done done, Deferred& deferred) {
+               absl::Duration timeout, Done done, Deferred& deferred) {
     owner_mu_->AssertHeld();
     uint64_t id = next_id_++;
     if (closed_.has_value()) {
@@ -88,18 +89,18 @@ class StatusWaiters {
             [done = std::move(done), error = *closed_] { done(error); });
         return id;
       }
-      deadline = absl::InfinitePast();
+      timeout = absl::ZeroDuration();
     }
     Waiter& waiter = waiters_[id];
     waiter.names = std::move(names);
     waiter.min_status = min_status;
     waiter.done = std::move(done);
     if (Answer(id, /*timed_out=*/false, deferred)) return id;
-    if (deadline <= absl::Now()) {
+    if (timeout <= absl::ZeroDuration()) {
       Answer(id, /*timed_out=*/true, deferred);
       return id;
     }
-    waiter.timer = loop_->PostAt(deadline, [this, id] {
+    waiter.timer = loop_->PostAfter(timeout, [this, id] {
       Deferred expired;
       {
         absl::MutexLock lock(owner_mu_);

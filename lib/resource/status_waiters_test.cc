@@ -4,6 +4,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "catch2/catch.hpp"
+#include "lib/time/clock.h"
 #include "proto/host.pb.h"
 
 namespace mesh {
@@ -11,6 +12,9 @@ namespace {
 
 // A tiny owner: procs by name under a mutex, as hostd keeps them.
 struct Owner {
+  explicit Owner(const MonotonicClock& clock = MonotonicClock::Real())
+      : loop(clock) {}
+
   absl::Mutex mu;
   std::map<std::string, v1::Status> statuses ABSL_GUARDED_BY(mu);
   EventLoop loop;
@@ -44,7 +48,7 @@ struct Owner {
     {
       absl::MutexLock lock(&mu);
       waiters.Add(
-          std::move(names), min, absl::Now() + in,
+          std::move(names), min, in,
           [out, done](absl::StatusOr<StatusWaitResult<v1::ProcState>> result) {
             *out = *result;
             done->Notify();
@@ -85,6 +89,23 @@ TEST_CASE(
   CHECK(later.states[1].status() == v1::NOT_EXIST);
 }
 
+TEST_CASE(
+    "a wait times out on the owner's monotonic clock, not a moment before its "
+    "timeout and then without anything else happening") {
+  FakeClock clock;
+  Owner owner(clock);
+  StatusWaitResult<v1::ProcState> result;
+  absl::Notification done;
+  owner.Wait({"a"}, v1::RUNNING, absl::Seconds(30), &result, &done);
+  clock.Advance(absl::Seconds(30) - absl::Nanoseconds(1));
+  owner.loop.RunDue();
+  CHECK_FALSE(done.HasBeenNotified());
+  clock.Advance(absl::Nanoseconds(1));
+  REQUIRE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  CHECK(result.timed_out);
+  CHECK(result.states[0].status() == v1::NOT_EXIST);
+}
+
 TEST_CASE("Close ends pending waits and answers later ones at once") {
   Owner owner;
   std::vector<absl::Status> got;
@@ -94,12 +115,10 @@ TEST_CASE("Close ends pending waits and answers later ones at once") {
   Deferred deferred;
   {
     absl::MutexLock lock(&owner.mu);
-    owner.waiters.Add({"x"}, v1::RUNNING, absl::Now() + absl::Hours(1), record,
-                      deferred);
+    owner.waiters.Add({"x"}, v1::RUNNING, absl::Hours(1), record, deferred);
     owner.waiters.Close(absl::UnavailableError("shutting down"), deferred);
     CHECK(owner.waiters.pending() == 0);
-    owner.waiters.Add({"y"}, v1::RUNNING, absl::Now() + absl::Hours(1), record,
-                      deferred);
+    owner.waiters.Add({"y"}, v1::RUNNING, absl::Hours(1), record, deferred);
     CHECK(owner.waiters.pending() == 0);
   }
   RunDeferred(deferred);

@@ -457,7 +457,10 @@ TEST_CASE("a burst of 64 saves then Flush is far fewer than 64 writes") {
   CHECK(stats.saves == 64 * kBursts);
   CHECK(counter.file_fsyncs == stats.writes);
   CHECK(counter.dir_fsyncs == stats.writes);
-  CHECK(most_writes <= 8);
+  // How many writes a burst takes depends on how many finish while it
+  // saves (13 seen under ASan on 2 busy cores; usually 2-3): a generous
+  // bound that still fails without coalescing.
+  CHECK(most_writes <= 32);
 }
 
 TEST_CASE("saves and flushes from several threads keep the file whole") {
