@@ -27,6 +27,7 @@
 #include "lib/process/process_identity.h"
 #include "lib/process/testing.h"
 #include "lib/time/clock.h"
+#include "procd/testing.h"
 #include "proto/actors.pb.h"
 #include "proto/proc.pb.h"
 
@@ -48,28 +49,6 @@ bool Eventually(const std::function<bool()>& done) {
   return testing::Eventually(done, kTimeout);
 }
 
-// Holds a "test.gate" actor inside its handler until the test opens it.
-struct Gate {
-  absl::Notification entered;
-  absl::Notification open;
-};
-
-class GateActor : public Actor {
- public:
-  explicit GateActor(std::shared_ptr<Gate> gate) : gate_(std::move(gate)) {
-    Handle<v1::Echo, v1::Echo>(
-        [this](const v1::Echo& echo,
-               ActorContext&) -> absl::StatusOr<v1::Echo> {
-          if (!gate_->entered.HasBeenNotified()) gate_->entered.Notify();
-          gate_->open.WaitForNotificationWithTimeout(kTimeout);
-          return echo;
-        });
-  }
-
- private:
-  std::shared_ptr<Gate> gate_;
-};
-
 // A runtime for proc "p0" on kHost whose mailbox hands what it sends to the
 // fake client kClient to per-port lists.
 class Runtime {
@@ -78,13 +57,13 @@ class Runtime {
     ActorRegistry registry;
     RegisterBuiltinActors(registry);
     registry.Register("test.gate", [gate = gate_] {
-      return std::unique_ptr<Actor>(new GateActor(gate));
+      return std::unique_ptr<Actor>(new testing::GateActor(gate));
     });
     options.proc_name = "p0";
     options.registry = std::move(registry);
     mailbox_ = std::make_unique<Mailbox>(
         kHost, "p0",
-        [this](v1::Envelope& envelope) { return Outbound(envelope); });
+        [this](v1::Envelope& envelope) { return client_.Outbound(envelope); });
     runtime_ =
         std::make_unique<ProcRuntime>(std::move(options), mailbox_.get());
   }
@@ -98,7 +77,8 @@ class Runtime {
 
   ProcRuntime& runtime() { return *runtime_; }
   Mailbox& mailbox() { return *mailbox_; }
-  Gate& gate() { return *gate_; }
+  testing::Gate& gate() { return *gate_; }
+  testing::FakeClient& client() { return client_; }
 
   absl::StatusOr<v1::ActorState> Create(
       const std::string& name, const std::string& type,
@@ -129,14 +109,6 @@ class Runtime {
     return **std::move(got);
   }
 
-  v1::PortRef OpenPort() {
-    v1::PortRef port;
-    port.set_mailbox(kClient);
-    absl::MutexLock lock(&mu_);
-    port.set_port(next_port_++);
-    return port;
-  }
-
   // An envelope from the fake client to `actor` carrying `message`, its
   // reply_to `reply_to` if set.
   static v1::Envelope ToActor(const std::string& actor,
@@ -152,36 +124,11 @@ class Runtime {
     return envelope;
   }
 
-  // The first `n` envelopes sent to `port`.
-  std::vector<v1::Envelope> WaitEnvelopes(const v1::PortRef& port, size_t n) {
-    absl::MutexLock lock(&mu_);
-    auto arrived = [this, &port, n]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-      return sent_[port.port()].size() >= n;
-    };
-    REQUIRE(mu_.AwaitWithTimeout(absl::Condition(&arrived), kTimeout));
-    const std::vector<v1::Envelope>& got = sent_[port.port()];
-    return {got.begin(), got.begin() + n};
-  }
-
-  std::vector<v1::Envelope> Sent(const v1::PortRef& port) {
-    absl::MutexLock lock(&mu_);
-    return sent_[port.port()];
-  }
-
  private:
-  absl::Status Outbound(v1::Envelope& envelope) {
-    absl::MutexLock lock(&mu_);
-    if (envelope.to_mailbox() == kClient) {
-      sent_[envelope.port()].push_back(std::move(envelope));
-      return absl::OkStatus();
-    }
-    return absl::UnavailableError("the test routes only to its client");
-  }
-
-  absl::Mutex mu_;
-  std::map<uint64_t, std::vector<v1::Envelope>> sent_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_port_ ABSL_GUARDED_BY(mu_) = 1;
-  const std::shared_ptr<Gate> gate_ = std::make_shared<Gate>();
+  // Declared first: the mailbox's outbound reaches it until it is gone.
+  testing::FakeClient client_{kClient, kTimeout};
+  const std::shared_ptr<testing::Gate> gate_ =
+      std::make_shared<testing::Gate>(kTimeout);
   std::unique_ptr<Mailbox> mailbox_;
   std::unique_ptr<ProcRuntime> runtime_;
 };
@@ -299,12 +246,12 @@ TEST_CASE(
   ProcRuntime::Options options;
   options.max_queued_messages = 4;
   Runtime proc(options);
-  v1::PortRef supervisor = proc.OpenPort();
+  v1::PortRef supervisor = proc.client().OpenPort();
   supervisor.set_port(1000);  // a port of the fake client: the sender
   REQUIRE(proc.Create("slow", "test.gate", &supervisor).ok());
   REQUIRE(proc.Create("fast", "mesh.echo").ok());
 
-  v1::PortRef replies = proc.OpenPort();
+  v1::PortRef replies = proc.client().OpenPort();
   v1::Echo echo;
   echo.set_text("hi");
   // One in the handler, four queued.
@@ -313,12 +260,12 @@ TEST_CASE(
   for (int i = 0; i < 4; ++i) {
     proc.mailbox().Deliver(Runtime::ToActor("slow", echo, &replies));
   }
-  CHECK(proc.Sent(replies).empty());
+  CHECK(proc.client().Sent(replies).empty());
 
   // The fifth waiting one is refused at once, on the deliverer's thread.
-  v1::PortRef refused_port = proc.OpenPort();
+  v1::PortRef refused_port = proc.client().OpenPort();
   proc.mailbox().Deliver(Runtime::ToActor("slow", echo, &refused_port));
-  std::vector<v1::Envelope> refused = proc.Sent(refused_port);
+  std::vector<v1::Envelope> refused = proc.client().Sent(refused_port);
   REQUIRE(refused.size() == 1);
   CHECK(ErrorOf(refused[0]).code() == absl::StatusCode::kResourceExhausted);
   CHECK(ErrorOf(refused[0]).message() ==
@@ -327,7 +274,7 @@ TEST_CASE(
   // Without a reply_to its sender, the supervisor, hears it once.
   proc.mailbox().Deliver(Runtime::ToActor("slow", echo));
   proc.mailbox().Deliver(Runtime::ToActor("slow", echo));
-  std::vector<v1::Envelope> told = proc.Sent(supervisor);
+  std::vector<v1::Envelope> told = proc.client().Sent(supervisor);
   REQUIRE(told.size() == 1);
   absl::StatusOr<v1::SupervisionEvent> event =
       UnpackPayload<v1::SupervisionEvent>(told[0]);
@@ -338,18 +285,17 @@ TEST_CASE(
   CHECK(absl::StrContains(event->message(), "has 4 queued messages"));
 
   // Another actor answers meanwhile.
-  v1::PortRef fast_replies = proc.OpenPort();
+  v1::PortRef fast_replies = proc.client().OpenPort();
   proc.mailbox().Deliver(Runtime::ToActor("fast", echo, &fast_replies));
-  CHECK(
-      UnpackPayload<v1::Echo>(proc.WaitEnvelopes(fast_replies, 1)[0])->text() ==
-      "hi");
+  CHECK(UnpackPayload<v1::Echo>(proc.client().WaitEnvelopes(fast_replies, 1)[0])
+            ->text() == "hi");
 
   // Once the actor catches up, the queued ones are answered.
   proc.gate().open.Notify();
-  for (const v1::Envelope& reply : proc.WaitEnvelopes(replies, 5)) {
+  for (const v1::Envelope& reply : proc.client().WaitEnvelopes(replies, 5)) {
     CHECK(UnpackPayload<v1::Echo>(reply).ok());
   }
-  CHECK(proc.Sent(supervisor).size() == 1);
+  CHECK(proc.client().Sent(supervisor).size() == 1);
 }
 
 TEST_CASE("waits and timers run on the runtime's clock") {
@@ -400,9 +346,9 @@ TEST_CASE("waits and timers run on the runtime's clock") {
 
 TEST_CASE("a message to a badly named actor is INVALID_ARGUMENT") {
   Runtime proc;
-  v1::PortRef port = proc.OpenPort();
+  v1::PortRef port = proc.client().OpenPort();
   proc.mailbox().Deliver(Runtime::ToActor("Not A Name", v1::Echo(), &port));
-  absl::Status error = ErrorOf(proc.WaitEnvelopes(port, 1)[0]);
+  absl::Status error = ErrorOf(proc.client().WaitEnvelopes(port, 1)[0]);
   CHECK(error.code() == absl::StatusCode::kInvalidArgument);
   CHECK(absl::StrContains(error.message(), "actor name"));
 }

@@ -25,6 +25,7 @@
 #include "hostmesh/procd.h"
 #include "lib/mailbox/mailbox.h"
 #include "procd/proc_runtime.h"
+#include "procd/testing.h"
 #include "proto/actors.pb.h"
 #include "proto/proc.pb.h"
 #include "proto/proc_channel.pb.h"
@@ -46,34 +47,6 @@ class PickyActor : public Actor {
     if (params.UnpackTo(&fail)) return absl::InvalidArgumentError(fail.why());
     return absl::OkStatus();
   }
-};
-
-// Lets the test hold an actor inside its handler: `entered` is notified
-// when the first Echo arrives; every Echo waits for `open` (bounded).
-struct Gate {
-  absl::Notification entered;
-  absl::Notification open;
-  // Opens the gate (again: nothing).
-  void Open() {
-    if (!open.HasBeenNotified()) open.Notify();
-  }
-};
-
-// "test.gate": echoes once its gate opens.
-class GateActor : public Actor {
- public:
-  explicit GateActor(std::shared_ptr<Gate> gate) : gate_(std::move(gate)) {
-    Handle<v1::Echo, v1::Echo>(
-        [this](const v1::Echo& echo,
-               ActorContext&) -> absl::StatusOr<v1::Echo> {
-          if (!gate_->entered.HasBeenNotified()) gate_->entered.Notify();
-          gate_->open.WaitForNotificationWithTimeout(kTimeout);
-          return echo;
-        });
-  }
-
- private:
-  std::shared_ptr<Gate> gate_;
 };
 
 // What one Handle answered: the response, and how many times `done` ran.
@@ -123,11 +96,11 @@ class Proc {
     RegisterBuiltinActors(registry);
     registry.Register<PickyActor>();
     registry.Register("test.gate", [gate = gate_] {
-      return std::unique_ptr<Actor>(new GateActor(gate));
+      return std::unique_ptr<Actor>(new testing::GateActor(gate));
     });
     mailbox_ = std::make_unique<Mailbox>(
         kHost, "p0",
-        [this](v1::Envelope& envelope) { return Outbound(envelope); });
+        [this](v1::Envelope& envelope) { return client_.Outbound(envelope); });
     runtime_ = std::make_unique<ProcRuntime>(
         ProcRuntime::Options{"p0", 2, std::move(registry)}, mailbox_.get());
     verbs_ = std::make_unique<ProcVerbs>(runtime_.get(), std::move(options));
@@ -144,7 +117,8 @@ class Proc {
   ProcVerbs& verbs() { return *verbs_; }
   ProcRuntime& runtime() { return *runtime_; }
   Mailbox& mailbox() { return *mailbox_; }
-  Gate& gate() { return *gate_; }
+  testing::Gate& gate() { return *gate_; }
+  testing::FakeClient& client() { return client_; }
 
   // Hands `request` to the verbs; the answer arrives in the returned Answer.
   // Requests without an id get a fresh one.
@@ -242,32 +216,6 @@ class Proc {
     return absl::OkStatus();
   }
 
-  // A fresh port of the fake client (host "", as a client's port is).
-  v1::PortRef OpenPort() {
-    v1::PortRef port;
-    port.set_mailbox(kClient);
-    absl::MutexLock lock(&mu_);
-    port.set_port(next_port_++);
-    return port;
-  }
-
-  // The first `n` envelopes the proc sent to `port`.
-  std::vector<v1::Envelope> WaitEnvelopes(const v1::PortRef& port, size_t n) {
-    absl::MutexLock lock(&mu_);
-    auto arrived = [this, &port, n]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-      return sent_[port.port()].size() >= n;
-    };
-    REQUIRE(mu_.AwaitWithTimeout(absl::Condition(&arrived), kTimeout));
-    const std::vector<v1::Envelope>& got = sent_[port.port()];
-    return {got.begin(), got.begin() + n};
-  }
-
-  // What the proc sent to `port` so far.
-  std::vector<v1::Envelope> Sent(const v1::PortRef& port) {
-    absl::MutexLock lock(&mu_);
-    return sent_[port.port()];
-  }
-
   // Delivers `message` to actor `actor` as the host would, from the fake
   // client, and returns the reply.
   v1::Envelope Ask(const std::string& actor,
@@ -281,30 +229,18 @@ class Proc {
     envelope.set_cast_rank(cast_rank);
     envelope.set_correlation(1234);
     envelope.set_sender(kClient);
-    v1::PortRef port = OpenPort();
+    v1::PortRef port = client_.OpenPort();
     *envelope.mutable_reply_to() = port;
     mailbox_->Deliver(std::move(envelope));
-    return WaitEnvelopes(port, 1)[0];
+    return client_.WaitEnvelopes(port, 1)[0];
   }
 
  private:
-  absl::Status Outbound(v1::Envelope& envelope) {
-    absl::MutexLock lock(&mu_);
-    if (envelope.to_mailbox() == kClient && envelope.to_host().empty()) {
-      sent_[envelope.port()].push_back(std::move(envelope));
-      return absl::OkStatus();
-    }
-    return absl::UnavailableError(
-        absl::StrCat("the test routes nothing to ",
-                     MailboxName(envelope.to_host(), envelope.to_mailbox())));
-  }
-
   // Declared first: the mailbox's outbound reaches them until it is gone.
-  absl::Mutex mu_;
-  std::map<uint64_t, std::vector<v1::Envelope>> sent_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_port_ ABSL_GUARDED_BY(mu_) = 1;
+  testing::FakeClient client_{kClient, kTimeout};
   std::atomic<uint64_t> next_id_{1000};
-  const std::shared_ptr<Gate> gate_ = std::make_shared<Gate>();
+  const std::shared_ptr<testing::Gate> gate_ =
+      std::make_shared<testing::Gate>(kTimeout);
 
   std::unique_ptr<Mailbox> mailbox_;
   std::unique_ptr<ProcRuntime> runtime_;
@@ -328,7 +264,7 @@ TEST_CASE("an echo actor answers GetActorId at the client's ports") {
   REQUIRE(running.actors_size() == 1);
   CHECK(running.actors(0).status() == v1::RUNNING);
 
-  v1::PortRef also = proc.OpenPort();
+  v1::PortRef also = proc.client().OpenPort();
   v1::GetActorId get_id;
   *get_id.mutable_port() = also;
   v1::Envelope reply = proc.Ask("a0", get_id, /*cast_rank=*/5);
@@ -343,7 +279,7 @@ TEST_CASE("an echo actor answers GetActorId at the client's ports") {
   CHECK(id->cast_rank() == 5);
   CHECK(id->pid() == getpid());
 
-  v1::Envelope copy = proc.WaitEnvelopes(also, 1)[0];
+  v1::Envelope copy = proc.client().WaitEnvelopes(also, 1)[0];
   CHECK(UnpackPayload<v1::ActorIdReply>(copy)->id().actor() == "a0");
 }
 
@@ -403,7 +339,7 @@ TEST_CASE("a counter counts and replies with its rank") {
 
 TEST_CASE("a failing handler fails the actor and tells its supervisor") {
   Proc proc;
-  v1::PortRef supervisor = proc.OpenPort();
+  v1::PortRef supervisor = proc.client().OpenPort();
   REQUIRE(proc.Create("a0", "mesh.echo", 0, &supervisor).has_actor());
 
   v1::Fail fail;
@@ -414,7 +350,7 @@ TEST_CASE("a failing handler fails the actor and tells its supervisor") {
   CHECK(error.code() == absl::StatusCode::kInternal);
   CHECK(absl::StrContains(error.message(), "test says so"));
 
-  v1::Envelope event_envelope = proc.WaitEnvelopes(supervisor, 1)[0];
+  v1::Envelope event_envelope = proc.client().WaitEnvelopes(supervisor, 1)[0];
   absl::StatusOr<v1::SupervisionEvent> event =
       UnpackPayload<v1::SupervisionEvent>(event_envelope);
   REQUIRE(event.ok());
@@ -470,7 +406,7 @@ TEST_CASE("an actor whose Init fails is FAILED") {
 
 TEST_CASE("stopping an actor is idempotent and tells its supervisor") {
   Proc proc;
-  v1::PortRef supervisor = proc.OpenPort();
+  v1::PortRef supervisor = proc.client().OpenPort();
   REQUIRE(proc.Create("a0", "mesh.echo", 0, &supervisor).has_actor());
   v1::ProcResponse stopped = proc.Stop("a0", "test is done");
   REQUIRE(stopped.has_actor());
@@ -480,7 +416,8 @@ TEST_CASE("stopping an actor is idempotent and tells its supervisor") {
   CHECK(stopped.actor().status() == v1::STOPPED);
 
   absl::StatusOr<v1::SupervisionEvent> event =
-      UnpackPayload<v1::SupervisionEvent>(proc.WaitEnvelopes(supervisor, 1)[0]);
+      UnpackPayload<v1::SupervisionEvent>(
+          proc.client().WaitEnvelopes(supervisor, 1)[0]);
   REQUIRE(event.ok());
   CHECK(event->actor().status() == v1::STOPPED);
   CHECK(event->actor().reason() == "test is done");
@@ -594,23 +531,24 @@ TEST_CASE(
     "StopAll tells each actor's supervisor, unless the proc ends with it: "
     "then its host reports the proc's end for all of them") {
   Proc proc;
-  v1::PortRef supervisor = proc.OpenPort();
+  v1::PortRef supervisor = proc.client().OpenPort();
   REQUIRE(proc.Create("a0", "mesh.echo", 0, &supervisor).has_actor());
   v1::ProcRequest stop_all;
   stop_all.mutable_stop_all()->set_reason("tidy up");
   REQUIRE(proc.Call(stop_all).stop_all().stopped_size() == 1);
   absl::StatusOr<v1::SupervisionEvent> event =
-      UnpackPayload<v1::SupervisionEvent>(proc.WaitEnvelopes(supervisor, 1)[0]);
+      UnpackPayload<v1::SupervisionEvent>(
+          proc.client().WaitEnvelopes(supervisor, 1)[0]);
   REQUIRE(event.ok());
   CHECK(event->actor().status() == v1::STOPPED);
 
   Proc ending;
-  v1::PortRef quiet = ending.OpenPort();
+  v1::PortRef quiet = ending.client().OpenPort();
   REQUIRE(ending.Create("a0", "mesh.echo", 0, &quiet).has_actor());
   stop_all.mutable_stop_all()->set_exit_proc(true);
   REQUIRE(ending.Call(stop_all).stop_all().stopped_size() == 1);
   absl::SleepFor(absl::Milliseconds(200));
-  CHECK(ending.Sent(quiet).empty());
+  CHECK(ending.client().Sent(quiet).empty());
 }
 
 TEST_CASE("GetProcInfo describes the proc") {
