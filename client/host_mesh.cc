@@ -109,6 +109,9 @@ absl::Status HostMesh::Impl::ShutdownOwnedHosts(absl::Duration grace) {
     channels.push_back(options_.client->Channel(addresses_[i]));
     requests[i].set_reason("host mesh shutdown");
     requests[i].set_grace_ms(absl::ToInt64Milliseconds(grace));
+    // Hosts this mesh started end with it (exit 0), not as a shutdown a
+    // service manager should undo.
+    requests[i].set_stay_down(true);
   }
   auto acks = internal::ParallelUnary<v1::Host, v1::ShutdownHostResponse>(
       channels, requests, grace * 3 + absl::Seconds(10),

@@ -9,6 +9,8 @@ PACKAGES=(
   # own sanitizer runtimes (libasan8, libubsan1: dependencies of gcc).
   clang
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
+  # grpc.health.v1 and grpc.reflection.v1alpha .protos (hostd, tests).
+  grpc-proto
   libabsl-dev libgoogle-glog-dev libgflags-dev libsystemd-dev
   catch2 libcli11-dev libbenchmark-dev
   procps

@@ -6,6 +6,7 @@
 #define HOSTMESH_HOSTD_FLAGS_H_
 
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -28,16 +29,29 @@ absl::StatusOr<std::optional<TestCrashAt>> ParseTestCrashAt(
 
 // Parses `args` (args[0] is the program; then flags, --config FILE among
 // them: a flag on the command line wins over the file's key) into
-// HostdOptions, with `command_line` = args. INVALID_ARGUMENT saying what is
-// wrong (CLI11's message: an unreadable config file, a bad value, an
-// unknown flag; or a bad duration) -- --help is an error here too. Prints
-// nothing. Thread-compatible (each call builds its own parser).
+// HostdOptions, with `command_line` = args. Strict: INVALID_ARGUMENT saying
+// what is wrong, and where --
+//   unknown key "lisen" in /etc/hostmesh/hostd.conf line 3; did you mean
+//   "listen"?
+//   unknown flag "--max_procs"; did you mean "--max-procs"?
+// (a key is a long flag without its dashes, spelt with '-' only; a key the
+// file gives twice, a key only the command line may set, an unreadable
+// file, a bad value or duration: "--stop-grace: ... (FILE line 4)"). One
+// line per unknown or repeated key. --help and --version are errors here
+// too. Prints nothing. Thread-compatible (each call builds its own parser).
 absl::StatusOr<HostdOptions> ParseHostdFlags(
     const std::vector<std::string>& args);
 
-// main()'s: the same parse over argv, but --help prints the help and a bad
-// command line prints CLI11's message (or "hostd: --flag: ...") to stderr.
-// nullopt: run with *options; otherwise the exit code (0 after --help, 2).
+// main()'s: the same parse, but --help and --version print to `out` (exit
+// code 0), --print-config prints the effective configuration to `out` (every
+// key, its value and where it came from: default, environment ($VAR),
+// FILE:LINE or command line; as a config file) and exits 0, and a bad
+// command line or config prints each error as "hostd: <error>" to `err`
+// (exit code 2). nullopt: run with *options.
+std::optional<int> ParseHostdCommandLine(const std::vector<std::string>& args,
+                                         HostdOptions* options,
+                                         std::ostream& out, std::ostream& err);
+// Over argv, with std::cout and std::cerr.
 std::optional<int> ParseHostdCommandLine(int argc, char** argv,
                                          HostdOptions* options);
 

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "lib/grpc_status.h"
 #include "lib/names.h"
@@ -16,6 +17,7 @@
 #include "lib/status.h"
 #include "lib/time/clock.h"
 #include "lib/verb_timeouts.h"
+#include "lib/version.h"
 
 namespace mesh {
 namespace {
@@ -116,7 +118,7 @@ uint64_t HeapBytes() {
 HostService::HostService(ProcManager* manager, const ProcChannels* channels,
                          const ServerAuth* auth, SenderClaims* claims,
                          OwnerLeases* leases, Info info,
-                         std::function<void()> on_shutdown)
+                         ShutdownHooks on_shutdown)
     : manager_(manager),
       channels_(channels),
       auth_(auth),
@@ -318,7 +320,11 @@ grpc::ServerUnaryReactor* HostService::ShutdownHost(
   std::optional<Principal> caller = Admit(context, reactor, "ShutdownHost", {});
   if (!caller.has_value()) return reactor;
   LOG(WARNING) << "ShutdownHost by " << caller->ToString() << ": "
-               << QuoteForError(request->reason());
+               << QuoteForError(request->reason())
+               << (request->stay_down()
+                       ? std::string(" (to stay down)")
+                       : absl::StrCat(" (exit ", kShutdownRestartExitCode,
+                                      ": to be restarted)"));
   absl::Duration grace = absl::Milliseconds(request->grace_ms());
   if (request->grace_ms() == 0) {
     absl::MutexLock lock(&mu_);
@@ -326,12 +332,16 @@ grpc::ServerUnaryReactor* HostService::ShutdownHost(
   }
   std::string reason =
       request->reason().empty() ? "host shutdown requested" : request->reason();
-  manager_->Shutdown(reason, grace, caller->identity,
-                     [this, reactor, response](v1::ShutdownHostResponse r) {
-                       *response = std::move(r);
-                       reactor->Finish(grpc::Status::OK);
-                       on_shutdown_();
-                     });
+  if (on_shutdown_.started) on_shutdown_.started(*request);
+  manager_->Shutdown(
+      reason, grace, caller->identity,
+      [this, reactor, request, response](v1::ShutdownHostResponse r) {
+        *response = std::move(r);
+        // Copied first: the request is gone once the call finishes.
+        const v1::ShutdownHostRequest asked = *request;
+        reactor->Finish(grpc::Status::OK);
+        if (on_shutdown_.answered) on_shutdown_.answered(asked);
+      });
   return reactor;
 }
 
@@ -370,7 +380,7 @@ grpc::ServerUnaryReactor* HostService::GetHostInfo(
   response->set_num_procs(manager_->LiveProcs());
   response->set_max_procs(info_.max_procs);
   response->set_state_dir(info_.state_dir);
-  response->set_version("0.1.0");
+  response->set_version(kHostmeshVersion);
   response->set_held_waits(static_cast<uint32_t>(manager_->HeldWaits()));
   response->set_relayed_calls(
       static_cast<uint32_t>(channels_->PendingRequests()));

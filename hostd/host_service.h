@@ -3,7 +3,7 @@
 // blocks a gRPC thread; a WaitProcs whose caller cancels (or goes away) ends
 // then, CANCELLED, and the manager drops its wait (nothing is held until
 // the wait's own timeout). ShutdownHost's answer is sent before the host is
-// told to exit (through `on_shutdown`). Thread-safe.
+// told to exit (through ShutdownHooks::answered). Thread-safe.
 //
 // Authorization (lib/auth): every call names its caller. A client acts on
 // the procs it owns (creating one makes it the owner; ListProcs shows only
@@ -38,6 +38,11 @@
 
 namespace mesh {
 
+// hostd's exit status after an admin's ShutdownHost without stay_down:
+// EX_TEMPFAIL, which deploy/hostd.service restarts (RestartForceExitStatus=)
+// and counts as a clean exit (SuccessExitStatus=). With stay_down: 0.
+inline constexpr int kShutdownRestartExitCode = 75;
+
 class HostService final : public v1::Host::CallbackService {
  public:
   struct Info {
@@ -47,13 +52,21 @@ class HostService final : public v1::Host::CallbackService {
     absl::Duration stop_grace = absl::Seconds(5);
   };
 
+  // What an admin's ShutdownHost tells hostd, each once per call (either
+  // may be empty).
+  struct ShutdownHooks {
+    // Asked, before any proc is stopped (systemd hears STOPPING=1).
+    std::function<void(const v1::ShutdownHostRequest&)> started;
+    // The answer has been handed to gRPC: hostd may exit (with the status
+    // the request's stay_down asks for).
+    std::function<void(const v1::ShutdownHostRequest&)> answered;
+  };
+
   // `manager`, `channels`, `auth`, `claims` and `leases` outlive the
   // service.
-  // `on_shutdown` runs once, after the ShutdownHost answer has been handed
-  // to gRPC.
   HostService(ProcManager* manager, const ProcChannels* channels,
               const ServerAuth* auth, SenderClaims* claims, OwnerLeases* leases,
-              Info info, std::function<void()> on_shutdown);
+              Info info, ShutdownHooks on_shutdown);
 
   // The advertised address, known once the server has bound its port.
   void set_address(const std::string& address);
@@ -105,7 +118,7 @@ class HostService final : public v1::Host::CallbackService {
   absl::Mutex mu_;
   Info info_ ABSL_GUARDED_BY(mu_);
   const absl::Time started_at_;
-  std::function<void()> on_shutdown_;
+  const ShutdownHooks on_shutdown_;
 };
 
 }  // namespace mesh

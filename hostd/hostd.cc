@@ -6,7 +6,6 @@
 #include <limits.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -18,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -25,8 +25,10 @@
 #include "hostd/command_policy.h"
 #include "hostd/dir_lock.h"
 #include "hostd/flags.h"
+#include "hostd/health.h"
 #include "hostd/host_service.h"
 #include "hostd/missed_ends.h"
+#include "hostd/notify.h"
 #include "hostd/owner_leases.h"
 #include "hostd/peer_hosts.h"
 #include "hostd/proc_channels.h"
@@ -405,14 +407,63 @@ int RunHostd(HostdOptions options) {
   auto request_exit = [&] {
     std::call_once(exit_once, [&] { exit_requested.Notify(); });
   };
+  // What systemd hears (hostd/notify.h): READY, STATUS with the live proc
+  // count, WATCHDOG while the manager's loop and the gRPC server answer
+  // (the probes start at Ready, once both exist), STOPPING.
+  std::string served_address;  // Set before Ready.
+  std::unique_ptr<ServingProbe> serving_probe;
+  SystemdNotifier::Options notify_options;
+  notify_options.probes.push_back(
+      {"the proc manager's event loop",
+       [&manager](std::function<void(bool)> done) {
+         manager->RunOnLoop([done = std::move(done)] { done(true); });
+       }});
+  notify_options.probes.push_back(
+      {"the gRPC server", [&serving_probe](std::function<void(bool)> done) {
+         serving_probe->Start(std::move(done));
+       }});
+  notify_options.status = [&manager, &served_address, max = options.max_procs] {
+    const int live = manager->LiveProcs();
+    return absl::StrCat(live, live == 1 ? " live proc" : " live procs",
+                        " (max ", max, ") on ", served_address);
+  };
+  notify_options.test_wedge_after = options.test_wedge_loop_after;
+  notify_options.test_wedge = [&manager] {
+    manager->RunOnLoop([] {
+      LOG(WARNING) << "--test-wedge-loop-after: the proc manager's event "
+                      "loop is wedged for good";
+      for (;;) absl::SleepFor(absl::Hours(1));
+    });
+  };
+  auto notifier = std::make_unique<SystemdNotifier>(std::move(notify_options));
+  // grpc.health.v1 (hostd/health.h): NOT_SERVING until Ready and from the
+  // start of any shutdown, for authenticated callers.
+  HealthService health(
+      auth.get(), {v1::Host::service_full_name(), v1::Proc::service_full_name(),
+                   v1::Relay::service_full_name()});
+  // 0, or kShutdownRestartExitCode after an admin's ShutdownHost that did
+  // not ask the host to stay down (deploy/hostd.service restarts it).
+  std::atomic<int> exit_code{0};
   // Shuts down once, whichever of signal or parent asks first: stops every
   // proc, then lets main return.
   std::atomic<bool> shutdown_started{false};
+  // Every stop and restart begins here, once: health NOT_SERVING for good,
+  // STOPPING=1 with `why` (and, for a stop that gives procs `grace`, more
+  // time from systemd). False if one already began.
+  auto begin_stop = [&](const std::string& why,
+                        absl::Duration grace = absl::ZeroDuration()) {
+    if (shutdown_started.exchange(true)) return false;
+    health.Shutdown();
+    notifier->Stopping(why, grace);
+    return true;
+  };
   // `requester`: the identity that asked ("" : hostd itself; see
   // ProcManager::StopBy).
   auto shutdown = [&](const std::string& reason, const std::string& requester) {
-    if (shutdown_started.exchange(true)) return;
-    sd_notify(0, "STOPPING=1");
+    if (!begin_stop(absl::StrCat("stopping every proc: ", reason),
+                    options.stop_grace)) {
+      return;
+    }
     manager->Shutdown(reason, options.stop_grace, requester,
                       [&](v1::ShutdownHostResponse) { request_exit(); });
   };
@@ -421,12 +472,28 @@ int RunHostd(HostdOptions options) {
   info.max_procs = options.max_procs;
   info.stop_grace = options.stop_grace;
   // ShutdownHost stops the procs through the manager itself; the service
-  // calls back once its answer is on its way.
+  // calls back as it starts (a stop already under way keeps its exit
+  // status) and once its answer is on its way.
+  HostService::ShutdownHooks shutdown_hooks;
+  shutdown_hooks.started = [&](const v1::ShutdownHostRequest& request) {
+    // The grace HostService gives the manager (0: --stop-grace).
+    const absl::Duration grace = request.grace_ms() == 0
+                                     ? options.stop_grace
+                                     : absl::Milliseconds(request.grace_ms());
+    if (!begin_stop(
+            absl::StrCat("ShutdownHost: stopping every proc",
+                         request.stay_down() ? "" : "; ",
+                         request.stay_down() ? "" : "the unit restarts hostd"),
+            grace)) {
+      return;
+    }
+    exit_code = request.stay_down() ? 0 : kShutdownRestartExitCode;
+  };
+  shutdown_hooks.answered = [&](const v1::ShutdownHostRequest&) {
+    request_exit();
+  };
   HostService service(manager.get(), channels.get(), auth.get(), &claims,
-                      leases.get(), info, [&] {
-                        shutdown_started = true;
-                        request_exit();
-                      });
+                      leases.get(), info, std::move(shutdown_hooks));
   int port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, auth->ServerCredentials(), &port);
@@ -444,7 +511,27 @@ int RunHostd(HostdOptions options) {
   RelayService relay_service(router.get(), auth.get(), &claims, leases.get(),
                              relay_options);
   builder.RegisterService(&relay_service);
+  builder.RegisterService(&health);
+  // Server reflection, behind the same authentication (hostd/health.h).
+  builder.SetOption(ReflectionOption());
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(NewReflectionGate(auth.get()));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  // Reflection is a synchronous service: cap the threads that serve it.
+  builder.SetResourceQuota(grpc::ResourceQuota("hostd").SetMaxThreads(32));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  // Any return before hostd serves: watchers and streams (Watch,
+  // reflection) are ended, so the server's destructor does not wait on
+  // them. Cancelled once hostd is ready; the normal exit does its own.
+  absl::Cleanup stop_server_early = [&health, &server] {
+    health.Shutdown();
+    if (server != nullptr) {
+      server->Shutdown(std::chrono::system_clock::now() +
+                       std::chrono::seconds(1));
+    }
+  };
   // Read once the server is up: only the same user (and root) can.
   absl::Status token_written =
       admin_token_file ? WriteAdminTokenFile(options.runtime_dir, local_token)
@@ -462,6 +549,7 @@ int RunHostd(HostdOptions options) {
   }
   std::string address = JoinHostPort(advertise, port);
   service.set_address(address);
+  served_address = address;
   manager->set_host_address(address);
   peers = std::make_unique<PeerHosts>(
       address, auth->peer_credentials(),
@@ -521,6 +609,9 @@ int RunHostd(HostdOptions options) {
               : std::string("hostd's user alone"));
   std::printf("hostd listening on %s\n", address.c_str());
   std::fflush(stdout);
+  // Serving: before a parent hears of this hostd (it may check health at
+  // once) and before READY=1.
+  health.SetServing(true);
 
   std::unique_ptr<ParentChannel> parent;
   if (bootstrap->has_value()) {
@@ -539,7 +630,17 @@ int RunHostd(HostdOptions options) {
     }
     parent = *std::move(channel);
   }
-  sd_notify(0, "READY=1");
+  if (notifier->watchdog_period().has_value()) {
+    // hostd's own GetHostInfo, in-process, as a peer (the token is known
+    // to this process alone), answered within a watchdog period. Reset
+    // before the server goes (below).
+    const std::string watchdog_token = NewRandomToken();
+    auth->AddToken(kWatchdogIdentity, Role::kPeer, watchdog_token);
+    serving_probe = std::make_unique<ServingProbe>(
+        server.get(), watchdog_token, *notifier->watchdog_period());
+  }
+  std::move(stop_server_early).Cancel();
+  notifier->Ready();
 
   // SIGHUP (systemctl reload): re-read the config and apply what can change
   // while hostd runs -- tokens file, allow rules, log levels -- and name the
@@ -558,13 +659,12 @@ int RunHostd(HostdOptions options) {
   // one finds shutdown_started set and does nothing).
   // RESTART HOOK: what hostd does to keep its procs before it exits.
   auto restart_keeping_procs = [&] {
-    if (shutdown_started.exchange(true)) {
+    if (!begin_stop("exiting for a restart; the procs keep running")) {
       LOG(INFO) << "received SIGUSR2 while shutting down; the shutdown goes on";
       return;
     }
     LOG(INFO) << "received SIGUSR2; exiting and keeping procs for the next "
                  "hostd";
-    sd_notify(0, "STOPPING=1");
     // The table is durable and no deadline or exit acts on a proc now.
     manager->Release();
     (*supervisor)->Release();
@@ -581,6 +681,10 @@ int RunHostd(HostdOptions options) {
   auto signals = std::make_unique<HostSignals>(std::move(signal_callbacks));
 
   exit_requested.WaitForNotification();
+  health.Shutdown();
+  // No probe runs once the server and the manager begin to go.
+  notifier.reset();
+  serving_probe.reset();
   manager->AnswerAllWaits();
   relay_service.Shutdown();
   router->Shutdown();
@@ -600,8 +704,13 @@ int RunHostd(HostdOptions options) {
   peers.reset();
   supervisor->reset();
   std::filesystem::remove(AdminTokenPath(options.runtime_dir), error);
-  LOG(INFO) << "hostd exiting";
-  return 0;
+  LOG(INFO) << "hostd exiting"
+            << (exit_code != 0
+                    ? absl::StrCat(" with status ", exit_code.load(),
+                                   " (ShutdownHost without stay_down: to be "
+                                   "restarted)")
+                    : std::string());
+  return exit_code;
 }
 
 }  // namespace mesh

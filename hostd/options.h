@@ -3,6 +3,7 @@
 #define HOSTMESH_HOSTD_OPTIONS_H_
 
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,18 @@
 #include "lib/auth/server_auth.h"
 
 namespace mesh {
+
+// The first entry of systemd's colon-separated directory list in `variable`
+// (e.g. STATE_DIRECTORY=/var/lib/hostmesh:/var/lib/other), or `fallback`
+// if it is unset or its first entry is empty.
+inline std::string SystemdDirectoryOr(const char* variable,
+                                      const std::string& fallback) {
+  const char* value = std::getenv(variable);
+  if (value == nullptr) return fallback;
+  const std::string list = value;
+  const std::string first = list.substr(0, list.find(':'));
+  return first.empty() ? fallback : first;
+}
 
 struct HostdOptions {
   // host:port to bind; port 0 picks a free one.
@@ -22,8 +35,13 @@ struct HostdOptions {
   // Advertise a host that is not (or not here resolved to) an address of
   // this machine: a NAT address, a DNS name only others resolve.
   bool advertise_unchecked = false;
-  std::string state_dir = "/var/lib/hostmesh";
-  std::string runtime_dir = "/run/hostmesh";
+  // Defaults: under systemd, the first dir of $STATE_DIRECTORY and of
+  // $RUNTIME_DIRECTORY (the unit's StateDirectory= and RuntimeDirectory=),
+  // else these.
+  std::string state_dir =
+      SystemdDirectoryOr("STATE_DIRECTORY", "/var/lib/hostmesh");
+  std::string runtime_dir =
+      SystemdDirectoryOr("RUNTIME_DIRECTORY", "/run/hostmesh");
   // Default bootstrap command; empty: procd next to this binary.
   std::string procd_path;
   absl::Duration registration_timeout = absl::Seconds(10);
@@ -73,6 +91,10 @@ struct HostdOptions {
   // points): hostd exits at once the n-th time its proc table write reaches
   // <point>. Empty: never.
   std::string test_crash_at;
+  // --test-wedge-loop-after (tests only): this long after READY, the proc
+  // manager's event loop is blocked for good, so the systemd watchdog
+  // (hostd/notify.h) stops. Zero: never.
+  absl::Duration test_wedge_loop_after = absl::ZeroDuration();
   // The command line these options came from (argv, argv[0] first; set by
   // ParseHostdFlags): SIGHUP parses it again, re-reading its --config file
   // (hostd/reload.h). Empty (options made in code): SIGHUP re-reads the

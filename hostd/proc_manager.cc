@@ -468,6 +468,9 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
       command = proc->command;
       spawn.path = command;
       spawn.args.assign(spec.args().begin(), spec.args().end());
+      // systemd's variables are hostd's alone (kServiceManagerEnv). A
+      // spec may still set them itself.
+      spawn.unset_env = kServiceManagerEnv;
       spawn.env.insert(spec.env().begin(), spec.env().end());
       spawn.log_dir = proc->state.log_dir();
       spawn.log_group = options_.log_group;
@@ -1108,6 +1111,10 @@ int ProcManager::HeldWaits() {
 }
 
 void ProcManager::RunDueTimers() { loop_->RunDue(); }
+
+void ProcManager::RunOnLoop(std::function<void()> fn) {
+  loop_->Post(std::move(fn));
+}
 
 std::shared_ptr<const CommandPolicy> ProcManager::policy() const {
   absl::MutexLock lock(&policy_mu_);

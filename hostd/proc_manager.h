@@ -275,6 +275,9 @@ class ProcManager {
   // Tests: returns once every deadline due by now on Options::clock (and
   // all work posted before) has run on the manager's loop.
   void RunDueTimers();
+  // Runs `fn` on the manager's loop after the work posted before it: how
+  // hostd's watchdog (hostd/notify.h) sees that the loop still turns.
+  void RunOnLoop(std::function<void()> fn);
 
   // This hostd's advertised host:port, put into each proc's state (a proc
   // is reached through its host). Set once the server listens.

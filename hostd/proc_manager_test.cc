@@ -21,6 +21,7 @@
 #include "hostd/command_policy.h"
 #include "hostd/proc_channels.h"
 #include "lib/event/event_loop.h"
+#include "lib/names.h"
 #include "lib/store/durable_file.h"
 #include "lib/testing/temp_dir.h"
 #include "lib/time/clock.h"
@@ -454,6 +455,46 @@ TEST_CASE(
   REQUIRE(one.ok());
   CHECK(one->status() == v1::FAILED);
   CHECK(one->stderr_tail() == tail);
+}
+
+TEST_CASE(
+    "a failed proc's reason quotes the end of a Python traceback, bounded, "
+    "and its lost report carries the traceback whole") {
+  Host host;
+  absl::StatusOr<v1::ProcState> spawned = host.Create("py");
+  REQUIRE(spawned.ok());
+  std::string tail =
+      "I1202 16:05:19.123456  1234 procd_main.cc:236] procd py serving\n"
+      "Traceback (most recent call last):\n";
+  for (int i = 0; i < 10; ++i) {
+    absl::StrAppend(&tail, "  File \"/app/step", i, ".py\", line ", i,
+                    ", in step\n    step", i + 1, "(", std::string(150, 'a'),
+                    ")\n");
+  }
+  absl::StrAppend(&tail,
+                  "FileNotFoundError: [Errno 2] No such file or directory: "
+                  "'/data/model.bin'\n");
+  ExitInfo info;
+  info.exit_code = 1;
+  info.stderr_tail = tail;
+  host.launcher.Exit(spawned->pid(), info);
+  absl::StatusOr<v1::ProcState> ended = host.Await("py", v1::STOPPED);
+  REQUIRE(ended.ok());
+  INFO(ended->reason());
+  CHECK(ended->status() == v1::FAILED);
+  CHECK(ended->reason().size() <= kMaxErrorMessageBytes);
+  CHECK(absl::StrContains(ended->reason(),
+                          "\"FileNotFoundError: [Errno 2] No such file or "
+                          "directory: '/data/model.bin'\")"));
+  CHECK(absl::StrContains(ended->reason(), "(stderr: ... | \"File "));
+  CHECK_FALSE(absl::StrContains(ended->reason(), "procd py serving"));
+  std::vector<v1::ProcExit> lost = host.Lost();
+  REQUIRE(lost.size() == 1);
+  REQUIRE(lost[0].stderr_lines_size() == 22);
+  CHECK(lost[0].stderr_lines(0) == "Traceback (most recent call last):");
+  CHECK(lost[0].stderr_lines(21) ==
+        "FileNotFoundError: [Errno 2] No such file or directory: "
+        "'/data/model.bin'");
 }
 
 }  // namespace

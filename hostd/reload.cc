@@ -79,8 +79,11 @@ HostdReloader::Result HostdReloader::Reload() {
     absl::StatusOr<HostdOptions> parsed = ParseHostdFlags(running.command_line);
     if (!parsed.ok()) {
       result.status = parsed.status();
-      LOG(ERROR) << "reload: kept everything as it was: the command line or "
-                    "config does not parse: "
+      // E.g. an unknown key: `unknown key "lisen" in FILE line 3; did you
+      // mean "listen"?` (strict, hostd/flags.h).
+      LOG(ERROR) << "reload: refused; hostd runs on with its old config "
+                    "(kept everything as it was): the command line or config "
+                    "does not parse: "
                  << parsed.status().message();
       return result;
     }

@@ -14,7 +14,8 @@
 // Anything else that differs from what hostd runs with (--listen, TLS files,
 // dirs, --proc-user, timings, the tokens file's path, ...) is not applied:
 // one WARNING names each flag as needing a restart. A command line or config
-// file that does not parse changes nothing (an ERROR says why). Every reload
+// file that does not parse (an unknown key too: ParseHostdFlags is strict)
+// changes nothing (an ERROR says why, naming the key). Every reload
 // logs one INFO line naming what it reloaded. Nothing here ends hostd.
 #ifndef HOSTMESH_HOSTD_RELOAD_H_
 #define HOSTMESH_HOSTD_RELOAD_H_

@@ -10,6 +10,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -19,9 +20,11 @@
 #include "lib/auth/credentials.h"
 #include "lib/grpc_status.h"
 #include "lib/names.h"
+#include "lib/nearest_name.h"
 #include "lib/net/address.h"
 #include "lib/net/host_port.h"
 #include "lib/status.h"
+#include "lib/version.h"
 #include "meshctl/format.h"
 #include "proto/actors.pb.h"
 #include "proto/host.grpc.pb.h"
@@ -203,6 +206,8 @@ struct Flags {
   // host shutdown, proc stop, actor stop.
   std::string reason;
   std::string grace;  // Empty: hostd's --stop-grace.
+  // host shutdown: hostd exits 0 (its unit leaves it stopped), not 75.
+  bool stay_down = false;
   // proc spawn, actor spawn.
   std::string proc;
   std::string name;
@@ -328,6 +333,8 @@ void Meshctl::Declare(CLI::App& app) {
   // Global flags may follow a subcommand too (`meshctl proc list -o json`).
   app.fallthrough();
   app.require_subcommand(1);
+  app.set_version_flag("--version", absl::StrCat("meshctl ", kHostmeshVersion),
+                       "print meshctl's version and exit");
   app.add_option("--host", flags_.host, "hostd address, host:port")
       ->envname(kHostEnv)
       ->capture_default_str();
@@ -369,6 +376,10 @@ void Meshctl::Declare(CLI::App& app) {
       ->check(DurationValidator())
       ->type_name("DURATION");
   shutdown->add_option("--reason", flags_.reason, "recorded on every proc");
+  shutdown->add_flag("--stay-down", flags_.stay_down,
+                     "hostd then exits 0 and its systemd unit leaves it "
+                     "stopped; without it hostd exits 75 and the unit starts "
+                     "it again, with no proc");
 
   // proc ...
   CLI::App* proc = app.add_subcommand("proc", "procs of the host");
@@ -535,6 +546,11 @@ void Meshctl::Declare(CLI::App& app) {
       "--json", flags_.json,
       "the message's fields as protobuf JSON, e.g. '{\"text\":\"hi\"}' "
       "(default: none set)");
+
+  // Runs no command (RunMeshctl prints the version); the host's version is
+  // in `host status`.
+  app.add_subcommand("version",
+                     "print meshctl's version (the host's: host status)");
 }
 
 absl::Status Meshctl::Validate() {
@@ -617,6 +633,7 @@ absl::Status Meshctl::HostShutdown() {
   request.set_reason(flags_.reason.empty() ? kDefaultShutdownReason
                                            : flags_.reason);
   request.set_grace_ms(grace_ms_);
+  request.set_stay_down(flags_.stay_down);
   v1::ShutdownHostResponse response;
   RETURN_IF_ERROR(Call(HostStub(), &v1::Host::Stub::ShutdownHost, request,
                        &response, StopDeadline(),
@@ -870,6 +887,44 @@ absl::Status CheckProcWait(const std::vector<std::string>& names,
                    });
 }
 
+// After a failed parse (`e`): if a word where a command belongs is none of
+// that command group's, "unknown command 'lsit' for 'meshctl proc', did you
+// mean 'list'?" (or naming the commands there are); if no command came,
+// "'meshctl proc' needs a command: spawn, list, ..."; else "" (CLI11's
+// message).
+std::string CommandError(CLI::App& app, const CLI::ParseError& e) {
+  CLI::App* group = &app;
+  std::string path = app.get_name();
+  while (!group->get_subcommands().empty()) {
+    group = group->get_subcommands().front();
+    absl::StrAppend(&path, " ", group->get_name());
+  }
+  std::vector<std::string> commands;
+  for (const CLI::App* command : group->get_subcommands(
+           [](const CLI::App* sub) { return !sub->get_name().empty(); })) {
+    commands.push_back(command->get_name());
+  }
+  const std::vector<std::string> words = app.remaining(/*recurse=*/true);
+  if (!commands.empty() && words.empty() && e.get_name() == "RequiredError" &&
+      absl::StrContains(e.what(), "subcommand")) {
+    return absl::StrCat("'", path,
+                        "' needs a command: ", absl::StrJoin(commands, ", "));
+  }
+  // An unknown flag before it: CLI11 says so.
+  if (commands.empty() || words.empty() || words.front().empty() ||
+      words.front()[0] == '-') {
+    return "";
+  }
+  const std::string& word = words.front();
+  std::string text = absl::StrCat("unknown command '", word, "'");
+  if (group != &app) absl::StrAppend(&text, " for '", path, "'");
+  std::string meant = DidYouMean(word, commands, ", did you mean '", "'?");
+  if (meant.empty()) {
+    meant = absl::StrCat(" (commands: ", absl::StrJoin(commands, ", "), ")");
+  }
+  return text + meant;
+}
+
 }  // namespace meshctl
 
 int RunMeshctl(int argc, char** argv, std::ostream& out, std::ostream& err) {
@@ -880,8 +935,18 @@ int RunMeshctl(int argc, char** argv, std::ostream& out, std::ostream& err) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    // --help is a "parse error" with exit code 0, printed to `out`.
+    if (std::string unknown = meshctl::CommandError(app, e); !unknown.empty()) {
+      err << "meshctl: " << unknown << "\n"
+          << "Run with --help for more information." << std::endl;
+      return 2;
+    }
+    // --help and --version are "parse errors" with exit code 0, printed to
+    // `out`.
     return app.exit(e, out, err) == 0 ? 0 : 2;
+  }
+  if (app.got_subcommand("version")) {
+    out << "meshctl " << kHostmeshVersion << std::endl;
+    return 0;
   }
   if (absl::Status status = meshctl.Validate(); !status.ok()) {
     err << "meshctl: " << status.message() << "\n"

@@ -312,7 +312,7 @@ class FakeServer {
 TEST_CASE("meshctl without a command is a usage error") {
   Result r = Run({});
   CHECK(r.code == 2);
-  CHECK_THAT(r.err, Catch::Contains("subcommand"));
+  CHECK_THAT(r.err, Catch::Contains("'meshctl' needs a command: host, proc"));
 }
 
 TEST_CASE("an unknown command is a usage error") {

@@ -4,7 +4,12 @@
 // Start-up order:
 //   1. block SIGTERM/SIGINT (before any thread exists, so every thread
 //      inherits the mask and only the signal thread sees them);
-//   2. parse flags, init logging;
+//   2. parse flags, init logging: procd's own lines (and actors' glog
+//      lines) go to <log_dir>/procd.log, not to the proc's stderr, which is
+//      its user's and what hostd quotes when the proc fails
+//      (procd/procd_log.h). Only what explains procd's own end reaches stderr:
+//      a FATAL/CHECK failure, or one "procd: ..." line before an exit with a
+//      non-zero code;
 //   3. take the channel fd from HOSTMESH_CHANNEL_FD (and unset it);
 //   4. connect: wait for hostd's Welcome (name, rank, host) and check its
 //      protocol version;
@@ -46,6 +51,7 @@
 #include "procd/host_link.h"
 #include "procd/proc_runtime.h"
 #include "procd/proc_verbs.h"
+#include "procd/procd_log.h"
 
 namespace mesh {
 namespace {
@@ -54,6 +60,16 @@ namespace {
 constexpr absl::Duration kDefaultGrace = absl::Seconds(10);
 // How long hostd has to send its Welcome.
 constexpr absl::Duration kWelcomeTimeout = absl::Seconds(10);
+
+// True once procd's log lines go to procd.log rather than to stderr.
+bool logs_to_file = false;
+
+// Why procd ends with a non-zero code: logged, and (when the log is not on
+// stderr anyway) one line on stderr, for the reason hostd gives.
+void SayWhyExiting(const std::string& why) {
+  LOG(ERROR) << why;
+  if (logs_to_file) std::cerr << "procd: " << why << std::endl;
+}
 
 // The first stop request wins. Thread-safe.
 class StopRequest {
@@ -119,10 +135,7 @@ int ProcdMain(int argc, char** argv, ActorRegistry registry) {
   // before any thread (glog's included) starts.
   absl::StatusOr<std::optional<int>> channel_fd = HostLink::ChannelFdFromEnv();
 
-  if (!google::IsGoogleLoggingInitialized()) {
-    google::InitGoogleLogging(argv[0]);
-  }
-  FLAGS_logtostderr = true;
+  logs_to_file = SetUpProcdLogging(argv[0]);
 
   std::optional<absl::Duration> orphan_timeout;
   if (!orphan_timeout_flag.empty()) {
@@ -148,14 +161,15 @@ int ProcdMain(int argc, char** argv, ActorRegistry registry) {
   absl::StatusOr<std::unique_ptr<HostLink>> connected =
       HostLink::Connect(**channel_fd, kWelcomeTimeout);
   if (!connected.ok()) {
-    LOG(ERROR) << "procd: handshake with hostd failed: " << connected.status();
+    SayWhyExiting(absl::StrCat("handshake with hostd failed: ",
+                               connected.status().ToString()));
     return 1;
   }
   std::unique_ptr<HostLink> link = *std::move(connected);
   const v1::Welcome& welcome = link->welcome();
   const std::string name = welcome.name();
   if (absl::Status valid = ValidateName(name, "proc name"); !valid.ok()) {
-    LOG(ERROR) << "procd: hostd's Welcome: " << valid.message();
+    SayWhyExiting(absl::StrCat("hostd's Welcome: ", valid.message()));
     return 1;
   }
 
@@ -230,8 +244,8 @@ int ProcdMain(int argc, char** argv, ActorRegistry registry) {
   Sleeper stopped;  // monotonic: a clock step neither hastens nor stalls it
   std::thread watchdog([&stopped, grace = requested.grace, name] {
     if (!stopped.SleepFor(grace)) {
-      LOG(ERROR) << "procd " << name << " did not stop within " << grace
-                 << "; exiting now";
+      SayWhyExiting(absl::StrCat("procd ", name, " did not stop within ",
+                                 absl::FormatDuration(grace), "; exiting now"));
       _exit(1);
     }
   });
@@ -245,7 +259,11 @@ int ProcdMain(int argc, char** argv, ActorRegistry registry) {
   stopped.Stop();
   watchdog.join();
   signals.reset();
-  LOG(INFO) << "procd " << name << " stopped";
+  if (requested.exit_code != 0) {
+    SayWhyExiting(absl::StrCat("procd ", name, " stopped: ", requested.reason));
+  } else {
+    LOG(INFO) << "procd " << name << " stopped";
+  }
   return requested.exit_code;
 }
 

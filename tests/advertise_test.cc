@@ -57,6 +57,7 @@ TEST_CASE(
 
   v1::ShutdownHostRequest shutdown;
   shutdown.set_grace_ms(1000);
+  shutdown.set_stay_down(true);
   v1::ShutdownHostResponse response;
   CHECK(stub->ShutdownHost(Context().get(), shutdown, &response).ok());
   absl::StatusOr<ExitInfo> exit =

@@ -263,7 +263,8 @@ TEST_CASE("a procd asked to stop exits by itself") {
 }
 
 TEST_CASE(
-    "ShutdownHost with 16 procs answers after all are gone and hostd exits 0") {
+    "ShutdownHost with 16 procs answers after all are gone and hostd asked to "
+    "stay down exits 0") {
   auto host = TestHost::Start();
   REQUIRE(host != nullptr);
   v1::WaitProcsResponse waited = SpawnRunning(*host, "s", 16);
@@ -275,6 +276,9 @@ TEST_CASE(
   v1::ShutdownHostRequest request;
   request.set_reason("test shutdown");
   request.set_grace_ms(2000);
+  // Without it hostd exits 75, for its unit to start it again
+  // (notify_test).
+  request.set_stay_down(true);
   v1::ShutdownHostResponse response;
   REQUIRE(
       host->stub()

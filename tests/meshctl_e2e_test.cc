@@ -112,7 +112,8 @@ TEST_CASE(
   CHECK(missing.err.find("NOT_FOUND") != std::string::npos);
   CHECK(Meshctl(*host, {"proc", "frobnicate"}).code == 2);
 
-  Result shutdown = Meshctl(*host, {"host", "shutdown", "--grace", "1s"});
+  Result shutdown =
+      Meshctl(*host, {"host", "shutdown", "--grace", "1s", "--stay-down"});
   CHECK(shutdown.code == 0);
   absl::StatusOr<ExitInfo> exit = host->WaitExit();
   REQUIRE(exit.ok());

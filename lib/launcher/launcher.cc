@@ -97,6 +97,9 @@ absl::StatusOr<Launcher::Child> Launcher::Launch(const std::string& name,
     entry->ticket = ticket.id;
   }
   spawn.env[kBootstrapFdEnv] = absl::StrCat(kBootstrapChildFd);
+  // A launched hostd is not the launching process's service.
+  spawn.unset_env.insert(spawn.unset_env.end(), kServiceManagerEnv.begin(),
+                         kServiceManagerEnv.end());
   spawn.inherit_fds.emplace_back(ticket.child_fd, kBootstrapChildFd);
   if (spawn.log_dir.empty() && !options_.log_root.empty()) {
     spawn.log_dir = absl::StrCat(options_.log_root, "/", name);

@@ -44,6 +44,36 @@ bool IsGlogInfoLine(std::string_view line) {
   return std::all_of(where.begin() + colon + 1, where.end(), IsDigit);
 }
 
+// A line of the stack traces glog writes to stderr after a FATAL line (a
+// CHECK failure) or from its failure signal handler: the header, a frame
+// ("@     0x7f3c2d1a2b3c  google::LogMessage::Fail()"), the fault's "PC: @".
+// (`line` is stripped.)
+bool IsGlogStackLine(std::string_view line) {
+  if (line == "*** Check failure stack trace: ***") return true;
+  if (line.starts_with("PC: @")) return true;
+  if (line.empty() || line[0] != '@') return false;
+  line.remove_prefix(1);
+  const size_t start = line.find_first_not_of(' ');
+  if (start == 0 || start == std::string_view::npos) return false;
+  line.remove_prefix(start);
+  // The address: "0x" and hex digits, or "(nil)"; then the end or a space.
+  size_t end = 0;
+  if (line.starts_with("(nil)")) {
+    end = 5;
+  } else if (line.starts_with("0x")) {
+    end = 2;
+    while (end < line.size() && absl::ascii_isxdigit(line[end])) ++end;
+    if (end == 2) return false;
+  } else {
+    return false;
+  }
+  return end == line.size() || line[end] == ' ';
+}
+
+bool IsTracebackStart(std::string_view line) {
+  return line == "Traceback (most recent call last):";
+}
+
 // Length of the valid UTF-8 character at the start of `s` (RFC 3629: no
 // overlong forms, surrogates or code points past U+10FFFF); 0 if invalid.
 size_t Utf8CharLength(std::string_view s) {
@@ -101,15 +131,41 @@ std::vector<std::string> ExplainingStderrLines(std::string_view tail) {
   // This Abseil's string_view is its own type, not std::string_view.
   std::vector<absl::string_view> all =
       absl::StrSplit(absl::string_view(tail.data(), tail.size()), '\n');
-  std::vector<std::string> lines;
-  for (auto it = all.rbegin();
-       it != all.rend() && lines.size() < kMaxExplainingLines; ++it) {
-    absl::string_view stripped = absl::StripAsciiWhitespace(*it);
-    std::string_view line(stripped.data(), stripped.size());
-    if (line.empty() || IsGlogInfoLine(line)) continue;
-    lines.push_back(Printable(line, kMaxExplainingLineBytes));
+  // The lines that may explain, stripped, oldest first.
+  std::vector<std::string_view> kept;
+  for (absl::string_view line : all) {
+    absl::string_view stripped = absl::StripAsciiWhitespace(line);
+    std::string_view text(stripped.data(), stripped.size());
+    if (text.empty() || IsGlogInfoLine(text) || IsGlogStackLine(text)) {
+      continue;
+    }
+    kept.push_back(text);
   }
-  std::reverse(lines.begin(), lines.end());
+  size_t first =
+      kept.size() > kMaxExplainingLines ? kept.size() - kMaxExplainingLines : 0;
+  // The last traceback, whole, if it starts before those.
+  size_t traceback = kept.size();
+  for (size_t i = kept.size(); i > 0; --i) {
+    if (IsTracebackStart(kept[i - 1])) {
+      traceback = i - 1;
+      break;
+    }
+  }
+  std::vector<std::string> lines;
+  if (traceback < first) {
+    first = traceback;
+    if (kept.size() - first > kMaxTracebackLines) {
+      // Its first line, then its last ones.
+      lines.push_back(Printable(kept[first], kMaxExplainingLineBytes));
+      const size_t last = kMaxTracebackLines - 2;
+      const size_t left_out = kept.size() - first - 1 - last;
+      lines.push_back(absl::StrCat("... (", left_out, " lines left out)"));
+      first = kept.size() - last;
+    }
+  }
+  for (size_t i = first; i < kept.size(); ++i) {
+    lines.push_back(Printable(kept[i], kMaxExplainingLineBytes));
+  }
   return lines;
 }
 

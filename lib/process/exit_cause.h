@@ -13,12 +13,23 @@ namespace mesh {
 
 inline constexpr size_t kMaxExplainingLines = 8;
 inline constexpr size_t kMaxExplainingLineBytes = 300;
+// A Python traceback is kept whole up to this many lines (its first line,
+// a line saying how many were left out, and its last lines).
+inline constexpr size_t kMaxTracebackLines = 24;
 
-// The last (at most kMaxExplainingLines) non-blank lines of `tail` that are
-// not glog INFO lines ("I1202 16:05:19.123456  1234 file.cc:12] ..."), oldest
-// first. Each is stripped of surrounding whitespace, made valid printable
-// UTF-8 (control characters and invalid bytes become '?') and cut to at
-// most kMaxExplainingLineBytes (a cut line ends in "...").
+// The lines of `tail` that explain why the process ended, oldest first:
+//  - its last (at most kMaxExplainingLines) non-blank lines, leaving out
+//    glog INFO lines ("I1202 16:05:19.123456  1234 file.cc:12] ...") and
+//    the frames of glog's stack traces ("*** Check failure stack trace:
+//    ***", "@ 0x7f...", "PC: @ 0x..."), so a CHECK failure's "F... Check
+//    failed" line stays in;
+//  - extended back to the start of the last Python traceback ("Traceback
+//    (most recent call last):") if it began earlier, so it is kept whole:
+//    up to kMaxTracebackLines, else its first line, "... (N lines left
+//    out)" and its last lines.
+// Each is stripped of surrounding whitespace, made valid printable UTF-8
+// (control characters and invalid bytes become '?') and cut to at most
+// kMaxExplainingLineBytes (a cut line ends in "...").
 std::vector<std::string> ExplainingStderrLines(std::string_view tail);
 
 // `lines` quoted for a reason, `"line a" | "line b"`: the last ones that fit

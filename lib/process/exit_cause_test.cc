@@ -40,6 +40,97 @@ TEST_CASE("glog INFO lines are left out; warnings, errors and others stay") {
               "F1202 16:05:21.5  1234 x.cc:1] Check failed: ok"});
 }
 
+TEST_CASE(
+    "a CHECK failure is explained by its F line, not by glog's stack frames") {
+  const std::string tail =
+      "the user's last words\n"
+      "F1202 16:05:21.500000  1234 proc_runtime.cc:409] Check failed: "
+      "thread.get_id() != std::this_thread::get_id()\n"
+      "*** Check failure stack trace: ***\n"
+      "    @     0x7f3c2d1a2b3c  google::LogMessage::Fail()\n"
+      "    @     0x7f3c2d1a4d5e  google::LogMessage::SendToLog()\n"
+      "    @     0x7f3c2d1a2f60  google::LogMessage::Flush()\n"
+      "    @     0x55d5e1f0a1b2  mesh::ProcRuntime::Shutdown()\n"
+      "    @     0x55d5e1f0a3c4  (unknown)\n"
+      "    @     0x55d5e1f0a5d6  (unknown)\n"
+      "    @     0x7f3c2cd6ad90  __libc_start_main\n"
+      "    @     0x55d5e1f0a7e8  _start\n"
+      "    @              (nil)  (unknown)\n"
+      "PC: @ 0x0 (unknown)\n";
+  Lines lines = ExplainingStderrLines(tail);
+  INFO(::Catch::Detail::stringify(lines));
+  REQUIRE(lines.size() == 2);
+  CHECK(lines[0] == "the user's last words");
+  CHECK(lines[1].find("Check failed: thread.get_id()") != std::string::npos);
+  // A line that only starts with '@' is the user's.
+  CHECK(ExplainingStderrLines("@channel: down\n@ 0xyz\n@ 0x12ab: moved") ==
+        Lines{"@channel: down", "@ 0xyz", "@ 0x12ab: moved"});
+}
+
+TEST_CASE(
+    "a Python traceback above the last lines is kept whole, up to a bound") {
+  const std::string traceback =
+      "I1202 16:05:19.123456  1234 proc_runtime.cc:12] actor a0 started\n"
+      "loading the model\n"
+      "Traceback (most recent call last):\n"
+      "  File \"/app/train.py\", line 40, in <module>\n"
+      "    main()\n"
+      "  File \"/app/train.py\", line 31, in main\n"
+      "    model = load(args.model)\n"
+      "  File \"/app/model.py\", line 12, in load\n"
+      "    with open(path, \"rb\") as f:\n"
+      "         ^^^^^^^^^^^^^^^\n"
+      "FileNotFoundError: [Errno 2] No such file or directory: "
+      "'/data/model.bin'\n";
+  Lines lines = ExplainingStderrLines(traceback);
+  REQUIRE(lines.size() == 9);
+  CHECK(lines.front() == "Traceback (most recent call last):");
+  CHECK(lines[1] == "File \"/app/train.py\", line 40, in <module>");
+  CHECK(lines.back() ==
+        "FileNotFoundError: [Errno 2] No such file or directory: "
+        "'/data/model.bin'");
+
+  // A short one within the last lines: the usual 8, context included.
+  Lines short_one = ExplainingStderrLines(
+      "a\nb\nc\nd\nTraceback (most recent call last):\n  File \"x.py\", "
+      "line 1, in <module>\nValueError: bad\n");
+  CHECK(short_one ==
+        Lines{"a", "b", "c", "d", "Traceback (most recent call last):",
+              "File \"x.py\", line 1, in <module>", "ValueError: bad"});
+
+  // A deep one: its first line, how many were left out, its last lines.
+  std::string deep = "Traceback (most recent call last):\n";
+  for (int i = 0; i < 100; ++i) {
+    absl::StrAppend(&deep, "  File \"r.py\", line ", i, ", in f\n    f()\n");
+  }
+  absl::StrAppend(&deep, "RecursionError: maximum recursion depth exceeded\n");
+  lines = ExplainingStderrLines(deep);
+  REQUIRE(lines.size() == kMaxTracebackLines);
+  CHECK(lines[0] == "Traceback (most recent call last):");
+  CHECK(lines[1] == absl::StrCat("... (", 201 - (kMaxTracebackLines - 2),
+                                 " lines left out)"));
+  CHECK(lines[2] == "f()");
+  CHECK(lines[3] == "File \"r.py\", line 90, in f");
+  CHECK(lines.back() == "RecursionError: maximum recursion depth exceeded");
+
+  // Only the last of several (chained exceptions) is kept whole.
+  std::string chained = "Traceback (most recent call last):\n";
+  for (int i = 0; i < 10; ++i) absl::StrAppend(&chained, "  first ", i, "\n");
+  absl::StrAppend(&chained,
+                  "KeyError: 'model'\n\nDuring handling of the above "
+                  "exception, another exception occurred:\n\n",
+                  traceback);
+  lines = ExplainingStderrLines(chained);
+  REQUIRE(lines.size() == 9);
+  CHECK(lines.front() == "Traceback (most recent call last):");
+  CHECK(lines[1] == "File \"/app/train.py\", line 40, in <module>");
+
+  // Quoted for a reason, it stays bounded and ends with the exception.
+  std::string quoted = QuoteStderrLines(ExplainingStderrLines(deep));
+  CHECK(quoted.size() <= 1200);
+  CHECK(quoted.find("RecursionError") != std::string::npos);
+}
+
 TEST_CASE("a long line is cut to 300 bytes, never inside a character") {
   Lines lines = ExplainingStderrLines(std::string(1000, 'x'));
   REQUIRE(lines.size() == 1);

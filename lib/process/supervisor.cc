@@ -36,6 +36,7 @@
 #include "absl/time/time.h"
 #include "glog/logging.h"
 #include "lib/process/cgroup.h"
+#include "lib/process/log_file.h"
 #include "lib/process/process_identity.h"
 
 extern char** environ;
@@ -110,29 +111,6 @@ class ScopedFd {
   int fd_;
 };
 
-// Gives a directory (by path) or an open file (fd >= 0) exactly `mode` and,
-// if set, `group`, whatever the umask or what it had. Group first: chown
-// may clear mode bits. No setgid bit is ever set (systemd's
-// RestrictSUIDSGID= would refuse it).
-absl::Status SetModeAndGroup(const std::string& path, int fd, mode_t mode,
-                             std::optional<gid_t> group) {
-  struct stat st;
-  if ((fd >= 0 ? fstat(fd, &st) : stat(path.c_str(), &st)) != 0) {
-    return ErrnoStatus(errno, absl::StrCat("cannot stat \"", path, "\""));
-  }
-  if (group.has_value() && st.st_gid != *group &&
-      (fd >= 0 ? fchown(fd, static_cast<uid_t>(-1), *group)
-               : chown(path.c_str(), static_cast<uid_t>(-1), *group)) != 0) {
-    return ErrnoStatus(
-        errno, absl::StrCat("cannot give \"", path, "\" to group ", *group));
-  }
-  if ((st.st_mode & 07777) != mode &&
-      (fd >= 0 ? fchmod(fd, mode) : chmod(path.c_str(), mode)) != 0) {
-    return ErrnoStatus(errno, absl::StrCat("cannot chmod \"", path, "\""));
-  }
-  return absl::OkStatus();
-}
-
 // mkdir -p; each created component and `dir` itself (even if it existed)
 // get exactly `mode` and `group`.
 absl::Status MakeDirs(const std::string& dir, mode_t mode,
@@ -163,23 +141,6 @@ absl::Status MakeDirs(const std::string& dir, mode_t mode,
         absl::StrCat("log_dir \"", dir, "\" is not a directory"));
   }
   return SetModeAndGroup(dir, -1, mode, group);
-}
-
-// Opens a log for appending (never through a symlink) with exactly `mode`
-// and `group`, also if it existed.
-absl::StatusOr<int> OpenLog(const std::string& path, mode_t mode,
-                            std::optional<gid_t> group) {
-  int fd = open(path.c_str(),
-                O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, mode);
-  if (fd < 0) {
-    return ErrnoStatus(errno, absl::StrCat("cannot open \"", path, "\""));
-  }
-  absl::Status set = SetModeAndGroup(path, fd, mode, group);
-  if (!set.ok()) {
-    close(fd);
-    return set;
-  }
-  return fd;
 }
 
 bool HasNul(const std::string& s) { return s.find('\0') != std::string::npos; }
@@ -228,15 +189,18 @@ absl::StatusOr<int> CheckOptions(const SpawnOptions& options) {
   return max_dst;
 }
 
-// This process's environment with `overrides` applied, as KEY=VALUE.
+// This process's environment without `unset`, with `overrides` applied, as
+// KEY=VALUE.
 std::vector<std::string> Environment(
-    const std::map<std::string, std::string>& overrides) {
+    const std::map<std::string, std::string>& overrides,
+    const std::vector<std::string>& unset) {
   std::map<std::string, std::string> env;
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     const char* eq = std::strchr(*e, '=');
     if (eq == nullptr) continue;
     env[std::string(*e, static_cast<size_t>(eq - *e))] = std::string(eq + 1);
   }
+  for (const std::string& key : unset) env.erase(key);
   for (const auto& [key, value] : overrides) env[key] = value;
   std::vector<std::string> out;
   out.reserve(env.size());
@@ -832,7 +796,8 @@ absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoSpawn(
         "cgroup_parent \"", options.cgroup_parent, "\" and cgroup_name \"",
         options.cgroup_name, "\" must be set together"));
   }
-  std::vector<std::string> env_strings = Environment(options.env);
+  std::vector<std::string> env_strings =
+      Environment(options.env, options.unset_env);
   std::vector<std::string> argv_strings = {path};
   argv_strings.insert(argv_strings.end(), options.args.begin(),
                       options.args.end());
@@ -850,12 +815,12 @@ absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoSpawn(
     const mode_t file_mode = group.has_value() ? 0640 : 0600;
     absl::Status made = MakeDirs(options.log_dir, dir_mode, group);
     if (!made.ok()) return made;
-    auto out =
-        OpenLog(absl::StrCat(options.log_dir, "/stdout.log"), file_mode, group);
+    auto out = OpenLogFile(absl::StrCat(options.log_dir, "/stdout.log"),
+                           file_mode, group);
     if (!out.ok()) return out.status();
     out_write.reset(*out);
     const std::string err_path = absl::StrCat(options.log_dir, "/stderr.log");
-    auto err = OpenLog(err_path, file_mode, group);
+    auto err = OpenLogFile(err_path, file_mode, group);
     if (!err.ok()) return err.status();
     err_write.reset(*err);
     struct stat st;

@@ -71,12 +71,27 @@
 
 namespace mesh {
 
+// What systemd sets for the process it runs, and no child of it may take
+// as its own: on NOTIFY_SOCKET a child would speak for its parent (and
+// with NotifyAccess=all stop its unit), with WATCHDOG_* it would owe the
+// parent's keep-alives, LISTEN_* are the parent's sockets, and a hostd
+// started by a proc or a client would default to the parent's
+// STATE_DIRECTORY and RUNTIME_DIRECTORY (and their lock).
+inline const std::vector<std::string> kServiceManagerEnv = {
+    "NOTIFY_SOCKET", "WATCHDOG_USEC",  "WATCHDOG_PID",    "LISTEN_FDS",
+    "LISTEN_PID",    "LISTEN_FDNAMES", "STATE_DIRECTORY", "RUNTIME_DIRECTORY"};
+
 struct SpawnOptions {
   // Absolute path of the executable; argv[0] is the path.
   std::string path;
   std::vector<std::string> args;
   // Added to (or overriding) the supervisor's own environment.
   std::map<std::string, std::string> env;
+  // Names taken out of the supervisor's own environment before `env`
+  // applies: variables meant for the supervisor alone
+  // (kServiceManagerEnv). The supervisor's environment itself is never
+  // changed (no unsetenv once threads run: lib/process/env.h).
+  std::vector<std::string> unset_env;
   // Directory for stdout.log / stderr.log (created if missing). Empty: the
   // output is drained and dropped (the stderr tail is still kept).
   std::string log_dir;

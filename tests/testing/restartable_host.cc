@@ -201,6 +201,13 @@ absl::Status RestartableHost::Start(const std::vector<std::string>& once_args,
     spawn.args.insert(spawn.args.end(), options_.args.begin(),
                       options_.args.end());
     spawn.args.insert(spawn.args.end(), once_args.begin(), once_args.end());
+    spawn.env = options_.env;
+    if (options_.watchdog_pid) {
+      spawn.args.insert(
+          spawn.args.begin(),
+          {"-c", "export WATCHDOG_PID=$$; exec \"$0\" \"$@\"", spawn.path});
+      spawn.path = "/bin/sh";
+    }
     absl::StatusOr<pid_t> pid = hostds_->Spawn(spawn, [run](const ExitInfo& e) {
       run->info = e;
       run->exited.Notify();
@@ -383,6 +390,7 @@ void RestartableHost::Cleanup() {
     v1::ShutdownHostRequest request;
     request.set_reason("test cleanup");
     request.set_grace_ms(500);
+    request.set_stay_down(true);
     v1::ShutdownHostResponse response;
     stub().ShutdownHost(Context(absl::Seconds(20)).get(), request, &response);
     if (!WaitExit(absl::Seconds(10)).ok()) {

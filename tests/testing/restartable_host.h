@@ -33,6 +33,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -70,6 +71,11 @@ class RestartableHost {
     bool tokens_file = false;
     // More flags for every start.
     std::vector<std::string> args;
+    // Added to hostd's environment (the test's) at every start.
+    std::map<std::string, std::string> env;
+    // Sets WATCHDOG_PID to hostd's own pid, as systemd does for a unit's
+    // main process (hostd is exec'd by /bin/sh, which keeps the pid).
+    bool watchdog_pid = false;
   };
 
   // Makes the dirs and picks the port; does not start hostd. REQUIREs

@@ -117,10 +117,18 @@ TestHost::~TestHost() {
   if (IsAlive(pid_)) {
     v1::ShutdownHostRequest request;
     request.set_grace_ms(1000);
+    request.set_stay_down(true);
     v1::ShutdownHostResponse response;
     stub_->ShutdownHost(Context(absl::Seconds(30)).get(), request, &response);
   }
   launcher_->StopAll(absl::Seconds(5));
+}
+
+std::string TestHost::HostdLog() const {
+  std::ifstream in(dir_.path() + "/logs/hostd/stderr.log");
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 absl::StatusOr<ExitInfo> TestHost::WaitExit(absl::Duration timeout) {

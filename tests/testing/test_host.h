@@ -59,6 +59,8 @@ class TestHost {
   pid_t pid() const { return pid_; }
   const std::string& runtime_dir() const { return runtime_dir_; }
   const std::string& state_dir() const { return state_dir_; }
+  // hostd's stderr (its glog lines) so far.
+  std::string HostdLog() const;
   v1::Host::Stub& stub() { return *stub_; }
   // An authenticated (admin) channel to the host, its credentials, and a
   // 0600 file holding the token.

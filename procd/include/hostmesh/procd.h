@@ -23,7 +23,9 @@ void RegisterBuiltinActors(ActorRegistry& registry);
 // until asked to stop (hostd's stop, StopAll with exit_proc, SIGTERM/SIGINT,
 // or the channel gone past the orphan timeout), stops every actor and
 // returns the exit code: 0 after an orderly stop, 1 if the handshake with
-// hostd failed (e.g. another protocol version), 2 for bad flags.
+// hostd failed (e.g. another protocol version), 2 for bad flags. Its log
+// lines (glog's, the actors' included) go to procd.log in the proc's log
+// dir, not to stderr, which stays the user's (procd/procd_log.h).
 int ProcdMain(int argc, char** argv, ActorRegistry registry);
 
 }  // namespace mesh

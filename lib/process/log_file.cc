@@ -1,0 +1,90 @@
+#include "lib/process/log_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace mesh {
+namespace {
+
+// An errno from opening or setting up a file, as the supervisor's other
+// setup steps map it (lib/process/supervisor.cc).
+absl::Status ErrnoStatus(int err, const std::string& what) {
+  std::string message = absl::StrCat(what, ": ", std::strerror(err));
+  switch (err) {
+    case ENOENT:
+    case ENOTDIR:
+      return absl::NotFoundError(message);
+    case EACCES:
+    case EPERM:
+    case EISDIR:
+    case ELOOP:
+    case ENAMETOOLONG:
+      return absl::FailedPreconditionError(message);
+    case EMFILE:
+    case ENFILE:
+    case ENOMEM:
+    case ENOSPC:
+      return absl::ResourceExhaustedError(message);
+    case EAGAIN:
+      return absl::UnavailableError(message);
+    case EINVAL:
+    case EBADF:
+      return absl::InvalidArgumentError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+}  // namespace
+
+absl::Status SetModeAndGroup(const std::string& path, int fd, mode_t mode,
+                             std::optional<gid_t> group) {
+  struct stat st;
+  if ((fd >= 0 ? fstat(fd, &st) : stat(path.c_str(), &st)) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("cannot stat \"", path, "\""));
+  }
+  if (group.has_value() && st.st_gid != *group &&
+      (fd >= 0 ? fchown(fd, static_cast<uid_t>(-1), *group)
+               : chown(path.c_str(), static_cast<uid_t>(-1), *group)) != 0) {
+    return ErrnoStatus(
+        errno, absl::StrCat("cannot give \"", path, "\" to group ", *group));
+  }
+  if ((st.st_mode & 07777) != mode &&
+      (fd >= 0 ? fchmod(fd, mode) : chmod(path.c_str(), mode)) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("cannot chmod \"", path, "\""));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> OpenLogFile(const std::string& path, mode_t mode,
+                                std::optional<gid_t> group,
+                                OpenLogFileOptions options) {
+  const int fd = open(path.c_str(),
+                      O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW |
+                          (options.truncate ? O_TRUNC : 0),
+                      mode);
+  if (fd < 0) {
+    return ErrnoStatus(errno, absl::StrCat("cannot open \"", path, "\""));
+  }
+  absl::Status set = SetModeAndGroup(path, fd, mode, group);
+  if (!set.ok() && options.best_effort) {
+    // The group may be one this user is not in: still try the mode.
+    if (group.has_value()) {
+      SetModeAndGroup(path, fd, mode, std::nullopt).IgnoreError();
+    }
+    set = absl::OkStatus();
+  }
+  if (!set.ok()) {
+    close(fd);
+    return set;
+  }
+  return fd;
+}
+
+}  // namespace mesh
