@@ -11,6 +11,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "client/internal/output_forwarder.h"
 #include "client/internal/supervision.h"
 #include "hostmesh/actor_mesh.h"
 #include "lib/event/event_loop.h"
@@ -106,6 +107,10 @@ absl::StatusOr<std::shared_ptr<Client>> Client::Create(Options options) {
         absl::FormatDuration(options.lost_after), ")"));
   }
   client->StartHealth(options);
+  if (options.forward_proc_output) {
+    client->forwarder_ = std::make_unique<internal::OutputForwarder>(
+        options.proc_output_buffer_bytes, options.proc_output_sink);
+  }
   // A proc's word that an actor ended comes on a host's stream (OnFrame:
   // SupervisionFrom); the port only gives it an address.
   Client* raw = client.get();
@@ -325,6 +330,17 @@ HostEvent Client::HostHealth(const std::string& host) const {
   return event;
 }
 
+void Client::ForwardProcOutput(const std::string& host,
+                               std::vector<std::string> procs) {
+  if (forwarder_ != nullptr) {
+    forwarder_->Forward(Channel(host), host, std::move(procs));
+  }
+}
+
+void Client::FlushProcOutput(absl::Duration timeout) {
+  if (forwarder_ != nullptr) forwarder_->Flush(timeout);
+}
+
 void Client::TrackProc(const std::string& host, const std::string& proc,
                        int32_t pid) {
   absl::MutexLock lock(&streams_mu_);
@@ -462,6 +478,9 @@ absl::StatusOr<std::shared_ptr<Client>> Client::Default() {
 }
 
 Client::~Client() {
+  // Forwarded output first: its streams end (or are cancelled) and what
+  // they brought is shown.
+  forwarder_.reset();
   std::vector<std::unique_ptr<RelayStream>> streams;
   {
     absl::MutexLock lock(&streams_mu_);

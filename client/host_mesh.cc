@@ -42,6 +42,7 @@ class HostMesh::Impl {
 
   const Options& options() const { return options_; }
   const std::vector<std::string>& addresses() const { return addresses_; }
+  const std::string& dir() const { return dir_; }
 
   void RecordSpawned(size_t host, const std::string& proc) {
     absl::MutexLock lock(&mu_);
@@ -95,9 +96,21 @@ absl::Status HostMesh::Impl::Shutdown(absl::Duration grace) {
   }
   absl::Status status = launcher_ != nullptr ? ShutdownOwnedHosts(grace)
                                              : StopSpawnedProcs(grace);
+  // The procs' last output is shown before this returns.
+  options_.client->FlushProcOutput(absl::Seconds(2));
   if (!dir_.empty()) {
     std::error_code error;
-    std::filesystem::remove_all(dir_, error);
+    const bool keep =
+        options_.keep_logs.value_or(std::getenv("TEST_TMPDIR") == nullptr);
+    if (keep) {
+      // The logs stay; the hosts' runtime dirs (sockets, tokens) go.
+      for (size_t i = 0; i < names_.size(); ++i) {
+        std::filesystem::remove_all(
+            std::filesystem::path(dir_) / names_[i] / "run", error);
+      }
+    } else {
+      std::filesystem::remove_all(dir_, error);
+    }
   }
   return status;
 }
@@ -296,6 +309,8 @@ const std::shared_ptr<Client>& HostMesh::client() const {
   return impl_->options().client;
 }
 
+const std::string& HostMesh::logs_dir() const { return impl_->dir(); }
+
 absl::StatusOr<ProcMesh> HostMesh::Spawn(const std::string& name,
                                          const Extent& per_host,
                                          const v1::ProcSpec& spec,
@@ -343,6 +358,15 @@ absl::StatusOr<ProcMesh> HostMesh::Spawn(const std::string& name,
     if (created[rank].ok() && !options.detached) {
       impl_->RecordSpawned(rank / procs_per_host, creates[rank].name());
     }
+  }
+  // Their output is shown here, from where each began (one stream a host).
+  for (size_t host = 0; host < num_hosts; ++host) {
+    std::vector<std::string> names;
+    for (size_t local = 0; local < procs_per_host; ++local) {
+      const size_t rank = host * procs_per_host + local;
+      if (created[rank].ok()) names.push_back(creates[rank].name());
+    }
+    client.ForwardProcOutput(hosts[host], std::move(names));
   }
 
   // One server-side wait per host for all of its ranks.

@@ -9,6 +9,9 @@ PACKAGES=(
   # own sanitizer runtimes (libasan8, libubsan1: dependencies of gcc).
   clang
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
+  # protobuf's compiler::Importer headers: `meshctl actor send --proto`
+  # (the code itself is in libprotobuf).
+  libprotoc-dev
   # grpc.health.v1 and grpc.reflection.v1alpha .protos (hostd, tests).
   grpc-proto
   libabsl-dev libgoogle-glog-dev libgflags-dev libsystemd-dev
@@ -17,6 +20,10 @@ PACKAGES=(
   # deploy/make-certs.sh; the multi-host test's network namespaces; setpriv
   # (procs under another uid: hostd's proc-user, the tests' second uid).
   openssl iproute2 util-linux
+  # hostd's metrics endpoint: GNU libmicrohttpd, an embedded HTTP server
+  # (TLS through GnuTLS). Not civetweb: Debian 12's crashes on every TLS
+  # connection with OpenSSL 3 (it calls SSL_get_peer_certificate, gone).
+  libmicrohttpd-dev
 )
 
 missing=()

@@ -262,6 +262,23 @@ class HostdFlags {
                    "either way (plus a little for the frame itself)")
         ->capture_default_str()
         ->check(Positive());
+    app.add_option("--proc-log-max-bytes", options_.proc_log_max_bytes,
+                   "A live proc's stdout.log or stderr.log past this many "
+                   "bytes is rotated (checked every 100 ms; 0: never). The "
+                   "proc is never blocked; offsets stay monotonic (README "
+                   "\"Logs\")")
+        ->capture_default_str()
+        ->check(CLI::Range(uint64_t{0}, uint64_t{1} << 50));
+    app.add_option("--proc-log-keep", options_.proc_log_keep,
+                   "Rotated copies kept per file (stdout.log.1 newest; 0: "
+                   "rotated output is dropped)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 100));
+    app.add_option("--max-log-streams", options_.max_log_streams,
+                   "StreamLogs calls open at once at most (more are refused "
+                   "with RESOURCE_EXHAUSTED)")
+        ->capture_default_str()
+        ->check(Positive());
     app.add_option("--cgroup", options_.cgroup,
                    "Where procs' cgroup v2 leaves go: empty (default) a "
                    "subtree hostmesh-<hash of --state-dir> of hostd's own "
@@ -278,6 +295,20 @@ class HostdFlags {
         ->capture_default_str()
         ->transform(CLI::IsMember({kLogLevels[0], kLogLevels[1], kLogLevels[2]},
                                   CLI::ignore_case));
+    app.add_option("--audit-log", options_.audit_log,
+                   "The audit trail's file, one line per state-changing "
+                   "verb, rotated to .1 past 8 MiB (default: <state-dir>/"
+                   "audit.log; \"none\": no file; README \"Audit\")");
+    auto* metrics = app.add_option_group(
+        "Metrics", "The Prometheus endpoint (README \"Metrics\")");
+    metrics->add_option(
+        "--metrics-listen", options_.metrics_listen,
+        "host:port (an IP) to serve GET /metrics on (e.g. 127.0.0.1:9464; "
+        "port 0: any); empty (default): no endpoint. Not loopback: needs "
+        "--tls-cert, --tls-key and --metrics-token-file (served over TLS)");
+    metrics->add_option("--metrics-token-file", options_.metrics_token_file,
+                        "Token a scrape must present as \"Authorization: "
+                        "Bearer <token>\" (one line, mode 0600 or 0640)");
     auto* auth = app.add_option_group(
         "Authentication",
         "Who may call (README \"Security\"). A listen address that is not "
@@ -424,6 +455,13 @@ class HostdFlags {
           ParseFlagDuration("owner-lease", owner_lease_, &options_.owner_lease,
                             /*zero_ok=*/true),
           ParseTestCrashAt(options_.test_crash_at).status(),
+          options_.proc_log_max_bytes == 0 ||
+                  options_.proc_log_max_bytes >= 4096
+              ? absl::OkStatus()
+              : absl::InvalidArgumentError(absl::StrCat(
+                    "--proc-log-max-bytes ", options_.proc_log_max_bytes,
+                    " is below 4096 (one file system block); 0 turns "
+                    "rotation off")),
           test_wedge_loop_after_.empty()
               ? absl::OkStatus()
               : ParseFlagDuration("test-wedge-loop-after",

@@ -137,6 +137,17 @@ void HealthService::SetServing(bool serving) {
   NotifyLocked(/*end=*/false);
 }
 
+void HealthService::SetDraining(bool draining) {
+  absl::MutexLock lock(&mu_);
+  if (shut_down_ || draining_ == draining) return;
+  draining_ = draining;
+  LOG(INFO) << "health: "
+            << (draining   ? "NOT_SERVING (drained)"
+                : serving_ ? "SERVING (undrained)"
+                           : "undrained");
+  NotifyLocked(/*end=*/false);
+}
+
 void HealthService::Shutdown() {
   absl::MutexLock lock(&mu_);
   if (shut_down_) return;
@@ -151,8 +162,8 @@ HealthService::ServingStatus HealthService::StatusOfLocked(
   if (!service.empty() && services_.count(service) == 0) {
     return HealthCheckResponse::SERVICE_UNKNOWN;
   }
-  return serving_ ? HealthCheckResponse::SERVING
-                  : HealthCheckResponse::NOT_SERVING;
+  return serving_ && !draining_ ? HealthCheckResponse::SERVING
+                                : HealthCheckResponse::NOT_SERVING;
 }
 
 void HealthService::NotifyLocked(bool end) {

@@ -6,7 +6,8 @@
 // every other call to hostd (ServerAuth; any role may ask). One state holds
 // for the whole host ("") and for each service hostd names: NOT_SERVING
 // until hostd is ready (procs of an earlier hostd taken over, listening),
-// SERVING while it serves, NOT_SERVING for good once it shuts down. Check
+// SERVING while it serves (NOT_SERVING while drained), NOT_SERVING for good
+// once it shuts down. Check
 // answers the state (NOT_FOUND for a service it does not know); Watch sends
 // the state at once and then each change (SERVICE_UNKNOWN for a service it
 // does not know), and ends when its client cancels or at Shutdown.
@@ -47,6 +48,9 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   // SERVING or NOT_SERVING, for "" and every service; each Watch hears of a
   // change. No effect after Shutdown.
   void SetServing(bool serving);
+  // A drained host (DrainHost) is NOT_SERVING whatever SetServing said,
+  // until it is undrained.
+  void SetDraining(bool draining);
   // NOT_SERVING for good: each Watch is sent it and then ended (OK); a
   // Watch opened later gets it and ends at once. Before the server's own
   // Shutdown, so that watchers hear it; it waits for nothing (a watcher
@@ -75,6 +79,7 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   const std::set<std::string> services_;
   absl::Mutex mu_;
   bool serving_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   // Open Watch calls; each removes itself when done (OnDone). At most
   // kMaxWatches: more are RESOURCE_EXHAUSTED.

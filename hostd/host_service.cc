@@ -2,15 +2,19 @@
 
 #include <glog/logging.h>
 #include <google/protobuf/util/time_util.h>
-#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
+#include <set>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "hostd/audit.h"
+#include "hostd/host_metrics.h"
 #include "lib/grpc_status.h"
 #include "lib/names.h"
 #include "lib/resource/status_waiters.h"
@@ -97,23 +101,136 @@ class WaitCall final : public grpc::ServerUnaryReactor {
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-// malloc's count of bytes in use (glibc mallinfo2). It walks every arena
-// under that arena's lock, so it runs at most 4 times a second whoever asks.
-uint64_t HeapBytes() {
-  static absl::Mutex mu(absl::kConstInit);
-  static absl::Duration read_at ABSL_GUARDED_BY(mu) = -absl::InfiniteDuration();
-  static uint64_t bytes ABSL_GUARDED_BY(mu) = 0;
-  absl::MutexLock lock(&mu);
-  const absl::Duration now = MonotonicClock::Real().Now();
-  if (now - read_at >= absl::Milliseconds(250)) {
-    const struct mallinfo2 heap = mallinfo2();
-    bytes = heap.uordblks + heap.hblkhd;
-    read_at = now;
-  }
-  return bytes;
+// The names (not the values: they may hold secrets) of a spec's
+// environment, for the audit line.
+std::vector<std::string> EnvNames(const v1::ProcSpec& spec) {
+  std::vector<std::string> names;
+  for (const auto& [name, value] : spec.env()) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
+// A WatchHost refused before it starts.
+class RefusedWatch final : public grpc::ServerWriteReactor<v1::HostEvent> {
+ public:
+  explicit RefusedWatch(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
 }  // namespace
+
+// One WatchHost stream over a HostWatch::Watcher: at most one write in
+// flight; when the watcher has nothing, it is armed and its Ready wakes the
+// call. Finish runs once: at the watcher's end (OK once the host closed the
+// watch and the queue is sent; CANCELLED once the caller cancelled or the
+// stream broke). Deletes itself once gRPC is done with it (OnDone), the
+// handler has let go, and no Ready is pending (refs_).
+class HostService::WatchCall final
+    : public grpc::ServerWriteReactor<v1::HostEvent> {
+ public:
+  explicit WatchCall(HostService* service) : service_(service) {}
+
+  // Registers with the manager (snapshot first) and starts sending; or
+  // ends at once if refused. Then the handler lets go of the call.
+  void Start(HostWatch::Visible visible) {
+    absl::StatusOr<std::shared_ptr<HostWatch::Watcher>> watcher =
+        service_->manager_->Watch(std::move(visible), [this] { Ready(); });
+    if (!watcher.ok()) {
+      FinishOnce(ToGrpcStatus(watcher.status()));
+    } else {
+      bool cancelled;
+      {
+        absl::MutexLock lock(&mu_);
+        watcher_ = *watcher;
+        cancelled = cancelled_;
+      }
+      if (cancelled) service_->manager_->Unwatch(**watcher);
+      Pump();
+    }
+    Unref();
+  }
+
+  void OnWriteDone(bool ok) override {
+    // Not ok: the stream is broken (cancelled, or the server is stopping).
+    if (!ok) service_->manager_->Unwatch(*watcher());
+    Pump();
+  }
+
+  void OnCancel() override {
+    std::shared_ptr<HostWatch::Watcher> current;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      current = watcher_;
+    }
+    // An armed watcher's Ready runs now and finishes the call; a write in
+    // flight finishes it from OnWriteDone.
+    if (current != nullptr) service_->manager_->Unwatch(*current);
+  }
+
+  void OnDone() override {
+    if (std::shared_ptr<HostWatch::Watcher> current = watcher()) {
+      service_->manager_->Unwatch(*current);
+    }
+    Unref();
+  }
+
+ private:
+  std::shared_ptr<HostWatch::Watcher> watcher() {
+    absl::MutexLock lock(&mu_);
+    return watcher_;
+  }
+
+  // Sends the watcher's next event, or arms it, or finishes. Never runs
+  // twice at once: it runs from Start, from OnWriteDone (a write was in
+  // flight) or from Ready (the watcher was armed), one at a time.
+  void Pump() {
+    std::shared_ptr<HostWatch::Watcher> current = watcher();
+    for (;;) {
+      absl::Status end;
+      Ref();  // Held while armed, for its Ready.
+      const HostWatch::Watcher::Next next = current->Take(&event_, &end);
+      if (next != HostWatch::Watcher::Next::kIdle) Unref();
+      switch (next) {
+        case HostWatch::Watcher::Next::kEvent:
+          if (event_.has_host()) service_->FillHostInfo(event_.mutable_host());
+          StartWrite(&event_);
+          return;
+        case HostWatch::Watcher::Next::kResync:
+          service_->manager_->Resync(*current);
+          continue;
+        case HostWatch::Watcher::Next::kIdle:
+          return;
+        case HostWatch::Watcher::Next::kEnd:
+          FinishOnce(ToGrpcStatus(end));
+          return;
+      }
+    }
+  }
+
+  void Ready() {
+    Pump();
+    Unref();
+  }
+
+  void FinishOnce(const grpc::Status& status) {
+    if (!finished_.exchange(true)) Finish(status);
+  }
+  void Ref() { refs_.fetch_add(1); }
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+  HostService* const service_;
+  // The handler's and gRPC's (until OnDone), and one while armed.
+  std::atomic<int> refs_{2};
+  std::atomic<bool> finished_{false};
+  absl::Mutex mu_;
+  std::shared_ptr<HostWatch::Watcher> watcher_ ABSL_GUARDED_BY(mu_);
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  // The event being written (one at a time).
+  v1::HostEvent event_;
+};
 
 HostService::HostService(ProcManager* manager, const ProcChannels* channels,
                          const ServerAuth* auth, SenderClaims* claims,
@@ -200,10 +317,15 @@ grpc::ServerUnaryReactor* HostService::CreateOrUpdateProc(
     reactor->Finish(ToGrpcStatus(admitted));
     return reactor;
   }
-  LOG(INFO) << "CreateOrUpdateProc " << QuoteForError(request->name()) << " by "
-            << caller->ToString()
-            << (owned.client().empty() ? std::string(" (detached)")
-                                       : " for " + owned.client());
+  Audit(*caller, context->peer(), "CreateOrUpdateProc",
+        {{"proc", AuditQuote(request->name())},
+         {"rank", absl::StrCat(request->rank())},
+         {"command", AuditQuote(request->spec().command())},
+         {"args", AuditList(request->spec().args())},
+         {"env", AuditList(EnvNames(request->spec()))},
+         {"owner", AuditQuote(owned.owner())},
+         {"client", owned.client().empty() ? std::string("detached")
+                                           : AuditQuote(owned.client())}});
   manager_->CreateOrUpdate(
       owned, [this, reactor, response,
               pinned = claim ? owned.client()
@@ -225,7 +347,11 @@ grpc::ServerUnaryReactor* HostService::GetProcState(
   if (state.ok()) {
     absl::Status may = AuthorizeOwner(*caller, "GetProcState", request->name(),
                                       state->owner());
-    if (!may.ok()) state = may;
+    if (!may.ok()) {
+      state = may;
+    } else {
+      AddProcUsage(&*state);
+    }
   }
   FinishWith(reactor, response, std::move(state));
   return reactor;
@@ -243,8 +369,10 @@ grpc::ServerUnaryReactor* HostService::StopProc(
     reactor->Finish(ToGrpcStatus(may));
     return reactor;
   }
-  LOG(INFO) << "StopProc " << QuoteForError(request->name()) << " by "
-            << caller->ToString();
+  Audit(*caller, context->peer(), "StopProc",
+        {{"proc", AuditQuote(request->name())},
+         {"reason", AuditQuote(request->reason())},
+         {"grace_ms", absl::StrCat(request->grace_ms())}});
   manager_->Stop(
       *request,
       [reactor, response](absl::StatusOr<v1::ProcState> r) {
@@ -319,12 +447,10 @@ grpc::ServerUnaryReactor* HostService::ShutdownHost(
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   std::optional<Principal> caller = Admit(context, reactor, "ShutdownHost", {});
   if (!caller.has_value()) return reactor;
-  LOG(WARNING) << "ShutdownHost by " << caller->ToString() << ": "
-               << QuoteForError(request->reason())
-               << (request->stay_down()
-                       ? std::string(" (to stay down)")
-                       : absl::StrCat(" (exit ", kShutdownRestartExitCode,
-                                      ": to be restarted)"));
+  Audit(*caller, context->peer(), "ShutdownHost",
+        {{"reason", AuditQuote(request->reason())},
+         {"grace_ms", absl::StrCat(request->grace_ms())},
+         {"stay_down", request->stay_down() ? "true" : "false"}});
   absl::Duration grace = absl::Milliseconds(request->grace_ms());
   if (request->grace_ms() == 0) {
     absl::MutexLock lock(&mu_);
@@ -369,24 +495,268 @@ grpc::ServerUnaryReactor* HostService::GetHostInfo(
            .has_value()) {
     return reactor;
   }
-  char hostname[256] = {};
-  gethostname(hostname, sizeof(hostname) - 1);
-  absl::MutexLock lock(&mu_);
-  response->set_address(info_.address);
-  response->set_hostname(hostname);
-  response->set_pid(getpid());
-  *response->mutable_started_at() =
-      TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(started_at_));
-  response->set_num_procs(manager_->LiveProcs());
-  response->set_max_procs(info_.max_procs);
-  response->set_state_dir(info_.state_dir);
-  response->set_version(kHostmeshVersion);
-  response->set_held_waits(static_cast<uint32_t>(manager_->HeldWaits()));
-  response->set_relayed_calls(
-      static_cast<uint32_t>(channels_->PendingRequests()));
-  response->set_heap_bytes(HeapBytes());
+  *response = manager_->HostState();
+  FillHostInfo(response);
   reactor->Finish(grpc::Status::OK);
   return reactor;
+}
+
+void HostService::FillHostInfo(v1::HostInfo* info) {
+  char hostname[256] = {};
+  gethostname(hostname, sizeof(hostname) - 1);
+  info->set_hostname(hostname);
+  info->set_pid(getpid());
+  *info->mutable_started_at() =
+      TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(started_at_));
+  info->set_version(kHostmeshVersion);
+  info->set_held_waits(static_cast<uint32_t>(manager_->HeldWaits()));
+  info->set_relayed_calls(static_cast<uint32_t>(channels_->PendingRequests()));
+  info->set_heap_bytes(HeapBytes());
+  absl::MutexLock lock(&mu_);
+  info->set_address(info_.address);
+  info->set_max_procs(info_.max_procs);
+  info->set_state_dir(info_.state_dir);
+}
+
+grpc::ServerUnaryReactor* HostService::DrainHost(
+    grpc::CallbackServerContext* context, const v1::DrainHostRequest* request,
+    v1::DrainHostResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::optional<Principal> caller = Admit(context, reactor, "DrainHost", {});
+  if (!caller.has_value()) return reactor;
+  absl::Duration grace = absl::Milliseconds(request->grace_ms());
+  if (request->grace_ms() == 0) {
+    absl::MutexLock lock(&mu_);
+    grace = info_.stop_grace;
+  }
+  Audit(*caller, context->peer(), "DrainHost",
+        {{"reason", AuditQuote(request->reason())},
+         {"stop", request->stop() ? "true" : "false"},
+         {"grace_ms", absl::StrCat(request->grace_ms())},
+         {"undrain", request->undrain() ? "true" : "false"}});
+  manager_->Drain(*request, grace, caller->identity,
+                  [reactor, response](absl::StatusOr<v1::DrainHostResponse> r) {
+                    FinishWith(reactor, response, std::move(r));
+                  });
+  // The drain (or undrain) is in effect now, before any stop ends.
+  if (on_shutdown_.drain_changed) on_shutdown_.drain_changed();
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::HostEvent>* HostService::WatchHost(
+    grpc::CallbackServerContext* context, const v1::WatchHostRequest* request) {
+  absl::StatusOr<Principal> caller = auth_->Authenticate(*context);
+  absl::Status allowed = caller.ok()
+                             ? Authorize(*caller, "WatchHost", {Role::kClient})
+                             : caller.status();
+  for (int i = 0; allowed.ok() && i < request->procs_size(); ++i) {
+    allowed = ValidateName(request->procs(i), "procs");
+  }
+  if (!allowed.ok()) {
+    LOG_IF(WARNING, caller.ok())
+        << "WatchHost refused to " << caller->ToString() << ": "
+        << allowed.message();
+    return new RefusedWatch(ToGrpcStatus(allowed));
+  }
+  VLOG(1) << "WatchHost by " << caller->ToString();
+  // What ListProcs shows the caller, and only the procs it named.
+  std::set<std::string> names(request->procs().begin(), request->procs().end());
+  HostWatch::Visible visible =
+      [names = std::move(names), admin = caller->role == Role::kAdmin,
+       identity = caller->identity](const v1::ProcState& state) {
+        return (admin || state.owner() == identity) &&
+               (names.empty() || names.count(state.name()) > 0);
+      };
+  auto* call = new WatchCall(this);
+  call->Start(std::move(visible));
+  return call;
+}
+
+// ---- StreamLogs ----
+namespace {
+
+// One StreamLogs call over a LogStream: one chunk in flight at a time (the
+// next is read once gRPC took the last: a slow reader holds one chunk),
+// and, when the stream has nothing, asleep until ProcLogs' poller wakes it.
+// Exactly one party runs Pump at a time (state_); Finish runs once. Owned
+// by itself (self_) until OnDone; the wake function holds a weak_ptr, so a
+// wake that races OnDone finds the call finished and does nothing.
+class LogsCall final : public grpc::ServerWriteReactor<v1::LogChunk> {
+ public:
+  static std::shared_ptr<LogsCall> Create() {
+    std::shared_ptr<LogsCall> call(new LogsCall());
+    call->self_ = call;
+    return call;
+  }
+
+  std::function<void()> WakeFunction() {
+    return [weak = std::weak_ptr<LogsCall>(self_)] {
+      if (std::shared_ptr<LogsCall> call = weak.lock()) call->Wake();
+    };
+  }
+
+  void Start(std::unique_ptr<LogStream> stream) {
+    stream_ = std::move(stream);
+    {
+      absl::MutexLock lock(&mu_);
+      state_ = State::kPumping;
+    }
+    Pump();
+  }
+
+  // Ends the call with `status` (nothing else runs it then).
+  void FinishNow(const grpc::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      state_ = State::kFinished;
+    }
+    // The stream's slot is free from now, not from OnDone.
+    stream_.reset();
+    Finish(status);
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      FinishNow(grpc::Status(grpc::StatusCode::CANCELLED,
+                             "the caller stopped reading"));
+      return;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      state_ = State::kPumping;
+    }
+    Pump();
+  }
+
+  void OnCancel() override {
+    bool finish = false;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      if (state_ == State::kWaiting) {
+        state_ = State::kPumping;
+        finish = true;
+      }
+    }
+    if (finish) {
+      FinishNow(grpc::Status(grpc::StatusCode::CANCELLED,
+                             "the caller cancelled the stream"));
+    }
+  }
+
+  void OnDone() override { self_.reset(); }
+
+ private:
+  enum class State { kIdle, kPumping, kWriting, kWaiting, kFinished };
+
+  LogsCall() = default;
+
+  void Wake() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (state_ != State::kWaiting) {
+        woken_ = true;
+        return;
+      }
+      state_ = State::kPumping;
+    }
+    Pump();
+  }
+
+  // Runs with state_ kPumping, on one thread at a time.
+  void Pump() {
+    for (;;) {
+      {
+        absl::MutexLock lock(&mu_);
+        woken_ = false;
+        if (cancelled_) break;
+      }
+      chunk_.Clear();
+      const LogStream::Next next = stream_->Read(&chunk_);
+      if (next == LogStream::Next::kEnd) {
+        FinishNow(ToGrpcStatus(stream_->status()));
+        return;
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        if (cancelled_) break;
+        if (next == LogStream::Next::kWait) {
+          if (woken_) continue;
+          state_ = State::kWaiting;
+          return;
+        }
+        state_ = State::kWriting;
+      }
+      StartWrite(&chunk_);
+      return;
+    }
+    FinishNow(grpc::Status(grpc::StatusCode::CANCELLED,
+                           "the caller cancelled the stream"));
+  }
+
+  std::shared_ptr<LogsCall> self_;
+  // Used by whoever is pumping (state_), and by FinishNow.
+  std::unique_ptr<LogStream> stream_;
+  v1::LogChunk chunk_;
+  absl::Mutex mu_;
+  State state_ ABSL_GUARDED_BY(mu_) = State::kIdle;
+  bool woken_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::LogChunk>* HostService::StreamLogs(
+    grpc::CallbackServerContext* context,
+    const v1::StreamLogsRequest* request) {
+  std::shared_ptr<LogsCall> call = LogsCall::Create();
+  absl::StatusOr<Principal> caller = auth_->Authenticate(*context);
+  absl::Status allowed = caller.ok()
+                             ? Authorize(*caller, "StreamLogs", {Role::kClient})
+                             : caller.status();
+  if (allowed.ok() && proc_logs_ == nullptr) {
+    allowed = absl::UnimplementedError("this host serves no logs");
+  }
+  // The procs: each named one if the caller may see it (as GetProcState),
+  // else every one it may see (as ListProcs).
+  std::vector<ProcLogs::Target> targets;
+  std::set<std::string> named;
+  for (int i = 0; allowed.ok() && i < request->names_size(); ++i) {
+    const std::string& name = request->names(i);
+    allowed = ValidateName(name, "proc name");
+    if (!allowed.ok() || !named.insert(name).second) continue;
+    absl::StatusOr<v1::ProcState> state = manager_->GetState(name);
+    allowed = state.ok()
+                  ? AuthorizeOwner(*caller, "StreamLogs", name, state->owner())
+                  : state.status();
+    if (allowed.ok()) {
+      targets.push_back(
+          ProcLogs::TargetOf(*state, caller->role == Role::kAdmin));
+    }
+  }
+  if (allowed.ok() && request->names_size() == 0) {
+    v1::ListProcsResponse list = manager_->List();
+    KeepOwned(*caller, list.mutable_procs());
+    for (const v1::ProcState& state : list.procs()) {
+      targets.push_back(
+          ProcLogs::TargetOf(state, caller->role == Role::kAdmin));
+    }
+  }
+  absl::StatusOr<std::unique_ptr<LogStream>> stream =
+      allowed.ok()
+          ? proc_logs_->Open(*request, std::move(targets), call->WakeFunction())
+          : allowed;
+  if (!stream.ok()) {
+    LOG_IF(WARNING, caller.ok())
+        << "StreamLogs refused to " << caller->ToString() << ": "
+        << stream.status().message();
+    call->FinishNow(ToGrpcStatus(stream.status()));
+    return call.get();
+  }
+  VLOG(1) << "StreamLogs by " << caller->ToString()
+          << (request->follow() ? " (following)" : "");
+  call->Start(*std::move(stream));
+  return call.get();
 }
 
 }  // namespace mesh

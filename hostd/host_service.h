@@ -7,9 +7,9 @@
 //
 // Authorization (lib/auth): every call names its caller. A client acts on
 // the procs it owns (creating one makes it the owner; ListProcs shows only
-// its own); an admin on everything, and only an admin may ShutdownHost; a
-// peer may only ask GetHostInfo. Every state-changing verb is logged with
-// the caller's identity.
+// its own; WatchHost the same); an admin on everything, and only an admin
+// may ShutdownHost or DrainHost; a peer may only ask GetHostInfo. Every
+// state-changing verb is logged with the caller's identity.
 //
 // Leases: a CreateOrUpdateProc naming a `client` (the caller's relay id)
 // makes that client the proc's lease holder (hostd/owner_leases.h); the id
@@ -31,6 +31,7 @@
 #include "absl/time/time.h"
 #include "hostd/owner_leases.h"
 #include "hostd/proc_channels.h"
+#include "hostd/proc_logs.h"
 #include "hostd/proc_manager.h"
 #include "hostd/sender_claims.h"
 #include "lib/auth/server_auth.h"
@@ -60,6 +61,9 @@ class HostService final : public v1::Host::CallbackService {
     // The answer has been handed to gRPC: hostd may exit (with the status
     // the request's stay_down asks for).
     std::function<void(const v1::ShutdownHostRequest&)> answered;
+    // A DrainHost changed the drain (or may have): hostd's health follows
+    // ProcManager::drain().
+    std::function<void()> drain_changed;
   };
 
   // `manager`, `channels`, `auth`, `claims` and `leases` outlive the
@@ -70,6 +74,8 @@ class HostService final : public v1::Host::CallbackService {
 
   // The advertised address, known once the server has bound its port.
   void set_address(const std::string& address);
+  // Where StreamLogs reads (outlives the service); unset: UNIMPLEMENTED.
+  void set_proc_logs(ProcLogs* logs) { proc_logs_ = logs; }
 
   grpc::ServerUnaryReactor* CreateOrUpdateProc(
       grpc::CallbackServerContext* context,
@@ -98,8 +104,34 @@ class HostService final : public v1::Host::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::ListOwnersRequest* request,
       v1::ListOwnersResponse* response) override;
+  // Procs' output (hostd/proc_logs.h), one chunk in flight at a time (gRPC
+  // flow control: nothing queues for a slow reader), for the procs the
+  // caller may see (as GetProcState / ListProcs). Ends when the caller
+  // cancels (CANCELLED), when every file is sent (OK; following: once each
+  // proc ended), or when hostd stops (UNAVAILABLE); RESOURCE_EXHAUSTED past
+  // --max-log-streams.
+  grpc::ServerWriteReactor<v1::LogChunk>* StreamLogs(
+      grpc::CallbackServerContext* context,
+      const v1::StreamLogsRequest* request) override;
+  // Admin only. Answers once the drain is durable (with stop: once every
+  // proc is stopped).
+  grpc::ServerUnaryReactor* DrainHost(grpc::CallbackServerContext* context,
+                                      const v1::DrainHostRequest* request,
+                                      v1::DrainHostResponse* response) override;
+  // A snapshot, then every change (hostd/host_watch.h), of the procs the
+  // caller may see (as ListProcs). Ends when the caller cancels (CANCELLED)
+  // or the host goes away (OK, after what was queued); RESOURCE_EXHAUSTED
+  // past the cap on watchers.
+  grpc::ServerWriteReactor<v1::HostEvent>* WatchHost(
+      grpc::CallbackServerContext* context,
+      const v1::WatchHostRequest* request) override;
 
  private:
+  class WatchCall;
+
+  // HostInfo's fields the service knows (all but num_procs, drain and
+  // shutting_down, which come from the manager).
+  void FillHostInfo(v1::HostInfo* info);
   // The caller of `context` if it may run `verb` (one of `roles`, or
   // admin); otherwise finishes `reactor` with the refusal.
   std::optional<Principal> Admit(grpc::CallbackServerContext* context,
@@ -119,6 +151,7 @@ class HostService final : public v1::Host::CallbackService {
   Info info_ ABSL_GUARDED_BY(mu_);
   const absl::Time started_at_;
   const ShutdownHooks on_shutdown_;
+  ProcLogs* proc_logs_ = nullptr;
 };
 
 }  // namespace mesh

@@ -22,16 +22,20 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
+#include "hostd/audit.h"
 #include "hostd/command_policy.h"
 #include "hostd/dir_lock.h"
 #include "hostd/flags.h"
 #include "hostd/health.h"
+#include "hostd/host_metrics.h"
 #include "hostd/host_service.h"
+#include "hostd/metrics_http.h"
 #include "hostd/missed_ends.h"
 #include "hostd/notify.h"
 #include "hostd/owner_leases.h"
 #include "hostd/peer_hosts.h"
 #include "hostd/proc_channels.h"
+#include "hostd/proc_logs.h"
 #include "hostd/proc_manager.h"
 #include "hostd/proc_service.h"
 #include "hostd/relay_service.h"
@@ -236,6 +240,32 @@ int RunHostd(HostdOptions options) {
     return 2;
   }
   std::unique_ptr<ServerAuth> auth = *std::move(auth_or);
+  // The Prometheus endpoint (README "Metrics"), checked and bound now: a
+  // non-loopback --metrics-listen without TLS and a token never starts.
+  // It shows little until SetSources (below), and is stopped first at exit.
+  std::unique_ptr<HostMetrics> metrics;
+  std::unique_ptr<MetricsHttpServer> metrics_http;  // Goes first.
+  if (!options.metrics_listen.empty()) {
+    metrics = std::make_unique<HostMetrics>(options.state_dir);
+    MetricsHttpOptions http_options;
+    http_options.listen = options.metrics_listen;
+    http_options.tls_cert_file = options.auth.tls_cert_file;
+    http_options.tls_key_file = options.auth.tls_key_file;
+    http_options.token_file = options.metrics_token_file;
+    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> started =
+        MetricsHttpServer::Start(http_options,
+                                 [&metrics] { return metrics->Render(); });
+    if (!started.ok()) {
+      std::fprintf(stderr, "hostd: %s\n",
+                   std::string(started.status().message()).c_str());
+      return 2;
+    }
+    metrics_http = *std::move(started);
+    LOG(INFO) << "serving metrics at " << metrics_http->url();
+  }
+  // Set once the procs of an earlier hostd are taken over: a proc created
+  // after that is a spawn.
+  std::atomic<bool> procs_recovered{false};
 
   absl::StatusOr<std::string> advertised = ChooseAdvertisedHost(
       *listen, options.advertise, options.advertise_unchecked);
@@ -296,6 +326,16 @@ int RunHostd(HostdOptions options) {
     }
     locks.push_back(*std::move(lock));
   }
+  // The audit trail (hostd/audit.h): its own file, and the journal under
+  // systemd; written by Audit() alone, whatever the log level.
+  if (absl::Status audit = OpenAuditLog(
+          {.path = AuditLogPath(options.audit_log, options.state_dir),
+           .group = operators_group,
+           .journal = UnderJournal()});
+      !audit.ok()) {
+    LOG(ERROR) << audit.message() << " (--audit-log)";
+    return 1;
+  }
 
   // Each proc's local channel; envelopes from procs go to the router.
   ProcChannels::Options channel_options;
@@ -315,6 +355,19 @@ int RunHostd(HostdOptions options) {
   // What each client missed; outlives the channels, whose threads report
   // procs gone (the manager's on_lost), and the router reports through.
   std::unique_ptr<MissedEnds> missed;
+  // Procs' output files: cap and rotation, the time index, StreamLogs
+  // (hostd/proc_logs.h). Outlives the server, whose log streams read
+  // through it.
+  ProcLogs::Options proc_logs_options;
+  proc_logs_options.max_bytes = options.proc_log_max_bytes;
+  proc_logs_options.keep = options.proc_log_keep;
+  proc_logs_options.max_streams = options.max_log_streams;
+  proc_logs_options.max_chunk_bytes =
+      std::min<size_t>(proc_logs_options.max_chunk_bytes,
+                       static_cast<size_t>(options.max_message_bytes) / 2);
+  proc_logs_options.default_chunk_bytes = std::min(
+      proc_logs_options.default_chunk_bytes, proc_logs_options.max_chunk_bytes);
+  auto proc_logs = std::make_unique<ProcLogs>(proc_logs_options);
   // Whose each proc is (the manager, created next, outlives routing).
   std::unique_ptr<ProcManager> manager;
   auto router = std::make_unique<Router>(
@@ -392,6 +445,37 @@ int RunHostd(HostdOptions options) {
   manager_options.cgroup_parent = *cgroup_parent;
   LOG_IF(INFO, !cgroup_parent->empty())
       << "each proc runs in its own cgroup under " << *cgroup_parent;
+  if (metrics != nullptr) {
+    manager_options.on_created =
+        [&metrics, &procs_recovered,
+         created = std::move(manager_options.on_created)](
+            const v1::ProcState& state, uint64_t incarnation) {
+          if (procs_recovered) metrics->ProcSpawned();
+          if (created) created(state, incarnation);
+        };
+    manager_options.on_ended =
+        [&metrics, ended = std::move(manager_options.on_ended)](
+            const v1::ProcState& state, uint64_t incarnation) {
+          metrics->ProcEnded(state);
+          if (ended) ended(state, incarnation);
+        };
+  }
+  // The logs follow the procs: where each spawn's output begins (before
+  // it runs; a taken-over proc has a pid already), and each end.
+  manager_options.on_created =
+      [&proc_logs, created = std::move(manager_options.on_created)](
+          const v1::ProcState& state, uint64_t incarnation) {
+        proc_logs->Started(state.name(), state.log_dir(), incarnation,
+                           /*spawning=*/state.pid() == 0,
+                           ProcLogs::CreatedOf(state));
+        if (created) created(state, incarnation);
+      };
+  manager_options.on_ended =
+      [&proc_logs, ended = std::move(manager_options.on_ended)](
+          const v1::ProcState& state, uint64_t incarnation) {
+        proc_logs->Ended(state.name(), incarnation);
+        if (ended) ended(state, incarnation);
+      };
   manager = std::make_unique<ProcManager>(manager_options, supervisor->get(),
                                           channels.get());
   // Before anything is served: the procs an earlier hostd left are known
@@ -401,6 +485,16 @@ int RunHostd(HostdOptions options) {
                << recovered.message();
     return 1;
   }
+  if (metrics != nullptr) metrics->ProcsReadopted(manager->LiveProcs());
+  // The procs taken over: their logs are watched (capped) too.
+  const v1::ListProcsResponse taken_over = manager->List();
+  for (const v1::ProcState& state : taken_over.procs()) {
+    if (!IsTerminal(state.status())) {
+      proc_logs->Started(state.name(), state.log_dir(), 0, /*spawning=*/false,
+                         ProcLogs::CreatedOf(state));
+    }
+  }
+  procs_recovered = true;
 
   absl::Notification exit_requested;
   std::once_flag exit_once;
@@ -441,6 +535,14 @@ int RunHostd(HostdOptions options) {
   HealthService health(
       auth.get(), {v1::Host::service_full_name(), v1::Proc::service_full_name(),
                    v1::Relay::service_full_name()});
+  // NOT_SERVING while drained (DrainHost; a drain survives restarts), as
+  // the manager has it after each DrainHost, one at a time.
+  absl::Mutex drain_health_mu;
+  auto follow_drain = [&] {
+    absl::MutexLock lock(&drain_health_mu);
+    health.SetDraining(manager->drain().draining());
+  };
+  follow_drain();
   // 0, or kShutdownRestartExitCode after an admin's ShutdownHost that did
   // not ask the host to stay down (deploy/hostd.service restarts it).
   std::atomic<int> exit_code{0};
@@ -492,8 +594,10 @@ int RunHostd(HostdOptions options) {
   shutdown_hooks.answered = [&](const v1::ShutdownHostRequest&) {
     request_exit();
   };
+  shutdown_hooks.drain_changed = follow_drain;
   HostService service(manager.get(), channels.get(), auth.get(), &claims,
                       leases.get(), info, std::move(shutdown_hooks));
+  service.set_proc_logs(proc_logs.get());
   int port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, auth->ServerCredentials(), &port);
@@ -518,6 +622,7 @@ int RunHostd(HostdOptions options) {
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;
   interceptors.push_back(NewReflectionGate(auth.get()));
+  if (metrics != nullptr) interceptors.push_back(metrics->NewRpcInterceptor());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // Reflection is a synchronous service: cap the threads that serve it.
   builder.SetResourceQuota(grpc::ResourceQuota("hostd").SetMaxThreads(32));
@@ -640,6 +745,10 @@ int RunHostd(HostdOptions options) {
         server.get(), watchdog_token, *notifier->watchdog_period());
   }
   std::move(stop_server_early).Cancel();
+  if (metrics != nullptr) {
+    metrics->SetSources(manager.get(), channels.get(), router.get(),
+                        options.max_procs);
+  }
   notifier->Ready();
 
   // SIGHUP (systemctl reload): re-read the config and apply what can change
@@ -681,13 +790,18 @@ int RunHostd(HostdOptions options) {
   auto signals = std::make_unique<HostSignals>(std::move(signal_callbacks));
 
   exit_requested.WaitForNotification();
+  // No scrape reads the manager, channels or router once they begin to go.
+  metrics_http.reset();
   health.Shutdown();
   // No probe runs once the server and the manager begin to go.
   notifier.reset();
   serving_probe.reset();
   manager->AnswerAllWaits();
+  manager->CloseWatches();
   relay_service.Shutdown();
   router->Shutdown();
+  // Following log streams end (UNAVAILABLE) rather than hold the server.
+  proc_logs->Close();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   signals.reset();
   parent.reset();

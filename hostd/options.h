@@ -55,6 +55,12 @@ struct HostdOptions {
   // channels either way (FrameBytesFor, lib/channel/proc_channel.h; procd is
   // told).
   int max_message_bytes = 4 << 20;
+  // Procs' stdout.log / stderr.log (hostd/proc_logs.h): a live proc's file
+  // past this many bytes is rotated (0: never), keeping this many rotated
+  // copies (0: rotated bytes are dropped); StreamLogs calls open at most.
+  uint64_t proc_log_max_bytes = 64ull << 20;
+  int proc_log_keep = 3;
+  int max_log_streams = 64;
   // How long procs live on after this hostd's channel to them breaks.
   absl::Duration orphan_timeout = absl::Seconds(30);
   // How often every relay stream gets a heartbeat (RelayService).
@@ -82,6 +88,18 @@ struct HostdOptions {
   // process groups only, no cgroups; else a cgroup directory (absolute) or
   // the name of a subtree of hostd's cgroup.
   std::string cgroup;
+  // --metrics-listen: host:port of the Prometheus endpoint (GET /metrics,
+  // hostd/metrics_http.h); empty: none. Loopback serves plain HTTP; any
+  // other address needs TLS (--tls-cert, --tls-key) and
+  // --metrics-token-file, or hostd refuses to start.
+  std::string metrics_listen;
+  // --metrics-token-file: the token scrapers present ("Authorization:
+  // Bearer <token>"), one line, mode 0600 or 0640; empty: none (loopback
+  // only).
+  std::string metrics_token_file;
+  // --audit-log: the audit trail's file (hostd/audit.h), only Audit()
+  // writes it; empty: <state_dir>/audit.log; "none": no file.
+  std::string audit_log;
   // --v and --log-level: glog's verbosity (FLAGS_v) and least severity
   // logged ("INFO", "WARNING", "ERROR": FLAGS_minloglevel). main() applies
   // them (ApplyLogLevels, hostd/flags.h); SIGHUP applies them again.

@@ -17,16 +17,24 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "hostd/sender_claims.h"
 #include "lib/names.h"
 #include "lib/process/cgroup.h"
 #include "lib/process/exit_cause.h"
+#include "lib/process/proc_log.h"
 #include "lib/process/process_identity.h"
 #include "lib/process/signals.h"
 
 namespace mesh {
 namespace {
+
+// `reason` for one log line: a stop reason or a proc's stderr quoted in it
+// cannot start a line of its own (e.g. forge an "audit: " line, hostd/audit.h).
+std::string OneLogLine(absl::string_view reason) {
+  return absl::StrReplaceAll(reason, {{"\n", "\\n"}, {"\r", "\\r"}});
+}
 
 // A proc as a list shows it (ListProcs, a wait on every proc): without its
 // stderr tail (up to 4 KiB each), so the whole history (--max-finished-procs,
@@ -58,6 +66,12 @@ bool InLeaf(pid_t pid, const std::string& leaf) {
   absl::StatusOr<std::string> cgroup = CgroupOfPid(pid);
   absl::StatusOr<CgroupRoot> root = CgroupRoot::Find();
   return cgroup.ok() && root.ok() && root->DirOf(*cgroup) == leaf;
+}
+
+// Now, to the nanosecond (TimeUtil::GetCurrentTime has whole seconds): when
+// a watch event happened.
+google::protobuf::Timestamp PreciseNow() {
+  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
 }
 
 absl::Status NoSuchProc(const std::string& name) {
@@ -210,7 +224,8 @@ ProcManager::ProcManager(Options options,
               states.push_back(ListedState(proc->state));
             }
             return states;
-          }) {}
+          }),
+      watch_(options_.watch_limits) {}
 
 ProcManager::~ProcManager() {
   std::vector<pid_t> alive;
@@ -245,6 +260,7 @@ ProcManager::~ProcManager() {
     }
   }
   AnswerAllWaits();
+  watch_.Close();
   loop_.reset();
   // The last state of every proc is written (and its callbacks run) before
   // the channels are forgotten.
@@ -275,6 +291,7 @@ ProcManager::Proc* ProcManager::Find(const std::string& name,
 void ProcManager::SetStatus(Proc& proc, v1::Status status,
                             const std::string& reason, Deferred& deferred) {
   const bool ended = IsTerminal(status) && !IsTerminal(proc.state.status());
+  const bool created = proc.state.status() == v1::NOT_EXIST;
   proc.state.set_status(status);
   proc.state.set_reason(reason);
   // Host-wide and rising; the table reserves a block ahead, so no
@@ -285,6 +302,15 @@ void ProcManager::SetStatus(Proc& proc, v1::Status status,
   }
   proc.state.set_generation(last_generation_);
   *proc.state.mutable_updated_at() = TimeUtil::GetCurrentTime();
+  // Under mu_: every watcher hears of the changes in their order.
+  if (!watch_.empty()) {
+    v1::HostEvent event;
+    event.set_kind(created ? v1::HostEvent::PROC_CREATED
+                           : v1::HostEvent::PROC_CHANGED);
+    *event.mutable_at() = PreciseNow();
+    *event.mutable_proc() = ListedState(proc.state);
+    watch_.Publish(std::move(event), deferred);
+  }
   // The hook first: the leases forget the proc before a caller that waited
   // for its end can create the name again.
   if (ended && options_.on_ended) {
@@ -325,6 +351,12 @@ void ProcManager::AddFinishedLocked(Proc& proc, Deferred& deferred) {
     if (it == procs_.end() || !it->second->finished) continue;
     VLOG(1) << "forgetting finished proc " << it->first << " ("
             << finished_.size() << " finished procs kept)";
+    if (!watch_.empty()) {
+      v1::HostEvent event;
+      event.set_kind(v1::HostEvent::PROC_REMOVED);
+      *event.mutable_proc() = ListedState(it->second->state);
+      watch_.Publish(std::move(event), deferred);
+    }
     if (it->second->ticket_id != 0) {
       deferred.push_back([channels = channels_, id = it->second->ticket_id] {
         channels->Forget(id);
@@ -370,6 +402,12 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
     return;
   }
   const std::string& name = request.name();
+  // Where a new creation's output will begin in its files (which outlive
+  // the name's earlier procs): measured before the lock, nothing writes
+  // them while no proc of this name runs.
+  const std::string log_dir = absl::StrCat(options_.state_dir, "/procs/", name);
+  const uint64_t stdout_start = LogSpanOf(log_dir + "/stdout.log").end;
+  const uint64_t stderr_start = LogSpanOf(log_dir + "/stderr.log").end;
   uint64_t incarnation = 0;
   std::optional<absl::StatusOr<v1::ProcState>> answer;  // answered at once
   Deferred deferred;
@@ -389,6 +427,12 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
           v1::Status_Name(it->second->state.status())));
     } else if (it != procs_.end() && !IsTerminal(it->second->state.status())) {
       answer = it->second->state;  // The same request again: the same proc.
+    } else if (drain_.draining()) {
+      answer = absl::FailedPreconditionError(absl::StrFormat(
+          "host %s is draining (since %s, by %s)%s%s; proc \"%s\" not created",
+          host_address_.empty() ? std::string("(this hostd)") : host_address_,
+          TimeUtil::ToString(drain_.since()), drain_.by(),
+          drain_.reason().empty() ? "" : ": ", drain_.reason(), name));
     } else if (live >= static_cast<size_t>(options_.max_procs)) {
       answer = absl::ResourceExhaustedError(absl::StrFormat(
           "host has %d live procs, the --max-procs limit; proc \"%s\" not "
@@ -410,10 +454,19 @@ void ProcManager::CreateOrUpdate(const v1::CreateOrUpdateProcRequest& request,
       state.set_owner(request.owner());
       state.set_client(request.client());
       state.set_generation(generation);
-      state.set_log_dir(absl::StrCat(options_.state_dir, "/procs/", name));
+      state.set_log_dir(log_dir);
+      state.set_stdout_start(stdout_start);
+      state.set_stderr_start(stderr_start);
       *state.mutable_created_at() = TimeUtil::GetCurrentTime();
       if (it != procs_.end() && it->second->finished) {
         finished_.erase(it->second->finished_at);  // replaced: not kept
+        if (!watch_.empty()) {
+          // Watchers see the ended proc go before the new one comes.
+          v1::HostEvent removed;
+          removed.set_kind(v1::HostEvent::PROC_REMOVED);
+          *removed.mutable_proc() = ListedState(it->second->state);
+          watch_.Publish(std::move(removed), deferred);
+        }
       }
       Proc& stored = *(procs_[name] = std::move(proc));
       SetStatus(stored, v1::INITIALIZING, "spawning", deferred);
@@ -761,7 +814,7 @@ void ProcManager::OnExit(const std::string& name, uint64_t incarnation,
       state.set_stopped_by(info.term_signal ? SignalName(*info.term_signal)
                                             : "exited");
     }
-    LOG(INFO) << reason;
+    LOG(INFO) << OneLogLine(reason);
     SetStatus(*proc, status, reason, deferred);
 
     v1::ProcExit& exit = proc->exit;
@@ -1043,13 +1096,26 @@ void ProcManager::Shutdown(const std::string& reason, absl::Duration grace,
                            const std::string& requester,
                            ShutdownCallback done) {
   std::vector<std::string> live;
+  Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
+    const bool first = !shutting_down_;
     shutting_down_ = true;
     for (const Proc* proc : LiveLocked()) live.push_back(proc->state.name());
+    if (first) {
+      PublishHostLocked(absl::StrCat("shutting down: ", BoundText(reason)),
+                        deferred);
+    }
   }
+  RunDeferred(deferred);
   LOG(INFO) << "shutting down: stopping " << live.size() << " procs ("
             << QuoteForError(reason, kMaxReasonBytes) << ")";
+  StopAll(live, reason, grace, requester, std::move(done));
+}
+
+void ProcManager::StopAll(const std::vector<std::string>& live,
+                          const std::string& reason, absl::Duration grace,
+                          const std::string& requester, ShutdownCallback done) {
   if (live.empty()) {
     done(v1::ShutdownHostResponse());
     return;
@@ -1091,6 +1157,165 @@ void ProcManager::Shutdown(const std::string& reason, absl::Duration grace,
         StopBy{.identity = requester});
   }
 }
+
+void ProcManager::Drain(const v1::DrainHostRequest& request,
+                        absl::Duration grace, const std::string& identity,
+                        DrainCallback done) {
+  if (request.stop() && request.undrain()) {
+    done(absl::InvalidArgumentError(
+        "DrainHost: stop and undrain together; stop drains and stops every "
+        "proc, undrain lifts a drain"));
+    return;
+  }
+  // The answer waits for the drain on disk and, with stop, for every stop.
+  struct Gather {
+    Gather(int remaining, DrainCallback done)
+        : remaining(remaining), done(std::move(done)) {}
+    absl::Mutex mu;
+    v1::DrainHostResponse response ABSL_GUARDED_BY(mu);
+    int remaining ABSL_GUARDED_BY(mu);
+    DrainCallback done;
+    void Done(std::function<void(v1::DrainHostResponse&)> add) {
+      v1::DrainHostResponse answer;
+      {
+        absl::MutexLock lock(&mu);
+        add(response);
+        if (--remaining > 0) return;
+        answer = response;
+      }
+      done(std::move(answer));
+    }
+  };
+  std::vector<std::string> live;
+  v1::DrainState drain;
+  std::optional<absl::Status> refused;
+  Deferred deferred;
+  auto gather =
+      std::make_shared<Gather>(request.stop() ? 2 : 1, std::move(done));
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) {
+      refused = absl::FailedPreconditionError(
+          "the host is shutting down; it can be neither drained nor "
+          "undrained");
+    } else if (request.undrain()) {
+      if (drain_.draining()) {
+        LOG(WARNING) << "host undrained by " << identity << " (drained since "
+                     << TimeUtil::ToString(drain_.since()) << " by "
+                     << drain_.by() << "): it accepts new procs again";
+        drain_.Clear();
+        PublishHostLocked(absl::StrCat("undrained by ", identity), deferred);
+      }
+    } else {
+      if (!drain_.draining()) {
+        drain_.set_draining(true);
+        *drain_.mutable_since() = TimeUtil::GetCurrentTime();
+        drain_.set_by(identity);
+        drain_.set_reason(BoundText(request.reason()));
+        LOG(WARNING) << "host drained by " << identity
+                     << (drain_.reason().empty() ? "" : ": ") << drain_.reason()
+                     << "; new procs are refused";
+        PublishHostLocked(
+            absl::StrCat("drained by ", identity,
+                         drain_.reason().empty() ? "" : ": ", drain_.reason()),
+            deferred);
+      }
+      if (request.stop()) {
+        for (const Proc* proc : LiveLocked()) {
+          live.push_back(proc->state.name());
+        }
+      }
+    }
+    drain = drain_;
+    if (!refused.has_value()) {
+      // Answered once the drain is durable: a hostd restarted after the
+      // answer is still drained.
+      SaveTableLocked([gather, drain](const absl::Status& saved) {
+        LOG_IF(WARNING, !saved.ok())
+            << "the drain is not in the proc table (a restarted hostd would "
+               "not be drained): "
+            << saved;
+        gather->Done([&](v1::DrainHostResponse& response) {
+          *response.mutable_drain() = drain;
+        });
+      });
+    }
+  }
+  RunDeferred(deferred);
+  if (refused.has_value()) {
+    gather->done(*std::move(refused));
+    return;
+  }
+  if (!request.stop()) return;
+  const std::string reason =
+      drain.reason().empty() ? std::string("host drained")
+                             : absl::StrCat("host drained: ", drain.reason());
+  LOG(INFO) << "drain: stopping " << live.size() << " procs";
+  StopAll(live, reason, grace, identity,
+          [gather](v1::ShutdownHostResponse stopped) {
+            gather->Done([&](v1::DrainHostResponse& response) {
+              for (v1::ProcState& state : *stopped.mutable_stopped()) {
+                *response.add_stopped() = std::move(state);
+              }
+            });
+          });
+}
+
+v1::DrainState ProcManager::drain() {
+  absl::MutexLock lock(&mu_);
+  return drain_;
+}
+
+v1::HostInfo ProcManager::HostState() {
+  absl::MutexLock lock(&mu_);
+  return HostLocked();
+}
+
+v1::HostInfo ProcManager::HostLocked() const {
+  v1::HostInfo host;
+  host.set_num_procs(static_cast<uint32_t>(LiveLocked().size()));
+  if (drain_.draining()) *host.mutable_drain() = drain_;
+  // Released procs are not stopped: the host restarts.
+  host.set_shutting_down(shutting_down_ && !released_);
+  return host;
+}
+
+void ProcManager::PublishHostLocked(const std::string& reason,
+                                    Deferred& deferred) {
+  if (watch_.empty()) return;
+  v1::HostEvent event;
+  event.set_kind(v1::HostEvent::HOST_CHANGED);
+  *event.mutable_host() = HostLocked();
+  event.set_reason(reason);
+  watch_.Publish(std::move(event), deferred);
+}
+
+v1::HostEvent ProcManager::SnapshotLocked() const {
+  v1::HostEvent snapshot;
+  *snapshot.mutable_at() = PreciseNow();
+  *snapshot.mutable_host() = HostLocked();
+  for (const auto& [name, proc] : procs_) {
+    *snapshot.add_procs() = ListedState(proc->state);
+  }
+  return snapshot;
+}
+
+absl::StatusOr<std::shared_ptr<HostWatch::Watcher>> ProcManager::Watch(
+    HostWatch::Visible visible, std::function<void()> ready) {
+  absl::MutexLock lock(&mu_);
+  return watch_.Add(SnapshotLocked(), std::move(visible), std::move(ready));
+}
+
+void ProcManager::Resync(HostWatch::Watcher& watcher) {
+  absl::MutexLock lock(&mu_);
+  watch_.Resync(watcher, SnapshotLocked());
+}
+
+void ProcManager::Unwatch(HostWatch::Watcher& watcher) {
+  watch_.Remove(watcher);
+}
+
+void ProcManager::CloseWatches() { watch_.Close(); }
 
 std::vector<const ProcManager::Proc*> ProcManager::LiveLocked() const {
   std::vector<const Proc*> live;
@@ -1134,6 +1359,7 @@ v1::ProcTable ProcManager::TableLocked() const {
   table.set_next_incarnation(next_incarnation_);
   table.set_host(host_address_.empty() ? table_host_ : host_address_);
   table.set_generation_limit(generation_limit_);
+  if (drain_.draining()) *table.mutable_drain() = drain_;
   for (const auto& [name, proc] : procs_) {
     v1::ProcRecord& record = *table.add_procs();
     *record.mutable_request() = proc->request;
@@ -1221,6 +1447,12 @@ absl::Status ProcManager::Recover() {
   {
     absl::MutexLock lock(&mu_);
     table_host_ = table.host();
+    drain_ = table.drain();
+    LOG_IF(WARNING, drain_.draining())
+        << "the host is drained (since " << TimeUtil::ToString(drain_.since())
+        << ", by " << drain_.by() << (drain_.reason().empty() ? "" : ": ")
+        << drain_.reason()
+        << "): new procs are refused until DrainHost undrains it";
     next_incarnation_ =
         std::max<uint64_t>(next_incarnation_, table.next_incarnation());
     // Past anything the earlier hostd may have handed out.
@@ -1363,7 +1595,7 @@ absl::Status ProcManager::Recover() {
               << "proc " << name << ": cannot remove its cgroup: " << removed;
         }
       }
-      LOG(WARNING) << reason;
+      LOG(WARNING) << OneLogLine(reason);
       // A proc asked to stop that ended meanwhile did what it was asked.
       const v1::Status status =
           proc->state.status() == v1::STOPPING ? v1::STOPPED : v1::FAILED;
@@ -1509,6 +1741,8 @@ void ProcManager::Release() {
     released_ = true;
     closing_ = true;
     shutting_down_ = true;
+    PublishHostLocked("exiting for a restart; the procs keep running",
+                      deferred);
     for (auto& [name, proc] : procs_) {
       // A stop under way is the next hostd's to finish (it signals a
       // proc that was STOPPING); its callers hear so now.

@@ -31,6 +31,12 @@
 // Release() (the restart signal) leaves every proc running for the next
 // hostd.
 //
+// Drain and watch: a drained host (Drain) refuses new procs, and the drain
+// is in the table; every change (a status, a finished proc forgotten, a
+// drain, a shutdown) is published under the manager's lock to the host's
+// watchers (hostd/host_watch.h), which Watch registers with a snapshot
+// taken under that same lock.
+//
 // Finished procs: at most Options::max_finished_procs STOPPED or FAILED
 // records are kept (in memory and in the table); the one that ended first
 // goes first, and its name is then NOT_FOUND (and free to create again).
@@ -64,6 +70,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "hostd/command_policy.h"
+#include "hostd/host_watch.h"
 #include "hostd/proc_channels.h"
 #include "lib/event/event_loop.h"
 #include "lib/process/supervisor.h"
@@ -160,6 +167,9 @@ class ProcManager {
     // A cgroup v2 directory (hostd's delegated subtree) in which each proc
     // gets its own leaf; empty: procs are tracked by process group.
     std::string cgroup_parent;
+    // WatchHost's bounds (hostd/host_watch.h): watchers at once, and the
+    // events queued for one before it gets a RESYNC instead.
+    HostWatch::Limits watch_limits;
 
     // Hooks, each optional, called without the manager's lock (the owner
     // leases and the router follow the procs through them). `incarnation`
@@ -183,6 +193,8 @@ class ProcManager {
   using StateCallback = std::function<void(absl::StatusOr<v1::ProcState>)>;
   using WaitCallback = std::function<void(v1::WaitProcsResponse)>;
   using ShutdownCallback = std::function<void(v1::ShutdownHostResponse)>;
+  using DrainCallback =
+      std::function<void(absl::StatusOr<v1::DrainHostResponse>)>;
 
   ProcManager(Options options, ProcessSupervisor* supervisor,
               ProcChannels* channels);
@@ -268,6 +280,35 @@ class ProcManager {
   // later one at once (the host is going away).
   void AnswerAllWaits();
 
+  // Drain (DrainHost): from now on a new proc (a name not live here) is
+  // FAILED_PRECONDITION naming the drain, while the same request again for
+  // a live proc still answers; live procs run on or, with request.stop,
+  // are stopped as Shutdown stops them (`grace`; hostd stays up). Undrain
+  // lifts it. The drain is in the table (it survives a restart) before
+  // `done` runs (with stop: once every proc is stopped). Refused while the
+  // host shuts down. `identity`: who asked (DrainState.by).
+  void Drain(const v1::DrainHostRequest& request, absl::Duration grace,
+             const std::string& identity, DrainCallback done);
+  // The host's drain now (draining unset if none).
+  v1::DrainState drain();
+  // HostInfo's fields the manager knows: num_procs (live), drain,
+  // shutting_down.
+  v1::HostInfo HostState();
+
+  // WatchHost (hostd/host_watch.h): a watcher whose first message is a
+  // snapshot of every proc (as List shows them) and of the host's state
+  // (HostInfo's num_procs, drain and shutting_down; the caller fills the
+  // rest), taken at once with its registration: it then gets every change
+  // (SetStatus, a finished proc forgotten, drain, shutdown) in order.
+  absl::StatusOr<std::shared_ptr<HostWatch::Watcher>> Watch(
+      HostWatch::Visible visible, std::function<void()> ready);
+  // A watcher that Take said kResync gets a fresh snapshot.
+  void Resync(HostWatch::Watcher& watcher);
+  // Its stream is gone.
+  void Unwatch(HostWatch::Watcher& watcher);
+  // The host is going away: every watch ends (OK) once its queue is sent.
+  void CloseWatches();
+
   int LiveProcs();
   // WaitProcs calls held now (answered, timed out or cancelled ones are not).
   int HeldWaits();
@@ -339,6 +380,19 @@ class ProcManager {
   // Admissible, and the command to run (as the run policy resolved it).
   absl::StatusOr<std::string> CheckRequest(
       const v1::CreateOrUpdateProcRequest& request) const;
+  // Stops procs `names` in parallel (StopBy{requester}) and answers once
+  // all are stopped, listing each with how it ended (Shutdown, Drain).
+  void StopAll(const std::vector<std::string>& names, const std::string& reason,
+               absl::Duration grace, const std::string& requester,
+               ShutdownCallback done);
+  // The host's part of a watch snapshot or host event: num_procs, drain,
+  // shutting_down.
+  v1::HostInfo HostLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A HOST_CHANGED event for the watchers (`reason`: what happened).
+  void PublishHostLocked(const std::string& reason, Deferred& deferred)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A watch snapshot of every proc and the host, now.
+  v1::HostEvent SnapshotLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Procs not yet STOPPED or FAILED.
   std::vector<const Proc*> LiveLocked() const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -359,6 +413,8 @@ class ProcManager {
   // Names of the terminal procs in procs_, the earliest to end first.
   std::list<std::string> finished_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  // The host's drain (DrainHost), kept in the table.
+  v1::DrainState drain_ ABSL_GUARDED_BY(mu_);
   std::string host_address_ ABSL_GUARDED_BY(mu_);
   // Set by the destructor: nothing more is spawned.
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
@@ -389,6 +445,8 @@ class ProcManager {
   // the destructor), so no deadline runs on a dead manager.
   std::unique_ptr<EventLoop> loop_;
   StatusWaiters<v1::ProcState> waiters_;
+  // WatchHost's watchers: each change is published under mu_.
+  HostWatch watch_;
 };
 
 // INVALID_ARGUMENT naming the field if a CreateOrUpdateProc request is bad.

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "hostd/audit.h"
 #include "lib/grpc_status.h"
 #include "lib/names.h"
 #include "lib/verb_timeouts.h"
@@ -85,9 +86,22 @@ grpc::ServerUnaryReactor* ProcService::Relay(
       manager_->OwnerAskedToExit(proc, caller->identity);
     }
   }
-  if (verb == "CreateOrUpdateActor" || verb == "StopActor" ||
-      verb == "StopAll") {
-    LOG(INFO) << verb << " on proc " << proc << " by " << caller->ToString();
+  if constexpr (std::is_same_v<Request, v1::CreateOrUpdateActorRequest>) {
+    Audit(*caller, context->peer(), verb,
+          {{"proc", AuditQuote(proc)},
+           {"actor", AuditQuote(request.name())},
+           {"type", AuditQuote(request.type())},
+           {"rank", absl::StrCat(request.rank())}});
+  } else if constexpr (std::is_same_v<Request, v1::StopActorRequest>) {
+    Audit(*caller, context->peer(), verb,
+          {{"proc", AuditQuote(proc)},
+           {"actor", AuditQuote(request.name())},
+           {"reason", AuditQuote(request.reason())}});
+  } else if constexpr (std::is_same_v<Request, v1::StopAllRequest>) {
+    Audit(*caller, context->peer(), verb,
+          {{"proc", AuditQuote(proc)},
+           {"reason", AuditQuote(request.reason())},
+           {"exit_proc", request.exit_proc() ? "true" : "false"}});
   }
   if (state->status() != v1::RUNNING) {
     std::string why = absl::StrCat(

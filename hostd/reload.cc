@@ -63,6 +63,13 @@ std::vector<std::string> ChangesNeedingRestart(const HostdOptions& running,
   check("--proc-user", a.proc_user == b.proc_user);
   check("--operators-group", a.operators_group == b.operators_group);
   check("--test-crash-at", a.test_crash_at == b.test_crash_at);
+  // ProcLogs takes these once, at its start (hostd.cc).
+  check("--proc-log-max-bytes", a.proc_log_max_bytes == b.proc_log_max_bytes);
+  check("--proc-log-keep", a.proc_log_keep == b.proc_log_keep);
+  check("--max-log-streams", a.max_log_streams == b.max_log_streams);
+  check("--metrics-listen", a.metrics_listen == b.metrics_listen);
+  check("--metrics-token-file", a.metrics_token_file == b.metrics_token_file);
+  check("--audit-log", a.audit_log == b.audit_log);
   return changed;
 }
 

@@ -163,7 +163,8 @@ TEST_CASE(
   host.WriteConfig({"allow-command = [\"/bin/true\", \"/usr/bin/\"]",
                     "allow-env = [\"PYTHONPATH\"]", "v = 2",
                     "log-level = \"warning\"", "listen = \"127.0.0.1:7999\"",
-                    "stop-grace = \"7s\""});
+                    "stop-grace = \"7s\"", "proc-log-max-bytes = 1048576",
+                    "proc-log-keep = 5", "max-log-streams = 8"});
   HostdReloader::Result result = host.reloader().Reload();
   REQUIRE(result.status.ok());
   CHECK(result.failed.empty());
@@ -182,12 +183,16 @@ TEST_CASE(
             "allow rules (/usr/local/bin/procd, /bin/true, /usr/bin/)",
             "log levels (v 2, WARNING)"});
   CHECK(result.needs_restart ==
-        std::vector<std::string>{"--listen", "--stop-grace"});
+        std::vector<std::string>{"--listen", "--stop-grace",
+                                 "--proc-log-max-bytes", "--proc-log-keep",
+                                 "--max-log-streams"});
 
   // Reloaded again unchanged: the same, still naming the restart ones.
   HostdReloader::Result again = host.reloader().Reload();
   CHECK(again.needs_restart ==
-        std::vector<std::string>{"--listen", "--stop-grace"});
+        std::vector<std::string>{"--listen", "--stop-grace",
+                                 "--proc-log-max-bytes", "--proc-log-keep",
+                                 "--max-log-streams"});
   CHECK(host.policies().size() == 2);
 }
 

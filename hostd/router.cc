@@ -534,4 +534,9 @@ void Router::ProcLost(const v1::ProcExit& exit) {
   ReleaseHeld(proc, absl::UnavailableError(exit.reason()));
 }
 
+size_t Router::HeldEnvelopes() {
+  absl::MutexLock lock(&held_mu_);
+  return num_held_;
+}
+
 }  // namespace mesh

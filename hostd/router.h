@@ -114,6 +114,8 @@ class Router {
   static constexpr absl::Duration kHoldFor = absl::Seconds(3);
   static constexpr size_t kMaxHeld = 1024;
   static constexpr size_t kMaxHeldBytes = 16 << 20;
+  // Envelopes held now (the metrics' queue depth).
+  size_t HeldEnvelopes();
 
   // A relay stream from `sender` ("client:<hex>" or "host:<addr>");
   // ALREADY_EXISTS while another stream of that sender is live. `owner`:

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -14,6 +15,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "catch2/catch.hpp"
 #include "google/protobuf/util/json_util.h"
@@ -113,6 +115,7 @@ class FakeHost final : public v1::Host::CallbackService {
     v1::ProcState& proc = procs_[request->name()];
     proc = Proc(request->name(), v1::INITIALIZING, "spawned");
     proc.set_rank(request->rank());
+    *proc.mutable_spec() = request->spec();
     *response = proc;
     return Finish(context, grpc::Status::OK);
   }
@@ -127,6 +130,32 @@ class FakeHost final : public v1::Host::CallbackService {
                                           absl::StrCat("no proc \"",
                                                        request->name(), "\"")));
     }
+    *response = it->second;
+    return Finish(context, grpc::Status::OK);
+  }
+
+  grpc::ServerUnaryReactor* GetHostInfo(grpc::CallbackServerContext* context,
+                                        const v1::GetHostInfoRequest*,
+                                        v1::HostInfo* response) override {
+    absl::MutexLock lock(&mu_);
+    response->set_address(*address_);
+    response->set_hostname("fake");
+    response->set_num_procs(static_cast<uint32_t>(procs_.size()));
+    return Finish(context, grpc::Status::OK);
+  }
+
+  grpc::ServerUnaryReactor* StopProc(grpc::CallbackServerContext* context,
+                                     const v1::StopProcRequest* request,
+                                     v1::ProcState* response) override {
+    absl::MutexLock lock(&mu_);
+    auto it = procs_.find(request->name());
+    if (it == procs_.end()) {
+      return Finish(context, grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                          absl::StrCat("no proc \"",
+                                                       request->name(), "\"")));
+    }
+    it->second.set_status(v1::STOPPED);
+    it->second.set_reason(request->reason());
     *response = it->second;
     return Finish(context, grpc::Status::OK);
   }
@@ -282,11 +311,12 @@ class FakeProc final : public v1::Proc::CallbackService {
 // Both fakes on 127.0.0.1, port 0; shut down when destroyed.
 class FakeServer {
  public:
-  FakeServer() : host_(&address_), proc_(&host_) {
+  // On `listen` ("127.0.0.1:0": any port).
+  explicit FakeServer(const std::string& listen = "127.0.0.1:0")
+      : host_(&address_), proc_(&host_) {
     grpc::ServerBuilder builder;
     int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                             &port);
+    builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(&host_);
     builder.RegisterService(&proc_);
     server_ = builder.BuildAndStart();
@@ -344,7 +374,7 @@ TEST_CASE("bad names, formats and flag combinations are usage errors") {
   CHECK(Run({"proc", "spawn", "w", "--count", "2", "--rank", "1"}).code == 2);
   CHECK(Run({"proc", "spawn", "w", "--count", "0"}).code == 2);
   CHECK(Run({"proc", "spawn", "w", "--env", "NOEQUALS"}).code == 2);
-  CHECK(Run({"-o", "yaml", "proc", "list"}).code == 2);
+  CHECK(Run({"-o", "xml", "proc", "list"}).code == 2);
   CHECK(Run({"proc", "wait", "p0", "--status", "sleeping"}).code == 2);
   CHECK(Run({"actor", "spawn", "p0", "a0"}).code == 2);  // --type missing.
 }
@@ -688,15 +718,200 @@ TEST_CASE("a reply of a type meshctl does not know prints as a raw Any") {
   google::protobuf::Any any;
   any.set_type_url("type.googleapis.com/example.Unknown");
   any.set_value(std::string("\x01\x02", 2));
-  absl::StatusOr<std::string> table = FormatReply(any, /*json=*/false);
+  absl::StatusOr<std::string> table = FormatReply(any, meshctl::Output::kTable);
   REQUIRE(table.ok());
   CHECK(*table ==
         "type.googleapis.com/example.Unknown: "
         "{\"@type\":\"type.googleapis.com/"
         "example.Unknown\",\"value\":\"AQI=\"}\n");
-  absl::StatusOr<std::string> json = FormatReply(any, /*json=*/true);
+  absl::StatusOr<std::string> json = FormatReply(any, meshctl::Output::kJson);
   REQUIRE(json.ok());
   CHECK_THAT(*json, Catch::Contains("\"value\": \"AQI=\""));
+}
+
+// Whether nothing listens on 127.0.0.1:`port` (bound and closed again).
+bool PortFree(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  bool free = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return free;
+}
+
+TEST_CASE("a host given without a port is dialed on port 7450") {
+  if (PortFree(7450)) {
+    FakeServer server("127.0.0.1:7450");
+    Result r = Run({"--host", "127.0.0.1", "proc", "list"});
+    INFO(r.err);
+    CHECK(r.code == 0);
+    CHECK_THAT(r.out, Catch::StartsWith("NAME "));
+  }
+  // Nothing there (or whatever is): the call names the port it dialed.
+  std::string closed = ClosedAddress();
+  std::string host = closed.substr(0, closed.find(':'));
+  Result r = Run({"--host", "localhost", "--timeout", "1s", "host", "status"});
+  if (r.code != 0) {
+    CHECK_THAT(r.err, Catch::Contains("\"localhost:7450\""));
+  }
+  Result bad = Run({"--host", "localhost:http", "host", "status"});
+  CHECK(bad.code == 2);
+  CHECK_THAT(bad.err, Catch::Contains("--host"));
+}
+
+TEST_CASE(
+    "proc list and host status ask every host at once and report a failed one "
+    "without hiding the others") {
+  FakeServer one;
+  FakeServer two;
+  REQUIRE(Run({"--host", one.address(), "proc", "spawn", "a"}).code == 0);
+  REQUIRE(Run({"--host", two.address(), "proc", "spawn", "b"}).code == 0);
+  const std::string closed = ClosedAddress();
+  const std::string hosts =
+      absl::StrCat(one.address(), ",", closed, ",", two.address());
+  Result list = Run({"--hosts", hosts, "--timeout", "2s", "proc", "list"});
+  CHECK(list.code == 1);
+  CHECK_THAT(list.out, Catch::Contains("\na "));
+  CHECK_THAT(list.out, Catch::Contains("\nb "));
+  // The fakes leave HOST empty: meshctl fills in the host it asked.
+  CHECK_THAT(list.out, Catch::Contains(one.address()));
+  CHECK_THAT(list.out, Catch::Contains(two.address()));
+  CHECK_THAT(list.err, Catch::Contains(absl::StrCat("\"", closed, "\"")));
+  CHECK(std::count(list.err.begin(), list.err.end(), '\n') == 1);
+
+  Result status = Run({"--hosts", hosts, "--timeout", "2s", "host", "status"});
+  CHECK(status.code == 1);
+  CHECK_THAT(status.out, Catch::StartsWith("HOST "));
+  CHECK_THAT(status.out, Catch::Contains("unreachable"));
+  CHECK_THAT(status.out,
+             Catch::Contains(absl::StrCat(one.address(), "  fake")));
+  Result yaml = Run({"--host", one.address(), "--host", two.address(), "-o",
+                     "yaml", "host", "status"});
+  INFO(yaml.err);
+  CHECK(yaml.code == 0);
+  CHECK_THAT(yaml.out,
+             Catch::StartsWith(absl::StrCat("- address: \"", one.address())));
+  CHECK_THAT(yaml.out,
+             Catch::Contains(absl::StrCat("\n- address: \"", two.address())));
+
+  // The same hosts from MESH_HOST, one or a comma list.
+  setenv("MESH_HOST", absl::StrCat(one.address(), ",", two.address()).c_str(),
+         1);
+  Result env = Run({"-o", "json", "proc", "list"});
+  unsetenv("MESH_HOST");
+  REQUIRE(env.code == 0);
+  v1::ListProcsResponse both;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(env.out, &both).ok());
+  CHECK(both.procs_size() == 2);
+  // A verb about named procs works on one host only.
+  Result two_hosts = Run({"--hosts", hosts, "proc", "get", "a"});
+  CHECK(two_hosts.code == 2);
+  CHECK_THAT(two_hosts.err, Catch::Contains("works on one host"));
+}
+
+TEST_CASE("several names per verb, and the exit code says if any failed") {
+  FakeServer server;
+  REQUIRE(
+      Run({"--host", server.address(), "proc", "spawn", "w", "--count", "2"})
+          .code == 0);
+  Result get =
+      Run({"--host", server.address(), "proc", "get", "w_0", "nope", "w_1"});
+  CHECK(get.code == 1);
+  CHECK_THAT(get.out, Catch::Contains("name:        w_0"));
+  CHECK_THAT(get.out, Catch::Contains("name:        w_1"));
+  CHECK_THAT(get.err, Catch::Contains("NOT_FOUND: get proc \"nope\""));
+  Result json = Run(
+      {"--host", server.address(), "-o", "json", "proc", "get", "w_0", "w_1"});
+  CHECK(json.code == 0);
+  CHECK_THAT(json.out, Catch::StartsWith("[\n"));
+  Result stop = Run({"--host", server.address(), "proc", "stop", "w_0", "w_1",
+                     "--reason", "done"});
+  INFO(stop.err);
+  CHECK(stop.code == 0);
+  CHECK_THAT(stop.out, Catch::Contains("w_0   0     STOPPED"));
+  CHECK_THAT(stop.out, Catch::Contains("w_1   1     STOPPED"));
+  CHECK(
+      Run({"--host", server.address(), "proc", "stop", "w_0", "ghost"}).code ==
+      1);
+}
+
+TEST_CASE("progress shows per-rank counts only when asked or on a terminal") {
+  FakeServer server;
+  Result quiet =
+      Run({"--host", server.address(), "proc", "spawn", "w", "--count", "3"});
+  CHECK(quiet.code == 0);
+  CHECK(quiet.err.empty());
+  Result shown = Run({"--host", server.address(), "--progress", "always",
+                      "proc", "spawn", "w", "--count", "3"});
+  CHECK(shown.code == 0);
+  CHECK_THAT(shown.err, Catch::Contains("\rspawning 3 procs: 1 created"));
+  CHECK_THAT(shown.err, Catch::Contains("\rspawning 3 procs: 3 created"));
+  // The line is erased at the end; the table is on out.
+  CHECK_THAT(shown.err, Catch::EndsWith("\r\x1b[K"));
+  CHECK_THAT(shown.out, Catch::StartsWith("NAME "));
+}
+
+TEST_CASE("-o wide and -o yaml reach every verb") {
+  FakeServer server;
+  REQUIRE(Run({"--host", server.address(), "proc", "spawn", "p", "--command",
+               "/bin/worker"})
+              .code == 0);
+  Result wide = Run({"--host", server.address(), "-o", "wide", "proc", "list"});
+  CHECK_THAT(wide.out, Catch::Contains("COMMAND"));
+  CHECK_THAT(wide.out, Catch::Contains("/bin/worker"));
+  Result yaml =
+      Run({"--host", server.address(), "-o", "yaml", "proc", "get", "p"});
+  CHECK(yaml.code == 0);
+  CHECK_THAT(yaml.out, Catch::StartsWith("name: p\n"));
+  Result actor = Run({"--host", server.address(), "-o", "yaml", "actor",
+                      "spawn", "p", "a0", "--type", "mesh.echo"});
+  CHECK(actor.code == 0);
+  CHECK_THAT(actor.out, Catch::StartsWith("actors:\n- name: a0\n"));
+  Result send =
+      Run({"--host", server.address(), "-o", "yaml", "actor", "send", "p", "a0",
+           "--type", "mesh.v1.Echo", "--json", R"({"text":"hi"})"});
+  CHECK(send.out == "text: hi\ndata: \"\"\n");
+  Result owners =
+      Run({"--host", server.address(), "-o", "yaml", "owner", "list"});
+  CHECK(owners.out == "owners: []\n");
+}
+
+TEST_CASE(
+    "actor send packs a user's type from --proto or --descriptor-set with its "
+    "type URL, and prints the reply as that type") {
+  FakeServer server;
+  REQUIRE(Run({"--host", server.address(), "proc", "spawn", "p"}).code == 0);
+  for (std::vector<std::string> source : std::vector<std::vector<std::string>>{
+           {"--proto", "greeting.proto", "--import-path", "meshctl/testdata"},
+           {"--proto", "meshctl/testdata/greeting.proto"},
+           {"--descriptor-set", "meshctl/testdata/greeting.pb"}}) {
+    std::vector<std::string> args = {
+        "--host", server.address(),
+        "actor",  "send",
+        "p",      "a0",
+        "--type", "demo.Greeting",
+        "--json", R"({"text":"hi","numbers":[7]})"};
+    args.insert(args.end(), source.begin(), source.end());
+    Result r = Run(args);
+    INFO(absl::StrJoin(source, " ") << "\n" << r.err);
+    REQUIRE(r.code == 0);
+    v1::CallActorRequest call = server.proc().last_call();
+    CHECK(call.payload().type_url() == "type.googleapis.com/demo.Greeting");
+    // Field 1 (text, "hi"), field 2 (numbers, packed [7]) on the wire.
+    CHECK(call.payload().value() == std::string("\x0a\x02hi\x12\x01\x07"));
+    // The fake echoes the Any: printed as the user's type.
+    CHECK(r.out ==
+          "demo.Greeting: {\"text\":\"hi\",\"numbers\":[\"7\"],\"tags\":{}}\n");
+  }
+  Result bad = Run({"--host", server.address(), "actor", "send", "p", "a0",
+                    "--proto", "nope.proto", "--type", "demo.Greeting"});
+  CHECK(bad.code == 2);
+  CHECK_THAT(bad.err, Catch::Contains("nope.proto"));
 }
 
 }  // namespace

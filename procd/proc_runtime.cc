@@ -45,9 +45,17 @@ struct ActorCell {
   // cell, which may then be forgotten.
   bool thread_done = false;
 
-  absl::Mutex mu;
+  mutable absl::Mutex mu;
   absl::CondVar cv;
   std::deque<v1::Envelope> queue ABSL_GUARDED_BY(mu);
+  // The handler running now: its message type's full name (the
+  // descriptor's, which lives as long as the program; null: none) and
+  // since when (wall time). The last one that finished and how long it ran
+  // (on the runtime's clock).
+  const std::string* current_handler ABSL_GUARDED_BY(mu) = nullptr;
+  absl::Time current_since ABSL_GUARDED_BY(mu);
+  const std::string* last_handler ABSL_GUARDED_BY(mu) = nullptr;
+  absl::Duration last_duration ABSL_GUARDED_BY(mu);
   bool stop ABSL_GUARDED_BY(mu) = false;
   // Set when the full queue refused an envelope whose sender was told (one
   // supervision event per time the queue fills up); cleared when the actor
@@ -68,6 +76,22 @@ google::protobuf::Timestamp ToProto(absl::Time time) {
 
 bool Accepting(v1::Status status) {
   return status == v1::INITIALIZING || status == v1::RUNNING;
+}
+
+// The introspection fields of `state`: queue depth, last and current
+// handler.
+void AddHandlerStats(const ActorCell& cell, v1::ActorState* state)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(cell.mu) {
+  state->set_queue_depth(static_cast<uint32_t>(cell.queue.size()));
+  if (cell.last_handler != nullptr) {
+    state->set_last_handler(*cell.last_handler);
+    state->set_last_handler_micros(
+        static_cast<uint64_t>(absl::ToInt64Microseconds(cell.last_duration)));
+  }
+  if (cell.current_handler != nullptr) {
+    state->set_current_handler(*cell.current_handler);
+    *state->mutable_current_handler_since() = ToProto(cell.current_since);
+  }
 }
 
 }  // namespace
@@ -368,7 +392,8 @@ absl::Status ProcRuntime::Deliver(v1::Envelope envelope) {
                       cell->supervisor.mailbox())) {
       cell->told_full = true;
       v1::SupervisionEvent event;
-      *event.mutable_actor() = StateLocked(*cell);
+      *event.mutable_actor() = BaseStateLocked(*cell);
+      AddHandlerStats(*cell, event.mutable_actor());
       event.set_cause(v1::SupervisionEvent::MESSAGE_REFUSED);
       event.set_message(absl::StrCat(
           std::string(refused.message()), "; dropped a message from ",
@@ -546,8 +571,20 @@ bool ProcRuntime::HandleEnvelope(ActorCell* cell, Actor* actor,
   }
   ActorContext ctx(*mailbox_, cell->ref, envelope.cast_rank(),
                    envelope.sender());
+  const absl::Duration started = options_.clock->Now();
+  {
+    absl::MutexLock lock(&cell->mu);
+    cell->current_handler = &(*request)->GetDescriptor()->full_name();
+    cell->current_since = absl::Now();
+  }
   absl::StatusOr<std::unique_ptr<google::protobuf::Message>> result =
       internal::ActorDispatcher::Run(*actor, **request, ctx);
+  {
+    absl::MutexLock lock(&cell->mu);
+    cell->last_handler = cell->current_handler;
+    cell->last_duration = options_.clock->Now() - started;
+    cell->current_handler = nullptr;
+  }
   cell->messages_handled.fetch_add(1, std::memory_order_relaxed);
   if (result.ok()) {
     if (envelope.has_reply_to()) {
@@ -607,6 +644,13 @@ void ProcRuntime::SetStatusLocked(ActorCell* cell, v1::Status status,
 }
 
 v1::ActorState ProcRuntime::StateLocked(const ActorCell& cell) const {
+  v1::ActorState state = BaseStateLocked(cell);
+  absl::MutexLock lock(&cell.mu);
+  AddHandlerStats(cell, &state);
+  return state;
+}
+
+v1::ActorState ProcRuntime::BaseStateLocked(const ActorCell& cell) const {
   v1::ActorState state;
   state.set_name(cell.name);
   state.set_type(cell.type);

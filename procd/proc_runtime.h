@@ -185,7 +185,11 @@ class ProcRuntime {
                        const std::string& reason, Deferred* deferred)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Fail(internal::ActorCell* cell, const absl::Status& error);
+  // The actor's state, its queue and handlers too (takes the cell's lock).
   v1::ActorState StateLocked(const internal::ActorCell& cell) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Without the queue and handler fields (the cell's lock not taken).
+  v1::ActorState BaseStateLocked(const internal::ActorCell& cell) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Replies to `envelope`'s reply_to with `error`, if it has one.
   void ReplyError(const v1::Envelope& envelope, const absl::Status& error);

@@ -4,6 +4,7 @@
 // blocking the deliverer, and deadlines run on the runtime's clock.
 #include "procd/proc_runtime.h"
 
+#include <google/protobuf/util/time_util.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -296,6 +297,76 @@ TEST_CASE(
     CHECK(UnpackPayload<v1::Echo>(reply).ok());
   }
   CHECK(proc.client().Sent(supervisor).size() == 1);
+}
+
+TEST_CASE(
+    "an actor's state shows the handler it runs now, since when, and the "
+    "messages waiting behind it") {
+  Runtime proc;
+  REQUIRE(proc.Create("slow", "test.gate").ok());
+  absl::StatusOr<v1::ActorState> idle = proc.runtime().GetActorState("slow");
+  REQUIRE(idle.ok());
+  CHECK(idle->queue_depth() == 0);
+  CHECK(idle->current_handler().empty());
+  CHECK_FALSE(idle->has_current_handler_since());
+  CHECK(idle->last_handler().empty());
+
+  v1::PortRef replies = proc.client().OpenPort();
+  v1::Echo echo;
+  echo.set_text("hi");
+  const absl::Time before = absl::Now();
+  proc.mailbox().Deliver(Runtime::ToActor("slow", echo, &replies));
+  REQUIRE(proc.gate().entered.WaitForNotificationWithTimeout(kTimeout));
+  for (int i = 0; i < 3; ++i) {
+    proc.mailbox().Deliver(Runtime::ToActor("slow", echo, &replies));
+  }
+  absl::StatusOr<v1::ActorState> stuck = proc.runtime().GetActorState("slow");
+  REQUIRE(stuck.ok());
+  CHECK(stuck->current_handler() == "mesh.v1.Echo");
+  REQUIRE(stuck->has_current_handler_since());
+  const absl::Time since = absl::FromUnixNanos(
+      google::protobuf::util::TimeUtil::TimestampToNanoseconds(
+          stuck->current_handler_since()));
+  CHECK(since >= before - absl::Milliseconds(1));
+  CHECK(since <= absl::Now());
+  CHECK(stuck->queue_depth() == 3);
+  CHECK(stuck->messages_handled() == 0);
+  // The same in a list.
+  std::vector<v1::ActorState> listed = proc.runtime().ListActors();
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0].queue_depth() == 3);
+
+  proc.gate().Open();
+  proc.client().WaitEnvelopes(replies, 4);
+  CHECK(Eventually([&] {
+    absl::StatusOr<v1::ActorState> done = proc.runtime().GetActorState("slow");
+    return done.ok() && done->messages_handled() == 4 &&
+           done->queue_depth() == 0 && done->current_handler().empty() &&
+           !done->has_current_handler_since() &&
+           done->last_handler() == "mesh.v1.Echo";
+  }));
+}
+
+TEST_CASE(
+    "an actor's last handler shows how long it ran on the runtime's "
+    "clock") {
+  FakeClock clock;
+  ProcRuntime::Options options;
+  options.clock = &clock;
+  Runtime proc(options);
+  REQUIRE(proc.Create("slow", "test.gate").ok());
+  v1::PortRef replies = proc.client().OpenPort();
+  proc.mailbox().Deliver(Runtime::ToActor("slow", v1::Echo(), &replies));
+  REQUIRE(proc.gate().entered.WaitForNotificationWithTimeout(kTimeout));
+  clock.Advance(absl::Milliseconds(250));
+  proc.gate().Open();
+  proc.client().WaitEnvelopes(replies, 1);
+  CHECK(Eventually([&] {
+    absl::StatusOr<v1::ActorState> done = proc.runtime().GetActorState("slow");
+    return done.ok() && done->last_handler() == "mesh.v1.Echo" &&
+           done->last_handler_micros() == 250000 &&
+           done->current_handler().empty();
+  }));
 }
 
 TEST_CASE("waits and timers run on the runtime's clock") {

@@ -359,8 +359,8 @@ int64_t SettledProcRssKb(pid_t pid) {
 
 TEST_CASE(
     "a second identical burst of malformed requests to hostd, its rejoin "
-    "socket and a proc's channel adds less than 1 MB to hostd and to the "
-    "proc") {
+    "socket and a proc's channel adds less than 1 MB to hostd's heap and "
+    "less than one frame to the proc's resident set") {
   auto host = testing::TestHost::Start();
   REQUIRE(host != nullptr);
   v1::ProcState state;
@@ -401,7 +401,10 @@ TEST_CASE(
   CHECK(second.proc_refused == 8);
   if (kHeapIsGlibcs) {
     CHECK(after_second.heap_kb - after_first.heap_kb < 1024);
-    CHECK(proc_second_kb - proc_first_kb < 1024);
+    // procd's is its resident set, not malloc's count: glibc may keep one
+    // freed frame-sized buffer (4 MiB) resident in a thread's arena (seen
+    // about 1 run in 4 under load). A leak would keep all 8 (32 MiB).
+    CHECK(proc_second_kb - proc_first_kb < 4096 + 1024);
   }
   // The cap is named.
   CHECK(absl::StrContains(second.over_cap_message, "4194304"));

@@ -189,5 +189,10 @@ int main(int argc, char** argv) {
                          pids.size()));
   if (alive != 0) return Fail(absl::InternalError("a proc outlived its host"));
   std::printf("\ndone: nothing left running.\n");
+  // HostMesh::Local() keeps its hosts' logs (README "Logs").
+  std::printf(
+      "proc logs kept in %s/host_0/state/procs/<proc>/ (stdout.log, "
+      "stderr.log, procd.log); hostd's own in %s/hosts/\n",
+      hosts->logs_dir().c_str(), hosts->logs_dir().c_str());
   return 0;
 }

@@ -8,40 +8,10 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "lib/process/errno_status.h"
 
 namespace mesh {
-namespace {
-
-// An errno from opening or setting up a file, as the supervisor's other
-// setup steps map it (lib/process/supervisor.cc).
-absl::Status ErrnoStatus(int err, const std::string& what) {
-  std::string message = absl::StrCat(what, ": ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-    case ENOTDIR:
-      return absl::NotFoundError(message);
-    case EACCES:
-    case EPERM:
-    case EISDIR:
-    case ELOOP:
-    case ENAMETOOLONG:
-      return absl::FailedPreconditionError(message);
-    case EMFILE:
-    case ENFILE:
-    case ENOMEM:
-    case ENOSPC:
-      return absl::ResourceExhaustedError(message);
-    case EAGAIN:
-      return absl::UnavailableError(message);
-    case EINVAL:
-    case EBADF:
-      return absl::InvalidArgumentError(message);
-    default:
-      return absl::InternalError(message);
-  }
-}
-
-}  // namespace
+namespace {}  // namespace
 
 absl::Status SetModeAndGroup(const std::string& path, int fd, mode_t mode,
                              std::optional<gid_t> group) {

@@ -36,7 +36,9 @@
 #include "absl/time/time.h"
 #include "glog/logging.h"
 #include "lib/process/cgroup.h"
+#include "lib/process/errno_status.h"
 #include "lib/process/log_file.h"
+#include "lib/process/proc_log.h"
 #include "lib/process/process_identity.h"
 
 extern char** environ;
@@ -54,36 +56,6 @@ constexpr int kReadsPerEvent = 16;
 constexpr int kDrainReads = 64;
 
 std::string ErrnoText(int err) { return std::strerror(err); }
-
-// Maps an errno from a setup step to an Abseil status naming `what`.
-absl::Status ErrnoStatus(int err, const std::string& what) {
-  std::string message = absl::StrCat(what, ": ", ErrnoText(err));
-  switch (err) {
-    case ENOENT:
-    case ENOTDIR:
-      return absl::NotFoundError(message);
-    case EACCES:
-    case EPERM:
-    case ENOEXEC:
-    case EISDIR:
-    case ELOOP:
-    case ETXTBSY:
-    case ENAMETOOLONG:
-      return absl::FailedPreconditionError(message);
-    case EMFILE:
-    case ENFILE:
-    case ENOMEM:
-    case ENOSPC:
-      return absl::ResourceExhaustedError(message);
-    case EAGAIN:
-      return absl::UnavailableError(message);
-    case EINVAL:
-    case EBADF:
-      return absl::InvalidArgumentError(message);
-    default:
-      return absl::InternalError(message);
-  }
-}
 
 void CloseFd(int& fd) {
   if (fd < 0) return;
@@ -316,27 +288,6 @@ bool PidfdExited(int pidfd) {
   while ((ready = poll(&p, 1, 0)) < 0 && errno == EINTR) {
   }
   return ready > 0;
-}
-
-// The last `limit` bytes of the file behind `fd` from `offset` on (from 0
-// if the file is shorter than `offset` now: it was truncated).
-std::string ReadFileTail(int fd, uint64_t offset, size_t limit) {
-  struct stat st;
-  if (fd < 0 || limit == 0 || fstat(fd, &st) != 0) return "";
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  uint64_t from = size < offset ? 0 : offset;
-  if (size - from > limit) from = size - limit;
-  std::string out(static_cast<size_t>(size - from), '\0');
-  size_t got = 0;
-  while (got < out.size()) {
-    ssize_t n = pread(fd, out.data() + got, out.size() - got,
-                      static_cast<off_t>(from + got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    got += static_cast<size_t>(n);
-  }
-  out.resize(got);
-  return out;
 }
 
 // Pids of this process's children (of every thread), from
@@ -642,7 +593,10 @@ absl::Status ProcessSupervisor::Impl::SignalGroup(pid_t pid, int sig) {
 
 std::string ProcessSupervisor::Impl::TailLocked(const Child& child) {
   if (child.tail_file >= 0) {
-    return ReadFileTail(child.tail_file, child.stderr_offset, child.tail_limit);
+    // Logical offsets (lib/process/proc_log.h): the tail may begin in
+    // stderr.log.1 if hostd rotated the file since.
+    return ReadLogTail(absl::StrCat(child.log_dir, "/stderr.log"),
+                       child.stderr_offset, child.tail_limit, child.tail_file);
   }
   return child.tail;
 }
@@ -823,11 +777,8 @@ absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoSpawn(
     auto err = OpenLogFile(err_path, file_mode, group);
     if (!err.ok()) return err.status();
     err_write.reset(*err);
-    struct stat st;
-    if (fstat(err_write.get(), &st) != 0) {
-      return ErrnoStatus(errno, absl::StrCat("cannot stat \"", err_path, "\""));
-    }
-    child->stderr_offset = static_cast<uint64_t>(st.st_size);
+    // A logical offset: bytes rotated out of stderr.log count too.
+    child->stderr_offset = LogSpanOf(err_path).end;
     tail_file.reset(
         open(err_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY));
     if (tail_file.get() < 0) {

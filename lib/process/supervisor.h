@@ -19,8 +19,9 @@
 //    and stderr.log, opened for appending: no pipe, so its output keeps
 //    landing in the files while no supervisor runs (hostd restarting). The
 //    stderr tail is read back from stderr.log: the last bytes written since
-//    the spawn. Without one, stdout/stderr are pipes the supervisor thread
-//    drains and drops, keeping the stderr tail. The logs are the
+//    the spawn, across a rotation (stderr.log.1, lib/process/proc_log.h).
+//    Without one, stdout/stderr are pipes the supervisor thread drains and
+//    drops, keeping the stderr tail. The logs are the
 //    supervisor's user's alone (dirs 0700, files 0600; with a log_group,
 //    0750 and 0640 and of that group), whatever the umask, even if they
 //    existed before with other modes; the child gets only the two open
@@ -125,7 +126,8 @@ struct AdoptOptions {
   std::string cgroup_dir;
   // Where its stdout.log and stderr.log are; empty: no tail.
   std::string log_dir;
-  // Size of stderr.log when it was spawned: its stderr starts there.
+  // Where its stderr starts in stderr.log: the logical offset (bytes
+  // rotated out included, lib/process/proc_log.h) at its spawn.
   uint64_t stderr_offset = 0;
   size_t stderr_tail_bytes = 4096;
 };

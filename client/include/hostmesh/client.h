@@ -61,6 +61,7 @@
 #include "absl/time/time.h"
 #include "lib/auth/credentials.h"
 #include "lib/relay/host_health.h"
+#include "proto/host.pb.h"
 #include "proto/mailbox.pb.h"
 #include "proto/proc.pb.h"
 
@@ -80,6 +81,8 @@ template <typename T, typename Acc>
 class AccumulatingPort;
 
 namespace internal {
+
+class OutputForwarder;
 
 // The queue behind a Port: envelopes in arrival order. Thread-safe.
 class PortQueue {
@@ -169,6 +172,19 @@ struct ClientOptions {
   // procs it spawned there are stopped (a client that reconnects in time
   // keeps them).
   absl::Duration heartbeat_interval = absl::Seconds(1);
+
+  // The procs this client spawns (HostMesh::Spawn) have their stdout and
+  // stderr shown here, each line prefixed by its proc ("[p0_3] ..."):
+  // stdout to this process's stdout, stderr to its stderr (README "Logs").
+  // A proc never waits for it, nor does the client's other work; output
+  // the host rotated away before it was shown is noted as "[p0_3] ... N
+  // bytes dropped".
+  bool forward_proc_output = true;
+  // Bytes of forwarded output buffered at most before the streams pause.
+  size_t proc_output_buffer_bytes = 1 << 20;
+  // Where forwarded output goes instead of fds 1 and 2 (tests, a UI): each
+  // call is whole lines of one stream, on the forwarder's thread.
+  std::function<void(v1::LogStream, absl::string_view)> proc_output_sink;
 };
 
 class Client {
@@ -244,6 +260,13 @@ class Client {
   // (another pid) ended is stale and dropped.
   void TrackProc(const std::string& host, const std::string& proc,
                  int32_t pid = 0);
+  // Internal: shows the output of `procs` on `host` (just created) if
+  // Options::forward_proc_output (see there).
+  void ForwardProcOutput(const std::string& host,
+                         std::vector<std::string> procs);
+  // Internal: waits (at most `timeout`) until the forwarded output of
+  // procs that ended is all shown.
+  void FlushProcOutput(absl::Duration timeout);
   // Internal: the supervision state of a new actor mesh, registered so its
   // actors' ends reach it (kept until the last copy of the mesh is gone).
   std::shared_ptr<MeshSupervision> SuperviseMesh(
@@ -362,6 +385,8 @@ class Client {
   UnhandledFailure on_unhandled_failure_ = UnhandledFailure::kPoisonMesh;
   // Which mesh and rank each actor of this client is.
   std::unique_ptr<SupervisionIndex> supervised_;
+  // Forwarded proc output (Options::forward_proc_output); null if off.
+  std::unique_ptr<internal::OutputForwarder> forwarder_;
 
   absl::Mutex mu_;
   ClientCredentials credentials_ ABSL_GUARDED_BY(mu_);

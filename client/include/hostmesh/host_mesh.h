@@ -12,15 +12,17 @@
 //
 // Spawn("p0", K) creates procs p0_0 … p0_{HK-1} across the H hosts and
 // waits server-side until all are RUNNING. Shutdown() leaves nothing
-// behind: hosts this mesh started are shut down (every proc stopped and
-// reaped, each hostd exited); on attached hosts, the procs this mesh
-// spawned are stopped and the daemons keep running. The destructor calls
+// running: hosts this mesh started are shut down (every proc stopped and
+// reaped, each hostd exited; their logs stay in logs_dir()); on attached
+// hosts, the procs this mesh spawned are stopped and the daemons keep
+// running. The destructor calls
 // Shutdown() if it was not called: the mesh is its own scope guard.
 // Move-only; thread-safe for concurrent calls.
 #ifndef HOSTMESH_CLIENT_INCLUDE_HOSTMESH_HOST_MESH_H_
 #define HOSTMESH_CLIENT_INCLUDE_HOSTMESH_HOST_MESH_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +45,11 @@ struct HostMeshOptions {
   std::vector<std::string> hostd_args;
   // For each host to start and register, and for each spawn barrier.
   absl::Duration timeout = absl::Seconds(30);
+  // Local/Process: keep the hosts' logs (procs' stdout/stderr/procd.log,
+  // hostd's own) in logs_dir() after Shutdown; false: remove everything.
+  // Unset: kept, except under a test runner ($TEST_TMPDIR set), so tests
+  // leave nothing in /tmp.
+  std::optional<bool> keep_logs;
 };
 
 struct ProcMeshOptions {
@@ -73,6 +80,11 @@ class HostMesh {
   // {hosts: H}.
   Extent extent() const;
   const std::shared_ptr<Client>& client() const;
+  // Local/Process: the dir this mesh's hosts keep everything in; each
+  // proc's logs are in <logs_dir>/host_<i>/state/procs/<proc>/ (stdout.log,
+  // stderr.log, procd.log), hostd's own in <logs_dir>/hosts/. Kept after
+  // Shutdown (Options::keep_logs). Empty for attached hosts.
+  const std::string& logs_dir() const;
 
   // Spawns proc mesh `name` with `procs_per_host` procs on every host.
   // If it fails, the error names every rank that did not start and why,
