@@ -129,6 +129,8 @@ MetricsRegistry::Counter* MetricsRegistry::AddCounter(
   const bool unlabelled = labels.empty();
   Family family{std::move(name), std::move(help)};
   family.counter.reset(new Counter(this, std::move(labels)));
+  // Its registry_ is this (the analysis cannot tell).
+  family.counter->registry_->mu_.AssertHeld();
   if (unlabelled) family.counter->values_[{}] = 0;
   families_.push_back(std::move(family));
   return families_.back().counter.get();
@@ -158,6 +160,7 @@ std::string MetricsRegistry::Render() const {
     for (const Family& family : families_) {
       if (family.counter != nullptr) {
         const Counter& counter = *family.counter;
+        counter.registry_->mu_.AssertHeld();  // this registry's mu_
         out.Family(family.name, "counter", family.help);
         for (const auto& [values, value] : counter.values_) {
           MetricsWriter::Labels labels;
@@ -169,6 +172,7 @@ std::string MetricsRegistry::Render() const {
         continue;
       }
       const Histogram& histogram = *family.histogram;
+      histogram.registry_->mu_.AssertHeld();  // this registry's mu_
       out.Family(family.name, "histogram", family.help);
       for (const auto& [values, series] : histogram.series_) {
         MetricsWriter::Labels labels;

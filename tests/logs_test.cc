@@ -112,7 +112,7 @@ int64_t Field(const std::string& text, const std::string& key) {
   int64_t value = -1;
   const size_t start = at + key.size() + 1;
   const size_t end = text.find_first_not_of("0123456789", start);
-  absl::SimpleAtoi(text.substr(start, end - start), &value);
+  if (!absl::SimpleAtoi(text.substr(start, end - start), &value)) return -1;
   return value;
 }
 
