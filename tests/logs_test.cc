@@ -31,6 +31,7 @@
 #include "meshctl/meshctl.h"
 #include "proto/host.grpc.pb.h"
 #include "tests/testdata/trouble.pb.h"
+#include "tests/testing/meshctl_run.h"
 #include "tests/testing/test_host.h"
 
 namespace mesh {
@@ -512,20 +513,11 @@ TEST_CASE("forwarding is switched off by the client's options") {
   CHECK(forwarded->out.empty());
 }
 
-struct Result {
-  int code;
-  std::string out;
-  std::string err;
-};
+using Result = testing::MeshctlResult;
 
-Result Meshctl(const TestHost& host, std::vector<std::string> args) {
-  args.insert(args.begin(), {"meshctl", "--host", host.address(),
-                             "--token-file", host.token_file()});
-  std::vector<char*> argv;
-  for (auto& arg : args) argv.push_back(arg.data());
-  std::ostringstream out, err;
-  int code = RunMeshctl(static_cast<int>(argv.size()), argv.data(), out, err);
-  return {code, out.str(), err.str()};
+// meshctl as the test host's admin (tests/testing/meshctl_run.h).
+Result Meshctl(const testing::TestHost& host, std::vector<std::string> args) {
+  return testing::RunMeshctlAs(host, std::move(args));
 }
 
 TEST_CASE("meshctl logs prints, tails and follows procs' output") {

@@ -13,26 +13,17 @@
 #include "catch2/catch.hpp"
 #include "lib/testing/temp_dir.h"
 #include "meshctl/meshctl.h"
+#include "tests/testing/meshctl_run.h"
 #include "tests/testing/test_host.h"
 
 namespace mesh {
 namespace {
 
-struct Result {
-  int code;
-  std::string out;
-  std::string err;
-};
+using Result = testing::MeshctlResult;
 
-// meshctl as the test host's parent (admin) calls it: with its token file.
+// meshctl as the test host's admin (tests/testing/meshctl_run.h).
 Result Meshctl(const testing::TestHost& host, std::vector<std::string> args) {
-  args.insert(args.begin(), {"meshctl", "--host", host.address(),
-                             "--token-file", host.token_file()});
-  std::vector<char*> argv;
-  for (auto& arg : args) argv.push_back(arg.data());
-  std::ostringstream out, err;
-  int code = RunMeshctl(static_cast<int>(argv.size()), argv.data(), out, err);
-  return {code, out.str(), err.str()};
+  return testing::RunMeshctlAs(host, std::move(args));
 }
 
 TEST_CASE(

@@ -20,6 +20,7 @@
 #include "catch2/catch.hpp"
 #include "lib/process/supervisor.h"
 #include "meshctl/meshctl.h"
+#include "tests/testing/meshctl_run.h"
 #include "tests/testing/restartable_host.h"
 #include "tests/testing/test_host.h"
 
@@ -29,21 +30,11 @@ namespace {
 using testing::Context;
 using testing::TestHost;
 
-struct Result {
-  int code;
-  std::string out;
-  std::string err;
-};
+using Result = testing::MeshctlResult;
 
-// meshctl in this process, as the test host's parent (admin).
-Result Meshctl(const TestHost& host, std::vector<std::string> args) {
-  args.insert(args.begin(), {"meshctl", "--host", host.address(),
-                             "--token-file", host.token_file()});
-  std::vector<char*> argv;
-  for (auto& arg : args) argv.push_back(arg.data());
-  std::ostringstream out, err;
-  int code = RunMeshctl(static_cast<int>(argv.size()), argv.data(), out, err);
-  return {code, out.str(), err.str()};
+// meshctl as the test host's admin (tests/testing/meshctl_run.h).
+Result Meshctl(const testing::TestHost& host, std::vector<std::string> args) {
+  return testing::RunMeshctlAs(host, std::move(args));
 }
 
 // The meshctl binary running `watch` against `host`, its stdout in a file.
