@@ -227,6 +227,10 @@ class HostdFlags {
     app.add_option(
         "--procd", options_.procd_path,
         "Default proc bootstrap command (default: procd beside hostd)");
+    app.add_option("--proc-template", options_.proc_template,
+                   "Fork procs of --procd from one pre-loaded procd (fast "
+                   "start-up); false: exec every proc")
+        ->capture_default_str();
     app.add_option("--registration-timeout", registration_timeout_,
                    "How long a proc has to register back")
         ->capture_default_str();

@@ -313,6 +313,23 @@ int RunHostd(HostdOptions options) {
                << error.message();
     return 1;
   }
+  // A pre-loaded procd that procs of --procd are forked from (it loads
+  // while hostd starts). Without it they are exec'd, as a user's own procd
+  // always is.
+  std::unique_ptr<ProcessTemplate> proc_template;
+  if (options.proc_template) {
+    absl::StatusOr<std::unique_ptr<ProcessTemplate>> started =
+        ProcessTemplate::Start(options.procd_path, kServiceManagerEnv);
+    if (started.ok()) {
+      proc_template = *std::move(started);
+      LOG(INFO) << "procs of " << options.procd_path
+                << " are forked from a pre-loaded template (pid "
+                << proc_template->pid() << ")";
+    } else {
+      LOG(WARNING) << "no proc template (procs are exec'd): "
+                   << started.status();
+    }
+  }
   chmod(options.runtime_dir.c_str(), 0700);
   // One hostd per state dir and per runtime dir (held until exit).
   std::vector<std::unique_ptr<DirLock>> locks;
@@ -381,6 +398,7 @@ int RunHostd(HostdOptions options) {
 
   ProcManager::Options manager_options;
   manager_options.procd_path = options.procd_path;
+  manager_options.proc_template = proc_template.get();
   manager_options.state_dir = options.state_dir;
   manager_options.registration_timeout = options.registration_timeout;
   manager_options.stop_grace = options.stop_grace;
@@ -816,6 +834,7 @@ int RunHostd(HostdOptions options) {
   missed.reset();
   router.reset();
   peers.reset();
+  proc_template.reset();
   supervisor->reset();
   std::filesystem::remove(AdminTokenPath(options.runtime_dir), error);
   LOG(INFO) << "hostd exiting"

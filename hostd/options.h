@@ -44,6 +44,10 @@ struct HostdOptions {
       SystemdDirectoryOr("RUNTIME_DIRECTORY", "/run/hostmesh");
   // Default bootstrap command; empty: procd next to this binary.
   std::string procd_path;
+  // Procs of procd_path are forked from a pre-loaded procd (a template,
+  // lib/process/process_template.h) rather than exec'd: no loader, no
+  // static initialization per proc. False: every proc is exec'd.
+  bool proc_template = true;
   absl::Duration registration_timeout = absl::Seconds(10);
   absl::Duration stop_grace = absl::Seconds(5);
   int max_procs = 256;

@@ -534,6 +534,13 @@ void ProcManager::SpawnOnLoop(const std::string& name, uint64_t incarnation) {
         proc->cgroup =
             absl::StrCat(options_.cgroup_parent, "/", spawn.cgroup_name);
       }
+      // A spec cannot pose as a template (lib/process/process_template.h).
+      spawn.env.erase(kTemplateFdEnv);
+      if (options_.proc_template != nullptr &&
+          command == options_.proc_template->path() &&
+          !options_.proc_user.has_value() && !NeedsFreshExec(spawn.env)) {
+        spawn.from_template = options_.proc_template;
+      }
       if (options_.proc_user.has_value()) {
         const ProcUser& user = *options_.proc_user;
         spawn.args = WrapForProcUser(user, spawn.path, spawn.args);

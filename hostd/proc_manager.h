@@ -73,6 +73,7 @@
 #include "hostd/host_watch.h"
 #include "hostd/proc_channels.h"
 #include "lib/event/event_loop.h"
+#include "lib/process/process_template.h"
 #include "lib/process/supervisor.h"
 #include "lib/resource/status_waiters.h"
 #include "lib/store/durable_file.h"
@@ -132,6 +133,11 @@ class ProcManager {
   struct Options {
     // Default bootstrap command (the procd binary).
     std::string procd_path;
+    // A pre-loaded template of procd_path (not owned; outlives the
+    // manager), or null. Procs of procd_path are forked from it, unless
+    // they run as proc_user (setpriv execs them) or their env sets what
+    // only an exec honours (NeedsFreshExec).
+    ProcessTemplate* proc_template = nullptr;
     // Per-proc logs go to <state_dir>/procs/<name>/{stdout,stderr}.log.
     std::string state_dir;
     absl::Duration registration_timeout = absl::Seconds(10);

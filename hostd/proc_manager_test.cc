@@ -41,6 +41,7 @@ class FakeLauncher final : public ProcLauncher {
     const pid_t pid = next_pid_++;
     Child& child = children_[pid];
     child.path = options.path;
+    child.from_template = options.from_template;
     child.on_exit = std::move(on_exit);
     return pid;
   }
@@ -86,6 +87,10 @@ class FakeLauncher final : public ProcLauncher {
     absl::MutexLock lock(&mu_);
     return children_[pid].path;
   }
+  ProcessTemplate* TemplateOf(pid_t pid) {
+    absl::MutexLock lock(&mu_);
+    return children_[pid].from_template;
+  }
   void set_dies_of_sigterm(bool dies) {
     absl::MutexLock lock(&mu_);
     dies_of_sigterm_ = dies;
@@ -94,6 +99,7 @@ class FakeLauncher final : public ProcLauncher {
  private:
   struct Child {
     std::string path;
+    ProcessTemplate* from_template = nullptr;
     ExitCallback on_exit;
     std::vector<int> signals;
     bool ended = false;
@@ -149,6 +155,9 @@ struct Host {
   absl::StatusOr<v1::ProcState> Create(const std::string& name) {
     v1::CreateOrUpdateProcRequest request;
     request.set_name(name);
+    return Create(request);
+  }
+  absl::StatusOr<v1::ProcState> Create(v1::CreateOrUpdateProcRequest request) {
     request.set_owner("alice");
     auto answer = std::make_shared<Answer>();
     manager->CreateOrUpdate(request, [answer](auto state) {
@@ -247,6 +256,33 @@ TEST_CASE(
   CHECK(ended->stopped_by() == "SIGKILL");
   CHECK(absl::StrContains(ended->reason(),
                           "proc \"p\" did not register within 10s; killed"));
+}
+
+TEST_CASE(
+    "procs of the default procd are forked from its template unless their "
+    "command or their env needs an exec") {
+  auto tmpl = ProcessTemplate::Start("/bin/true");
+  REQUIRE(tmpl.ok());
+  Host host([&tmpl](ProcManager::Options& options) {
+    options.procd_path = "/bin/true";
+    options.proc_template = tmpl->get();
+  });
+  auto spawn = [&host](const std::string& name, const std::string& command,
+                       const std::string& env) {
+    v1::CreateOrUpdateProcRequest request;
+    request.set_name(name);
+    if (!command.empty()) request.mutable_spec()->set_command(command);
+    if (!env.empty()) (*request.mutable_spec()->mutable_env())[env] = "1";
+    absl::StatusOr<v1::ProcState> state = host.Create(request);
+    REQUIRE(state.ok());
+    return host.launcher.TemplateOf(state->pid());
+  };
+  CHECK(spawn("default", "", "") == tmpl->get());
+  CHECK(spawn("named", "/bin/true", "RANK_VAR") == tmpl->get());
+  CHECK(spawn("other", "/bin/false", "") == nullptr);
+  CHECK(spawn("preload", "", "LD_PRELOAD") == nullptr);
+  CHECK(spawn("glog", "", "GLOG_v") == nullptr);
+  CHECK(spawn("tunables", "", "GLIBC_TUNABLES") == nullptr);
 }
 
 TEST_CASE(

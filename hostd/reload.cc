@@ -39,6 +39,7 @@ std::vector<std::string> ChangesNeedingRestart(const HostdOptions& running,
   check("--state-dir", a.state_dir == b.state_dir);
   check("--runtime-dir", a.runtime_dir == b.runtime_dir);
   check("--procd", a.procd_path == b.procd_path);
+  check("--proc-template", a.proc_template == b.proc_template);
   check("--registration-timeout",
         a.registration_timeout == b.registration_timeout);
   check("--stop-grace", a.stop_grace == b.stop_grace);

@@ -45,6 +45,7 @@
 #include "hostmesh/procd.h"
 #include "lib/mailbox/mailbox.h"
 #include "lib/names.h"
+#include "lib/process/process_template.h"
 #include "lib/process/signals.h"
 #include "lib/time/clock.h"
 #include "lib/time/sleeper.h"
@@ -109,6 +110,17 @@ class StopRequest {
 }  // namespace
 
 int ProcdMain(int argc, char** argv, ActorRegistry registry) {
+  // hostd's pre-loaded template (lib/process/process_template.h): fork
+  // procs on request, each running ProcdMain afresh in its own process.
+  if (const int control = TemplateFdFromEnv(); control != -1) {
+    if (control < 0) {
+      std::cerr << "procd: " << kTemplateFdEnv << " is not a descriptor\n";
+      return 2;
+    }
+    return ServeForks(control, [&registry](int child_argc, char** child_argv) {
+      return ProcdMain(child_argc, child_argv, std::move(registry));
+    });
+  }
   // Before any thread starts: SIGTERM/SIGINT go to one thread (below).
   StopSignals::Block();
 

@@ -804,50 +804,86 @@ absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoSpawn(
 
   pid_t pid = 0;
   int pidfd = -1;
+  std::optional<ProcCgroup> leaf;
   if (in_leaf) {
-    absl::StatusOr<ProcCgroup> leaf =
+    absl::StatusOr<ProcCgroup> made =
         ProcCgroup::Create(options.cgroup_parent, options.cgroup_name);
-    if (absl::IsAlreadyExists(leaf.status())) {
+    if (absl::IsAlreadyExists(made.status())) {
       // A leftover of an earlier proc of that name: reused if empty.
       const std::string dir =
           absl::StrCat(options.cgroup_parent, "/", options.cgroup_name);
-      leaf = ProcCgroup::Open(dir);
-      if (leaf.ok()) {
-        absl::StatusOr<bool> empty = leaf->Empty();
+      made = ProcCgroup::Open(dir);
+      if (made.ok()) {
+        absl::StatusOr<bool> empty = made->Empty();
         if (!empty.ok()) {
-          leaf = empty.status();
+          made = empty.status();
         } else if (!*empty) {
-          leaf = absl::AlreadyExistsError(absl::StrCat(
+          made = absl::AlreadyExistsError(absl::StrCat(
               "cgroup leaf \"", dir, "\" exists and holds processes"));
         }
       }
     }
-    if (!leaf.ok()) {
+    if (!made.ok()) {
       return WithContext(
-          leaf.status(),
+          made.status(),
           absl::StrCat("cannot make the cgroup leaf for \"", path, "\""));
     }
-    ScopedFd devnull(open("/dev/null", O_RDONLY | O_CLOEXEC));
-    if (devnull.get() < 0) return ErrnoStatus(errno, "open(/dev/null)");
+    leaf = std::move(*made);
+  }
+  auto remove_leaf = [&leaf] {
+    if (!leaf.has_value()) return;
+    absl::Status removed = leaf->Remove(kLeafRemoveTimeout);
+    if (!removed.ok()) LOG(WARNING) << removed;
+  };
+  ScopedFd devnull(open("/dev/null", O_RDONLY | O_CLOEXEC));
+  if (devnull.get() < 0) {
+    remove_leaf();
+    return ErrnoStatus(errno, "open(/dev/null)");
+  }
+  std::vector<std::pair<int, int>> child_fds = {
+      {devnull.get(), 0}, {out_write.get(), 1}, {err_write.get(), 2}};
+  child_fds.insert(child_fds.end(), options.inherit_fds.begin(),
+                   options.inherit_fds.end());
+  bool started = false;
+  if (options.from_template != nullptr) {
+    // A fork of the pre-loaded program (lib/process/process_template.h):
+    // our child all the same. A template that is gone means exec instead.
+    TemplateFork fork;
+    fork.argv = argv_strings;
+    fork.envp = env_strings;
+    fork.fds = child_fds;
+    fork.cgroup_fd = leaf.has_value() ? leaf->dir_fd() : -1;
+    absl::StatusOr<ForkedChild> forked = options.from_template->Fork(fork);
+    if (forked.ok()) {
+      pid = forked->pid;
+      pidfd = forked->pidfd;
+      started = true;
+    } else if (!absl::IsUnavailable(forked.status())) {
+      remove_leaf();
+      return WithContext(forked.status(),
+                         absl::StrCat("cannot fork \"", path, "\""));
+    } else {
+      LOG(WARNING) << forked.status() << "; starting \"" << path
+                   << "\" by exec";
+    }
+  }
+  if (started) {
+    // Forked from the template above.
+  } else if (leaf.has_value()) {
     CgroupSpawnOptions spawn;
     spawn.path = path;
     spawn.argv = argv_strings;
     spawn.envp = env_strings;
-    spawn.fds = {
-        {devnull.get(), 0}, {out_write.get(), 1}, {err_write.get(), 2}};
-    spawn.fds.insert(spawn.fds.end(), options.inherit_fds.begin(),
-                     options.inherit_fds.end());
+    spawn.fds = child_fds;
     spawn.new_process_group = true;
-    absl::StatusOr<CgroupChild> started = SpawnIntoCgroup(*leaf, spawn);
-    if (!started.ok()) {
-      absl::Status removed = leaf->Remove(kLeafRemoveTimeout);
-      if (!removed.ok()) LOG(WARNING) << removed;
-      return WithContext(started.status(),
+    absl::StatusOr<CgroupChild> spawned = SpawnIntoCgroup(*leaf, spawn);
+    if (!spawned.ok()) {
+      remove_leaf();
+      return WithContext(spawned.status(),
                          absl::StrCat("in cgroup leaf \"", leaf->dir(), "\""));
     }
-    pid = started->pid;
-    pidfd = started->pidfd;
-    child->leaf = std::move(*leaf);
+    pid = spawned->pid;
+    pidfd = spawned->pidfd;
   } else {
     std::vector<char*> envp = CStrings(env_strings);
     std::vector<char*> argv = CStrings(argv_strings);
@@ -932,6 +968,7 @@ absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoSpawn(
 
   child->pid = pid;
   child->pidfd = pidfd;
+  child->leaf = std::move(leaf);
   // Not reaped yet, so /proc/<pid> is this child (exec keeps it).
   absl::StatusOr<uint64_t> start_time = ProcessStartTime(pid);
   if (start_time.ok()) {

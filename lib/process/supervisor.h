@@ -69,6 +69,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "lib/process/process_template.h"
 
 namespace mesh {
 
@@ -114,6 +115,11 @@ struct SpawnOptions {
   // it. Empty cgroup_parent: a process group only.
   std::string cgroup_parent;
   std::string cgroup_name;
+  // A pre-loaded template of `path` (lib/process/process_template.h): the
+  // child is forked from it instead of exec'd, with the same descriptors,
+  // environment, process group and leaf. If the template is gone, the
+  // child is exec'd (with a warning). Not owned; outlives the Spawn.
+  ProcessTemplate* from_template = nullptr;
 };
 
 // What identifies a tracked process to a later supervisor (Adopt), e.g.

@@ -989,3 +989,74 @@ TEST_CASE("Spawn errors in a leaf name it and leave no leaf behind") {
 
 }  // namespace
 }  // namespace mesh
+
+namespace mesh {
+namespace {
+
+std::string TemplateChild() {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  REQUIRE(srcdir != nullptr);
+  return absl::StrCat(srcdir, "/hostmesh/lib/process/template_child");
+}
+
+TEST_CASE(
+    "a child forked from a template is supervised like a spawned one: its "
+    "logs, inherited descriptors, exit code and reaping") {
+  auto tmpl = ProcessTemplate::Start(TemplateChild());
+  REQUIRE(tmpl.ok());
+  auto supervisor = NewSupervisor();
+  testing::TempDir temp;
+  int extra[2];
+  REQUIRE(pipe2(extra, O_CLOEXEC) == 0);
+  ExitWaiter waiter;
+  SpawnOptions options;
+  options.path = TemplateChild();
+  options.args = {"5"};
+  options.env = {{"TEMPLATE_TEST_VAR", "per-spawn"}};
+  options.log_dir = temp.path();
+  options.inherit_fds = {{extra[1], 4}};
+  options.from_template = tmpl->get();
+  auto pid = supervisor->Spawn(options, waiter.Callback());
+  close(extra[1]);
+  REQUIRE(pid.ok());
+  REQUIRE(waiter.Wait());
+  CHECK(waiter.info.pid == *pid);
+  CHECK(waiter.info.exit_code == std::optional<int>(5));
+  CHECK(ReadFile(temp.path() + "/stdout.log") ==
+        absl::StrCat("ppid=", getpid(), " pgid=", *pid, " pid=", *pid,
+                     " var=per-spawn fds=0,1,2,4 blocked=0 sigterm=0 "
+                     "comm=template_child cmdline=1\n"));
+  close(extra[0]);
+}
+
+TEST_CASE(
+    "when the template is gone the supervisor starts the child by exec "
+    "instead") {
+  auto tmpl = ProcessTemplate::Start(TemplateChild());
+  REQUIRE(tmpl.ok());
+  const int template_pidfd = testing::PidfdOpen((*tmpl)->pid());
+  REQUIRE(template_pidfd >= 0);
+  REQUIRE(kill((*tmpl)->pid(), SIGKILL) == 0);
+  REQUIRE(PidfdExited(template_pidfd, kDeadline));
+  close(template_pidfd);
+
+  auto supervisor = NewSupervisor();
+  testing::TempDir temp;
+  ExitWaiter waiter;
+  SpawnOptions options;
+  options.path = TemplateChild();
+  options.args = {"6"};
+  options.log_dir = temp.path();
+  options.from_template = tmpl->get();
+  auto pid = supervisor->Spawn(options, waiter.Callback());
+  REQUIRE(pid.ok());
+  REQUIRE(waiter.Wait());
+  CHECK(waiter.info.exit_code == std::optional<int>(6));
+  // An exec'd child: its own command line (a fork shows the template's).
+  CHECK_THAT(ReadFile(temp.path() + "/stdout.log"),
+             Catch::Contains(absl::StrCat("pgid=", *pid, " pid=", *pid)) &&
+                 Catch::EndsWith("cmdline=2\n"));
+}
+
+}  // namespace
+}  // namespace mesh
