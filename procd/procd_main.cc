@@ -3,7 +3,8 @@
 //
 // Start-up order:
 //   1. block SIGTERM/SIGINT (before any thread exists, so every thread
-//      inherits the mask and only the signal thread sees them);
+//      inherits the mask; the main thread takes them through a signalfd
+//      while it waits for a stop: step 7);
 //   2. parse flags, init logging: procd's own lines (and actors' glog
 //      lines) go to <log_dir>/procd.log, not to the proc's stderr, which is
 //      its user's and what hostd quotes when the proc fails
@@ -72,9 +73,12 @@ void SayWhyExiting(const std::string& why) {
   if (logs_to_file) std::cerr << "procd: " << why << std::endl;
 }
 
-// The first stop request wins. Thread-safe.
+// The first stop request wins; each wakes the main thread waiting in
+// StopSignals::Wait. Thread-safe.
 class StopRequest {
  public:
+  explicit StopRequest(StopSignals* signals) : signals_(signals) {}
+
   struct Stop {
     std::string reason;
     absl::Duration grace;
@@ -90,19 +94,26 @@ class StopRequest {
     }
     stop_ = Stop{reason, grace > absl::ZeroDuration() ? grace : kDefaultGrace,
                  exit_code};
+    signals_->Wake();
   }
 
-  // Blocks until a stop is requested; returns it.
+  // Takes SIGTERM/SIGINT on this thread (as stop requests) until a stop is
+  // requested; returns it.
   Stop Wait() {
-    absl::MutexLock lock(&mu_);
-    auto requested = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-      return stop_.has_value();
-    };
-    mu_.Await(absl::Condition(&requested));
-    return *stop_;
+    while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (stop_.has_value()) return *stop_;
+      }
+      const std::string signal = signals_->Wait();
+      if (!signal.empty()) {
+        Request(absl::StrCat("received ", signal), kDefaultGrace);
+      }
+    }
   }
 
  private:
+  StopSignals* const signals_;
   absl::Mutex mu_;
   std::optional<Stop> stop_ ABSL_GUARDED_BY(mu_);
 };
@@ -187,7 +198,10 @@ int ProcdMain(int argc, char** argv, ActorRegistry registry) {
 
   // Everything the link's callbacks reach. The link goes first (explicitly,
   // below): after its destructor no callback runs.
-  StopRequest stop;
+  // SIGTERM/SIGINT are taken by this thread while it waits for a stop
+  // (nothing runs in a handler; no thread of their own).
+  StopSignals signals;
+  StopRequest stop(&signals);
   const std::vector<std::string> actor_types = registry.TypeNames();
   HostLink* const link_ptr = link.get();
   Mailbox mailbox(welcome.host(), name, [link_ptr](v1::Envelope& envelope) {
@@ -204,12 +218,6 @@ int ProcdMain(int argc, char** argv, ActorRegistry registry) {
     stop.Request("StopAll with exit_proc", kDefaultGrace);
   };
   ProcVerbs verbs(&runtime, std::move(verbs_options));
-
-  // SIGTERM/SIGINT become a stop request (nothing runs in a handler).
-  auto signals =
-      std::make_unique<StopSignals>([&stop](const std::string& signal) {
-        stop.Request(absl::StrCat("received ", signal), kDefaultGrace);
-      });
 
   HostLink::Callbacks callbacks;
   callbacks.on_envelope = [&mailbox](v1::Envelope envelope) {
@@ -270,7 +278,6 @@ int ProcdMain(int argc, char** argv, ActorRegistry registry) {
   link.reset();  // hostd sees the channel close; no callback runs after.
   stopped.Stop();
   watchdog.join();
-  signals.reset();
   if (requested.exit_code != 0) {
     SayWhyExiting(absl::StrCat("procd ", name, " stopped: ", requested.reason));
   } else {

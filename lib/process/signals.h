@@ -16,25 +16,33 @@ namespace mesh {
 // "SIGTERM", "SIGKILL", ... ("signal 64" for one without a name).
 std::string SignalName(int sig);
 
-// StopSignals: SIGTERM and SIGINT taken by one thread with sigwait, never
-// by a handler, each handed to `on_signal` (with the signal's name) on that
-// thread. Call Block() first thing in main, before any thread starts: the
-// mask is inherited, so no other thread ever sees these signals. Also
-// ignores SIGPIPE. The destructor ends the signal thread. (procd's: SIGHUP
-// and SIGUSR2 keep their default action, ending the process.)
+// StopSignals: SIGTERM and SIGINT taken by the thread that calls Wait
+// (procd's main thread, which has nothing else to do until a stop: no
+// thread of their own), through a signalfd, never by a handler. Call
+// Block() first thing in main, before any thread starts: the mask is
+// inherited, so no other thread ever sees these signals. Also ignores
+// SIGPIPE. (procd's: SIGHUP and SIGUSR2 keep their default action, ending
+// the process.) Signals that arrive while nobody waits stay pending until
+// the next Wait; after the object is gone they stay blocked and pending.
 class StopSignals {
  public:
   static void Block();
 
-  explicit StopSignals(std::function<void(const std::string& name)> on_signal);
+  StopSignals();
   ~StopSignals();
   StopSignals(const StopSignals&) = delete;
   StopSignals& operator=(const StopSignals&) = delete;
 
+  // Blocks until SIGTERM or SIGINT arrives (returns its name, e.g.
+  // "SIGTERM") or Wake() was called since the last Wait (returns "").
+  // One waiting thread at a time.
+  std::string Wait();
+  // Ends a Wait in progress, or the next one. Any thread.
+  void Wake();
+
  private:
-  std::atomic<bool> exiting_{false};
-  std::function<void(const std::string&)> on_signal_;
-  std::thread thread_;
+  int signal_fd_ = -1;
+  int wake_fd_ = -1;
 };
 
 // HostSignals: hostd's signals, all taken by one thread with sigwait (never

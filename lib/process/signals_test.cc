@@ -10,6 +10,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "catch2/catch.hpp"
 
 namespace mesh {
@@ -21,19 +22,28 @@ TEST_CASE("signals have their usual names") {
   CHECK(SignalName(SIGSEGV) == "SIGSEGV");
 }
 
-TEST_CASE("SIGTERM reaches the stop-signal thread, not a handler") {
+TEST_CASE(
+    "SIGTERM reaches the thread that waits for stop signals, not a handler") {
   StopSignals::Block();
-  absl::Notification got;
-  std::string name;
-  {
-    StopSignals signals([&](const std::string& n) {
-      name = n;
-      got.Notify();
-    });
-    REQUIRE(kill(getpid(), SIGTERM) == 0);  // would kill us if not taken
-    REQUIRE(got.WaitForNotificationWithTimeout(absl::Seconds(10)));
-  }  // the signal thread ends here
-  CHECK(name == "SIGTERM");
+  StopSignals signals;
+  REQUIRE(kill(getpid(), SIGTERM) == 0);  // would kill us if not taken
+  CHECK(signals.Wait() == "SIGTERM");
+  REQUIRE(kill(getpid(), SIGINT) == 0);
+  CHECK(signals.Wait() == "SIGINT");
+}
+
+TEST_CASE("a wake from another thread ends the wait for stop signals") {
+  StopSignals::Block();
+  StopSignals signals;
+  std::thread waker([&signals] {
+    absl::SleepFor(absl::Milliseconds(20));
+    signals.Wake();
+  });
+  CHECK(signals.Wait().empty());
+  waker.join();
+  // A wake before the wait is not lost.
+  signals.Wake();
+  CHECK(signals.Wait().empty());
 }
 
 // What HostSignals' callbacks saw, in order, and on which thread.
