@@ -7,6 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "lib/names.h"
 #include "meshctl/cli.h"
 #include "meshctl/commands.h"
@@ -91,26 +92,36 @@ absl::Status ProcSpawn(Cli& cli, const SpawnFlags& flags) {
   std::unique_ptr<Progress> progress = cli.NewProgress();
   const std::string label = absl::StrCat(
       "spawning ", names.size(), names.size() == 1 ? " proc" : " procs");
-  v1::ListProcsResponse spawned;
-  for (const v1::CreateOrUpdateProcRequest& request : requests) {
-    absl::Status status = conn->Call(
-        conn->host(), &v1::Host::Stub::CreateOrUpdateProc, request,
-        spawned.add_procs(), cli.timeout(),
+  // Up to kParallelCalls creates in flight (one at a time, 64 procs would
+  // cost 64 round trips and table writes hostd could have grouped).
+  std::vector<v1::ProcState> states(requests.size());
+  std::vector<absl::Status> results(requests.size());
+  absl::Mutex progress_mu;  // Progress is not thread-safe.
+  size_t created = 0;
+  ParallelFor(requests.size(), kParallelCalls, [&](size_t i) {
+    const v1::CreateOrUpdateProcRequest& request = requests[i];
+    results[i] = conn->Call(
+        conn->host(), &v1::Host::Stub::CreateOrUpdateProc, request, &states[i],
+        cli.timeout(),
         absl::StrCat("spawn proc \"", request.name(), "\" ", conn->OnHost()));
-    if (!status.ok()) {
-      spawned.mutable_procs()->RemoveLast();
-      if (spawned.procs_size() > 0) {
-        // Those are spawned; the same command again is safe (idempotent).
-        status = Annotate(status,
-                          absl::StrCat("spawned ", spawned.procs_size(), " of ",
-                                       requests.size(), " procs, then"));
-      }
-      return status;
+    if (results[i].ok() && requests.size() > 1) {
+      absl::MutexLock lock(&progress_mu);
+      progress->Show(absl::StrCat(label, ": ", ++created, " created"));
     }
-    if (requests.size() > 1) {
-      progress->Show(
-          absl::StrCat(label, ": ", spawned.procs_size(), " created"));
+  });
+  v1::ListProcsResponse spawned;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (results[i].ok()) *spawned.add_procs() = std::move(states[i]);
+  }
+  for (const absl::Status& status : results) {
+    if (status.ok()) continue;
+    if (spawned.procs_size() > 0) {
+      // Those are spawned; the same command again is safe (idempotent).
+      return Annotate(status,
+                      absl::StrCat("spawned ", spawned.procs_size(), " of ",
+                                   requests.size(), " procs, then"));
     }
+    return status;
   }
   if (flags.no_wait) {
     progress->Done();

@@ -863,8 +863,9 @@ absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoSpawn(
       return WithContext(forked.status(),
                          absl::StrCat("cannot fork \"", path, "\""));
     } else {
-      LOG(WARNING) << forked.status() << "; starting \"" << path
-                   << "\" by exec";
+      // Said once: every later spawn of it execs too.
+      LOG_FIRST_N(WARNING, 1) << forked.status() << "; starting \"" << path
+                              << "\" by exec from now on";
     }
   }
   if (started) {

@@ -118,7 +118,8 @@ struct SpawnOptions {
   // A pre-loaded template of `path` (lib/process/process_template.h): the
   // child is forked from it instead of exec'd, with the same descriptors,
   // environment, process group and leaf. If the template is gone, the
-  // child is exec'd (with a warning). Not owned; outlives the Spawn.
+  // child is exec'd (a warning the first time). Not owned; outlives the
+  // Spawn.
   ProcessTemplate* from_template = nullptr;
 };
 
