@@ -575,6 +575,9 @@ TEST_CASE("proc spawn --count spawns NAME_i of rank i and waits for RUNNING") {
   REQUIRE(r.code == 0);
   std::vector<v1::CreateOrUpdateProcRequest> creates = server.host().creates();
   REQUIRE(creates.size() == 3);
+  // Sent in parallel: in any order.
+  std::sort(creates.begin(), creates.end(),
+            [](const auto& a, const auto& b) { return a.rank() < b.rank(); });
   for (uint64_t i = 0; i < 3; ++i) {
     CHECK(creates[i].name() == absl::StrCat("w_", i));
     CHECK(creates[i].rank() == i);
