@@ -146,6 +146,9 @@ TEST_CASE(
     "and nothing is spawned: no process, no state, no log dir") {
   auto host = TestHost::Start({}, /*allow_any_command=*/false);
   REQUIRE(host != nullptr);
+  // hostd's proc template (a procd waiting to fork procs), no proc.
+  const std::vector<pid_t> idle = ChildrenOf(host->pid());
+  CHECK(idle.size() == 1);
   v1::ProcState state;
   grpc::Status status =
       host->Create("p", 0, Shell("touch /tmp/should-not-exist"), &state);
@@ -157,7 +160,7 @@ TEST_CASE(
                                  "--allow-command entries (") &&
                  Catch::Contains("procd"));
   CHECK(host->Get("p", &state).error_code() == grpc::StatusCode::NOT_FOUND);
-  CHECK(ChildrenOf(host->pid()).empty());
+  CHECK(ChildrenOf(host->pid()) == idle);
   CHECK_FALSE(std::filesystem::exists(host->state_dir() + "/procs/p"));
   // The default procd is allowed without any rule.
   REQUIRE(host->Create("ok", 0, {}, &state).ok());
@@ -226,6 +229,7 @@ TEST_CASE(
   {
     auto strict = TestHost::Start({"--allow-command=/bin/sh"}, false);
     REQUIRE(strict != nullptr);
+    const std::vector<pid_t> idle = ChildrenOf(strict->pid());
     grpc::Status status = strict->Create("p", 0, spec, &state);
     REQUIRE(status.error_code() == grpc::StatusCode::PERMISSION_DENIED);
     CHECK_THAT(status.error_message(),
@@ -235,7 +239,7 @@ TEST_CASE(
     (*own.mutable_env())["HOSTMESH_PARENT_FD"] = "3";
     CHECK(strict->Create("own", 0, own, &state).error_code() ==
           grpc::StatusCode::PERMISSION_DENIED);
-    CHECK(ChildrenOf(strict->pid()).empty());
+    CHECK(ChildrenOf(strict->pid()) == idle);
     // Harmless variables pass.
     v1::ProcSpec rank = Shell("echo rank=$RANK");
     (*rank.mutable_env())["RANK"] = "3";

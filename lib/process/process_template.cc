@@ -581,7 +581,8 @@ absl::StatusOr<ForkedChild> ProcessTemplate::Fork(const TemplateFork& request,
     return absl::UnavailableError(
         absl::StrCat("the template of \"", path_, "\" is gone"));
   }
-  auto broken = [&](const std::string& why) {
+  // Called with mu_ held (the analysis cannot see into a lambda).
+  auto broken = [&](const std::string& why) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     KillLocked();
     return absl::UnavailableError(
         absl::StrCat("the template of \"", path_, "\" ", why, "; killed it"));

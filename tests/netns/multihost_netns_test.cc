@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -37,6 +38,7 @@
 #include "hostmesh/hostmesh.h"
 #include "lib/auth/credentials.h"
 #include "lib/launcher/launcher.h"
+#include "lib/process/process_identity.h"
 #include "lib/process/supervisor.h"
 #include "lib/testing/skip.h"
 #include "lib/testing/sockets.h"
@@ -495,12 +497,19 @@ TEST_CASE(
           "call, reduce, host-to-host forward, shutdown: %s\n",
           Millis(flow).c_str());
 
-  // The procs are gone; the attached hostds keep running, alone in their
-  // namespaces.
+  // The procs are gone; the attached hostds keep running in their
+  // namespaces with nothing but their proc template (a child of hostd
+  // that is no proc).
   for (pid_t pid : proc_pids) CHECK_FALSE(IsAlive(pid));
   for (size_t i = 0; i < 3; ++i) {
     CHECK_FALSE(cluster->hostd_exited(i));
-    CHECK(cluster->lab().Pids(i) == std::vector<pid_t>{cluster->hostd_pid(i)});
+    std::vector<pid_t> left = cluster->lab().Pids(i);
+    std::erase(left, cluster->hostd_pid(i));
+    REQUIRE(left.size() == 1);
+    CHECK(ReadProcStat(left[0]).value_or(ProcStat{}).ppid ==
+          cluster->hostd_pid(i));
+    CHECK(std::find(proc_pids.begin(), proc_pids.end(), left[0]) ==
+          proc_pids.end());
   }
 }
 
