@@ -648,6 +648,7 @@ void Client::OnFrame(const std::string& host, uint64_t serial,
                     absl::Milliseconds(heartbeat.interval_ms()), Now()));
       return;
     }
+    case v1::RelayFrame::kBatch:  // unpacked by the stream: never here
     case v1::RelayFrame::FRAME_NOT_SET:
       return;
   }

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -603,6 +604,24 @@ void ProcChannels::RefuseRejoin(uint64_t id, const std::string& reason) {
        absl::StrCat("rejoin refused: ", reason), std::move(refused));
 }
 
+namespace {
+// The SendBatch open on this thread, if any.
+thread_local ProcChannels::SendBatch* current_batch = nullptr;
+}  // namespace
+
+ProcChannels::SendBatch::SendBatch(ProcChannels* channels)
+    : channels_(channels), active_(current_batch == nullptr) {
+  if (active_) current_batch = this;
+}
+
+ProcChannels::SendBatch::~SendBatch() {
+  if (!active_) return;
+  current_batch = nullptr;
+  for (const std::shared_ptr<Child>& child : touched_) {
+    child->channel->WriteQueued();
+  }
+}
+
 absl::Status ProcChannels::SendEnvelope(const std::string& proc,
                                         v1::Envelope& envelope) {
   std::shared_ptr<Child> child;
@@ -620,7 +639,17 @@ absl::Status ProcChannels::SendEnvelope(const std::string& proc,
   // The frame is built around the envelope without copying it.
   v1::HostFrame frame;
   frame.set_allocated_envelope(&envelope);
-  absl::Status sent = child->channel->Send(frame);
+  SendBatch* batch = current_batch;
+  absl::Status sent;
+  if (batch != nullptr && batch->channels_ == this) {
+    sent = child->channel->Queue(frame);
+    if (sent.ok() && std::find(batch->touched_.begin(), batch->touched_.end(),
+                               child) == batch->touched_.end()) {
+      batch->touched_.push_back(std::move(child));
+    }
+  } else {
+    sent = child->channel->Send(frame);
+  }
   v1::Envelope* released = frame.release_envelope();  // still `envelope`
   (void)released;
   if (!sent.ok() && sent.code() == absl::StatusCode::kFailedPrecondition) {

@@ -205,8 +205,35 @@ class ProcChannels {
 
   // Delivers `envelope` (moved from on success) to the registered proc
   // `proc`. NOT_FOUND if no such proc is registered here; UNAVAILABLE if
-  // its channel closed; RESOURCE_EXHAUSTED if it is not reading.
+  // its channel closed; RESOURCE_EXHAUSTED if it is not reading. Inside a
+  // SendBatch of this thread the frame is only queued (same answers).
   absl::Status SendEnvelope(const std::string& proc, v1::Envelope& envelope);
+
+  // ProcChannels' own record of a channel (proc_channels.cc).
+ private:
+  struct Child;
+
+ public:
+  // While one lives, SendEnvelope on this thread (to these channels) only
+  // queues each frame, in order; at its end each channel written to gets
+  // one write of all its frames (FrameChannel::Queue, WriteQueued). For a
+  // caller routing several envelopes in a row, e.g. a relay batch. Must
+  // not outlive the channels; an inner one (nested, or of other channels)
+  // does nothing.
+  class SendBatch {
+   public:
+    explicit SendBatch(ProcChannels* channels);
+    ~SendBatch();
+    SendBatch(const SendBatch&) = delete;
+    SendBatch& operator=(const SendBatch&) = delete;
+
+   private:
+    friend class ProcChannels;
+    ProcChannels* const channels_;
+    const bool active_;
+    // The channels written to (each once), kept alive until written.
+    std::vector<std::shared_ptr<Child>> touched_;
+  };
 
   // Relays an actor verb to registered proc `proc`; `done` runs exactly once
   // (see the class comment), possibly before Request returns. Returns the
@@ -220,7 +247,6 @@ class ProcChannels {
   size_t PendingRequests() const;
 
  private:
-  struct Child;
   // What accept() closures hold: lets them outlive this object.
   struct Alive {
     absl::Mutex mu;

@@ -252,6 +252,50 @@ TEST_CASE(
   seen.hellos.items()[0].accept();  // the ProcChannels is gone
 }
 
+TEST_CASE(
+    "envelopes sent in a SendBatch reach the proc in order, before those "
+    "sent after it") {
+  ProcChannels channels{ProcChannels::Options()};
+  channels.Start(kHost, nullptr);
+  Collected<pid_t> registered;
+  ProcChannels::ChildCallbacks callbacks;
+  callbacks.on_registered = [&registered](pid_t pid) { registered.Add(pid); };
+  auto ticket = channels.Expect("p", 0, 1, std::move(callbacks));
+  REQUIRE(ticket.ok());
+  FakeProc proc(ticket->child_fd);
+  REQUIRE(proc.received().WaitFor(1));
+  proc.SendHello();
+  REQUIRE(proc.received().WaitFor(2));
+  proc.SendReady();
+  REQUIRE(registered.WaitFor(1));
+  constexpr int kCount = 500;
+  {
+    ProcChannels::SendBatch batch(&channels);
+    ProcChannels::SendBatch inner(&channels);  // nested: does nothing
+    for (int i = 0; i < kCount; ++i) {
+      v1::Envelope envelope;
+      envelope.set_correlation(i);
+      REQUIRE(channels.SendEnvelope("p", envelope).ok());
+    }
+    v1::Envelope nowhere;
+    CHECK(channels.SendEnvelope("q", nowhere).code() ==
+          absl::StatusCode::kNotFound);
+  }
+  v1::Envelope after;
+  after.set_correlation(kCount);
+  REQUIRE(channels.SendEnvelope("p", after).ok());
+  REQUIRE(proc.received().WaitFor(2 + kCount + 1));
+  std::vector<v1::HostFrame> frames = proc.received().items();
+  int out_of_order = 0;
+  for (int i = 0; i <= kCount; ++i) {
+    if (frames[2 + i].envelope().correlation() != static_cast<uint64_t>(i)) {
+      ++out_of_order;
+    }
+  }
+  CHECK(out_of_order == 0);
+  close(ticket->child_fd);
+}
+
 TEST_CASE("a spawned proc of another protocol version is refused naming both") {
   Host host;
   Seen seen;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -45,7 +46,9 @@ class RelayStreamReactor final : public RelayServerStream {
   RelayStreamReactor(RelayService* service,
                      grpc::CallbackServerContext* context, std::string sender,
                      std::string identity, std::optional<std::string> owner)
-      : RelayServerStream(context, service->options_.max_queued_bytes),
+      : RelayServerStream(context, service->options_.max_queued_bytes,
+                          std::min(service->options_.max_batch_bytes,
+                                   service->router_->max_envelope_bytes())),
         service_(service),
         sender_(std::move(sender)),
         identity_(std::move(identity)),
@@ -138,6 +141,12 @@ class RelayStreamReactor final : public RelayServerStream {
     }
   }
 
+  // A batch's envelopes to procs go out with one write per proc.
+  void OnBatchStart() override {
+    batch_ = std::make_unique<Router::SendBatch>(service_->router_);
+  }
+  void OnBatchEnd() override { batch_.reset(); }
+
   void OnStreamDone() override {
     // Told before the router forgets it (see hostd/missed_ends.h).
     if (routed_) service_->options_.missed_ends->StreamEnded(sender_);
@@ -169,6 +178,8 @@ class RelayStreamReactor final : public RelayServerStream {
   std::atomic<int64_t> heartbeat_ms_{0};
   // Only the ticker reads and writes it (under the service's lock).
   bool ended_silent_ = false;
+  // Open while the frames of one batch are routed (reactions are serial).
+  std::unique_ptr<Router::SendBatch> batch_;
 };
 
 // Answers a stream that cannot be served; touches no service state.

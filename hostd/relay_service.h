@@ -4,7 +4,11 @@
 // order (the next read starts only after the previous envelope was routed);
 // what the router sends to that sender is written back on the same stream
 // from a bounded FIFO with one write outstanding. A sender needs no port of
-// its own.
+// its own. Batches (v1::RelayBatch, lib/relay): a batch the sender wrote is
+// routed frame by frame, in order, and its envelopes to each proc leave in
+// one write to that proc's channel (Router::SendBatch); frames queued for
+// the sender behind the write in flight go back as one batch once it
+// announced that it reads them.
 //
 // Heartbeats: every stream gets a v1::Heartbeat (proto/mailbox.proto) when
 // it opens and then every heartbeat_interval, carrying this hostd's
@@ -50,6 +54,7 @@
 #include "hostd/router.h"
 #include "hostd/sender_claims.h"
 #include "lib/auth/server_auth.h"
+#include "lib/relay/relay_stream.h"
 #include "lib/time/clock.h"
 #include "lib/time/sleeper.h"
 #include "proto/host.grpc.pb.h"
@@ -77,6 +82,9 @@ class RelayService final : public v1::Relay::CallbackService {
     // Bytes queued for one stream before frames to it are refused
     // (RESOURCE_EXHAUSTED: the sender is not reading).
     size_t max_queued_bytes = 64 << 20;
+    // The largest RelayBatch a stream writes or reads (lib/relay), at most
+    // the router's max_envelope_bytes (the gRPC message limit); 0: none.
+    size_t max_batch_bytes = kDefaultMaxRelayBatchBytes;
     // How often each stream gets a heartbeat; zero: never (not even the
     // first).
     absl::Duration heartbeat_interval = absl::Milliseconds(500);

@@ -103,6 +103,19 @@ class Router {
   // mailbox id: a proc name, a relay stream's sender id, or "".
   void Route(v1::Envelope envelope, const std::string& from);
 
+  // Envelopes routed to procs on this thread while it lives are written
+  // to each proc's channel together when it ends (ProcChannels::SendBatch).
+  class SendBatch {
+   public:
+    explicit SendBatch(Router* router) : batch_(router->procs_) {}
+
+   private:
+    ProcChannels::SendBatch batch_;
+  };
+
+  // The largest envelope sent on a relay stream (the gRPC message limit).
+  size_t max_envelope_bytes() const { return max_envelope_bytes_; }
+
   // Answers `envelope`'s reply_to (if any) with `why`.
   void Bounce(const v1::Envelope& envelope, const absl::Status& why);
 

@@ -154,6 +154,26 @@ absl::Status FrameChannel::SendFrame(std::string_view frame) {
 }
 
 absl::Status FrameChannel::Send(const google::protobuf::MessageLite& message) {
+  return SendMessage(message, /*write_now=*/true);
+}
+
+absl::Status FrameChannel::Queue(const google::protobuf::MessageLite& message) {
+  return SendMessage(message, /*write_now=*/false);
+}
+
+void FrameChannel::WriteQueued() {
+  absl::MutexLock lock(&mu_);
+  if (ended_ || pending_bytes_ == 0) return;
+  if (absl::Status status = WritePendingLocked(); !status.ok()) {
+    EndLocked(std::move(status));
+    return;
+  }
+  // The thread polls for POLLOUT once it sees bytes queued.
+  if (pending_bytes_ > 0) Wake();
+}
+
+absl::Status FrameChannel::SendMessage(
+    const google::protobuf::MessageLite& message, bool write_now) {
   const size_t size = message.ByteSizeLong();
   // Protobuf itself serializes at most 2 GiB.
   const size_t max_frame_bytes = this->max_frame_bytes();
@@ -168,7 +188,7 @@ absl::Status FrameChannel::Send(const google::protobuf::MessageLite& message) {
   message.SerializeWithCachedSizesToArray(
       reinterpret_cast<uint8_t*>(buffer.data() + kHeaderBytes));
   struct iovec iov = {buffer.data(), buffer.size()};
-  return SendFramed(&iov, 1, buffer.size(), &buffer);
+  return SendFramed(&iov, 1, buffer.size(), &buffer, write_now);
 }
 
 absl::Status FrameChannel::CheckSendable(size_t frame_bytes) {
@@ -196,11 +216,12 @@ absl::Status FrameChannel::CheckSendable(size_t frame_bytes) {
 }
 
 absl::Status FrameChannel::SendFramed(const struct iovec* iov, int iovcnt,
-                                      size_t total, std::string* owned) {
+                                      size_t total, std::string* owned,
+                                      bool write_now) {
   absl::MutexLock lock(&mu_);
   if (absl::Status status = CheckSendable(total); !status.ok()) return status;
   size_t written = 0;
-  if (pending_bytes_ == 0) {
+  if (pending_bytes_ == 0 && write_now) {
     // The fast path: nothing queued, so this frame goes straight out.
     struct msghdr msg = {};
     msg.msg_iov = const_cast<struct iovec*>(iov);
@@ -221,7 +242,9 @@ absl::Status FrameChannel::SendFramed(const struct iovec* iov, int iovcnt,
     if (written == total) return absl::OkStatus();
   }
   const bool was_empty = pending_bytes_ == 0;
-  if (owned != nullptr && (was_empty || total - written >= kQueueChunk)) {
+  // A queued-only frame is not worth a chunk of its own: small ones share.
+  if (owned != nullptr && (was_empty || total - written >= kQueueChunk) &&
+      (write_now || total >= kQueueChunk)) {
     // Queue the caller's buffer itself.
     if (was_empty) pending_offset_ = written;
     pending_.push_back(std::move(*owned));
@@ -238,7 +261,9 @@ absl::Status FrameChannel::SendFramed(const struct iovec* iov, int iovcnt,
       skip = 0;
     }
   }
-  if (was_empty) Wake();  // the thread now polls for POLLOUT
+  // The thread now polls for POLLOUT; a queued-only frame waits for
+  // WriteQueued instead.
+  if (was_empty && write_now) Wake();
   return absl::OkStatus();
 }
 

@@ -9,8 +9,9 @@
 //  - Threads: one thread per channel reads the socket and flushes what the
 //    socket did not take at once. Callbacks run on that thread, one at a
 //    time: every frame in arrival order, then at most one on_closed.
-//    SendFrame/Send/Flush/Close are thread-safe; frames sent from one thread
-//    go out in call order. Sending never blocks the caller.
+//    SendFrame/Send/Queue/WriteQueued/Flush/Close are thread-safe; frames
+//    sent (or queued) from one thread go out in call order. Sending never
+//    blocks the caller.
 //  - Shutdown order: Close() shuts the socket down (the peer sees EOF), drops
 //    unsent frames and returns without waiting; no callback starts after it
 //    returns, though one already under way (e.g. the caller itself) may still
@@ -96,6 +97,17 @@ class FrameChannel {
   // take it all: no further copy).
   absl::Status Send(const google::protobuf::MessageLite& message);
 
+  // Like Send, but only queues the frame, even when nothing is queued: it
+  // goes out with the next WriteQueued() (or earlier, with whatever the
+  // channel thread writes). For a caller that sends several frames in a
+  // row and then calls WriteQueued once: one sendmsg for all of them.
+  // Same errors as Send.
+  absl::Status Queue(const google::protobuf::MessageLite& message);
+  // Writes what is queued now, on the caller's thread, as far as the socket
+  // takes it; the channel thread writes the rest. Never blocks. A write
+  // error ends the channel, as one by the channel thread does.
+  void WriteQueued();
+
   // Waits until every queued frame has been written to the socket or
   // `timeout` passed; false on timeout or if the channel ended with frames
   // unsent. May be called from a callback (it then writes itself).
@@ -127,7 +139,11 @@ class FrameChannel {
   // not null it holds exactly those bytes and may be moved into the queue
   // instead of copied.
   absl::Status SendFramed(const struct iovec* iov, int iovcnt, size_t total,
-                          std::string* owned);
+                          std::string* owned, bool write_now = true);
+  // Serializes `message` as one frame (header included) and hands it to
+  // SendFramed.
+  absl::Status SendMessage(const google::protobuf::MessageLite& message,
+                           bool write_now);
   absl::Status CheckSendable(size_t frame_bytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes queued bytes until the socket would block. OK also when it did

@@ -267,6 +267,49 @@ TEST_CASE("a protobuf message sent with Send arrives as one frame") {
   CHECK(recorder.frames()[1].empty());
 }
 
+TEST_CASE(
+    "frames only queued go out in order with the next WriteQueued, ahead of "
+    "a later Send") {
+  int a, b;
+  std::tie(a, b) = SocketPair();
+  std::unique_ptr<FrameChannel> channel =
+      MakeChannel(a, {}, {.name = "queued", .max_pending_bytes = 1 << 20});
+  google::protobuf::BytesValue small, large, last;
+  small.set_value(Pattern(1, 100));
+  large.set_value(Pattern(2, 100000));  // a chunk of its own
+  last.set_value(Pattern(3, 10));
+  // The channel thread is asleep in poll by now (it writes queued bytes it
+  // happens to see on its own, which would make the next check racy).
+  absl::SleepFor(absl::Milliseconds(50));
+  REQUIRE(channel->Queue(small).ok());
+  REQUIRE(channel->Queue(large).ok());
+  REQUIRE(channel->Queue(small).ok());
+  // Nothing is written until WriteQueued.
+  CHECK_FALSE(WaitReadable(b, absl::Milliseconds(50)));
+  channel->WriteQueued();
+  REQUIRE(channel->Send(last).ok());  // behind what was queued
+  std::string expected =
+      Framed(small.SerializeAsString()) + Framed(large.SerializeAsString()) +
+      Framed(small.SerializeAsString()) + Framed(last.SerializeAsString());
+  std::string got;
+  REQUIRE(ReadExactly(b, expected.size(), &got));
+  CHECK(got == expected);
+  CHECK(channel->Flush(kWait));
+
+  SECTION("Queue keeps to max_pending_bytes") {
+    google::protobuf::BytesValue big;
+    big.set_value(std::string(600 << 10, 'q'));
+    REQUIRE(channel->Queue(big).ok());
+    absl::Status status = channel->Queue(big);
+    CHECK(status.code() == absl::StatusCode::kResourceExhausted);
+    channel->WriteQueued();
+    REQUIRE(ReadExactly(b, Framed(big.SerializeAsString()).size(), &got));
+    CHECK(got == Framed(big.SerializeAsString()));
+  }
+  channel.reset();
+  close(b);
+}
+
 TEST_CASE("a peer that closes at a frame boundary ends the channel with OK") {
   int a, b;
   std::tie(a, b) = SocketPair();

@@ -1,5 +1,7 @@
 #include "lib/relay/relay_server_stream.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -15,8 +17,17 @@ std::string RelayServerStream::SenderOf(
 }
 
 RelayServerStream::RelayServerStream(grpc::CallbackServerContext* context,
-                                     size_t max_queued_bytes)
-    : context_(context), max_queued_bytes_(max_queued_bytes) {}
+                                     size_t max_queued_bytes,
+                                     size_t max_batch_bytes)
+    : context_(context),
+      max_queued_bytes_(max_queued_bytes),
+      max_batch_bytes_(max_batch_bytes) {}
+
+void RelayServerStream::StampHeartbeat(v1::RelayFrame& frame) const {
+  if (!frame.has_heartbeat()) return;
+  frame.mutable_heartbeat()->set_max_batch_bytes(
+      static_cast<uint32_t>(std::min<size_t>(max_batch_bytes_, UINT32_MAX)));
+}
 
 void RelayServerStream::StartReading() { StartRead(&in_); }
 
@@ -28,11 +39,12 @@ void RelayServerStream::Refuse(const grpc::Status& status) {
 }
 
 absl::Status RelayServerStream::Write(v1::RelayFrame frame) {
+  StampHeartbeat(frame);
+  size_t bytes = frame.ByteSizeLong();
   absl::MutexLock lock(&mu_);
   if (broken_ || finished_ || last_queued_) {
     return absl::UnavailableError(absl::StrCat("the ", name(), " is closed"));
   }
-  size_t bytes = frame.ByteSizeLong();
   if (!out_.empty() && queued_bytes_ + bytes > max_queued_bytes_) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the ", name(), " has ", queued_bytes_,
@@ -46,9 +58,10 @@ absl::Status RelayServerStream::Write(v1::RelayFrame frame) {
 }
 
 void RelayServerStream::WriteLast(v1::RelayFrame frame) {
+  StampHeartbeat(frame);
+  size_t bytes = frame.ByteSizeLong();
   absl::MutexLock lock(&mu_);
   if (broken_ || finished_ || last_queued_) return;
-  size_t bytes = frame.ByteSizeLong();
   if (!out_.empty() && queued_bytes_ + bytes > max_queued_bytes_) return;
   last_queued_ = true;
   queued_bytes_ += bytes;
@@ -64,7 +77,15 @@ void RelayServerStream::OnReadDone(bool ok) {
     MaybeFinishLocked();
     return;
   }
-  OnFrame(in_);
+  if (in_.has_batch()) {
+    OnBatchStart();
+    for (v1::RelayFrame& frame : *in_.mutable_batch()->mutable_frames()) {
+      if (!frame.has_batch()) OnOneFrame(frame);  // never nested
+    }
+    OnBatchEnd();
+  } else {
+    OnOneFrame(in_);
+  }
   in_.Clear();
   {
     // Finished (WriteLast): read no more.
@@ -105,8 +126,44 @@ void RelayServerStream::OnDone() {
   delete this;
 }
 
+void RelayServerStream::OnOneFrame(v1::RelayFrame& frame) {
+  if (frame.has_heartbeat()) {
+    peer_batch_bytes_.store(frame.heartbeat().max_batch_bytes(),
+                            std::memory_order_relaxed);
+  }
+  OnFrame(frame);
+}
+
+void RelayServerStream::BatchFrontLocked() {
+  if (out_.size() < 2) return;
+  const size_t cap = std::min<size_t>(
+      max_batch_bytes_, peer_batch_bytes_.load(std::memory_order_relaxed));
+  size_t total = kRelayBatchOverhead;
+  size_t count = 0;
+  for (size_t i = 0; i < out_.size(); ++i) {
+    const size_t next = total + RelayBatchEntryBytes(out_bytes_[i]);
+    if (next > cap || out_[i].has_batch()) break;
+    total = next;
+    ++count;
+  }
+  if (count < 2) return;
+  v1::RelayFrame batch;
+  size_t bytes = 0;
+  auto* frames = batch.mutable_batch()->mutable_frames();
+  frames->Reserve(static_cast<int>(count));
+  for (size_t i = 0; i < count; ++i) {
+    bytes += out_bytes_.front();
+    frames->Add(std::move(out_.front()));
+    out_.pop_front();
+    out_bytes_.pop_front();
+  }
+  out_.push_front(std::move(batch));
+  out_bytes_.push_front(bytes);
+}
+
 void RelayServerStream::WriteFrontLocked() {
   writing_ = true;
+  BatchFrontLocked();
   grpc::WriteOptions options;
   if (out_.size() > 1) options.set_buffer_hint();
   StartWrite(&out_.front(), options);

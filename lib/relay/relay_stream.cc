@@ -3,7 +3,9 @@
 #include <glog/logging.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <deque>
 #include <thread>
 #include <utility>
@@ -16,6 +18,22 @@
 #include "proto/host.grpc.pb.h"
 
 namespace mesh {
+
+size_t RelayBatchEntryBytes(size_t bytes) {
+  size_t length_bytes = 1;
+  for (size_t rest = bytes >> 7; rest != 0; rest >>= 7) ++length_bytes;
+  return 1 + length_bytes + bytes;
+}
+
+void AppendUnbatched(v1::RelayFrame&& frame, std::vector<v1::RelayFrame>* out) {
+  if (!frame.has_batch()) {
+    out->push_back(std::move(frame));
+    return;
+  }
+  for (v1::RelayFrame& inner : *frame.mutable_batch()->mutable_frames()) {
+    out->push_back(std::move(inner));
+  }
+}
 
 std::shared_ptr<grpc::Channel> NewHostChannel(
     const std::string& address, const ClientCredentials& credentials) {
@@ -53,6 +71,8 @@ struct RelayStream::State {
   std::atomic<int64_t> last_frame_ns;
   std::atomic<uint64_t> frames_read{0};
   std::atomic<uint32_t> heartbeat_ms{0};
+  // The largest batch the other end said it reads (0: none yet).
+  std::atomic<uint32_t> peer_batch_bytes{0};
 
   mutable absl::Mutex mu;
   Reactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
@@ -104,12 +124,40 @@ class RelayStream::Reactor final
   // the lock annotations match the callers').
   void WriteFront(State& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state.mu) {
     state.writing = true;
+    BatchFront(state);
     grpc::WriteOptions options;
     // More is queued behind this one: let the transport coalesce; the last
     // write of a burst goes without the hint, which flushes.
     if (state.queue.size() > 1) options.set_buffer_hint();
     // std::deque keeps references to its elements valid across push_back.
     StartWrite(&state.queue.front().frame, options);
+  }
+
+  // Replaces the frames at the queue's front by one batch of them, as many
+  // as fit the smaller of both ends' caps, if that is two or more.
+  static void BatchFront(State& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state.mu) {
+    if (state.queue.size() < 2) return;
+    const size_t cap = std::min<size_t>(
+        state.options.max_batch_bytes,
+        state.peer_batch_bytes.load(std::memory_order_relaxed));
+    size_t total = kRelayBatchOverhead;
+    size_t count = 0;
+    for (const State::Queued& queued : state.queue) {
+      const size_t next = total + RelayBatchEntryBytes(queued.bytes);
+      if (next > cap || queued.frame.has_batch()) break;
+      total = next;
+      ++count;
+    }
+    if (count < 2) return;
+    State::Queued batch{v1::RelayFrame(), 0};
+    auto* frames = batch.frame.mutable_batch()->mutable_frames();
+    frames->Reserve(static_cast<int>(count));
+    for (size_t i = 0; i < count; ++i) {
+      batch.bytes += state.queue.front().bytes;
+      frames->Add(std::move(state.queue.front().frame));
+      state.queue.pop_front();
+    }
+    state.queue.push_front(std::move(batch));
   }
 
   void FinishWrites(State& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state.mu) {
@@ -125,7 +173,7 @@ class RelayStream::Reactor final
     state.queued_bytes -= front.bytes;
     if (!ok) {
       state.broken = true;
-      state.failed.push_back(std::move(front.frame));
+      AppendUnbatched(std::move(front.frame), &state.failed);
     }
     state.queue.pop_front();
     if (state.broken) return;
@@ -140,15 +188,19 @@ class RelayStream::Reactor final
     if (ok) {
       state_->last_frame_ns.store(absl::ToInt64Nanoseconds(state_->clock.Now()),
                                   std::memory_order_relaxed);
-      state_->frames_read.fetch_add(1, std::memory_order_relaxed);
-      if (incoming_.has_heartbeat()) {
-        state_->heartbeat_ms.store(incoming_.heartbeat().interval_ms(),
-                                   std::memory_order_relaxed);
-      }
-      if (state_->on_frame) {
-        state_->callback_thread = std::this_thread::get_id();
-        state_->on_frame(std::move(incoming_));
-        state_->callback_thread = std::thread::id();
+      if (incoming_.has_batch()) {
+        for (v1::RelayFrame& frame :
+             *incoming_.mutable_batch()->mutable_frames()) {
+          if (frame.has_batch()) {
+            LOG_EVERY_N(WARNING, 100)
+                << "relay stream to " << state_->options.peer
+                << ": dropping a batch nested in a batch";
+            continue;
+          }
+          OnOneFrame(frame);
+        }
+      } else {
+        OnOneFrame(incoming_);
       }
       incoming_.Clear();
       StartRead(&incoming_);
@@ -159,6 +211,22 @@ class RelayStream::Reactor final
       state_->broken = true;
     }
     RemoveHold();
+  }
+
+  // A frame read (a batch's, or one alone).
+  void OnOneFrame(v1::RelayFrame& frame) {
+    state_->frames_read.fetch_add(1, std::memory_order_relaxed);
+    if (frame.has_heartbeat()) {
+      state_->heartbeat_ms.store(frame.heartbeat().interval_ms(),
+                                 std::memory_order_relaxed);
+      state_->peer_batch_bytes.store(frame.heartbeat().max_batch_bytes(),
+                                     std::memory_order_relaxed);
+    }
+    if (state_->on_frame) {
+      state_->callback_thread = std::this_thread::get_id();
+      state_->on_frame(std::move(frame));
+      state_->callback_thread = std::thread::id();
+    }
   }
 
   void OnDone(const grpc::Status& status) override {
@@ -172,7 +240,7 @@ class RelayStream::Reactor final
       state->end = end;
       unsent = std::move(state->failed);
       for (State::Queued& queued : state->queue) {
-        unsent.push_back(std::move(queued.frame));
+        AppendUnbatched(std::move(queued.frame), &unsent);
       }
       state->queue.clear();
       state->queued_bytes = 0;
@@ -235,8 +303,12 @@ absl::Duration RelayStream::heartbeat_interval() const {
 }
 
 absl::Status RelayStream::Write(v1::RelayFrame& frame) {
-  const size_t bytes = frame.ByteSizeLong();
   State& state = *state_;
+  if (frame.has_heartbeat()) {
+    frame.mutable_heartbeat()->set_max_batch_bytes(static_cast<uint32_t>(
+        std::min<size_t>(state.options.max_batch_bytes, UINT32_MAX)));
+  }
+  const size_t bytes = frame.ByteSizeLong();
   absl::MutexLock lock(&state.mu);
   if (state.reactor == nullptr) {
     return absl::UnavailableError(

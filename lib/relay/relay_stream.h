@@ -10,8 +10,14 @@
 //   ...
 //   stream->Shutdown();  // drains, half-closes, waits for on_done
 //
-// Writes never block: a frame is queued (one write in flight at a time;
-// frames queued behind it are coalesced by gRPC) and Write answers at once.
+// Writes never block: a frame is queued (one write in flight at a time)
+// and Write answers at once. Frames queued behind the write in flight go
+// out together as one RelayBatch message (proto/mailbox.proto) once the
+// other end announced it reads batches (a Heartbeat's max_batch_bytes), at
+// most that many bytes and Options.max_batch_bytes (a frame over it goes
+// alone); they still arrive, and reach on_frame, one by one in write order.
+// Each heartbeat written carries Options.max_batch_bytes: this end reads
+// batches too (read batches are unpacked before on_frame).
 // Bytes queued and not yet written are capped (Options.max_queued_bytes);
 // past the cap Write is RESOURCE_EXHAUSTED. A stream lives as long as both
 // ends: it has no deadline. It remembers when it last read a frame
@@ -53,6 +59,17 @@ namespace mesh {
 // ("client:<hex>" or "host:<host:port>").
 inline constexpr char kRelaySenderMetadata[] = "mesh-sender";
 
+// Relay batches (v1::RelayBatch), shared by both ends of a relay stream.
+// The largest batch an end reads and writes unless configured otherwise.
+inline constexpr size_t kDefaultMaxRelayBatchBytes = 64 << 10;
+// A batch message's bytes besides its entries (its own tag and length).
+inline constexpr size_t kRelayBatchOverhead = 6;
+// What a frame of `bytes` (ByteSizeLong) adds to a batch: itself, its tag
+// and its length.
+size_t RelayBatchEntryBytes(size_t bytes);
+// Appends `frame` to `out`, or its frames if it is a batch (in order).
+void AppendUnbatched(v1::RelayFrame&& frame, std::vector<v1::RelayFrame>* out);
+
 // A channel to hostd at `address` ("host:port") presenting `credentials`,
 // carrying messages up to kMaxMessageBytes either way: what clients and
 // hosts open streams and call verbs on.
@@ -69,11 +86,15 @@ class RelayStream {
     // Bytes queued but not yet written, at most (one frame is always
     // accepted into an empty queue).
     size_t max_queued_bytes = 64 << 20;
+    // The largest batch this end writes and reads (announced in each
+    // heartbeat it writes); 0: it neither writes nor reads batches.
+    size_t max_batch_bytes = kDefaultMaxRelayBatchBytes;
     // Times frames as they are read (last_frame_at); null: the real
     // monotonic clock. Must outlive the stream.
     const MonotonicClock* clock = nullptr;
   };
-  // Each frame read, in arrival order.
+  // Each frame read, in arrival order (never a batch: its frames come one
+  // by one).
   using FrameHandler = std::function<void(v1::RelayFrame frame)>;
   // Once, when the stream has ended: how it ended (OK when the host
   // finished it after our Close; CANCELLED after Cancel), and the frames
@@ -94,7 +115,8 @@ class RelayStream {
   RelayStream& operator=(const RelayStream&) = delete;
 
   // Queues `frame` for writing, moving from it, and returns OK; or leaves it
-  // alone and returns why not: UNAVAILABLE once the stream has broken or
+  // alone and returns why not (a heartbeat gets this end's max_batch_bytes
+  // stamped in first): UNAVAILABLE once the stream has broken or
   // ended, FAILED_PRECONDITION after Close(), RESOURCE_EXHAUSTED past the
   // cap. Messages name the peer.
   absl::Status Write(v1::RelayFrame& frame);

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <deque>
 #include <memory>
 #include <string>
@@ -29,13 +30,22 @@ constexpr absl::Duration kWait = absl::Seconds(30);
 // echoes are written. With `read` false it never reads (a stalled host).
 class EchoRelay final : public v1::Relay::CallbackService {
  public:
-  explicit EchoRelay(bool read) : read_(read) {}
+  // `batches`: each stream first writes a heartbeat announcing that it
+  // reads batches (so the other end may batch), and batches its own writes
+  // once the other end announced the same.
+  explicit EchoRelay(bool read, bool batches = false)
+      : read_(read), batches_(batches) {}
 
   grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame>* Connect(
       grpc::CallbackServerContext* context) override {
     absl::MutexLock lock(&mu_);
     senders_.push_back(RelayServerStream::SenderOf(*context));
-    auto* stream = new Stream(this, context);
+    auto* stream = new Stream(this, context, batches_ ? 64 << 10 : 0);
+    if (batches_) {
+      v1::RelayFrame heartbeat;
+      heartbeat.mutable_heartbeat()->set_interval_ms(1000);
+      stream->Write(std::move(heartbeat)).IgnoreError();
+    }
     if (read_) stream->StartReading();
     return stream;
   }
@@ -52,12 +62,14 @@ class EchoRelay final : public v1::Relay::CallbackService {
  private:
   class Stream final : public RelayServerStream {
    public:
-    Stream(EchoRelay* service, grpc::CallbackServerContext* context)
-        : RelayServerStream(context), service_(service) {}
+    Stream(EchoRelay* service, grpc::CallbackServerContext* context,
+           size_t max_batch_bytes)
+        : RelayServerStream(context, 64 << 20, max_batch_bytes),
+          service_(service) {}
 
    private:
     void OnFrame(v1::RelayFrame& frame) override {
-      {
+      if (frame.has_envelope()) {
         absl::MutexLock lock(&service_->mu_);
         service_->received_.push_back(frame.envelope().correlation());
       }
@@ -68,6 +80,7 @@ class EchoRelay final : public v1::Relay::CallbackService {
   };
 
   const bool read_;
+  const bool batches_;
   absl::Mutex mu_;
   std::vector<std::string> senders_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> received_ ABSL_GUARDED_BY(mu_);
@@ -76,7 +89,8 @@ class EchoRelay final : public v1::Relay::CallbackService {
 // The echo server on 127.0.0.1:0.
 class Host {
  public:
-  explicit Host(bool read = true) : service_(read) {
+  explicit Host(bool read = true, bool batches = false)
+      : service_(read, batches) {
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
@@ -110,6 +124,11 @@ class Seen {
   RelayStream::FrameHandler OnFrame() {
     return [this](v1::RelayFrame frame) {
       absl::MutexLock lock(&mu_);
+      if (frame.has_batch()) ++batches_;  // must never reach on_frame
+      if (frame.has_heartbeat()) ++heartbeats_;
+      if (frame.has_envelope()) {
+        envelopes_.push_back(frame.envelope().correlation());
+      }
       frames_.push_back(frame.envelope().correlation());
     };
   }
@@ -121,6 +140,28 @@ class Seen {
           status_ = status;
           unsent_ = unsent.size();
         };
+  }
+  bool WaitHeartbeat() {
+    absl::MutexLock lock(&mu_);
+    auto seen = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return heartbeats_ > 0;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&seen), kWait);
+  }
+  bool WaitEnvelopes(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return envelopes_.size() >= n;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), kWait);
+  }
+  std::vector<uint64_t> envelopes() {
+    absl::MutexLock lock(&mu_);
+    return envelopes_;
+  }
+  int batches() {
+    absl::MutexLock lock(&mu_);
+    return batches_;
   }
   bool WaitFrames(size_t n) {
     absl::MutexLock lock(&mu_);
@@ -149,6 +190,9 @@ class Seen {
  private:
   absl::Mutex mu_;
   std::vector<uint64_t> frames_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> envelopes_ ABSL_GUARDED_BY(mu_);
+  int heartbeats_ ABSL_GUARDED_BY(mu_) = 0;
+  int batches_ ABSL_GUARDED_BY(mu_) = 0;
   int done_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status status_ ABSL_GUARDED_BY(mu_);
   size_t unsent_ ABSL_GUARDED_BY(mu_) = 0;
@@ -209,6 +253,254 @@ TEST_CASE("ten thousand frames reach the host and come back in order") {
     v1::Envelope late = Numbered(1);
     CHECK(stream->Send(late).code() == absl::StatusCode::kUnavailable);
   }
+}
+
+TEST_CASE(
+    "frames batched both ways still arrive one by one in the order written") {
+  Host host(/*read=*/true, /*batches=*/true);
+  Seen seen;
+  std::unique_ptr<RelayStream> stream = Open(host.address(), seen);
+  REQUIRE(seen.WaitHeartbeat());  // the host reads batches from now on
+  v1::RelayFrame heartbeat;       // and so does this end
+  heartbeat.mutable_heartbeat()->set_interval_ms(1000);
+  REQUIRE(stream->Write(heartbeat).ok());
+  constexpr uint64_t kCount = 20000;
+  for (uint64_t i = 0; i < kCount; ++i) {
+    v1::Envelope envelope = Numbered(i, i % 7 == 0 ? 3000 : 10);
+    REQUIRE(stream->Send(envelope).ok());
+  }
+  REQUIRE(seen.WaitEnvelopes(kCount));
+  std::vector<uint64_t> back = seen.envelopes();
+  std::vector<uint64_t> received = host.service().received();
+  REQUIRE(back.size() == kCount);
+  REQUIRE(received.size() == kCount);
+  size_t out_of_order = 0;
+  for (uint64_t i = 0; i < kCount; ++i) {
+    if (back[i] != i || received[i] != i) ++out_of_order;
+  }
+  CHECK(out_of_order == 0);
+  CHECK(seen.batches() == 0);  // unpacked before on_frame
+  stream->Shutdown(kWait);
+  CHECK(seen.status().ok());
+  CHECK(seen.unsent() == 0);
+}
+
+// A host that reads raw messages (batches as they came): it announces
+// `announce` as the batch cap it reads, then records every message.
+class RawRelay final : public v1::Relay::Service {
+ public:
+  explicit RawRelay(uint32_t announce) : announce_(announce) {}
+
+  grpc::Status Connect(grpc::ServerContext*,
+                       grpc::ServerReaderWriter<v1::RelayFrame, v1::RelayFrame>*
+                           stream) override {
+    v1::RelayFrame heartbeat;
+    heartbeat.mutable_heartbeat()->set_interval_ms(1000);
+    heartbeat.mutable_heartbeat()->set_max_batch_bytes(announce_);
+    stream->Write(heartbeat);
+    v1::RelayFrame frame;
+    while (stream->Read(&frame)) {
+      absl::MutexLock lock(&mu_);
+      messages_.push_back(frame);
+    }
+    return grpc::Status::OK;
+  }
+
+  std::vector<v1::RelayFrame> messages() {
+    absl::MutexLock lock(&mu_);
+    return messages_;
+  }
+
+ private:
+  const uint32_t announce_;
+  absl::Mutex mu_;
+  std::vector<v1::RelayFrame> messages_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_CASE(
+    "a batch keeps within both ends' caps and a frame over them goes alone") {
+  RawRelay service(/*announce=*/4096);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  REQUIRE(server != nullptr);
+  Seen seen;
+  RelayStream::Options options;
+  options.sender = "client:0123456789abcdef";
+  options.peer = "raw host";
+  size_t own_cap = 0;
+  SECTION("the host's cap is the smaller") { own_cap = 64 << 10; }
+  SECTION("this end's cap is the smaller") { own_cap = 2500; }
+  options.max_batch_bytes = own_cap;
+  const size_t cap = std::min<size_t>(own_cap, 4096);
+  std::unique_ptr<RelayStream> stream = RelayStream::Start(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
+                          grpc::InsecureChannelCredentials()),
+      options, seen.OnFrame(), seen.OnDone());
+  REQUIRE(seen.WaitHeartbeat());
+  v1::RelayFrame heartbeat;
+  heartbeat.mutable_heartbeat()->set_interval_ms(1000);
+  REQUIRE(stream->Write(heartbeat).ok());
+  constexpr uint64_t kCount = 5000;
+  constexpr uint64_t kLarge = 2500;  // over either cap: goes alone
+  for (uint64_t i = 0; i < kCount; ++i) {
+    v1::Envelope envelope = Numbered(i, i == kLarge ? 6000 : 100);
+    REQUIRE(stream->Send(envelope).ok());
+  }
+  stream->Shutdown(kWait);
+  REQUIRE(seen.status().ok());
+
+  std::vector<v1::RelayFrame> messages = service.messages();
+  REQUIRE_FALSE(messages.empty());
+  // This end's heartbeat says what it reads.
+  REQUIRE(messages[0].has_heartbeat());
+  CHECK(messages[0].heartbeat().max_batch_bytes() == own_cap);
+  std::vector<uint64_t> order;
+  size_t batches = 0;
+  size_t over_cap = 0;
+  bool large_alone = false;
+  for (const v1::RelayFrame& message : messages) {
+    if (!message.has_batch()) {
+      if (!message.has_envelope()) continue;
+      if (message.envelope().correlation() == kLarge) large_alone = true;
+      order.push_back(message.envelope().correlation());
+      continue;
+    }
+    ++batches;
+    if (message.ByteSizeLong() > cap) ++over_cap;
+    CHECK(message.batch().frames_size() >= 2);
+    for (const v1::RelayFrame& frame : message.batch().frames()) {
+      CHECK_FALSE(frame.has_batch());
+      order.push_back(frame.envelope().correlation());
+    }
+  }
+  CHECK(batches > 0);
+  CHECK(over_cap == 0);
+  CHECK(large_alone);
+  REQUIRE(order.size() == kCount);
+  size_t out_of_order = 0;
+  for (uint64_t i = 0; i < kCount; ++i) {
+    if (order[i] != i) ++out_of_order;
+  }
+  CHECK(out_of_order == 0);
+  server->Shutdown(std::chrono::system_clock::now());
+}
+
+TEST_CASE("a stream sends no batches to an end that never announced a cap") {
+  RawRelay service(/*announce=*/0);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  REQUIRE(server != nullptr);
+  Seen seen;
+  std::unique_ptr<RelayStream> stream =
+      Open(absl::StrCat("127.0.0.1:", port), seen);
+  REQUIRE(seen.WaitHeartbeat());
+  for (uint64_t i = 0; i < 2000; ++i) {
+    v1::Envelope envelope = Numbered(i, 100);
+    REQUIRE(stream->Send(envelope).ok());
+  }
+  stream->Shutdown(kWait);
+  std::vector<v1::RelayFrame> messages = service.messages();
+  CHECK(messages.size() == 2000);
+  for (const v1::RelayFrame& message : messages) CHECK(message.has_envelope());
+  server->Shutdown(std::chrono::system_clock::now());
+}
+
+// A host (RelayServerStream) that writes `count` envelopes in a burst once
+// the other end's first heartbeat came.
+class BurstRelay final : public v1::Relay::CallbackService {
+ public:
+  BurstRelay(uint64_t count, size_t max_batch_bytes)
+      : count_(count), max_batch_bytes_(max_batch_bytes) {}
+
+  grpc::ServerBidiReactor<v1::RelayFrame, v1::RelayFrame>* Connect(
+      grpc::CallbackServerContext* context) override {
+    auto* stream = new Stream(this, context);
+    stream->StartReading();
+    return stream;
+  }
+
+ private:
+  class Stream final : public RelayServerStream {
+   public:
+    Stream(BurstRelay* service, grpc::CallbackServerContext* context)
+        : RelayServerStream(context, 64 << 20, service->max_batch_bytes_),
+          service_(service) {}
+
+   private:
+    void OnFrame(v1::RelayFrame& frame) override {
+      if (!frame.has_heartbeat() || burst_) return;
+      burst_ = true;
+      for (uint64_t i = 0; i < service_->count_; ++i) {
+        v1::RelayFrame out;
+        *out.mutable_envelope() = Numbered(i, i == 7 ? 6000 : 100);
+        Write(std::move(out)).IgnoreError();
+      }
+    }
+    BurstRelay* const service_;
+    bool burst_ = false;
+  };
+
+  const uint64_t count_;
+  const size_t max_batch_bytes_;
+};
+
+TEST_CASE(
+    "a host batches what is queued for a client that reads batches, in "
+    "order and within both caps") {
+  constexpr uint64_t kCount = 5000;
+  BurstRelay service(kCount, /*max_batch_bytes=*/3000);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  REQUIRE(server != nullptr);
+  auto stub = v1::Relay::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  uint32_t announce = 0;
+  SECTION("the client's cap is the larger") { announce = 64 << 10; }
+  SECTION("the client's cap is the smaller") { announce = 2000; }
+  const size_t cap = std::min<size_t>(announce, 3000);
+  grpc::ClientContext context;
+  auto call = stub->Connect(&context);
+  v1::RelayFrame heartbeat;
+  heartbeat.mutable_heartbeat()->set_max_batch_bytes(announce);
+  REQUIRE(call->Write(heartbeat));
+  std::vector<uint64_t> order;
+  size_t batches = 0;
+  size_t over_cap = 0;
+  v1::RelayFrame message;
+  while (order.size() < kCount && call->Read(&message)) {
+    if (!message.has_batch()) {
+      order.push_back(message.envelope().correlation());
+      continue;
+    }
+    ++batches;
+    if (message.ByteSizeLong() > cap) ++over_cap;
+    for (const v1::RelayFrame& frame : message.batch().frames()) {
+      order.push_back(frame.envelope().correlation());
+    }
+  }
+  call->WritesDone();
+  CHECK(call->Finish().ok());
+  CHECK(batches > 0);
+  CHECK(over_cap == 0);
+  REQUIRE(order.size() == kCount);
+  size_t out_of_order = 0;
+  for (uint64_t i = 0; i < kCount; ++i) {
+    if (order[i] != i) ++out_of_order;
+  }
+  CHECK(out_of_order == 0);
+  server->Shutdown(std::chrono::system_clock::now());
 }
 
 TEST_CASE("on_done runs once when the host shuts down") {
