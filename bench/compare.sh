@@ -1,42 +1,45 @@
 #!/usr/bin/env bash
-# Before/after: the same figures for two builds, measured in one run, in
-# interleaved rounds (so load and thermal drift hit both alike), medians.
+# Before/after: mesh_bench of two builds, run in turns (one round each, so
+# load and thermal drift hit both alike), medians per row id.
 # Usage: bench/compare.sh OLD_BIN_DIR NEW_BIN_DIR [ROUNDS] [PROCS]
-# Each BIN_DIR holds hostd, procd, meshctl and mesh_bench of one build.
+# Each BIN_DIR is a build's bazel-bin/bench (mesh_bench with its floors/,
+# cold_client, and ../hostd, ../procd beside it as Bazel lays them out).
+# Needs mesh_bench with --rows on both sides (bench/report.h).
 set -euo pipefail
 OLD=$1
 NEW=$2
 ROUNDS=${3:-5}
 PROCS=${4:-64}
 OUT=$(mktemp -d /tmp/hostmesh-compare-XXXXXX)
+trap 'rm -rf "$OUT"' EXIT
 for round in $(seq "$ROUNDS"); do
   for side in old new; do
     B=$OLD
     [ "$side" = new ] && B=$NEW
-    "$B/mesh_bench" --procs "$PROCS" --calls 2000 2>/dev/null |
-      grep '^{' >>"$OUT/$side.bench"
-    bench/idle_procd.sh "$B" >>"$OUT/$side.idle"
+    "$B/mesh_bench" --rows "$OUT/$side.rows" --rounds 1 --procs "$PROCS" \
+      --skip b8,b9 2>/dev/null || echo "round $round: $side reported a problem" >&2
   done
   echo "round $round done" >&2
 done
 python3 - "$OUT" <<'PY'
 import json, statistics, sys
 out = sys.argv[1]
-def load(path):
-    return [json.loads(line) for line in open(path) if line.strip()]
 rows = {}
+order = []
 for side in ("old", "new"):
-    for run in load(f"{out}/{side}.bench"):
-        for key, value in run.items():
-            kind = key.split(":")[0]
-            rows.setdefault((kind, key.split(":")[1].split("(")[0].strip()), {}).setdefault(side, []).append(value["hostmesh"])
-    for run in load(f"{out}/{side}.idle"):
-        for key, value in run.items():
-            rows.setdefault(("idle proc", key), {}).setdefault(side, []).append(value)
-print(f"{'figure':45} {'previous main':>14} {'this change':>14}")
-for (kind, what), sides in rows.items():
-    old = statistics.median(sides.get("old", [float("nan")]))
-    new = statistics.median(sides.get("new", [float("nan")]))
-    print(f"{kind + ': ' + what:45} {old:14.1f} {new:14.1f}")
+    for line in open(f"{out}/{side}.rows"):
+        record = json.loads(line)
+        row = record.get("row")
+        if not row or not row.get("n"):
+            continue
+        if row["id"] not in rows:
+            order.append(row["id"])
+        entry = rows.setdefault(row["id"], {"unit": row.get("unit", "")})
+        entry.setdefault(side, []).append(row.get("value", 0.0))
+print(f"{'id':12} {'unit':8} {'previous':>12} {'this change':>12}")
+for key in order:
+    entry = rows[key]
+    old = statistics.median(entry.get("old", [float("nan")]))
+    new = statistics.median(entry.get("new", [float("nan")]))
+    print(f"{key:12} {entry['unit']:8} {old:12.2f} {new:12.2f}")
 PY
-rm -rf "$OUT"

@@ -36,8 +36,11 @@
 // found in this binary's runfiles, beside its package
 // (bazel-bin/tests/trouble_procd) or at $HOSTMESH_TROUBLE_PROCD.
 //
-// Usage: failure_bench [--rounds R] [--procs N]. Prints a table and a JSON
-// line.
+// Usage: failure_bench [--rows FILE] [--rounds R] [--procs N]. Prints its
+// table (median, p95, max; README "Failures reach their owner") and a JSON
+// line; with --rows it appends its rows to FILE instead (bench/report.h:
+// F7, B7.p50/p99 for proc death, fail.* for the others, bound.* for the
+// configured bounds), for bench_table.
 #include <fcntl.h>
 #include <glog/logging.h>
 #include <poll.h>
@@ -66,8 +69,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/report.h"
+#include "bench/util.h"
 #include "hostmesh/hostmesh.h"
-#include "lib/launcher/launcher.h"
 #include "proto/host.grpc.pb.h"
 #include "proto/proc.pb.h"
 #include "tests/testdata/trouble.pb.h"
@@ -154,8 +158,8 @@ class Arrivals {
 };
 
 // The least an owner can take to learn a child died: SIGKILL of a started,
-// minimal static child (bench/spawn_floor) until waitid on its pidfd (after
-// poll says it ended, as an event loop would) returns in the parent. One
+// minimal static child (bench/floors/spawn_floor) until waitid on its pidfd
+// (after poll says it ended, as an event loop would) returns in the parent. One
 // sample is taken right before each measured kill, so that the floor sees
 // the machine as the figure does (other work on it changes both).
 class KillToReapFloor {
@@ -163,7 +167,7 @@ class KillToReapFloor {
   // Appends one sample (milliseconds) to `samples`; false on failure.
   bool Sample(std::vector<double>* samples) {
     if (child_.empty()) {
-      absl::StatusOr<std::string> child = FindBinary("spawn_floor");
+      absl::StatusOr<std::string> child = bench::FindBenchBinary("spawn_floor");
       if (!child.ok()) {
         Note(std::string(child.status().message()));
         return false;
@@ -436,6 +440,7 @@ HostLoss HostLossMs(int rounds, int batch, KillToReapFloor& floor) {
   options.unreachable_after = kUnreachableAfter;
   options.lost_after = kLostAfter;
   options.on_host_event = events.Handler();
+  options.forward_proc_output = false;
   auto client = Client::Create(std::move(options));
   if (!client.ok()) {
     Note(absl::StrCat("host lost: ", client.status().ToString()));
@@ -443,6 +448,7 @@ HostLoss HostLossMs(int rounds, int batch, KillToReapFloor& floor) {
   }
   HostMesh::Options mesh_options;
   mesh_options.client = *client;
+  mesh_options.keep_logs = false;
   // Heartbeats often enough for unreachable_after to be the silence bound.
   mesh_options.hostd_args = {"--heartbeat-interval=100ms"};
   for (bool killed : {true, false}) {
@@ -551,6 +557,7 @@ OwnerGone OwnerGoneMs(HostMesh& hosts, int rounds, int procs) {
   for (int round = 0; round < rounds; ++round) {
     Client::Options options;
     options.heartbeat_interval = absl::Milliseconds(100);
+    options.forward_proc_output = false;
     auto owner = Client::Create(std::move(options));
     if (!owner.ok()) {
       Note(absl::StrCat("owner gone: ", owner.status().ToString()));
@@ -670,8 +677,74 @@ Row BoundRow(std::string metric, const std::vector<double>& samples,
           std::move(what)};
 }
 
-int Run(int rounds, int procs) {
-  auto client = Client::Create();
+// --rows: the figures as rows of the bench report (bench/report.h).
+int WriteRows(const std::string& path, int procs, const Paired& death,
+              const Paired& pending, const HostLoss& loss,
+              const OwnerGone& gone) {
+  bench::Report report;
+  using Stat = bench::Report::Stat;
+  // One floor for every figure that has one: all its samples, each taken
+  // right before a measured kill or shutdown.
+  std::vector<double> floor_us;
+  for (const Paired* paired :
+       {&death, &pending, &loss.killed_unreachable, &loss.shutdown_lost}) {
+    for (double ms : paired->floor) floor_us.push_back(ms * 1000);
+  }
+  report.Add("F7", "kill -9 of a static child -> reaped (pidfd)", "us",
+             floor_us);
+  report.Add("F7.p99", "kill -9 of a static child -> reaped (p99)", "us",
+             floor_us, Stat::kP99);
+  report
+      .Add("B7.p50", "kill -9 of a procd -> owner's supervision event (p50)",
+           "ms", death.samples)
+      .set_floor("F7");
+  report
+      .Add("B7.p99", "kill -9 of a procd -> owner's supervision event (p99)",
+           "ms", death.samples, Stat::kP99)
+      .set_floor("F7.p99");
+  report
+      .Add("fail.call", "kill -9 of a procd -> a pending Call fails", "ms",
+           pending.samples)
+      .set_floor("F7");
+  report
+      .Add("fail.unreachable", "kill -9 of a hostd -> host unreachable", "ms",
+           loss.killed_unreachable.samples)
+      .set_floor("F7");
+  report.AddValue("bound.lost_after", "configured bound: client lost_after",
+                  "ms", Ms(kLostAfter));
+  report
+      .Add("fail.lost", "kill -9 of a hostd -> host lost", "ms",
+           loss.killed_lost)
+      .set_floor("bound.lost_after");
+  report
+      .Add("fail.lost_actor", "kill -9 of a hostd -> its actors' HOST_LOST",
+           "ms", loss.killed_actor)
+      .set_floor("bound.lost_after");
+  report
+      .Add("fail.shutdown", "hostd shut down in order -> host lost", "ms",
+           loss.shutdown_lost.samples)
+      .set_floor("F7");
+  report.AddValue("bound.owner_lease", "configured bound: hostd --owner-lease",
+                  "ms", Ms(kOwnerLease));
+  report
+      .Add("fail.owner",
+           absl::StrCat("owner client gone -> its ", procs, " procs STOPPED"),
+           "ms", gone.stopped)
+      .set_floor("bound.owner_lease");
+  for (const std::string& note : Notes()) {
+    report.Note(absl::StrCat("failure_bench: ", note));
+  }
+  if (absl::Status written = report.AppendTo(path); !written.ok()) {
+    std::fprintf(stderr, "failure_bench: %s\n", written.ToString().c_str());
+    return 1;
+  }
+  return Notes().empty() ? 0 : 1;
+}
+
+int Run(int rounds, int procs, const std::string& rows_path) {
+  Client::Options client_options;
+  client_options.forward_proc_output = false;
+  auto client = Client::Create(std::move(client_options));
   if (!client.ok()) {
     std::fprintf(stderr, "failure_bench: %s\n",
                  client.status().ToString().c_str());
@@ -684,6 +757,7 @@ int Run(int rounds, int procs) {
   {
     HostMesh::Options options;
     options.client = *client;
+    options.keep_logs = false;
     auto hosts = HostMesh::Local(options);
     if (!hosts.ok()) {
       std::fprintf(stderr, "failure_bench: %s\n",
@@ -699,6 +773,7 @@ int Run(int rounds, int procs) {
   {
     HostMesh::Options options;
     options.client = *client;
+    options.keep_logs = false;
     options.hostd_args = {absl::StrCat(
         "--owner-lease=", absl::ToInt64Milliseconds(kOwnerLease), "ms")};
     auto hosts = HostMesh::Local(options);
@@ -711,6 +786,9 @@ int Run(int rounds, int procs) {
     }
   }
 
+  if (!rows_path.empty()) {
+    return WriteRows(rows_path, procs, death, pending, loss, gone);
+  }
   std::vector<Row> rows = {
       FloorRow("proc death -> owner event", death),
       FloorRow("pending call -> failed", pending),
@@ -783,13 +861,13 @@ int Run(int rounds, int procs) {
 }  // namespace mesh
 
 int main(int argc, char** argv) {
-  // Warnings and errors only: the library's INFO lines are noise here.
-  FLAGS_logtostderr = true;
-  FLAGS_minloglevel = google::GLOG_WARNING;
-  google::InitGoogleLogging(argv[0]);
+  // Errors only: the library's INFO and WARNING lines are noise here.
+  mesh::bench::QuietLogging(argv[0]);
   int rounds = 20;
   int procs = 8;
-  const char* usage = "usage: failure_bench [--rounds R] [--procs N]\n";
+  std::string rows;
+  const char* usage =
+      "usage: failure_bench [--rows FILE] [--rounds R] [--procs N]\n";
   if (argc % 2 == 0) {
     std::fprintf(stderr, "%s", usage);
     return 2;
@@ -804,8 +882,12 @@ int main(int argc, char** argv) {
         procs > 0) {
       continue;
     }
+    if (flag == "--rows") {
+      rows = argv[i + 1];
+      continue;
+    }
     std::fprintf(stderr, "%s", usage);
     return 2;
   }
-  return mesh::Run(rounds, procs);
+  return mesh::Run(rounds, procs, rows);
 }
