@@ -1315,9 +1315,20 @@ class Bench {
     add("F6.pss", "idle minimal gRPC server process: PSS", "MB");
     add("F6.rss", "idle minimal gRPC server process: RSS", "MB");
     add("F6.threads", "idle minimal gRPC server process: threads", "threads");
+    // A goal that is a multiple of a floor measured in this run.
+    auto floor_goal = [this](Row& row, const std::string& floor,
+                             double factor) {
+      row.set_floor(floor);
+      const std::vector<double>& measured = samples_[floor];
+      if (measured.empty()) return;
+      const double goal = factor * Median(measured);
+      row.set_goal(absl::StrFormat("<= %gx %s (%.3g)", factor, floor, goal));
+      row.set_goal_max(goal);
+    };
     // The figures.
-    add("B1", absl::StrCat(n, " procs -> all RUNNING, one host"), "ms")
-        .set_floor("F1");
+    floor_goal(
+        add("B1", absl::StrCat(n, " procs -> all RUNNING, one host"), "ms"),
+        "F1", 2);
     {
       Row& row = add("B1b",
                      "cold start: new client -> local host -> proc -> actor "
@@ -1341,8 +1352,8 @@ class Bench {
         row.set_goal_max(goal);
       }
     }
-    add("B3.p50", "one actor call round trip, 64 B (p50)", "us")
-        .set_floor("F3r.p50");
+    floor_goal(add("B3.p50", "one actor call round trip, 64 B (p50)", "us"),
+               "F3r.p50", 1.2);
     add("B3.p99", "one actor call round trip, 64 B (p99)", "us",
         Report::Stat::kP99)
         .set_floor("F3r.p99");
@@ -1351,18 +1362,28 @@ class Bench {
                      "calls/s");
       row.set_floor("F3b");
       row.set_higher_is_better(true);
+      const std::vector<double>& stream = samples_["F3b"];
+      const double goal =
+          std::max(50000.0, stream.empty() ? 0.0 : Median(stream) / 2);
+      row.set_goal(absl::StrFormat(">= 50%% of F3b and >= 50k (%.0f)", goal));
+      row.set_goal_min(goal);
     }
-    add("B4.64B", absl::StrCat("Call on ", n, " actors, one host, 64 B"), "ms")
-        .set_floor("F4.64B");
-    add("B4.64KiB", absl::StrCat("Call on ", n, " actors, one host, 64 KiB"),
-        "ms")
-        .set_floor("F4.64KiB");
+    floor_goal(
+        add("B4.64B", absl::StrCat("Call on ", n, " actors, one host, 64 B"),
+            "ms"),
+        "F4.64B", 0.5);
+    floor_goal(
+        add("B4.64KiB",
+            absl::StrCat("Call on ", n, " actors, one host, 64 KiB"), "ms"),
+        "F4.64KiB", 0.5);
     add("B4.count",
         absl::StrCat("Reduce(COUNT) over ", n, " actors, one host, 64 B"), "ms")
         .set_floor("F4.64B");
-    add("B5", absl::StrCat("ShutdownHost with ", n, " procs -> 0 survivors"),
-        "ms")
-        .set_floor("F5");
+    floor_goal(
+        add("B5",
+            absl::StrCat("ShutdownHost with ", n, " procs -> 0 survivors"),
+            "ms"),
+        "F5", 1.3);
     {
       Row& row = add("B6.pss", "idle procd, no actor: PSS", "MB");
       row.set_floor("F6.pss");
@@ -1383,10 +1404,12 @@ class Bench {
     }
     CpuNotes();
     if (flags_.skip.count("b9") == 0) {
-      add("B9",
-          absl::StrCat("hostd restart with ", n,
-                       " procs -> all answer through it"),
-          "ms");
+      Row& row = add("B9",
+                     absl::StrCat("hostd restart with ", n,
+                                  " procs -> all answer through it"),
+                     "ms");
+      row.set_goal("<= 500 ms");
+      row.set_goal_max(500);
     }
     if (flags_.skip.count("b8") == 0) {
       const std::string shape =

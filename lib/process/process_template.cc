@@ -443,13 +443,17 @@ absl::StatusOr<std::unique_ptr<ProcessTemplate>> ProcessTemplate::Start(
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     std::string entry(*e);
     const std::string name = entry.substr(0, entry.find('='));
-    if (name == kTemplateFdEnv || std::find(unset_env.begin(), unset_env.end(),
-                                            name) != unset_env.end()) {
+    if (name == kTemplateFdEnv || name == "LD_BIND_NOW" ||
+        std::find(unset_env.begin(), unset_env.end(), name) !=
+            unset_env.end()) {
       continue;
     }
     env_strings.push_back(std::move(entry));
   }
   env_strings.push_back(absl::StrCat(kTemplateFdEnv, "=3"));
+  // Every symbol bound once, at the template's load: no child resolves
+  // one again (a child's environment is its own, without this).
+  env_strings.push_back("LD_BIND_NOW=1");
   std::vector<char*> envp;
   for (std::string& e : env_strings) envp.push_back(e.data());
   envp.push_back(nullptr);

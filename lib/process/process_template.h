@@ -82,7 +82,8 @@ struct ForkedChild {
 class ProcessTemplate {
  public:
   // Runs `path` (absolute) as a template: argv {path}, this process's
-  // environment minus `unset_env`, plus kTemplateFdEnv; stdin /dev/null,
+  // environment minus `unset_env`, plus kTemplateFdEnv and LD_BIND_NOW=1
+  // (every symbol bound once, before any fork); stdin /dev/null,
   // stdout and stderr this process's. Returns at once (the template loads
   // while the first Fork is on its way).
   static absl::StatusOr<std::unique_ptr<ProcessTemplate>> Start(
