@@ -23,8 +23,7 @@ struct ActorFlags {
   // spawn
   std::string type;
   uint64_t rank = 0;
-  bool no_wait = false;
-  std::string wait_timeout = "30s";
+  SpawnWait wait;
   // stop
   std::string reason;
 };
@@ -57,11 +56,12 @@ absl::Status ActorSpawn(Cli& cli, const ActorFlags& flags) {
                              request, spawned.add_actors(), cli.timeout(),
                              absl::StrCat("spawn actor \"", flags.name, "\" ",
                                           conn->OnProc(flags.proc))));
-  if (flags.no_wait) {
+  if (flags.wait.no_wait) {
     return cli.Print(spawned, FormatActorTable(spawned.actors()),
                      FormatActorTable(spawned.actors(), /*wide=*/true));
   }
-  ASSIGN_OR_RETURN(absl::Duration wait_for, ParseDuration(flags.wait_timeout));
+  ASSIGN_OR_RETURN(absl::Duration wait_for,
+                   ParseDuration(flags.wait.wait_timeout));
   v1::WaitActorsRequest wait;
   wait.set_proc(flags.proc);
   wait.add_names(flags.name);
@@ -212,14 +212,7 @@ void AddActorCommands(Cli& cli) {
       ->required();
   spawn->add_option("--rank", spawn_flags->rank, "rank of the actor")
       ->type_name("R");
-  spawn->add_flag("--no-wait", spawn_flags->no_wait,
-                  "answer once spawned; do not wait for RUNNING");
-  spawn
-      ->add_option("--wait-timeout", spawn_flags->wait_timeout,
-                   "how long to wait for RUNNING")
-      ->check(DurationValidator())
-      ->type_name("DURATION")
-      ->capture_default_str();
+  AddSpawnWaitFlags(spawn, &spawn_flags->wait);
 
   auto list_flags = std::make_shared<ActorFlags>();
   AddProcArg(

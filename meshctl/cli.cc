@@ -437,6 +437,17 @@ uint32_t Millis(absl::Duration d) {
   return static_cast<uint32_t>(absl::ToInt64Milliseconds(d));
 }
 
+void AddSpawnWaitFlags(CLI::App* spawn, SpawnWait* wait) {
+  spawn->add_flag("--no-wait", wait->no_wait,
+                  "answer once spawned; do not wait for RUNNING");
+  spawn
+      ->add_option("--wait-timeout", wait->wait_timeout,
+                   "how long to wait for RUNNING")
+      ->check(DurationValidator())
+      ->type_name("DURATION")
+      ->capture_default_str();
+}
+
 CLI::Validator DurationValidator() {
   return CLI::Validator(
       [](std::string& value) -> std::string {

@@ -287,6 +287,14 @@ uint32_t Millis(absl::Duration d);
 CLI::Validator DurationValidator();
 CLI::Validator NameValidator(std::string what);
 
+// A spawn verb's wait: --no-wait and --wait-timeout DURATION (default as
+// `wait_timeout` holds it).
+struct SpawnWait {
+  bool no_wait = false;
+  std::string wait_timeout = "30s";
+};
+void AddSpawnWaitFlags(CLI::App* spawn, SpawnWait* wait);
+
 }  // namespace mesh::meshctl
 
 #endif  // HOSTMESH_MESHCTL_CLI_H_

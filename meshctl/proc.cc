@@ -28,8 +28,7 @@ struct SpawnFlags {
   std::string command;
   std::vector<std::string> args;
   std::vector<std::string> env;
-  bool no_wait = false;
-  std::string wait_timeout = "30s";
+  SpawnWait wait;
 };
 
 struct StopFlags {
@@ -123,13 +122,14 @@ absl::Status ProcSpawn(Cli& cli, const SpawnFlags& flags) {
     }
     return status;
   }
-  if (flags.no_wait) {
+  if (flags.wait.no_wait) {
     progress->Done();
     return cli.Print(spawned, FormatProcTable(spawned.procs()),
                      FormatProcTable(spawned.procs(), /*wide=*/true));
   }
 
-  ASSIGN_OR_RETURN(absl::Duration wait_for, ParseDuration(flags.wait_timeout));
+  ASSIGN_OR_RETURN(absl::Duration wait_for,
+                   ParseDuration(flags.wait.wait_timeout));
   v1::WaitProcsRequest wait;
   for (const std::string& name : names) wait.add_names(name);
   wait.set_min_status(v1::RUNNING);
@@ -329,14 +329,7 @@ void AddProcCommands(Cli& cli) {
       ->allow_extra_args(false)
       ->check(EnvValidator())
       ->type_name("KEY=VALUE");
-  spawn->add_flag("--no-wait", spawn_flags->no_wait,
-                  "answer once spawned; do not wait for RUNNING");
-  spawn
-      ->add_option("--wait-timeout", spawn_flags->wait_timeout,
-                   "how long to wait for RUNNING")
-      ->check(DurationValidator())
-      ->type_name("DURATION")
-      ->capture_default_str();
+  AddSpawnWaitFlags(spawn, &spawn_flags->wait);
 
   cli.Verb(proc, "list",
            "list the procs of every host named (asked in parallel; one that "

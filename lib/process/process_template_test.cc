@@ -25,14 +25,8 @@ using testing::PidfdExited;
 using testing::SubtreeGuard;
 using testing::UniqueName;
 
-std::string ChildProgram() {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  REQUIRE(srcdir != nullptr);
-  return absl::StrCat(srcdir, "/hostmesh/lib/process/template_child");
-}
-
 std::unique_ptr<ProcessTemplate> StartTemplate() {
-  auto started = ProcessTemplate::Start(ChildProgram());
+  auto started = ProcessTemplate::Start(testing::TemplateChildPath());
   REQUIRE(started.ok());
   return std::move(*started);
 }
@@ -82,7 +76,7 @@ TEST_CASE(
   REQUIRE(devnull >= 0);
 
   TemplateFork request;
-  request.argv = {ChildProgram(), "7"};
+  request.argv = {testing::TemplateChildPath(), "7"};
   request.envp = {"TEMPLATE_TEST_VAR=asked-for", "PATH=/usr/bin:/bin"};
   request.fds = {
       {devnull, 0}, {out.write_end(), 1}, {devnull, 2}, {devnull, 5}};
@@ -100,7 +94,7 @@ TEST_CASE(
 
   // Nothing asked for: not even the template's own environment.
   OutputPipe second_out;
-  request.argv = {ChildProgram()};
+  request.argv = {testing::TemplateChildPath()};
   request.envp = {};
   request.fds = {{devnull, 0}, {second_out.write_end(), 1}, {devnull, 2}};
   auto second = tmpl->Fork(request);
@@ -125,7 +119,7 @@ TEST_CASE("a child forked into a cgroup leaf runs in it from its start") {
   const int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   REQUIRE(devnull >= 0);
   TemplateFork request;
-  request.argv = {ChildProgram(), "sleep"};
+  request.argv = {testing::TemplateChildPath(), "sleep"};
   request.fds = {{devnull, 0}, {devnull, 1}, {devnull, 2}};
   request.cgroup_fd = leaf->dir_fd();
   auto child = tmpl->Fork(request);
@@ -143,7 +137,7 @@ TEST_CASE(
   const int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   REQUIRE(devnull >= 0);
   TemplateFork repeated;
-  repeated.argv = {ChildProgram()};
+  repeated.argv = {testing::TemplateChildPath()};
   repeated.fds = {{devnull, 1}, {devnull, 1}};
   auto refused = tmpl->Fork(repeated);
   REQUIRE_FALSE(refused.ok());
@@ -151,7 +145,7 @@ TEST_CASE(
              Catch::Contains("refused the request"));
 
   TemplateFork fine;
-  fine.argv = {ChildProgram(), "3"};
+  fine.argv = {testing::TemplateChildPath(), "3"};
   fine.fds = {{devnull, 0}, {devnull, 1}, {devnull, 2}};
   auto child = tmpl->Fork(fine);
   REQUIRE(child.ok());
@@ -167,7 +161,7 @@ TEST_CASE(
   const int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   REQUIRE(devnull >= 0);
   TemplateFork request;
-  request.argv = {ChildProgram(), "sleep"};
+  request.argv = {testing::TemplateChildPath(), "sleep"};
   request.fds = {{devnull, 0}, {devnull, 1}, {devnull, 2}};
   auto sleeper = tmpl->Fork(request);
   REQUIRE(sleeper.ok());

@@ -993,16 +993,10 @@ TEST_CASE("Spawn errors in a leaf name it and leave no leaf behind") {
 namespace mesh {
 namespace {
 
-std::string TemplateChild() {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  REQUIRE(srcdir != nullptr);
-  return absl::StrCat(srcdir, "/hostmesh/lib/process/template_child");
-}
-
 TEST_CASE(
     "a child forked from a template is supervised like a spawned one: its "
     "logs, inherited descriptors, exit code and reaping") {
-  auto tmpl = ProcessTemplate::Start(TemplateChild());
+  auto tmpl = ProcessTemplate::Start(testing::TemplateChildPath());
   REQUIRE(tmpl.ok());
   auto supervisor = NewSupervisor();
   testing::TempDir temp;
@@ -1010,7 +1004,7 @@ TEST_CASE(
   REQUIRE(pipe2(extra, O_CLOEXEC) == 0);
   ExitWaiter waiter;
   SpawnOptions options;
-  options.path = TemplateChild();
+  options.path = testing::TemplateChildPath();
   options.args = {"5"};
   options.env = {{"TEMPLATE_TEST_VAR", "per-spawn"}};
   options.log_dir = temp.path();
@@ -1032,7 +1026,7 @@ TEST_CASE(
 TEST_CASE(
     "when the template is gone the supervisor starts the child by exec "
     "instead") {
-  auto tmpl = ProcessTemplate::Start(TemplateChild());
+  auto tmpl = ProcessTemplate::Start(testing::TemplateChildPath());
   REQUIRE(tmpl.ok());
   const int template_pidfd = testing::PidfdOpen((*tmpl)->pid());
   REQUIRE(template_pidfd >= 0);
@@ -1044,7 +1038,7 @@ TEST_CASE(
   testing::TempDir temp;
   ExitWaiter waiter;
   SpawnOptions options;
-  options.path = TemplateChild();
+  options.path = testing::TemplateChildPath();
   options.args = {"6"};
   options.log_dir = temp.path();
   options.from_template = tmpl->get();

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -31,6 +32,12 @@
 extern char** environ;
 
 namespace mesh::testing {
+
+std::string TemplateChildPath() {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  return absl::StrCat(srcdir != nullptr ? srcdir : ".",
+                      "/hostmesh/lib/process/template_child");
+}
 namespace {
 
 // The cgroups directly below `dir`.

@@ -52,6 +52,10 @@ bool PidfdExited(int pidfd, absl::Duration wait = absl::ZeroDuration());
 // outside any supervisor; the test kills and reaps it.
 pid_t StartSleeper();
 
+// Path of //lib/process:template_child in this test's runfiles (a test
+// that uses it lists it in `data`).
+std::string TemplateChildPath();
+
 // SIGKILL to `pid` (a zombie ignores it) and waits to reap it. Only for an
 // unreaped child of this process: then the pid cannot have been reused.
 void KillAndReap(pid_t pid);
