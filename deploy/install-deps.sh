@@ -24,6 +24,13 @@ PACKAGES=(
   # (TLS through GnuTLS). Not civetweb: Debian 12's crashes on every TLS
   # connection with OpenSSL 3 (it calls SSL_get_peer_certificate, gone).
   libmicrohttpd-dev
+  # The Python package (a pybind11 extension over the client library, and
+  # procd's embedded interpreter for Python actors): Debian's python3 with
+  # the cpp protobuf backend, sharing libprotobuf.so with the extension.
+  python3 python3-dev pybind11-dev python3-protobuf
+  # The installed C++ SDK: `make install` writes hostmesh.pc and a CMake
+  # package; `make test` builds examples/ outside Bazel with both.
+  pkg-config cmake
 )
 
 missing=()
