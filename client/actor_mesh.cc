@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
@@ -42,25 +43,110 @@ std::vector<HostGroup> GroupByHost(const ActorMesh& mesh) {
 }
 
 // The correlation of a whole cast envelope: a host that refuses the cast as
-// a whole (rather than one target) answers with it, naming the host group.
+// a whole (rather than one target) answers with it, naming the envelope's
+// index in the plan (a host group, or a node of the tree).
 constexpr uint64_t kWholeCast = uint64_t{1} << 63;
 
-// `prototype` as one envelope to `group`'s host (group number `index`),
-// which hands a copy to each of the group's actors (with its view rank as
-// cast_rank and correlation).
-v1::Envelope CastEnvelope(const ActorMesh& mesh, const HostGroup& group,
-                          size_t index, const v1::Envelope& prototype) {
-  v1::Envelope envelope = prototype;
-  envelope.set_to_host(group.host);
-  envelope.set_correlation(kWholeCast | index);
-  for (size_t rank : group.ranks) {
+void AddTargets(const ActorMesh& mesh, const std::vector<size_t>& ranks,
+                google::protobuf::RepeatedPtrField<v1::CastTarget>* targets) {
+  for (size_t rank : ranks) {
     const v1::ActorRef& actor = mesh.actor(rank);
-    v1::CastTarget* target = envelope.add_targets();
+    v1::CastTarget* target = targets->Add();
     target->set_proc(actor.proc());
     target->set_actor(actor.actor());
     target->set_cast_rank(rank);
   }
-  return envelope;
+}
+
+// How one message to a view travels: the envelopes the client sends and,
+// by index (an envelope's correlation is kWholeCast | index), the view
+// ranks behind each envelope or tree node, which fail together if it is
+// refused or cannot go on.
+//   - Host by host: one envelope per host of the view, which hands a copy
+//     to each of its actors (with its view rank as cast_rank and
+//     correlation); index = the host group.
+//   - A tree (the mesh is on more than `fanout` hosts): the mesh's hosts in
+//     order of their lowest mesh rank form a `fanout`-ary tree, node i's
+//     children being nodes fanout*i+1 .. fanout*i+fanout; the client sends
+//     one envelope to node 0, with the tree pruned to the nodes on the way
+//     to the view's hosts. The tree is the whole mesh's, whatever the
+//     view, so every message to an actor of the mesh takes the same path
+//     and per-sender order holds. index = the node.
+struct CastPlan {
+  struct Send {
+    v1::Envelope envelope;
+    std::string host;
+    size_t index = 0;
+  };
+  std::vector<Send> sends;
+  std::vector<std::vector<size_t>> ranks;  // by index
+  // The view's hosts (each with its ranks): where the replies come from.
+  std::vector<HostGroup> groups;
+  bool tree = false;
+};
+
+CastPlan PlanCast(const ActorMesh& mesh,
+                  const std::vector<v1::ActorRef>& all_actors, size_t fanout,
+                  const v1::Envelope& prototype) {
+  CastPlan plan;
+  plan.groups = GroupByHost(mesh);
+  // The whole mesh's hosts, in order of their lowest mesh rank.
+  std::vector<std::string> hosts;
+  std::map<std::string, size_t> node_of;
+  if (fanout >= 2) {
+    for (const v1::ActorRef& actor : all_actors) {
+      if (node_of.emplace(actor.host(), hosts.size()).second) {
+        hosts.push_back(actor.host());
+      }
+    }
+  }
+  if (hosts.size() <= fanout) {
+    for (size_t i = 0; i < plan.groups.size(); ++i) {
+      const HostGroup& group = plan.groups[i];
+      v1::Envelope envelope = prototype;
+      envelope.set_to_host(group.host);
+      envelope.set_correlation(kWholeCast | i);
+      AddTargets(mesh, group.ranks, envelope.mutable_targets());
+      plan.sends.push_back({std::move(envelope), group.host, i});
+      plan.ranks.push_back(group.ranks);
+    }
+    return plan;
+  }
+  plan.tree = true;
+  std::vector<const std::vector<size_t>*> own(hosts.size(), nullptr);
+  for (const HostGroup& group : plan.groups) {
+    own[node_of.at(group.host)] = &group.ranks;
+  }
+  plan.ranks.resize(hosts.size());
+  // Node i with the view's targets there and its subtree; false if nothing
+  // of the view is below it (pruned).
+  std::function<bool(size_t, v1::CastHost*)> build = [&](size_t i,
+                                                         v1::CastHost* node) {
+    node->set_host(hosts[i]);
+    node->set_correlation(kWholeCast | i);
+    if (own[i] != nullptr) {
+      AddTargets(mesh, *own[i], node->mutable_targets());
+      plan.ranks[i] = *own[i];
+    }
+    for (size_t c = fanout * i + 1;
+         c <= fanout * i + fanout && c < hosts.size(); ++c) {
+      v1::CastHost child;
+      if (!build(c, &child)) continue;
+      plan.ranks[i].insert(plan.ranks[i].end(), plan.ranks[c].begin(),
+                           plan.ranks[c].end());
+      *node->add_children() = std::move(child);
+    }
+    return node->targets_size() > 0 || node->children_size() > 0;
+  };
+  v1::CastHost root;
+  if (!build(0, &root)) return plan;  // an empty view
+  v1::Envelope envelope = prototype;
+  envelope.set_to_host(root.host());
+  envelope.set_correlation(root.correlation());
+  envelope.mutable_targets()->Swap(root.mutable_targets());
+  envelope.mutable_forward()->Swap(root.mutable_children());
+  plan.sends.push_back({std::move(envelope), root.host(), 0});
+  return plan;
 }
 
 // "rank 3 (actor p0_3/a0 on host h1:7450)".
@@ -141,15 +227,16 @@ absl::Status ActorMesh::Cast(const google::protobuf::Message& message) const {
   PackPayload(message, &prototype);
   std::vector<std::string> failures;
   absl::StatusCode code = absl::StatusCode::kOk;
-  std::vector<HostGroup> groups = GroupByHost(*this);
-  for (size_t i = 0; i < groups.size(); ++i) {
-    const HostGroup& group = groups[i];
-    absl::Status sent =
-        client_->SendToHost(CastEnvelope(*this, group, i, prototype));
+  CastPlan plan =
+      PlanCast(*this, *actors_, client_->cast_tree_fanout(), prototype);
+  for (CastPlan::Send& send : plan.sends) {
+    const size_t ranks = plan.ranks[send.index].size();
+    absl::Status sent = client_->SendToHost(std::move(send.envelope));
     if (!sent.ok()) {
       if (code == absl::StatusCode::kOk) code = sent.code();
-      failures.push_back(absl::StrFormat("host %s (%d ranks): %s", group.host,
-                                         group.ranks.size(), sent.message()));
+      failures.push_back(absl::StrFormat("host %s (%d ranks%s): %s", send.host,
+                                         ranks, plan.tree ? ", the tree" : "",
+                                         sent.message()));
     }
   }
   if (failures.empty()) return absl::OkStatus();
@@ -167,11 +254,15 @@ std::vector<absl::StatusOr<v1::Envelope>> ActorMesh::CallRaw(
   }
   auto gather = std::make_shared<Slots<Reply>>(n);
   Mailbox& mailbox = client_->mailbox();
+  v1::Envelope prototype;
+  PackPayload(message, &prototype);
+  CastPlan plan =
+      PlanCast(*this, *actors_, client_->cast_tree_fanout(), prototype);
+  const std::vector<HostGroup>& groups = plan.groups;
   // Replies name the view rank they answer in their correlation; a host
-  // that refused the whole cast names the host group.
-  std::vector<HostGroup> groups = GroupByHost(*this);
-  auto group_ranks = std::make_shared<std::vector<std::vector<size_t>>>();
-  for (const HostGroup& group : groups) group_ranks->push_back(group.ranks);
+  // that refused (or could not pass on) a whole envelope names its index.
+  auto group_ranks =
+      std::make_shared<std::vector<std::vector<size_t>>>(plan.ranks);
   v1::PortRef port =
       mailbox.OpenPort([gather, group_ranks](v1::Envelope envelope) {
         uint64_t correlation = envelope.correlation();
@@ -211,15 +302,20 @@ std::vector<absl::StatusOr<v1::Envelope>> ActorMesh::CallRaw(
     }
   }
 
-  v1::Envelope prototype;
-  PackPayload(message, &prototype);
-  *prototype.mutable_reply_to() = port;
-  for (size_t i = 0; i < groups.size(); ++i) {
-    const HostGroup& group = groups[i];
-    absl::Status sent =
-        client_->SendToHost(CastEnvelope(*this, group, i, prototype));
+  // Through a tree, every host of the view answers on its own stream, and
+  // tells of its procs' ends there.
+  if (plan.tree) {
+    for (const HostGroup& group : groups) {
+      if (absl::Status open = client_->Connect(group.host); !open.ok()) {
+        for (size_t rank : group.ranks) gather->Fill(rank, open);
+      }
+    }
+  }
+  for (CastPlan::Send& send : plan.sends) {
+    *send.envelope.mutable_reply_to() = port;
+    absl::Status sent = client_->SendToHost(std::move(send.envelope));
     if (sent.ok()) continue;
-    for (size_t rank : group.ranks) {
+    for (size_t rank : plan.ranks[send.index]) {
       gather->Fill(rank,
                    absl::Status(sent.code(),
                                 absl::StrFormat("%s: %s", RankName(*this, rank),
@@ -255,9 +351,7 @@ absl::StatusOr<v1::Reduced> ActorMesh::Reduce(
   }
   RETURN_IF_ERROR(ValidateReduce(reduce));
   RETURN_IF_ERROR(status());
-  std::vector<HostGroup> groups = GroupByHost(*this);
   using Answer = absl::StatusOr<v1::Reduced>;
-  auto answers = std::make_shared<Slots<Answer>>(groups.size());
   Mailbox& mailbox = client_->mailbox();
 
   v1::Envelope prototype;
@@ -267,26 +361,33 @@ absl::StatusOr<v1::Reduced> ActorMesh::Reduce(
   prototype.set_reduce_timeout_ms(static_cast<uint32_t>(
       std::clamp<int64_t>(absl::ToInt64Milliseconds(timeout), 1,
                           std::numeric_limits<uint32_t>::max())));
+  // One answer per envelope sent: one per host, or the tree's root's for
+  // the whole view.
+  CastPlan plan =
+      PlanCast(*this, *actors_, client_->cast_tree_fanout(), prototype);
+  auto answers = std::make_shared<Slots<Answer>>(plan.sends.size());
 
-  // One port per host: its one answer is known by the port it arrives at.
+  // One port per envelope: its one answer is known by the port it arrives
+  // at.
   std::vector<uint64_t> ports;
   std::vector<uint64_t> watches;
-  for (size_t i = 0; i < groups.size(); ++i) {
-    const std::string& host = groups[i].host;
+  for (size_t i = 0; i < plan.sends.size(); ++i) {
+    CastPlan::Send& send = plan.sends[i];
+    const std::string host = send.host;
     v1::PortRef port = mailbox.OpenPort([answers, i](v1::Envelope envelope) {
       answers->Fill(i, UnpackPayload<v1::Reduced>(envelope));
     });
     ports.push_back(port.port());
-    // Only the host itself: a proc that is gone is the host's to count.
+    // Only the host itself: a proc that is gone (or a host below it in the
+    // tree) is the host's to count.
     watches.push_back(mailbox.WatchPeer(
         host, "", [answers, i, host](const absl::Status& status) {
           answers->Fill(
               i, absl::UnavailableError(absl::StrFormat(
                      "host %s cannot answer: %s", host, status.message())));
         }));
-    v1::Envelope envelope = CastEnvelope(*this, groups[i], i, prototype);
-    *envelope.mutable_reply_to() = port;
-    absl::Status sent = client_->SendToHost(std::move(envelope));
+    *send.envelope.mutable_reply_to() = port;
+    absl::Status sent = client_->SendToHost(std::move(send.envelope));
     if (!sent.ok()) answers->Fill(i, sent);
   }
 
@@ -296,28 +397,27 @@ absl::StatusOr<v1::Reduced> ActorMesh::Reduce(
 
   std::vector<std::optional<Answer>> got = answers->Take();
   std::vector<v1::Reduced> parts;
-  parts.reserve(groups.size());
-  for (size_t i = 0; i < groups.size(); ++i) {
-    const HostGroup& group = groups[i];
+  parts.reserve(plan.sends.size());
+  for (size_t i = 0; i < plan.sends.size(); ++i) {
+    const CastPlan::Send& send = plan.sends[i];
     absl::Status failed =
         got[i].has_value() ? got[i]->status()
                            : absl::DeadlineExceededError(absl::StrFormat(
-                                 "host %s did not answer within %s", group.host,
+                                 "host %s did not answer within %s", send.host,
                                  absl::FormatDuration(timeout + kReduceGrace)));
     if (failed.ok()) {
       parts.push_back(**std::move(got[i]));
       continue;
     }
-    // The host's ranks all fail, each with its own name in the error.
-    std::vector<uint64_t> ranks(group.ranks.begin(), group.ranks.end());
-    ReplyFold fold(reduce, field, ranks);
-    for (size_t rank : group.ranks) {
-      fold.Fail(rank,
-                absl::Status(failed.code(),
-                             absl::StrFormat("%s: %s", RankName(*this, rank),
-                                             failed.message())));
-    }
-    parts.push_back(std::move(fold).Finish(failed));
+    // The envelope's ranks all fail, each with its own name in the error.
+    const std::vector<size_t>& ranks = plan.ranks[send.index];
+    parts.push_back(FailedPart(
+        reduce, field, std::vector<uint64_t>(ranks.begin(), ranks.end()),
+        [&](uint64_t rank) {
+          return absl::Status(failed.code(),
+                              absl::StrFormat("%s: %s", RankName(*this, rank),
+                                              failed.message()));
+        }));
   }
   return Combine(reduce, parts);
 }

@@ -127,6 +127,7 @@ absl::StatusOr<std::shared_ptr<Client>> Client::Create(Options options) {
 void Client::StartHealth(const Options& options) {
   health_options_.unreachable_after = options.unreachable_after;
   health_options_.lost_after = options.lost_after;
+  cast_tree_fanout_ = options.cast_tree_fanout;
   on_host_event_ = options.on_host_event;
   heartbeat_interval_ = options.heartbeat_interval;
   on_unhandled_failure_ = options.on_unhandled_failure;

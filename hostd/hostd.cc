@@ -295,7 +295,13 @@ int RunHostd(HostdOptions options) {
     if (!info.admin_token().empty()) {
       auth->AddToken(kParentIdentity, Role::kAdmin, info.admin_token());
     }
-    if (!info.peer_token().empty()) auth->SetPeerToken(info.peer_token());
+    // Its peer token is accepted; presented too, unless --peer-token-file
+    // names the one this host presents.
+    if (!info.peer_token().empty() && options.auth.peer_token_file.empty()) {
+      auth->SetPeerToken(info.peer_token());
+    } else if (!info.peer_token().empty()) {
+      auth->AddToken(kPeerIdentity, Role::kPeer, info.peer_token());
+    }
   }
 
   // A subreaper: a proc's descendants that leave it are reparented to hostd

@@ -100,10 +100,17 @@ class FakeProc {
 // A host's relay core with fake procs p0..p{n-1} and one fake client
 // stream "client:t".
 struct Relay {
-  explicit Relay(int procs, Router::EndLookup end_of = nullptr) {
+  explicit Relay(int procs, Router::EndLookup end_of = nullptr,
+                 Router::OwnerLookup owner_of = nullptr) {
     channels = std::make_unique<ProcChannels>(ProcChannels::Options());
-    router = std::make_unique<Router>(channels.get(), nullptr, 4 << 20, nullptr,
-                                      std::move(end_of));
+    // What it sends to other hosts is recorded as (host, envelope).
+    Router::PeerSender peers = [this](const std::string& host,
+                                      v1::Envelope& envelope) {
+      peer_sends.Add({host, envelope});
+      return absl::OkStatus();
+    };
+    router = std::make_unique<Router>(channels.get(), std::move(peers), 4 << 20,
+                                      std::move(owner_of), std::move(end_of));
     channels->Start(kHost,
                     [this](const std::string& proc, v1::Envelope envelope) {
                       router->Route(std::move(envelope), proc);
@@ -161,7 +168,36 @@ struct Relay {
   std::vector<std::unique_ptr<FakeProc>> fakes;
   Collected<int> registered;
   Collected<v1::RelayFrame> client;
+  Collected<std::pair<std::string, v1::Envelope>> peer_sends;
 };
+
+// A host below this one in a tree cast, with one target.
+v1::CastHost TreeHost(const std::string& host, uint64_t rank,
+                      uint64_t correlation) {
+  v1::CastHost node;
+  node.set_host(host);
+  node.set_correlation(correlation);
+  v1::CastTarget* target = node.add_targets();
+  target->set_proc("q0");
+  target->set_actor("a0");
+  target->set_cast_rank(rank);
+  return node;
+}
+
+// A tree cast from client:t: rank 0 on p0 here; rank 1 on h1 (with rank 3
+// on h3 below it) and rank 2 on h2.
+v1::Envelope TreeCast(uint64_t port) {
+  v1::Envelope envelope = Relay::FromClient(port);
+  v1::CastTarget* target = envelope.add_targets();
+  target->set_proc("p0");
+  target->set_actor("a0");
+  target->set_cast_rank(0);
+  v1::CastHost h1 = TreeHost("10.0.0.1:7450", 1, 101);
+  *h1.add_children() = TreeHost("10.0.0.3:7450", 3, 103);
+  *envelope.add_forward() = h1;
+  *envelope.add_forward() = TreeHost("10.0.0.2:7450", 2, 102);
+  return envelope;
+}
 
 TEST_CASE(
     "the host's first frame is a Welcome naming the proc, rank and host") {
@@ -544,6 +580,180 @@ TEST_CASE("an oversized or over-wide cast is refused, not fanned out") {
   CHECK(relay.client.items()[0].envelope().error().code() ==
         int(absl::StatusCode::kResourceExhausted));
   CHECK(relay.fakes[0]->received().items().size() == 2);
+}
+
+TEST_CASE(
+    "a tree cast is delivered here and passed on to each host below with "
+    "its own part of the tree") {
+  Relay relay(1);
+  relay.router->Route(TreeCast(5), "client:t");
+  REQUIRE(relay.peer_sends.WaitFor(2));
+  auto sends = relay.peer_sends.items();
+  REQUIRE(sends.size() == 2);
+  CHECK(sends[0].first == "10.0.0.1:7450");
+  const v1::Envelope& h1 = sends[0].second;
+  CHECK(h1.to_host() == "10.0.0.1:7450");
+  CHECK(h1.correlation() == 101);
+  REQUIRE(h1.targets_size() == 1);
+  CHECK(h1.targets(0).cast_rank() == 1);
+  REQUIRE(h1.forward_size() == 1);
+  CHECK(h1.forward(0).host() == "10.0.0.3:7450");
+  // The client's word travels with it: its id, and (an admin's stream) no
+  // owner to hold the targets to.
+  CHECK(h1.sender() == "client:t");
+  CHECK(h1.has_forward_owner());
+  CHECK(h1.forward_owner().empty());
+  CHECK(h1.reply_to().mailbox() == "client:t");
+  CHECK(sends[1].first == "10.0.0.2:7450");
+  CHECK(sends[1].second.forward_size() == 0);
+  // Its own target got its copy, and answered the client itself.
+  REQUIRE(relay.client.WaitFor(1));
+  CHECK(relay.client.items()[0].envelope().correlation() == 0);
+}
+
+TEST_CASE(
+    "a tree cast that names a host twice, or this host, is refused whole") {
+  Relay relay(1);
+  v1::Envelope twice = TreeCast(6);
+  *twice.mutable_forward(1)->add_children() = TreeHost("10.0.0.1:7450", 4, 104);
+  relay.router->Route(std::move(twice), "client:t");
+  v1::Envelope self = TreeCast(6);
+  *self.add_forward() = TreeHost(kHost, 4, 104);
+  relay.router->Route(std::move(self), "client:t");
+  v1::Envelope bad = TreeCast(6);
+  bad.mutable_forward(0)->set_host("no port");
+  relay.router->Route(std::move(bad), "client:t");
+  REQUIRE(relay.client.WaitFor(3));
+  auto frames = relay.client.items();
+  CHECK(frames[0].envelope().error().code() ==
+        int(absl::StatusCode::kInvalidArgument));
+  CHECK_THAT(frames[0].envelope().error().message(),
+             Catch::Contains("10.0.0.1:7450") && Catch::Contains("twice"));
+  CHECK(frames[1].envelope().error().code() ==
+        int(absl::StatusCode::kInvalidArgument));
+  CHECK_THAT(frames[2].envelope().error().message(),
+             Catch::Contains("tree cast host"));
+  CHECK(relay.peer_sends.items().empty());
+  CHECK(relay.fakes[0]->received().items().size() == 2);  // welcome, accepted
+}
+
+// The answer host `host` sends this host's fold for its subtree.
+void AnswerFold(Relay& relay, const v1::Envelope& forwarded, uint64_t ok,
+                double value) {
+  v1::Reduced reduced;
+  reduced.set_reduce(forwarded.reduce());
+  reduced.set_ok(ok);
+  reduced.set_value(value);
+  v1::Envelope answer = EnvelopeToPort(forwarded.reply_to(), reduced);
+  answer.set_to_host("");
+  answer.set_correlation(forwarded.correlation());
+  relay.router->Route(std::move(answer),
+                      absl::StrCat("host:", forwarded.to_host()));
+}
+
+TEST_CASE(
+    "a reduced tree cast folds the answers of the hosts below into one "
+    "answer") {
+  Relay relay(1);
+  REQUIRE(relay.router
+              ->AddStream("host:10.0.0.1:7450",
+                          [](v1::RelayFrame) { return absl::OkStatus(); })
+              .ok());
+  v1::Envelope envelope = TreeCast(7);
+  envelope.set_reduce(v1::REDUCE_SUM);
+  envelope.set_reduce_timeout_ms(20000);
+  relay.router->Route(std::move(envelope), "client:t");
+  REQUIRE(relay.peer_sends.WaitFor(2));
+  auto sends = relay.peer_sends.items();
+  // The hosts below answer this host's fold, a little sooner than it must.
+  for (const auto& [host, forwarded] : sends) {
+    CHECK(forwarded.reply_to().host() == kHost);
+    CHECK(forwarded.reply_to().mailbox().empty());
+    CHECK(forwarded.reduce() == v1::REDUCE_SUM);
+    CHECK(forwarded.reduce_timeout_ms() < 20000);
+    CHECK(forwarded.reduce_timeout_ms() >= 19800);
+  }
+  AnswerFold(relay, sends[0].second, 2, 4.0);  // ranks 1 and 3
+  CHECK_FALSE(relay.client.WaitFor(1, absl::Milliseconds(100)));
+  AnswerFold(relay, sends[1].second, 1, 2.0);  // rank 2
+  REQUIRE(relay.client.WaitFor(1));
+  v1::Reduced reduced;
+  REQUIRE(relay.client.items()[0].envelope().payload().UnpackTo(&reduced));
+  CHECK(reduced.ok() == 4);
+  CHECK(reduced.failed() == 0);
+  CHECK(reduced.value() == 6.0);  // 0 (p0's rank) + 4 + 2
+}
+
+TEST_CASE(
+    "a host below that does not answer a tree fold fails its subtree's "
+    "ranks, naming it") {
+  Relay relay(1);
+  v1::Envelope envelope = TreeCast(8);
+  envelope.set_reduce(v1::REDUCE_COUNT);
+  envelope.set_reduce_timeout_ms(300);
+  relay.router->Route(std::move(envelope), "client:t");
+  REQUIRE(relay.peer_sends.WaitFor(2));
+  AnswerFold(relay, relay.peer_sends.items()[1].second, 1, 1.0);
+  REQUIRE(relay.client.WaitFor(1, absl::Seconds(5)));
+  v1::Reduced reduced;
+  REQUIRE(relay.client.items()[0].envelope().payload().UnpackTo(&reduced));
+  CHECK(reduced.ok() == 2);      // rank 0 here, rank 2 on h2
+  CHECK(reduced.failed() == 2);  // ranks 1 and 3, behind h1
+  CHECK(reduced.first_error_rank() == 1);
+  CHECK(reduced.first_error().code() ==
+        int(absl::StatusCode::kDeadlineExceeded));
+  CHECK_THAT(reduced.first_error().message(),
+             Catch::Contains("via host 10.0.0.1:7450"));
+}
+
+TEST_CASE(
+    "a peer's tree cast reaches only the procs of the client it forwards "
+    "for") {
+  Relay relay(1, nullptr, [](const std::string& proc) {
+    return absl::StatusOr<std::string>(proc == "p0" ? "alice" : "");
+  });
+  REQUIRE(relay.router
+              ->AddStream("host:10.0.0.9:7450",
+                          [](v1::RelayFrame) { return absl::OkStatus(); })
+              .ok());
+  auto forwarded = [](const std::string& owner) {
+    v1::Envelope envelope;
+    envelope.set_sender("client:bob");
+    envelope.set_forward_owner(owner);
+    v1::CastTarget* target = envelope.add_targets();
+    target->set_proc("p0");
+    target->set_actor("a0");
+    return envelope;
+  };
+  relay.router->Route(forwarded("bob"), "host:10.0.0.9:7450");
+  relay.router->Route(forwarded("alice"), "host:10.0.0.9:7450");
+  // welcome, accepted, then alice's cast only.
+  REQUIRE(relay.fakes[0]->received().WaitFor(3));
+  absl::SleepFor(absl::Milliseconds(100));
+  auto frames = relay.fakes[0]->received().items();
+  REQUIRE(frames.size() == 3);
+  CHECK(frames[2].envelope().sender() == "client:bob");
+}
+
+TEST_CASE(
+    "a client cannot name the owner a tree cast is held to: its stream's "
+    "owner is") {
+  Relay relay(1);
+  REQUIRE(relay.router
+              ->AddStream(
+                  "client:eve", [](v1::RelayFrame) { return absl::OkStatus(); },
+                  "eve")
+              .ok());
+  v1::Envelope envelope = TreeCast(9);
+  envelope.clear_targets();
+  envelope.set_sender("client:eve");
+  envelope.mutable_reply_to()->set_mailbox("client:eve");
+  envelope.set_forward_owner("");  // claims to be an admin
+  relay.router->Route(std::move(envelope), "client:eve");
+  REQUIRE(relay.peer_sends.WaitFor(2));
+  for (const auto& [host, sent] : relay.peer_sends.items()) {
+    CHECK(sent.forward_owner() == "eve");
+  }
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "lib/mailbox/reduce.h"
@@ -20,8 +21,20 @@ namespace mesh {
 // (the port handler, the deadline, the proc watches); the first to finish it
 // sends the result.
 struct Router::Fold {
+  // The answer of one host below (a tree cast): one Reduced for its
+  // subtree's ranks, or its error.
+  struct Child {
+    std::string host;
+    std::vector<uint64_t> ranks;
+    std::optional<absl::StatusOr<v1::Reduced>> answer;
+  };
+
   absl::Mutex mu;
+  // This host's own targets.
   ReplyFold fold ABSL_GUARDED_BY(mu);
+  // By the correlation of the copy forwarded to each.
+  std::map<uint64_t, Child> children ABSL_GUARDED_BY(mu);
+  size_t children_pending ABSL_GUARDED_BY(mu) = 0;
   bool finished ABSL_GUARDED_BY(mu) = false;
   v1::PortRef reply_to;
   uint64_t correlation = 0;
@@ -33,6 +46,11 @@ struct Router::Fold {
 
   Fold(v1::Reduce reduce, std::string field, std::vector<uint64_t> ranks)
       : fold(reduce, std::move(field), std::move(ranks)) {}
+
+  // Every own target and every host below has answered.
+  bool Complete() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return fold.done() && children_pending == 0;
+  }
 };
 
 Router::Router(ProcChannels* procs, PeerSender peers, size_t max_envelope_bytes,
@@ -56,6 +74,20 @@ absl::Status CheckProcMailbox(const std::string& mailbox,
   return ValidateName(mailbox, what);
 }
 
+bool IsCast(const v1::Envelope& envelope) {
+  return envelope.targets_size() > 0 || envelope.forward_size() > 0;
+}
+
+// The cast ranks of `node`'s targets and of every host below it.
+void SubtreeRanks(const v1::CastHost& node, std::vector<uint64_t>* ranks) {
+  for (const v1::CastTarget& target : node.targets()) {
+    ranks->push_back(target.cast_rank());
+  }
+  for (const v1::CastHost& child : node.children()) {
+    SubtreeRanks(child, ranks);
+  }
+}
+
 }  // namespace
 
 absl::Status Router::CheckOwner(const std::string& proc,
@@ -68,9 +100,10 @@ absl::Status Router::CheckOwner(const std::string& proc,
                    ": a client reaches only the procs it created"));
 }
 
-absl::Status Router::CheckSender(
-    const v1::Envelope& envelope, const std::string& from, bool local,
-    const std::optional<std::string>& owner) const {
+absl::Status Router::CheckSender(const v1::Envelope& envelope,
+                                 const std::string& from, bool local,
+                                 const std::optional<std::string>& owner,
+                                 const std::string& self) const {
   if (!IsRelaySender(from)) return absl::OkStatus();  // a proc or the host
   // Each proc the envelope names is valid and, for a client, its own.
   auto check_proc = [&](const std::string& proc,
@@ -85,20 +118,26 @@ absl::Status Router::CheckSender(
         " reaches another host through its own stream to it (a host "
         "forwards only its own procs' messages)"));
   }
-  if (envelope.targets_size() > 0) {
+  const bool from_client = absl::StartsWith(from, kClientMailboxPrefix);
+  if (IsCast(envelope)) {
+    // The hosts below check their own targets.
     for (const v1::CastTarget& target : envelope.targets()) {
       RETURN_IF_ERROR(check_proc(target.proc(), "cast target proc"));
     }
+  } else if (!from_client && envelope.to_mailbox().empty() &&
+             envelope.dest_case() == v1::Envelope::kPort) {
+    // A peer's answer to one of this host's tree folds.
   } else {
     RETURN_IF_ERROR(check_proc(envelope.to_mailbox(),
                                "envelope.to_mailbox (a proc of this host)"));
   }
   // A client's replies go to itself or a proc. A peer host forwards its
-  // procs' messages, whose replies may go to a client's port (never to the
-  // host's own folds).
-  const bool from_client = absl::StartsWith(from, kClientMailboxPrefix);
+  // procs' messages, whose replies may go to a client's port, and tree
+  // casts, whose answers go to its own folds (never to this host's).
+  const bool reply_here =
+      envelope.reply_to().host().empty() || envelope.reply_to().host() == self;
   if (envelope.has_reply_to() && envelope.reply_to().mailbox() != from &&
-      (from_client || envelope.reply_to().mailbox().empty())) {
+      (from_client || (envelope.reply_to().mailbox().empty() && reply_here))) {
     RETURN_IF_ERROR(check_proc(
         envelope.reply_to().mailbox(),
         absl::StrCat("envelope.reply_to.mailbox (", from, " or a proc)")));
@@ -144,6 +183,7 @@ bool Router::IsLocalHost(const std::string& host) const {
 void Router::Route(v1::Envelope envelope, const std::string& from) {
   bool local;
   std::optional<std::string> owner;  // Of a client's stream (not an admin's).
+  std::string self;
   {
     absl::ReaderMutexLock lock(&mu_);
     if (!started_ || shut_down_) {
@@ -151,8 +191,23 @@ void Router::Route(v1::Envelope envelope, const std::string& from) {
       return;
     }
     local = IsLocalHost(envelope.to_host());
+    self = host_address_;
     if (auto sender = by_sender_.find(from); sender != by_sender_.end()) {
       owner = streams_.at(sender->second).owner;
+    }
+    // Whose word a tree cast carries to the hosts below: a client's stream's
+    // owner; a peer's own word for the client it forwards for; nobody's for
+    // a proc (its host's peers trust its messages as they are).
+    if (absl::StartsWith(from, kClientMailboxPrefix)) {
+      if (envelope.forward_size() > 0) {
+        envelope.set_forward_owner(owner.value_or(""));
+      } else {
+        envelope.clear_forward_owner();
+      }
+    } else if (absl::StartsWith(from, "host:")) {
+      if (!envelope.forward_owner().empty()) owner = envelope.forward_owner();
+    } else {
+      envelope.clear_forward_owner();
     }
     // The sender is who sent it, not what it says: a proc's envelopes (and
     // this host's own) are stamped here, a client's with its relay id; a
@@ -168,7 +223,7 @@ void Router::Route(v1::Envelope envelope, const std::string& from) {
       envelope.set_sender(from);
     }
   }
-  if (absl::Status allowed = CheckSender(envelope, from, local, owner);
+  if (absl::Status allowed = CheckSender(envelope, from, local, owner, self);
       !allowed.ok()) {
     if (envelope.has_reply_to() && envelope.reply_to().mailbox() != from) {
       // Its reply_to is someone else's: tell nobody but the log.
@@ -192,16 +247,9 @@ void Router::Route(v1::Envelope envelope, const std::string& from) {
     }
     return;
   }
-  if (envelope.targets_size() > 0) {
-    const size_t copies = static_cast<size_t>(envelope.targets_size());
-    const size_t bytes = envelope.ByteSizeLong();
-    if (copies > static_cast<size_t>(kMaxCastTargets) ||
-        copies * bytes > kMaxCastBytes) {
-      Bounce(envelope,
-             absl::ResourceExhaustedError(absl::StrCat(
-                 "a cast to ", copies, " targets of ", bytes,
-                 " bytes each is over this host's limit (", kMaxCastTargets,
-                 " targets, ", kMaxCastBytes, " bytes of copies)")));
+  if (IsCast(envelope)) {
+    if (absl::Status fits = CheckCast(envelope, self); !fits.ok()) {
+      Bounce(envelope, fits);
       return;
     }
     if (envelope.reduce() != v1::REDUCE_NONE && envelope.has_reply_to()) {
@@ -220,6 +268,52 @@ absl::Status Router::CheckRelaySize(const v1::Envelope& envelope) const {
   return absl::ResourceExhaustedError(
       absl::StrCat("the envelope is ", bytes,
                    " bytes, over the relay limit of ", max_envelope_bytes_));
+}
+
+absl::Status Router::CheckCast(const v1::Envelope& envelope,
+                               const std::string& self) const {
+  const size_t bytes = envelope.ByteSizeLong();
+  size_t copies = static_cast<size_t>(envelope.targets_size());
+  if (copies > static_cast<size_t>(kMaxCastTargets) ||
+      copies * bytes > kMaxCastBytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("a cast to ", copies, " targets of ", bytes,
+                     " bytes each is over this host's limit (", kMaxCastTargets,
+                     " targets, ", kMaxCastBytes, " bytes of copies)"));
+  }
+  // The tree below: every host once (so no copy comes back around), not
+  // this one, within the limits; each host checks its own subtree again.
+  absl::flat_hash_set<std::string> hosts = {self};
+  std::vector<std::pair<const v1::CastHost*, int>> pending;
+  for (const v1::CastHost& child : envelope.forward()) {
+    pending.emplace_back(&child, 1);
+  }
+  while (!pending.empty()) {
+    auto [node, depth] = pending.back();
+    pending.pop_back();
+    if (depth > kMaxTreeDepth || hosts.size() > kMaxTreeHosts) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("a tree cast over this host's limit of ", kMaxTreeHosts,
+                       " hosts, ", kMaxTreeDepth, " levels"));
+    }
+    RETURN_IF_ERROR(ParseHostPort(node->host(), "tree cast host").status());
+    if (!hosts.insert(node->host()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a tree cast names host ", QuoteForError(node->host()),
+                       " twice (or names the host it is sent to)"));
+    }
+    for (const v1::CastHost& child : node->children()) {
+      pending.emplace_back(&child, depth + 1);
+    }
+  }
+  // Each host below gets one copy of the payload.
+  if ((hosts.size() - 1) * bytes > kMaxCastBytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("a tree cast to ", hosts.size() - 1, " hosts of ", bytes,
+                     " bytes each is over this host's limit of ", kMaxCastBytes,
+                     " bytes of copies"));
+  }
+  return absl::OkStatus();
 }
 
 void Router::RouteLocal(v1::Envelope& envelope) {
@@ -322,7 +416,46 @@ void Router::ReleaseHeld(const std::string& proc, const absl::Status& why,
   for (const v1::Envelope& envelope : held.envelopes) Bounce(envelope, answer);
 }
 
+void Router::Forward(const v1::Envelope& envelope, const v1::PortRef* fold_port,
+                     uint32_t timeout_ms) {
+  for (const v1::CastHost& child : envelope.forward()) {
+    v1::Envelope copy;
+    copy.set_to_host(child.host());
+    *copy.mutable_payload() = envelope.payload();
+    copy.set_sender(envelope.sender());
+    copy.set_correlation(child.correlation());
+    *copy.mutable_targets() = child.targets();
+    *copy.mutable_forward() = child.children();
+    if (envelope.has_forward_owner()) {
+      copy.set_forward_owner(envelope.forward_owner());
+    }
+    if (fold_port != nullptr) {
+      *copy.mutable_reply_to() = *fold_port;
+      copy.set_reduce(envelope.reduce());
+      copy.set_reduce_field(envelope.reduce_field());
+      copy.set_reduce_timeout_ms(timeout_ms);
+    } else if (envelope.has_reply_to()) {
+      *copy.mutable_reply_to() = envelope.reply_to();
+    }
+    absl::Status sent = absl::OkStatus();
+    if (!peers_) {
+      sent = absl::UnimplementedError("this host forwards to no other host");
+    }
+    if (sent.ok()) sent = CheckRelaySize(copy);
+    if (sent.ok()) sent = peers_(child.host(), copy);
+    if (!sent.ok()) {
+      Bounce(copy, Annotate(sent, absl::StrCat("to host ", child.host())));
+    }
+  }
+}
+
 void Router::FanOut(v1::Envelope& envelope) {
+  // Down the tree first: the hosts below have further to go.
+  if (envelope.forward_size() > 0) {
+    Forward(envelope, nullptr, 0);
+    envelope.clear_forward();
+    envelope.clear_forward_owner();
+  }
   // The payload and reply are shared by every copy; only the address and
   // rank differ.
   google::protobuf::RepeatedPtrField<v1::CastTarget> targets;
@@ -362,6 +495,21 @@ void Router::StartFold(v1::Envelope& envelope) {
   for (const v1::CastTarget& target : envelope.targets()) {
     fold->ranks_by_proc[target.proc()].push_back(target.cast_rank());
   }
+  {
+    absl::MutexLock lock(&fold->mu);
+    for (const v1::CastHost& child : envelope.forward()) {
+      Fold::Child& entry = fold->children[child.correlation()];
+      if (!entry.host.empty()) {
+        Bounce(envelope, absl::InvalidArgumentError(absl::StrCat(
+                             "a tree cast gives hosts ", entry.host, " and ",
+                             child.host(), " the same correlation")));
+        return;
+      }
+      entry.host = child.host();
+      SubtreeRanks(child, &entry.ranks);
+    }
+    fold->children_pending = fold->children.size();
+  }
   const absl::Duration timeout =
       std::min(envelope.reduce_timeout_ms() == 0
                    ? absl::Seconds(30)
@@ -381,14 +529,34 @@ void Router::StartFold(v1::Envelope& envelope) {
   auto finish = [this, weak](const absl::Status& missing) {
     std::shared_ptr<Fold> fold = weak.lock();
     if (fold == nullptr) return;
-    v1::Reduced reduced;
+    std::vector<v1::Reduced> parts;
     std::vector<uint64_t> watches;
     EventLoop::TimerId timer;
+    v1::Reduce reduce;
     {
       absl::MutexLock lock(&fold->mu);
       if (fold->finished) return;
       fold->finished = true;
-      reduced = std::move(fold->fold).Finish(missing);
+      reduce = fold->fold.reduce();
+      const std::string field = fold->fold.field();
+      parts.push_back(std::move(fold->fold).Finish(missing));
+      // A host below that gave no answer fails its whole subtree, named.
+      for (auto& [correlation, child] : fold->children) {
+        absl::StatusOr<v1::Reduced> answer =
+            child.answer.has_value() ? *std::move(child.answer)
+                                     : absl::StatusOr<v1::Reduced>(missing);
+        if (answer.ok()) {
+          parts.push_back(*std::move(answer));
+          continue;
+        }
+        const absl::Status why = answer.status();
+        parts.push_back(
+            FailedPart(reduce, field, child.ranks, [&](uint64_t rank) {
+              return absl::Status(
+                  why.code(), absl::StrCat("rank ", rank, " via host ",
+                                           child.host, ": ", why.message()));
+            }));
+      }
       watches = fold->watches;
       timer = fold->timer;
     }
@@ -399,17 +567,29 @@ void Router::StartFold(v1::Envelope& envelope) {
       absl::ReaderMutexLock lock(&mu_);
       if (loop_ != nullptr && timer != 0) loop_->Cancel(timer);
     }
+    v1::Reduced reduced =
+        parts.size() == 1 ? std::move(parts[0]) : Combine(reduce, parts);
     v1::Envelope reply = EnvelopeToPort(fold->reply_to, reduced);
     reply.set_correlation(fold->correlation);
     mailbox_->Send(std::move(reply));
   };
-  // The fold lives as long as its port handler (until finished).
+  // The fold lives as long as its port handler (until finished). Its own
+  // targets answer with their cast rank; a host below with the correlation
+  // it was sent.
   v1::PortRef port = mailbox_->OpenPort([fold, finish](v1::Envelope reply) {
     bool done;
     {
       absl::MutexLock lock(&fold->mu);
       if (fold->finished) return;
-      done = fold->fold.Add(std::move(reply));
+      auto child = fold->children.find(reply.correlation());
+      if (child != fold->children.end()) {
+        if (child->second.answer.has_value()) return;
+        child->second.answer = UnpackPayload<v1::Reduced>(reply);
+        --fold->children_pending;
+      } else {
+        fold->fold.Add(std::move(reply));
+      }
+      done = fold->Complete();
     }
     if (done) finish(absl::OkStatus());
   });
@@ -429,7 +609,8 @@ void Router::StartFold(v1::Envelope& envelope) {
           {
             absl::MutexLock lock(&fold->mu);
             if (fold->finished) return;
-            for (uint64_t rank : ranks) done = fold->fold.Fail(rank, why);
+            for (uint64_t rank : ranks) fold->fold.Fail(rank, why);
+            done = fold->Complete();
           }
           if (done) finish(absl::OkStatus());
         });
@@ -454,6 +635,16 @@ void Router::StartFold(v1::Envelope& envelope) {
         fold->timer = timer;
       }
     }
+  }
+  // The hosts below answer a little sooner, so that what they have comes
+  // in before this host's own deadline.
+  if (envelope.forward_size() > 0) {
+    const absl::Duration child_timeout = std::max(
+        timeout - std::min(timeout / 10, kTreeMargin), absl::Milliseconds(1));
+    Forward(envelope, &port,
+            static_cast<uint32_t>(absl::ToInt64Milliseconds(child_timeout)));
+    envelope.clear_forward();
+    envelope.clear_forward_owner();
   }
   *envelope.mutable_reply_to() = port;
   envelope.clear_correlation();

@@ -7,19 +7,30 @@
 //   - the host's own mailbox (the ports where it folds reduced casts).
 // A cast (Envelope.targets) is fanned out here: one copy per target proc,
 // and with a reducer the replies are folded (lib/mailbox/reduce.h) into one
-// reply to the sender. Envelopes from one sender are routed in the order
-// they arrive, so per-sender order holds end to end.
+// reply to the sender. A tree cast (Envelope.forward) is also passed on to
+// the hosts below this one, each with its own part of the tree; with a
+// reducer, each answers this host's fold with one Reduced for its subtree.
+// A child's share of the fold's deadline is shorter (kTreeMargin per
+// level), so a host that is slow or gone costs its parent only its own
+// subtree's ranks, named, never the whole answer. Envelopes from one sender are
+// routed in the order they arrive, so per-sender order holds end to end.
 //
 // Who may send what (every envelope names its sender, `from`: a proc name,
 // "client:<id>" or "host:<host:port>" for a relay stream, "" for the host
 // itself):
 //   - only this host's procs (and the host itself) reach other hosts: a
-//     client or a peer host reaches a host through its own stream to it, so
-//     a message crosses at most one host-to-host hop and hostd dials no
-//     address a client names;
-//   - a client or a peer host reaches only this host's procs; a client's
-//     reply_to names itself or a proc, a peer's never the host's own
-//     mailbox: no client writes into another's mailbox or the host's folds;
+//     client or a peer host reaches a host through its own stream to it.
+//     The one exception is a tree cast, which this host passes on to the
+//     hosts the sender's tree names, dialling them as it dials any peer
+//     (its host certificate; a token only over TLS or loopback). The host
+//     below trusts this one's word for who sent it (forward_owner, the
+//     sender's identity), as peers are already trusted to reach every proc,
+//     and holds the cast's targets to that identity's procs;
+//   - a client or a peer host reaches only this host's procs (a peer also
+//     this host's ports, where its tree folds gather subtrees' answers); a
+//     client's reply_to names itself or a proc, a peer's never this host's
+//     own mailbox: no client writes into another's mailbox or the host's
+//     folds;
 //   - a client that is not an admin (its stream was added with an owner)
 //     reaches, and names as reply_to, only procs it owns (`owner_of`);
 //     PERMISSION_DENIED otherwise;
@@ -67,6 +78,13 @@ class Router {
   static constexpr size_t kMaxCastBytes = size_t{1} << 30;
   static constexpr size_t kMaxFolds = 16384;
   static constexpr absl::Duration kMaxFoldTimeout = absl::Minutes(10);
+  // A tree cast (Envelope.forward) names at most this many hosts below the
+  // receiving one, at most this deep.
+  static constexpr int kMaxTreeHosts = 4096;
+  static constexpr int kMaxTreeDepth = 16;
+  // How much sooner than its parent a host below answers a tree fold: a
+  // tenth of the parent's time, at most this.
+  static constexpr absl::Duration kTreeMargin = absl::Milliseconds(200);
 
   // Queues a frame on a relay stream; false if the stream is gone or full.
   using StreamSink = std::function<absl::Status(v1::RelayFrame)>;
@@ -155,17 +173,30 @@ class Router {
 
   bool IsLocalHost(const std::string& host) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // OK if `from` (a stream added with `owner`, if any) may send `envelope`
-  // (see the class comment).
+  // OK if `from` (a stream added with `owner`, if any; for a peer's tree
+  // cast, its forward_owner) may send `envelope` (see the class comment);
+  // `self`: this host's address.
   absl::Status CheckSender(const v1::Envelope& envelope,
                            const std::string& from, bool local,
-                           const std::optional<std::string>& owner) const;
+                           const std::optional<std::string>& owner,
+                           const std::string& self) const;
   // OK if `proc` is not a proc of this host or `owner` owns it.
   absl::Status CheckOwner(const std::string& proc,
                           const std::string& owner) const;
   // RESOURCE_EXHAUSTED if `envelope` is over what a relay stream carries.
   absl::Status CheckRelaySize(const v1::Envelope& envelope) const;
+  // OK if the cast's copies (its targets, and for a tree cast the hosts
+  // below, each named once, none of them `self`) are within the limits.
+  absl::Status CheckCast(const v1::Envelope& envelope,
+                         const std::string& self) const;
   void RouteLocal(v1::Envelope& envelope);
+  // Passes a tree cast on to each host of envelope.forward (see the class
+  // comment); with a fold, the copies answer `fold_port` within
+  // `timeout_ms`. Each copy that cannot go is answered (Bounce) with its
+  // CastHost's correlation.
+  void Forward(const v1::Envelope& envelope, const v1::PortRef* fold_port,
+               uint32_t timeout_ms);
+  // Forwards (see Forward), then hands a copy to each target of this host.
   void FanOut(v1::Envelope& envelope);
   void StartFold(v1::Envelope& envelope);
   // Sends `envelope` to its proc, or holds or bounces it (see kHoldFor).

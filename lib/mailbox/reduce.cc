@@ -195,4 +195,12 @@ v1::Reduced Combine(v1::Reduce reduce, const std::vector<v1::Reduced>& parts) {
   return combined;
 }
 
+v1::Reduced FailedPart(v1::Reduce reduce, const std::string& field,
+                       const std::vector<uint64_t>& ranks,
+                       const std::function<absl::Status(uint64_t)>& why) {
+  ReplyFold fold(reduce, field, ranks);
+  for (uint64_t rank : ranks) fold.Fail(rank, why(rank));
+  return std::move(fold).Finish(absl::OkStatus());
+}
+
 }  // namespace mesh

@@ -7,6 +7,7 @@
 #define HOSTMESH_LIB_MAILBOX_REDUCE_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -37,6 +38,8 @@ class ReplyFold {
   bool done() const { return pending_ == 0; }
   size_t pending() const { return pending_; }
   const std::vector<uint64_t>& ranks() const { return ranks_; }
+  v1::Reduce reduce() const { return reduce_; }
+  const std::string& field() const { return field_; }
 
   // The fold; ranks still missing count as failed with `missing`.
   v1::Reduced Finish(const absl::Status& missing) &&;
@@ -52,6 +55,14 @@ class ReplyFold {
 // Folds the Reduced of several hosts (each covering other ranks) into one,
 // as if one host had folded every reply. COLLECT keeps cast-rank order.
 v1::Reduced Combine(v1::Reduce reduce, const std::vector<v1::Reduced>& parts);
+
+// The part of a fold for `ranks` when none of them could answer: each
+// fails with why(rank) (a host that could not be reached, say, naming the
+// rank). What a sender or a host folds in for a subtree that gave no
+// answer.
+v1::Reduced FailedPart(v1::Reduce reduce, const std::string& field,
+                       const std::vector<uint64_t>& ranks,
+                       const std::function<absl::Status(uint64_t)>& why);
 
 // The numeric field `field` (empty: "value") of a reply's payload, read by
 // reflection: INVALID_ARGUMENT if the payload's type is not linked into this

@@ -185,6 +185,14 @@ struct ClientOptions {
   // Where forwarded output goes instead of fds 1 and 2 (tests, a UI): each
   // call is whole lines of one stream, on the forwarder's thread.
   std::function<void(v1::LogStream, absl::string_view)> proc_output_sink;
+
+  // Casts, calls and reduces to an actor mesh on more hosts than this go
+  // through a tree of its hosts (each forwards to at most this many), so
+  // the client sends one envelope, and a Reduce gets one answer, whatever
+  // the number of hosts; a mesh on this many hosts or fewer is sent to host
+  // by host. Every message to one mesh goes the same way, so per-sender
+  // order holds. 0 or 1: always host by host.
+  size_t cast_tree_fanout = 16;
 };
 
 class Client {
@@ -243,6 +251,9 @@ class Client {
   void OnSupervisionEvent(
       std::function<void(const v1::SupervisionEvent&)> handler);
   const v1::PortRef& supervisor_port() const { return supervisor_port_; }
+
+  // See ClientOptions::cast_tree_fanout.
+  size_t cast_tree_fanout() const { return cast_tree_fanout_; }
 
   // Internal: the mailbox, and a cached channel per address.
   Mailbox& mailbox() { return *mailbox_; }
@@ -371,6 +382,7 @@ class Client {
   // Every host heard from (or with a tracked proc).
   std::map<std::string, HostRecord> hosts_ ABSL_GUARDED_BY(streams_mu_);
   HostHealthTracker::Options health_options_;
+  size_t cast_tree_fanout_ = 16;
   std::function<void(const HostEvent&)> on_host_event_;
   // How often HealthTick runs.
   absl::Duration health_tick_ = absl::Milliseconds(200);
