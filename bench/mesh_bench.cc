@@ -39,7 +39,12 @@
 //   B8      H hosts x K procs (HostMesh::        F4.64B for the gather
 //           Process): up time; Call on all
 //           actors; TCP data segments the
-//           client sends per Call
+//           client sends per Call; Reduce
+//           (COLLECT) host by host and through
+//           trees of 1-3 levels (fan-outs H-1,
+//           4, 2), with a note fitting the
+//           cost per level and modelling
+//           1,024 hosts
 //
 // Notes beside the table say where B1b's time went (cold_client's steps)
 // and what B1, B2 and B5 cost in CPU (client, hostd, procs); with
@@ -632,6 +637,8 @@ class Bench {
     if (value.has_value()) samples_[id].push_back(*value);
   }
   std::vector<double>& Samples(const std::string& id) { return samples_[id]; }
+  // B8: the fan-out that gave each tree depth measured.
+  std::map<int, size_t> tree_fanouts_;
 
   absl::Status SetUp() {
     // Procs orphaned by a restarted hostd (B9) are reparented to this
@@ -1271,8 +1278,118 @@ class Bench {
                static_cast<double>(after.data_segments - before.data_segments) /
                    gathered);
       }
+      // Reduce(COLLECT) on all actors, host by host and through trees of
+      // 1, 2 and 3 levels (fan-outs of hosts-1, 4, 2): one answer comes
+      // back either way, but host by host the client sends one envelope
+      // per host and folds H answers.
+      const size_t fanout_before = client_->cast_tree_fanout();
+      std::vector<std::pair<std::string, size_t>> shapes = {{"hbh", 0}};
+      for (int levels = 1; levels <= 3; ++levels) {
+        if (std::optional<size_t> fanout = FanoutFor(hosts_n, levels)) {
+          shapes.emplace_back(absl::StrCat("tree", levels), *fanout);
+          tree_fanouts_[levels] = *fanout;
+        }
+      }
+      for (const auto& [id, fanout] : shapes) {
+        if (!ok) break;
+        client_->SetCastTreeFanout(fanout);
+        auto reduce_all = [&]() -> std::optional<double> {
+          absl::Time t = absl::Now();
+          absl::StatusOr<v1::Reduced> reduced =
+              actors->Reduce(small, v1::REDUCE_COLLECT, kStepTimeout);
+          double took = Ms(absl::Now() - t);
+          if (!reduced.ok() || reduced->failed() != 0) {
+            Note(absl::StrCat("B8.reduce.", id, ": ",
+                              reduced.ok() ? reduced->first_error().message()
+                                           : reduced.status().ToString()));
+            ok = false;
+            return std::nullopt;
+          }
+          return took;
+        };
+        for (int i = 0; i < 3 && ok; ++i) reduce_all();
+        const TcpSent reduce_before = TcpSentTo(peers);
+        int reduced = 0;
+        for (int i = 0; i < flags_.gathers && ok; ++i) {
+          if (std::optional<double> took = reduce_all()) {
+            Samples(absl::StrCat("B8.reduce.", id)).push_back(*took);
+            ++reduced;
+          }
+        }
+        const TcpSent reduce_after = TcpSentTo(peers);
+        if (ok && reduced > 0 && (id == "hbh" || id == "tree2")) {
+          Sample(absl::StrCat("B8.msgs.reduce.", id),
+                 static_cast<double>(reduce_after.data_segments -
+                                     reduce_before.data_segments) /
+                     reduced);
+        }
+        if (ok && id == "tree2") {
+          for (int i = 0; i < flags_.gathers && ok; ++i) {
+            call_all(&Samples("B8.gather.tree2"));
+          }
+        }
+      }
+      client_->SetCastTreeFanout(fanout_before);
       hosts->Shutdown(absl::Seconds(2)).IgnoreError();
     }
+  }
+
+  // The levels of the client's tree over `hosts` hosts with `fanout`
+  // (client/actor_mesh.cc: host i's children are fanout*i+1 ..
+  // fanout*i+fanout); 0 if that many hosts are sent to host by host.
+  static int TreeLevels(size_t hosts, size_t fanout) {
+    if (fanout < 2 || hosts <= fanout) return 0;
+    int levels = 0;
+    for (size_t reached = 1, width = 1; reached < hosts; ++levels) {
+      width *= fanout;
+      reached += width;
+    }
+    return levels;
+  }
+  // The smallest fan-out whose tree over `hosts` hosts has `levels` levels.
+  static std::optional<size_t> FanoutFor(size_t hosts, int levels) {
+    for (size_t fanout = 2; fanout < hosts; ++fanout) {
+      if (TreeLevels(hosts, fanout) == levels) return fanout;
+    }
+    return std::nullopt;
+  }
+
+  // B8's model: a Reduce through a tree costs a fixed part plus one hop per
+  // level (least squares over the trees of 1-3 levels on the same hosts);
+  // host by host costs a part per host (B8.reduce.hbh / H). Both
+  // extrapolated to 1,024 hosts (a fan-out of 16: 3 levels).
+  void TreeModelNote() {
+    std::vector<std::pair<double, double>> points;  // (levels, ms)
+    for (int levels = 1; levels <= 3; ++levels) {
+      const std::vector<double>& ms =
+          samples_[absl::StrCat("B8.reduce.tree", levels)];
+      if (!ms.empty()) points.emplace_back(levels, Median(ms));
+    }
+    if (points.size() < 2 || samples_["B8.reduce.hbh"].empty()) return;
+    double mean_x = 0, mean_y = 0;
+    for (const auto& [x, y] : points) {
+      mean_x += x / points.size();
+      mean_y += y / points.size();
+    }
+    double sxy = 0, sxx = 0;
+    std::string fitted;
+    for (const auto& [x, y] : points) {
+      sxy += (x - mean_x) * (y - mean_y);
+      sxx += (x - mean_x) * (x - mean_x);
+      absl::StrAppend(&fitted, fitted.empty() ? "" : ", ",
+                      absl::StrFormat("%.0f: %.2f ms", x, y));
+    }
+    const double hop = sxy / sxx;
+    const double fixed = mean_y - hop * mean_x;
+    const double per_host = Median(samples_["B8.reduce.hbh"]) / flags_.b8_hosts;
+    report_.Note(absl::StrFormat(
+        "B8 model (%d hosts): a tree level costs %.2f ms (levels %s; fixed "
+        "part %.2f ms); host by host costs %.3f ms per host. Extrapolated "
+        "to 1,024 hosts (fan-out 16, 3 levels): tree ~%.1f ms with the "
+        "client sending 1 envelope, host by host ~%.0f ms with the client "
+        "sending 1,024",
+        flags_.b8_hosts, hop, fitted, fixed, per_host, fixed + 3 * hop,
+        per_host * 1024));
   }
 
   void Rows() {
@@ -1420,9 +1537,29 @@ class Bench {
       add("B8.msgs",
           absl::StrCat(shape, ": TCP data segments the client sends per Call"),
           "msgs");
-      report_.Note(
-          "B8.tree: the tree variant (the client sends once, hosts forward "
-          "to hosts) does not exist yet; not measured");
+      add("B8.gather.tree2",
+          absl::StrCat(shape, ": Call on all actors through a 2-level tree"),
+          "ms")
+          .set_floor("F4.64B");
+      add("B8.reduce.hbh",
+          absl::StrCat(shape, ": Reduce(COLLECT), host by host"), "ms");
+      for (const auto& [levels, fanout] : tree_fanouts_) {
+        add(absl::StrCat("B8.reduce.tree", levels),
+            absl::StrCat(shape, ": Reduce(COLLECT), ", levels,
+                         "-level tree (fan-out ", fanout, ")"),
+            "ms");
+      }
+      add("B8.msgs.reduce.hbh",
+          absl::StrCat(shape,
+                       ": TCP data segments the client sends per Reduce, "
+                       "host by host"),
+          "msgs");
+      add("B8.msgs.reduce.tree2",
+          absl::StrCat(shape,
+                       ": TCP data segments the client sends per Reduce, "
+                       "2-level tree"),
+          "msgs");
+      TreeModelNote();
     }
   }
 

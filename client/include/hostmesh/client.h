@@ -45,6 +45,7 @@
 
 #include <grpcpp/channel.h>
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <map>
@@ -252,8 +253,11 @@ class Client {
       std::function<void(const v1::SupervisionEvent&)> handler);
   const v1::PortRef& supervisor_port() const { return supervisor_port_; }
 
-  // See ClientOptions::cast_tree_fanout.
-  size_t cast_tree_fanout() const { return cast_tree_fanout_; }
+  // See ClientOptions::cast_tree_fanout. Setting it changes how messages
+  // sent from then on go: one sent before the change to a mesh whose path
+  // changed may be overtaken by one sent after (order holds per path).
+  size_t cast_tree_fanout() const { return cast_tree_fanout_.load(); }
+  void SetCastTreeFanout(size_t fanout) { cast_tree_fanout_.store(fanout); }
 
   // Internal: the mailbox, and a cached channel per address.
   Mailbox& mailbox() { return *mailbox_; }
@@ -382,7 +386,7 @@ class Client {
   // Every host heard from (or with a tracked proc).
   std::map<std::string, HostRecord> hosts_ ABSL_GUARDED_BY(streams_mu_);
   HostHealthTracker::Options health_options_;
-  size_t cast_tree_fanout_ = 16;
+  std::atomic<size_t> cast_tree_fanout_{16};
   std::function<void(const HostEvent&)> on_host_event_;
   // How often HealthTick runs.
   absl::Duration health_tick_ = absl::Milliseconds(200);
