@@ -17,24 +17,13 @@ namespace mesh {
 namespace {
 
 using testing::ListeningSockets;
+using testing::RanksOf;
 using testing::WithClient;
 
 // A client presenting no credentials (not even those in the environment);
 // hosts a mesh starts for itself trust their client without them.
 std::shared_ptr<Client> NewClient() {
   return testing::NewClient(ClientCredentials());
-}
-
-// Call results as view ranks, checking every reply is OK.
-std::vector<uint64_t> RanksOf(
-    const std::vector<absl::StatusOr<v1::ActorIdReply>>& replies) {
-  std::vector<uint64_t> ranks;
-  for (const auto& reply : replies) {
-    INFO(reply.status().ToString());
-    REQUIRE(reply.ok());
-    ranks.push_back(reply->rank());
-  }
-  return ranks;
 }
 
 TEST_CASE(

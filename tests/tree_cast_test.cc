@@ -20,6 +20,7 @@
 namespace mesh {
 namespace {
 
+using testing::RanksOf;
 using testing::TestHost;
 using testing::WithClient;
 
@@ -30,17 +31,6 @@ std::shared_ptr<Client> TreeClient() {
   options.credentials = ClientCredentials();
   options.cast_tree_fanout = kFanout;
   return testing::NewClient(std::move(options));
-}
-
-std::vector<uint64_t> RanksOf(
-    const std::vector<absl::StatusOr<v1::ActorIdReply>>& replies) {
-  std::vector<uint64_t> ranks;
-  for (const auto& reply : replies) {
-    INFO(reply.status().ToString());
-    REQUIRE(reply.ok());
-    ranks.push_back(reply->rank());
-  }
-  return ranks;
 }
 
 TEST_CASE(

@@ -49,6 +49,17 @@ v1::ProcSpec Shell(const std::string& script) {
   return spec;
 }
 
+std::vector<uint64_t> RanksOf(
+    const std::vector<absl::StatusOr<v1::ActorIdReply>>& replies) {
+  std::vector<uint64_t> ranks;
+  for (const auto& reply : replies) {
+    INFO(reply.status().ToString());
+    REQUIRE(reply.ok());
+    ranks.push_back(reply->rank());
+  }
+  return ranks;
+}
+
 std::shared_ptr<Client> NewClient(Client::Options options) {
   absl::StatusOr<std::shared_ptr<Client>> client =
       Client::Create(std::move(options));

@@ -16,6 +16,7 @@
 #include "lib/auth/credentials.h"
 #include "lib/launcher/launcher.h"
 #include "lib/testing/temp_dir.h"
+#include "proto/actors.pb.h"
 #include "proto/host.grpc.pb.h"
 #include "proto/proc.pb.h"
 
@@ -29,6 +30,10 @@ std::unique_ptr<grpc::ClientContext> Context(
 
 // A spec running `script` with /bin/sh -c.
 v1::ProcSpec Shell(const std::string& script);
+
+// The mesh ranks of GetActorId replies (mesh.echo), REQUIRE-ing each is OK.
+std::vector<uint64_t> RanksOf(
+    const std::vector<absl::StatusOr<v1::ActorIdReply>>& replies);
 
 // A client (REQUIREs it was created).
 std::shared_ptr<Client> NewClient(Client::Options options = {});
