@@ -3,7 +3,7 @@
 BAZEL ?= bazel
 BAZEL_FLAGS ?=
 
-.PHONY: deps build demo test check-clang test-asan bench format clean
+.PHONY: deps build demo test test-sdk install check-clang test-asan bench format clean
 
 deps:
 	@./deploy/install-deps.sh
@@ -14,8 +14,30 @@ build: deps
 demo: build
 	./bazel-bin/client/demo/demo
 
+# The Bazel tests, then the installed SDK's stage (test-sdk: Bazel cannot
+# run inside a Bazel test); both counted in the closing line.
 test: deps
-	./.ci/test-summary.sh $(BAZEL) test $(BAZEL_FLAGS) //...
+	@stages=$$(mktemp); rc=0; \
+	HOSTMESH_TEST_SUMMARY=$$stages ./.ci/test-summary.sh $(BAZEL) test $(BAZEL_FLAGS) //... || rc=1; \
+	HOSTMESH_TEST_SUMMARY=$$stages BAZEL="$(BAZEL)" BAZEL_FLAGS="$(BAZEL_FLAGS)" ./.ci/test-sdk.sh || rc=1; \
+	./.ci/sum-summaries.sh $$stages 2 || rc=1; rm -f $$stages; exit $$rc
+
+# The C++ SDK (README "Use it from your own build"): hostd, procd, meshctl
+# into $(PREFIX)/bin; libhostmesh.so, libhostmesh_procd.so, hostmesh.pc,
+# hostmesh-procd.pc and the CMake package into $(PREFIX)/lib; the public
+# headers into $(PREFIX)/include. DESTDIR stages it elsewhere.
+PREFIX ?= /usr/local
+DESTDIR ?=
+SDK_TARGETS = //deploy/sdk:all //hostd //procd //meshctl //proto:all
+install: deps
+	$(BAZEL) build $(BAZEL_FLAGS) $(SDK_TARGETS)
+	./deploy/install-sdk.sh --prefix "$(PREFIX)" --destdir "$(DESTDIR)" \
+	  --bazel-bin "$$($(BAZEL) info $(BAZEL_FLAGS) bazel-bin)"
+
+# The SDK stage of `make test` alone: installs into a temp prefix, builds
+# examples/sdk with pkg-config and with CMake, runs both on a local host.
+test-sdk: deps
+	BAZEL="$(BAZEL)" BAZEL_FLAGS="$(BAZEL_FLAGS)" ./.ci/test-sdk.sh
 
 # The checks (README "Checks") build in their own output bases (one pair per
 # checkout, as Bazel's own), so they never evict the main build's cache.

@@ -18,6 +18,7 @@
 #include "lib/mailbox/mailbox.h"
 #include "lib/names.h"
 #include "lib/net/host_port.h"
+#include "lib/relay/host_health.h"
 #include "lib/relay/relay_stream.h"
 #include "lib/status.h"
 #include "lib/time/clock.h"
@@ -124,9 +125,38 @@ absl::StatusOr<std::shared_ptr<Client>> Client::Create(Options options) {
   return client;
 }
 
+struct Client::HostRecord {
+  HostRecord(const std::string& host, HostHealthTracker::Options options)
+      : health(host, options) {}
+  HostHealthTracker health;
+  // This client's procs there (TrackProc) that have not ended, with their
+  // pids.
+  std::map<std::string, int32_t> procs;
+  // When to try the next reconnect while unreachable, and the wait after
+  // it (monotonic clock).
+  absl::Duration next_attempt = absl::ZeroDuration();
+  absl::Duration backoff = absl::ZeroDuration();
+};
+
+Client::HostRecord& Client::RecordLocked(const std::string& host) {
+  std::unique_ptr<HostRecord>& record = hosts_[host];
+  if (record == nullptr) {
+    record = std::make_unique<HostRecord>(
+        host,
+        HostHealthTracker::Options{.unreachable_after = unreachable_after_,
+                                   .lost_after = lost_after_});
+  }
+  return *record;
+}
+
+Client::HostRecord* Client::FindRecordLocked(const std::string& host) const {
+  auto it = hosts_.find(host);
+  return it != hosts_.end() ? it->second.get() : nullptr;
+}
+
 void Client::StartHealth(const Options& options) {
-  health_options_.unreachable_after = options.unreachable_after;
-  health_options_.lost_after = options.lost_after;
+  unreachable_after_ = options.unreachable_after;
+  lost_after_ = options.lost_after;
   cast_tree_fanout_ = options.cast_tree_fanout;
   on_host_event_ = options.on_host_event;
   heartbeat_interval_ = options.heartbeat_interval;
@@ -210,10 +240,10 @@ void Client::SupervisionFrom(const std::string& host,
 bool Client::StaleLoss(const std::string& host, const v1::MailboxLost& lost) {
   if (!lost.has_exit() || lost.exit().pid() == 0) return false;
   absl::MutexLock lock(&streams_mu_);
-  auto record = hosts_.find(host);
-  if (record == hosts_.end()) return false;
-  auto proc = record->second.procs.find(lost.mailbox());
-  return proc != record->second.procs.end() && proc->second != 0 &&
+  HostRecord* record = FindRecordLocked(host);
+  if (record == nullptr) return false;
+  auto proc = record->procs.find(lost.mailbox());
+  return proc != record->procs.end() && proc->second != 0 &&
          proc->second != lost.exit().pid();
 }
 
@@ -321,9 +351,9 @@ HostEvent Client::HostHealth(const std::string& host) const {
   HostEvent event;
   event.host = host;
   absl::MutexLock lock(&streams_mu_);
-  auto it = hosts_.find(host);
-  if (it == hosts_.end()) return event;
-  const HostRecord& record = it->second;
+  const HostRecord* found = FindRecordLocked(host);
+  if (found == nullptr) return event;
+  const HostRecord& record = *found;
   event.state = record.health.state();
   event.reason = record.health.reason();
   event.incarnation = record.health.incarnation();
@@ -346,15 +376,15 @@ void Client::TrackProc(const std::string& host, const std::string& proc,
                        int32_t pid) {
   absl::MutexLock lock(&streams_mu_);
   if (shutting_down_) return;
-  hosts_.try_emplace(host, host, health_options_).first->second.procs[proc] =
-      pid;
+  RecordLocked(host).procs[proc] = pid;
 }
 
 void Client::HealthTick() {
   absl::MutexLock lock(&streams_mu_);
   if (shutting_down_) return;
   const absl::Duration now = Now();
-  for (auto& [host, record] : hosts_) {
+  for (auto& [host, owned] : hosts_) {
+    HostRecord& record = *owned;
     auto current = streams_.find(host);
     RelayStream* stream =
         current != streams_.end() ? current->second.stream.get() : nullptr;
@@ -393,10 +423,10 @@ void Client::HealthTick() {
   health_loop_->PostAfter(health_tick_, [this] { HealthTick(); });
 }
 
-void Client::HealthChangedLocked(
-    const std::string& host, HostRecord& record, HostState previous,
-    std::vector<HostHealthTracker::Change> changes) {
-  for (HostHealthTracker::Change& change : changes) {
+void Client::HealthChangedLocked(const std::string& host, HostRecord& record,
+                                 HostState previous,
+                                 std::vector<HostHealthChange> changes) {
+  for (HostHealthChange& change : changes) {
     HostEvent event;
     event.host = host;
     event.state = change.state;
@@ -550,11 +580,10 @@ absl::Status Client::Route(v1::Envelope& envelope) {
         absl::StrCat("client ", id_, " is shutting down"));
   }
   // An unreachable host fails sends at once; the health loop reconnects.
-  if (auto health = hosts_.find(host);
-      health != hosts_.end() &&
-      health->second.health.state() == HostState::kUnreachable) {
+  if (HostRecord* record = FindRecordLocked(host);
+      record != nullptr && record->health.state() == HostState::kUnreachable) {
     return absl::UnavailableError(absl::StrCat(
-        "host ", host, " is unreachable: ", health->second.health.reason()));
+        "host ", host, " is unreachable: ", record->health.reason()));
   }
   // A stream that broke stays until its on_done (which fails what waited on
   // it) has run; sends meanwhile fail, and the next one reopens it.
@@ -621,8 +650,8 @@ void Client::OnFrame(const std::string& host, uint64_t serial,
       mailbox_->ReportLost(host, lost.mailbox(), why);
       absl::MutexLock lock(&streams_mu_);
       if (shutting_down_) return;
-      if (auto it = hosts_.find(host); it != hosts_.end()) {
-        it->second.procs.erase(lost.mailbox());
+      if (HostRecord* record = FindRecordLocked(host); record != nullptr) {
+        record->procs.erase(lost.mailbox());
       }
       event_loop_->Post(
           [this, host, lost, why] { ProcEnded(host, lost, why); });
@@ -637,8 +666,7 @@ void Client::OnFrame(const std::string& host, uint64_t serial,
       if (current == streams_.end() || current->second.serial != serial) {
         return;
       }
-      HostRecord& record =
-          hosts_.try_emplace(host, host, health_options_).first->second;
+      HostRecord& record = RecordLocked(host);
       const HostState before = record.health.state();
       HealthChangedLocked(
           host, record, before,
@@ -672,13 +700,13 @@ void Client::OnStreamDone(const std::string& host, uint64_t serial,
   {
     absl::MutexLock lock(&streams_mu_);
     shutting_down = shutting_down_;
-    auto record = hosts_.find(host);
+    HostRecord* record = FindRecordLocked(host);
     auto current = streams_.find(host);
-    if (!shutting_down && record != hosts_.end()) {
-      HostHealthTracker& health = record->second.health;
+    if (!shutting_down && record != nullptr) {
+      HostHealthTracker& health = record->health;
       const HostState before = health.state();
       if (current != streams_.end() && current->second.serial == serial) {
-        HealthChangedLocked(host, record->second, before,
+        HealthChangedLocked(host, *record, before,
                             health.StreamEnded(status, Now()));
       }
       if (health.state() == HostState::kUnreachable ||

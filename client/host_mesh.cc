@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "client/internal/parallel.h"
 #include "client/internal/stop_procs.h"
+#include "lib/auth/credentials.h"
 #include "lib/launcher/launcher.h"
 #include "lib/names.h"
 #include "lib/status.h"

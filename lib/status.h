@@ -1,5 +1,5 @@
-// Status helpers shared by every component. Debian's Abseil (20220623) has
-// no status macros, so they are defined once here.
+// Status helpers shared by every component. The status macros are the
+// public hostmesh/status.h's (Debian's Abseil 20220623 has none).
 #ifndef HOSTMESH_LIB_STATUS_H_
 #define HOSTMESH_LIB_STATUS_H_
 
@@ -7,27 +7,13 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "hostmesh/status.h"
 #include "proto/resource.pb.h"
 
-#define MESH_STATUS_CONCAT_INNER_(a, b) a##b
-#define MESH_STATUS_CONCAT_(a, b) MESH_STATUS_CONCAT_INNER_(a, b)
-
-// Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define RETURN_IF_ERROR(expr)                    \
-  do {                                           \
-    ::absl::Status mesh_status_ = (expr);        \
-    if (!mesh_status_.ok()) return mesh_status_; \
-  } while (0)
-
-// `ASSIGN_OR_RETURN(auto x, F())` assigns the value of an absl::StatusOr or
-// returns its error from the enclosing function.
-#define ASSIGN_OR_RETURN(lhs, expr)                                          \
-  MESH_ASSIGN_OR_RETURN_IMPL_(MESH_STATUS_CONCAT_(mesh_statusor_, __LINE__), \
-                              lhs, expr)
-#define MESH_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
-  auto tmp = (expr);                                \
-  if (!tmp.ok()) return std::move(tmp).status();    \
-  lhs = std::move(tmp).value()
+// The status macros without their prefix, for hostmesh's own code: the one
+// implementation is the public header's.
+#define RETURN_IF_ERROR(expr) HOSTMESH_RETURN_IF_ERROR(expr)
+#define ASSIGN_OR_RETURN(lhs, expr) HOSTMESH_ASSIGN_OR_RETURN(lhs, expr)
 
 namespace mesh {
 

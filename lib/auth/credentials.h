@@ -22,6 +22,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "hostmesh/credentials.h"
 
 namespace mesh {
 
@@ -29,30 +30,9 @@ namespace mesh {
 inline constexpr char kAuthorizationMetadata[] = "authorization";
 inline constexpr char kBearerPrefix[] = "Bearer ";
 
-// Environment variables naming credential files (never the secrets).
-inline constexpr char kTokenFileEnv[] = "HOSTMESH_TOKEN_FILE";
-inline constexpr char kTlsCaEnv[] = "HOSTMESH_TLS_CA";
-inline constexpr char kTlsCertEnv[] = "HOSTMESH_TLS_CERT";
-inline constexpr char kTlsKeyEnv[] = "HOSTMESH_TLS_KEY";
-
-struct ClientCredentials {
-  std::string token;
-  std::string tls_ca_pem;
-  std::string tls_cert_pem;
-  std::string tls_key_pem;
-
-  bool empty() const { return token.empty() && tls_ca_pem.empty(); }
-
-  // Reads the named files (an empty path is skipped). A token file holds
-  // the token on its first line; it must not be readable by others (mode
-  // 0600 or 0640), nor a key file. Errors name the file and what is wrong.
-  static absl::StatusOr<ClientCredentials> FromFiles(
-      const std::string& token_file, const std::string& tls_ca_file,
-      const std::string& tls_cert_file, const std::string& tls_key_file);
-  // FromFiles with the paths in HOSTMESH_TOKEN_FILE, HOSTMESH_TLS_CA,
-  // HOSTMESH_TLS_CERT and HOSTMESH_TLS_KEY (unset: none).
-  static absl::StatusOr<ClientCredentials> FromEnv();
-};
+// ClientCredentials and the HOSTMESH_* variables naming credential files
+// are public: hostmesh/credentials.h. FromFiles and FromEnv are defined in
+// credentials.cc.
 
 // A channel to `address` (host:port) presenting `credentials`.
 std::shared_ptr<grpc::Channel> NewAuthedChannel(

@@ -1,8 +1,10 @@
 #include "lib/launcher/launcher.h"
 
+#include <dlfcn.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <utility>
@@ -12,6 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "lib/auth/credentials.h"
 #include "lib/status.h"
 
@@ -208,15 +212,44 @@ void Launcher::StopAll(absl::Duration grace) {
   }
 }
 
+namespace {
+
+// The file the code of this function was loaded from: the shared library
+// (an installed libhostmesh.so) or the program itself; empty if unknown.
+std::filesystem::path ThisObjectFile() {
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void*>(&ThisObjectFile), &info) == 0 ||
+      info.dli_fname == nullptr || info.dli_fname[0] == '\0') {
+    return {};
+  }
+  std::error_code error;
+  std::filesystem::path path =
+      std::filesystem::weakly_canonical(info.dli_fname, error);
+  return error ? std::filesystem::path() : path;
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> FindBinary(const std::string& name) {
+  if (name.empty() || name.find('/') != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "FindBinary takes a binary's name, not a path: \"", name, "\""));
+  }
   std::vector<std::string> tried;
   auto usable = [&tried](const std::filesystem::path& path) {
     tried.push_back(path.string());
-    return access(path.c_str(), X_OK) == 0;
+    std::error_code error;
+    return access(path.c_str(), X_OK) == 0 &&
+           std::filesystem::is_regular_file(path, error);
   };
   std::string env_name = absl::StrCat("HOSTMESH_", absl::AsciiStrToUpper(name));
-  if (const char* path = std::getenv(env_name.c_str())) {
+  if (const char* path = std::getenv(env_name.c_str());
+      path != nullptr && path[0] != '\0') {
     if (usable(path)) return std::string(path);
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s is \"%s\", which is not an executable file; unset it to look "
+        "for %s in the usual places",
+        env_name, path, name));
   }
   std::error_code error;
   std::filesystem::path self =
@@ -233,22 +266,39 @@ absl::StatusOr<std::string> FindBinary(const std::string& name) {
     candidates.push_back(self.parent_path() / name);
     // Bazel's output tree: bazel-bin/<pkg>/<bin> beside
     // bazel-bin/<name>/<name>.
-    for (std::filesystem::path dir = self.parent_path();
-         dir.has_relative_path(); dir = dir.parent_path()) {
-      candidates.push_back(dir / name / name);
-      if (dir.filename() == "bin") break;
+    if (self.string().find("/bazel-out/") != std::string::npos) {
+      for (std::filesystem::path dir = self.parent_path();
+           dir.has_relative_path(); dir = dir.parent_path()) {
+        candidates.push_back(dir / name / name);
+        if (dir.filename() == "bin") break;
+      }
+    }
+  }
+  // An installed library: PREFIX/lib/libhostmesh.so finds PREFIX/bin/<name>.
+  if (std::filesystem::path object = ThisObjectFile();
+      !object.empty() && object != self) {
+    candidates.push_back(object.parent_path().parent_path() / "bin" / name);
+  }
+  if (const char* path = std::getenv("PATH")) {
+    for (absl::string_view dir : absl::StrSplit(path, ':', absl::SkipEmpty())) {
+      candidates.push_back(std::filesystem::path(std::string(dir)) / name);
     }
   }
   candidates.push_back(std::filesystem::path("/usr/local/bin") / name);
   candidates.push_back(std::filesystem::path("/usr/bin") / name);
   for (const auto& candidate : candidates) {
+    if (std::find(tried.begin(), tried.end(), candidate.string()) !=
+        tried.end()) {
+      continue;
+    }
     if (usable(candidate)) {
       return std::filesystem::weakly_canonical(candidate).string();
     }
   }
   return absl::NotFoundError(absl::StrFormat(
-      "cannot find the %s binary; set %s or build it (tried %s)", name,
-      env_name, absl::StrJoin(tried, ", ")));
+      "cannot find the %s binary: install hostmesh (make install), put %s on "
+      "the PATH or set %s (tried %s)",
+      name, name, env_name, absl::StrJoin(tried, ", ")));
 }
 
 }  // namespace mesh

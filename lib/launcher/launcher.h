@@ -86,10 +86,15 @@ class Launcher {
   std::map<std::string, std::shared_ptr<Entry>> children_ ABSL_GUARDED_BY(mu_);
 };
 
-// Finds a hostmesh binary ("hostd", "procd", "meshctl"): $HOSTMESH_<NAME>
-// (upper case), then Bazel runfiles of the running program, then beside the
-// running program and its Bazel-output siblings (../<name>/<name>), then
-// /usr/local/bin and /usr/bin. NOT_FOUND lists where it looked.
+// Finds a hostmesh binary ("hostd", "procd", "meshctl"), the first
+// executable file of: $HOSTMESH_<NAME> (upper case; if set, it must name
+// one: INVALID_ARGUMENT otherwise); the Bazel runfiles of
+// the running program; beside the running program, and its Bazel-output
+// siblings (../<name>/<name>) if it runs from a Bazel output tree; PREFIX/bin
+// when this code was loaded from a shared library PREFIX/lib/libhostmesh.so
+// (the installed SDK, `make install`); every dir of $PATH; /usr/local/bin
+// and /usr/bin. NOT_FOUND lists where it looked; INVALID_ARGUMENT if `name`
+// is empty or a path.
 absl::StatusOr<std::string> FindBinary(const std::string& name);
 
 }  // namespace mesh

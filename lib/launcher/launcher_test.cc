@@ -4,8 +4,11 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -157,6 +160,77 @@ TEST_CASE("a child that does not register in time is killed") {
   absl::StatusOr<ExitInfo> exit = launcher->WaitExit("mute", kWait);
   REQUIRE(exit.ok());
   CHECK(exit->term_signal == SIGKILL);
+}
+
+// Sets an environment variable for one scope (unset if `value` is null).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value == nullptr) {
+      unsetenv(name);
+    } else {
+      setenv(name, value, 1);
+    }
+  }
+  ~ScopedEnv() {
+    if (old_.has_value()) {
+      setenv(name_.c_str(), old_->c_str(), 1);
+    } else {
+      unsetenv(name_.c_str());
+    }
+  }
+
+ private:
+  std::string name_;
+  std::optional<std::string> old_;
+};
+
+// An executable file `name` in `dir`.
+std::string MakeExecutable(const std::string& dir, const std::string& name) {
+  std::string path = absl::StrCat(dir, "/", name);
+  std::ofstream(path) << "#!/bin/sh\n";
+  REQUIRE(chmod(path.c_str(), 0755) == 0);
+  return path;
+}
+
+TEST_CASE("FindBinary finds a binary on the PATH, after its variable") {
+  testing::TempDir dir;
+  std::string on_path = MakeExecutable(dir.path(), "hmfindtest");
+  std::string elsewhere = MakeExecutable(dir.path(), "other");
+  ScopedEnv path("PATH", absl::StrCat("/nonexistent:", dir.path()).c_str());
+  {
+    ScopedEnv unset("HOSTMESH_HMFINDTEST", nullptr);
+    absl::StatusOr<std::string> found = FindBinary("hmfindtest");
+    REQUIRE(found.ok());
+    CHECK(*found == on_path);
+  }
+  {
+    ScopedEnv variable("HOSTMESH_HMFINDTEST", elsewhere.c_str());
+    absl::StatusOr<std::string> found = FindBinary("hmfindtest");
+    REQUIRE(found.ok());
+    CHECK(*found == elsewhere);
+  }
+  // A variable that names no executable is an error, not skipped.
+  ScopedEnv wrong("HOSTMESH_HMFINDTEST", "/nonexistent/hmfindtest");
+  absl::StatusOr<std::string> found = FindBinary("hmfindtest");
+  REQUIRE(found.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(
+      absl::StrContains(found.status().message(),
+                        "HOSTMESH_HMFINDTEST is \"/nonexistent/hmfindtest\""));
+}
+
+TEST_CASE("FindBinary names where it looked, and refuses a path") {
+  ScopedEnv path("PATH", "/nonexistent-hostmesh-dir");
+  absl::StatusOr<std::string> missing = FindBinary("hmnosuchbinary");
+  REQUIRE(missing.status().code() == absl::StatusCode::kNotFound);
+  CHECK(absl::StrContains(missing.status().message(),
+                          "/nonexistent-hostmesh-dir/hmnosuchbinary"));
+  CHECK(
+      absl::StrContains(missing.status().message(), "HOSTMESH_HMNOSUCHBINARY"));
+  CHECK(FindBinary("bin/hostd").status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(FindBinary("").status().code() == absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -33,13 +33,21 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "hostmesh/host_state.h"
 
 namespace mesh {
 
-enum class HostState { kUnknown, kReachable, kUnreachable, kLost };
+// HostState and HostStateName (defined in host_health.cc) are public:
+// hostmesh/host_state.h.
 
-// "unknown", "reachable", "unreachable", "lost".
-absl::string_view HostStateName(HostState state);
+// One change of a host's health (HostHealthTracker).
+struct HostHealthChange {
+  HostState state;
+  // Why, naming the host, e.g. "no frame from host h:1 for 2.1s".
+  std::string reason;
+  // The incarnation it is about (for a restart's kLost, the old one).
+  uint64_t incarnation = 0;
+};
 
 class HostHealthTracker {
  public:
@@ -49,13 +57,7 @@ class HostHealthTracker {
     // How long a host stays unreachable before it is lost.
     absl::Duration lost_after = absl::Seconds(30);
   };
-  struct Change {
-    HostState state;
-    // Why, naming the host, e.g. "no frame from host h:1 for 2.1s".
-    std::string reason;
-    // The incarnation it is about (for a restart's kLost, the old one).
-    uint64_t incarnation = 0;
-  };
+  using Change = HostHealthChange;
 
   HostHealthTracker(std::string host, Options options);
 

@@ -60,8 +60,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "lib/auth/credentials.h"
-#include "lib/relay/host_health.h"
+#include "hostmesh/credentials.h"
+#include "hostmesh/host_state.h"
 #include "proto/host.pb.h"
 #include "proto/mailbox.pb.h"
 #include "proto/proc.pb.h"
@@ -70,6 +70,7 @@ namespace mesh {
 
 class ActorMesh;
 class EventLoop;
+struct HostHealthChange;
 class Mailbox;
 class MeshSupervision;
 class SupervisionIndex;
@@ -305,19 +306,14 @@ class Client {
   RelayStream* StreamLocked(const std::string& host)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_);
   void OnFrame(const std::string& host, uint64_t serial, v1::RelayFrame frame);
-  // Host health (see the class comment).
-  struct HostRecord {
-    HostRecord(const std::string& host, HostHealthTracker::Options options)
-        : health(host, options) {}
-    HostHealthTracker health;
-    // This client's procs there (TrackProc) that have not ended, with
-    // their pids.
-    std::map<std::string, int32_t> procs;
-    // When to try the next reconnect while unreachable, and the wait
-    // after it (monotonic clock).
-    absl::Duration next_attempt = absl::ZeroDuration();
-    absl::Duration backoff = absl::ZeroDuration();
-  };
+  // Host health (see the class comment): one record per host (client.cc).
+  struct HostRecord;
+  // The record of `host`, made if there is none.
+  HostRecord& RecordLocked(const std::string& host)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_);
+  // The record of `host`, or null.
+  HostRecord* FindRecordLocked(const std::string& host) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_);
   void StartHealth(const Options& options);
   // Checks every host's silence and grace; reconnects; runs on the health
   // loop every tick.
@@ -325,7 +321,7 @@ class Client {
   // Queues, for the health loop, the events of host `host`'s `changes`.
   void HealthChangedLocked(const std::string& host, HostRecord& record,
                            HostState previous,
-                           std::vector<HostHealthTracker::Change> changes)
+                           std::vector<HostHealthChange> changes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_);
   void DeliverHostEvent(const HostEvent& event);
   // Supervision (see OnSupervisionEvent), on the event thread: a proc's
@@ -384,8 +380,11 @@ class Client {
   size_t live_streams_ ABSL_GUARDED_BY(streams_mu_) = 0;
   bool shutting_down_ ABSL_GUARDED_BY(streams_mu_) = false;
   // Every host heard from (or with a tracked proc).
-  std::map<std::string, HostRecord> hosts_ ABSL_GUARDED_BY(streams_mu_);
-  HostHealthTracker::Options health_options_;
+  std::map<std::string, std::unique_ptr<HostRecord>> hosts_
+      ABSL_GUARDED_BY(streams_mu_);
+  // ClientOptions' unreachable_after and lost_after.
+  absl::Duration unreachable_after_;
+  absl::Duration lost_after_;
   std::atomic<size_t> cast_tree_fanout_{16};
   std::function<void(const HostEvent&)> on_host_event_;
   // How often HealthTick runs.

@@ -1,4 +1,4 @@
-// The hostmesh client API in one include.
+// The hostmesh client API in one include (with the status macros).
 #ifndef HOSTMESH_CLIENT_INCLUDE_HOSTMESH_HOSTMESH_H_
 #define HOSTMESH_CLIENT_INCLUDE_HOSTMESH_HOSTMESH_H_
 
@@ -7,5 +7,6 @@
 #include "hostmesh/extent.h"      // IWYU pragma: export
 #include "hostmesh/host_mesh.h"   // IWYU pragma: export
 #include "hostmesh/proc_mesh.h"   // IWYU pragma: export
+#include "hostmesh/status.h"      // IWYU pragma: export
 
 #endif  // HOSTMESH_CLIENT_INCLUDE_HOSTMESH_HOSTMESH_H_
