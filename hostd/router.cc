@@ -550,11 +550,12 @@ void Router::StartFold(v1::Envelope& envelope) {
           continue;
         }
         const absl::Status why = answer.status();
-        parts.push_back(
-            FailedPart(reduce, field, child.ranks, [&](uint64_t rank) {
+        const std::string& host = child.host;
+        parts.push_back(FailedPart(
+            reduce, field, child.ranks, [&why, &host](uint64_t rank) {
               return absl::Status(
-                  why.code(), absl::StrCat("rank ", rank, " via host ",
-                                           child.host, ": ", why.message()));
+                  why.code(), absl::StrCat("rank ", rank, " via host ", host,
+                                           ": ", why.message()));
             }));
       }
       watches = fold->watches;
