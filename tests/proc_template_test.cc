@@ -1,9 +1,9 @@
 // Procs forked from hostd's pre-loaded procd (lib/process/process_template.h),
 // end to end on a real hostd: they are hostd's own children and come up
 // through the usual handshake (which needs the environment hostd gave
-// them: the channel's variable exists only there); a killed template means
-// procs are exec'd instead; --proc-template=false execs every proc; the
-// template ends with hostd.
+// them: the channel's variable exists only there); a killed template is
+// started again (procs are exec'd meanwhile); --proc-template=false execs every
+// proc; the template ends with hostd.
 //
 // A fork shows the template's command line (/proc/<pid>/cmdline is set at
 // exec): one argument, where an exec'd procd given an argument shows two.
@@ -19,6 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "catch2/catch.hpp"
+#include "lib/process/process_template.h"
 #include "lib/process/testing.h"
 #include "proto/host.grpc.pb.h"
 #include "proto/proc.pb.h"
@@ -107,7 +108,8 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "when hostd's template is killed, procs are exec'd and still come up") {
+    "when hostd's template is killed, procs still come up, and later ones "
+    "are forked from a new template") {
   auto host = TestHost::Start();
   const pid_t tmpl = TemplatePid(*host);
   REQUIRE(tmpl > 0);
@@ -118,9 +120,14 @@ TEST_CASE(
   REQUIRE(testing::PidfdExited(template_pidfd, absl::Seconds(10)));
   close(template_pidfd);
 
+  // Exec'd, or forked from a template started again (at most once a
+  // second): hostd's child either way.
   const v1::ProcState state = Running(*host, "after");
   CHECK(ParentOf(state.pid()) == host->pid());
-  CHECK(CommandLine(state.pid()).size() == 2);
+  absl::SleepFor(ProcessTemplate::kRestartEvery + absl::Milliseconds(100));
+  const v1::ProcState later = Running(*host, "later");
+  CHECK(ParentOf(later.pid()) == host->pid());
+  CHECK(CommandLine(later.pid()).size() == 1);  // forked
 }
 
 TEST_CASE("with --proc-template=false every proc is exec'd") {

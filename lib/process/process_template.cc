@@ -427,6 +427,18 @@ int ServeForks(int control_fd,
 
 absl::StatusOr<std::unique_ptr<ProcessTemplate>> ProcessTemplate::Start(
     const std::string& path, const std::vector<std::string>& unset_env) {
+  auto tmpl =
+      std::unique_ptr<ProcessTemplate>(new ProcessTemplate(path, unset_env));
+  absl::MutexLock lock(&tmpl->mu_);
+  if (absl::Status spawned = tmpl->SpawnLocked(); !spawned.ok()) {
+    return spawned;
+  }
+  return tmpl;
+}
+
+absl::Status ProcessTemplate::SpawnLocked() {
+  const std::string& path = path_;
+  const std::vector<std::string>& unset_env = unset_env_;
   if (path.empty() || path[0] != '/') {
     return absl::InvalidArgumentError(
         absl::StrCat("template program \"", path, "\" is not absolute"));
@@ -493,16 +505,43 @@ absl::StatusOr<std::unique_ptr<ProcessTemplate>> ProcessTemplate::Start(
     close(sv[0]);
     return ErrnoStatus(err, "pidfd_open for the template");
   }
-  return std::unique_ptr<ProcessTemplate>(
-      new ProcessTemplate(path, pid, pidfd, sv[0]));
+  pid_ = pid;
+  pidfd_ = pidfd;
+  control_fd_ = sv[0];
+  started_at_ = absl::Now();
+  return absl::OkStatus();
 }
 
-ProcessTemplate::ProcessTemplate(std::string path, pid_t pid, int pidfd,
-                                 int control_fd)
-    : path_(std::move(path)),
-      pid_(pid),
-      pidfd_(pidfd),
-      control_fd_(control_fd) {}
+ProcessTemplate::ProcessTemplate(std::string path,
+                                 std::vector<std::string> unset_env)
+    : path_(std::move(path)), unset_env_(std::move(unset_env)) {}
+
+absl::Status ProcessTemplate::EnsureRunningLocked() {
+  if (pidfd_ >= 0) {
+    // Readable once it has ended.
+    struct pollfd p = {pidfd_, POLLIN, 0};
+    if (poll(&p, 1, 0) != 1) return absl::OkStatus();
+    KillLocked();  // reaps it
+  }
+  if (absl::Now() - started_at_ < kRestartEvery) {
+    return absl::UnavailableError(absl::StrCat(
+        "the template of \"", path_, "\" is gone (restarted at most every ",
+        absl::FormatDuration(kRestartEvery), ")"));
+  }
+  absl::Status spawned = SpawnLocked();
+  if (!spawned.ok()) {
+    started_at_ = absl::Now();  // the next try waits too
+    return absl::UnavailableError(absl::StrCat(
+        "the template is gone and cannot be restarted: ", spawned.message()));
+  }
+  ++restarts_;
+  return absl::OkStatus();
+}
+
+int ProcessTemplate::restarts() const {
+  absl::MutexLock lock(&mu_);
+  return restarts_;
+}
 
 ProcessTemplate::~ProcessTemplate() {
   absl::MutexLock lock(&mu_);
@@ -581,9 +620,8 @@ absl::StatusOr<ForkedChild> ProcessTemplate::Fork(const TemplateFork& request,
   message += body;
 
   absl::MutexLock lock(&mu_);
-  if (control_fd_ < 0) {
-    return absl::UnavailableError(
-        absl::StrCat("the template of \"", path_, "\" is gone"));
+  if (absl::Status running = EnsureRunningLocked(); !running.ok()) {
+    return running;
   }
   // Called with mu_ held (the analysis cannot see into a lambda).
   auto broken = [&](const std::string& why) ABSL_NO_THREAD_SAFETY_ANALYSIS {

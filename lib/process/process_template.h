@@ -97,23 +97,37 @@ class ProcessTemplate {
   // The template's own pid (while it runs).
   pid_t pid() const;
 
+  // A template that ended (killed, crashed) is started again by the next
+  // Fork, at most once per this long since its last start; meanwhile Forks
+  // are UNAVAILABLE.
+  static constexpr absl::Duration kRestartEvery = absl::Seconds(1);
+
   // Forks a child (see the promises above). UNAVAILABLE if the template is
-  // gone or did not answer within `timeout` (it is then killed; every later
-  // Fork is UNAVAILABLE too: callers fall back to exec); other errors name
-  // what failed (clone3 or a setup step in the child) and leave the
-  // template usable.
+  // gone and not restarted yet (see kRestartEvery) or did not answer within
+  // `timeout` (it is then killed, to be restarted): callers fall back to
+  // exec; other errors name what failed (clone3 or a setup step in the
+  // child) and leave the template usable.
   absl::StatusOr<ForkedChild> Fork(const TemplateFork& request,
                                    absl::Duration timeout = absl::Seconds(5));
+  // How many times it was started again.
+  int restarts() const;
 
  private:
-  ProcessTemplate(std::string path, pid_t pid, int pidfd, int control_fd);
+  ProcessTemplate(std::string path, std::vector<std::string> unset_env);
+  // Runs the program as the template (see Start).
+  absl::Status SpawnLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // OK if the template runs (started again if it ended; see kRestartEvery).
+  absl::Status EnsureRunningLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void KillLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string path_;
+  const std::vector<std::string> unset_env_;
   mutable absl::Mutex mu_;
-  pid_t pid_ ABSL_GUARDED_BY(mu_);
-  int pidfd_ ABSL_GUARDED_BY(mu_);
-  int control_fd_ ABSL_GUARDED_BY(mu_);
+  pid_t pid_ ABSL_GUARDED_BY(mu_) = 0;
+  int pidfd_ ABSL_GUARDED_BY(mu_) = -1;
+  int control_fd_ ABSL_GUARDED_BY(mu_) = -1;
+  absl::Time started_at_ ABSL_GUARDED_BY(mu_);
+  int restarts_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // The template's side: serves Fork requests on `control_fd` until EOF.

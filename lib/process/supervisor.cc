@@ -847,7 +847,8 @@ absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoSpawn(
   bool started = false;
   if (options.from_template != nullptr) {
     // A fork of the pre-loaded program (lib/process/process_template.h):
-    // our child all the same. A template that is gone means exec instead.
+    // our child all the same. A template that is gone means exec instead
+    // (until it is started again: ProcessTemplate::kRestartEvery).
     TemplateFork fork;
     fork.argv = argv_strings;
     fork.envp = env_strings;
@@ -863,9 +864,8 @@ absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoSpawn(
       return WithContext(forked.status(),
                          absl::StrCat("cannot fork \"", path, "\""));
     } else {
-      // Said once: every later spawn of it execs too.
-      LOG_FIRST_N(WARNING, 1) << forked.status() << "; starting \"" << path
-                              << "\" by exec from now on";
+      LOG_EVERY_N(WARNING, 100)
+          << forked.status() << "; starting \"" << path << "\" by exec";
     }
   }
   if (started) {
