@@ -28,7 +28,7 @@ test: deps
 # headers into $(PREFIX)/include. DESTDIR stages it elsewhere.
 PREFIX ?= /usr/local
 DESTDIR ?=
-SDK_TARGETS = //deploy/sdk:all //hostd //procd //meshctl //proto:all
+SDK_TARGETS = //deploy/sdk:all //hostd //procd //meshctl //proto:all //python:site //python:procd_py
 install: deps
 	$(BAZEL) build $(BAZEL_FLAGS) $(SDK_TARGETS)
 	./deploy/install-sdk.sh --prefix "$(PREFIX)" --destdir "$(DESTDIR)" \

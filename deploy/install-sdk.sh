@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs hostmesh's C++ SDK from Bazel's outputs: what `make install`
-# runs once it has built them (//deploy/sdk:all //hostd //procd //meshctl).
+# runs once it has built them (//deploy/sdk:all //hostd //procd //meshctl
+# //python:site //python:procd_py).
 #
-#   PREFIX/bin/               hostd, procd, meshctl
+#   PREFIX/bin/               hostd, procd, meshctl, procd_py (the procd of
+#                             Python actors)
 #   PREFIX/lib/               libhostmesh.so (the client library, an
 #                             application links it), libhostmesh_procd.so
 #                             (ProcdMain and the actor API, a user's own
@@ -14,6 +16,12 @@
 #   PREFIX/lib/pkgconfig/     hostmesh.pc, hostmesh-procd.pc
 #   PREFIX/lib/cmake/hostmesh/  hostmeshConfig.cmake (targets hostmesh::hostmesh
 #                             and hostmesh::procd), hostmeshConfigVersion.cmake
+#   PREFIX/lib/python3.11/dist-packages/hostmesh/  the Python package, for
+#                             Debian's /usr/bin/python3 (3.11, which the
+#                             extension is built for): it finds it there
+#                             for PREFIX /usr/local; other prefixes need
+#                             PYTHONPATH. For PREFIX /usr:
+#                             /usr/lib/python3/dist-packages/hostmesh
 #
 # The installed library finds PREFIX/bin/hostd by its own location (see
 # FindBinary, lib/launcher/launcher.h): no environment variable needed.
@@ -63,11 +71,13 @@ root="${destdir%/}${prefix}"
 built=(
   "$bin/hostd/hostd" "$bin/procd/procd" "$bin/meshctl/meshctl"
   "$bin/deploy/sdk/libhostmesh.so" "$bin/deploy/sdk/libhostmesh_procd.so"
+  "$bin/python/procd_py" "$bin/python/site/hostmesh/__init__.py"
+  "$bin/python/site/hostmesh/_hostmesh.so"
 )
 for file in "${built[@]}"; do
   if [ ! -f "$file" ]; then
     echo "install-sdk: $file is missing; build it first:" \
-      "bazel build //deploy/sdk:all //hostd //procd //meshctl (make install does)" >&2
+      "bazel build //deploy/sdk:all //hostd //procd //meshctl //python:site //python:procd_py (make install does)" >&2
     exit 1
   fi
 done
@@ -118,7 +128,8 @@ done
 
 install -d "$root/bin" "$root/lib/pkgconfig" "$root/lib/cmake/hostmesh" \
   "$root/include/hostmesh" "$root/include/proto"
-install -m 0755 "$bin/hostd/hostd" "$bin/procd/procd" "$bin/meshctl/meshctl" "$root/bin/"
+install -m 0755 "$bin/hostd/hostd" "$bin/procd/procd" "$bin/meshctl/meshctl" \
+  "$bin/python/procd_py" "$root/bin/"
 install -m 0755 "$bin/deploy/sdk/libhostmesh.so" "$bin/deploy/sdk/libhostmesh_procd.so" \
   "$root/lib/"
 for entry in "${headers[@]}"; do
@@ -207,5 +218,21 @@ else()
 endif()
 EOF
 
+# The Python package, as built (bazel-bin/python/site/hostmesh), without
+# bytecode caches; what an earlier install left there goes first. The
+# package finds PREFIX/bin/hostd and PREFIX/bin/procd_py beside itself.
+case "$prefix" in
+  /usr) python_dir=lib/python3/dist-packages ;;
+  *) python_dir=lib/python3.11/dist-packages ;;
+esac
+rm -rf -- "$root/$python_dir/hostmesh"
+(cd "$bin/python/site" && find hostmesh -name __pycache__ -prune -o -type f -print) |
+  while read -r file; do
+    mode=0644
+    case "$file" in *.so) mode=0755 ;; esac
+    install -D -m "$mode" "$bin/python/site/$file" "$root/$python_dir/$file"
+  done
+
 echo "install-sdk: installed hostmesh $version into $root" \
-  "(bin, lib, include/hostmesh, include/proto, lib/pkgconfig, lib/cmake/hostmesh)"
+  "(bin, lib, include/hostmesh, include/proto, lib/pkgconfig, lib/cmake/hostmesh," \
+  "$python_dir/hostmesh)"

@@ -23,6 +23,11 @@ absl::Status Actor::Init(const google::protobuf::Any& /*params*/,
   return absl::OkStatus();
 }
 
+void Actor::HandleErased(const std::string& type_name, ErasedParse parse,
+                         ErasedRun run) {
+  handlers_[type_name] = ErasedHandler{std::move(parse), std::move(run)};
+}
+
 void ActorRegistry::Register(std::string type_name, Factory factory) {
   if (factories_.count(type_name) > 0) {
     LOG(WARNING) << "actor type \"" << type_name << "\" registered again";

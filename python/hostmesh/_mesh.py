@@ -8,9 +8,11 @@ import functools
 import itertools
 import os
 import shutil
+import sys
 import threading
 import weakref
 
+from hostmesh import _actor
 from hostmesh import _errors
 from hostmesh import _hostmesh
 from hostmesh import _messages
@@ -88,6 +90,43 @@ def _find_hostd():
         if os.access(candidate, os.X_OK) and os.path.isfile(candidate):
             return os.path.normpath(candidate)
     return ""
+
+
+def _find_procd_py():
+    """procd_py, the procd of Python actors: HOSTMESH_PROCD_PY, else beside
+    this package (bazel-bin/python/procd_py; <prefix>/bin/procd_py for a
+    package in <prefix>/lib/python3*/dist-packages), else on the PATH."""
+    if os.environ.get("HOSTMESH_PROCD_PY"):
+        return os.path.abspath(os.environ["HOSTMESH_PROCD_PY"])
+    candidates = []
+    for base in (os.path.dirname(os.path.abspath(__file__)),
+                 os.path.dirname(os.path.realpath(__file__))):
+        # bazel-bin/python/site/hostmesh -> bazel-bin/python/procd_py
+        candidates.append(os.path.join(base, "..", "..", "procd_py"))
+        candidates.append(os.path.join(base, "..", "..", "..", "..", "bin",
+                                       "procd_py"))
+    on_path = shutil.which("procd_py")
+    if on_path:
+        candidates.append(on_path)
+    for candidate in candidates:
+        if os.access(candidate, os.X_OK) and os.path.isfile(candidate):
+            return os.path.abspath(candidate)
+    looked = sorted(set(os.path.normpath(c) for c in candidates))
+    raise _errors.NotFound(
+        "procd_py (the procd of Python actors) is not beside the hostmesh "
+        f"package, nor on the PATH; looked at {looked} (set "
+        "HOSTMESH_PROCD_PY, or build //python:procd_py)")
+
+
+def _python_path():
+    """This interpreter's sys.path as a PYTHONPATH for procs ("" is the
+    current directory)."""
+    entries = []
+    for entry in sys.path:
+        entry = os.path.abspath(entry) if entry else os.getcwd()
+        if entry not in entries:
+            entries.append(entry)
+    return os.pathsep.join(entries)
 
 
 # ---------------------------------------------------------------------------
@@ -333,9 +372,12 @@ class ActorMesh:
 class ProcMesh:
     """Procs spawned by a HostMesh: {hosts: H, <per_host dims>}."""
 
-    def __init__(self, impl, hosts):
+    def __init__(self, impl, hosts, python=None):
         self._impl = impl
         self._hosts = hosts  # keeps the host mesh alive
+        # True: procd_py (Python actors); False: the stock procd (none);
+        # None: the user's own command.
+        self._python = python
         self.procs = [host_pb2.ProcState.FromString(b) for b in impl.procs()]
 
     @property
@@ -355,13 +397,25 @@ class ProcMesh:
         return [proc.pid for proc in self.procs]
 
     def spawn(self, name, actor_type, params=None, timeout=DEFAULT_TIMEOUT):
-        """Spawns actor mesh `name`: one actor of `actor_type` (a registered
-        type name, e.g. "mesh.echo") per proc; `params` (a message, or None)
-        reach each actor's Init. Returns once every actor is RUNNING."""
+        """Spawns actor mesh `name`: one actor of `actor_type` per proc,
+        either a registered type name (e.g. "mesh.echo") or a Python actor
+        class (a hostmesh.Actor subclass; the procs must run procd_py:
+        spawn_procs(..., python=True)). `params` (a message, or None) reach
+        each actor's Init (a Python actor's init). Returns once every actor
+        is RUNNING."""
         _check_name(name, "name")
-        if not isinstance(actor_type, str):
+        if isinstance(actor_type, type):
+            spec = _actor.spec_for(actor_type, params)
+            if self._python is False:
+                raise _errors.InvalidArgument(
+                    f"proc mesh {self.name!r} runs the stock procd, which has "
+                    f"no Python actors ({actor_type.__qualname__}): spawn its "
+                    "procs with spawn_procs(..., python=True)")
+            actor_type, params = "python", spec
+        elif not isinstance(actor_type, str):
             raise TypeError("actor_type must be the name of a registered actor "
-                            f"type (a str), got {type(actor_type).__name__}")
+                            "type (a str) or a hostmesh.Actor class, got "
+                            f"{type(actor_type).__name__}")
         params_type, params_data = None, b""
         if params is not None:
             params_type, params_data = _messages.encode(params, "params")
@@ -476,13 +530,17 @@ class HostMesh:
         return self._impl.client_id
 
     def spawn_procs(self, per_host=None, name=None, *, spec=None, command="",
-                    args=(), env=None, detached=False):
+                    args=(), env=None, detached=False, python=False):
         """Spawns a proc mesh: per_host={"procs": 4} gives 4 procs per host,
         extent {hosts: H, procs: 4}; returns once all are RUNNING.
 
         name: the proc mesh's name (procs <name>_<rank>); default p0, p1, ...
         spec: a mesh.v1.ProcSpec; or command/args/env for one (command: your
         own procd binary; empty: the host's procd).
+        python: the procs run procd_py, which adds Python actors (hostmesh.Actor
+        classes) to the built-in ones, with this interpreter's sys.path as
+        their PYTHONPATH (after env's own). Remote hosts need procd_py and the
+        modules at the same paths.
         """
         if per_host is None:
             per_host = {}
@@ -510,9 +568,23 @@ class HostMesh:
         elif not isinstance(spec, host_pb2.ProcSpec):
             raise TypeError("spec must be a hostmesh.proto.host_pb2.ProcSpec, "
                             f"got {type(spec).__name__}")
+        else:
+            spec = host_pb2.ProcSpec.FromString(spec.SerializeToString())
+        if python:
+            if spec.command:
+                raise ValueError("python=True runs procd_py; it takes no "
+                                 f"command (got {spec.command!r})")
+            spec.command = _find_procd_py()
+            path = _python_path()
+            if spec.env.get("PYTHONPATH"):
+                path = spec.env["PYTHONPATH"] + os.pathsep + path
+            spec.env["PYTHONPATH"] = path
+            runs_python = True
+        else:
+            runs_python = False if not spec.command else None
         impl = self._impl.spawn(name, dims, spec.SerializeToString(),
                                 bool(detached))
-        return ProcMesh(impl, self)
+        return ProcMesh(impl, self, runs_python)
 
     def open_port(self, reply_type=None):
         """A Port on this client; its messages decoded as `reply_type`."""

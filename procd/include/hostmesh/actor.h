@@ -117,18 +117,31 @@ class Actor {
   void Handle(
       std::function<absl::StatusOr<Reply>(const Req&, ActorContext&)> handler);
 
+  // A handler with its request type erased, for actors whose message types
+  // are known only at run time (the Python actors of //python:procd_py);
+  // Handle<Req, Reply> makes one of these. `parse` turns a payload into the
+  // request, a message whose descriptor's full name is `type_name` (false if
+  // the payload is not one: the sender's mistake, refused with
+  // INVALID_ARGUMENT without failing the actor); `run` handles it, as a
+  // Handle's handler does (its reply, or an error that fails the actor).
+  // Both run on the actor's thread, `run` right after its `parse`.
+  using ErasedParse =
+      std::function<bool(const google::protobuf::Any&,
+                         std::unique_ptr<google::protobuf::Message>*)>;
+  using ErasedRun =
+      std::function<absl::StatusOr<std::unique_ptr<google::protobuf::Message>>(
+          const google::protobuf::Message&, ActorContext&)>;
+  // Declares the handler for messages of full name `type_name` (e.g.
+  // "mesh.v1.Echo"); a later one for the same name replaces it. May be
+  // called from Init too (before any message).
+  void HandleErased(const std::string& type_name, ErasedParse parse,
+                    ErasedRun run);
+
  private:
   friend class internal::ActorDispatcher;
-  // A handler with its request type erased: `parse` turns a payload into
-  // the request (false if it is not one: the sender's mistake, refused
-  // without failing the actor); `run` handles it (an error fails the actor).
   struct ErasedHandler {
-    std::function<bool(const google::protobuf::Any&,
-                       std::unique_ptr<google::protobuf::Message>*)>
-        parse;
-    std::function<absl::StatusOr<std::unique_ptr<google::protobuf::Message>>(
-        const google::protobuf::Message&, ActorContext&)>
-        run;
+    ErasedParse parse;
+    ErasedRun run;
   };
   // By the request's full message name, e.g. "mesh.v1.Echo".
   absl::flat_hash_map<std::string, ErasedHandler> handlers_;
@@ -201,7 +214,8 @@ void Actor::Handle(
     return std::unique_ptr<google::protobuf::Message>(
         new Reply(std::move(reply).value()));
   };
-  handlers_[Req::descriptor()->full_name()] = std::move(erased);
+  HandleErased(Req::descriptor()->full_name(), std::move(erased.parse),
+               std::move(erased.run));
 }
 
 }  // namespace mesh

@@ -6,4 +6,6 @@
   proc_pb2      SupervisionEvent, ActorState
   host_pb2      ProcSpec, ProcState
   resource_pb2  Status, Error
+  python_actor_pb2  PythonActorSpec (what spawning a Python actor sends;
+                the package's own, from python/hostmesh/proto/)
 """
