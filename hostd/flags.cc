@@ -248,6 +248,14 @@ class HostdFlags {
                    "at once. A client gets at least 5s for its first stream. "
                    "Detached procs (meshctl's) never expire")
         ->capture_default_str();
+    app.add_option("--parent", options_.parent,
+                   "Where the channel to the parent that started this hostd "
+                   "is: \"env\" (default), the socket whose fd "
+                   "$HOSTMESH_PARENT_FD names, if set; \"stdio\": stdin and "
+                   "stdout (a client started it through srun); command line "
+                   "only")
+        ->capture_default_str()
+        ->configurable(false);
     app.add_option("--orphan-timeout", orphan_timeout_,
                    "How long procs outlive a lost channel to this hostd")
         ->capture_default_str();
@@ -459,6 +467,12 @@ class HostdFlags {
           ParseFlagDuration("owner-lease", owner_lease_, &options_.owner_lease,
                             /*zero_ok=*/true),
           ParseTestCrashAt(options_.test_crash_at).status(),
+          options_.parent == kParentEnv || options_.parent == kParentStdio
+              ? absl::OkStatus()
+              : absl::InvalidArgumentError(absl::StrCat(
+                    "--parent: \"", options_.parent.substr(0, 64),
+                    "\" is not a parent channel (valid: ", kParentEnv, ", ",
+                    kParentStdio, ")")),
           options_.proc_log_max_bytes == 0 ||
                   options_.proc_log_max_bytes >= 4096
               ? absl::OkStatus()

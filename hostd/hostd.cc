@@ -166,9 +166,14 @@ int RunHostd(HostdOptions options) {
   // SIGHUP (reload) go to one thread (below).
   HostSignals::Block();
   // Also before any thread starts: takes the channel to a parent that
-  // spawned us (unsetting its variable; the fd becomes close-on-exec).
+  // spawned us (unsetting its variable; the fd becomes close-on-exec), or
+  // with --parent=stdio our stdin and stdout (moved to private fds; fd 1
+  // becomes stderr before anything is printed).
   absl::StatusOr<std::optional<ParentChannel::Inherited>> bootstrap =
-      ParentChannel::ReadFromEnv();
+      options.parent == kParentStdio
+          ? absl::StatusOr<std::optional<ParentChannel::Inherited>>(
+                ParentChannel::ReadFromStdio())
+          : ParentChannel::ReadFromEnv();
   if (!bootstrap.ok()) {
     LOG(ERROR) << "bad bootstrap info: " << bootstrap.status();
     return 1;

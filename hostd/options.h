@@ -24,6 +24,10 @@ inline std::string SystemdDirectoryOr(const char* variable,
   return first.empty() ? fallback : first;
 }
 
+// The values of --parent (HostdOptions::parent).
+inline constexpr char kParentEnv[] = "env";
+inline constexpr char kParentStdio[] = "stdio";
+
 struct HostdOptions {
   // host:port to bind; port 0 picks a free one.
   std::string listen = "127.0.0.1:7450";
@@ -65,6 +69,12 @@ struct HostdOptions {
   uint64_t proc_log_max_bytes = 64ull << 20;
   int proc_log_keep = 3;
   int max_log_streams = 64;
+  // --parent: where the channel to a parent that started this hostd is
+  // (lib/bootstrap/parent_channel.h). "env": the inherited socket whose fd
+  // HOSTMESH_PARENT_FD names, if set (else no parent); "stdio": stdin and
+  // stdout are the channel (a client started this hostd through srun),
+  // moved out of the way before anything runs. kParentModes lists them.
+  std::string parent = "env";
   // How long procs live on after this hostd's channel to them breaks.
   absl::Duration orphan_timeout = absl::Seconds(30);
   // How often every relay stream gets a heartbeat (RelayService).

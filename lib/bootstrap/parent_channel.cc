@@ -4,9 +4,12 @@
 #include <fcntl.h>
 #include <glog/logging.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -34,8 +37,8 @@ constexpr size_t kMaxFrameBytes = 64 << 10;
 constexpr size_t kMaxPendingBytes = 64 << 10;
 constexpr size_t kHeaderBytes = 4;
 
-// Reads exactly `size` bytes from the blocking or non-blocking socket `fd`
-// by `deadline` (never more: what follows belongs to the FrameChannel).
+// Reads exactly `size` bytes from the non-blocking socket or pipe `fd` by
+// `deadline` (never more: what follows belongs to the FrameChannel).
 absl::Status ReadExactly(int fd, char* out, size_t size, absl::Time deadline,
                          const char* what) {
   size_t got = 0;
@@ -56,7 +59,7 @@ absl::Status ReadExactly(int fd, char* out, size_t size, absl::Time deadline,
       return absl::ErrnoToStatus(errno, absl::StrCat("poll on fd ", fd));
     }
     if (ready == 0) continue;  // The deadline check above ends the loop.
-    const ssize_t n = recv(fd, out + got, size - got, MSG_DONTWAIT);
+    const ssize_t n = read(fd, out + got, size - got);
     if (n < 0) {
       if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
       return absl::ErrnoToStatus(
@@ -208,31 +211,115 @@ class ParentChannel::Impl {
   std::unique_ptr<FrameChannel> channel_;
 };
 
-ParentChannel::Inherited::Inherited(int fd, v1::BootstrapInfo info)
-    : fd_(fd), info_(std::move(info)) {}
+ParentChannel::Inherited::Inherited(int fd, int write_fd,
+                                    v1::BootstrapInfo info)
+    : fd_(fd), write_fd_(write_fd), info_(std::move(info)) {}
 
 ParentChannel::Inherited::Inherited(Inherited&& other) noexcept
-    : fd_(other.Release()), info_(std::move(other.info_)) {}
+    : fd_(std::exchange(other.fd_, -1)),
+      write_fd_(std::exchange(other.write_fd_, -1)),
+      info_(std::move(other.info_)) {}
 
 ParentChannel::Inherited& ParentChannel::Inherited::operator=(
     Inherited&& other) noexcept {
   if (this != &other) {
-    if (fd_ >= 0) close(fd_);
-    fd_ = other.Release();
+    Close();
+    fd_ = std::exchange(other.fd_, -1);
+    write_fd_ = std::exchange(other.write_fd_, -1);
     info_ = std::move(other.info_);
   }
   return *this;
 }
 
-ParentChannel::Inherited::~Inherited() {
+ParentChannel::Inherited::~Inherited() { Close(); }
+
+void ParentChannel::Inherited::Close() {
   if (fd_ >= 0) close(fd_);
+  if (write_fd_ >= 0) close(write_fd_);
+  fd_ = write_fd_ = -1;
 }
 
-int ParentChannel::Inherited::Release() {
-  const int fd = fd_;
-  fd_ = -1;
-  return fd;
+namespace {
+
+// Reads the parent's first frame from `fd` (a socket or a pipe, which the
+// caller owns and made close-on-exec): a BootstrapInfo of this protocol
+// version with a name. `where` names the channel in errors ("fd 3").
+absl::StatusOr<v1::BootstrapInfo> ReadBootstrapInfo(int fd,
+                                                    const std::string& where,
+                                                    absl::Duration timeout) {
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+    return absl::ErrnoToStatus(errno,
+                               absl::StrCat("fcntl on parent channel ", where));
+  }
+  const absl::Time deadline = absl::Now() + timeout;
+  char header[kHeaderBytes];
+  RETURN_IF_ERROR(
+      ReadExactly(fd, header, kHeaderBytes, deadline, "frame header"));
+  const auto* h = reinterpret_cast<const unsigned char*>(header);
+  const uint32_t length =
+      static_cast<uint32_t>(h[0]) | (static_cast<uint32_t>(h[1]) << 8) |
+      (static_cast<uint32_t>(h[2]) << 16) | (static_cast<uint32_t>(h[3]) << 24);
+  if (length > kMaxFrameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the first frame on parent channel ", where, " is ", length,
+        " bytes, over ", kMaxFrameBytes, ": not a bootstrap info"));
+  }
+  std::string body(length, '\0');
+  RETURN_IF_ERROR(ReadExactly(fd, body.data(), length, deadline, "frame"));
+  v1::ParentFrame frame;
+  if (!frame.ParseFromString(body) || !frame.has_info()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the first frame on parent channel ", where,
+                     " is not a bootstrap info"));
+  }
+  const v1::BootstrapInfo& info = frame.info();
+  if (info.protocol_version() != v1::BOOTSTRAP_VERSION_CURRENT) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the parent speaks bootstrap protocol version ",
+                     info.protocol_version(), ", this child speaks version ",
+                     static_cast<int>(v1::BOOTSTRAP_VERSION_CURRENT),
+                     ": refused (run a hostd built with this client)"));
+  }
+  if (info.name().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the bootstrap info on parent channel ", where, " has no name"));
+  }
+  return info;
 }
+
+// True if `fd` is a pipe or a socket.
+bool IsPipeOrSocket(int fd) {
+  struct stat st;
+  return fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+}
+
+// Puts the terminal `fd` in raw mode, so that bytes written to it pass as
+// they are: `srun --unbuffered` runs its task's stdout on a pty, whose
+// default output processing would turn every 0x0a of a frame into 0x0d
+// 0x0a. Also clears TOSTOP (a background process group may write), with
+// SIGTTOU blocked meanwhile (tcsetattr from one would raise it).
+absl::Status MakeRaw(int fd) {
+  struct termios mode;
+  if (tcgetattr(fd, &mode) != 0) {
+    return absl::ErrnoToStatus(errno, "tcgetattr of stdout (a terminal)");
+  }
+  cfmakeraw(&mode);
+  mode.c_lflag &= ~TOSTOP;
+  sigset_t ttou, old_mask;
+  sigemptyset(&ttou);
+  sigaddset(&ttou, SIGTTOU);
+  pthread_sigmask(SIG_BLOCK, &ttou, &old_mask);
+  const int set = tcsetattr(fd, TCSANOW, &mode);
+  const int error = errno;
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  if (set != 0) {
+    return absl::ErrnoToStatus(error, "tcsetattr of stdout (a terminal)");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<ParentChannel::Inherited> ParentChannel::ReadFromFd(
     int fd, absl::Duration timeout) {
@@ -258,46 +345,50 @@ absl::StatusOr<ParentChannel::Inherited> ParentChannel::ReadFromFd(
     return fail(absl::ErrnoToStatus(
         errno, absl::StrCat("fcntl on parent channel fd ", fd)));
   }
-  const absl::Time deadline = absl::Now() + timeout;
-  char header[kHeaderBytes];
-  if (absl::Status s =
-          ReadExactly(fd, header, kHeaderBytes, deadline, "frame header");
-      !s.ok()) {
-    return fail(s);
+  absl::StatusOr<v1::BootstrapInfo> info =
+      ReadBootstrapInfo(fd, absl::StrCat("fd ", fd), timeout);
+  if (!info.ok()) return fail(info.status());
+  return Inherited(fd, -1, *std::move(info));
+}
+
+absl::StatusOr<ParentChannel::Inherited> ParentChannel::ReadFromStdio(
+    absl::Duration timeout) {
+  // stdout may be a terminal: srun --unbuffered's pty (made raw below).
+  const bool out_terminal = isatty(STDOUT_FILENO) == 1;
+  for (int fd : {STDIN_FILENO, STDOUT_FILENO}) {
+    if (!IsPipeOrSocket(fd) && !(fd == STDOUT_FILENO && out_terminal)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the parent channel on stdio: ",
+          fd == STDIN_FILENO ? "stdin" : "stdout",
+          fd == STDIN_FILENO ? " is not a pipe or socket"
+                             : " is not a pipe, socket or terminal",
+          " (this process was not started by a "
+          "parent holding its stdin and stdout, e.g. a client through srun)"));
+    }
   }
-  const auto* h = reinterpret_cast<const unsigned char*>(header);
-  const uint32_t length =
-      static_cast<uint32_t>(h[0]) | (static_cast<uint32_t>(h[1]) << 8) |
-      (static_cast<uint32_t>(h[2]) << 16) | (static_cast<uint32_t>(h[3]) << 24);
-  if (length > kMaxFrameBytes) {
-    return fail(absl::InvalidArgumentError(absl::StrCat(
-        "the first frame on parent channel fd ", fd, " is ", length,
-        " bytes, over ", kMaxFrameBytes, ": not a bootstrap info")));
+  // Private copies, out of every child's reach.
+  const int in = fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
+  if (in < 0) return absl::ErrnoToStatus(errno, "dup of stdin");
+  const int out = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+  if (out < 0) {
+    const int error = errno;
+    close(in);
+    return absl::ErrnoToStatus(error, "dup of stdout");
   }
-  std::string body(length, '\0');
-  if (absl::Status s = ReadExactly(fd, body.data(), length, deadline, "frame");
-      !s.ok()) {
-    return fail(s);
-  }
-  v1::ParentFrame frame;
-  if (!frame.ParseFromString(body) || !frame.has_info()) {
-    return fail(absl::InvalidArgumentError(
-        absl::StrCat("the first frame on parent channel fd ", fd,
-                     " is not a bootstrap info")));
-  }
-  const v1::BootstrapInfo& info = frame.info();
-  if (info.protocol_version() != v1::BOOTSTRAP_VERSION_CURRENT) {
-    return fail(absl::FailedPreconditionError(
-        absl::StrCat("the parent speaks bootstrap protocol version ",
-                     info.protocol_version(), ", this child speaks version ",
-                     static_cast<int>(v1::BOOTSTRAP_VERSION_CURRENT),
-                     ": refused (run a hostd built with this client)")));
-  }
-  if (info.name().empty()) {
-    return fail(absl::InvalidArgumentError(absl::StrCat(
-        "the bootstrap info on parent channel fd ", fd, " has no name")));
-  }
-  return Inherited(fd, info);
+  Inherited inherited(in, out, v1::BootstrapInfo());
+  if (out_terminal) RETURN_IF_ERROR(MakeRaw(out));
+  // fd 0 reads nothing; fd 1 is stderr (or /dev/null if there is none).
+  const int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null < 0) return absl::ErrnoToStatus(errno, "open /dev/null");
+  const bool moved = dup2(null, STDIN_FILENO) >= 0 &&
+                     (dup2(STDERR_FILENO, STDOUT_FILENO) >= 0 ||
+                      dup2(null, STDOUT_FILENO) >= 0);
+  const int error = errno;
+  close(null);
+  if (!moved) return absl::ErrnoToStatus(error, "redirect of stdin/stdout");
+  ASSIGN_OR_RETURN(inherited.info_,
+                   ReadBootstrapInfo(in, "stdin (a pipe)", timeout));
+  return inherited;
 }
 
 absl::StatusOr<std::optional<ParentChannel::Inherited>>
@@ -333,8 +424,15 @@ absl::StatusOr<std::unique_ptr<ParentChannel>> ParentChannel::Register(
   channel_callbacks.on_closed = [state](const absl::Status& status) {
     state->OnClosed(status);
   };
-  absl::StatusOr<std::unique_ptr<FrameChannel>> created = FrameChannel::Create(
-      inherited.Release(), std::move(options), std::move(channel_callbacks));
+  // Over a pair of pipes (stdio) or the one inherited socket.
+  const int fd = std::exchange(inherited.fd_, -1);
+  const int write_fd = std::exchange(inherited.write_fd_, -1);
+  absl::StatusOr<std::unique_ptr<FrameChannel>> created =
+      write_fd >= 0
+          ? FrameChannel::CreateOnPipes(fd, write_fd, std::move(options),
+                                        std::move(channel_callbacks))
+          : FrameChannel::Create(fd, std::move(options),
+                                 std::move(channel_callbacks));
   if (!created.ok()) {
     return Annotate(created.status(),
                     absl::StrCat("register \"", name, "\" with its parent"));
@@ -345,6 +443,8 @@ absl::StatusOr<std::unique_ptr<ParentChannel>> ParentChannel::Register(
   v1::RegisterRequest* request = frame.mutable_register_();
   request->set_protocol_version(v1::BOOTSTRAP_VERSION_CURRENT);
   request->set_address(address);
+  // This process's pid; a parent that reached it through srun only reports
+  // it (it is a pid on another machine).
   request->set_pid(static_cast<int32_t>(getpid()));
   absl::Status sent = channel->Send(frame);
 

@@ -2,8 +2,11 @@
 // Launcher; proto/bootstrap.proto).
 //
 // The child inherits one end of a socketpair from its parent (fd number in
-// env kBootstrapFdEnv). ReadFromEnv() takes it early in main and reads the
-// parent's BootstrapInfo from it; once the child knows its public address,
+// env kBootstrapFdEnv), or, started through a launcher it shares no
+// descriptor with (srun), its stdin and stdout are two pipes the parent
+// holds the other ends of. ReadFromEnv() (or ReadFromStdio()) takes the
+// channel early in main and reads the parent's BootstrapInfo from it; once
+// the child knows its public address,
 // Register() sends the RegisterRequest and waits for Accepted. The channel
 // then stays open: a StopRequest calls on_stop; EOF (the parent is gone)
 // starts the orphan timer, and on_orphaned runs unless the channel is
@@ -43,8 +46,9 @@ class ParentChannel {
   };
 
   // The child's end of its parent's channel, with the parent's first frame
-  // already read from it. Owns the fd (close-on-exec) until Register takes
-  // it; closes it if destroyed first. Move-only.
+  // already read from it: one socket, or two pipes (read, written). Owns
+  // the fd(s) (close-on-exec) until Register takes them; closes them if
+  // destroyed first. Move-only.
   class Inherited {
    public:
     Inherited(Inherited&& other) noexcept;
@@ -55,10 +59,12 @@ class ParentChannel {
 
    private:
     friend class ParentChannel;
-    Inherited(int fd, v1::BootstrapInfo info);
-    int Release();
+    Inherited(int fd, int write_fd, v1::BootstrapInfo info);
+    void Close();
 
     int fd_ = -1;
+    // The written fd of a pair of pipes; -1 for a socket (fd_ both ways).
+    int write_fd_ = -1;
     v1::BootstrapInfo info_;
   };
 
@@ -77,6 +83,23 @@ class ParentChannel {
   // DEADLINE_EXCEEDED if nothing came in time.
   static absl::StatusOr<Inherited> ReadFromFd(
       int fd, absl::Duration timeout = absl::Seconds(10));
+
+  // For a child whose stdin and stdout are the channel (hostd
+  // --parent=stdio, e.g. under `srun --unbuffered`, which passes the bytes
+  // through as they are). Call it first in main, before any thread starts
+  // and before anything is written to stdout: moves fds 0 and 1 to private
+  // close-on-exec fds (no child of this process inherits the channel), then
+  // points fd 0 at /dev/null and fd 1 at fd 2 (so a stray printf lands in
+  // stderr instead of corrupting frames), then reads the BootstrapInfo from
+  // the private stdin like ReadFromFd. stdout may also be a terminal,
+  // which is put in raw mode (`srun --unbuffered` runs its task's stdout
+  // on a pty, whose output processing would turn a frame's 0x0a bytes into
+  // 0x0d 0x0a). INVALID_ARGUMENT if stdin is not a pipe or socket, or
+  // stdout none of these (a file, /dev/null: not started by a parent);
+  // the other errors as ReadFromFd's. Register then works as for a socket;
+  // EOF on stdin is the parent gone (the orphan timer starts).
+  static absl::StatusOr<Inherited> ReadFromStdio(
+      absl::Duration timeout = absl::Seconds(10));
 
   // Registers this child's public address (host:port) over the channel and
   // keeps it open. The parent's refusal comes back with its code (e.g.

@@ -1,6 +1,7 @@
 #include "lib/bootstrap/registrar.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glog/logging.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -198,6 +199,8 @@ class Child {
       return absl::InvalidArgumentError(
           absl::StrCat("register of \"", name_, "\": ", address.message()));
     }
+    // Only checked for being a pid: over pipes through srun it is the
+    // child's pid on its own machine, never compared with a local one.
     if (request.pid() <= 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("register of \"", name_, "\": bad pid ", request.pid()));
@@ -267,58 +270,47 @@ class Registrar::Impl {
     if (name.empty()) {
       return absl::InvalidArgumentError("expected child has an empty name");
     }
-    ReapDoomed();
     int fds[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
       return absl::ErrnoToStatus(
           errno, absl::StrCat("socketpair for child \"", name, "\""));
     }
-    uint64_t id;
-    {
-      absl::MutexLock l(&mu_);
-      id = next_id_++;
-    }
-    auto child = std::make_shared<Child>(id, name, std::move(callbacks));
-    FrameChannel::Options channel_options;
-    channel_options.name = name;
-    channel_options.max_frame_bytes = kMaxFrameBytes;
-    channel_options.max_pending_bytes = kMaxPendingBytes;
-    FrameChannel::Callbacks channel_callbacks;
-    channel_callbacks.on_frame = [child](std::string_view frame) {
-      child->OnFrame(frame);
-    };
-    channel_callbacks.on_closed = [child](const absl::Status& status) {
-      child->OnClosed(status);
-    };
-    absl::StatusOr<std::unique_ptr<FrameChannel>> channel =
-        FrameChannel::Create(fds[0], std::move(channel_options),
-                             std::move(channel_callbacks));
-    if (!channel.ok()) {
+    absl::StatusOr<uint64_t> id =
+        Open(name, rank, std::move(callbacks), fds[0], -1);
+    if (!id.ok()) {
       close(fds[1]);
-      return Annotate(channel.status(), absl::StrCat("child \"", name, "\""));
+      return id.status();
     }
-    v1::ParentFrame frame;
-    v1::BootstrapInfo* info = frame.mutable_info();
-    info->set_protocol_version(v1::BOOTSTRAP_VERSION_CURRENT);
-    info->set_name(name);
-    info->set_rank(rank);
-    info->set_orphan_timeout_ms(ClampToMillis(options_.orphan_timeout));
-    info->set_admin_token(options_.admin_token);
-    info->set_peer_token(options_.peer_token);
-    // The socket is empty: this goes straight into it.
-    absl::Status sent = (*channel)->Send(frame);
-    if (!sent.ok()) {
-      channel->reset();
-      close(fds[1]);
-      return Annotate(sent,
-                      absl::StrCat("bootstrap info of child \"", name, "\""));
-    }
-    child->SetChannel(*std::move(channel));
-    absl::MutexLock l(&mu_);
-    children_.emplace(id, std::move(child));
-    return Ticket{id, fds[1]};
+    return Ticket{*id, fds[1]};
   }
 
+  absl::StatusOr<PipeTicket> ExpectOnPipes(const std::string& name,
+                                           uint64_t rank,
+                                           ChildCallbacks callbacks) {
+    if (name.empty()) {
+      return absl::InvalidArgumentError("expected child has an empty name");
+    }
+    int to_child[2], from_child[2];
+    if (pipe2(to_child, O_CLOEXEC) != 0) {
+      return absl::ErrnoToStatus(errno,
+                                 absl::StrCat("pipe for child \"", name, "\""));
+    }
+    if (pipe2(from_child, O_CLOEXEC) != 0) {
+      const int error = errno;
+      close(to_child[0]);
+      close(to_child[1]);
+      return absl::ErrnoToStatus(error,
+                                 absl::StrCat("pipe for child \"", name, "\""));
+    }
+    absl::StatusOr<uint64_t> id =
+        Open(name, rank, std::move(callbacks), from_child[0], to_child[1]);
+    if (!id.ok()) {
+      close(to_child[0]);
+      close(from_child[1]);
+      return id.status();
+    }
+    return PipeTicket{*id, to_child[0], from_child[1]};
+  }
   void Forget(uint64_t id) {
     std::shared_ptr<Child> child;
     {
@@ -355,6 +347,61 @@ class Registrar::Impl {
   }
 
  private:
+  // Opens the parent's end of child `name`'s channel (the socket `fd`, or
+  // with a `write_fd` the pipes read from `fd` and written to `write_fd`;
+  // both owned from here on, closed on error), writes its BootstrapInfo
+  // and starts expecting it. Returns the child's id.
+  absl::StatusOr<uint64_t> Open(const std::string& name, uint64_t rank,
+                                ChildCallbacks callbacks, int fd,
+                                int write_fd) {
+    ReapDoomed();
+    uint64_t id;
+    {
+      absl::MutexLock l(&mu_);
+      id = next_id_++;
+    }
+    auto child = std::make_shared<Child>(id, name, std::move(callbacks));
+    FrameChannel::Options channel_options;
+    channel_options.name = name;
+    channel_options.max_frame_bytes = kMaxFrameBytes;
+    channel_options.max_pending_bytes = kMaxPendingBytes;
+    FrameChannel::Callbacks channel_callbacks;
+    channel_callbacks.on_frame = [child](std::string_view frame) {
+      child->OnFrame(frame);
+    };
+    channel_callbacks.on_closed = [child](const absl::Status& status) {
+      child->OnClosed(status);
+    };
+    absl::StatusOr<std::unique_ptr<FrameChannel>> channel =
+        write_fd >= 0 ? FrameChannel::CreateOnPipes(
+                            fd, write_fd, std::move(channel_options),
+                            std::move(channel_callbacks))
+                      : FrameChannel::Create(fd, std::move(channel_options),
+                                             std::move(channel_callbacks));
+    if (!channel.ok()) {
+      return Annotate(channel.status(), absl::StrCat("child \"", name, "\""));
+    }
+    v1::ParentFrame frame;
+    v1::BootstrapInfo* info = frame.mutable_info();
+    info->set_protocol_version(v1::BOOTSTRAP_VERSION_CURRENT);
+    info->set_name(name);
+    info->set_rank(rank);
+    info->set_orphan_timeout_ms(ClampToMillis(options_.orphan_timeout));
+    info->set_admin_token(options_.admin_token);
+    info->set_peer_token(options_.peer_token);
+    // The socket (or pipe) is empty: this goes straight into it.
+    absl::Status sent = (*channel)->Send(frame);
+    if (!sent.ok()) {
+      channel->reset();
+      return Annotate(sent,
+                      absl::StrCat("bootstrap info of child \"", name, "\""));
+    }
+    child->SetChannel(*std::move(channel));
+    absl::MutexLock l(&mu_);
+    children_.emplace(id, std::move(child));
+    return id;
+  }
+
   // A closed channel of a child forgotten from its own callback, waiting to
   // be joined by another thread.
   struct Doomed {
@@ -408,6 +455,11 @@ absl::StatusOr<Registrar::Ticket> Registrar::Expect(const std::string& name,
                                                     uint64_t rank,
                                                     ChildCallbacks callbacks) {
   return impl_->Expect(name, rank, std::move(callbacks));
+}
+
+absl::StatusOr<Registrar::PipeTicket> Registrar::ExpectOnPipes(
+    const std::string& name, uint64_t rank, ChildCallbacks callbacks) {
+  return impl_->ExpectOnPipes(name, rank, std::move(callbacks));
 }
 
 void Registrar::Forget(uint64_t id) { impl_->Forget(id); }

@@ -8,6 +8,14 @@
 // secret, no socket path. The child sends one RegisterRequest with its
 // address; the socketpair then stays open as the parent channel.
 //
+// ExpectOnPipes() is the same over two pipes, for a child that shares no
+// descriptor with the parent but its stdin and stdout: hostd --parent=stdio
+// started through `srun --unbuffered` on another machine, whose stdin and
+// stdout srun carries. The spawner gives the child (srun) the two ends as
+// its stdin and stdout; holding them is the credential, as holding the
+// socketpair's end is. The pid such a child registers with is a pid on
+// its own machine: reported, never compared with the spawned process's.
+//
 // Threads: one FrameChannel thread per expected child reads its frames and
 // runs that child's callbacks. Every method is thread-safe and never blocks
 // on a child. Per child: callbacks never overlap, on_registered runs at most
@@ -54,7 +62,8 @@ class Registrar {
   };
 
   struct ChildCallbacks {
-    // The child registered (exactly once): its public address and pid.
+    // The child registered (exactly once): its public address and the pid
+    // it says it has (over pipes, possibly on another machine).
     std::function<void(const std::string& address, pid_t pid)> on_registered;
     // The child's channel closed after it registered (child gone or its
     // channel broke).
@@ -82,6 +91,23 @@ class Registrar {
   // the socketpair cannot be made.
   absl::StatusOr<Ticket> Expect(const std::string& name, uint64_t rank,
                                 ChildCallbacks callbacks);
+
+  // An expected child on two pipes: child_stdin is the read end of the pipe
+  // the parent writes (the BootstrapInfo is in it already), child_stdout
+  // the write end of the one it reads. Both close-on-exec (a spawner's
+  // dup2 onto 0 and 1 clears that); the caller closes both after spawning,
+  // so that the child's end of either pipe is the only one left (its exit
+  // is then EOF here, and Forget is EOF on its stdin).
+  struct PipeTicket {
+    uint64_t id = 0;
+    int child_stdin = -1;
+    int child_stdout = -1;
+  };
+  // Like Expect, over two pipes (see the class comment). Forget, SendStop
+  // and the callbacks work alike. The errno's code if a pipe cannot be made.
+  absl::StatusOr<PipeTicket> ExpectOnPipes(const std::string& name,
+                                           uint64_t rank,
+                                           ChildCallbacks callbacks);
 
   // Forgets child `id`: its channel is closed (the child sees EOF, also one
   // that has not registered yet). No callback runs after Forget returns: it

@@ -3,9 +3,11 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -63,8 +65,75 @@ absl::StatusOr<std::unique_ptr<FrameChannel>> FrameChannel::Create(
     return absl::InvalidArgumentError(
         absl::StrCat(prefix, ": invalid fd ", fd));
   }
-  auto fail = [fd](absl::Status status) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    const int error = errno;
     close(fd);
+    return absl::ErrnoToStatus(error, absl::StrCat(prefix, ": fstat"));
+  }
+  int type = 0;
+  socklen_t type_len = sizeof(type);
+  if (!S_ISSOCK(st.st_mode) ||
+      getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 ||
+      type != SOCK_STREAM) {
+    close(fd);
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix, ": fd ", fd, " is not a stream socket"));
+  }
+  return Start(fd, fd, std::move(options), std::move(callbacks));
+}
+
+absl::StatusOr<std::unique_ptr<FrameChannel>> FrameChannel::CreateOnPipes(
+    int read_fd, int write_fd, Options options, Callbacks callbacks) {
+  const std::string prefix = absl::StrCat("channel \"", options.name, "\"");
+  auto fail = [read_fd, write_fd](absl::Status status) {
+    if (read_fd >= 0) close(read_fd);
+    if (write_fd >= 0 && write_fd != read_fd) close(write_fd);
+    return status;
+  };
+  if (read_fd < 0 || write_fd < 0 || read_fd == write_fd) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat(prefix, ": needs two distinct fds, one read and one ",
+                     "written (got ", read_fd, " and ", write_fd, ")")));
+  }
+  struct Want {
+    int fd;
+    const char* role;
+    int wrong_access;  // The O_ACCMODE that cannot serve this role.
+  };
+  for (Want want :
+       {Want{read_fd, "read", O_WRONLY}, Want{write_fd, "written", O_RDONLY}}) {
+    struct stat st;
+    if (fstat(want.fd, &st) != 0) {
+      return fail(absl::ErrnoToStatus(
+          errno, absl::StrCat(prefix, ": fstat of fd ", want.fd)));
+    }
+    if (!S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode) &&
+        !(S_ISCHR(st.st_mode) && isatty(want.fd) == 1)) {
+      return fail(absl::InvalidArgumentError(
+          absl::StrCat(prefix, ": fd ", want.fd, " (to be ", want.role,
+                       ") is not a pipe, socket or terminal")));
+    }
+    const int flags = fcntl(want.fd, F_GETFL);
+    if (flags < 0) {
+      return fail(absl::ErrnoToStatus(
+          errno, absl::StrCat(prefix, ": fcntl of fd ", want.fd)));
+    }
+    if ((flags & O_ACCMODE) == want.wrong_access) {
+      return fail(absl::InvalidArgumentError(
+          absl::StrCat(prefix, ": fd ", want.fd, " cannot be ", want.role,
+                       " (it is the other end of its pipe)")));
+    }
+  }
+  return Start(read_fd, write_fd, std::move(options), std::move(callbacks));
+}
+
+absl::StatusOr<std::unique_ptr<FrameChannel>> FrameChannel::Start(
+    int read_fd, int write_fd, Options options, Callbacks callbacks) {
+  const std::string prefix = absl::StrCat("channel \"", options.name, "\"");
+  auto fail = [read_fd, write_fd](absl::Status status) {
+    close(read_fd);
+    if (write_fd != read_fd) close(write_fd);
     return status;
   };
   if (options.max_frame_bytes > std::numeric_limits<uint32_t>::max()) {
@@ -72,40 +141,61 @@ absl::StatusOr<std::unique_ptr<FrameChannel>> FrameChannel::Create(
         absl::StrCat(prefix, ": max_frame_bytes ", options.max_frame_bytes,
                      " does not fit the 4-byte frame length")));
   }
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    return fail(absl::ErrnoToStatus(errno, absl::StrCat(prefix, ": fstat")));
-  }
-  int type = 0;
-  socklen_t type_len = sizeof(type);
-  if (!S_ISSOCK(st.st_mode) ||
-      getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 ||
-      type != SOCK_STREAM) {
-    return fail(absl::InvalidArgumentError(
-        absl::StrCat(prefix, ": fd ", fd, " is not a stream socket")));
-  }
-  int flags = fcntl(fd, F_GETFL);
-  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
-      fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
-    return fail(absl::ErrnoToStatus(errno, absl::StrCat(prefix, ": fcntl")));
+  for (int fd : {read_fd, write_fd}) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
+        fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+      return fail(absl::ErrnoToStatus(errno, absl::StrCat(prefix, ": fcntl")));
+    }
   }
   int wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd < 0) {
     return fail(absl::ErrnoToStatus(errno, absl::StrCat(prefix, ": eventfd")));
   }
-  std::unique_ptr<FrameChannel> channel(
-      new FrameChannel(fd, wake_fd, std::move(options), std::move(callbacks)));
+  std::unique_ptr<FrameChannel> channel(new FrameChannel(
+      read_fd, write_fd, wake_fd, std::move(options), std::move(callbacks)));
   channel->thread_ = std::thread([c = channel.get()] { c->Run(); });
   return channel;
 }
 
-FrameChannel::FrameChannel(int fd, int wake_fd, Options options,
-                           Callbacks callbacks)
+FrameChannel::FrameChannel(int read_fd, int write_fd, int wake_fd,
+                           Options options, Callbacks callbacks)
     : options_(std::move(options)),
       max_frame_bytes_(options_.max_frame_bytes),
       callbacks_(std::move(callbacks)),
-      fd_(fd),
+      read_fd_(read_fd),
+      write_fd_(write_fd),
       wake_fd_(wake_fd) {}
+
+ssize_t FrameChannel::WriteSome(const struct iovec* iov, int iovcnt) {
+  if (!pair()) {
+    struct msghdr msg = {};
+    msg.msg_iov = const_cast<struct iovec*>(iov);
+    msg.msg_iovlen = iovcnt;
+    return sendmsg(write_fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+  // A pipe has no MSG_NOSIGNAL: a write to a reader that is gone raises
+  // SIGPIPE at this thread. Blocked for the call, and taken back if this
+  // write raised it, so the process only ever sees EPIPE.
+  sigset_t pipe_set, old_mask;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
+  sigset_t pending;
+  sigemptyset(&pending);
+  const bool was_pending =
+      sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+  const ssize_t n = writev(write_fd_, iov, iovcnt);
+  const int error = errno;
+  if (n < 0 && error == EPIPE && !was_pending) {
+    const struct timespec zero = {0, 0};
+    while (sigtimedwait(&pipe_set, nullptr, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  errno = error;
+  return n;
+}
 
 FrameChannel::~FrameChannel() {
   CHECK(!InChannelThread())
@@ -223,11 +313,8 @@ absl::Status FrameChannel::SendFramed(const struct iovec* iov, int iovcnt,
   size_t written = 0;
   if (pending_bytes_ == 0 && write_now) {
     // The fast path: nothing queued, so this frame goes straight out.
-    struct msghdr msg = {};
-    msg.msg_iov = const_cast<struct iovec*>(iov);
-    msg.msg_iovlen = iovcnt;
     for (;;) {
-      ssize_t n = sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+      ssize_t n = WriteSome(iov, iovcnt);
       if (n >= 0) {
         written = static_cast<size_t>(n);
         break;
@@ -288,10 +375,7 @@ absl::Status FrameChannel::WritePendingLocked() {
                       chunk.size() - offset};
       offset = 0;
     }
-    struct msghdr msg = {};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = count;
-    ssize_t n = sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = WriteSome(iov, count);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (WouldBlock(errno)) return absl::OkStatus();
@@ -343,7 +427,7 @@ bool FrameChannel::Flush(absl::Duration timeout) {
       }
       absl::Duration left = deadline - absl::Now();
       if (left <= absl::ZeroDuration()) return false;
-      struct pollfd pfd = {fd_, POLLOUT, 0};
+      struct pollfd pfd = {write_fd_, POLLOUT, 0};
       poll(&pfd, 1,
            static_cast<int>(
                std::min<int64_t>(absl::ToInt64Milliseconds(
@@ -363,7 +447,13 @@ void FrameChannel::Close() {
   if (close_called_) return;
   close_called_ = true;
   EndLocked(absl::OkStatus());
-  if (fd_open_) shutdown(fd_, SHUT_RDWR);
+  if (!pair()) {
+    if (fd_open_) shutdown(read_fd_, SHUT_RDWR);
+  } else if (write_fd_open_) {
+    // The peer reads EOF; the thread stops reading and closes read_fd_.
+    close(write_fd_);
+    write_fd_open_ = false;
+  }
   Wake();
 }
 
@@ -385,8 +475,13 @@ void FrameChannel::Run() {
       status = end_status_;
       report = true;
     }
-    shutdown(fd_, SHUT_RDWR);
-    close(fd_);
+    if (!pair()) {
+      shutdown(read_fd_, SHUT_RDWR);
+    } else if (write_fd_open_) {
+      close(write_fd_);
+      write_fd_open_ = false;
+    }
+    close(read_fd_);
     fd_open_ = false;
   }
   in_.reset();
@@ -413,10 +508,15 @@ std::optional<absl::Status> FrameChannel::Loop() {
       ReadAvailable(/*drain=*/true);
       return write_error;
     }
-    struct pollfd fds[2] = {
-        {fd_, static_cast<short>(POLLIN | (want_write ? POLLOUT : 0)), 0},
-        {wake_fd_, POLLIN, 0}};
-    if (poll(fds, 2, -1) < 0) {
+    // A socket is polled for both; a pair's written fd only while bytes
+    // wait (a negative fd is skipped). POLLERR on it: the reader is gone,
+    // which the next write reports (EPIPE).
+    struct pollfd fds[3] = {
+        {read_fd_,
+         static_cast<short>(POLLIN | (want_write && !pair() ? POLLOUT : 0)), 0},
+        {wake_fd_, POLLIN, 0},
+        {want_write && pair() ? write_fd_ : -1, POLLOUT, 0}};
+    if (poll(fds, 3, -1) < 0) {
       if (errno == EINTR) continue;
       return absl::ErrnoToStatus(
           errno, absl::StrCat("channel \"", options_.name, "\": poll"));
@@ -426,7 +526,9 @@ std::optional<absl::Status> FrameChannel::Loop() {
       ssize_t n = read(wake_fd_, &count, sizeof(count));
       (void)n;
     }
-    if (fds[0].revents & POLLOUT) {
+    const short writable = pair() ? fds[2].revents & (POLLOUT | POLLERR)
+                                  : fds[0].revents & POLLOUT;
+    if (writable) {
       absl::MutexLock lock(&mu_);
       if (!ended_) {
         if (absl::Status status = WritePendingLocked(); !status.ok()) {
@@ -470,7 +572,7 @@ std::optional<absl::Status> FrameChannel::ReadAvailable(bool drain) {
   for (int reads = 0; reads < max_reads; ++reads) {
     PrepareReadBuffer();
     const size_t room = in_capacity_ - in_end_;
-    ssize_t n = read(fd_, in_.get() + in_end_, room);
+    ssize_t n = read(read_fd_, in_.get() + in_end_, room);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (WouldBlock(errno)) return std::nullopt;

@@ -1,18 +1,26 @@
 // FrameChannel: an ordered, bidirectional channel of frames over a connected
-// stream socket (a socketpair end or a Unix socket). On the wire each frame is
-// a 4-byte little-endian length followed by that many bytes (usually a
-// serialized protobuf message).
+// stream socket (a socketpair end or a Unix socket; Create), or over a pair
+// of one-way descriptors, one read and one written (two pipes, e.g. a
+// child's stdin and stdout; CreateOnPipes). On the wire each frame is a
+// 4-byte little-endian length followed by that many bytes (usually a
+// serialized protobuf message); both modes share that one framing and
+// differ only in the system calls: sendmsg and shutdown on a socket, writev
+// and close on the written descriptor of a pair. No descriptor ever
+// crosses a FrameChannel (it has no call that would pass one; pipes could
+// not carry it).
 //
 // Promises:
-//  - Owner: the channel owns the fd from Create() on (even when Create
-//    fails) and closes it; nobody else may read, write or close it.
+//  - Owner: the channel owns its fd (or both fds) from Create() (or
+//    CreateOnPipes()) on, even when that fails, and closes it; nobody else
+//    may read, write or close it.
 //  - Threads: one thread per channel reads the socket and flushes what the
 //    socket did not take at once. Callbacks run on that thread, one at a
 //    time: every frame in arrival order, then at most one on_closed.
 //    SendFrame/Send/Queue/WriteQueued/Flush/Close are thread-safe; frames
 //    sent (or queued) from one thread go out in call order. Sending never
 //    blocks the caller.
-//  - Shutdown order: Close() shuts the socket down (the peer sees EOF), drops
+//  - Shutdown order: Close() shuts the socket down, or closes the written
+//    descriptor of a pair (either way the peer sees EOF), drops
 //    unsent frames and returns without waiting; no callback starts after it
 //    returns, though one already under way (e.g. the caller itself) may still
 //    finish. The destructor closes and then joins the thread, so after it no
@@ -79,6 +87,20 @@ class FrameChannel {
   static absl::StatusOr<std::unique_ptr<FrameChannel>> Create(
       int fd, Options options, Callbacks callbacks);
 
+  // The same channel over two one-way descriptors: frames are read from
+  // `read_fd` and written to `write_fd` (pipe ends, or stream sockets used
+  // one way). Takes ownership of both (non-blocking, close-on-exec; both
+  // closed on every error). The peer's EOF on `read_fd` ends the channel
+  // like a socket's; a write to a reader that is gone is the broken pipe
+  // (FAILED_PRECONDITION), never a SIGPIPE; Close() closes `write_fd` (the
+  // peer reads EOF, once no other process holds a copy of it) and stops
+  // reading. A terminal (srun --unbuffered's pty) works too, if the caller
+  // made it raw (no output processing). INVALID_ARGUMENT if the two are the
+  // same descriptor, either is not a pipe, socket or terminal, `read_fd`
+  // is not open for reading or `write_fd` not for writing.
+  static absl::StatusOr<std::unique_ptr<FrameChannel>> CreateOnPipes(
+      int read_fd, int write_fd, Options options, Callbacks callbacks);
+
   // Close(), then joins the thread. Must not be called from a callback.
   ~FrameChannel();
   FrameChannel(const FrameChannel&) = delete;
@@ -113,8 +135,9 @@ class FrameChannel {
   // unsent. May be called from a callback (it then writes itself).
   bool Flush(absl::Duration timeout);
 
-  // Stops reading and writing: shutdown(SHUT_RDWR), so the peer sees EOF,
-  // then the thread closes the fd. Queued frames are dropped (Flush first for
+  // Stops reading and writing: shutdown(SHUT_RDWR) (over a pair: closes the
+  // written descriptor), so the peer sees EOF, then the thread closes the
+  // fd(s). Queued frames are dropped (Flush first for
   // an orderly end). Returns at once, also when called from a callback; no
   // callback starts after it returns, except one already under way.
   // Idempotent.
@@ -133,7 +156,16 @@ class FrameChannel {
   const std::string& name() const { return options_.name; }
 
  private:
-  FrameChannel(int fd, int wake_fd, Options options, Callbacks callbacks);
+  FrameChannel(int read_fd, int write_fd, int wake_fd, Options options,
+               Callbacks callbacks);
+  // Create's and CreateOnPipes's common part, once the fds are checked.
+  static absl::StatusOr<std::unique_ptr<FrameChannel>> Start(
+      int read_fd, int write_fd, Options options, Callbacks callbacks);
+  // One non-blocking write of `iovcnt` buffers: sendmsg on a socket, writev
+  // on a pair (with SIGPIPE kept from the process). Returns what the
+  // system call returned; errno is set on -1.
+  ssize_t WriteSome(const struct iovec* iov, int iovcnt)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Writes or queues one framed frame, `total` bytes in `iov`. If `owned` is
   // not null it holds exactly those bytes and may be moved into the queue
@@ -177,14 +209,20 @@ class FrameChannel {
   // options_.max_frame_bytes until SetMaxFrameBytes.
   std::atomic<size_t> max_frame_bytes_;
   const Callbacks callbacks_;
-  // The socket. The channel thread reads it and closes it as it ends; other
-  // threads write it (or shut it down) only under mu_ while it is open.
-  const int fd_;
+  // The socket (read_fd_ == write_fd_), or the pair's two descriptors. The
+  // channel thread reads read_fd_ and closes both as it ends; other threads
+  // write write_fd_ (or shut it down, or close a pair's) only under mu_
+  // while it is open.
+  const int read_fd_;
+  const int write_fd_;
+  bool pair() const { return read_fd_ != write_fd_; }
   const int wake_fd_;  // eventfd: new queued bytes, Close().
 
   mutable absl::Mutex mu_;
   // Open until the channel thread closes it as it ends.
   bool fd_open_ ABSL_GUARDED_BY(mu_) = true;
+  // A pair's write_fd_: open until Close() or the thread's end closes it.
+  bool write_fd_open_ ABSL_GUARDED_BY(mu_) = true;
   bool close_called_ ABSL_GUARDED_BY(mu_) = false;
   // Close() was called or the channel ended by itself (then end_status_).
   bool ended_ ABSL_GUARDED_BY(mu_) = false;

@@ -641,5 +641,234 @@ TEST_CASE("a child process echoes frames back over the channel") {
   CHECK(recorder.closed_calls() == 0);
 }
 
+// ---- Over a pair of pipes (CreateOnPipes) ----
+
+// One pipe: {read end, write end}, close-on-exec.
+std::pair<int, int> Pipe() {
+  int p[2];
+  REQUIRE(pipe2(p, O_CLOEXEC) == 0);
+  return {p[0], p[1]};
+}
+
+std::unique_ptr<FrameChannel> MakePipeChannel(
+    int read_fd, int write_fd, FrameChannel::Callbacks callbacks,
+    FrameChannel::Options options = {}) {
+  absl::StatusOr<std::unique_ptr<FrameChannel>> channel =
+      FrameChannel::CreateOnPipes(read_fd, write_fd, std::move(options),
+                                  std::move(callbacks));
+  REQUIRE(channel.ok());
+  return *std::move(channel);
+}
+
+// Two channels joined by two pipes, as a parent and its child over the
+// child's stdin and stdout.
+struct PipePair {
+  Recorder parent_seen, child_seen;
+  std::unique_ptr<FrameChannel> parent, child;
+
+  explicit PipePair(FrameChannel::Options options = {}) {
+    auto [to_child_read, to_child_write] = Pipe();
+    auto [from_child_read, from_child_write] = Pipe();
+    options.name = "parent";
+    parent = MakePipeChannel(from_child_read, to_child_write,
+                             parent_seen.Callbacks(), options);
+    options.name = "child";
+    child = MakePipeChannel(to_child_read, from_child_write,
+                            child_seen.Callbacks(), options);
+  }
+};
+
+TEST_CASE("over two pipes, frames and messages arrive whole both ways") {
+  PipePair pipes;
+  const std::vector<size_t> sizes = {0, 1, 4, 5, 4095, 65536, 65537, 300000};
+  std::vector<std::string> to_child, to_parent;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    to_child.push_back(Pattern(i, sizes[i]));
+    to_parent.push_back(Pattern(100 + i, sizes[sizes.size() - 1 - i]));
+    REQUIRE(pipes.parent->SendFrame(to_child.back()).ok());
+    REQUIRE(pipes.child->SendFrame(to_parent.back()).ok());
+  }
+  google::protobuf::BytesValue message;
+  message.set_value("with a NUL\0 and a newline\n");
+  REQUIRE(pipes.child->Send(message).ok());
+  to_parent.push_back(message.SerializeAsString());
+  REQUIRE(pipes.child_seen.WaitForFrames(to_child.size()));
+  REQUIRE(pipes.parent_seen.WaitForFrames(to_parent.size()));
+  CHECK(pipes.child_seen.frames() == to_child);
+  CHECK(pipes.parent_seen.frames() == to_parent);
+  CHECK(pipes.parent->Flush(kWait));
+  CHECK(pipes.child->Flush(kWait));
+}
+
+TEST_CASE("over two pipes, a frame far larger than a pipe's buffer arrives") {
+  PipePair pipes;
+  // 8 MiB: the pipe takes 64 KiB at a time, the rest waits in the queue.
+  const std::string big = Pattern(9, 8 << 20);
+  REQUIRE(pipes.parent->SendFrame(big).ok());
+  REQUIRE(pipes.parent->SendFrame("after").ok());
+  REQUIRE(pipes.child_seen.WaitForFrames(2));
+  CHECK(pipes.child_seen.frames()[0] == big);
+  CHECK(pipes.child_seen.frames()[1] == "after");
+  CHECK(pipes.parent->Flush(kWait));
+}
+
+TEST_CASE("over two pipes, Close makes the peer end with OK (EOF)") {
+  PipePair pipes;
+  REQUIRE(pipes.parent->SendFrame("last").ok());
+  REQUIRE(pipes.parent->Flush(kWait));
+  pipes.parent->Close();
+  std::optional<absl::Status> closed = pipes.child_seen.WaitForClosed();
+  REQUIRE(closed.has_value());
+  CHECK(closed->ok());
+  CHECK(pipes.child_seen.frames() == std::vector<std::string>{"last"});
+  CHECK(pipes.child->closed());
+  absl::Status send = pipes.child->SendFrame("late");
+  CHECK(send.code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(absl::StrContains(send.message(), "closed by the peer"));
+  pipes.parent.reset();
+  CHECK(pipes.parent_seen.closed_calls() == 0);  // Close came first
+}
+
+TEST_CASE("over two pipes, a peer that closes its write end ends the channel") {
+  auto [in_read, in_write] = Pipe();
+  auto [out_read, out_write] = Pipe();
+  Recorder recorder;
+  std::unique_ptr<FrameChannel> channel = MakePipeChannel(
+      in_read, out_write, recorder.Callbacks(), {.name = "stdio"});
+  SECTION("at a frame boundary: OK") {
+    WriteAll(in_write, Framed("hello") + Framed(""));
+    close(in_write);
+    std::optional<absl::Status> closed = recorder.WaitForClosed();
+    REQUIRE(closed.has_value());
+    CHECK(closed->ok());
+    CHECK(recorder.frames() == std::vector<std::string>{"hello", ""});
+  }
+  SECTION("inside a frame: DATA_LOSS") {
+    WriteAll(in_write, Framed("whole") + Header(100) + std::string(10, 'x'));
+    close(in_write);
+    std::optional<absl::Status> closed = recorder.WaitForClosed();
+    REQUIRE(closed.has_value());
+    CHECK(closed->code() == absl::StatusCode::kDataLoss);
+    CHECK(absl::StrContains(closed->message(), "\"stdio\""));
+    CHECK(absl::StrContains(closed->message(), "frame of 100 bytes (got 10)"));
+    CHECK(recorder.frames() == std::vector<std::string>{"whole"});
+  }
+  // Either way the channel closed its write end too: the peer reads EOF.
+  CHECK(SeesEof(out_read));
+  channel.reset();
+  close(out_read);
+}
+
+TEST_CASE(
+    "over two pipes, a reader that went away is a broken pipe, not SIGPIPE") {
+  auto [in_read, in_write] = Pipe();
+  auto [out_read, out_write] = Pipe();
+  Recorder recorder;
+  std::unique_ptr<FrameChannel> channel = MakePipeChannel(
+      in_read, out_write, recorder.Callbacks(), {.name = "gone"});
+  WriteAll(in_write, Framed("bye"));
+  REQUIRE(recorder.WaitForFrames(1));
+  close(out_read);  // The peer is gone; SIGPIPE is not ignored here.
+  REQUIRE(signal(SIGPIPE, SIG_DFL) != SIG_ERR);
+  absl::Status send = channel->SendFrame("hello?");
+  CHECK(send.code() == absl::StatusCode::kFailedPrecondition);  // EPIPE
+  CHECK(absl::StrContains(send.message(), "\"gone\""));
+  std::optional<absl::Status> closed = recorder.WaitForClosed();
+  REQUIRE(closed.has_value());
+  CHECK(closed->code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(recorder.frames() == std::vector<std::string>{"bye"});
+  channel.reset();
+  close(in_write);
+}
+
+TEST_CASE(
+    "over two pipes, a queue the channel thread flushes to a reader that "
+    "goes away ends the channel with the broken pipe") {
+  auto [in_read, in_write] = Pipe();
+  auto [out_read, out_write] = Pipe();
+  Recorder recorder;
+  std::unique_ptr<FrameChannel> channel = MakePipeChannel(
+      in_read, out_write, recorder.Callbacks(), {.name = "stalled"});
+  REQUIRE(signal(SIGPIPE, SIG_DFL) != SIG_ERR);
+  // More than the pipe holds: the rest is queued for the channel thread.
+  REQUIRE(channel->SendFrame(std::string(1 << 20, 'q')).ok());
+  CHECK_FALSE(channel->Flush(absl::Milliseconds(20)));
+  close(out_read);
+  std::optional<absl::Status> closed = recorder.WaitForClosed();
+  REQUIRE(closed.has_value());
+  CHECK(closed->code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(absl::StrContains(closed->message(), "\"stalled\": send"));
+  channel.reset();
+  close(in_write);
+}
+
+TEST_CASE("a child process echoes frames back over its stdin and stdout") {
+  auto [to_child_read, to_child_write] = Pipe();
+  auto [from_child_read, from_child_write] = Pipe();
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (dup2(to_child_read, 0) < 0 || dup2(from_child_write, 1) < 0) {
+      _exit(126);
+    }
+    execl("/bin/cat", "cat", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(to_child_read);
+  close(from_child_write);
+  Recorder recorder;
+  std::unique_ptr<FrameChannel> channel = MakePipeChannel(
+      from_child_read, to_child_write, recorder.Callbacks(), {.name = "cat"});
+  std::vector<std::string> sent;
+  for (int i = 0; i < 100; ++i) {
+    sent.push_back(Pattern(i, (i * 7919) % 200000));
+    REQUIRE(channel->SendFrame(sent.back()).ok());
+  }
+  REQUIRE(recorder.WaitForFrames(sent.size()));
+  CHECK(recorder.frames() == sent);
+  channel->Close();  // cat reads EOF on its stdin and exits
+  int status = ReapChild(pid);
+  REQUIRE(status != -1);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  channel.reset();
+  CHECK(recorder.closed_calls() == 0);
+}
+
+TEST_CASE("CreateOnPipes refuses fds that cannot serve, and closes them") {
+  auto [r, w] = Pipe();
+  SECTION("the same fd twice") {
+    absl::StatusOr<std::unique_ptr<FrameChannel>> channel =
+        FrameChannel::CreateOnPipes(r, r, {.name = "same"}, {});
+    CHECK(channel.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(absl::StrContains(channel.status().message(), "two distinct fds"));
+    CHECK(fcntl(r, F_GETFD) == -1);
+    close(w);
+  }
+  SECTION("the ends swapped") {
+    absl::StatusOr<std::unique_ptr<FrameChannel>> channel =
+        FrameChannel::CreateOnPipes(w, r, {.name = "swapped"}, {});
+    CHECK(channel.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(absl::StrContains(channel.status().message(), "\"swapped\""));
+    CHECK(absl::StrContains(channel.status().message(), "cannot be read"));
+    CHECK(fcntl(r, F_GETFD) == -1);
+    CHECK(fcntl(w, F_GETFD) == -1);
+  }
+  SECTION("a regular file") {
+    char path[] = "/tmp/frame_channel_test.XXXXXX";
+    int file = mkstemp(path);
+    REQUIRE(file >= 0);
+    unlink(path);
+    absl::StatusOr<std::unique_ptr<FrameChannel>> channel =
+        FrameChannel::CreateOnPipes(r, file, {.name = "file"}, {});
+    CHECK(channel.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(absl::StrContains(channel.status().message(),
+                            "not a pipe, socket or terminal"));
+    CHECK(fcntl(file, F_GETFD) == -1);
+    CHECK(fcntl(r, F_GETFD) == -1);
+    close(w);
+  }
+}
+
 }  // namespace
 }  // namespace mesh

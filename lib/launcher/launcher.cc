@@ -26,6 +26,7 @@ struct Launcher::Entry {
   uint64_t ticket ABSL_GUARDED_BY(mu) = 0;
   pid_t pid ABSL_GUARDED_BY(mu) = 0;
   std::string address ABSL_GUARDED_BY(mu);
+  pid_t registered_pid ABSL_GUARDED_BY(mu) = 0;
   bool registered ABSL_GUARDED_BY(mu) = false;
   std::optional<ExitInfo> exit ABSL_GUARDED_BY(mu);
 };
@@ -66,7 +67,15 @@ std::shared_ptr<Launcher::Entry> Launcher::Find(const std::string& name) {
 absl::StatusOr<Launcher::Child> Launcher::Launch(const std::string& name,
                                                  uint64_t rank,
                                                  SpawnOptions spawn,
-                                                 absl::Duration timeout) {
+                                                 absl::Duration timeout,
+                                                 ChannelKind channel) {
+  if (channel == ChannelKind::kStdio &&
+      (spawn.stdin_fd >= 0 || spawn.stdout_fd >= 0)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "launch of \"%s\" over stdio: its stdin and stdout are the channel; "
+        "do not set stdin_fd or stdout_fd",
+        name));
+  }
   auto entry = std::make_shared<Entry>();
   {
     absl::MutexLock lock(&mu_);
@@ -77,9 +86,12 @@ absl::StatusOr<Launcher::Child> Launcher::Launch(const std::string& name,
     children_[name] = entry;
   }
   Registrar::ChildCallbacks callbacks;
-  callbacks.on_registered = [entry](const std::string& address, pid_t) {
+  // `pid` is what the child says; through srun it is a pid on another
+  // machine, so it is reported, never checked against the spawned one.
+  callbacks.on_registered = [entry](const std::string& address, pid_t pid) {
     absl::MutexLock lock(&entry->mu);
     entry->address = address;
+    entry->registered_pid = pid;
     entry->registered = true;
   };
   callbacks.on_disconnected = [] {};
@@ -89,22 +101,40 @@ absl::StatusOr<Launcher::Child> Launcher::Launch(const std::string& name,
     absl::MutexLock lock(&mu_);
     children_.erase(name);
   };
-  absl::StatusOr<Registrar::Ticket> expected =
-      registrar_->Expect(name, rank, std::move(callbacks));
-  if (!expected.ok()) {
-    forget_entry();
-    return expected.status();
+  // The child's ends of its channel: closed here once it is spawned, so
+  // that it holds the only copies (its exit is EOF to the registrar).
+  std::vector<int> child_ends;
+  uint64_t ticket_id = 0;
+  if (channel == ChannelKind::kStdio) {
+    absl::StatusOr<Registrar::PipeTicket> expected =
+        registrar_->ExpectOnPipes(name, rank, std::move(callbacks));
+    if (!expected.ok()) {
+      forget_entry();
+      return expected.status();
+    }
+    ticket_id = expected->id;
+    spawn.stdin_fd = expected->child_stdin;
+    spawn.stdout_fd = expected->child_stdout;
+    child_ends = {expected->child_stdin, expected->child_stdout};
+  } else {
+    absl::StatusOr<Registrar::Ticket> expected =
+        registrar_->Expect(name, rank, std::move(callbacks));
+    if (!expected.ok()) {
+      forget_entry();
+      return expected.status();
+    }
+    ticket_id = expected->id;
+    spawn.env[kBootstrapFdEnv] = absl::StrCat(kBootstrapChildFd);
+    spawn.inherit_fds.emplace_back(expected->child_fd, kBootstrapChildFd);
+    child_ends = {expected->child_fd};
   }
-  Registrar::Ticket ticket = *expected;
   {
     absl::MutexLock lock(&entry->mu);
-    entry->ticket = ticket.id;
+    entry->ticket = ticket_id;
   }
-  spawn.env[kBootstrapFdEnv] = absl::StrCat(kBootstrapChildFd);
   // A launched hostd is not the launching process's service.
   spawn.unset_env.insert(spawn.unset_env.end(), kServiceManagerEnv.begin(),
                          kServiceManagerEnv.end());
-  spawn.inherit_fds.emplace_back(ticket.child_fd, kBootstrapChildFd);
   if (spawn.log_dir.empty() && !options_.log_root.empty()) {
     spawn.log_dir = absl::StrCat(options_.log_root, "/", name);
   }
@@ -114,9 +144,9 @@ absl::StatusOr<Launcher::Child> Launcher::Launch(const std::string& name,
         entry->exit = info;
       });
   // Only the child holds the other end now: its EOF means the child is gone.
-  close(ticket.child_fd);
+  for (int fd : child_ends) close(fd);
   if (!pid.ok()) {
-    registrar_->Forget(ticket.id);
+    registrar_->Forget(ticket_id);
     forget_entry();
     return Annotate(pid.status(), absl::StrFormat("launch of \"%s\"", name));
   }
@@ -127,7 +157,9 @@ absl::StatusOr<Launcher::Child> Launcher::Launch(const std::string& name,
     return entry->registered || entry->exit.has_value();
   };
   entry->mu.AwaitWithTimeout(absl::Condition(&settled), timeout);
-  if (entry->registered) return Child{name, *pid, entry->address};
+  if (entry->registered) {
+    return Child{name, *pid, entry->address, entry->registered_pid};
+  }
   if (entry->exit.has_value()) {
     const ExitInfo& exit = *entry->exit;
     return absl::UnavailableError(absl::StrFormat(

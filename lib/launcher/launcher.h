@@ -3,7 +3,8 @@
 // HostMesh::Process and HostMesh::Local), or a test spawning hostd.
 //
 // Each child inherits its end of a private channel to the launcher (a
-// socketpair, lib/bootstrap; the launcher listens on no socket) and runs
+// socketpair, or two pipes as its stdin and stdout: lib/bootstrap; the
+// launcher listens on no socket) and runs
 // under a ProcessSupervisor (own process group, pidfd, reaped, stdout and
 // stderr to <log_root>/<name>/). Launch answers once the child registered
 // with its address over that channel, or fails with the reason (exited
@@ -42,10 +43,26 @@ class Launcher {
     std::string admin_token;
   };
 
+  // How a child gets its channel to the launcher.
+  enum class ChannelKind {
+    // One end of a socketpair, inherited as fd kBootstrapChildFd (its
+    // number in env kBootstrapFdEnv): hostd's default --parent=env.
+    kInheritedFd,
+    // Two pipes as the spawned process's stdin and stdout, nothing on argv
+    // or in the environment: `hostd --parent=stdio`, spawned directly or
+    // through a launcher that carries its stdio, e.g. `srun --unbuffered
+    // ... hostd --parent=stdio` (the child then runs on another machine).
+    kStdio,
+  };
+
   struct Child {
     std::string name;
+    // The spawned process (with kStdio possibly srun, not hostd).
     pid_t pid = 0;
     std::string address;
+    // The pid the child registered with: `pid` when it was spawned
+    // directly, else its pid on its own machine (only reported).
+    pid_t registered_pid = 0;
   };
 
   static absl::StatusOr<std::unique_ptr<Launcher>> Create(Options options);
@@ -55,9 +72,12 @@ class Launcher {
   Launcher(const Launcher&) = delete;
   Launcher& operator=(const Launcher&) = delete;
 
-  // Spawns `spawn` as child `name` and waits until it registers back.
+  // Spawns `spawn` as child `name` and waits until it registers back over
+  // a channel of `channel`'s kind (kStdio: `spawn` must not set stdin_fd or
+  // stdout_fd, which the launcher sets).
   absl::StatusOr<Child> Launch(const std::string& name, uint64_t rank,
-                               SpawnOptions spawn, absl::Duration timeout);
+                               SpawnOptions spawn, absl::Duration timeout,
+                               ChannelKind channel = ChannelKind::kInheritedFd);
 
   // Asks a registered child to stop over its channel.
   absl::Status AskStop(const std::string& name, const std::string& reason,

@@ -2,19 +2,26 @@
 // test) registers back over the inherited channel the way hostd does.
 #include "lib/launcher/launcher.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "catch2/catch.hpp"
+#include "lib/bootstrap/registrar.h"
+#include "lib/process/supervisor.h"
 #include "lib/testing/sockets.h"
 #include "lib/testing/temp_dir.h"
 
@@ -231,6 +238,100 @@ TEST_CASE("FindBinary names where it looked, and refuses a path") {
   CHECK(FindBinary("bin/hostd").status().code() ==
         absl::StatusCode::kInvalidArgument);
   CHECK(FindBinary("").status().code() == absl::StatusCode::kInvalidArgument);
+}
+
+// Copies what `from` has to `to` until `from` ends (EIO once a pty's slave
+// is closed everywhere, or EOF), then closes `to`.
+void Bridge(int from, int to) {
+  char buffer[4096];
+  for (;;) {
+    ssize_t n = read(from, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    for (ssize_t done = 0; done < n;) {
+      ssize_t wrote = write(to, buffer + done, n - done);
+      if (wrote < 0 && errno == EINTR) continue;
+      if (wrote <= 0) {
+        close(to);
+        return;
+      }
+      done += wrote;
+    }
+  }
+  close(to);
+}
+
+TEST_CASE(
+    "a child on its stdio registers through a pipe and a cooked pty with "
+    "every byte intact, and stray output goes to stderr") {
+  // What `srun --unbuffered` does: the task's stdout is a pty, which
+  // slurmstepd reads on the master side. A pty in its default mode turns
+  // 0x0a into 0x0d 0x0a; every RegisterRequest frame has a 0x0a byte.
+  testing::TempDir dir;
+  Registrar::Options registrar_options;
+  registrar_options.orphan_timeout = absl::Seconds(1);
+  absl::StatusOr<std::unique_ptr<Registrar>> registrar =
+      Registrar::Create(registrar_options);
+  REQUIRE(registrar.ok());
+  absl::Notification registered;
+  std::string address;
+  Registrar::ChildCallbacks callbacks;
+  callbacks.on_registered = [&](const std::string& a, pid_t) {
+    address = a;
+    registered.Notify();
+  };
+  absl::StatusOr<Registrar::PipeTicket> ticket =
+      (*registrar)->ExpectOnPipes("pty child", 0, std::move(callbacks));
+  REQUIRE(ticket.ok());
+
+  const int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(master >= 0);
+  REQUIRE(grantpt(master) == 0);
+  REQUIRE(unlockpt(master) == 0);
+  const int slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  REQUIRE(slave >= 0);
+  struct termios mode;
+  REQUIRE(tcgetattr(slave, &mode) == 0);
+  mode.c_oflag |= OPOST | ONLCR;  // Cooked, as a pty starts.
+  REQUIRE(tcsetattr(slave, TCSANOW, &mode) == 0);
+  // The master's output goes on into the registrar's pipe.
+  std::thread bridge(Bridge, master, ticket->child_stdout);
+
+  absl::StatusOr<std::unique_ptr<ProcessSupervisor>> supervisor =
+      ProcessSupervisor::Create();
+  REQUIRE(supervisor.ok());
+  SpawnOptions spawn;
+  spawn.path = RegisteringChild();
+  spawn.args = {"--stdio", "127.0.0.1:7"};
+  spawn.log_dir = dir.path() + "/child";
+  spawn.stdin_fd = ticket->child_stdin;
+  spawn.stdout_fd = slave;
+  absl::Notification exited;
+  ExitInfo exit;
+  absl::StatusOr<pid_t> pid =
+      (*supervisor)->Spawn(spawn, [&](const ExitInfo& info) {
+        exit = info;
+        exited.Notify();
+      });
+  close(ticket->child_stdin);
+  close(slave);
+  REQUIRE(pid.ok());
+  const bool got = registered.WaitForNotificationWithTimeout(kWait);
+  if (!got) (*supervisor)->SignalGroup(*pid, SIGKILL).IgnoreError();
+  CHECK(got);
+  CHECK(address == "127.0.0.1:7");
+  // The parent goes: EOF on the child's stdin, orphaned after 1 s: exit 3.
+  (*registrar)->Forget(ticket->id);
+  if (!exited.WaitForNotificationWithTimeout(kWait)) {
+    (*supervisor)->SignalGroup(*pid, SIGKILL).IgnoreError();
+    exited.WaitForNotification();
+  }
+  INFO(exit.stderr_tail);
+  CHECK(exit.exit_code == 3);
+  CHECK(absl::StrContains(exit.stderr_tail, "stray output"));
+  supervisor->reset();
+  bridge.join();  // The slave is closed everywhere: the master reads EIO.
+  close(master);
 }
 
 }  // namespace

@@ -3,7 +3,10 @@
 // to stderr and exits 0; orphaning exits 3. Exits 1 if registration fails
 // and 2 if it was not spawned by a parent.
 //
-// Usage: registering_child [address]   (default 127.0.0.1:1)
+// Usage: registering_child [--stdio] [address]   (default 127.0.0.1:1)
+// --stdio: the channel is stdin and stdout (hostd --parent=stdio); then
+// "stray output" is printed to stdout before registering (it must land in
+// stderr, not in the frames).
 #include <cstdio>
 #include <string>
 #include <utility>
@@ -12,8 +15,15 @@
 #include "lib/bootstrap/parent_channel.h"
 
 int main(int argc, char** argv) {
+  const bool stdio = argc > 1 && std::string(argv[1]) == "--stdio";
+  if (stdio) {
+    --argc;
+    ++argv;
+  }
   absl::StatusOr<std::optional<mesh::ParentChannel::Inherited>> inherited =
-      mesh::ParentChannel::ReadFromEnv();
+      stdio ? absl::StatusOr<std::optional<mesh::ParentChannel::Inherited>>(
+                  mesh::ParentChannel::ReadFromStdio())
+            : mesh::ParentChannel::ReadFromEnv();
   if (!inherited.ok()) {
     std::fprintf(stderr, "registering_child: %s\n",
                  inherited.status().ToString().c_str());
@@ -24,6 +34,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string address = argc > 1 ? argv[1] : "127.0.0.1:1";
+  if (stdio) {
+    std::printf("stray output\n");
+    std::fflush(stdout);
+  }
 
   absl::Mutex mu;
   bool done = false;

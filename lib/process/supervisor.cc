@@ -138,6 +138,13 @@ absl::StatusOr<int> CheckOptions(const SpawnOptions& options) {
           absl::StrCat("bad environment variable \"", key, "\""));
     }
   }
+  for (const auto& [fd, what] : {std::pair{options.stdin_fd, "stdin_fd"},
+                                 std::pair{options.stdout_fd, "stdout_fd"}}) {
+    if (fd != -1 && (fd < 0 || fcntl(fd, F_GETFD) < 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " ", fd, " is not open"));
+    }
+  }
   // Destinations must be distinct and above stdio; sources must be open.
   int max_dst = 2;
   for (size_t i = 0; i < options.inherit_fds.size(); ++i) {
@@ -769,10 +776,12 @@ absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoSpawn(
     const mode_t file_mode = group.has_value() ? 0640 : 0600;
     absl::Status made = MakeDirs(options.log_dir, dir_mode, group);
     if (!made.ok()) return made;
-    auto out = OpenLogFile(absl::StrCat(options.log_dir, "/stdout.log"),
-                           file_mode, group);
-    if (!out.ok()) return out.status();
-    out_write.reset(*out);
+    if (options.stdout_fd < 0) {
+      auto out = OpenLogFile(absl::StrCat(options.log_dir, "/stdout.log"),
+                             file_mode, group);
+      if (!out.ok()) return out.status();
+      out_write.reset(*out);
+    }
     const std::string err_path = absl::StrCat(options.log_dir, "/stderr.log");
     auto err = OpenLogFile(err_path, file_mode, group);
     if (!err.ok()) return err.status();
@@ -788,18 +797,27 @@ absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoSpawn(
     child->log_dir = options.log_dir;
   } else {
     int out_pipe[2], err_pipe[2];
-    if (pipe2(out_pipe, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe2");
-    out_read.reset(out_pipe[0]);
-    out_write.reset(out_pipe[1]);
+    if (options.stdout_fd < 0) {
+      if (pipe2(out_pipe, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe2");
+      out_read.reset(out_pipe[0]);
+      out_write.reset(out_pipe[1]);
+    }
     if (pipe2(err_pipe, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe2");
     err_read.reset(err_pipe[0]);
     err_write.reset(err_pipe[1]);
     for (int fd : {out_read.get(), err_read.get()}) {
+      if (fd < 0) continue;
       int flags = fcntl(fd, F_GETFL);
       if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
         return ErrnoStatus(errno, "fcntl(O_NONBLOCK)");
       }
     }
+  }
+
+  if (options.stdout_fd >= 0) {
+    // The caller's descriptor, as the child's stdout (a copy of ours).
+    out_write.reset(fcntl(options.stdout_fd, F_DUPFD_CLOEXEC, 0));
+    if (out_write.get() < 0) return ErrnoStatus(errno, "dup of stdout_fd");
   }
 
   pid_t pid = 0;
@@ -840,8 +858,10 @@ absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoSpawn(
     remove_leaf();
     return ErrnoStatus(errno, "open(/dev/null)");
   }
+  const int stdin_src =
+      options.stdin_fd >= 0 ? options.stdin_fd : devnull.get();
   std::vector<std::pair<int, int>> child_fds = {
-      {devnull.get(), 0}, {out_write.get(), 1}, {err_write.get(), 2}};
+      {stdin_src, 0}, {out_write.get(), 1}, {err_write.get(), 2}};
   child_fds.insert(child_fds.end(), options.inherit_fds.begin(),
                    options.inherit_fds.end());
   bool started = false;
@@ -894,6 +914,7 @@ absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoSpawn(
     // destination.
     std::vector<std::pair<int, int>> moves = {{out_write.get(), 1},
                                               {err_write.get(), 2}};
+    if (options.stdin_fd >= 0) moves.emplace_back(options.stdin_fd, 0);
     moves.insert(moves.end(), options.inherit_fds.begin(),
                  options.inherit_fds.end());
     std::vector<std::unique_ptr<ScopedFd>> temps;
@@ -929,9 +950,11 @@ absl::StatusOr<pid_t> ProcessSupervisor::Impl::DoSpawn(
       rc = posix_spawn_file_actions_adddup2(&spawn.actions, src, dst);
       if (rc != 0) return ErrnoStatus(rc, "posix_spawn_file_actions_adddup2");
     }
-    rc = posix_spawn_file_actions_addopen(&spawn.actions, 0, "/dev/null",
-                                          O_RDONLY, 0);
-    if (rc != 0) return ErrnoStatus(rc, "posix_spawn_file_actions_addopen");
+    if (options.stdin_fd < 0) {
+      rc = posix_spawn_file_actions_addopen(&spawn.actions, 0, "/dev/null",
+                                            O_RDONLY, 0);
+      if (rc != 0) return ErrnoStatus(rc, "posix_spawn_file_actions_addopen");
+    }
     // Close everything else the child would inherit, including descriptors
     // other code in this process opened without close-on-exec.
     for (int fd = 3; fd <= max_dst; ++fd) {

@@ -106,6 +106,12 @@ struct SpawnOptions {
   // inherits nothing, even descriptors opened without close-on-exec.
   // The parent's copies stay open (the caller closes them after Spawn).
   std::vector<std::pair<int, int>> inherit_fds;
+  // The child's stdin and stdout, if set (>= 0): these descriptors (e.g.
+  // pipe ends through which a parent talks to it) instead of /dev/null and
+  // of stdout.log (or the drained pipe). stderr is unchanged. The parent's
+  // copies stay open (the caller closes them after Spawn).
+  int stdin_fd = -1;
+  int stdout_fd = -1;
   // How many trailing bytes of stderr to keep for ExitInfo::stderr_tail.
   size_t stderr_tail_bytes = 4096;
   // A cgroup v2 directory (e.g. CgroupRoot::Create's subtree) and one path
