@@ -1290,9 +1290,11 @@ class Bench {
           tree_fanouts_[levels] = *fanout;
         }
       }
-      for (const auto& [id, fanout] : shapes) {
+      for (const auto& shape : shapes) {
+        // Not a structured binding: the lambda below captures it.
+        const std::string& id = shape.first;
         if (!ok) break;
-        client_->SetCastTreeFanout(fanout);
+        client_->SetCastTreeFanout(shape.second);
         auto reduce_all = [&]() -> std::optional<double> {
           absl::Time t = absl::Now();
           absl::StatusOr<v1::Reduced> reduced =
