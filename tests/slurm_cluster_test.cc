@@ -232,18 +232,10 @@ TEST_CASE(
   }
   SlurmCluster& slurm = **cluster;
   // An allocation of 2 tasks, no shell: what HostMesh::Slurm would ask for.
-  absl::StatusOr<RunResult> salloc =
-      slurm.Run({"salloc", "--no-shell", "-N1", "-n2", "--job-name=mesh"});
-  REQUIRE(salloc.ok());
-  INFO(salloc->Describe());
-  REQUIRE(salloc->ok());
-  std::string job;
-  for (absl::string_view line : absl::StrSplit(salloc->err, '\n')) {
-    if (absl::ConsumePrefix(&line, "salloc: Granted job allocation ")) {
-      job = std::string(absl::StripAsciiWhitespace(line));
-    }
-  }
-  REQUIRE(!job.empty());
+  absl::StatusOr<std::string> allocated = slurm.Allocate(2);
+  INFO(allocated.status().ToString());
+  REQUIRE(allocated.ok());
+  const std::string job = *allocated;
 
   // One step per task, both at once, each with its own pipes (one per
   // hostd, in issue 14's terms). --exact: a step takes only what it asks

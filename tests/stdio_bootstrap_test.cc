@@ -320,18 +320,10 @@ TEST_CASE(
   }
   SlurmCluster& slurm = **cluster;
   // An allocation of 2 tasks, no shell, as HostMesh::Slurm would ask.
-  absl::StatusOr<RunResult> salloc =
-      slurm.Run({"salloc", "--no-shell", "-N1", "-n2", "--job-name=mesh"});
-  REQUIRE(salloc.ok());
-  INFO(salloc->Describe());
-  REQUIRE(salloc->ok());
-  std::string job;
-  for (absl::string_view line : absl::StrSplit(salloc->err, '\n')) {
-    if (absl::ConsumePrefix(&line, "salloc: Granted job allocation ")) {
-      job = std::string(absl::StripAsciiWhitespace(line));
-    }
-  }
-  REQUIRE(!job.empty());
+  absl::StatusOr<std::string> allocated = slurm.Allocate(2);
+  INFO(allocated.status().ToString());
+  REQUIRE(allocated.ok());
+  const std::string job = *allocated;
 
   TempDir dir;
   {

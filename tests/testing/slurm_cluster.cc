@@ -26,6 +26,7 @@
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -704,6 +705,25 @@ absl::Status SlurmCluster::WaitNodeIdle() {
     }
     absl::SleepFor(absl::Milliseconds(100));
   }
+}
+
+absl::StatusOr<std::string> SlurmCluster::Allocate(
+    int tasks, const std::string& job_name) {
+  absl::StatusOr<RunResult> salloc =
+      Run({"salloc", "--no-shell", "-N1", absl::StrCat("-n", tasks),
+           absl::StrCat("--job-name=", job_name)});
+  if (!salloc.ok()) return salloc.status();
+  if (!salloc->ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("salloc failed: ", salloc->Describe()));
+  }
+  for (absl::string_view line : absl::StrSplit(salloc->err, '\n')) {
+    if (absl::ConsumePrefix(&line, "salloc: Granted job allocation ")) {
+      return std::string(absl::StripAsciiWhitespace(line));
+    }
+  }
+  return absl::UnavailableError(absl::StrCat(
+      "salloc granted no allocation it named: ", salloc->Describe()));
 }
 
 absl::Status SlurmCluster::CancelAllJobs(absl::Duration timeout) {

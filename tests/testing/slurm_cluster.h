@@ -167,6 +167,12 @@ class SlurmCluster {
   absl::StatusOr<std::unique_ptr<PipedProcess>> Spawn(
       std::vector<std::string> argv);
 
+  // An allocation of `tasks` tasks on one node without a shell (`salloc
+  // --no-shell`, what a mesh asks Slurm for): its job id, or the error
+  // with salloc's stderr.
+  absl::StatusOr<std::string> Allocate(int tasks,
+                                       const std::string& job_name = "mesh");
+
   // scancel of every job in the queue, then waits until squeue shows none.
   absl::Status CancelAllJobs(absl::Duration timeout = absl::Seconds(20));
   // Live processes of the cluster: the daemons, every slurmstepd and task.
