@@ -8,6 +8,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -85,22 +86,23 @@ struct CastPlan {
   bool tree = false;
 };
 
-CastPlan PlanCast(const ActorMesh& mesh,
-                  const std::vector<v1::ActorRef>& all_actors, size_t fanout,
-                  const v1::Envelope& prototype) {
+// The hosts of `actors` in order of their lowest rank.
+std::vector<std::string> HostsInRankOrder(
+    const std::vector<v1::ActorRef>& actors) {
+  std::vector<std::string> hosts;
+  absl::flat_hash_set<std::string> seen;
+  for (const v1::ActorRef& actor : actors) {
+    if (seen.insert(actor.host()).second) hosts.push_back(actor.host());
+  }
+  return hosts;
+}
+
+// `hosts`: the whole mesh's (ActorMesh::hosts_).
+CastPlan PlanCast(const ActorMesh& mesh, const std::vector<std::string>& hosts,
+                  size_t fanout, const v1::Envelope& prototype) {
   CastPlan plan;
   plan.groups = GroupByHost(mesh);
-  // The whole mesh's hosts, in order of their lowest mesh rank.
-  std::vector<std::string> hosts;
-  std::map<std::string, size_t> node_of;
-  if (fanout >= 2) {
-    for (const v1::ActorRef& actor : all_actors) {
-      if (node_of.emplace(actor.host(), hosts.size()).second) {
-        hosts.push_back(actor.host());
-      }
-    }
-  }
-  if (hosts.size() <= fanout) {
+  if (fanout < 2 || hosts.size() <= fanout) {
     for (size_t i = 0; i < plan.groups.size(); ++i) {
       const HostGroup& group = plan.groups[i];
       v1::Envelope envelope = prototype;
@@ -113,6 +115,8 @@ CastPlan PlanCast(const ActorMesh& mesh,
     return plan;
   }
   plan.tree = true;
+  std::map<std::string, size_t> node_of;
+  for (size_t i = 0; i < hosts.size(); ++i) node_of.emplace(hosts[i], i);
   std::vector<const std::vector<size_t>*> own(hosts.size(), nullptr);
   for (const HostGroup& group : plan.groups) {
     own[node_of.at(group.host)] = &group.ranks;
@@ -199,6 +203,8 @@ ActorMesh::ActorMesh(std::shared_ptr<Client> client, std::string name,
       type_(std::move(type)),
       actors_(
           std::make_shared<const std::vector<v1::ActorRef>>(std::move(actors))),
+      hosts_(std::make_shared<const std::vector<std::string>>(
+          HostsInRankOrder(*actors_))),
       view_(std::move(extent)) {
   if (client_ != nullptr)
     supervision_ = client_->SuperviseMesh(name_, *actors_);
@@ -217,7 +223,7 @@ absl::StatusOr<ActorMesh> ActorMesh::Slice(const std::string& label,
                                            size_t begin, size_t end) const {
   absl::StatusOr<View> view = view_.Slice(label, begin, end);
   if (!view.ok()) return view.status();
-  return ActorMesh(client_, name_, type_, actors_, *std::move(view),
+  return ActorMesh(client_, name_, type_, actors_, hosts_, *std::move(view),
                    supervision_);
 }
 
@@ -228,7 +234,7 @@ absl::Status ActorMesh::Cast(const google::protobuf::Message& message) const {
   std::vector<std::string> failures;
   absl::StatusCode code = absl::StatusCode::kOk;
   CastPlan plan =
-      PlanCast(*this, *actors_, client_->cast_tree_fanout(), prototype);
+      PlanCast(*this, *hosts_, client_->cast_tree_fanout(), prototype);
   for (CastPlan::Send& send : plan.sends) {
     const size_t ranks = plan.ranks[send.index].size();
     absl::Status sent = client_->SendToHost(std::move(send.envelope));
@@ -257,7 +263,7 @@ std::vector<absl::StatusOr<v1::Envelope>> ActorMesh::CallRaw(
   v1::Envelope prototype;
   PackPayload(message, &prototype);
   CastPlan plan =
-      PlanCast(*this, *actors_, client_->cast_tree_fanout(), prototype);
+      PlanCast(*this, *hosts_, client_->cast_tree_fanout(), prototype);
   const std::vector<HostGroup>& groups = plan.groups;
   // Replies name the view rank they answer in their correlation; a host
   // that refused (or could not pass on) a whole envelope names its index.
@@ -364,7 +370,7 @@ absl::StatusOr<v1::Reduced> ActorMesh::Reduce(
   // One answer per envelope sent: one per host, or the tree's root's for
   // the whole view.
   CastPlan plan =
-      PlanCast(*this, *actors_, client_->cast_tree_fanout(), prototype);
+      PlanCast(*this, *hosts_, client_->cast_tree_fanout(), prototype);
   auto answers = std::make_shared<Slots<Answer>>(plan.sends.size());
 
   // One port per envelope: its one answer is known by the port it arrives

@@ -133,12 +133,14 @@ class ActorMesh {
 
  private:
   ActorMesh(std::shared_ptr<Client> client, std::string name, std::string type,
-            std::shared_ptr<const std::vector<v1::ActorRef>> actors, View view,
+            std::shared_ptr<const std::vector<v1::ActorRef>> actors,
+            std::shared_ptr<const std::vector<std::string>> hosts, View view,
             std::shared_ptr<MeshSupervision> supervision)
       : client_(std::move(client)),
         name_(std::move(name)),
         type_(std::move(type)),
         actors_(std::move(actors)),
+        hosts_(std::move(hosts)),
         view_(std::move(view)),
         supervision_(std::move(supervision)) {}
   friend class Client;
@@ -147,6 +149,10 @@ class ActorMesh {
   std::string name_;
   std::string type_;
   std::shared_ptr<const std::vector<v1::ActorRef>> actors_;  // by mesh rank
+  // The mesh's hosts in order of their lowest mesh rank: the order of its
+  // tree of hosts (ClientOptions::cast_tree_fanout). Made once, shared by
+  // every copy and slice.
+  std::shared_ptr<const std::vector<std::string>> hosts_;
   View view_;
   // Shared by every copy and slice (client.h).
   std::shared_ptr<MeshSupervision> supervision_;
