@@ -70,7 +70,7 @@ class RelayStreamReactor final : public RelayServerStream {
     absl::StatusOr<uint64_t> route = service_->router_->AddStream(
         sender_,
         [this](v1::RelayFrame frame) { return Write(std::move(frame)); },
-        owner_);
+        owner_, [this] { Cancel(); });
     if (!route.ok()) {
       Refuse(ToGrpcStatus(route.status()));
       return;

@@ -537,9 +537,6 @@ TEST_CASE(
                             return absl::OkStatus();
                           })
               .ok());
-  // The same sender cannot open a second live stream (or take one over).
-  CHECK(relay.router->AddStream("client:other", nullptr).status().code() ==
-        absl::StatusCode::kAlreadyExists);
 
   v1::Envelope to_client = Relay::FromClient(1);
   to_client.set_to_mailbox("client:other");
@@ -565,6 +562,43 @@ TEST_CASE(
   CHECK(other.items().empty());
   // Only the Welcome and Accepted reached the proc.
   CHECK(relay.fakes[0]->received().items().size() == 2);
+}
+
+TEST_CASE(
+    "a sender's newer relay stream replaces its older one, which is told to "
+    "end and hears nothing more") {
+  Relay relay(1);
+  int older_replaced = 0;
+  int newer_replaced = 0;
+  Collected<v1::RelayFrame> older;
+  Collected<v1::RelayFrame> newer;
+  auto sink_to = [](Collected<v1::RelayFrame>* frames) {
+    return [frames](v1::RelayFrame frame) {
+      frames->Add(std::move(frame));
+      return absl::OkStatus();
+    };
+  };
+  absl::StatusOr<uint64_t> first =
+      relay.router->AddStream("client:back", sink_to(&older), std::nullopt,
+                              [&older_replaced] { ++older_replaced; });
+  REQUIRE(first.ok());
+  // The caller checked that the sender is the same identity's (a client
+  // back before its host saw the old stream end).
+  absl::StatusOr<uint64_t> second =
+      relay.router->AddStream("client:back", sink_to(&newer), std::nullopt,
+                              [&newer_replaced] { ++newer_replaced; });
+  REQUIRE(second.ok());
+  CHECK(older_replaced == 1);
+  CHECK(newer_replaced == 0);
+  // The older stream ending late does not take the newer one with it.
+  relay.router->RemoveStream(*first);
+
+  relay.Lose(0);
+  REQUIRE(newer.WaitFor(1));
+  CHECK(newer.items()[0].lost().mailbox() == "p0");
+  CHECK(older.items().empty());
+  relay.router->RemoveStream(*second);
+  CHECK(newer_replaced == 0);
 }
 
 TEST_CASE("an oversized or over-wide cast is refused, not fanned out") {

@@ -667,15 +667,22 @@ void Router::Bounce(const v1::Envelope& envelope, const absl::Status& why) {
 
 absl::StatusOr<uint64_t> Router::AddStream(const std::string& sender,
                                            StreamSink sink,
-                                           std::optional<std::string> owner) {
+                                           std::optional<std::string> owner,
+                                           std::function<void()> replaced) {
   absl::MutexLock lock(&mu_);
   if (shut_down_) return absl::UnavailableError("hostd is shutting down");
-  if (by_sender_.contains(sender)) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        sender, " already has a relay stream to this host (one per sender)"));
+  if (auto older = by_sender_.find(sender); older != by_sender_.end()) {
+    auto stream = streams_.find(older->second);
+    LOG(INFO) << "relay: a new stream of " << sender
+              << " replaces its older one";
+    if (stream != streams_.end()) {
+      if (stream->second.replaced) stream->second.replaced();
+      streams_.erase(stream);
+    }
   }
   uint64_t id = next_stream_++;
-  streams_[id] = Stream{sender, std::move(sink), std::move(owner)};
+  streams_[id] =
+      Stream{sender, std::move(sink), std::move(owner), std::move(replaced)};
   by_sender_[sender] = id;
   return id;
 }

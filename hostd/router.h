@@ -148,13 +148,21 @@ class Router {
   // Envelopes held now (the metrics' queue depth).
   size_t HeldEnvelopes();
 
-  // A relay stream from `sender` ("client:<hex>" or "host:<addr>");
-  // ALREADY_EXISTS while another stream of that sender is live. `owner`:
-  // set for a client (not an admin), whose stream hears only of the procs
-  // it owns ending; unset, a stream hears of every proc.
+  // A relay stream from `sender` ("client:<hex>" or "host:<addr>").
+  // `owner`: set for a client (not an admin), whose stream hears only of
+  // the procs it owns ending; unset, a stream hears of every proc.
+  //
+  // One stream per sender: the newest wins. A live stream of the same
+  // sender is forgotten at once (its sink is called no more) and its
+  // `replaced` is called, under the router's lock, so it must only ask its
+  // stream to end. The caller has checked that the sender is the caller's
+  // (SenderClaims), so this is a sender coming back before its host saw
+  // its old stream end (it was stopped, or a connection died silently),
+  // never another identity taking the stream over.
   absl::StatusOr<uint64_t> AddStream(
       const std::string& sender, StreamSink sink,
-      std::optional<std::string> owner = std::nullopt);
+      std::optional<std::string> owner = std::nullopt,
+      std::function<void()> replaced = nullptr);
   void RemoveStream(uint64_t id);
 
   // A proc of this host is gone (`exit.proc`, reported once by the proc
@@ -168,6 +176,7 @@ class Router {
     std::string sender;
     StreamSink sink;
     std::optional<std::string> owner;
+    std::function<void()> replaced;
   };
   struct Fold;
 
