@@ -1,0 +1,168 @@
+#include "lib/slurm/slurm.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "lib/process/run_command.h"
+
+namespace mesh {
+
+SlurmCommands::SlurmCommands(std::vector<std::string> env,
+                             absl::Duration timeout)
+    : env_(std::move(env)), timeout_(timeout) {}
+
+absl::StatusOr<std::pair<std::string, std::string>> SlurmCommands::Run(
+    std::vector<std::string> argv) const {
+  const std::string command = absl::StrJoin(argv, " ");
+  absl::StatusOr<RunResult> run = RunCommand(std::move(argv), env_, timeout_);
+  if (!run.ok()) {
+    return absl::Status(run.status().code(),
+                        absl::StrCat(command, ": ", run.status().message()));
+  }
+  if (!run->ok()) {
+    return absl::UnavailableError(
+        absl::StrCat(command, " failed (", run->Describe(), ")"));
+  }
+  return std::make_pair(std::move(run->out), std::move(run->err));
+}
+
+namespace {
+
+// The id in the first line of `salloc_err` that holds `what` followed by
+// the id.
+absl::StatusOr<std::string> IdAfter(absl::string_view salloc_err,
+                                    absl::string_view what) {
+  for (absl::string_view line : absl::StrSplit(salloc_err, '\n')) {
+    const size_t at = line.find(what);
+    if (at == absl::string_view::npos) continue;
+    line.remove_prefix(at + what.size());
+    line = absl::StripAsciiWhitespace(line);
+    if (!line.empty() && std::all_of(line.begin(), line.end(), [](char c) {
+          return absl::ascii_isdigit(c);
+        })) {
+      return std::string(line);
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("no \"", what, "<id>\" line"));
+}
+
+// The job salloc named, granted or still pending.
+absl::StatusOr<std::string> JobIdIn(absl::string_view salloc_err) {
+  absl::StatusOr<std::string> job =
+      IdAfter(salloc_err, "Granted job allocation ");
+  if (job.ok()) return job;
+  return IdAfter(salloc_err, "Pending job allocation ");
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> GrantedJobId(absl::string_view salloc_err) {
+  return IdAfter(salloc_err, "Granted job allocation ");
+}
+
+absl::StatusOr<std::string> SlurmCommands::Allocate(
+    const SlurmJobRequest& request) const {
+  if (request.nodes < 1 || request.tasks_per_node < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a Slurm allocation needs at least one node and one "
+        "task per node (asked: ",
+        request.nodes, " nodes, ", request.tasks_per_node, " tasks per node)"));
+  }
+  std::vector<std::string> argv = {
+      "salloc", "--no-shell", absl::StrCat("--nodes=", request.nodes),
+      absl::StrCat("--ntasks-per-node=", request.tasks_per_node),
+      absl::StrCat("--job-name=", request.job_name)};
+  if (!request.partition.empty()) {
+    argv.push_back(absl::StrCat("--partition=", request.partition));
+  }
+  if (request.time_limit > absl::ZeroDuration()) {
+    const int64_t minutes = absl::ToInt64Minutes(
+        request.time_limit + absl::Minutes(1) - absl::Nanoseconds(1));
+    argv.push_back(absl::StrCat("--time=", minutes));
+  }
+  argv.insert(argv.end(), request.extra_args.begin(), request.extra_args.end());
+  const std::string command = absl::StrJoin(argv, " ");
+  absl::StatusOr<RunResult> run = RunCommand(std::move(argv), env_, timeout_);
+  if (!run.ok()) {
+    return absl::Status(run.status().code(),
+                        absl::StrCat(command, ": ", run.status().message()));
+  }
+  if (!run->ok()) {
+    // A salloc that gave up (or was killed) while its job waited leaves
+    // the job in the queue: it goes too.
+    absl::StatusOr<std::string> pending = JobIdIn(run->err);
+    if (pending.ok()) Cancel(*pending).IgnoreError();
+    return absl::UnavailableError(
+        absl::StrCat(command, " failed (", run->Describe(), ")"));
+  }
+  absl::StatusOr<std::string> job = GrantedJobId(run->err);
+  if (!job.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "salloc granted no allocation it named; stderr: ", run->err));
+  }
+  return job;
+}
+
+absl::StatusOr<std::vector<std::string>> SlurmCommands::Nodes(
+    const std::string& job) const {
+  auto listed = Run(
+      {"squeue", "--noheader", absl::StrCat("--jobs=", job), "--format=%N"});
+  if (!listed.ok()) return listed.status();
+  const std::string list(absl::StripAsciiWhitespace(listed->first));
+  if (list.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "Slurm job ", job, " has no nodes (it is not running, or is gone)"));
+  }
+  auto expanded = Run({"scontrol", "show", "hostnames", list});
+  if (!expanded.ok()) return expanded.status();
+  std::vector<std::string> nodes = absl::StrSplit(
+      expanded->first, absl::ByAnyChar(" \n"), absl::SkipEmpty());
+  if (nodes.empty()) {
+    return absl::UnavailableError(
+        absl::StrCat("scontrol show hostnames ", list, " named no node"));
+  }
+  return nodes;
+}
+
+absl::Status SlurmCommands::Cancel(const std::string& job) const {
+  absl::StatusOr<RunResult> run = RunCommand({"scancel", job}, env_, timeout_);
+  if (!run.ok()) {
+    return absl::Status(
+        run.status().code(),
+        absl::StrCat("scancel ", job, ": ", run.status().message()));
+  }
+  // A job that ended already (cancelled, out of time) is released.
+  if (run->ok() ||
+      absl::StrContains(run->err, "already completing or completed") ||
+      absl::StrContains(run->err, "Invalid job id")) {
+    return absl::OkStatus();
+  }
+  return absl::UnavailableError(
+      absl::StrCat("scancel ", job, " failed (", run->Describe(), ")"));
+}
+
+absl::StatusOr<std::vector<std::string>> SlurmCommands::SrunArgv(
+    const std::string& job, const std::string& node,
+    const std::vector<std::string>& program_argv) const {
+  const std::string srun = FindProgram("srun");
+  if (srun.empty()) {
+    return absl::FailedPreconditionError(
+        "srun is not installed (not in $PATH or the sbin and bin dirs)");
+  }
+  // One task, on that node alone, with only the CPUs it asks for (so that
+  // several steps share the node); stdio carried as it is written.
+  std::vector<std::string> argv = {
+      srun,          absl::StrCat("--jobid=", job),     "--nodes=1",
+      "--ntasks=1",  absl::StrCat("--nodelist=", node), "--exact",
+      "--unbuffered"};
+  argv.insert(argv.end(), program_argv.begin(), program_argv.end());
+  return argv;
+}
+
+}  // namespace mesh
