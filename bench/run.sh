@@ -9,8 +9,9 @@
 # goes to a temp dir, never to the table; it is removed unless a bench
 # reported a problem (then its path is printed). Exits 1 if one did.
 #
-# MESH_BENCH_ARGS and FAILURE_BENCH_ARGS pass flags to mesh_bench and
-# failure_bench (e.g. MESH_BENCH_ARGS="--rounds 3").
+# MESH_BENCH_ARGS, FAILURE_BENCH_ARGS and SLURM_BENCH_ARGS pass flags to
+# mesh_bench, failure_bench and slurm_bench (e.g. MESH_BENCH_ARGS="--rounds
+# 3").
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 OUT=${BENCH_OUT:-$PWD/bench-results.json}
@@ -36,6 +37,8 @@ run() {
 run mesh_bench ${MESH_BENCH_ARGS:-}
 # shellcheck disable=SC2086
 run failure_bench --rounds 20 ${FAILURE_BENCH_ARGS:-}
+# shellcheck disable=SC2086
+run slurm_bench ${SLURM_BENCH_ARGS:-}
 
 # The load the run had to share the machine with: others' work inflates
 # every figure and floor alike, but not their ratios as much.

@@ -282,6 +282,16 @@ void Client::ProcEnded(const std::string& host, const v1::MailboxLost& lost,
   EndActorsOf(host, lost.mailbox(), event);
 }
 
+void Client::HostGone(const std::string& host, const std::string& reason) {
+  absl::MutexLock lock(&streams_mu_);
+  if (shutting_down_) return;
+  HostRecord* record = FindRecordLocked(host);
+  if (record == nullptr) return;
+  const HostState before = record->health.state();
+  HealthChangedLocked(host, *record, before,
+                      record->health.Gone(reason, Now()));
+}
+
 void Client::HostLost(const HostEvent& lost) {
   v1::SupervisionEvent event;
   event.set_cause(v1::SupervisionEvent::HOST_LOST);

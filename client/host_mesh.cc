@@ -3,21 +3,28 @@
 #include <glog/logging.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <thread>
 #include <utility>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "client/internal/parallel.h"
 #include "client/internal/stop_procs.h"
 #include "lib/auth/credentials.h"
 #include "lib/launcher/launcher.h"
 #include "lib/names.h"
+#include "lib/process/run_command.h"
+#include "lib/slurm/slurm.h"
 #include "lib/status.h"
 #include "proto/host.grpc.pb.h"
 
@@ -36,6 +43,18 @@ class HostMesh::Impl {
         launcher_(std::move(launcher)),
         dir_(std::move(dir)) {}
 
+  // Slurm: the job, each host's node, and what releases the allocation
+  // (unset: it is not this mesh's to release). Set before the mesh is
+  // handed out.
+  void SetSlurm(std::string job, std::vector<std::string> nodes,
+                std::function<absl::Status()> release) {
+    job_ = std::move(job);
+    nodes_ = std::move(nodes);
+    release_ = std::move(release);
+  }
+  const std::string& job() const { return job_; }
+  const std::vector<std::string>& nodes() const { return nodes_; }
+
   ~Impl() {
     absl::Status status = Shutdown(absl::Seconds(5));
     if (!status.ok()) LOG(WARNING) << "host mesh shutdown: " << status;
@@ -43,6 +62,7 @@ class HostMesh::Impl {
 
   const Options& options() const { return options_; }
   const std::vector<std::string>& addresses() const { return addresses_; }
+  const std::vector<std::string>& names() const { return names_; }
   const std::string& dir() const { return dir_; }
 
   void RecordSpawned(size_t host, const std::string& proc) {
@@ -62,6 +82,9 @@ class HostMesh::Impl {
   // Set when this mesh started the hosts (Local, Process).
   std::unique_ptr<Launcher> launcher_;
   std::string dir_;
+  std::string job_;
+  std::vector<std::string> nodes_;
+  std::function<absl::Status()> release_;
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::pair<size_t, std::string>> spawned_ ABSL_GUARDED_BY(mu_);
@@ -97,6 +120,14 @@ absl::Status HostMesh::Impl::Shutdown(absl::Duration grace) {
   }
   absl::Status status = launcher_ != nullptr ? ShutdownOwnedHosts(grace)
                                              : StopSpawnedProcs(grace);
+  // The allocation goes last, once its hostds are down.
+  if (release_) {
+    absl::Status released = release_();
+    if (!released.ok()) {
+      status.Update(
+          Annotate(released, absl::StrCat("releasing Slurm job ", job_)));
+    }
+  }
   // The procs' last output is shown before this returns.
   options_.client->FlushProcOutput(absl::Seconds(2));
   if (!dir_.empty()) {
@@ -177,50 +208,46 @@ absl::StatusOr<HostMesh> HostMesh::Local(Options options) {
   return Process(1, std::move(options));
 }
 
-absl::StatusOr<HostMesh> HostMesh::Process(size_t num_hosts, Options options) {
-  if (num_hosts == 0) {
-    return absl::InvalidArgumentError("a host mesh needs at least one host");
-  }
-  ASSIGN_OR_RETURN(options, WithDefaults(std::move(options)));
-  if (options.hostd_path.empty()) {
-    ASSIGN_OR_RETURN(options.hostd_path, FindBinary("hostd"));
-  }
-  // Everything the hosts keep (sockets, logs) lives in one private dir.
+namespace {
+
+// Everything hosts a mesh starts keep on this machine (sockets and logs
+// for Process; srun's logs, which carry hostd's stderr, for Slurm) lives
+// in one private dir.
+absl::StatusOr<std::string> MakeHostsDir() {
   char pattern[] = "/tmp/hostmesh-XXXXXX";
   if (mkdtemp(pattern) == nullptr) {
     return absl::InternalError(
         absl::StrCat("cannot create a temporary dir: ", strerror(errno)));
   }
-  std::string dir = pattern;
-  Launcher::Options launcher_options;
-  launcher_options.log_root = dir + "/hosts";
-  absl::StatusOr<std::unique_ptr<Launcher>> launcher =
-      Launcher::Create(launcher_options);
-  if (!launcher.ok()) {
-    std::error_code error;
-    std::filesystem::remove_all(dir, error);
-    return launcher.status();
-  }
+  return std::string(pattern);
+}
 
-  // Hosts start in parallel; each answers by registering back.
+// One host for StartHosts: its launcher name, where it runs (for errors:
+// "" for this machine, else "on node X"), and what to spawn.
+struct HostToStart {
+  std::string name;
+  std::string where;
+  SpawnOptions spawn;
+};
+
+// Starts `hosts` in parallel through `launcher` (each answers by
+// registering back over a channel of kind `channel`), trusts each with
+// the launcher's token and opens the client's stream to it. The mesh's
+// Impl, or, if any host did not start, the error naming each that did
+// not (what did start is shut down first; `on_failure` then runs).
+absl::StatusOr<std::unique_ptr<HostMesh::Impl>> StartHosts(
+    HostMesh::Options options, std::unique_ptr<Launcher> launcher,
+    std::string dir, std::vector<HostToStart> hosts,
+    Launcher::ChannelKind channel,
+    const std::function<void(HostMesh::Impl&)>& prepare) {
+  const size_t num_hosts = hosts.size();
   std::vector<absl::StatusOr<Launcher::Child>> children(
       num_hosts, absl::UnknownError("not started"));
   std::vector<std::thread> threads;
   for (size_t i = 0; i < num_hosts; ++i) {
     threads.emplace_back([&, i] {
-      std::string name = absl::StrCat("host_", i);
-      SpawnOptions spawn;
-      spawn.path = options.hostd_path;
-      // A host this client starts for itself, as its own user: it trusts
-      // the launcher's token (sent over the bootstrap channel, never on
-      // argv) and runs whatever command this client names.
-      spawn.args = {"--listen=127.0.0.1:0",
-                    absl::StrCat("--state-dir=", dir, "/", name, "/state"),
-                    absl::StrCat("--runtime-dir=", dir, "/", name, "/run"),
-                    "--allow-any-command"};
-      spawn.args.insert(spawn.args.end(), options.hostd_args.begin(),
-                        options.hostd_args.end());
-      children[i] = (*launcher)->Launch(name, i, spawn, options.timeout);
+      children[i] = launcher->Launch(hosts[i].name, i, hosts[i].spawn,
+                                     options.timeout, channel);
     });
   }
   for (auto& thread : threads) thread.join();
@@ -228,18 +255,22 @@ absl::StatusOr<HostMesh> HostMesh::Process(size_t num_hosts, Options options) {
   std::vector<std::string> names;
   std::vector<std::string> failures;
   ClientCredentials parent;
-  parent.token = (*launcher)->admin_token();
+  parent.token = launcher->admin_token();
   for (size_t i = 0; i < num_hosts; ++i) {
     if (children[i].ok()) {
       options.client->SetHostCredentials(children[i]->address, parent);
       addresses.push_back(children[i]->address);
       names.push_back(children[i]->name);
     } else {
-      failures.push_back(std::string(children[i].status().message()));
+      failures.push_back(hosts[i].where.empty()
+                             ? std::string(children[i].status().message())
+                             : absl::StrCat(hosts[i].where, ": ",
+                                            children[i].status().message()));
     }
   }
-  auto impl = std::make_unique<Impl>(options, addresses, names,
-                                     *std::move(launcher), dir);
+  auto impl = std::make_unique<HostMesh::Impl>(options, addresses, names,
+                                               std::move(launcher), dir);
+  if (prepare) prepare(*impl);
   if (!failures.empty()) {
     impl->Shutdown(absl::Seconds(1)).IgnoreError();
     return absl::UnavailableError(
@@ -251,6 +282,222 @@ absl::StatusOr<HostMesh> HostMesh::Process(size_t num_hosts, Options options) {
     impl->Shutdown(absl::Seconds(1)).IgnoreError();
     return connected;
   }
+  return impl;
+}
+
+// hostd's flags for a host this client starts for itself, as its own
+// user: it trusts the launcher's token (sent over the bootstrap channel,
+// never on argv) and runs whatever command this client names.
+std::vector<std::string> OwnHostArgs(const std::string& listen,
+                                     const std::string& host_dir) {
+  return {absl::StrCat("--listen=", listen),
+          absl::StrCat("--state-dir=", host_dir, "/state"),
+          absl::StrCat("--runtime-dir=", host_dir, "/run"),
+          "--allow-any-command"};
+}
+
+absl::StatusOr<std::unique_ptr<Launcher>> NewLauncher(
+    const std::string& dir, Launcher::Options launcher_options = {}) {
+  launcher_options.log_root = dir + "/hosts";
+  absl::StatusOr<std::unique_ptr<Launcher>> launcher =
+      Launcher::Create(std::move(launcher_options));
+  if (!launcher.ok()) {
+    std::error_code error;
+    std::filesystem::remove_all(dir, error);
+  }
+  return launcher;
+}
+
+}  // namespace
+
+absl::StatusOr<HostMesh> HostMesh::Process(size_t num_hosts, Options options) {
+  if (num_hosts == 0) {
+    return absl::InvalidArgumentError("a host mesh needs at least one host");
+  }
+  ASSIGN_OR_RETURN(options, WithDefaults(std::move(options)));
+  if (options.hostd_path.empty()) {
+    ASSIGN_OR_RETURN(options.hostd_path, FindBinary("hostd"));
+  }
+  ASSIGN_OR_RETURN(std::string dir, MakeHostsDir());
+  ASSIGN_OR_RETURN(std::unique_ptr<Launcher> launcher, NewLauncher(dir));
+  std::vector<HostToStart> hosts(num_hosts);
+  for (size_t i = 0; i < num_hosts; ++i) {
+    hosts[i].name = absl::StrCat("host_", i);
+    SpawnOptions& spawn = hosts[i].spawn;
+    spawn.path = options.hostd_path;
+    spawn.args =
+        OwnHostArgs("127.0.0.1:0", absl::StrCat(dir, "/", hosts[i].name));
+    spawn.args.insert(spawn.args.end(), options.hostd_args.begin(),
+                      options.hostd_args.end());
+  }
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<Impl> impl,
+      StartHosts(options, std::move(launcher), dir, std::move(hosts),
+                 Launcher::ChannelKind::kInheritedFd, nullptr));
+  return HostMesh(std::move(impl));
+}
+
+namespace {
+
+// Remembers which address each launched host registered with, so that its
+// srun's end is told to the client as that host's loss.
+class SlurmHostWatch {
+ public:
+  SlurmHostWatch(std::weak_ptr<Client> client, std::vector<std::string> nodes)
+      : client_(std::move(client)), nodes_(std::move(nodes)) {}
+
+  void Registered(const std::vector<std::string>& names,
+                  const std::vector<std::string>& addresses) {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < names.size(); ++i) address_[names[i]] = addresses[i];
+  }
+  // On the launcher's reaping thread.
+  void Exited(const std::string& name, const ExitInfo& exit) {
+    std::string address;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = address_.find(name);
+      if (it == address_.end()) return;
+      address = it->second;
+    }
+    std::shared_ptr<Client> client = client_.lock();
+    if (client == nullptr) return;
+    size_t rank = 0;
+    absl::SimpleAtoi(absl::StripPrefix(name, "host_"), &rank);
+    const std::string node = rank < nodes_.size() ? nodes_[rank] : "?";
+    client->HostGone(
+        address,
+        absl::StrFormat(
+            "the srun of host %s (%s on Slurm node %s) %s; its stderr: %s",
+            address, name, node,
+            exit.exit_code ? absl::StrCat("exited with code ", *exit.exit_code)
+                           : absl::StrCat("was killed by signal ",
+                                          exit.term_signal.value_or(0)),
+            exit.stderr_tail.substr(exit.stderr_tail.size() > 600
+                                        ? exit.stderr_tail.size() - 600
+                                        : 0)));
+  }
+
+ private:
+  const std::weak_ptr<Client> client_;
+  // Each rank's node.
+  const std::vector<std::string> nodes_;
+  absl::Mutex mu_;
+  std::map<std::string, std::string> address_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<HostMesh> HostMesh::Slurm(SlurmOptions slurm, Options options) {
+  if (slurm.nodes < 1 || slurm.tasks_per_node < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a Slurm host mesh needs at least one node and one task per node "
+        "(asked: ",
+        slurm.nodes, " nodes, ", slurm.tasks_per_node, " tasks per node)"));
+  }
+  ASSIGN_OR_RETURN(options, WithDefaults(std::move(options)));
+  if (options.hostd_path.empty()) {
+    ASSIGN_OR_RETURN(options.hostd_path, FindBinary("hostd"));
+  }
+  // Slurm's commands get this process's environment and `slurm.env`.
+  std::vector<std::string> env = CurrentEnvironment();
+  for (const auto& [key, value] : slurm.env) {
+    std::erase_if(env, [&key = key](const std::string& entry) {
+      return absl::StartsWith(entry, key + "=");
+    });
+    env.push_back(absl::StrCat(key, "=", value));
+  }
+  const SlurmCommands commands(env, options.timeout);
+
+  // The allocation: given, this process's own, or made here.
+  std::string job = slurm.job_id;
+  if (job.empty()) {
+    if (const char* own = std::getenv("SLURM_JOB_ID")) job = own;
+  }
+  const bool owned = job.empty();
+  if (owned) {
+    SlurmJobRequest request;
+    request.nodes = slurm.nodes;
+    request.tasks_per_node = slurm.tasks_per_node;
+    request.partition = slurm.partition;
+    request.time_limit = slurm.time_limit;
+    request.job_name = slurm.job_name;
+    request.extra_args = slurm.salloc_args;
+    ASSIGN_OR_RETURN(job, commands.Allocate(request));
+    LOG(INFO) << "Slurm granted job " << job << " for the host mesh";
+  }
+  std::function<absl::Status()> release;
+  if (owned) release = [commands, job] { return commands.Cancel(job); };
+  auto release_on_error = [&release](absl::Status status) {
+    if (release) status.Update(release());
+    return status;
+  };
+  absl::StatusOr<std::vector<std::string>> job_nodes = commands.Nodes(job);
+  if (!job_nodes.ok()) return release_on_error(job_nodes.status());
+  absl::StatusOr<std::string> dir = MakeHostsDir();
+  if (!dir.ok()) return release_on_error(dir.status());
+
+  // Each host's dir on its node is this mesh's alone (another mesh on the
+  // same job must not re-adopt its state): named after the job and this
+  // mesh's local dir (/tmp/hostmesh-XXXXXX), which holds srun's logs.
+  const std::string node_mesh_dir = absl::StrCat(
+      slurm.node_dir, "/hostmesh-", job, "-",
+      absl::StripPrefix(std::filesystem::path(*dir).filename().string(),
+                        "hostmesh-"));
+  // Host rank r runs on node r / tasks_per_node.
+  std::vector<std::string> nodes;
+  std::vector<HostToStart> hosts;
+  for (const std::string& node : *job_nodes) {
+    for (int task = 0; task < slurm.tasks_per_node; ++task) {
+      HostToStart host;
+      host.name = absl::StrCat("host_", hosts.size());
+      host.where = absl::StrCat(host.name, " on Slurm node ", node);
+      std::vector<std::string> hostd = {options.hostd_path, "--parent=stdio"};
+      for (std::string& arg : OwnHostArgs(
+               slurm.listen, absl::StrCat(node_mesh_dir, "/", host.name))) {
+        hostd.push_back(std::move(arg));
+      }
+      // Under slurmstepd, whose cgroup is Slurm's: process groups only,
+      // unless the caller says otherwise.
+      if (std::none_of(options.hostd_args.begin(), options.hostd_args.end(),
+                       [](const std::string& arg) {
+                         return absl::StartsWith(arg, "--cgroup");
+                       })) {
+        hostd.push_back("--cgroup=none");
+      }
+      hostd.insert(hostd.end(), options.hostd_args.begin(),
+                   options.hostd_args.end());
+      absl::StatusOr<std::vector<std::string>> argv =
+          commands.SrunArgv(job, node, hostd);
+      if (!argv.ok()) {
+        std::error_code error;
+        std::filesystem::remove_all(*dir, error);
+        return release_on_error(argv.status());
+      }
+      host.spawn.path = (*argv)[0];
+      host.spawn.args.assign(argv->begin() + 1, argv->end());
+      host.spawn.env = slurm.env;
+      hosts.push_back(std::move(host));
+      nodes.push_back(node);
+    }
+  }
+  auto watch = std::make_shared<SlurmHostWatch>(options.client, nodes);
+  Launcher::Options launcher_options;
+  launcher_options.on_exit = [watch](const std::string& name,
+                                     const ExitInfo& exit) {
+    watch->Exited(name, exit);
+  };
+  absl::StatusOr<std::unique_ptr<Launcher>> launcher =
+      NewLauncher(*dir, std::move(launcher_options));
+  if (!launcher.ok()) return release_on_error(launcher.status());
+  // Released once with the mesh (or by StartHosts' shutdown on failure).
+  ASSIGN_OR_RETURN(std::unique_ptr<Impl> impl,
+                   StartHosts(options, *std::move(launcher), *dir,
+                              std::move(hosts), Launcher::ChannelKind::kStdio,
+                              [&job, &nodes, &release](Impl& made) {
+                                made.SetSlurm(job, nodes, std::move(release));
+                              }));
+  watch->Registered(impl->names(), impl->addresses());
   return HostMesh(std::move(impl));
 }
 
@@ -311,6 +558,12 @@ const std::shared_ptr<Client>& HostMesh::client() const {
 }
 
 const std::string& HostMesh::logs_dir() const { return impl_->dir(); }
+
+const std::string& HostMesh::slurm_job() const { return impl_->job(); }
+
+const std::vector<std::string>& HostMesh::nodes() const {
+  return impl_->nodes();
+}
 
 absl::StatusOr<ProcMesh> HostMesh::Spawn(const std::string& name,
                                          const Extent& per_host,

@@ -29,6 +29,7 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -539,6 +540,40 @@ struct HostOptions {
   bool forward_proc_output = true;
 };
 
+// HostMesh.slurm's own options (mesh::SlurmOptions); time_limit in
+// seconds, 0: the partition's.
+struct PySlurmOptions {
+  std::string job_id;
+  int nodes = 1;
+  int tasks_per_node = 1;
+  std::string partition;
+  double time_limit = 0;
+  std::string job_name = "hostmesh";
+  std::vector<std::string> salloc_args;
+  std::map<std::string, std::string> env;
+  std::string listen = "127.0.0.1:0";
+  std::string node_dir = "/tmp";
+};
+
+SlurmOptions ToSlurmOptions(const PySlurmOptions& given) {
+  if (!(given.time_limit >= 0)) {
+    throw StatusError(absl::InvalidArgumentError(absl::StrCat(
+        "time_limit must not be negative, got ", given.time_limit)));
+  }
+  SlurmOptions slurm;
+  slurm.job_id = given.job_id;
+  slurm.nodes = given.nodes;
+  slurm.tasks_per_node = given.tasks_per_node;
+  slurm.partition = given.partition;
+  slurm.time_limit = absl::Seconds(given.time_limit);
+  slurm.job_name = given.job_name;
+  slurm.salloc_args = given.salloc_args;
+  slurm.env = given.env;
+  slurm.listen = given.listen;
+  slurm.node_dir = given.node_dir;
+  return slurm;
+}
+
 absl::StatusOr<HostMesh::Options> ToOptions(const HostOptions& given) {
   HostMesh::Options options;
   options.hostd_path = given.hostd_path;
@@ -571,19 +606,21 @@ absl::StatusOr<HostMesh::Options> ToOptions(const HostOptions& given) {
 
 class PyHostMesh {
  public:
-  enum class Kind { kLocal, kProcess, kAttach };
+  enum class Kind { kLocal, kProcess, kAttach, kSlurm };
 
   static std::unique_ptr<PyHostMesh> Start(Kind kind, size_t num_hosts,
                                            std::vector<std::string> addresses,
-                                           const HostOptions& given) {
+                                           const HostOptions& given,
+                                           const SlurmOptions& slurm = {}) {
     HostMesh::Options options = ValueOrThrow(ToOptions(given));
     auto started = RunBlocking<absl::StatusOr<std::shared_ptr<HostMesh>>>(
         "hm-start", "start of the hosts",
-        [kind, num_hosts, addresses,
-         options]() -> absl::StatusOr<std::shared_ptr<HostMesh>> {
+        [kind, num_hosts, addresses, options,
+         slurm]() -> absl::StatusOr<std::shared_ptr<HostMesh>> {
           absl::StatusOr<HostMesh> hosts =
               kind == Kind::kLocal     ? HostMesh::Local(options)
               : kind == Kind::kProcess ? HostMesh::Process(num_hosts, options)
+              : kind == Kind::kSlurm   ? HostMesh::Slurm(slurm, options)
                                        : HostMesh::Attach(addresses, options);
           if (!hosts.ok()) return hosts.status();
           return std::make_shared<HostMesh>(*std::move(hosts));
@@ -600,6 +637,8 @@ class PyHostMesh {
   std::vector<std::string> addresses() const { return mesh_->addresses(); }
   std::string logs_dir() const { return mesh_->logs_dir(); }
   std::string client_id() const { return mesh_->client()->id(); }
+  std::string slurm_job() const { return mesh_->slurm_job(); }
+  std::vector<std::string> nodes() const { return mesh_->nodes(); }
 
   PyProcMesh Spawn(const std::string& name,
                    const std::vector<std::pair<std::string, size_t>>& per_host,
@@ -695,6 +734,19 @@ PYBIND11_MODULE(_hostmesh, m) {
       .def_readwrite("credentials", &HostOptions::credentials)
       .def_readwrite("forward_proc_output", &HostOptions::forward_proc_output);
 
+  py::class_<PySlurmOptions>(m, "SlurmOptions")
+      .def(py::init<>())
+      .def_readwrite("job_id", &PySlurmOptions::job_id)
+      .def_readwrite("nodes", &PySlurmOptions::nodes)
+      .def_readwrite("tasks_per_node", &PySlurmOptions::tasks_per_node)
+      .def_readwrite("partition", &PySlurmOptions::partition)
+      .def_readwrite("time_limit", &PySlurmOptions::time_limit)
+      .def_readwrite("job_name", &PySlurmOptions::job_name)
+      .def_readwrite("salloc_args", &PySlurmOptions::salloc_args)
+      .def_readwrite("env", &PySlurmOptions::env)
+      .def_readwrite("listen", &PySlurmOptions::listen)
+      .def_readwrite("node_dir", &PySlurmOptions::node_dir);
+
   py::class_<PyActorMesh>(m, "ActorMesh")
       .def_property_readonly("name", &PyActorMesh::name)
       .def_property_readonly("type", &PyActorMesh::type)
@@ -739,9 +791,16 @@ PYBIND11_MODULE(_hostmesh, m) {
             return PyHostMesh::Start(PyHostMesh::Kind::kAttach, 0,
                                      std::move(addresses), options);
           })
+      .def_static("slurm",
+                  [](const PySlurmOptions& slurm, const HostOptions& options) {
+                    return PyHostMesh::Start(PyHostMesh::Kind::kSlurm, 0, {},
+                                             options, ToSlurmOptions(slurm));
+                  })
       .def_property_readonly("addresses", &PyHostMesh::addresses)
       .def_property_readonly("logs_dir", &PyHostMesh::logs_dir)
       .def_property_readonly("client_id", &PyHostMesh::client_id)
+      .def_property_readonly("slurm_job", &PyHostMesh::slurm_job)
+      .def_property_readonly("nodes", &PyHostMesh::nodes)
       .def("spawn", &PyHostMesh::Spawn)
       .def("shutdown", &PyHostMesh::Shutdown)
       .def("open_port", &PyHostMesh::OpenPort);

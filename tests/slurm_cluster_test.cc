@@ -363,7 +363,7 @@ TEST_CASE(
 }
 
 TEST_CASE("a cluster whose slurm.conf is broken fails to start and names why") {
-  if (SlurmCluster::FindProgram("slurmctld").empty()) {
+  if (FindProgram("slurmctld").empty()) {
     HOSTMESH_SKIP("Slurm is not installed (deploy/install-deps.sh)");
   }
   SlurmCluster::Options options;

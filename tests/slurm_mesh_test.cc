@@ -250,11 +250,14 @@ TEST_CASE(
   CHECK(absl::StrContains(message, "--no-such-flag"));
   CHECK(QueueOnceEmpty(slurm).empty());
 
-  SECTION("and a request Slurm cannot grant is salloc's error, verbatim") {
+  SECTION("and a request Slurm cannot grant in time is salloc's error") {
     SlurmOptions too_big = OnCluster(slurm, 2, dir.path());
     too_big.nodes = 5;
-    absl::StatusOr<HostMesh> refused =
-        HostMesh::Slurm(too_big, HostdOptions(NewClient()));
+    // Slurm queues it: salloc waits for the Options' timeout, then it and
+    // its pending job go.
+    HostMesh::Options short_wait = HostdOptions(NewClient());
+    short_wait.timeout = absl::Seconds(3);
+    absl::StatusOr<HostMesh> refused = HostMesh::Slurm(too_big, short_wait);
     REQUIRE_FALSE(refused.ok());
     INFO(refused.status().message());
     CHECK(absl::StrContains(refused.status().message(), "salloc"));

@@ -332,7 +332,7 @@ TEST_CASE(
     for (int rank = 0; rank < 2; ++rank) {
       const std::string host_dir = absl::StrCat(dir.path(), "/h", rank);
       SpawnOptions spawn;
-      spawn.path = SlurmCluster::FindProgram("srun");
+      spawn.path = FindProgram("srun");
       spawn.args = {
           "--jobid=" + job,  "-N1",     "-n1",          "-w",
           slurm.node_name(), "--exact", "--unbuffered", BinaryPath("hostd")};

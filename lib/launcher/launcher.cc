@@ -139,9 +139,14 @@ absl::StatusOr<Launcher::Child> Launcher::Launch(const std::string& name,
     spawn.log_dir = absl::StrCat(options_.log_root, "/", name);
   }
   absl::StatusOr<pid_t> pid =
-      supervisor_->Spawn(spawn, [entry](const ExitInfo& info) {
-        absl::MutexLock lock(&entry->mu);
-        entry->exit = info;
+      supervisor_->Spawn(spawn, [this, entry, name](const ExitInfo& info) {
+        bool registered;
+        {
+          absl::MutexLock lock(&entry->mu);
+          entry->exit = info;
+          registered = entry->registered;
+        }
+        if (registered && options_.on_exit) options_.on_exit(name, info);
       });
   // Only the child holds the other end now: its EOF means the child is gone.
   for (int fd : child_ends) close(fd);

@@ -99,10 +99,14 @@ std::vector<HostHealthTracker::Change> HostHealthTracker::Heartbeat(
 
 std::vector<HostHealthTracker::Change> HostHealthTracker::Closing(
     absl::Duration now) {
+  return Gone(absl::StrCat("host ", host_, " shut down"), now);
+}
+
+std::vector<HostHealthTracker::Change> HostHealthTracker::Gone(
+    std::string reason, absl::Duration now) {
   std::vector<Change> changes;
   if (state_ != HostState::kLost) {
-    Set(HostState::kLost, absl::StrCat("host ", host_, " shut down"), now,
-        &changes);
+    Set(HostState::kLost, std::move(reason), now, &changes);
   }
   return changes;
 }

@@ -74,6 +74,9 @@ class HostHealthTracker {
                                 absl::Duration now);
   // The host said it is shutting down (a closing heartbeat).
   std::vector<Change> Closing(absl::Duration now);
+  // The host is known to be gone for `reason` (e.g. whoever started it saw
+  // it end): lost now, unless it is lost already.
+  std::vector<Change> Gone(std::string reason, absl::Duration now);
   // The current stream ended with `why`.
   std::vector<Change> StreamEnded(const absl::Status& why, absl::Duration now);
   // Time passed. `last_frame`: when the current stream last read a frame,

@@ -440,10 +440,11 @@ class HostMesh:
 
     HostMesh.local() (also this_host()): one private hostd child on loopback.
     HostMesh.process(n): n hostd children. HostMesh.attach(addresses,
-    credentials=...): hostds already running. shutdown() (also on leaving a
-    `with` block, on garbage collection and at exit) leaves nothing running
-    that this mesh started: hosts it started are shut down; on attached hosts
-    the procs it spawned are stopped.
+    credentials=...): hostds already running. HostMesh.slurm(...): one hostd
+    per task of a Slurm allocation. shutdown() (also on leaving a `with`
+    block, on garbage collection and at exit) leaves nothing running that
+    this mesh started: hosts it started are shut down; on attached hosts the
+    procs it spawned are stopped.
     """
 
     def __init__(self, impl):
@@ -515,9 +516,105 @@ class HostMesh:
                                    credentials.tls_cert, credentials.tls_key]
         return cls(_hostmesh.HostMesh.attach(addresses, options))
 
+    @classmethod
+    def slurm(cls, *, job_id=None, nodes=1, tasks_per_node=1, partition="",
+              time_limit=None, job_name="hostmesh", salloc_args=(), env=None,
+              listen="127.0.0.1:0", node_dir="/tmp", hostd=None,
+              hostd_args=(), timeout=DEFAULT_TIMEOUT, keep_logs=None,
+              forward_proc_output=True):
+        """One hostd per task of a Slurm allocation, started with srun.
+
+        The allocation: job_id, else $SLURM_JOB_ID (this process runs inside
+        salloc or sbatch), else a new one made with `salloc --no-shell` from
+        nodes, tasks_per_node, partition ("": the default), time_limit
+        (seconds, rounded up to whole minutes; None: the partition's),
+        job_name and salloc_args (further salloc flags, e.g.
+        ["--account=ml"]). Hosts are in rank order, node by node,
+        tasks_per_node on each; `nodes` (the property) names each host's
+        node. env: added to the environment of salloc, srun, squeue, scontrol
+        and scancel (e.g. {"SLURM_CONF": ...}), and so of the hostds.
+        listen: each hostd's --listen (the default serves only its own node;
+        across nodes give a reachable address and TLS in hostd_args).
+        node_dir: where each hostd keeps its state and logs on its node.
+
+        A host that does not start fails the whole call naming its node; what
+        did start is shut down and an allocation made here released.
+        shutdown() stops the procs, then the hostds, then releases an
+        allocation this call made (scancel). A cancelled (or timed out) job
+        is a host loss: its hosts are lost at once, and their actors end with
+        HOST_LOST.
+        """
+        if job_id is None:
+            job_id = ""
+        if not isinstance(job_id, str):
+            raise TypeError(f"job_id must be a str, got "
+                            f"{type(job_id).__name__}")
+        for what, value in (("nodes", nodes),
+                            ("tasks_per_node", tasks_per_node)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{what} must be an int, got "
+                                f"{type(value).__name__}")
+            if value < 1:
+                raise ValueError(f"{what} must be at least 1, got {value}")
+        for what, value in (("partition", partition), ("job_name", job_name),
+                            ("listen", listen), ("node_dir", node_dir)):
+            if not isinstance(value, str):
+                raise TypeError(f"{what} must be a str, got "
+                                f"{type(value).__name__}")
+        if time_limit is None:
+            time_limit = 0.0
+        elif (isinstance(time_limit, bool)
+              or not isinstance(time_limit, (int, float))):
+            raise TypeError("time_limit must be a number of seconds or None, "
+                            f"got {type(time_limit).__name__}")
+        elif not time_limit >= 0:
+            raise ValueError(f"time_limit must not be negative, got "
+                             f"{time_limit}")
+        if isinstance(salloc_args, (str, bytes)):
+            raise TypeError("salloc_args must be a list of str, got a str")
+        try:
+            salloc_args = list(salloc_args)
+        except TypeError:
+            raise TypeError("salloc_args must be a list of str, got "
+                            f"{type(salloc_args).__name__}") from None
+        if not all(isinstance(arg, str) for arg in salloc_args):
+            raise TypeError("salloc_args must be a list of str")
+        if env is None:
+            env = {}
+        if not isinstance(env, dict):
+            raise TypeError(f"env must be a dict of str to str, got "
+                            f"{type(env).__name__}")
+        for key, value in env.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise TypeError(f"env must be a dict of str to str, got "
+                                f"{key!r}: {type(value).__name__}")
+        slurm = _hostmesh.SlurmOptions()
+        slurm.job_id = job_id
+        slurm.nodes = nodes
+        slurm.tasks_per_node = tasks_per_node
+        slurm.partition = partition
+        slurm.time_limit = float(time_limit)
+        slurm.job_name = job_name
+        slurm.salloc_args = salloc_args
+        slurm.env = dict(env)
+        slurm.listen = listen
+        slurm.node_dir = node_dir
+        return cls(_hostmesh.HostMesh.slurm(slurm, cls._options(
+            hostd, hostd_args, timeout, keep_logs, forward_proc_output)))
+
     @property
     def addresses(self):
         return list(self._impl.addresses)
+
+    @property
+    def slurm_job(self):
+        """A Slurm mesh's job id ("" for other meshes)."""
+        return self._impl.slurm_job
+
+    @property
+    def nodes(self):
+        """A Slurm mesh's node of each host, by rank ([] for other meshes)."""
+        return list(self._impl.nodes)
 
     @property
     def logs_dir(self):

@@ -54,65 +54,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "lib/process/run_command.h"
 #include "lib/process/supervisor.h"
 #include "lib/testing/temp_dir.h"
 
 namespace mesh::testing {
-
-// How a process run to its end ended, with all it wrote.
-struct RunResult {
-  std::optional<int> exit_code;
-  std::optional<int> term_signal;
-  std::string out;
-  std::string err;
-  bool ok() const { return exit_code == 0; }
-  // "exit 1" or "signal 9", then the stderr (for test messages).
-  std::string Describe() const;
-};
-
-// A child with pipes on its stdin, stdout and stderr, leading its own
-// process group; the destructor SIGKILLs the group and reaps the child.
-// For a conversation with a task through srun.
-class PipedProcess {
- public:
-  // argv[0] is an absolute path; `env` the whole environment ("K=V"); it
-  // runs in `cwd` if not empty.
-  static absl::StatusOr<std::unique_ptr<PipedProcess>> Start(
-      const std::vector<std::string>& argv, const std::vector<std::string>& env,
-      const std::string& cwd = "");
-  ~PipedProcess();
-  PipedProcess(const PipedProcess&) = delete;
-  PipedProcess& operator=(const PipedProcess&) = delete;
-
-  pid_t pid() const { return pid_; }
-  // Writes all of `data` to its stdin (keep it small: nothing is read
-  // meanwhile).
-  absl::Status Write(absl::string_view data);
-  void CloseStdin();
-  // Reads its stdout until what was read holds `needle`, and returns (and
-  // consumes) what was read up to and including it; DEADLINE_EXCEEDED
-  // after `timeout`, UNAVAILABLE at end of file, both with what was read.
-  absl::StatusOr<std::string> ReadUntil(absl::string_view needle,
-                                        absl::Duration timeout);
-  // Waits until it exits (it is killed after `timeout`), reading the rest
-  // of its stdout and stderr.
-  RunResult Wait(absl::Duration timeout);
-
- private:
-  PipedProcess() = default;
-  // Reads what is ready on stdout/stderr within `wait`; false if both are
-  // closed.
-  bool Pump(absl::Duration wait);
-
-  pid_t pid_ = 0;
-  int stdin_fd_ = -1;
-  int stdout_fd_ = -1;
-  int stderr_fd_ = -1;
-  std::string out_;
-  std::string err_;
-  bool reaped_ = false;
-  RunResult result_;
-};
 
 class SlurmCluster {
  public:
@@ -153,10 +99,6 @@ class SlurmCluster {
   // service manager, plus Env() and the marker
   // HOSTMESH_SLURM_CLUSTER=<dir()> (jobs inherit it: see above).
   std::vector<std::string> ClientEnvironment() const;
-  // Absolute path of a Slurm or munge program ("srun", "slurmd"), or "" if
-  // it is not installed.
-  static std::string FindProgram(const std::string& name);
-
   // Runs `argv` (argv[0] a program name, found by FindProgram, or an
   // absolute path) with ClientEnvironment(), `input` on its stdin, in the
   // temp dir, until it exits (killed after `timeout`).

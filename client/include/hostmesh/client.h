@@ -260,6 +260,12 @@ class Client {
   size_t cast_tree_fanout() const { return cast_tree_fanout_.load(); }
   void SetCastTreeFanout(size_t fanout) { cast_tree_fanout_.store(fanout); }
 
+  // Internal: host `host` is gone for `reason` (its launcher saw it end,
+  // e.g. the srun of a Slurm host exited): it is lost now, as if it had
+  // said it shut down, without waiting for lost_after. No-op for a host
+  // already lost or one this client never connected to.
+  void HostGone(const std::string& host, const std::string& reason);
+
   // Internal: the mailbox, and a cached channel per address.
   Mailbox& mailbox() { return *mailbox_; }
   std::shared_ptr<grpc::Channel> Channel(const std::string& address);

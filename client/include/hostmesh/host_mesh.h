@@ -5,6 +5,11 @@
 //   HostMesh::Process(n)    n hostd children that register back with their
 //                           address (the process allocator).
 //   HostMesh::Attach(addrs) hostds already running (e.g. under systemd).
+//   HostMesh::Slurm(opts)   one hostd per task of a Slurm allocation (made
+//                           here or this process's own), each started
+//                           with srun and registering back over srun's
+//                           stdout; its credentials go in over srun's
+//                           stdin (nothing on argv or in the environment).
 //
 // Once the hosts answer, the client opens its relay stream to each
 // (Client::Connect): everything the client exchanges with procs goes
@@ -21,6 +26,7 @@
 #ifndef HOSTMESH_CLIENT_INCLUDE_HOSTMESH_HOST_MESH_H_
 #define HOSTMESH_CLIENT_INCLUDE_HOSTMESH_HOST_MESH_H_
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -52,6 +58,40 @@ struct HostMeshOptions {
   std::optional<bool> keep_logs;
 };
 
+// HostMesh::Slurm: one hostd per Slurm task, started with srun (README
+// "Running on Slurm").
+struct SlurmOptions {
+  // The allocation to use: a job id. Empty: $SLURM_JOB_ID (this process
+  // runs inside salloc or sbatch), else a new allocation made with
+  // `salloc --no-shell` from the fields below and released (scancel) by
+  // Shutdown().
+  std::string job_id;
+  // A new allocation: this many nodes.
+  int nodes = 1;
+  // Hostds per node (Slurm tasks), for a new allocation or an existing one.
+  int tasks_per_node = 1;
+  // A new allocation: partition (empty: the default), time limit (zero: the
+  // partition's; Slurm counts whole minutes, rounded up), job name and
+  // further salloc flags as given (e.g. "--account=ml").
+  std::string partition;
+  absl::Duration time_limit = absl::ZeroDuration();
+  std::string job_name = "hostmesh";
+  std::vector<std::string> salloc_args;
+  // Added to this process's environment for salloc, srun, squeue, scontrol
+  // and scancel (e.g. SLURM_CONF), and so for the hostds srun starts.
+  std::map<std::string, std::string> env;
+  // Each hostd's --listen. The default serves only clients on its own
+  // node (a one-node cluster); across nodes give an address the client
+  // can reach ("0.0.0.0:7450") and TLS flags in HostMeshOptions::hostd_args
+  // (off loopback a hostd requires TLS).
+  std::string listen = "127.0.0.1:0";
+  // Where each hostd keeps its state and its procs' logs on its node:
+  // <node_dir>/hostmesh-<job>-<id>/host_<rank>/{state,run}, where <id> is
+  // that of this mesh's local logs_dir() (/tmp/hostmesh-<id>, which holds
+  // each srun's output: hostd's stderr). They stay after Shutdown.
+  std::string node_dir = "/tmp";
+};
+
 struct ProcMeshOptions {
   // Detached procs are the host's, not this client's: they hold no lease
   // (they outlive this client) and Shutdown() of an attached mesh leaves
@@ -70,6 +110,15 @@ class HostMesh {
                                           Options options = {});
   static absl::StatusOr<HostMesh> Attach(std::vector<std::string> addresses,
                                          Options options = {});
+  // Hosts in rank order: node by node of the allocation, tasks_per_node on
+  // each. A host that does not start fails the whole call naming its node
+  // and why; what did start is shut down and an allocation made here is
+  // released. The srun of a host ending (the job cancelled or out of
+  // time) makes that host lost at once (Client's on_host_event, and
+  // HOST_LOST for its procs' actors). Shutdown(): every proc, then the
+  // hostds, then the allocation if this call made it.
+  static absl::StatusOr<HostMesh> Slurm(SlurmOptions slurm,
+                                        Options options = {});
 
   HostMesh(HostMesh&&) noexcept;
   HostMesh& operator=(HostMesh&&) noexcept;
@@ -80,6 +129,9 @@ class HostMesh {
   // {hosts: H}.
   Extent extent() const;
   const std::shared_ptr<Client>& client() const;
+  // Slurm: the job id, and each host's node (empty otherwise).
+  const std::string& slurm_job() const;
+  const std::vector<std::string>& nodes() const;
   // Local/Process: the dir this mesh's hosts keep everything in; each
   // proc's logs are in <logs_dir>/host_<i>/state/procs/<proc>/ (stdout.log,
   // stderr.log, procd.log), hostd's own in <logs_dir>/hosts/. Kept after
