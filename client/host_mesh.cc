@@ -23,6 +23,7 @@
 #include "lib/auth/credentials.h"
 #include "lib/launcher/launcher.h"
 #include "lib/names.h"
+#include "lib/process/exit_cause.h"
 #include "lib/process/run_command.h"
 #include "lib/slurm/slurm.h"
 #include "lib/status.h"
@@ -167,13 +168,18 @@ absl::Status HostMesh::Impl::ShutdownOwnedHosts(absl::Duration grace) {
   std::vector<std::string> problems;
   for (size_t i = 0; i < addresses_.size(); ++i) {
     const std::string& name = names_[i];
-    if (!acks[i].ok()) {
+    // A host the client knows is lost (it said it shut down, or its
+    // launcher saw it end: e.g. its Slurm job was cancelled) was reported
+    // as such already; that it does not answer now is no news.
+    const bool lost =
+        options_.client->HostHealth(addresses_[i]).state == HostState::kLost;
+    if (!acks[i].ok() && !lost) {
       problems.push_back(absl::StrFormat("%s at %s: %s", name, addresses_[i],
                                          acks[i].status().message()));
     }
     absl::StatusOr<ExitInfo> exit =
         launcher_->WaitExit(name, absl::Seconds(10));
-    if (exit.ok() && exit->exit_code != std::optional<int>(0)) {
+    if (exit.ok() && exit->exit_code != std::optional<int>(0) && !lost) {
       problems.push_back(
           absl::StrFormat("%s exited abnormally: %s", name, exit->stderr_tail));
     }
@@ -368,14 +374,12 @@ class SlurmHostWatch {
     client->HostGone(
         address,
         absl::StrFormat(
-            "the srun of host %s (%s on Slurm node %s) %s; its stderr: %s",
-            address, name, node,
+            "the srun of host %s (%s on Slurm node %s) %s: %s", address, name,
+            node,
             exit.exit_code ? absl::StrCat("exited with code ", *exit.exit_code)
                            : absl::StrCat("was killed by signal ",
                                           exit.term_signal.value_or(0)),
-            exit.stderr_tail.substr(exit.stderr_tail.size() > 600
-                                        ? exit.stderr_tail.size() - 600
-                                        : 0)));
+            QuoteStderrLines(ExplainingStderrLines(exit.stderr_tail), 600)));
   }
 
  private:

@@ -10,6 +10,7 @@ void AddAllCommands(Cli& cli) {
   AddActorCommands(cli);
   AddLogsCommands(cli);
   AddWatchCommands(cli);
+  AddSlurmCommands(cli);
   AddVersionCommands(cli);
   AddCompletionCommands(cli);  // Last: it completes every verb above.
 }

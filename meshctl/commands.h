@@ -14,6 +14,7 @@ void AddOwnerCommands(Cli& cli);       // meshctl/owner.cc
 void AddActorCommands(Cli& cli);       // meshctl/actor.cc
 void AddLogsCommands(Cli& cli);        // meshctl/logs.cc (logs helper)
 void AddWatchCommands(Cli& cli);       // meshctl/watch.cc (watch, host drain)
+void AddSlurmCommands(Cli& cli);       // meshctl/slurm.cc (slurm up)
 void AddVersionCommands(Cli& cli);     // meshctl/version.cc
 void AddCompletionCommands(Cli& cli);  // meshctl/completion.cc
 

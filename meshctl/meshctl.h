@@ -4,17 +4,21 @@
 //
 //   meshctl [--host H[,H...]] [--hosts-file F] [--timeout 10s]
 //           [-o table|wide|json|yaml] VERB ...
-//   host status|list|shutdown   proc spawn|list|get|stop|wait
-//   owner list                  actor spawn|list|get|stop|send
-//   version                     completion bash|zsh
+//   host status|list|shutdown|drain   proc spawn|list|get|stop|wait
+//   owner list                        actor spawn|list|get|stop|send
+//   logs                              watch
+//   slurm up                          version
+//   completion bash|zsh
 //
 // One file per verb group (meshctl/host.cc, proc.cc, ...), registered in
 // meshctl/commands.cc, on the shared Cli of meshctl/cli.h; output through
-// meshctl/format.h. Procs meshctl spawns are detached: the host's, held by
-// no client's lease (they outlive meshctl). Every RPC has a deadline. Exit
-// codes: 0 ok; 1 a call failed (for any of several names or hosts), or a
-// wait ended with a resource not in the requested status (one line per
-// failure on `err` of the form "meshctl: <CODE>: <message>"); 2 usage error.
+// meshctl/format.h. `slurm up` starts hosts instead (HostMesh::Slurm) and
+// serves them until a signal (meshctl/slurm.cc). Procs meshctl spawns are
+// detached: the host's, held by no client's lease (they outlive meshctl).
+// Every RPC has a deadline. Exit codes: 0 ok; 1 a call failed (for any of
+// several names or hosts), or a wait ended with a resource not in the requested
+// status (one line per failure on `err` of the form "meshctl: <CODE>:
+// <message>"); 2 usage error.
 #ifndef HOSTMESH_MESHCTL_MESHCTL_H_
 #define HOSTMESH_MESHCTL_MESHCTL_H_
 

@@ -5,16 +5,22 @@
 // srun's stdout. The canonical flow runs on them; Shutdown releases the
 // allocation; a job cancelled mid-run is a host loss told to the owner at
 // once, and nothing of the mesh is left; a hostd that cannot start fails
-// the call naming its node, and the allocation is released.
+// the call naming its node, and the allocation is released. Then
+// deploy/slurm/hostmesh.sbatch with a real sbatch: two hostds for clients
+// to attach to, ended by scancel.
 #include <signal.h>
+#include <sys/stat.h>
 
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "catch2/catch.hpp"
 #include "client/testing/host_events.h"
@@ -23,6 +29,7 @@
 #include "lib/testing/skip.h"
 #include "lib/testing/temp_dir.h"
 #include "proto/actors.pb.h"
+#include "proto/host.grpc.pb.h"
 #include "tests/testing/slurm_cluster.h"
 #include "tests/testing/test_host.h"
 
@@ -100,6 +107,47 @@ std::vector<pid_t> WaitAllGone(const std::vector<pid_t>& pids,
   }
 }
 
+// Waits until each of `hosts` was lost (a kLost event among all of
+// `events`); the ones that were not after `timeout`.
+std::vector<std::string> WaitLost(HostEvents& events,
+                                  const std::vector<std::string>& hosts,
+                                  absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    std::vector<std::string> waiting = hosts;
+    for (const HostEvent& event : events.All()) {
+      if (event.state == HostState::kLost) std::erase(waiting, event.host);
+    }
+    if (waiting.empty() || absl::Now() > deadline) return waiting;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+}
+
+// Procs p0 (2 per host of `hosts`, extent {hosts: H, procs: 2}) with a
+// mesh.echo actor each that answers in rank order; their pids.
+struct EchoMesh {
+  ProcMesh procs;
+  ActorMesh echo;
+  std::vector<pid_t> pids;
+};
+EchoMesh SpawnEcho(HostMesh& hosts) {
+  absl::StatusOr<ProcMesh> procs = hosts.Spawn("p0", 2);
+  INFO(procs.status().ToString());
+  REQUIRE(procs.ok());
+  CHECK(procs->extent().ToString() ==
+        absl::StrCat("{hosts: ", hosts.num_hosts(), ", procs: 2}"));
+  std::vector<pid_t> pids;
+  for (const v1::ProcState& proc : procs->procs()) pids.push_back(proc.pid());
+  absl::StatusOr<ActorMesh> echo = procs->Spawn("a0", "mesh.echo");
+  REQUIRE(echo.ok());
+  std::vector<uint64_t> ranks;
+  for (uint64_t rank = 0; rank < 2 * hosts.num_hosts(); ++rank) {
+    ranks.push_back(rank);
+  }
+  CHECK(RanksOf(echo->Call<v1::ActorIdReply>(v1::GetActorId())) == ranks);
+  return EchoMesh{*std::move(procs), *std::move(echo), std::move(pids)};
+}
+
 TEST_CASE(
     "a host mesh of two hostds from a Slurm allocation runs the canonical "
     "flow and its Shutdown releases the allocation",
@@ -121,18 +169,9 @@ TEST_CASE(
 
   // local hosts -> 2x2 procs -> actors -> cast to a port -> gathered call
   // in rank order -> slice.
-  absl::StatusOr<ProcMesh> procs = hosts->Spawn("p0", 2);
-  INFO(procs.status().ToString());
-  REQUIRE(procs.ok());
-  CHECK(procs->extent().ToString() == "{hosts: 2, procs: 2}");
-  std::vector<pid_t> proc_pids;
-  for (const v1::ProcState& proc : procs->procs()) {
-    proc_pids.push_back(proc.pid());
-  }
-  absl::StatusOr<ActorMesh> echo = procs->Spawn("a0", "mesh.echo");
-  REQUIRE(echo.ok());
-  CHECK(RanksOf(echo->Call<v1::ActorIdReply>(v1::GetActorId())) ==
-        std::vector<uint64_t>{0, 1, 2, 3});
+  EchoMesh mesh = SpawnEcho(*hosts);
+  const std::vector<pid_t>& proc_pids = mesh.pids;
+  const ActorMesh* echo = &mesh.echo;
   // Rank 0 (host 0) sends to rank 3 (host 1), whose reply comes to a port.
   Port<v1::ActorIdReply> port = client->OpenPort<v1::ActorIdReply>();
   v1::Forward forward;
@@ -175,17 +214,11 @@ TEST_CASE(
       HostMesh::Slurm(OnCluster(slurm, 2, dir.path()), HostdOptions(client));
   INFO(hosts.status().ToString() << slurm.DaemonLogs());
   REQUIRE(hosts.ok());
-  absl::StatusOr<ProcMesh> procs = hosts->Spawn("p0", 2);
-  REQUIRE(procs.ok());
-  std::vector<pid_t> proc_pids;
-  for (const v1::ProcState& proc : procs->procs()) {
-    proc_pids.push_back(proc.pid());
-  }
-  absl::StatusOr<ActorMesh> echo = procs->Spawn("a0", "mesh.echo");
-  REQUIRE(echo.ok());
+  EchoMesh mesh = SpawnEcho(*hosts);
+  const std::vector<pid_t>& proc_pids = mesh.pids;
+  ActorMesh* echo = &mesh.echo;
   SupervisionEvents supervision;
   echo->OnSupervisionEvent(supervision.Handler());
-  REQUIRE(RanksOf(echo->Call<v1::ActorIdReply>(v1::GetActorId())).size() == 4);
 
   const absl::Time cancelled = absl::Now();
   absl::StatusOr<RunResult> scancel =
@@ -193,16 +226,7 @@ TEST_CASE(
   REQUIRE(scancel.ok());
   INFO(scancel->Describe());
   REQUIRE(scancel->ok());
-  for (const std::string& address : hosts->addresses()) {
-    std::optional<HostEvent> lost;
-    while (true) {
-      lost = host_events.Next(address, absl::Seconds(60));
-      if (!lost.has_value() || lost->state == HostState::kLost) break;
-    }
-    REQUIRE(lost.has_value());
-    INFO(lost->reason);
-    CHECK(lost->state == HostState::kLost);
-  }
+  CHECK(WaitLost(host_events, hosts->addresses(), absl::Seconds(60)).empty());
   const absl::Duration told = absl::Now() - cancelled;
   // Every actor ended: its proc was stopped (by its hostd on the job's
   // SIGTERM, or by Slurm's SIGTERM to every process of the step) and
@@ -224,8 +248,74 @@ TEST_CASE(
   CHECK(QueueOnceEmpty(slurm).empty());
   WARN("scancel to both hosts lost at the owner: "
        << absl::FormatDuration(told));
-  // The mesh's own shutdown has nothing left to stop; it still returns.
-  hosts->Shutdown(absl::Seconds(1)).IgnoreError();
+  // The mesh's own shutdown has nothing left to stop: the lost hosts are
+  // no news, and the allocation is released already.
+  absl::Status shut_down = hosts->Shutdown(absl::Seconds(1));
+  INFO(shut_down);
+  CHECK(shut_down.ok());
+  absl::Status stopped = slurm.Stop();
+  INFO(stopped);
+  CHECK(stopped.ok());
+}
+
+TEST_CASE(
+    "a hostd killed by SIGKILL is lost at once through its srun's end, "
+    "naming its node, while the other host goes on",
+    "[slurm]") {
+  START_SLURM_OR_SKIP(slurm);
+  TempDir dir;
+  HostEvents host_events;
+  // Without srun's end the loss would take lost_after (10 minutes).
+  std::shared_ptr<Client> client =
+      NewHealthClient(host_events, absl::Seconds(2), absl::Minutes(10));
+  HostMesh::Options options = HostdOptions(client);
+  // Procs outlive their host's channel by this much.
+  options.hostd_args.push_back("--orphan-timeout=2s");
+  absl::StatusOr<HostMesh> hosts =
+      HostMesh::Slurm(OnCluster(slurm, 2, dir.path()), options);
+  INFO(hosts.status().ToString() << slurm.DaemonLogs());
+  REQUIRE(hosts.ok());
+  EchoMesh mesh = SpawnEcho(*hosts);
+  // Handled: the failure of host 0's actors does not poison the mesh.
+  SupervisionEvents supervision;
+  mesh.echo.OnSupervisionEvent(supervision.Handler());
+  const std::string victim = hosts->addresses()[0];
+  v1::HostInfo info;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  REQUIRE(v1::Host::NewStub(client->Channel(victim))
+              ->GetHostInfo(&context, {}, &info)
+              .ok());
+  REQUIRE(info.pid() > 0);
+
+  const absl::Time killed = absl::Now();
+  REQUIRE(kill(info.pid(), SIGKILL) == 0);
+  REQUIRE(WaitLost(host_events, {victim}, absl::Seconds(30)).empty());
+  const absl::Duration told = absl::Now() - killed;
+  for (const HostEvent& event : host_events.All()) {
+    if (event.state != HostState::kLost) continue;
+    INFO(event.reason);
+    CHECK(event.host == victim);
+    CHECK(absl::StrContains(event.reason, "srun of host " + victim));
+    CHECK(absl::StrContains(event.reason, "Slurm node " + slurm.node_name()));
+    CHECK(absl::StrContains(event.reason, "Killed"));
+  }
+  CHECK(told < absl::Seconds(10));
+  // The other host's ranks still answer.
+  absl::StatusOr<ActorMesh> second = mesh.echo.Slice("hosts", 1);
+  REQUIRE(second.ok());
+  CHECK(RanksOf(second->Call<v1::ActorIdReply>(v1::GetActorId())) ==
+        std::vector<uint64_t>{2, 3});
+  WARN("SIGKILL of a hostd to its host lost at the owner: "
+       << absl::FormatDuration(told));
+  // The killed host's procs see their channel close and go after the
+  // orphan timeout.
+  CHECK(WaitAllGone({mesh.pids[0], mesh.pids[1]}, absl::Seconds(30)).empty());
+  // The lost host is no news to Shutdown; the other one goes as asked.
+  absl::Status shut_down = hosts->Shutdown(absl::Seconds(1));
+  INFO(shut_down);
+  CHECK(shut_down.ok());
+  CHECK(QueueOnceEmpty(slurm).empty());
   absl::Status stopped = slurm.Stop();
   INFO(stopped);
   CHECK(stopped.ok());
@@ -264,6 +354,87 @@ TEST_CASE(
     CHECK(absl::StrContains(refused.status().message(), "--nodes=5"));
     CHECK(QueueOnceEmpty(slurm).empty());
   }
+  absl::Status stopped = slurm.Stop();
+  INFO(stopped);
+  CHECK(stopped.ok());
+}
+
+constexpr char kOpsToken[] = "sbatch-test-ops-token-0123456789abcdef";
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// The lines of `path` once it exists (the script renames it into place
+// whole), or none after `timeout`.
+std::vector<std::string> WaitForLines(const std::string& path,
+                                      absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  struct stat info;
+  while (stat(path.c_str(), &info) != 0) {
+    if (absl::Now() > deadline) return {};
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return absl::StrSplit(ReadFile(path), '\n', absl::SkipWhitespace());
+}
+
+TEST_CASE(
+    "hostmesh.sbatch brings up a hostd per task that clients attach to, and "
+    "cancelling the job ends them and their procs",
+    "[slurm]") {
+  START_SLURM_OR_SKIP(slurm);
+  TempDir dir;
+  const std::string tokens = dir.path() + "/tokens";
+  std::ofstream(tokens) << "ops admin " << kOpsToken << "\n";
+  REQUIRE(chmod(tokens.c_str(), 0600) == 0);
+  const std::string script = absl::StrCat(
+      std::getenv("TEST_SRCDIR"), "/hostmesh/deploy/slurm/hostmesh.sbatch");
+
+  // sbatch passes its environment on: the script's settings go with it.
+  absl::StatusOr<RunResult> sbatch = slurm.Run(
+      {"env", "HOSTMESH_HOSTD=" + BinaryPath("hostd"),
+       "HOSTMESH_LISTEN=127.0.0.1:0", "HOSTMESH_NODE_DIR=" + dir.path(),
+       "HOSTMESH_OUT=" + dir.path(), FindProgram("sbatch"), "--parsable",
+       "--nodes=1", "--ntasks-per-node=2",
+       "--output=" + dir.path() + "/job.out", script, "--tokens-file=" + tokens,
+       "--procd=" + BinaryPath("procd"), "--allow-any-command", "--cgroup=none",
+       "--stop-grace=1s"});
+  REQUIRE(sbatch.ok());
+  INFO(sbatch->Describe());
+  REQUIRE(sbatch->ok());
+  const std::string job(absl::StripAsciiWhitespace(sbatch->out));
+
+  const std::string hosts_file =
+      absl::StrCat(dir.path(), "/hostmesh-", job, ".hosts");
+  std::vector<std::string> addresses =
+      WaitForLines(hosts_file, absl::Seconds(60));
+  INFO("job.out: " << ReadFile(dir.path() + "/job.out") << "\ntask 0: "
+                   << ReadFile(absl::StrCat(dir.path(), "/hostmesh-", job,
+                                            ".task_0.log"))
+                   << slurm.DaemonLogs());
+  REQUIRE(addresses.size() == 2);
+  CHECK(addresses[0] != addresses[1]);
+
+  // A client attaches with its token (this is loopback: no TLS needed).
+  ClientCredentials ops;
+  ops.token = kOpsToken;
+  std::shared_ptr<Client> client = NewClient(ops);
+  absl::StatusOr<HostMesh> hosts =
+      HostMesh::Attach(addresses, WithClient(client));
+  INFO(hosts.status().ToString());
+  REQUIRE(hosts.ok());
+  EchoMesh mesh = SpawnEcho(*hosts);
+
+  // The job ends: each hostd gets SIGTERM, stops its procs and exits.
+  absl::StatusOr<RunResult> scancel = slurm.Run({"scancel", job});
+  REQUIRE(scancel.ok());
+  REQUIRE(scancel->ok());
+  CHECK(WaitAllGone(mesh.pids, absl::Seconds(30)).empty());
+  CHECK(QueueOnceEmpty(slurm).empty());
+  hosts->Shutdown(absl::Seconds(1)).IgnoreError();
   absl::Status stopped = slurm.Stop();
   INFO(stopped);
   CHECK(stopped.ok());

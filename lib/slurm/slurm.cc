@@ -17,19 +17,22 @@ SlurmCommands::SlurmCommands(std::vector<std::string> env,
                              absl::Duration timeout)
     : env_(std::move(env)), timeout_(timeout) {}
 
-absl::StatusOr<std::pair<std::string, std::string>> SlurmCommands::Run(
-    std::vector<std::string> argv) const {
+absl::StatusOr<RunResult> SlurmCommands::Run(std::vector<std::string> argv,
+                                             bool must_succeed) const {
   const std::string command = absl::StrJoin(argv, " ");
   absl::StatusOr<RunResult> run = RunCommand(std::move(argv), env_, timeout_);
   if (!run.ok()) {
     return absl::Status(run.status().code(),
                         absl::StrCat(command, ": ", run.status().message()));
   }
-  if (!run->ok()) {
-    return absl::UnavailableError(
-        absl::StrCat(command, " failed (", run->Describe(), ")"));
-  }
-  return std::make_pair(std::move(run->out), std::move(run->err));
+  if (must_succeed && !run->ok()) return Failed(command, *run);
+  return run;
+}
+
+absl::Status SlurmCommands::Failed(const std::string& command,
+                                   const RunResult& run) {
+  return absl::UnavailableError(
+      absl::StrCat(command, " failed (", run.Describe(), ")"));
 }
 
 namespace {
@@ -88,18 +91,14 @@ absl::StatusOr<std::string> SlurmCommands::Allocate(
   }
   argv.insert(argv.end(), request.extra_args.begin(), request.extra_args.end());
   const std::string command = absl::StrJoin(argv, " ");
-  absl::StatusOr<RunResult> run = RunCommand(std::move(argv), env_, timeout_);
-  if (!run.ok()) {
-    return absl::Status(run.status().code(),
-                        absl::StrCat(command, ": ", run.status().message()));
-  }
+  absl::StatusOr<RunResult> run = Run(std::move(argv), /*must_succeed=*/false);
+  if (!run.ok()) return run.status();
   if (!run->ok()) {
     // A salloc that gave up (or was killed) while its job waited leaves
     // the job in the queue: it goes too.
     absl::StatusOr<std::string> pending = JobIdIn(run->err);
     if (pending.ok()) Cancel(*pending).IgnoreError();
-    return absl::UnavailableError(
-        absl::StrCat(command, " failed (", run->Describe(), ")"));
+    return Failed(command, *run);
   }
   absl::StatusOr<std::string> job = GrantedJobId(run->err);
   if (!job.ok()) {
@@ -114,15 +113,15 @@ absl::StatusOr<std::vector<std::string>> SlurmCommands::Nodes(
   auto listed = Run(
       {"squeue", "--noheader", absl::StrCat("--jobs=", job), "--format=%N"});
   if (!listed.ok()) return listed.status();
-  const std::string list(absl::StripAsciiWhitespace(listed->first));
+  const std::string list(absl::StripAsciiWhitespace(listed->out));
   if (list.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "Slurm job ", job, " has no nodes (it is not running, or is gone)"));
   }
   auto expanded = Run({"scontrol", "show", "hostnames", list});
   if (!expanded.ok()) return expanded.status();
-  std::vector<std::string> nodes = absl::StrSplit(
-      expanded->first, absl::ByAnyChar(" \n"), absl::SkipEmpty());
+  std::vector<std::string> nodes =
+      absl::StrSplit(expanded->out, absl::ByAnyChar(" \n"), absl::SkipEmpty());
   if (nodes.empty()) {
     return absl::UnavailableError(
         absl::StrCat("scontrol show hostnames ", list, " named no node"));
@@ -131,20 +130,15 @@ absl::StatusOr<std::vector<std::string>> SlurmCommands::Nodes(
 }
 
 absl::Status SlurmCommands::Cancel(const std::string& job) const {
-  absl::StatusOr<RunResult> run = RunCommand({"scancel", job}, env_, timeout_);
-  if (!run.ok()) {
-    return absl::Status(
-        run.status().code(),
-        absl::StrCat("scancel ", job, ": ", run.status().message()));
-  }
+  absl::StatusOr<RunResult> run = Run({"scancel", job}, /*must_succeed=*/false);
+  if (!run.ok()) return run.status();
   // A job that ended already (cancelled, out of time) is released.
   if (run->ok() ||
       absl::StrContains(run->err, "already completing or completed") ||
       absl::StrContains(run->err, "Invalid job id")) {
     return absl::OkStatus();
   }
-  return absl::UnavailableError(
-      absl::StrCat("scancel ", job, " failed (", run->Describe(), ")"));
+  return Failed(absl::StrCat("scancel ", job), *run);
 }
 
 absl::StatusOr<std::vector<std::string>> SlurmCommands::SrunArgv(

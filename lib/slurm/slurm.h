@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "lib/process/run_command.h"
 
 namespace mesh {
 
@@ -59,10 +60,13 @@ class SlurmCommands {
   const std::vector<std::string>& env() const { return env_; }
 
  private:
-  // Runs a Slurm command; UNAVAILABLE naming it, with its stderr, unless it
-  // exits 0. Its stdout and stderr otherwise.
-  absl::StatusOr<std::pair<std::string, std::string>> Run(
-      std::vector<std::string> argv) const;
+  // Runs a Slurm command: how it ended, or the error naming it (not
+  // installed, not started). With `must_succeed`, an exit other than 0 is
+  // Failed's error.
+  absl::StatusOr<RunResult> Run(std::vector<std::string> argv,
+                                bool must_succeed = true) const;
+  // UNAVAILABLE naming `command`, with how it ended and its stderr.
+  static absl::Status Failed(const std::string& command, const RunResult& run);
 
   std::vector<std::string> env_;
   absl::Duration timeout_;
