@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -23,6 +24,8 @@
 #include "lib/auth/credentials.h"
 #include "lib/launcher/launcher.h"
 #include "lib/names.h"
+#include "lib/net/address.h"
+#include "lib/net/host_port.h"
 #include "lib/process/exit_cause.h"
 #include "lib/process/run_command.h"
 #include "lib/slurm/slurm.h"
@@ -149,6 +152,14 @@ absl::Status HostMesh::Impl::Shutdown(absl::Duration grace) {
 }
 
 absl::Status HostMesh::Impl::ShutdownOwnedHosts(absl::Duration grace) {
+  // A host the client knew was lost before this shutdown (it said it shut
+  // down, or its launcher saw it end: e.g. its Slurm job was cancelled) was
+  // reported as such already; that it does not answer now is no news.
+  std::vector<bool> lost_before(addresses_.size());
+  for (size_t i = 0; i < addresses_.size(); ++i) {
+    lost_before[i] =
+        options_.client->HostHealth(addresses_[i]).state == HostState::kLost;
+  }
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   std::vector<v1::ShutdownHostRequest> requests(addresses_.size());
   for (size_t i = 0; i < addresses_.size(); ++i) {
@@ -168,11 +179,7 @@ absl::Status HostMesh::Impl::ShutdownOwnedHosts(absl::Duration grace) {
   std::vector<std::string> problems;
   for (size_t i = 0; i < addresses_.size(); ++i) {
     const std::string& name = names_[i];
-    // A host the client knows is lost (it said it shut down, or its
-    // launcher saw it end: e.g. its Slurm job was cancelled) was reported
-    // as such already; that it does not answer now is no news.
-    const bool lost =
-        options_.client->HostHealth(addresses_[i]).state == HostState::kLost;
+    const bool lost = lost_before[i];
     if (!acks[i].ok() && !lost) {
       problems.push_back(absl::StrFormat("%s at %s: %s", name, addresses_[i],
                                          acks[i].status().message()));
@@ -240,7 +247,7 @@ struct HostToStart {
 // registering back over a channel of kind `channel`), trusts each with
 // the launcher's token and opens the client's stream to it. The mesh's
 // Impl, or, if any host did not start, the error naming each that did
-// not (what did start is shut down first; `on_failure` then runs).
+// not (what did start is shut down, after `prepare` ran on the Impl).
 absl::StatusOr<std::unique_ptr<HostMesh::Impl>> StartHosts(
     HostMesh::Options options, std::unique_ptr<Launcher> launcher,
     std::string dir, std::vector<HostToStart> hosts,
@@ -345,50 +352,44 @@ absl::StatusOr<HostMesh> HostMesh::Process(size_t num_hosts, Options options) {
 
 namespace {
 
-// Remembers which address each launched host registered with, so that its
-// srun's end is told to the client as that host's loss.
-class SlurmHostWatch {
- public:
-  SlurmHostWatch(std::weak_ptr<Client> client, std::vector<std::string> nodes)
-      : client_(std::move(client)), nodes_(std::move(nodes)) {}
+// Tells `client` that the host at `address` (launcher name `name`, on Slurm
+// node `node`) is gone: its srun ended, with `exit`. On the launcher's
+// reaping thread.
+void ReportSrunEnd(const std::weak_ptr<Client>& weak_client,
+                   const std::string& node, const std::string& name,
+                   const std::string& address, const ExitInfo& exit) {
+  std::shared_ptr<Client> client = weak_client.lock();
+  if (client == nullptr) return;
+  client->HostGone(
+      address,
+      absl::StrFormat(
+          "the srun of host %s (%s on Slurm node %s) %s: %s", address, name,
+          node,
+          exit.exit_code ? absl::StrCat("exited with code ", *exit.exit_code)
+                         : absl::StrCat("was killed by signal ",
+                                        exit.term_signal.value_or(0)),
+          QuoteStderrLines(ExplainingStderrLines(exit.stderr_tail), 600)));
+}
 
-  void Registered(const std::vector<std::string>& names,
-                  const std::vector<std::string>& addresses) {
-    absl::MutexLock lock(&mu_);
-    for (size_t i = 0; i < names.size(); ++i) address_[names[i]] = addresses[i];
+// Variables of a caller's own Slurm job or step (SLURM_*, SALLOC_*,
+// SBATCH_*, SRUN_*, except SLURM_CONF): salloc and srun would take them as
+// input and shape this mesh's job by them. Everything they need is passed
+// explicitly.
+bool IsSlurmJobInput(absl::string_view name) {
+  if (name == "SLURM_CONF") return false;
+  for (absl::string_view prefix : {"SLURM_", "SALLOC_", "SBATCH_", "SRUN_"}) {
+    if (absl::StartsWith(name, prefix)) return true;
   }
-  // On the launcher's reaping thread.
-  void Exited(const std::string& name, const ExitInfo& exit) {
-    std::string address;
-    {
-      absl::MutexLock lock(&mu_);
-      auto it = address_.find(name);
-      if (it == address_.end()) return;
-      address = it->second;
-    }
-    std::shared_ptr<Client> client = client_.lock();
-    if (client == nullptr) return;
-    size_t rank = 0;
-    absl::SimpleAtoi(absl::StripPrefix(name, "host_"), &rank);
-    const std::string node = rank < nodes_.size() ? nodes_[rank] : "?";
-    client->HostGone(
-        address,
-        absl::StrFormat(
-            "the srun of host %s (%s on Slurm node %s) %s: %s", address, name,
-            node,
-            exit.exit_code ? absl::StrCat("exited with code ", *exit.exit_code)
-                           : absl::StrCat("was killed by signal ",
-                                          exit.term_signal.value_or(0)),
-            QuoteStderrLines(ExplainingStderrLines(exit.stderr_tail), 600)));
-  }
+  return false;
+}
 
- private:
-  const std::weak_ptr<Client> client_;
-  // Each rank's node.
-  const std::vector<std::string> nodes_;
-  absl::Mutex mu_;
-  std::map<std::string, std::string> address_ ABSL_GUARDED_BY(mu_);
-};
+// This machine's short host name ("" if unknown).
+std::string ShortHostName() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0) return "";
+  std::string host = name;
+  return host.substr(0, host.find('.'));
+}
 
 }  // namespace
 
@@ -403,8 +404,9 @@ absl::StatusOr<HostMesh> HostMesh::Slurm(SlurmOptions slurm, Options options) {
   if (options.hostd_path.empty()) {
     ASSIGN_OR_RETURN(options.hostd_path, FindBinary("hostd"));
   }
-  // Slurm's commands get this process's environment and `slurm.env`.
-  std::vector<std::string> env = CurrentEnvironment();
+  // Slurm's commands get this process's environment, without its own
+  // job's, and `slurm.env`.
+  std::vector<std::string> env = CurrentEnvironment(&IsSlurmJobInput);
   for (const auto& [key, value] : slurm.env) {
     std::erase_if(env, [&key = key](const std::string& entry) {
       return absl::StartsWith(entry, key + "=");
@@ -413,13 +415,14 @@ absl::StatusOr<HostMesh> HostMesh::Slurm(SlurmOptions slurm, Options options) {
   }
   const SlurmCommands commands(env, options.timeout);
 
-  // The allocation: given, this process's own, or made here.
+  // The allocation: given, this process's own, or made here (then held by
+  // a salloc child until Shutdown, or until this process ends).
   std::string job = slurm.job_id;
   if (job.empty()) {
     if (const char* own = std::getenv("SLURM_JOB_ID")) job = own;
   }
-  const bool owned = job.empty();
-  if (owned) {
+  std::shared_ptr<SlurmAllocation> allocation;
+  if (job.empty()) {
     SlurmJobRequest request;
     request.nodes = slurm.nodes;
     request.tasks_per_node = slurm.tasks_per_node;
@@ -427,24 +430,55 @@ absl::StatusOr<HostMesh> HostMesh::Slurm(SlurmOptions slurm, Options options) {
     request.time_limit = slurm.time_limit;
     request.job_name = slurm.job_name;
     request.extra_args = slurm.salloc_args;
-    ASSIGN_OR_RETURN(job, commands.Allocate(request));
+    ASSIGN_OR_RETURN(allocation, commands.Allocate(request));
+    job = allocation->job();
     LOG(INFO) << "Slurm granted job " << job << " for the host mesh";
   }
   std::function<absl::Status()> release;
-  if (owned) release = [commands, job] { return commands.Cancel(job); };
-  auto release_on_error = [&release](absl::Status status) {
-    if (release) status.Update(release());
-    return status;
+  if (allocation != nullptr) {
+    release = [allocation] { return allocation->Release(); };
+  }
+  // An error, and what releasing the allocation said if that failed too.
+  auto release_on_error = [&release, &job](absl::Status status) {
+    if (!release) return status;
+    absl::Status released = release();
+    if (released.ok()) return status;
+    LOG(ERROR) << "releasing Slurm job " << job << ": " << released;
+    return absl::Status(
+        status.code(),
+        absl::StrCat(status.message(), "; and releasing Slurm job ", job,
+                     " failed: ", released.message()));
   };
   absl::StatusOr<std::vector<std::string>> job_nodes = commands.Nodes(job);
   if (!job_nodes.ok()) return release_on_error(job_nodes.status());
+  // A loopback address serves only clients on the host's own node.
+  absl::StatusOr<HostPort> listen =
+      ParseHostPort(slurm.listen, "SlurmOptions::listen",
+                    /*allow_port_zero=*/true);
+  if (!listen.ok()) return release_on_error(listen.status());
+  const std::string here = ShortHostName();
+  if (IsLoopbackHost(listen->host)) {
+    for (const std::string& node : *job_nodes) {
+      if (node != here) {
+        return release_on_error(absl::InvalidArgumentError(absl::StrCat(
+            "SlurmOptions::listen ", slurm.listen,
+            " is loopback, which serves only clients on the host's own node, "
+            "and Slurm node ",
+            node, " is not this machine (", here,
+            "): give an address this client can reach, with TLS in "
+            "hostd_args")));
+      }
+    }
+  }
   absl::StatusOr<std::string> dir = MakeHostsDir();
   if (!dir.ok()) return release_on_error(dir.status());
 
-  // Each host's dir on its node is this mesh's alone (another mesh on the
-  // same job must not re-adopt its state): named after the job and this
-  // mesh's local dir (/tmp/hostmesh-XXXXXX), which holds srun's logs.
-  const std::string node_mesh_dir = absl::StrCat(
+  // Each host's dir on its node is its own: made there, mode 0700, by a
+  // mkdir that fails if the path exists (so nobody can have prepared it in
+  // a shared /tmp, and no other mesh's state is re-adopted), named after
+  // the job, this mesh's local dir (/tmp/hostmesh-XXXXXX, which holds
+  // srun's logs) and the host.
+  const std::string node_dir_prefix = absl::StrCat(
       slurm.node_dir, "/hostmesh-", job, "-",
       absl::StripPrefix(std::filesystem::path(*dir).filename().string(),
                         "hostmesh-"));
@@ -456,9 +490,16 @@ absl::StatusOr<HostMesh> HostMesh::Slurm(SlurmOptions slurm, Options options) {
       HostToStart host;
       host.name = absl::StrCat("host_", hosts.size());
       host.where = absl::StrCat(host.name, " on Slurm node ", node);
-      std::vector<std::string> hostd = {options.hostd_path, "--parent=stdio"};
-      for (std::string& arg : OwnHostArgs(
-               slurm.listen, absl::StrCat(node_mesh_dir, "/", host.name))) {
+      const std::string host_dir =
+          absl::StrCat(node_dir_prefix, "-", host.name);
+      std::vector<std::string> hostd = {
+          "/bin/sh",
+          "-c",
+          "mkdir -m 0700 -- \"$0\" && exec \"$@\"",
+          host_dir,
+          options.hostd_path,
+          "--parent=stdio"};
+      for (std::string& arg : OwnHostArgs(slurm.listen, host_dir)) {
         hostd.push_back(std::move(arg));
       }
       // Under slurmstepd, whose cgroup is Slurm's: process groups only,
@@ -485,11 +526,16 @@ absl::StatusOr<HostMesh> HostMesh::Slurm(SlurmOptions slurm, Options options) {
       nodes.push_back(node);
     }
   }
-  auto watch = std::make_shared<SlurmHostWatch>(options.client, nodes);
+  // A host's srun ending is that host's loss, at once.
   Launcher::Options launcher_options;
-  launcher_options.on_exit = [watch](const std::string& name,
+  launcher_options.on_exit = [client = std::weak_ptr<Client>(options.client),
+                              nodes](const std::string& name,
+                                     const std::string& address,
                                      const ExitInfo& exit) {
-    watch->Exited(name, exit);
+    size_t rank = 0;
+    absl::SimpleAtoi(absl::StripPrefix(name, "host_"), &rank);
+    ReportSrunEnd(client, rank < nodes.size() ? nodes[rank] : "?", name,
+                  address, exit);
   };
   absl::StatusOr<std::unique_ptr<Launcher>> launcher =
       NewLauncher(*dir, std::move(launcher_options));
@@ -501,7 +547,6 @@ absl::StatusOr<HostMesh> HostMesh::Slurm(SlurmOptions slurm, Options options) {
                               [&job, &nodes, &release](Impl& made) {
                                 made.SetSlurm(job, nodes, std::move(release));
                               }));
-  watch->Registered(impl->names(), impl->addresses());
   return HostMesh(std::move(impl));
 }
 

@@ -207,7 +207,8 @@ TEST_CASE(
   START_SLURM_OR_SKIP(slurm);
   TempDir dir;
   HostEvents host_events;
-  // A lost_after far beyond the test: the loss must come from srun's end.
+  // A lost_after far beyond the test: the loss comes from the hostd's
+  // goodbye (it got Slurm's SIGTERM) or its srun's end, whichever is first.
   std::shared_ptr<Client> client =
       NewHealthClient(host_events, absl::Seconds(2), absl::Minutes(10));
   absl::StatusOr<HostMesh> hosts =
@@ -340,20 +341,55 @@ TEST_CASE(
   CHECK(absl::StrContains(message, "--no-such-flag"));
   CHECK(QueueOnceEmpty(slurm).empty());
 
-  SECTION("and a request Slurm cannot grant in time is salloc's error") {
-    SlurmOptions too_big = OnCluster(slurm, 2, dir.path());
-    too_big.nodes = 5;
-    // Slurm queues it: salloc waits for the Options' timeout, then it and
-    // its pending job go.
+  SECTION("and a request Slurm does not grant in time is withdrawn") {
+    SlurmOptions later = OnCluster(slurm, 2, dir.path());
+    // Slurm queues it (it may start in an hour): salloc waits for the
+    // Options' timeout, then it and its pending job go.
+    later.salloc_args = {"--begin=now+1hour"};
     HostMesh::Options short_wait = HostdOptions(NewClient());
     short_wait.timeout = absl::Seconds(3);
-    absl::StatusOr<HostMesh> refused = HostMesh::Slurm(too_big, short_wait);
+    absl::StatusOr<HostMesh> refused = HostMesh::Slurm(later, short_wait);
     REQUIRE_FALSE(refused.ok());
     INFO(refused.status().message());
-    CHECK(absl::StrContains(refused.status().message(), "salloc"));
-    CHECK(absl::StrContains(refused.status().message(), "--nodes=5"));
+    CHECK(refused.status().code() == absl::StatusCode::kDeadlineExceeded);
+    CHECK(absl::StrContains(refused.status().message(),
+                            "not granted within 3s; withdrawn"));
+    CHECK(absl::StrContains(refused.status().message(), "--begin=now+1hour"));
     CHECK(QueueOnceEmpty(slurm).empty());
   }
+  absl::Status stopped = slurm.Stop();
+  INFO(stopped);
+  CHECK(stopped.ok());
+}
+
+TEST_CASE(
+    "a client killed by SIGKILL leaves no allocation behind: salloc "
+    "relinquishes it when the client's pipe closes",
+    "[slurm]") {
+  START_SLURM_OR_SKIP(slurm);
+  TempDir dir;
+  // meshctl slurm up is the client here: a process of its own to kill.
+  std::vector<std::string> env = slurm.ClientEnvironment();
+  env.push_back("HOSTMESH_HOSTD=" + BinaryPath("hostd"));
+  absl::StatusOr<std::unique_ptr<PipedProcess>> client = PipedProcess::Start(
+      {BinaryPath("meshctl"), "slurm", "up", "--tasks-per-node=2",
+       "--token-file=" + dir.path() + "/token", "--node-dir=" + dir.path(),
+       "--hostd-arg=--procd=" + BinaryPath("procd"),
+       "--hostd-arg=--orphan-timeout=2s"},
+      env);
+  REQUIRE(client.ok());
+  absl::StatusOr<std::string> up =
+      (*client)->ReadUntil("ready\n", absl::Seconds(60));
+  INFO(up.status().ToString());
+  REQUIRE(up.ok());
+  CHECK_FALSE(Queue(slurm).empty());
+
+  (*client)->Signal(SIGKILL);
+  RunResult killed = (*client)->Wait(absl::Seconds(10));
+  CHECK(killed.term_signal == SIGKILL);
+  // Its salloc sees its stdin end, relinquishes the job, and Slurm ends
+  // the hostds; nothing of the cluster's jobs is left.
+  CHECK(QueueOnceEmpty(slurm, absl::Seconds(30)).empty());
   absl::Status stopped = slurm.Stop();
   INFO(stopped);
   CHECK(stopped.ok());

@@ -141,12 +141,16 @@ absl::StatusOr<Launcher::Child> Launcher::Launch(const std::string& name,
   absl::StatusOr<pid_t> pid =
       supervisor_->Spawn(spawn, [this, entry, name](const ExitInfo& info) {
         bool registered;
+        std::string address;
         {
           absl::MutexLock lock(&entry->mu);
           entry->exit = info;
           registered = entry->registered;
+          address = entry->address;
         }
-        if (registered && options_.on_exit) options_.on_exit(name, info);
+        if (registered && options_.on_exit) {
+          options_.on_exit(name, address, info);
+        }
       });
   // Only the child holds the other end now: its EOF means the child is gone.
   for (int fd : child_ends) close(fd);

@@ -38,11 +38,14 @@ class Launcher {
     std::string log_root;
     // How long children outlive a broken channel to this launcher.
     absl::Duration orphan_timeout = absl::Seconds(10);
-    // Called once for each child that exits after it registered (with
+    // Called once for each child that exits after it registered, with the
+    // address it registered (with
     // kStdio that may be the launcher of a child on another machine, e.g.
     // srun), on the reaping thread: it must not block or call this
     // launcher. Unset: nothing is told (WaitExit still answers).
-    std::function<void(const std::string& name, const ExitInfo& exit)> on_exit;
+    std::function<void(const std::string& name, const std::string& address,
+                       const ExitInfo& exit)>
+        on_exit;
     // Set by Create: the token every child accepts from this launcher as
     // its parent (role admin; see bootstrap.proto). Children also share a
     // peer token among themselves, which the launcher does not use.

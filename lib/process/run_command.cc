@@ -133,6 +133,10 @@ absl::Status PipedProcess::Write(absl::string_view data) {
   return absl::OkStatus();
 }
 
+void PipedProcess::Signal(int sig) {
+  if (!reaped_ && pid_ > 0) kill(-pid_, sig);
+}
+
 void PipedProcess::CloseStdin() {
   if (stdin_fd_ >= 0) close(stdin_fd_);
   stdin_fd_ = -1;

@@ -52,6 +52,8 @@ class PipedProcess {
   // meanwhile).
   absl::Status Write(absl::string_view data);
   void CloseStdin();
+  // Sends `sig` to its process group (nothing once it was reaped).
+  void Signal(int sig);
   // Reads its stdout until what was read holds `needle`, and returns (and
   // consumes) what was read up to and including it; DEADLINE_EXCEEDED
   // after `timeout`, UNAVAILABLE at end of file, both with what was read.

@@ -69,12 +69,17 @@ std::vector<HostHealthTracker::Change> HostHealthTracker::Heartbeat(
           now, &changes);
     }
     incarnation_ = incarnation;
+    gone_ = false;
     Set(HostState::kReachable,
         absl::StrCat("host ", host_, " is reachable (incarnation ",
                      Incarnation(incarnation), every, ")"),
         now, &changes);
     return changes;
   }
+  // A host known to be gone does not come back as the same incarnation (a
+  // heartbeat still on its way, or a hostd outliving its launcher until
+  // its orphan timeout).
+  if (gone_ && incarnation == incarnation_) return changes;
   switch (state_) {
     case HostState::kReachable:
       break;
@@ -99,10 +104,16 @@ std::vector<HostHealthTracker::Change> HostHealthTracker::Heartbeat(
 
 std::vector<HostHealthTracker::Change> HostHealthTracker::Closing(
     absl::Duration now) {
-  return Gone(absl::StrCat("host ", host_, " shut down"), now);
+  return Lost(absl::StrCat("host ", host_, " shut down"), now);
 }
 
 std::vector<HostHealthTracker::Change> HostHealthTracker::Gone(
+    std::string reason, absl::Duration now) {
+  gone_ = true;
+  return Lost(std::move(reason), now);
+}
+
+std::vector<HostHealthTracker::Change> HostHealthTracker::Lost(
     std::string reason, absl::Duration now) {
   std::vector<Change> changes;
   if (state_ != HostState::kLost) {

@@ -75,7 +75,8 @@ class HostHealthTracker {
   // The host said it is shutting down (a closing heartbeat).
   std::vector<Change> Closing(absl::Duration now);
   // The host is known to be gone for `reason` (e.g. whoever started it saw
-  // it end): lost now, unless it is lost already.
+  // it end): lost now, unless it is lost already; a heartbeat of the same
+  // incarnation no longer makes it reachable (another incarnation does).
   std::vector<Change> Gone(std::string reason, absl::Duration now);
   // The current stream ended with `why`.
   std::vector<Change> StreamEnded(const absl::Status& why, absl::Duration now);
@@ -85,6 +86,8 @@ class HostHealthTracker {
                             std::optional<absl::Duration> last_frame);
 
  private:
+  // kLost for `reason`, unless it is lost already.
+  std::vector<Change> Lost(std::string reason, absl::Duration now);
   void Set(HostState state, std::string reason, absl::Duration now,
            std::vector<Change>* changes);
 
@@ -93,6 +96,8 @@ class HostHealthTracker {
   HostState state_ = HostState::kUnknown;
   std::string reason_;
   uint64_t incarnation_ = 0;
+  // Gone was told of incarnation_.
+  bool gone_ = false;
   absl::Duration interval_ = absl::ZeroDuration();
   // When the host became unreachable.
   absl::Duration since_ = absl::ZeroDuration();

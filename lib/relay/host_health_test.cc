@@ -163,6 +163,22 @@ TEST_CASE("a host that says it is closing is lost at once") {
   CHECK(f.health.Closing(f.clock.Now()).empty());
 }
 
+TEST_CASE(
+    "a host known to be gone stays lost to its own late heartbeats, and "
+    "another incarnation of it is reachable") {
+  Fixture f;
+  f.Beat();
+  auto changes = f.health.Gone("its srun ended", f.clock.Now());
+  REQUIRE(States(changes) == std::vector{HostState::kLost});
+  CHECK(changes[0].reason == "its srun ended");
+  // A heartbeat of the same incarnation still on its way changes nothing.
+  f.clock.Advance(absl::Milliseconds(10));
+  CHECK(f.Beat().empty());
+  CHECK(f.health.state() == HostState::kLost);
+  // A new hostd at that address is.
+  CHECK(States(f.Beat(kSecond)) == std::vector{HostState::kReachable});
+}
+
 TEST_CASE("the silence bound is at least two heartbeat intervals") {
   Fixture f;
   f.health.Heartbeat(kFirst, absl::Seconds(3), f.clock.Now());

@@ -1,5 +1,7 @@
 #include "lib/slurm/slurm.h"
 
+#include <signal.h>
+
 #include <algorithm>
 #include <utility>
 
@@ -69,7 +71,7 @@ absl::StatusOr<std::string> GrantedJobId(absl::string_view salloc_err) {
   return IdAfter(salloc_err, "Granted job allocation ");
 }
 
-absl::StatusOr<std::string> SlurmCommands::Allocate(
+absl::StatusOr<std::unique_ptr<SlurmAllocation>> SlurmCommands::Allocate(
     const SlurmJobRequest& request) const {
   if (request.nodes < 1 || request.tasks_per_node < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -77,8 +79,13 @@ absl::StatusOr<std::string> SlurmCommands::Allocate(
         "task per node (asked: ",
         request.nodes, " nodes, ", request.tasks_per_node, " tasks per node)"));
   }
+  const std::string salloc = FindProgram("salloc");
+  if (salloc.empty()) {
+    return absl::FailedPreconditionError(
+        "salloc is not installed (not in $PATH or the sbin and bin dirs)");
+  }
   std::vector<std::string> argv = {
-      "salloc", "--no-shell", absl::StrCat("--nodes=", request.nodes),
+      salloc, absl::StrCat("--nodes=", request.nodes),
       absl::StrCat("--ntasks-per-node=", request.tasks_per_node),
       absl::StrCat("--job-name=", request.job_name)};
   if (!request.partition.empty()) {
@@ -91,21 +98,67 @@ absl::StatusOr<std::string> SlurmCommands::Allocate(
   }
   argv.insert(argv.end(), request.extra_args.begin(), request.extra_args.end());
   const std::string command = absl::StrJoin(argv, " ");
-  absl::StatusOr<RunResult> run = Run(std::move(argv), /*must_succeed=*/false);
-  if (!run.ok()) return run.status();
-  if (!run->ok()) {
-    // A salloc that gave up (or was killed) while its job waited leaves
-    // the job in the queue: it goes too.
-    absl::StatusOr<std::string> pending = JobIdIn(run->err);
-    if (pending.ok()) Cancel(*pending).IgnoreError();
-    return Failed(command, *run);
+  // salloc's command says which job it holds, then holds it until its
+  // stdin (this process's pipe) ends.
+  argv.insert(argv.end(), {"/bin/sh", "-c",
+                           "echo \"job $SLURM_JOB_ID\"; exec cat >/dev/null"});
+  absl::StatusOr<std::unique_ptr<PipedProcess>> started =
+      PipedProcess::Start(argv, env_);
+  if (!started.ok()) {
+    return absl::Status(
+        started.status().code(),
+        absl::StrCat(command, ": ", started.status().message()));
   }
-  absl::StatusOr<std::string> job = GrantedJobId(run->err);
-  if (!job.ok()) {
-    return absl::UnavailableError(absl::StrCat(
-        "salloc granted no allocation it named; stderr: ", run->err));
+  std::unique_ptr<PipedProcess> process = *std::move(started);
+  absl::StatusOr<std::string> said = process->ReadUntil("\n", timeout_);
+  if (said.ok()) {
+    absl::string_view job = absl::StripAsciiWhitespace(*said);
+    if (absl::ConsumePrefix(&job, "job ") && !job.empty()) {
+      return std::make_unique<SlurmAllocation>(std::string(job),
+                                               std::move(process), *this);
+    }
   }
-  return job;
+  // Not granted: salloc failed, or is still waiting past the timeout. On
+  // SIGTERM a waiting salloc withdraws its request; a job it named that is
+  // still there goes too.
+  process->Signal(SIGTERM);
+  RunResult run = process->Wait(absl::Seconds(10));
+  absl::StatusOr<std::string> pending = JobIdIn(run.err);
+  if (pending.ok()) Cancel(*pending).IgnoreError();
+  if (absl::IsDeadlineExceeded(said.status())) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        command, ": not granted within ", absl::FormatDuration(timeout_),
+        "; withdrawn (", run.Describe(), ")"));
+  }
+  return Failed(command, run);
+}
+
+SlurmAllocation::SlurmAllocation(std::string job,
+                                 std::unique_ptr<PipedProcess> salloc,
+                                 SlurmCommands commands)
+    : job_(std::move(job)),
+      salloc_(std::move(salloc)),
+      commands_(std::move(commands)) {}
+
+SlurmAllocation::~SlurmAllocation() { Release().IgnoreError(); }
+
+absl::Status SlurmAllocation::Release(absl::Duration timeout) {
+  if (released_) return absl::OkStatus();
+  released_ = true;
+  salloc_->CloseStdin();
+  RunResult run = salloc_->Wait(timeout);
+  if (run.exit_code.has_value() || run.term_signal != SIGKILL) {
+    return absl::OkStatus();
+  }
+  // It did not go in time and was killed: the job may still be there.
+  absl::Status cancelled = commands_.Cancel(job_);
+  if (!cancelled.ok()) {
+    return absl::Status(
+        cancelled.code(),
+        absl::StrCat("Slurm job ", job_,
+                     " may still hold its nodes: ", cancelled.message()));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<std::string>> SlurmCommands::Nodes(

@@ -8,6 +8,7 @@
 #ifndef HOSTMESH_LIB_SLURM_SLURM_H_
 #define HOSTMESH_LIB_SLURM_SLURM_H_
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -32,17 +33,22 @@ struct SlurmJobRequest {
   std::vector<std::string> extra_args;
 };
 
+class SlurmAllocation;
+
 class SlurmCommands {
  public:
   // `env`: the whole environment of every command ("K=V"); `timeout`: how
   // long one command may take (salloc waits this long for its nodes).
   SlurmCommands(std::vector<std::string> env, absl::Duration timeout);
 
-  // salloc --no-shell with `request`: the new job's id. INVALID_ARGUMENT for
+  // A new allocation for `request`, held by a salloc child of this process
+  // (see SlurmAllocation), once Slurm granted it: salloc may wait `timeout`
+  // for it, then gives up (its pending job goes too). INVALID_ARGUMENT for
   // a request that cannot be asked (no node, no task); otherwise salloc's
   // error (UNAVAILABLE with its stderr, FAILED_PRECONDITION if it is not
   // installed).
-  absl::StatusOr<std::string> Allocate(const SlurmJobRequest& request) const;
+  absl::StatusOr<std::unique_ptr<SlurmAllocation>> Allocate(
+      const SlurmJobRequest& request) const;
   // The nodes of running job `job`, in Slurm's order.
   absl::StatusOr<std::vector<std::string>> Nodes(const std::string& job) const;
   // scancel `job` (its steps get SIGTERM, then SIGKILL after KillWait); OK
@@ -70,6 +76,33 @@ class SlurmCommands {
 
   std::vector<std::string> env_;
   absl::Duration timeout_;
+};
+
+// An allocation held by `salloc <flags> /bin/sh -c '... exec cat'`, a
+// child of this process whose stdin is a pipe only this process holds: the
+// allocation lasts while that pipe is open. Release() closes it (salloc
+// relinquishes the job, Slurm ends its steps); so does this process's end,
+// however it ends (a crash or SIGKILL included), so an allocation never
+// outlives the process that asked for it. The destructor releases.
+class SlurmAllocation {
+ public:
+  SlurmAllocation(std::string job, std::unique_ptr<PipedProcess> salloc,
+                  SlurmCommands commands);
+  ~SlurmAllocation();
+  SlurmAllocation(const SlurmAllocation&) = delete;
+  SlurmAllocation& operator=(const SlurmAllocation&) = delete;
+
+  const std::string& job() const { return job_; }
+  // Closes salloc's stdin and waits up to `timeout` for it to relinquish
+  // the job and exit; past that it is killed and the job scancel'd (that
+  // error, naming the job, if scancel fails). Idempotent.
+  absl::Status Release(absl::Duration timeout = absl::Seconds(30));
+
+ private:
+  const std::string job_;
+  std::unique_ptr<PipedProcess> salloc_;
+  const SlurmCommands commands_;
+  bool released_ = false;
 };
 
 // The job id in salloc's "Granted job allocation <id>" line of `salloc_err`;

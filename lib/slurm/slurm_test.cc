@@ -22,7 +22,8 @@ TEST_CASE("an allocation of no node or no task is refused before salloc runs") {
   SlurmCommands commands({}, absl::Seconds(1));
   SlurmJobRequest request;
   request.nodes = 0;
-  absl::StatusOr<std::string> job = commands.Allocate(request);
+  absl::StatusOr<std::unique_ptr<SlurmAllocation>> job =
+      commands.Allocate(request);
   CHECK(job.status().code() == absl::StatusCode::kInvalidArgument);
   CHECK(absl::StrContains(job.status().message(), "at least one node"));
 }

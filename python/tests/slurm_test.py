@@ -24,6 +24,13 @@ from hostmesh_test import (ROOT, TIMEOUT, MeshTestCase, children, main,
 
 CLUSTER = os.path.join(ROOT, "tests", "slurm_cluster_main")
 
+# Under --config=asan the interpreter runs with the sanitizer runtimes
+# preloaded (tests/run_python_test.sh); Slurm's programs (salloc, srun) are
+# not ours and must not inherit them (their own leaks would fail them).
+# hostd and procd are instrumented builds and need no preload.
+if "HOSTMESH_CHILD_ASAN_OPTIONS" in os.environ:
+    os.environ.pop("LD_PRELOAD", None)
+
 
 def in_ci():
     """True when CI asks for a CI run (as mesh::testing::InCi)."""
