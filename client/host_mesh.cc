@@ -533,7 +533,9 @@ absl::StatusOr<HostMesh> HostMesh::Slurm(SlurmOptions slurm, Options options) {
                                      const std::string& address,
                                      const ExitInfo& exit) {
     size_t rank = 0;
-    absl::SimpleAtoi(absl::StripPrefix(name, "host_"), &rank);
+    if (!absl::SimpleAtoi(absl::StripPrefix(name, "host_"), &rank)) {
+      rank = nodes.size();  // not a host of ours: no node to name
+    }
     ReportSrunEnd(client, rank < nodes.size() ? nodes[rank] : "?", name,
                   address, exit);
   };
