@@ -55,15 +55,10 @@ namespace mesh::meshctl {
 namespace {
 
 struct UpFlags {
-  std::string job_id;
-  int nodes = 1;
-  int tasks_per_node = 1;
-  std::string partition;
+  // What HostMesh::Slurm takes, its defaults as the flags' (but the time
+  // limit, given in minutes).
+  SlurmOptions slurm;
   int time_minutes = 0;
-  std::string job_name = "hostmesh";
-  std::vector<std::string> salloc_args;
-  std::string listen = "127.0.0.1:0";
-  std::string node_dir = "/tmp";
   std::string hostd;
   std::vector<std::string> hostd_args;
   std::string token_file;
@@ -287,22 +282,22 @@ absl::Status CheckFlags(CLI::App* up, UpFlags& flags) {
         "new file to write the hosts' admin token to, for "
         "HOSTMESH_TOKEN_FILE=FILE");
   }
-  if (flags.nodes < 1) {
-    return Usage(absl::StrCat("--nodes ", flags.nodes,
+  if (flags.slurm.nodes < 1) {
+    return Usage(absl::StrCat("--nodes ", flags.slurm.nodes,
                               ": a host mesh needs at least one node"));
   }
-  if (flags.tasks_per_node < 1) {
-    return Usage(absl::StrCat("--tasks-per-node ", flags.tasks_per_node,
+  if (flags.slurm.tasks_per_node < 1) {
+    return Usage(absl::StrCat("--tasks-per-node ", flags.slurm.tasks_per_node,
                               ": each node needs at least one host"));
   }
   if (flags.time_minutes < 0) {
     return Usage(absl::StrCat("--time ", flags.time_minutes,
                               ": minutes, from 1 (0: the partition's limit)"));
   }
-  if (flags.job_name.empty()) return Usage("--job-name: empty");
-  if (flags.listen.empty()) return Usage("--listen: empty");
-  if (flags.node_dir.empty() || flags.node_dir.front() != '/') {
-    return Usage(absl::StrCat("--node-dir \"", flags.node_dir,
+  if (flags.slurm.job_name.empty()) return Usage("--job-name: empty");
+  if (flags.slurm.listen.empty()) return Usage("--listen: empty");
+  if (flags.slurm.node_dir.empty() || flags.slurm.node_dir.front() != '/') {
+    return Usage(absl::StrCat("--node-dir \"", flags.slurm.node_dir,
                               "\": give an absolute path (on every node)"));
   }
   if (!flags.hostd.empty()) {
@@ -316,8 +311,8 @@ absl::Status CheckFlags(CLI::App* up, UpFlags& flags) {
   }
   // An existing job: its own nodes; the flags of a new one do not apply.
   std::string job_from;
-  if (!flags.job_id.empty()) {
-    job_from = absl::StrCat("job ", flags.job_id, " (--job-id)");
+  if (!flags.slurm.job_id.empty()) {
+    job_from = absl::StrCat("job ", flags.slurm.job_id, " (--job-id)");
   } else if (const char* own = std::getenv("SLURM_JOB_ID");
              own != nullptr && *own != '\0') {
     job_from = absl::StrCat("job ", own, " ($SLURM_JOB_ID)");
@@ -365,16 +360,8 @@ absl::Status Up(Cli& cli, CLI::App* up, UpFlags& flags) {
   ASSIGN_OR_RETURN(std::shared_ptr<Client> client,
                    Client::Create(std::move(client_options)));
 
-  SlurmOptions slurm;
-  slurm.job_id = flags.job_id;
-  slurm.nodes = flags.nodes;
-  slurm.tasks_per_node = flags.tasks_per_node;
-  slurm.partition = flags.partition;
+  SlurmOptions slurm = flags.slurm;
   slurm.time_limit = absl::Minutes(flags.time_minutes);
-  slurm.job_name = flags.job_name;
-  slurm.salloc_args = flags.salloc_args;
-  slurm.listen = flags.listen;
-  slurm.node_dir = flags.node_dir;
   HostMesh::Options options;
   options.client = client;
   options.hostd_path = flags.hostd;
@@ -382,7 +369,8 @@ absl::Status Up(Cli& cli, CLI::App* up, UpFlags& flags) {
   options.timeout = *timeout;
 
   std::unique_ptr<Progress> progress = cli.NewProgress();
-  progress->Show(flags.job_id.empty() && std::getenv("SLURM_JOB_ID") == nullptr
+  progress->Show(flags.slurm.job_id.empty() &&
+                         std::getenv("SLURM_JOB_ID") == nullptr
                      ? "asking Slurm for an allocation, then starting the "
                        "hosts with srun ..."
                      : "starting the hosts with srun ...");
@@ -463,38 +451,40 @@ void AddSlurmCommands(Cli& cli) {
       [&cli, flags, up_ptr] { return Up(cli, *up_ptr, *flags); });
   *up_ptr = up;
   cli.NoHosts(up);
-  up->add_option("--job-id", flags->job_id,
+  up->add_option("--job-id", flags->slurm.job_id,
                  "the allocation to use (default: $SLURM_JOB_ID, else a new "
                  "one made with salloc and released at the end)")
       ->type_name("ID");
-  up->add_option("--nodes", flags->nodes, "a new allocation: this many nodes")
+  up->add_option("--nodes", flags->slurm.nodes,
+                 "a new allocation: this many nodes")
       ->type_name("N")
       ->capture_default_str();
-  up->add_option("--tasks-per-node", flags->tasks_per_node,
+  up->add_option("--tasks-per-node", flags->slurm.tasks_per_node,
                  "hostds per node (Slurm tasks)")
       ->type_name("N")
       ->capture_default_str();
-  up->add_option("--partition", flags->partition,
+  up->add_option("--partition", flags->slurm.partition,
                  "a new allocation: its partition (default: the cluster's)");
   up->add_option("--time", flags->time_minutes,
                  "a new allocation: its time limit in minutes (0: the "
                  "partition's)")
       ->type_name("MINUTES")
       ->capture_default_str();
-  up->add_option("--job-name", flags->job_name, "a new allocation: its name")
+  up->add_option("--job-name", flags->slurm.job_name,
+                 "a new allocation: its name")
       ->capture_default_str();
   // One value per flag, so that --salloc-arg=--exclusive passes a dash.
-  up->add_option("--salloc-arg", flags->salloc_args,
+  up->add_option("--salloc-arg", flags->slurm.salloc_args,
                  "a new allocation: a further salloc flag, as given "
                  "(repeatable; --salloc-arg=--account=ml)")
       ->allow_extra_args(false)
       ->type_name("ARG");
-  up->add_option("--listen", flags->listen,
+  up->add_option("--listen", flags->slurm.listen,
                  "each hostd's --listen; across nodes an address clients "
                  "can reach (and TLS flags with --hostd-arg)")
       ->type_name("HOST:PORT")
       ->capture_default_str();
-  up->add_option("--node-dir", flags->node_dir,
+  up->add_option("--node-dir", flags->slurm.node_dir,
                  "where each hostd keeps its state on its node: "
                  "DIR/hostmesh-<job>-<id>/host_<rank>")
       ->type_name("DIR")

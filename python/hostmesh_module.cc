@@ -540,40 +540,6 @@ struct HostOptions {
   bool forward_proc_output = true;
 };
 
-// HostMesh.slurm's own options (mesh::SlurmOptions); time_limit in
-// seconds, 0: the partition's.
-struct PySlurmOptions {
-  std::string job_id;
-  int nodes = 1;
-  int tasks_per_node = 1;
-  std::string partition;
-  double time_limit = 0;
-  std::string job_name = "hostmesh";
-  std::vector<std::string> salloc_args;
-  std::map<std::string, std::string> env;
-  std::string listen = "127.0.0.1:0";
-  std::string node_dir = "/tmp";
-};
-
-SlurmOptions ToSlurmOptions(const PySlurmOptions& given) {
-  if (!(given.time_limit >= 0)) {
-    throw StatusError(absl::InvalidArgumentError(absl::StrCat(
-        "time_limit must not be negative, got ", given.time_limit)));
-  }
-  SlurmOptions slurm;
-  slurm.job_id = given.job_id;
-  slurm.nodes = given.nodes;
-  slurm.tasks_per_node = given.tasks_per_node;
-  slurm.partition = given.partition;
-  slurm.time_limit = absl::Seconds(given.time_limit);
-  slurm.job_name = given.job_name;
-  slurm.salloc_args = given.salloc_args;
-  slurm.env = given.env;
-  slurm.listen = given.listen;
-  slurm.node_dir = given.node_dir;
-  return slurm;
-}
-
 absl::StatusOr<HostMesh::Options> ToOptions(const HostOptions& given) {
   HostMesh::Options options;
   options.hostd_path = given.hostd_path;
@@ -734,18 +700,30 @@ PYBIND11_MODULE(_hostmesh, m) {
       .def_readwrite("credentials", &HostOptions::credentials)
       .def_readwrite("forward_proc_output", &HostOptions::forward_proc_output);
 
-  py::class_<PySlurmOptions>(m, "SlurmOptions")
+  // mesh::SlurmOptions itself; time_limit in seconds (0: the partition's).
+  py::class_<mesh::SlurmOptions>(m, "SlurmOptions")
       .def(py::init<>())
-      .def_readwrite("job_id", &PySlurmOptions::job_id)
-      .def_readwrite("nodes", &PySlurmOptions::nodes)
-      .def_readwrite("tasks_per_node", &PySlurmOptions::tasks_per_node)
-      .def_readwrite("partition", &PySlurmOptions::partition)
-      .def_readwrite("time_limit", &PySlurmOptions::time_limit)
-      .def_readwrite("job_name", &PySlurmOptions::job_name)
-      .def_readwrite("salloc_args", &PySlurmOptions::salloc_args)
-      .def_readwrite("env", &PySlurmOptions::env)
-      .def_readwrite("listen", &PySlurmOptions::listen)
-      .def_readwrite("node_dir", &PySlurmOptions::node_dir);
+      .def_readwrite("job_id", &mesh::SlurmOptions::job_id)
+      .def_readwrite("nodes", &mesh::SlurmOptions::nodes)
+      .def_readwrite("tasks_per_node", &mesh::SlurmOptions::tasks_per_node)
+      .def_readwrite("partition", &mesh::SlurmOptions::partition)
+      .def_property(
+          "time_limit",
+          [](const mesh::SlurmOptions& slurm) {
+            return absl::ToDoubleSeconds(slurm.time_limit);
+          },
+          [](mesh::SlurmOptions& slurm, double seconds) {
+            if (!(seconds >= 0)) {
+              throw StatusError(absl::InvalidArgumentError(absl::StrCat(
+                  "time_limit must not be negative, got ", seconds)));
+            }
+            slurm.time_limit = absl::Seconds(seconds);
+          })
+      .def_readwrite("job_name", &mesh::SlurmOptions::job_name)
+      .def_readwrite("salloc_args", &mesh::SlurmOptions::salloc_args)
+      .def_readwrite("env", &mesh::SlurmOptions::env)
+      .def_readwrite("listen", &mesh::SlurmOptions::listen)
+      .def_readwrite("node_dir", &mesh::SlurmOptions::node_dir);
 
   py::class_<PyActorMesh>(m, "ActorMesh")
       .def_property_readonly("name", &PyActorMesh::name)
@@ -791,11 +769,12 @@ PYBIND11_MODULE(_hostmesh, m) {
             return PyHostMesh::Start(PyHostMesh::Kind::kAttach, 0,
                                      std::move(addresses), options);
           })
-      .def_static("slurm",
-                  [](const PySlurmOptions& slurm, const HostOptions& options) {
-                    return PyHostMesh::Start(PyHostMesh::Kind::kSlurm, 0, {},
-                                             options, ToSlurmOptions(slurm));
-                  })
+      .def_static(
+          "slurm",
+          [](const mesh::SlurmOptions& slurm, const HostOptions& options) {
+            return PyHostMesh::Start(PyHostMesh::Kind::kSlurm, 0, {}, options,
+                                     slurm);
+          })
       .def_property_readonly("addresses", &PyHostMesh::addresses)
       .def_property_readonly("logs_dir", &PyHostMesh::logs_dir)
       .def_property_readonly("client_id", &PyHostMesh::client_id)

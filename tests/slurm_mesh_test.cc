@@ -13,6 +13,7 @@
 
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -107,6 +108,24 @@ std::vector<pid_t> WaitAllGone(const std::vector<pid_t>& pids,
   }
 }
 
+// The cluster stops with nothing of it left (SlurmCluster::Stop checks).
+void CheckStopsClean(SlurmCluster& slurm) {
+  absl::Status stopped = slurm.Stop();
+  INFO(stopped);
+  CHECK(stopped.ok());
+}
+
+// HostMesh::Slurm with 2 tasks on the cluster's node, state in `dir`
+// (REQUIREs it came up).
+std::optional<HostMesh> StartMesh(SlurmCluster& slurm, const TempDir& dir,
+                                  HostMesh::Options options) {
+  absl::StatusOr<HostMesh> hosts =
+      HostMesh::Slurm(OnCluster(slurm, 2, dir.path()), std::move(options));
+  INFO(hosts.status().ToString() << slurm.DaemonLogs());
+  REQUIRE(hosts.ok());
+  return *std::move(hosts);
+}
+
 // Waits until each of `hosts` was lost (a kLost event among all of
 // `events`); the ones that were not after `timeout`.
 std::vector<std::string> WaitLost(HostEvents& events,
@@ -155,10 +174,7 @@ TEST_CASE(
   START_SLURM_OR_SKIP(slurm);
   TempDir dir;
   std::shared_ptr<Client> client = NewClient();
-  absl::StatusOr<HostMesh> hosts =
-      HostMesh::Slurm(OnCluster(slurm, 2, dir.path()), HostdOptions(client));
-  INFO(hosts.status().ToString() << slurm.DaemonLogs());
-  REQUIRE(hosts.ok());
+  std::optional<HostMesh> hosts = StartMesh(slurm, dir, HostdOptions(client));
   CHECK(hosts->num_hosts() == 2);
   CHECK(hosts->extent().ToString() == "{hosts: 2}");
   CHECK_FALSE(hosts->slurm_job().empty());
@@ -195,9 +211,7 @@ TEST_CASE(
   CHECK(WaitAllGone(proc_pids, absl::Seconds(10)).empty());
   CHECK(QueueOnceEmpty(slurm).empty());
   CHECK(slurm.CancelAllJobs().ok());
-  absl::Status stopped = slurm.Stop();
-  INFO(stopped);
-  CHECK(stopped.ok());
+  CheckStopsClean(slurm);
 }
 
 TEST_CASE(
@@ -211,10 +225,7 @@ TEST_CASE(
   // goodbye (it got Slurm's SIGTERM) or its srun's end, whichever is first.
   std::shared_ptr<Client> client =
       NewHealthClient(host_events, absl::Seconds(2), absl::Minutes(10));
-  absl::StatusOr<HostMesh> hosts =
-      HostMesh::Slurm(OnCluster(slurm, 2, dir.path()), HostdOptions(client));
-  INFO(hosts.status().ToString() << slurm.DaemonLogs());
-  REQUIRE(hosts.ok());
+  std::optional<HostMesh> hosts = StartMesh(slurm, dir, HostdOptions(client));
   EchoMesh mesh = SpawnEcho(*hosts);
   const std::vector<pid_t>& proc_pids = mesh.pids;
   ActorMesh* echo = &mesh.echo;
@@ -254,9 +265,7 @@ TEST_CASE(
   absl::Status shut_down = hosts->Shutdown(absl::Seconds(1));
   INFO(shut_down);
   CHECK(shut_down.ok());
-  absl::Status stopped = slurm.Stop();
-  INFO(stopped);
-  CHECK(stopped.ok());
+  CheckStopsClean(slurm);
 }
 
 TEST_CASE(
@@ -272,10 +281,7 @@ TEST_CASE(
   HostMesh::Options options = HostdOptions(client);
   // Procs outlive their host's channel by this much.
   options.hostd_args.push_back("--orphan-timeout=2s");
-  absl::StatusOr<HostMesh> hosts =
-      HostMesh::Slurm(OnCluster(slurm, 2, dir.path()), options);
-  INFO(hosts.status().ToString() << slurm.DaemonLogs());
-  REQUIRE(hosts.ok());
+  std::optional<HostMesh> hosts = StartMesh(slurm, dir, options);
   EchoMesh mesh = SpawnEcho(*hosts);
   // Handled: the failure of host 0's actors does not poison the mesh.
   SupervisionEvents supervision;
@@ -317,9 +323,7 @@ TEST_CASE(
   INFO(shut_down);
   CHECK(shut_down.ok());
   CHECK(QueueOnceEmpty(slurm).empty());
-  absl::Status stopped = slurm.Stop();
-  INFO(stopped);
-  CHECK(stopped.ok());
+  CheckStopsClean(slurm);
 }
 
 TEST_CASE(
@@ -357,9 +361,7 @@ TEST_CASE(
     CHECK(absl::StrContains(refused.status().message(), "--begin=now+1hour"));
     CHECK(QueueOnceEmpty(slurm).empty());
   }
-  absl::Status stopped = slurm.Stop();
-  INFO(stopped);
-  CHECK(stopped.ok());
+  CheckStopsClean(slurm);
 }
 
 TEST_CASE(
@@ -390,9 +392,7 @@ TEST_CASE(
   // Its salloc sees its stdin end, relinquishes the job, and Slurm ends
   // the hostds; nothing of the cluster's jobs is left.
   CHECK(QueueOnceEmpty(slurm, absl::Seconds(30)).empty());
-  absl::Status stopped = slurm.Stop();
-  INFO(stopped);
-  CHECK(stopped.ok());
+  CheckStopsClean(slurm);
 }
 
 constexpr char kOpsToken[] = "sbatch-test-ops-token-0123456789abcdef";
@@ -471,9 +471,7 @@ TEST_CASE(
   CHECK(WaitAllGone(mesh.pids, absl::Seconds(30)).empty());
   CHECK(QueueOnceEmpty(slurm).empty());
   hosts->Shutdown(absl::Seconds(1)).IgnoreError();
-  absl::Status stopped = slurm.Stop();
-  INFO(stopped);
-  CHECK(stopped.ok());
+  CheckStopsClean(slurm);
 }
 
 }  // namespace
